@@ -1,0 +1,6 @@
+//! The pipeline's edges (to come): ERP ingest (HTTP, files, outbox/CDC envelopes) publishing
+//! to the input topics, and bank connectors (ISO 20022 pain.001 out, validated against
+//! `pain.001.001.09.xsd`; pain.002 status in).
+//!
+//! Owns: translating external formats to and from the pipeline's topics. Must not touch:
+//! business rules (`p2p-processors`) or the runtime's state.
