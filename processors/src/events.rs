@@ -1,0 +1,343 @@
+//! The documents the pipeline consumes and the outcomes it produces, as domain values.
+//! Wire formats (Avro) convert to and from these at the edge.
+
+use crate::ids::*;
+use crate::money::*;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Event time in milliseconds since the Unix epoch, taken from the record, never from a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventTime(pub i64);
+
+/// One line of a purchase order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOrderLine {
+    pub line: LineNumber,
+    pub description: String,
+    pub quantity: Quantity,
+    pub unit_price: UnitPrice,
+    /// False for services and other lines matched two-way (no goods receipt expected).
+    pub receipt_required: bool,
+}
+
+/// A purchase order as issued to its supplier: what may be received and invoiced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOrderIssued {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+    pub supplier: SupplierId,
+    pub currency: Currency,
+    pub lines: Vec<PurchaseOrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOrderCancelled {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PurchaseOrderEvent {
+    Issued(PurchaseOrderIssued),
+    Cancelled(PurchaseOrderCancelled),
+}
+
+/// Received and returned quantity of one PO line on one goods receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptLine {
+    pub line: LineNumber,
+    pub received: Quantity,
+    /// Rejected at the dock or sent back: subtracts from what may be invoiced.
+    pub returned: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoodsReceived {
+    pub org: OrgId,
+    pub grn: GoodsReceiptId,
+    pub po: PurchaseOrderId,
+    pub lines: Vec<ReceiptLine>,
+}
+
+/// One billed line of a supplier invoice, against a PO line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub line: LineNumber,
+    pub quantity: Quantity,
+    pub unit_price: UnitPrice,
+}
+
+/// A supplier invoice as registered by the buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceReceived {
+    pub org: OrgId,
+    pub invoice: InvoiceId,
+    pub supplier: SupplierId,
+    pub number: InvoiceNumber,
+    pub po: PurchaseOrderId,
+    pub currency: Currency,
+    pub lines: Vec<InvoiceLine>,
+    /// The invoice's stated total (net of tax), in `currency`.
+    pub total: Money,
+    /// Days since the Unix epoch, as printed on the invoice.
+    pub invoice_date: i32,
+}
+
+/// Any document that feeds the match of one purchase order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchInput {
+    PurchaseOrder(PurchaseOrderEvent),
+    GoodsReceipt(GoodsReceived),
+    Invoice(InvoiceReceived),
+}
+
+impl MatchInput {
+    pub fn org(&self) -> &OrgId {
+        match self {
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(e)) => &e.org,
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(e)) => &e.org,
+            MatchInput::GoodsReceipt(e) => &e.org,
+            MatchInput::Invoice(e) => &e.org,
+        }
+    }
+
+    pub fn po(&self) -> &PurchaseOrderId {
+        match self {
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(e)) => &e.po,
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(e)) => &e.po,
+            MatchInput::GoodsReceipt(e) => &e.po,
+            MatchInput::Invoice(e) => &e.po,
+        }
+    }
+}
+
+/// Why an invoice cannot be paid as it stands. Each carries what was expected and what came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExceptionReason {
+    /// Billed unit price outside tolerance of the PO price.
+    PriceVariance {
+        line: LineNumber,
+        expected: Money,
+        actual: Money,
+    },
+    /// Billed quantity beyond what is left to invoice on the PO line (ordered minus invoiced).
+    QuantityVariance {
+        line: LineNumber,
+        expected: Quantity,
+        actual: Quantity,
+    },
+    /// Invoice total outside tolerance of sum(billed quantity x PO price).
+    AmountVariance {
+        expected: Money,
+        actual: Money,
+    },
+    CurrencyMismatch {
+        expected: Currency,
+        actual: Currency,
+    },
+    SupplierMismatch {
+        expected: SupplierId,
+        actual: SupplierId,
+    },
+    /// Billed quantity beyond what was received and not yet invoiced.
+    NotReceived {
+        line: LineNumber,
+        expected: Quantity,
+        actual: Quantity,
+    },
+    /// The invoice bills a line the PO does not have.
+    UnknownPoLine {
+        line: LineNumber,
+    },
+    PoCancelled,
+}
+
+/// The kind of an exception reason, as reported on the wire and in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReasonKind {
+    PriceVariance,
+    QuantityVariance,
+    AmountVariance,
+    CurrencyMismatch,
+    SupplierMismatch,
+    NotReceived,
+    UnknownPoLine,
+    PoCancelled,
+}
+
+impl ReasonKind {
+    pub const ALL: [ReasonKind; 8] = [
+        ReasonKind::PriceVariance,
+        ReasonKind::QuantityVariance,
+        ReasonKind::AmountVariance,
+        ReasonKind::CurrencyMismatch,
+        ReasonKind::SupplierMismatch,
+        ReasonKind::NotReceived,
+        ReasonKind::UnknownPoLine,
+        ReasonKind::PoCancelled,
+    ];
+
+    /// The Avro enum symbol and metric label.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            ReasonKind::PriceVariance => "PRICE_VARIANCE",
+            ReasonKind::QuantityVariance => "QUANTITY_VARIANCE",
+            ReasonKind::AmountVariance => "AMOUNT_VARIANCE",
+            ReasonKind::CurrencyMismatch => "CURRENCY_MISMATCH",
+            ReasonKind::SupplierMismatch => "SUPPLIER_MISMATCH",
+            ReasonKind::NotReceived => "NOT_RECEIVED",
+            ReasonKind::UnknownPoLine => "UNKNOWN_PO_LINE",
+            ReasonKind::PoCancelled => "PO_CANCELLED",
+        }
+    }
+
+    pub fn from_symbol(symbol: &str) -> Option<ReasonKind> {
+        Self::ALL.into_iter().find(|k| k.symbol() == symbol)
+    }
+}
+
+impl ExceptionReason {
+    pub fn kind(&self) -> ReasonKind {
+        match self {
+            ExceptionReason::PriceVariance { .. } => ReasonKind::PriceVariance,
+            ExceptionReason::QuantityVariance { .. } => ReasonKind::QuantityVariance,
+            ExceptionReason::AmountVariance { .. } => ReasonKind::AmountVariance,
+            ExceptionReason::CurrencyMismatch { .. } => ReasonKind::CurrencyMismatch,
+            ExceptionReason::SupplierMismatch { .. } => ReasonKind::SupplierMismatch,
+            ExceptionReason::NotReceived { .. } => ReasonKind::NotReceived,
+            ExceptionReason::UnknownPoLine { .. } => ReasonKind::UnknownPoLine,
+            ExceptionReason::PoCancelled => ReasonKind::PoCancelled,
+        }
+    }
+
+    pub fn line(&self) -> Option<LineNumber> {
+        match self {
+            ExceptionReason::PriceVariance { line, .. }
+            | ExceptionReason::QuantityVariance { line, .. }
+            | ExceptionReason::NotReceived { line, .. }
+            | ExceptionReason::UnknownPoLine { line } => Some(*line),
+            _ => None,
+        }
+    }
+
+    /// Expected and actual as numbers, for reasons that have them (delta = actual - expected).
+    pub fn expected_actual(&self) -> Option<(Decimal, Decimal)> {
+        match self {
+            ExceptionReason::PriceVariance {
+                expected, actual, ..
+            }
+            | ExceptionReason::AmountVariance { expected, actual } => {
+                Some((expected.amount(), actual.amount()))
+            }
+            ExceptionReason::QuantityVariance {
+                expected, actual, ..
+            }
+            | ExceptionReason::NotReceived {
+                expected, actual, ..
+            } => Some((expected.value(), actual.value())),
+            _ => None,
+        }
+    }
+
+    pub fn delta(&self) -> Option<Decimal> {
+        self.expected_actual().map(|(e, a)| a - e)
+    }
+
+    /// One sentence an AP clerk can read.
+    pub fn describe(&self) -> String {
+        match self {
+            ExceptionReason::PriceVariance {
+                line,
+                expected,
+                actual,
+            } => format!("line {line}: billed unit price {actual}, PO price {expected}"),
+            ExceptionReason::QuantityVariance {
+                line,
+                expected,
+                actual,
+            } => format!("line {line}: billed {actual}, only {expected} left to invoice on the PO"),
+            ExceptionReason::AmountVariance { expected, actual } => {
+                format!("invoice total {actual}, billed lines at PO prices come to {expected}")
+            }
+            ExceptionReason::CurrencyMismatch { expected, actual } => {
+                format!("invoiced in {actual}, PO is in {expected}")
+            }
+            ExceptionReason::SupplierMismatch { expected, actual } => {
+                format!("invoiced by {actual}, PO is with {expected}")
+            }
+            ExceptionReason::NotReceived {
+                line,
+                expected,
+                actual,
+            } => format!("line {line}: billed {actual}, received and not yet invoiced {expected}"),
+            ExceptionReason::UnknownPoLine { line } => format!("line {line} is not on the PO"),
+            ExceptionReason::PoCancelled => "the purchase order is cancelled".to_owned(),
+        }
+    }
+}
+
+/// What a matched invoice commits to pay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceMatched {
+    pub org: OrgId,
+    pub invoice: InvoiceId,
+    pub po: PurchaseOrderId,
+    pub supplier: SupplierId,
+    pub number: InvoiceNumber,
+    pub total: Money,
+    pub lines: Vec<InvoiceLine>,
+    pub matched_at: EventTime,
+}
+
+/// An invoice that cannot be paid as it stands, with every reason found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceException {
+    pub org: OrgId,
+    pub invoice: InvoiceId,
+    pub po: PurchaseOrderId,
+    pub supplier: SupplierId,
+    pub number: InvoiceNumber,
+    pub total: Money,
+    pub reasons: Vec<ExceptionReason>,
+    pub raised_at: EventTime,
+}
+
+/// What a pending invoice waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PendingReason {
+    /// The PO has not been seen yet (topics interleave; it may simply be later in the stream).
+    PurchaseOrder,
+    /// Goods not yet received for a three-way line.
+    Receipt {
+        line: LineNumber,
+        available: Quantity,
+        billed: Quantity,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoicePending {
+    pub org: OrgId,
+    pub invoice: InvoiceId,
+    pub po: PurchaseOrderId,
+    pub waiting_for: Vec<PendingReason>,
+}
+
+/// A document the match refuses, as a business event rather than a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRejected {
+    pub org: OrgId,
+    pub grn: GoodsReceiptId,
+    pub po: PurchaseOrderId,
+    pub reason: ExceptionReason,
+}
+
+/// Everything the three-way match can emit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchOutput {
+    Matched(InvoiceMatched),
+    Exception(InvoiceException),
+    Pending(InvoicePending),
+    ReceiptRejected(ReceiptRejected),
+}

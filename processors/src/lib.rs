@@ -1,0 +1,18 @@
+//! The procure-to-pay domain: value objects (identifiers, money, quantities), purchase-order
+//! lines and the three-way match, as pure functions over value types.
+//!
+//! Owns: business rules. State plus event in, new state plus output events out.
+//! Must not touch: Kafka, RocksDB, Avro, clocks or any other I/O. Time comes in with the event
+//! (`EventTime`), so replaying the same inputs always yields the same outputs.
+
+pub mod events;
+pub mod ids;
+pub mod matching;
+pub mod money;
+pub mod tolerance;
+
+pub use events::*;
+pub use ids::*;
+pub use matching::{MatchError, PurchaseOrderMatch};
+pub use money::*;
+pub use tolerance::Tolerance;

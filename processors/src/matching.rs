@@ -1,0 +1,442 @@
+//! Three-way match of one purchase order: its lines, what was received, what was invoiced, and
+//! the outcome of every invoice. `PurchaseOrderMatch::apply` is the whole rule book: state plus
+//! one document in, the outcomes it causes out.
+
+use crate::events::*;
+use crate::ids::*;
+use crate::money::*;
+use crate::tolerance::Tolerance;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A document that does not belong to this aggregate. The runtime routes by (org, PO), so
+/// this signals a routing bug or a forged key, never a business outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    #[error("document of org {document} applied to the state of org {state}")]
+    OrgMismatch { state: OrgId, document: OrgId },
+    #[error("document of PO {document} applied to the state of PO {state}")]
+    PoMismatch {
+        state: PurchaseOrderId,
+        document: PurchaseOrderId,
+    },
+    #[error("amount arithmetic overflowed: {0}")]
+    Money(#[from] MoneyError),
+}
+
+/// What is known of the order itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Order {
+    /// Receipts or invoices arrived before the PO did.
+    NotYetSeen,
+    Open(PurchaseOrderIssued),
+    Cancelled,
+}
+
+/// Running totals of one PO line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct LineProgress {
+    received: Quantity,
+    invoiced: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Outcome {
+    Pending(InvoicePending),
+    Matched(InvoiceMatched),
+    Exception(InvoiceException),
+}
+
+impl Outcome {
+    fn to_output(&self) -> MatchOutput {
+        match self {
+            Outcome::Pending(p) => MatchOutput::Pending(p.clone()),
+            Outcome::Matched(m) => MatchOutput::Matched(m.clone()),
+            Outcome::Exception(e) => MatchOutput::Exception(e.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct InvoiceRecord {
+    invoice: InvoiceReceived,
+    outcome: Outcome,
+}
+
+/// The match state of one purchase order of one org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOrderMatch {
+    org: OrgId,
+    po: PurchaseOrderId,
+    order: Order,
+    progress: BTreeMap<LineNumber, LineProgress>,
+    receipts: BTreeSet<GoodsReceiptId>,
+    /// Invoices in arrival order: pending ones are re-matched in this order, so cumulative
+    /// consumption is deterministic.
+    invoices: Vec<InvoiceRecord>,
+}
+
+impl PurchaseOrderMatch {
+    pub fn new(org: OrgId, po: PurchaseOrderId) -> Self {
+        Self {
+            org,
+            po,
+            order: Order::NotYetSeen,
+            progress: BTreeMap::new(),
+            receipts: BTreeSet::new(),
+            invoices: Vec::new(),
+        }
+    }
+
+    pub fn org(&self) -> &OrgId {
+        &self.org
+    }
+
+    pub fn po(&self) -> &PurchaseOrderId {
+        &self.po
+    }
+
+    /// Received minus returned so far on a line.
+    pub fn received(&self, line: LineNumber) -> Quantity {
+        self.progress
+            .get(&line)
+            .map_or(Quantity::ZERO, |p| p.received)
+    }
+
+    /// Quantity consumed by matched invoices on a line.
+    pub fn invoiced(&self, line: LineNumber) -> Quantity {
+        self.progress
+            .get(&line)
+            .map_or(Quantity::ZERO, |p| p.invoiced)
+    }
+
+    /// Applies one document and returns what it caused, in order.
+    pub fn apply(
+        &mut self,
+        input: &MatchInput,
+        at: EventTime,
+        tolerance: Tolerance,
+    ) -> Result<Vec<MatchOutput>, MatchError> {
+        if input.org() != &self.org {
+            return Err(MatchError::OrgMismatch {
+                state: self.org.clone(),
+                document: input.org().clone(),
+            });
+        }
+        if input.po() != &self.po {
+            return Err(MatchError::PoMismatch {
+                state: self.po.clone(),
+                document: input.po().clone(),
+            });
+        }
+        match input {
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(issued)) => {
+                self.on_issued(issued, at, tolerance)
+            }
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(_)) => {
+                Ok(self.on_cancelled(at))
+            }
+            MatchInput::GoodsReceipt(receipt) => self.on_receipt(receipt, at, tolerance),
+            MatchInput::Invoice(invoice) => self.on_invoice(invoice, at, tolerance),
+        }
+    }
+
+    fn on_issued(
+        &mut self,
+        issued: &PurchaseOrderIssued,
+        at: EventTime,
+        tolerance: Tolerance,
+    ) -> Result<Vec<MatchOutput>, MatchError> {
+        match &self.order {
+            // A cancelled order stays cancelled; a re-delivered issue changes nothing.
+            Order::Cancelled => return Ok(vec![]),
+            Order::Open(current) if current == issued => return Ok(vec![]),
+            // First sight, or a change order: the new terms apply to what is still pending.
+            _ => self.order = Order::Open(issued.clone()),
+        }
+        self.rematch_pending(at, tolerance)
+    }
+
+    fn on_cancelled(&mut self, at: EventTime) -> Vec<MatchOutput> {
+        self.order = Order::Cancelled;
+        let mut outputs = Vec::new();
+        for record in &mut self.invoices {
+            if let Outcome::Pending(_) = record.outcome {
+                record.outcome = Outcome::Exception(exception(
+                    &record.invoice,
+                    vec![ExceptionReason::PoCancelled],
+                    at,
+                ));
+                outputs.push(record.outcome.to_output());
+            }
+        }
+        outputs
+    }
+
+    fn on_receipt(
+        &mut self,
+        receipt: &GoodsReceived,
+        at: EventTime,
+        tolerance: Tolerance,
+    ) -> Result<Vec<MatchOutput>, MatchError> {
+        if self.receipts.contains(&receipt.grn) {
+            return Ok(vec![]); // re-delivered: already counted
+        }
+        if let Order::Cancelled = self.order {
+            return Ok(vec![MatchOutput::ReceiptRejected(ReceiptRejected {
+                org: receipt.org.clone(),
+                grn: receipt.grn.clone(),
+                po: receipt.po.clone(),
+                reason: ExceptionReason::PoCancelled,
+            })]);
+        }
+        self.receipts.insert(receipt.grn.clone());
+        for line in &receipt.lines {
+            let progress = self.progress.entry(line.line).or_default();
+            progress.received = progress
+                .received
+                .plus(line.received)
+                .saturating_minus(line.returned);
+        }
+        self.rematch_pending(at, tolerance)
+    }
+
+    fn on_invoice(
+        &mut self,
+        invoice: &InvoiceReceived,
+        at: EventTime,
+        tolerance: Tolerance,
+    ) -> Result<Vec<MatchOutput>, MatchError> {
+        let position = self
+            .invoices
+            .iter()
+            .position(|r| r.invoice.invoice == invoice.invoice);
+        let index = match position {
+            // Re-delivered unchanged: answer as before, consume nothing twice.
+            Some(i) if self.invoices[i].invoice == *invoice => {
+                return Ok(vec![self.invoices[i].outcome.to_output()]);
+            }
+            // A corrected invoice: give back what the old version consumed, match it again.
+            Some(i) => {
+                if let Outcome::Matched(matched) = &self.invoices[i].outcome {
+                    for line in matched.lines.clone() {
+                        let progress = self.progress.entry(line.line).or_default();
+                        progress.invoiced = progress.invoiced.saturating_minus(line.quantity);
+                    }
+                }
+                self.invoices[i].invoice = invoice.clone();
+                i
+            }
+            None => {
+                self.invoices.push(InvoiceRecord {
+                    invoice: invoice.clone(),
+                    outcome: Outcome::Pending(InvoicePending {
+                        org: invoice.org.clone(),
+                        invoice: invoice.invoice.clone(),
+                        po: invoice.po.clone(),
+                        waiting_for: vec![],
+                    }),
+                });
+                self.invoices.len() - 1
+            }
+        };
+        let outcome = self.evaluate(&self.invoices[index].invoice, at, tolerance)?;
+        self.settle(index, outcome);
+        Ok(vec![self.invoices[index].outcome.to_output()])
+    }
+
+    /// Re-runs the match of every pending invoice, in arrival order; reports those decided.
+    fn rematch_pending(
+        &mut self,
+        at: EventTime,
+        tolerance: Tolerance,
+    ) -> Result<Vec<MatchOutput>, MatchError> {
+        let mut outputs = Vec::new();
+        for index in 0..self.invoices.len() {
+            if !matches!(self.invoices[index].outcome, Outcome::Pending(_)) {
+                continue;
+            }
+            let outcome = self.evaluate(&self.invoices[index].invoice, at, tolerance)?;
+            if let Outcome::Pending(_) = outcome {
+                // Still waiting (perhaps for less): keep the details, report only decisions.
+                self.invoices[index].outcome = outcome;
+                continue;
+            }
+            self.settle(index, outcome);
+            outputs.push(self.invoices[index].outcome.to_output());
+        }
+        Ok(outputs)
+    }
+
+    /// Records an outcome; a match consumes the billed quantities.
+    fn settle(&mut self, index: usize, outcome: Outcome) {
+        if let Outcome::Matched(matched) = &outcome {
+            for line in &matched.lines {
+                let progress = self.progress.entry(line.line).or_default();
+                progress.invoiced = progress.invoiced.plus(line.quantity);
+            }
+        }
+        self.invoices[index].outcome = outcome;
+    }
+
+    /// The match rule itself. Reads state, changes nothing.
+    fn evaluate(
+        &self,
+        invoice: &InvoiceReceived,
+        at: EventTime,
+        tolerance: Tolerance,
+    ) -> Result<Outcome, MatchError> {
+        let order = match &self.order {
+            Order::NotYetSeen => {
+                return Ok(Outcome::Pending(pending(
+                    invoice,
+                    vec![PendingReason::PurchaseOrder],
+                )))
+            }
+            Order::Cancelled => {
+                return Ok(Outcome::Exception(exception(
+                    invoice,
+                    vec![ExceptionReason::PoCancelled],
+                    at,
+                )))
+            }
+            Order::Open(order) => order,
+        };
+
+        let mut reasons = Vec::new();
+        let mut waiting = Vec::new();
+        if invoice.supplier != order.supplier {
+            reasons.push(ExceptionReason::SupplierMismatch {
+                expected: order.supplier.clone(),
+                actual: invoice.supplier.clone(),
+            });
+        }
+        let same_currency = invoice.currency == order.currency;
+        if !same_currency {
+            reasons.push(ExceptionReason::CurrencyMismatch {
+                expected: order.currency,
+                actual: invoice.currency,
+            });
+        }
+
+        // Prices line by line; quantities summed per PO line (an invoice may split a line).
+        let mut billed: BTreeMap<LineNumber, Quantity> = BTreeMap::new();
+        let mut expected_total = Some(Money::zero(invoice.currency));
+        for line in &invoice.lines {
+            let Some(po_line) = order.lines.iter().find(|l| l.line == line.line) else {
+                reasons.push(ExceptionReason::UnknownPoLine { line: line.line });
+                expected_total = None;
+                continue;
+            };
+            let sum = billed.entry(line.line).or_insert(Quantity::ZERO);
+            *sum = sum.plus(line.quantity);
+            if same_currency {
+                let expected = po_line.unit_price.money();
+                let actual = line.unit_price.money();
+                if !tolerance.admits(expected.amount(), actual.amount()) {
+                    reasons.push(ExceptionReason::PriceVariance {
+                        line: line.line,
+                        expected,
+                        actual,
+                    });
+                }
+                expected_total = match expected_total {
+                    Some(total) => Some(total.checked_add(expected.times(line.quantity)?)?),
+                    None => None,
+                };
+            }
+        }
+
+        for (&line, &quantity) in &billed {
+            let Some(po_line) = order.lines.iter().find(|l| l.line == line) else {
+                continue;
+            };
+            let progress = self.progress.get(&line).copied().unwrap_or_default();
+            let left_to_invoice = po_line.quantity.saturating_minus(progress.invoiced);
+            if tolerance.exceeded_by(left_to_invoice.value(), quantity.value()) {
+                reasons.push(ExceptionReason::QuantityVariance {
+                    line,
+                    expected: left_to_invoice,
+                    actual: quantity,
+                });
+            } else if po_line.receipt_required {
+                let available = progress.received.saturating_minus(progress.invoiced);
+                if tolerance.exceeded_by(available.value(), quantity.value()) {
+                    waiting.push(PendingReason::Receipt {
+                        line,
+                        available,
+                        billed: quantity,
+                    });
+                }
+            }
+        }
+
+        if let (true, Some(expected)) = (same_currency, expected_total) {
+            if !tolerance.admits(expected.amount(), invoice.total.amount()) {
+                reasons.push(ExceptionReason::AmountVariance {
+                    expected,
+                    actual: invoice.total,
+                });
+            }
+        }
+
+        if !reasons.is_empty() {
+            // Every reason at once, including goods still missing, so the clerk sees it all.
+            reasons.extend(waiting.into_iter().filter_map(|w| match w {
+                PendingReason::Receipt {
+                    line,
+                    available,
+                    billed,
+                } => Some(ExceptionReason::NotReceived {
+                    line,
+                    expected: available,
+                    actual: billed,
+                }),
+                PendingReason::PurchaseOrder => None,
+            }));
+            return Ok(Outcome::Exception(exception(invoice, reasons, at)));
+        }
+        if !waiting.is_empty() {
+            return Ok(Outcome::Pending(pending(invoice, waiting)));
+        }
+        Ok(Outcome::Matched(InvoiceMatched {
+            org: invoice.org.clone(),
+            invoice: invoice.invoice.clone(),
+            po: invoice.po.clone(),
+            supplier: invoice.supplier.clone(),
+            number: invoice.number.clone(),
+            total: invoice.total,
+            lines: invoice.lines.clone(),
+            matched_at: at,
+        }))
+    }
+}
+
+fn pending(invoice: &InvoiceReceived, waiting_for: Vec<PendingReason>) -> InvoicePending {
+    InvoicePending {
+        org: invoice.org.clone(),
+        invoice: invoice.invoice.clone(),
+        po: invoice.po.clone(),
+        waiting_for,
+    }
+}
+
+fn exception(
+    invoice: &InvoiceReceived,
+    reasons: Vec<ExceptionReason>,
+    at: EventTime,
+) -> InvoiceException {
+    InvoiceException {
+        org: invoice.org.clone(),
+        invoice: invoice.invoice.clone(),
+        po: invoice.po.clone(),
+        supplier: invoice.supplier.clone(),
+        number: invoice.number.clone(),
+        total: invoice.total,
+        reasons,
+        raised_at: at,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,414 @@
+use super::*;
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+struct Fixture {
+    org: OrgId,
+    po: PurchaseOrderId,
+    supplier: SupplierId,
+    eur: Currency,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            org: OrgId::from_u128(1),
+            po: PurchaseOrderId::from_u128(2),
+            supplier: SupplierId::from_u128(3),
+            eur: Currency::parse("EUR").unwrap(),
+        }
+    }
+
+    fn state(&self) -> PurchaseOrderMatch {
+        PurchaseOrderMatch::new(self.org.clone(), self.po.clone())
+    }
+
+    fn price(&self, amount: Decimal) -> UnitPrice {
+        UnitPrice::new(Money::new(amount, self.eur)).unwrap()
+    }
+
+    /// Line 1: 100 units at 10.00 (goods); line 2: 1 unit at 500.00 (a service, two-way).
+    fn issued(&self) -> MatchInput {
+        MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(PurchaseOrderIssued {
+            org: self.org.clone(),
+            po: self.po.clone(),
+            supplier: self.supplier.clone(),
+            currency: self.eur,
+            lines: vec![
+                PurchaseOrderLine {
+                    line: LineNumber::new(1).unwrap(),
+                    description: "bolts".into(),
+                    quantity: qty(dec!(100)),
+                    unit_price: self.price(dec!(10.00)),
+                    receipt_required: true,
+                },
+                PurchaseOrderLine {
+                    line: LineNumber::new(2).unwrap(),
+                    description: "installation".into(),
+                    quantity: qty(dec!(1)),
+                    unit_price: self.price(dec!(500.00)),
+                    receipt_required: false,
+                },
+            ],
+        }))
+    }
+
+    fn cancelled(&self) -> MatchInput {
+        MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(PurchaseOrderCancelled {
+            org: self.org.clone(),
+            po: self.po.clone(),
+        }))
+    }
+
+    fn receipt(&self, id: u128, received: Decimal, returned: Decimal) -> MatchInput {
+        MatchInput::GoodsReceipt(GoodsReceived {
+            org: self.org.clone(),
+            grn: GoodsReceiptId::from_u128(id),
+            po: self.po.clone(),
+            lines: vec![ReceiptLine {
+                line: LineNumber::new(1).unwrap(),
+                received: qty(received),
+                returned: qty(returned),
+            }],
+        })
+    }
+
+    /// An invoice billing `quantity` of line 1 at `price`, with the total those two imply.
+    fn invoice(&self, id: u128, quantity: Decimal, price: Decimal) -> InvoiceReceived {
+        InvoiceReceived {
+            org: self.org.clone(),
+            invoice: InvoiceId::from_u128(id),
+            supplier: self.supplier.clone(),
+            number: InvoiceNumber::parse(&format!("INV-{id}")).unwrap(),
+            po: self.po.clone(),
+            currency: self.eur,
+            lines: vec![InvoiceLine {
+                line: LineNumber::new(1).unwrap(),
+                quantity: qty(quantity),
+                unit_price: self.price(price),
+            }],
+            total: Money::new(quantity * price, self.eur),
+            invoice_date: 20_000,
+        }
+    }
+}
+
+fn qty(value: Decimal) -> Quantity {
+    Quantity::new(value).unwrap()
+}
+
+const T0: EventTime = EventTime(1_700_000_000_000);
+
+fn apply(state: &mut PurchaseOrderMatch, input: MatchInput) -> Vec<MatchOutput> {
+    state.apply(&input, T0, Tolerance::default()).unwrap()
+}
+
+fn invoice(i: InvoiceReceived) -> MatchInput {
+    MatchInput::Invoice(i)
+}
+
+fn reasons(outputs: &[MatchOutput]) -> Vec<ExceptionReason> {
+    match outputs {
+        [MatchOutput::Exception(e)] => e.reasons.clone(),
+        other => panic!("expected one exception, got {other:?}"),
+    }
+}
+
+fn line(n: i64) -> LineNumber {
+    LineNumber::new(n).unwrap()
+}
+
+#[test]
+fn an_invoice_for_received_goods_at_the_po_price_is_matched_and_consumes_the_receipt() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(60), dec!(10.00))));
+    match out.as_slice() {
+        [MatchOutput::Matched(m)] => {
+            assert_eq!(m.total, Money::new(dec!(600.00), f.eur));
+            assert_eq!(m.invoice, InvoiceId::from_u128(20));
+        }
+        other => panic!("expected a match, got {other:?}"),
+    }
+    assert_eq!(s.invoiced(line(1)), qty(dec!(60)));
+}
+
+#[test]
+fn a_price_two_percent_above_the_po_is_matched_but_more_is_an_exception() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let ok = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.20))));
+    assert!(matches!(ok.as_slice(), [MatchOutput::Matched(_)]));
+
+    // The total follows the billed price, so the amount is over tolerance too.
+    let out = apply(&mut s, invoice(f.invoice(21, dec!(10), dec!(10.21))));
+    assert_eq!(
+        reasons(&out),
+        vec![
+            ExceptionReason::PriceVariance {
+                line: line(1),
+                expected: Money::new(dec!(10.00), f.eur),
+                actual: Money::new(dec!(10.21), f.eur),
+            },
+            ExceptionReason::AmountVariance {
+                expected: Money::new(dec!(100.00), f.eur),
+                actual: Money::new(dec!(102.10), f.eur),
+            }
+        ]
+    );
+    assert_eq!(reasons(&out)[0].delta(), Some(dec!(0.21)));
+}
+
+#[test]
+fn an_invoice_before_its_receipt_is_pending_and_matched_when_the_goods_arrive() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(40), dec!(10.00))));
+    match out.as_slice() {
+        [MatchOutput::Pending(p)] => assert_eq!(
+            p.waiting_for,
+            vec![PendingReason::Receipt {
+                line: line(1),
+                available: Quantity::ZERO,
+                billed: qty(dec!(40)),
+            }]
+        ),
+        other => panic!("expected pending, got {other:?}"),
+    }
+    // A partial receipt that does not cover the invoice changes nothing.
+    assert!(apply(&mut s, f.receipt(10, dec!(30), dec!(0))).is_empty());
+    let out = apply(&mut s, f.receipt(11, dec!(10), dec!(0)));
+    assert!(
+        matches!(out.as_slice(), [MatchOutput::Matched(m)] if m.invoice == InvoiceId::from_u128(20))
+    );
+}
+
+#[test]
+fn partial_receipts_accumulate_and_returns_subtract() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(30), dec!(0)));
+    apply(&mut s, f.receipt(11, dec!(25), dec!(5)));
+    assert_eq!(s.received(line(1)), qty(dec!(50)));
+}
+
+#[test]
+fn a_redelivered_receipt_is_counted_once() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(30), dec!(0)));
+    apply(&mut s, f.receipt(10, dec!(30), dec!(0)));
+    assert_eq!(s.received(line(1)), qty(dec!(30)));
+}
+
+#[test]
+fn billed_quantity_across_invoices_never_exceeds_what_was_received() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(50), dec!(0)));
+    assert!(matches!(
+        apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00)))).as_slice(),
+        [MatchOutput::Matched(_)]
+    ));
+    // The receipt is used up: the next invoice waits for more goods.
+    assert!(matches!(
+        apply(&mut s, invoice(f.invoice(21, dec!(10), dec!(10.00)))).as_slice(),
+        [MatchOutput::Pending(_)]
+    ));
+}
+
+#[test]
+fn billing_more_than_was_ordered_is_a_quantity_exception_with_the_delta() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(110), dec!(10.00))));
+    let r = reasons(&out);
+    assert_eq!(
+        r,
+        vec![ExceptionReason::QuantityVariance {
+            line: line(1),
+            expected: qty(dec!(100)),
+            actual: qty(dec!(110)),
+        }]
+    );
+    assert_eq!(r[0].delta(), Some(dec!(10)));
+}
+
+#[test]
+fn a_total_that_does_not_add_up_is_an_amount_exception() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let mut inv = f.invoice(20, dec!(10), dec!(10.00));
+    inv.total = Money::new(dec!(150.00), f.eur);
+    let r = reasons(&apply(&mut s, invoice(inv)));
+    assert_eq!(
+        r,
+        vec![ExceptionReason::AmountVariance {
+            expected: Money::new(dec!(100.00), f.eur),
+            actual: Money::new(dec!(150.00), f.eur),
+        }]
+    );
+    assert_eq!(r[0].delta(), Some(dec!(50.00)));
+}
+
+#[test]
+fn every_reason_is_reported_at_once() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    let mut inv = f.invoice(20, dec!(5), dec!(12.00));
+    inv.supplier = SupplierId::from_u128(99);
+    inv.lines.push(InvoiceLine {
+        line: line(7),
+        quantity: qty(dec!(1)),
+        unit_price: f.price(dec!(1)),
+    });
+    let kinds: Vec<ReasonKind> = reasons(&apply(&mut s, invoice(inv)))
+        .iter()
+        .map(ExceptionReason::kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ReasonKind::SupplierMismatch,
+            ReasonKind::PriceVariance,
+            ReasonKind::UnknownPoLine,
+            ReasonKind::NotReceived,
+        ]
+    );
+}
+
+#[test]
+fn an_invoice_in_another_currency_is_a_currency_exception_not_a_price_one() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let usd = Currency::parse("USD").unwrap();
+    let mut inv = f.invoice(20, dec!(10), dec!(10.00));
+    inv.currency = usd;
+    inv.lines[0].unit_price = UnitPrice::new(Money::new(dec!(11), usd)).unwrap();
+    inv.total = Money::new(dec!(110), usd);
+    assert_eq!(
+        reasons(&apply(&mut s, invoice(inv))),
+        vec![ExceptionReason::CurrencyMismatch {
+            expected: f.eur,
+            actual: usd
+        }]
+    );
+}
+
+#[test]
+fn a_service_line_needs_no_receipt() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    let mut inv = f.invoice(20, dec!(1), dec!(500.00));
+    inv.lines[0].line = line(2);
+    assert!(matches!(
+        apply(&mut s, invoice(inv)).as_slice(),
+        [MatchOutput::Matched(_)]
+    ));
+}
+
+#[test]
+fn an_invoice_before_its_po_waits_for_the_po() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    assert!(matches!(out.as_slice(),
+        [MatchOutput::Pending(p)] if p.waiting_for == vec![PendingReason::PurchaseOrder]));
+    let out = apply(&mut s, f.issued());
+    assert!(matches!(out.as_slice(), [MatchOutput::Matched(_)]));
+}
+
+#[test]
+fn cancelling_a_po_turns_its_pending_invoices_into_exceptions_and_rejects_later_receipts() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    let out = apply(&mut s, f.cancelled());
+    assert_eq!(reasons(&out), vec![ExceptionReason::PoCancelled]);
+    let out = apply(&mut s, f.receipt(10, dec!(10), dec!(0)));
+    assert!(matches!(out.as_slice(), [MatchOutput::ReceiptRejected(_)]));
+    assert_eq!(s.received(line(1)), Quantity::ZERO);
+}
+
+#[test]
+fn a_redelivered_invoice_gets_the_same_answer_and_consumes_nothing_twice() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let first = apply(&mut s, invoice(f.invoice(20, dec!(60), dec!(10.00))));
+    let again = apply(&mut s, invoice(f.invoice(20, dec!(60), dec!(10.00))));
+    assert_eq!(first, again);
+    assert_eq!(s.invoiced(line(1)), qty(dec!(60)));
+}
+
+#[test]
+fn a_corrected_invoice_is_matched_again_on_its_new_content() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(11.00))));
+    assert!(matches!(out.as_slice(), [MatchOutput::Exception(_)]));
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    assert!(matches!(out.as_slice(), [MatchOutput::Matched(_)]));
+    // Correcting a matched invoice gives back what it had consumed.
+    apply(&mut s, invoice(f.invoice(20, dec!(4), dec!(10.00))));
+    assert_eq!(s.invoiced(line(1)), qty(dec!(4)));
+}
+
+#[test]
+fn a_document_of_another_org_is_rejected_not_applied() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    let mut inv = f.invoice(20, dec!(1), dec!(10.00));
+    inv.org = OrgId::from_u128(666);
+    let err = s
+        .apply(&invoice(inv), T0, Tolerance::default())
+        .unwrap_err();
+    assert!(matches!(err, MatchError::OrgMismatch { .. }));
+    assert_eq!(s, f.state());
+}
+
+proptest! {
+    /// Whatever invoices and receipts arrive, in whatever amounts, the quantity consumed by
+    /// matched invoices never exceeds what was received plus the tolerance.
+    #[test]
+    fn matched_quantity_never_exceeds_received_plus_tolerance(
+        steps in proptest::collection::vec((any::<bool>(), 1u32..80), 1..30)
+    ) {
+        let f = Fixture::new();
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        for (i, (is_receipt, amount)) in steps.into_iter().enumerate() {
+            let amount = Decimal::from(amount);
+            let input = if is_receipt {
+                f.receipt(1000 + i as u128, amount, Decimal::ZERO)
+            } else {
+                invoice(f.invoice(2000 + i as u128, amount, dec!(10.00)))
+            };
+            apply(&mut s, input);
+            let ceiling = s.received(line(1)).value() * dec!(1.02);
+            prop_assert!(s.invoiced(line(1)).value() <= ceiling);
+        }
+    }
+}
