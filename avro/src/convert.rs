@@ -1,0 +1,641 @@
+//! Conversions between Avro values (as written by any producer of our schemas) and domain
+//! types. Decoding validates everything the domain needs: an id that does not parse, a
+//! currency that is not ISO 4217 or a negative quantity is a typed `DecodeError`, which the
+//! runtime sends to the dead-letter queue with its reason.
+
+use crate::decimal::{self, DecimalError};
+use apache_avro::types::Value;
+use p2p_processors::*;
+use rust_decimal::Decimal;
+
+const QTY: (u32, u32) = (18, 4);
+const PRICE: (u32, u32) = (18, 6);
+const AMOUNT: (u32, u32) = (18, 4);
+const MEASURE: (u32, u32) = (28, 10);
+
+/// Why an Avro value is not a valid document.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("expected a {expected} record")]
+    NotARecord { expected: &'static str },
+    #[error("field `{0}` is missing")]
+    MissingField(&'static str),
+    #[error("field `{field}` is not a {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("field `{field}`: {source}")]
+    InvalidId {
+        field: &'static str,
+        source: IdError,
+    },
+    #[error("field `{field}`: {source}")]
+    InvalidMoney {
+        field: &'static str,
+        source: MoneyError,
+    },
+    #[error("field `{field}`: {source}")]
+    InvalidDecimal {
+        field: &'static str,
+        source: DecimalError,
+    },
+    #[error("field `line_number`: {0}")]
+    InvalidLineNumber(LineNumberError),
+    #[error("field `invoice_number`: {0}")]
+    InvalidInvoiceNumber(InvoiceNumberError),
+    #[error("field `{field}` is required when event_type is {event_type}")]
+    RequiredFor {
+        field: &'static str,
+        event_type: &'static str,
+    },
+    #[error("event_type {0:?} is not handled by this version of the pipeline")]
+    UnknownEventType(String),
+    #[error("a document needs at least one line")]
+    NoLines,
+}
+
+/// Why a domain value cannot be written with our schemas.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("field `{field}`: {source}")]
+    Decimal {
+        field: &'static str,
+        source: DecimalError,
+    },
+}
+
+/// A view of an Avro record with typed, named-error field access.
+struct Record<'a> {
+    fields: &'a [(String, Value)],
+}
+
+fn unwrap_union(v: &Value) -> &Value {
+    match v {
+        Value::Union(_, inner) => inner,
+        other => other,
+    }
+}
+
+impl<'a> Record<'a> {
+    fn of(value: &'a Value, expected: &'static str) -> Result<Self, DecodeError> {
+        match unwrap_union(value) {
+            Value::Record(fields) => Ok(Self { fields }),
+            _ => Err(DecodeError::NotARecord { expected }),
+        }
+    }
+
+    fn opt(&self, field: &'static str) -> Option<&'a Value> {
+        self.fields
+            .iter()
+            .find(|(name, _)| name == field)
+            .map(|(_, v)| unwrap_union(v))
+            .filter(|v| !matches!(v, Value::Null))
+    }
+
+    fn get(&self, field: &'static str) -> Result<&'a Value, DecodeError> {
+        self.opt(field).ok_or(DecodeError::MissingField(field))
+    }
+
+    fn string(&self, field: &'static str) -> Result<&'a str, DecodeError> {
+        match self.get(field)? {
+            Value::String(s) => Ok(s),
+            _ => Err(DecodeError::WrongType {
+                field,
+                expected: "string",
+            }),
+        }
+    }
+
+    fn opt_string(&self, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
+        match self.opt(field) {
+            None => Ok(None),
+            Some(_) => self.string(field).map(Some),
+        }
+    }
+
+    fn symbol(&self, field: &'static str) -> Result<&'a str, DecodeError> {
+        match self.get(field)? {
+            Value::Enum(_, s) | Value::String(s) => Ok(s),
+            _ => Err(DecodeError::WrongType {
+                field,
+                expected: "enum",
+            }),
+        }
+    }
+
+    fn int(&self, field: &'static str) -> Result<i32, DecodeError> {
+        match self.get(field)? {
+            Value::Int(i) | Value::Date(i) => Ok(*i),
+            _ => Err(DecodeError::WrongType {
+                field,
+                expected: "int",
+            }),
+        }
+    }
+
+    fn timestamp(&self, field: &'static str) -> Result<EventTime, DecodeError> {
+        match self.get(field)? {
+            Value::TimestampMillis(t) | Value::Long(t) => Ok(EventTime(*t)),
+            _ => Err(DecodeError::WrongType {
+                field,
+                expected: "timestamp-millis",
+            }),
+        }
+    }
+
+    fn boolean_or(&self, field: &'static str, default: bool) -> Result<bool, DecodeError> {
+        match self.opt(field) {
+            None => Ok(default),
+            Some(Value::Boolean(b)) => Ok(*b),
+            Some(_) => Err(DecodeError::WrongType {
+                field,
+                expected: "boolean",
+            }),
+        }
+    }
+
+    fn decimal(&self, field: &'static str, scale: u32) -> Result<Decimal, DecodeError> {
+        match self.get(field)? {
+            Value::Decimal(d) => decimal::from_avro(d, scale),
+            Value::Bytes(b) => decimal::from_twos_complement(b, scale),
+            _ => {
+                return Err(DecodeError::WrongType {
+                    field,
+                    expected: "decimal",
+                })
+            }
+        }
+        .map_err(|source| DecodeError::InvalidDecimal { field, source })
+    }
+
+    fn opt_decimal(&self, field: &'static str, scale: u32) -> Result<Option<Decimal>, DecodeError> {
+        match self.opt(field) {
+            None => Ok(None),
+            Some(_) => self.decimal(field, scale).map(Some),
+        }
+    }
+
+    fn array(&self, field: &'static str) -> Result<&'a [Value], DecodeError> {
+        match self.opt(field) {
+            None => Ok(&[]),
+            Some(Value::Array(items)) => Ok(items),
+            Some(_) => Err(DecodeError::WrongType {
+                field,
+                expected: "array",
+            }),
+        }
+    }
+
+    fn id<T>(
+        &self,
+        field: &'static str,
+        parse: fn(&str) -> Result<T, IdError>,
+    ) -> Result<T, DecodeError> {
+        parse(self.string(field)?).map_err(|source| DecodeError::InvalidId { field, source })
+    }
+
+    fn currency(&self, field: &'static str) -> Result<Currency, DecodeError> {
+        Currency::parse(self.string(field)?)
+            .map_err(|source| DecodeError::InvalidMoney { field, source })
+    }
+
+    fn quantity(&self, field: &'static str) -> Result<Quantity, DecodeError> {
+        Quantity::new(self.decimal(field, QTY.1)?)
+            .map_err(|source| DecodeError::InvalidMoney { field, source })
+    }
+
+    fn unit_price(
+        &self,
+        field: &'static str,
+        currency: Currency,
+    ) -> Result<UnitPrice, DecodeError> {
+        UnitPrice::new(Money::new(self.decimal(field, PRICE.1)?, currency))
+            .map_err(|source| DecodeError::InvalidMoney { field, source })
+    }
+
+    fn line_number(&self) -> Result<LineNumber, DecodeError> {
+        LineNumber::new(i64::from(self.int("line_number")?)).map_err(DecodeError::InvalidLineNumber)
+    }
+}
+
+/// A decoded input document with the event time it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub input: MatchInput,
+    pub occurred_at: EventTime,
+}
+
+/// Decodes a `PurchaseOrderEvent`.
+pub fn purchase_order_event(value: &Value) -> Result<Decoded, DecodeError> {
+    let r = Record::of(value, "PurchaseOrderEvent")?;
+    let org = r.id("org_id", OrgId::parse)?;
+    let po = r.id("po_id", PurchaseOrderId::parse)?;
+    let event = match r.symbol("event_type")? {
+        "ISSUED" => {
+            let supplier_id = r
+                .opt_string("supplier_id")?
+                .ok_or(DecodeError::RequiredFor {
+                    field: "supplier_id",
+                    event_type: "ISSUED",
+                })?;
+            let supplier =
+                SupplierId::parse(supplier_id).map_err(|source| DecodeError::InvalidId {
+                    field: "supplier_id",
+                    source,
+                })?;
+            if r.opt_string("currency")?.is_none() {
+                return Err(DecodeError::RequiredFor {
+                    field: "currency",
+                    event_type: "ISSUED",
+                });
+            }
+            let currency = r.currency("currency")?;
+            let lines = r
+                .array("lines")?
+                .iter()
+                .map(|v| {
+                    let l = Record::of(v, "PurchaseOrderLine")?;
+                    Ok(PurchaseOrderLine {
+                        line: l.line_number()?,
+                        description: l.string("description")?.to_owned(),
+                        quantity: l.quantity("quantity")?,
+                        unit_price: l.unit_price("unit_price", currency)?,
+                        receipt_required: l.boolean_or("receipt_required", true)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, DecodeError>>()?;
+            if lines.is_empty() {
+                return Err(DecodeError::NoLines);
+            }
+            PurchaseOrderEvent::Issued(PurchaseOrderIssued {
+                org,
+                po,
+                supplier,
+                currency,
+                lines,
+            })
+        }
+        "CANCELLED" => PurchaseOrderEvent::Cancelled(PurchaseOrderCancelled { org, po }),
+        other => return Err(DecodeError::UnknownEventType(other.to_owned())),
+    };
+    Ok(Decoded {
+        input: MatchInput::PurchaseOrder(event),
+        occurred_at: r.timestamp("occurred_at")?,
+    })
+}
+
+/// Decodes a `GoodsReceiptEvent`.
+pub fn goods_receipt_event(value: &Value) -> Result<Decoded, DecodeError> {
+    let r = Record::of(value, "GoodsReceiptEvent")?;
+    let lines = r
+        .array("lines")?
+        .iter()
+        .map(|v| {
+            let l = Record::of(v, "GoodsReceiptLine")?;
+            Ok(ReceiptLine {
+                line: l.line_number()?,
+                received: l.quantity("received_quantity")?,
+                returned: l.quantity("returned_quantity")?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    if lines.is_empty() {
+        return Err(DecodeError::NoLines);
+    }
+    Ok(Decoded {
+        input: MatchInput::GoodsReceipt(GoodsReceived {
+            org: r.id("org_id", OrgId::parse)?,
+            grn: r.id("grn_id", GoodsReceiptId::parse)?,
+            po: r.id("po_id", PurchaseOrderId::parse)?,
+            lines,
+        }),
+        occurred_at: r.timestamp("occurred_at")?,
+    })
+}
+
+/// Decodes an `InvoiceEvent`.
+pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
+    let r = Record::of(value, "InvoiceEvent")?;
+    let currency = r.currency("currency")?;
+    let lines = r
+        .array("lines")?
+        .iter()
+        .map(|v| {
+            let l = Record::of(v, "InvoiceLine")?;
+            Ok(InvoiceLine {
+                line: l.line_number()?,
+                quantity: l.quantity("quantity")?,
+                unit_price: l.unit_price("unit_price", currency)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    if lines.is_empty() {
+        return Err(DecodeError::NoLines);
+    }
+    Ok(Decoded {
+        input: MatchInput::Invoice(InvoiceReceived {
+            org: r.id("org_id", OrgId::parse)?,
+            invoice: r.id("invoice_id", InvoiceId::parse)?,
+            supplier: r.id("supplier_id", SupplierId::parse)?,
+            number: InvoiceNumber::parse(r.string("invoice_number")?)
+                .map_err(DecodeError::InvalidInvoiceNumber)?,
+            po: r.id("po_id", PurchaseOrderId::parse)?,
+            currency,
+            lines,
+            total: Money::new(r.decimal("total_amount", AMOUNT.1)?, currency),
+            invoice_date: r.int("invoice_date")?,
+        }),
+        occurred_at: r.timestamp("occurred_at")?,
+    })
+}
+
+// ---- encoding ---------------------------------------------------------------------------
+
+fn dec(
+    field: &'static str,
+    value: Decimal,
+    (precision, scale): (u32, u32),
+) -> Result<Value, EncodeError> {
+    decimal::to_avro(value, precision, scale)
+        .map(Value::Decimal)
+        .map_err(|source| EncodeError::Decimal { field, source })
+}
+
+fn s(value: impl ToString) -> Value {
+    Value::String(value.to_string())
+}
+
+fn some(value: Value) -> Value {
+    Value::Union(1, Box::new(value))
+}
+
+fn none() -> Value {
+    Value::Union(0, Box::new(Value::Null))
+}
+
+fn record(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// A `PurchaseOrderEvent` value, as an ERP would publish it.
+pub fn purchase_order_event_value(
+    event: &PurchaseOrderEvent,
+    event_id: &str,
+    occurred_at: EventTime,
+) -> Result<Value, EncodeError> {
+    let (event_type, org, po, supplier, currency, lines) = match event {
+        PurchaseOrderEvent::Issued(e) => (
+            Value::Enum(0, "ISSUED".into()),
+            &e.org,
+            &e.po,
+            some(s(&e.supplier)),
+            some(s(e.currency)),
+            e.lines
+                .iter()
+                .map(|l| {
+                    Ok(record(vec![
+                        ("line_number", Value::Int(l.line.get() as i32)),
+                        ("description", s(&l.description)),
+                        ("quantity", dec("quantity", l.quantity.value(), QTY)?),
+                        (
+                            "unit_price",
+                            dec("unit_price", l.unit_price.money().amount(), PRICE)?,
+                        ),
+                        ("receipt_required", Value::Boolean(l.receipt_required)),
+                    ]))
+                })
+                .collect::<Result<Vec<_>, EncodeError>>()?,
+        ),
+        PurchaseOrderEvent::Cancelled(e) => (
+            Value::Enum(1, "CANCELLED".into()),
+            &e.org,
+            &e.po,
+            none(),
+            none(),
+            vec![],
+        ),
+    };
+    Ok(record(vec![
+        ("event_id", s(event_id)),
+        ("event_type", event_type),
+        ("org_id", s(org)),
+        ("po_id", s(po)),
+        ("supplier_id", supplier),
+        ("currency", currency),
+        ("lines", Value::Array(lines)),
+        ("occurred_at", Value::TimestampMillis(occurred_at.0)),
+    ]))
+}
+
+/// A `GoodsReceiptEvent` value.
+pub fn goods_receipt_event_value(
+    event: &GoodsReceived,
+    event_id: &str,
+    occurred_at: EventTime,
+) -> Result<Value, EncodeError> {
+    let lines = event
+        .lines
+        .iter()
+        .map(|l| {
+            Ok(record(vec![
+                ("line_number", Value::Int(l.line.get() as i32)),
+                (
+                    "received_quantity",
+                    dec("received_quantity", l.received.value(), QTY)?,
+                ),
+                (
+                    "returned_quantity",
+                    dec("returned_quantity", l.returned.value(), QTY)?,
+                ),
+            ]))
+        })
+        .collect::<Result<Vec<_>, EncodeError>>()?;
+    Ok(record(vec![
+        ("event_id", s(event_id)),
+        ("org_id", s(&event.org)),
+        ("grn_id", s(&event.grn)),
+        ("po_id", s(&event.po)),
+        ("lines", Value::Array(lines)),
+        ("occurred_at", Value::TimestampMillis(occurred_at.0)),
+    ]))
+}
+
+fn billed_lines(lines: &[InvoiceLine]) -> Result<Vec<Value>, EncodeError> {
+    lines
+        .iter()
+        .map(|l| {
+            Ok(record(vec![
+                ("line_number", Value::Int(l.line.get() as i32)),
+                ("quantity", dec("quantity", l.quantity.value(), QTY)?),
+                (
+                    "unit_price",
+                    dec("unit_price", l.unit_price.money().amount(), PRICE)?,
+                ),
+            ]))
+        })
+        .collect()
+}
+
+/// An `InvoiceEvent` value.
+pub fn invoice_event_value(
+    event: &InvoiceReceived,
+    event_id: &str,
+    occurred_at: EventTime,
+) -> Result<Value, EncodeError> {
+    Ok(record(vec![
+        ("event_id", s(event_id)),
+        ("org_id", s(&event.org)),
+        ("invoice_id", s(&event.invoice)),
+        ("supplier_id", s(&event.supplier)),
+        ("invoice_number", s(&event.number)),
+        ("po_id", s(&event.po)),
+        ("currency", s(event.currency)),
+        ("lines", Value::Array(billed_lines(&event.lines)?)),
+        (
+            "total_amount",
+            dec("total_amount", event.total.amount(), AMOUNT)?,
+        ),
+        ("invoice_date", Value::Date(event.invoice_date)),
+        ("occurred_at", Value::TimestampMillis(occurred_at.0)),
+    ]))
+}
+
+/// An `InvoiceMatched` value.
+pub fn invoice_matched_value(m: &InvoiceMatched) -> Result<Value, EncodeError> {
+    Ok(record(vec![
+        ("org_id", s(&m.org)),
+        ("invoice_id", s(&m.invoice)),
+        ("po_id", s(&m.po)),
+        ("supplier_id", s(&m.supplier)),
+        ("invoice_number", s(&m.number)),
+        ("currency", s(m.total.currency())),
+        (
+            "total_amount",
+            dec("total_amount", m.total.amount(), AMOUNT)?,
+        ),
+        ("lines", Value::Array(billed_lines(&m.lines)?)),
+        ("matched_at", Value::TimestampMillis(m.matched_at.0)),
+    ]))
+}
+
+/// An `InvoiceException` value.
+pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeError> {
+    let reasons = e
+        .reasons
+        .iter()
+        .map(|r| {
+            let kind = r.kind();
+            let index = ReasonKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u32;
+            let measured = |f: &'static str, v: Option<Decimal>| match v {
+                Some(v) => dec(f, v, MEASURE).map(some),
+                None => Ok(none()),
+            };
+            let pair = r.expected_actual();
+            Ok(record(vec![
+                ("reason", Value::Enum(index, kind.symbol().into())),
+                (
+                    "line_number",
+                    r.line()
+                        .map_or_else(none, |l| some(Value::Int(l.get() as i32))),
+                ),
+                ("expected", measured("expected", pair.map(|p| p.0))?),
+                ("actual", measured("actual", pair.map(|p| p.1))?),
+                ("delta", measured("delta", r.delta())?),
+                ("detail", s(r.describe())),
+            ]))
+        })
+        .collect::<Result<Vec<_>, EncodeError>>()?;
+    Ok(record(vec![
+        ("org_id", s(&e.org)),
+        ("invoice_id", s(&e.invoice)),
+        ("po_id", s(&e.po)),
+        ("supplier_id", s(&e.supplier)),
+        ("invoice_number", s(&e.number)),
+        ("currency", s(e.total.currency())),
+        (
+            "total_amount",
+            dec("total_amount", e.total.amount(), AMOUNT)?,
+        ),
+        ("reasons", Value::Array(reasons)),
+        ("raised_at", Value::TimestampMillis(e.raised_at.0)),
+    ]))
+}
+
+// ---- output views, for consumers of the output topics (tests, demo, data platforms) -------
+
+/// `InvoiceMatched` as a consumer reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRecord {
+    pub org_id: String,
+    pub invoice_id: String,
+    pub po_id: String,
+    pub currency: String,
+    pub total_amount: Decimal,
+    pub matched_at: i64,
+}
+
+/// One reason of an `InvoiceException` as a consumer reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonRecord {
+    pub reason: String,
+    pub line_number: Option<i32>,
+    pub expected: Option<Decimal>,
+    pub actual: Option<Decimal>,
+    pub delta: Option<Decimal>,
+    pub detail: String,
+}
+
+/// `InvoiceException` as a consumer reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionRecord {
+    pub org_id: String,
+    pub invoice_id: String,
+    pub po_id: String,
+    pub currency: String,
+    pub total_amount: Decimal,
+    pub reasons: Vec<ReasonRecord>,
+}
+
+pub fn matched_record(value: &Value) -> Result<MatchedRecord, DecodeError> {
+    let r = Record::of(value, "InvoiceMatched")?;
+    Ok(MatchedRecord {
+        org_id: r.string("org_id")?.to_owned(),
+        invoice_id: r.string("invoice_id")?.to_owned(),
+        po_id: r.string("po_id")?.to_owned(),
+        currency: r.string("currency")?.to_owned(),
+        total_amount: r.decimal("total_amount", AMOUNT.1)?,
+        matched_at: r.timestamp("matched_at")?.0,
+    })
+}
+
+pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
+    let r = Record::of(value, "InvoiceException")?;
+    let reasons = r
+        .array("reasons")?
+        .iter()
+        .map(|v| {
+            let x = Record::of(v, "ExceptionReason")?;
+            Ok(ReasonRecord {
+                reason: x.symbol("reason")?.to_owned(),
+                line_number: x
+                    .opt("line_number")
+                    .map(|_| x.int("line_number"))
+                    .transpose()?,
+                expected: x.opt_decimal("expected", MEASURE.1)?,
+                actual: x.opt_decimal("actual", MEASURE.1)?,
+                delta: x.opt_decimal("delta", MEASURE.1)?,
+                detail: x.string("detail")?.to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    Ok(ExceptionRecord {
+        org_id: r.string("org_id")?.to_owned(),
+        invoice_id: r.string("invoice_id")?.to_owned(),
+        po_id: r.string("po_id")?.to_owned(),
+        currency: r.string("currency")?.to_owned(),
+        total_amount: r.decimal("total_amount", AMOUNT.1)?,
+        reasons,
+    })
+}

@@ -1,0 +1,276 @@
+//! The Confluent wire format: byte 0 is the magic 0, bytes 1..5 the big-endian schema id,
+//! then one Avro binary datum. With a registry, schemas are registered and looked up under
+//! TopicNameStrategy subjects (`<topic>-value`), so Java producers using Confluent's
+//! serializers interoperate with no glue. Without one (the embedded demo), the pipeline uses
+//! its bundled schemas under fixed local ids.
+
+use crate::contracts::{Contract, CONTRACTS};
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+use std::time::Duration;
+
+/// Why bytes could not be turned into a value, or a value into bytes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    #[error("the record has no value")]
+    Empty,
+    #[error("not Confluent wire format: {0}")]
+    NotWireFormat(&'static str),
+    #[error("schema id {0} is not one of the pipeline's schemas")]
+    UnknownSchemaId(u32),
+    #[error("Avro datum does not match its schema: {0}")]
+    Avro(String),
+    #[error("{0} trailing bytes after the Avro datum")]
+    TrailingBytes(usize),
+    #[error("schema registry unreachable (will retry): {0}")]
+    RegistryUnavailable(String),
+    #[error("schema registry refused: {0}")]
+    Registry(String),
+}
+
+impl CodecError {
+    /// Transient faults are retried with backoff, never dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CodecError::RegistryUnavailable(_))
+    }
+
+    fn from_registry(e: SRCError) -> Self {
+        let text = match &e.cause {
+            Some(cause) => format!("{}: {cause}", e.error),
+            None => e.error.clone(),
+        };
+        if e.retriable {
+            CodecError::RegistryUnavailable(text)
+        } else {
+            CodecError::Registry(text)
+        }
+    }
+}
+
+/// Encodes and decodes records of the pipeline's topics.
+pub enum Codec {
+    /// Bundled schemas, fixed local ids; for the embedded demo and unit tests.
+    Embedded,
+    /// A Confluent-compatible schema registry.
+    Registry {
+        url: String,
+        encoder: Box<AvroEncoder>,
+        decoder: Box<AvroDecoder>,
+    },
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Codec::Embedded => f.write_str("Codec::Embedded"),
+            Codec::Registry { url, .. } => write!(f, "Codec::Registry({url})"),
+        }
+    }
+}
+
+impl Codec {
+    /// A codec backed by the registry at `url` (e.g. `http://127.0.0.1:8081/apis/ccompat/v7`).
+    pub fn registry(url: &str) -> Result<Self, CodecError> {
+        let settings = || {
+            SrSettings::new_builder(url.to_owned())
+                .set_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(CodecError::from_registry)
+        };
+        Ok(Codec::Registry {
+            url: url.to_owned(),
+            encoder: Box::new(AvroEncoder::new(settings()?)),
+            decoder: Box::new(AvroDecoder::new(settings()?)),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Codec::Embedded => "embedded schemas from avro/ (no schema registry configured)".into(),
+            Codec::Registry { url, .. } => format!("schema registry at {url}"),
+        }
+    }
+
+    /// Encodes `value` (a record of `contract`) for `topic`.
+    pub async fn encode(
+        &self,
+        topic: &str,
+        contract: &Contract,
+        value: Value,
+    ) -> Result<Vec<u8>, CodecError> {
+        match self {
+            Codec::Embedded => {
+                let datum = contract
+                    .write_datum(value)
+                    .map_err(|e| CodecError::Avro(e.to_string()))?;
+                let mut bytes = Vec::with_capacity(5 + datum.len());
+                bytes.push(0);
+                bytes.extend_from_slice(&contract.embedded_id.to_be_bytes());
+                bytes.extend_from_slice(&datum);
+                Ok(bytes)
+            }
+            Codec::Registry { encoder, .. } => {
+                let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+                    topic.to_owned(),
+                    false,
+                    SuppliedSchema::new(None, SchemaType::Avro, contract.schema_text.to_owned()),
+                );
+                let result = encoder.encode_value(value, &strategy).await;
+                if result.is_err() {
+                    encoder.remove_errors_from_cache();
+                }
+                result.map_err(CodecError::from_registry)
+            }
+        }
+    }
+
+    /// Decodes one record's value into the Avro value its writer wrote.
+    pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Value, CodecError> {
+        let bytes = bytes.filter(|b| !b.is_empty()).ok_or(CodecError::Empty)?;
+        if bytes.len() < 5 {
+            return Err(CodecError::NotWireFormat("shorter than the 5-byte header"));
+        }
+        if bytes[0] != 0 {
+            return Err(CodecError::NotWireFormat("magic byte is not 0"));
+        }
+        match self {
+            Codec::Embedded => {
+                let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                let contract = CONTRACTS
+                    .iter()
+                    .find(|c| c.embedded_id == id)
+                    .ok_or(CodecError::UnknownSchemaId(id))?;
+                let mut datum = &bytes[5..];
+                let value = contract
+                    .read_datum(&mut datum)
+                    .map_err(|e| CodecError::Avro(e.to_string()))?;
+                if !datum.is_empty() {
+                    return Err(CodecError::TrailingBytes(datum.len()));
+                }
+                Ok(value)
+            }
+            Codec::Registry { decoder, .. } => match decoder.decode(Some(bytes)).await {
+                Ok(result) => Ok(result.value),
+                Err(e) => {
+                    if e.retriable {
+                        decoder.remove_errors_from_cache();
+                    }
+                    Err(CodecError::from_registry(e))
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::*;
+    use crate::convert;
+    use p2p_processors::*;
+    use rust_decimal_macros::dec;
+
+    fn invoice() -> InvoiceReceived {
+        let eur = Currency::parse("EUR").unwrap();
+        InvoiceReceived {
+            org: OrgId::from_u128(1),
+            invoice: InvoiceId::from_u128(2),
+            supplier: SupplierId::from_u128(3),
+            number: InvoiceNumber::parse("A-1").unwrap(),
+            po: PurchaseOrderId::from_u128(4),
+            currency: eur,
+            lines: vec![InvoiceLine {
+                line: LineNumber::new(1).unwrap(),
+                quantity: Quantity::new(dec!(2.5)).unwrap(),
+                unit_price: UnitPrice::new(Money::new(dec!(19.999999), eur)).unwrap(),
+            }],
+            total: Money::new(dec!(50.00), eur),
+            invoice_date: 20_100,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invoice_survives_the_embedded_wire_format_to_the_last_digit() {
+        let codec = Codec::Embedded;
+        let value = convert::invoice_event_value(&invoice(), "e1", EventTime(7)).unwrap();
+        let bytes = codec
+            .encode("invoice-events", &INVOICE_EVENT, value)
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 3]);
+        let decoded = convert::invoice_event(&codec.decode(Some(&bytes)).await.unwrap()).unwrap();
+        assert_eq!(decoded.input, MatchInput::Invoice(invoice()));
+        assert_eq!(decoded.occurred_at, EventTime(7));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_typed_error_not_a_panic() {
+        let codec = Codec::Embedded;
+        assert_eq!(codec.decode(None).await, Err(CodecError::Empty));
+        assert!(matches!(
+            codec.decode(Some(b"{\"json\":true}")).await,
+            Err(CodecError::NotWireFormat(_))
+        ));
+        assert_eq!(
+            codec.decode(Some(&[0, 0, 0, 0, 42, 1])).await,
+            Err(CodecError::UnknownSchemaId(42))
+        );
+        assert!(codec.decode(Some(&[0, 0, 0, 0, 3, 0xFF])).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_value_that_does_not_fit_the_schema_is_refused_when_encoding() {
+        let err = Codec::Embedded
+            .encode("po-events", &PURCHASE_ORDER_EVENT, Value::Null)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CodecError::Avro(_)));
+    }
+
+    #[test]
+    fn an_invalid_org_id_is_reported_with_its_field() {
+        let mut value = convert::invoice_event_value(&invoice(), "e1", EventTime(7)).unwrap();
+        if let Value::Record(fields) = &mut value {
+            fields[1].1 = Value::String("acme".into());
+        }
+        let err = convert::invoice_event(&value).unwrap_err();
+        assert!(matches!(
+            err,
+            convert::DecodeError::InvalidId {
+                field: "org_id",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn exception_reasons_carry_expected_actual_and_delta_on_the_wire() {
+        let inv = invoice();
+        let exception = InvoiceException {
+            org: inv.org.clone(),
+            invoice: inv.invoice.clone(),
+            po: inv.po.clone(),
+            supplier: inv.supplier.clone(),
+            number: inv.number.clone(),
+            total: inv.total,
+            reasons: vec![ExceptionReason::AmountVariance {
+                expected: Money::new(dec!(49.9999975), inv.currency),
+                actual: inv.total,
+            }],
+            raised_at: EventTime(9),
+        };
+        let value = convert::invoice_exception_value(&exception).unwrap();
+        let bytes = INVOICE_EXCEPTION.write_datum(value).unwrap();
+        let back = INVOICE_EXCEPTION.read_datum(&mut &bytes[..]).unwrap();
+        let record = convert::exception_record(&back).unwrap();
+        assert_eq!(record.reasons[0].reason, "AMOUNT_VARIANCE");
+        assert_eq!(record.reasons[0].expected, Some(dec!(49.9999975)));
+        assert_eq!(record.reasons[0].delta, Some(dec!(0.0000025)));
+    }
+}
