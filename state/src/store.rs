@@ -1,0 +1,172 @@
+//! A named key-value store on RocksDB holding serde values. Writes go through a `StoreBatch`
+//! applied atomically, one per processed batch of records, so local state never holds half a
+//! batch.
+
+use crate::key::StateKey;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Format version byte in front of every stored value, so the encoding can change later.
+const VALUE_FORMAT: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error("opening store {store} at {path}: {source}")]
+    Open {
+        store: String,
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("reading store {store}: {source}")]
+    Read {
+        store: String,
+        source: rocksdb::Error,
+    },
+    #[error("writing store {store}: {source}")]
+    Write {
+        store: String,
+        source: rocksdb::Error,
+    },
+    #[error("store {store} holds a value it cannot decode: {reason}")]
+    Corrupt { store: String, reason: String },
+}
+
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// One RocksDB database per store, in `<state dir>/<store name>`.
+pub struct Store {
+    name: String,
+    db: rocksdb::DB,
+}
+
+/// Writes to apply together.
+#[derive(Default)]
+pub struct StoreBatch {
+    batch: rocksdb::WriteBatch,
+}
+
+impl StoreBatch {
+    pub fn put<T: Serialize>(&mut self, key: &StateKey, value: &T) {
+        let mut bytes = vec![VALUE_FORMAT];
+        // Serializing plain data types to JSON cannot fail.
+        serde_json::to_writer(&mut bytes, value).expect("state values serialize");
+        self.batch.put(key.as_bytes(), bytes);
+    }
+
+    pub fn delete(&mut self, key: &StateKey) {
+        self.batch.delete(key.as_bytes());
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+impl Store {
+    pub fn open(state_dir: &Path, name: &str) -> Result<Self> {
+        let path = state_dir.join(name);
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = rocksdb::DB::open(&options, &path).map_err(|source| StateError::Open {
+            store: name.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            db,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, key: &StateKey) -> Result<Option<T>> {
+        let Some(bytes) =
+            self.db
+                .get_pinned(key.as_bytes())
+                .map_err(|source| StateError::Read {
+                    store: self.name.clone(),
+                    source,
+                })?
+        else {
+            return Ok(None);
+        };
+        match bytes.split_first() {
+            Some((&VALUE_FORMAT, json)) => {
+                serde_json::from_slice(json)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        store: self.name.clone(),
+                        reason: e.to_string(),
+                    })
+            }
+            _ => Err(StateError::Corrupt {
+                store: self.name.clone(),
+                reason: "unknown value format".into(),
+            }),
+        }
+    }
+
+    /// Applies every write of `batch` atomically.
+    pub fn write(&self, batch: StoreBatch) -> Result<()> {
+        self.db
+            .write(batch.batch)
+            .map_err(|source| StateError::Write {
+                store: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Number of keys (an estimate from RocksDB's properties, cheap to read).
+    pub fn estimated_keys(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2p_processors::{OrgId, PurchaseOrderId, PurchaseOrderMatch};
+
+    #[test]
+    fn a_batch_is_visible_after_write_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = OrgId::from_u128(1);
+        let po = PurchaseOrderId::from_u128(2);
+        let key = StateKey::new(&org, po.as_str());
+        let state = PurchaseOrderMatch::new(org.clone(), po.clone());
+        {
+            let store = Store::open(dir.path(), "match").unwrap();
+            let mut batch = StoreBatch::default();
+            batch.put(&key, &state);
+            assert_eq!(store.get::<PurchaseOrderMatch>(&key).unwrap(), None);
+            store.write(batch).unwrap();
+        }
+        let store = Store::open(dir.path(), "match").unwrap();
+        assert_eq!(store.get::<PurchaseOrderMatch>(&key).unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_value_in_an_unknown_format_is_a_corrupt_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "match").unwrap();
+        let key = StateKey::new(&OrgId::from_u128(1), "x");
+        store.db.put(key.as_bytes(), b"\x07junk").unwrap();
+        assert!(matches!(
+            store.get::<PurchaseOrderMatch>(&key),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}
