@@ -1,0 +1,50 @@
+//! Topic administration: creates the topology's topics if they do not exist yet.
+
+use crate::config::{KafkaProperties, Topics};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+pub fn client_config(kafka: &KafkaProperties) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in kafka {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Creates every topic of `topics` (inputs, outputs, DLQs) with `partitions` partitions.
+/// Existing topics are left as they are. All P2P topics share one partition count, so they
+/// stay co-partitioned.
+pub async fn create_topics(
+    kafka: &KafkaProperties,
+    topics: &Topics,
+    partitions: i32,
+    replication: i32,
+) -> Result<Vec<String>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
+    let names = topics.all();
+    let new_topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let results = admin
+        .create_topics(new_topics.iter(), &AdminOptions::new())
+        .await?;
+    let mut created = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaError::AdminOp(code)).map_err(|e| {
+                    tracing::error!(topic = %name, error = %e, "creating topic failed");
+                    e
+                })
+            }
+        }
+    }
+    Ok(created)
+}

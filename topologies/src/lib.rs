@@ -1,0 +1,18 @@
+//! Topologies: which topics feed which processors and where their outputs go, and the runtime
+//! that drives them (consume, process, produce, commit).
+//!
+//! Owns: all Kafka I/O, batching, dead-lettering and offset commits. Must not touch: business
+//! rules (it calls `p2p-processors`) or the byte layout of state (it goes through `p2p-state`).
+
+pub mod admin;
+pub mod config;
+pub mod dlq;
+pub mod match_topology;
+pub mod record;
+pub mod runtime;
+pub mod stats;
+
+pub use config::{KafkaProperties, MatchConfig, Topics};
+pub use match_topology::MatchProcessor;
+pub use runtime::{MatchRuntime, RuntimeError};
+pub use stats::{Stats, StatsSnapshot};
