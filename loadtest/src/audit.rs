@@ -1,0 +1,265 @@
+//! Reads what the pipeline produced (outputs and dead-letter queues, read_committed, from the
+//! beginning to the current end) and checks every invoice against the outcome it was planted
+//! to have. A disagreement is a bug in the pipeline or in the plan, never noise.
+
+use crate::generator::Planted;
+use p2p_avro::convert::{self, ExceptionRecord, MatchedRecord};
+use p2p_avro::{Codec, CodecError};
+use p2p_processors::InvoiceId;
+use p2p_topologies::admin::client_config;
+use p2p_topologies::{KafkaProperties, Topics};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("output record on {topic} does not decode: {error}")]
+    Decode { topic: String, error: String },
+    #[error("reading {0} did not reach the end in time")]
+    Timeout(String),
+}
+
+impl From<CodecError> for AuditError {
+    fn from(e: CodecError) -> Self {
+        AuditError::Decode {
+            topic: String::new(),
+            error: e.to_string(),
+        }
+    }
+}
+
+/// A dead-lettered record as an operator inspects it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Everything on the output topics, by invoice id.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub matched: BTreeMap<String, Vec<MatchedRecord>>,
+    pub exceptions: BTreeMap<String, Vec<ExceptionRecord>>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Reads every record of `topic` committed so far.
+pub fn read_topic(
+    kafka: &KafkaProperties,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<rdkafka::message::OwnedMessage>, AuditError> {
+    let consumer: BaseConsumer = client_config(kafka)
+        .set("group.id", format!("p2p-audit-{}", uuid_like()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) =
+            consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+        if high > low {
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+            ends.insert(partition.id(), high);
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + timeout;
+    // Under read_committed the last offsets may be transaction markers, never delivered:
+    // a partition is done once its position reaches the high watermark.
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(AuditError::Timeout(topic.to_owned()));
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            records.push(message.detach());
+        }
+        let position = consumer.position()?;
+        ends.retain(|partition, high| {
+            match position
+                .find_partition(topic, *partition)
+                .map(|p| p.offset())
+            {
+                Some(Offset::Offset(o)) => o < *high,
+                _ => true,
+            }
+        });
+    }
+    Ok(records)
+}
+
+fn uuid_like() -> String {
+    InvoiceId::random().as_str()[4..].to_owned()
+}
+
+/// Reads the match outputs and the input DLQs of `topics`.
+pub async fn read_outputs(
+    kafka: &KafkaProperties,
+    codec: &Codec,
+    topics: &Topics,
+    timeout: Duration,
+) -> Result<Observed, AuditError> {
+    let mut observed = Observed::default();
+    for message in read_topic(kafka, &topics.invoice_matched, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let record = convert::matched_record(&value).map_err(|e| AuditError::Decode {
+            topic: topics.invoice_matched.clone(),
+            error: e.to_string(),
+        })?;
+        observed
+            .matched
+            .entry(record.invoice_id.clone())
+            .or_default()
+            .push(record);
+    }
+    for message in read_topic(kafka, &topics.invoice_exceptions, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let record = convert::exception_record(&value).map_err(|e| AuditError::Decode {
+            topic: topics.invoice_exceptions.clone(),
+            error: e.to_string(),
+        })?;
+        observed
+            .exceptions
+            .entry(record.invoice_id.clone())
+            .or_default()
+            .push(record);
+    }
+    for input in topics.inputs() {
+        let dlq = Topics::dlq(input);
+        for message in read_topic(kafka, &dlq, timeout)? {
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            observed.dead_letters.push(DeadLetter {
+                topic: dlq.clone(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+    }
+    Ok(observed)
+}
+
+/// The audit of one run.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub invoices: usize,
+    pub matched: usize,
+    pub exceptions: usize,
+    pub pending: usize,
+    /// Reason symbol -> invoices whose final exception carries it.
+    pub reasons: BTreeMap<String, usize>,
+    /// Matched invoices total per currency, to the cent.
+    pub matched_totals: BTreeMap<String, rust_decimal::Decimal>,
+    pub disagreements: Vec<String>,
+}
+
+impl Audit {
+    pub fn passed(&self) -> bool {
+        self.disagreements.is_empty()
+    }
+}
+
+/// Checks each planted invoice against what was observed.
+pub fn audit(planted: &[(InvoiceId, Planted)], observed: &Observed) -> Audit {
+    let mut audit = Audit {
+        invoices: planted.len(),
+        ..Default::default()
+    };
+    let planted_ids: BTreeSet<&str> = planted.iter().map(|(id, _)| id.as_str()).collect();
+    for id in observed.matched.keys().chain(observed.exceptions.keys()) {
+        if !planted_ids.contains(id.as_str()) {
+            audit
+                .disagreements
+                .push(format!("{id}: an outcome for an invoice nobody sent"));
+        }
+    }
+    for (id, plan) in planted {
+        let matched = observed.matched.get(id.as_str());
+        let exceptions = observed.exceptions.get(id.as_str());
+        // At-least-once may repeat an outcome, but a repeat must be identical.
+        if let Some(m) = matched {
+            if m.windows(2).any(|w| w[0] != w[1]) {
+                audit
+                    .disagreements
+                    .push(format!("{id}: matched twice with different content"));
+            }
+        }
+        match (matched, exceptions) {
+            (Some(m), None) => {
+                audit.matched += 1;
+                *audit
+                    .matched_totals
+                    .entry(m[0].currency.clone())
+                    .or_default() += m[0].total_amount;
+                if *plan != Planted::Matched {
+                    audit
+                        .disagreements
+                        .push(format!("{id}: matched, planted {plan:?}"));
+                }
+            }
+            (None, Some(e)) => {
+                audit.exceptions += 1;
+                let last = e.last().expect("non-empty");
+                let found: BTreeSet<&str> =
+                    last.reasons.iter().map(|r| r.reason.as_str()).collect();
+                for symbol in &found {
+                    *audit.reasons.entry((*symbol).to_owned()).or_default() += 1;
+                }
+                match plan {
+                    Planted::Exception(kinds) => {
+                        for kind in kinds {
+                            if !found.contains(kind.symbol()) {
+                                audit.disagreements.push(format!(
+                                    "{id}: exception without {} (found {found:?})",
+                                    kind.symbol()
+                                ));
+                            }
+                        }
+                    }
+                    other => audit
+                        .disagreements
+                        .push(format!("{id}: exception {found:?}, planted {other:?}")),
+                }
+            }
+            (None, None) => {
+                audit.pending += 1;
+                if *plan != Planted::Pending {
+                    audit
+                        .disagreements
+                        .push(format!("{id}: no outcome, planted {plan:?}"));
+                }
+            }
+            (Some(_), Some(_)) => audit
+                .disagreements
+                .push(format!("{id}: both matched and an exception")),
+        }
+    }
+    audit
+}

@@ -1,0 +1,433 @@
+//! A deterministic P2P stream: orgs, suppliers, POs with several lines, partial receipts,
+//! invoices (some over tolerance, some before their receipt, some against cancelled POs) and
+//! a few undecodable records. Every invoice carries the outcome it should end in.
+
+use apache_avro::types::Value;
+use p2p_avro::contracts::{Contract, GOODS_RECEIPT_EVENT, INVOICE_EVENT, PURCHASE_ORDER_EVENT};
+use p2p_avro::convert;
+use p2p_processors::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+
+/// Which input topic a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InputTopic {
+    PurchaseOrders,
+    GoodsReceipts,
+    Invoices,
+}
+
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A well-formed document and the contract it is written with.
+    Document(Value, &'static Contract),
+    /// Bytes that are not a valid record (as a misconfigured producer would send).
+    Garbage(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ScenarioRecord {
+    pub topic: InputTopic,
+    /// The org_id, the record key.
+    pub key: String,
+    pub payload: Payload,
+    pub timestamp: EventTime,
+}
+
+/// The outcome an invoice was generated to end in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planted {
+    Matched,
+    /// An exception with (at least) these reasons.
+    Exception(Vec<ReasonKind>),
+    /// Still waiting for goods at the end of the stream.
+    Pending,
+}
+
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    pub seed: u64,
+    pub orgs: usize,
+    pub pos_per_org: usize,
+    /// Share of POs (in percent) for each anomaly; the rest are clean.
+    pub price_over_tolerance_pct: u32,
+    pub price_within_tolerance_pct: u32,
+    pub quantity_over_pct: u32,
+    pub invoice_before_receipt_pct: u32,
+    pub short_receipt_pct: u32,
+    pub cancelled_pct: u32,
+    pub undecodable_records: usize,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            orgs: 5,
+            pos_per_org: 40,
+            price_over_tolerance_pct: 10,
+            price_within_tolerance_pct: 5,
+            quantity_over_pct: 5,
+            invoice_before_receipt_pct: 15,
+            short_receipt_pct: 5,
+            cancelled_pct: 5,
+            undecodable_records: 1,
+        }
+    }
+}
+
+/// A generated stream, in production order, with the plan for every invoice.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub records: Vec<ScenarioRecord>,
+    pub planted: Vec<(InvoiceId, Planted)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Clean,
+    PriceOver,
+    PriceWithin,
+    QuantityOver,
+    InvoiceFirst,
+    ShortReceipt,
+    Cancelled,
+}
+
+const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "SAR"];
+
+impl Scenario {
+    pub fn generate(config: &GeneratorConfig) -> Scenario {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut ids = IdSource(rng.random());
+        let mut records = Vec::new();
+        let mut planted = Vec::new();
+        let mut clock = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+        let mut tick = |rng: &mut ChaCha8Rng| {
+            clock += rng.random_range(1_000..60_000);
+            EventTime(clock)
+        };
+
+        for _ in 0..config.orgs {
+            let org = OrgId::from_u128(ids.next());
+            let currency = Currency::parse(CURRENCIES[rng.random_range(0..CURRENCIES.len())])
+                .expect("listed codes are ISO 4217");
+            let suppliers: Vec<SupplierId> =
+                (0..3).map(|_| SupplierId::from_u128(ids.next())).collect();
+            for n in 0..config.pos_per_org {
+                let shape = pick_shape(&mut rng, config);
+                let po = PurchaseOrderId::from_u128(ids.next());
+                let supplier = suppliers[rng.random_range(0..suppliers.len())].clone();
+                let line_count = rng.random_range(1..=4);
+                let lines: Vec<PurchaseOrderLine> = (1..=line_count)
+                    .map(|l| PurchaseOrderLine {
+                        line: LineNumber::new(l).expect("1-based"),
+                        description: format!("item {l}"),
+                        quantity: Quantity::new(Decimal::from(rng.random_range(1..=200u32)))
+                            .expect("positive"),
+                        unit_price: UnitPrice::new(Money::new(
+                            Decimal::new(rng.random_range(100..50_000i64), 2),
+                            currency,
+                        ))
+                        .expect("positive"),
+                        // A service line now and then: two-way matched, never received.
+                        receipt_required: l > 1 || line_count == 1 || !rng.random_bool(0.2),
+                    })
+                    .collect();
+                let issued = PurchaseOrderIssued {
+                    org: org.clone(),
+                    po: po.clone(),
+                    supplier: supplier.clone(),
+                    currency,
+                    lines: lines.clone(),
+                };
+                let at = tick(&mut rng);
+                records.push(ScenarioRecord::purchase_order(
+                    &PurchaseOrderEvent::Issued(issued),
+                    at,
+                ));
+
+                // Receipts: everything that needs one, sometimes split in two deliveries.
+                let received: Vec<ReceiptLine> = lines
+                    .iter()
+                    .filter(|l| l.receipt_required)
+                    .map(|l| ReceiptLine {
+                        line: l.line,
+                        received: if shape == Shape::ShortReceipt {
+                            Quantity::new((l.quantity.value() / Decimal::TWO).floor())
+                                .expect("positive")
+                        } else {
+                            l.quantity
+                        },
+                        returned: Quantity::ZERO,
+                    })
+                    .collect();
+                let split = received.len() > 1 && rng.random_bool(0.3);
+                let receipts: Vec<GoodsReceived> = if received.is_empty() {
+                    vec![]
+                } else if split {
+                    let (a, b) = received.split_at(received.len() / 2);
+                    vec![a.to_vec(), b.to_vec()]
+                        .into_iter()
+                        .map(|lines| GoodsReceived {
+                            org: org.clone(),
+                            grn: GoodsReceiptId::from_u128(ids.next()),
+                            po: po.clone(),
+                            lines,
+                        })
+                        .collect()
+                } else {
+                    vec![GoodsReceived {
+                        org: org.clone(),
+                        grn: GoodsReceiptId::from_u128(ids.next()),
+                        po: po.clone(),
+                        lines: received,
+                    }]
+                };
+
+                // The invoice bills every line in full, at the PO price unless planted otherwise.
+                let mut billed: Vec<InvoiceLine> = lines
+                    .iter()
+                    .map(|l| InvoiceLine {
+                        line: l.line,
+                        quantity: l.quantity,
+                        unit_price: l.unit_price,
+                    })
+                    .collect();
+                let mut expect = Planted::Matched;
+                match shape {
+                    Shape::PriceOver => {
+                        billed[0].unit_price = scaled(billed[0].unit_price, 110);
+                        expect = Planted::Exception(vec![ReasonKind::PriceVariance]);
+                    }
+                    Shape::PriceWithin => billed[0].unit_price = scaled(billed[0].unit_price, 101),
+                    Shape::QuantityOver => {
+                        let q = billed[0].quantity.value();
+                        billed[0].quantity =
+                            Quantity::new(q + (q / Decimal::TEN).ceil() + Decimal::ONE)
+                                .expect("positive");
+                        expect = Planted::Exception(vec![ReasonKind::QuantityVariance]);
+                    }
+                    Shape::ShortReceipt if lines.iter().any(|l| l.receipt_required) => {
+                        expect = Planted::Pending;
+                    }
+                    Shape::Cancelled => {
+                        expect = Planted::Exception(vec![ReasonKind::PoCancelled]);
+                    }
+                    _ => {}
+                }
+                let total = billed.iter().fold(Decimal::ZERO, |sum, l| {
+                    sum + l.quantity.value() * l.unit_price.money().amount()
+                });
+                let invoice = InvoiceReceived {
+                    org: org.clone(),
+                    invoice: InvoiceId::from_u128(ids.next()),
+                    supplier,
+                    number: InvoiceNumber::parse(&format!("SI-{}-{n:05}", &org.as_str()[4..12]))
+                        .expect("non-empty"),
+                    po: po.clone(),
+                    currency,
+                    lines: billed,
+                    total: Money::new(total.round_dp(4), currency),
+                    invoice_date: (at.0 / 86_400_000) as i32,
+                };
+                planted.push((invoice.invoice.clone(), expect));
+
+                let invoice_first = shape == Shape::InvoiceFirst;
+                if invoice_first {
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice(&invoice, at));
+                }
+                if shape == Shape::Cancelled {
+                    // Cancelled before the goods came: the invoice must never be payable.
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice(&invoice, at));
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::purchase_order(
+                        &PurchaseOrderEvent::Cancelled(PurchaseOrderCancelled {
+                            org: org.clone(),
+                            po: po.clone(),
+                        }),
+                        at,
+                    ));
+                    continue;
+                }
+                for receipt in &receipts {
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::goods_receipt(receipt, at));
+                }
+                if !invoice_first {
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice(&invoice, at));
+                }
+            }
+        }
+
+        // Undecodable records land in the middle of the stream: the partition must keep going.
+        for i in 0..config.undecodable_records {
+            let at_index = rng.random_range(0..=records.len());
+            let key = records
+                .get(at_index.saturating_sub(1))
+                .map(|r| r.key.clone())
+                .unwrap_or_else(|| OrgId::from_u128(ids.next()).to_string());
+            records.insert(
+                at_index,
+                ScenarioRecord {
+                    topic: InputTopic::Invoices,
+                    key,
+                    payload: Payload::Garbage(
+                        format!("{{\"invoice\": \"not avro\", \"n\": {i}}}").into_bytes(),
+                    ),
+                    timestamp: EventTime(clock),
+                },
+            );
+        }
+        Scenario { records, planted }
+    }
+
+    pub fn count(&self, topic: InputTopic) -> usize {
+        self.records.iter().filter(|r| r.topic == topic).count()
+    }
+}
+
+fn pick_shape(rng: &mut ChaCha8Rng, c: &GeneratorConfig) -> Shape {
+    let roll = rng.random_range(0..100u32);
+    let mut edge = 0;
+    for (pct, shape) in [
+        (c.price_over_tolerance_pct, Shape::PriceOver),
+        (c.price_within_tolerance_pct, Shape::PriceWithin),
+        (c.quantity_over_pct, Shape::QuantityOver),
+        (c.invoice_before_receipt_pct, Shape::InvoiceFirst),
+        (c.short_receipt_pct, Shape::ShortReceipt),
+        (c.cancelled_pct, Shape::Cancelled),
+    ] {
+        edge += pct;
+        if roll < edge {
+            return shape;
+        }
+    }
+    Shape::Clean
+}
+
+/// `price x percent / 100`, kept to the schema's 6 decimals.
+fn scaled(price: UnitPrice, percent: i64) -> UnitPrice {
+    let money = price.money();
+    let amount = (money.amount() * Decimal::new(percent, 2)).round_dp(6);
+    UnitPrice::new(Money::new(amount, money.currency())).expect("positive")
+}
+
+struct IdSource(u128);
+
+impl IdSource {
+    fn next(&mut self) -> u128 {
+        // A Weyl sequence: distinct for 2^128 draws, reproducible from the seed.
+        self.0 = self
+            .0
+            .wrapping_add(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        self.0
+    }
+}
+
+fn event_id(at: EventTime, kind: &str, id: &str) -> String {
+    format!("{kind}:{id}:{}", at.0)
+}
+
+impl ScenarioRecord {
+    /// A `po-events` record, as an ERP publishes it.
+    pub fn purchase_order(event: &PurchaseOrderEvent, at: EventTime) -> ScenarioRecord {
+        let (org, po) = match event {
+            PurchaseOrderEvent::Issued(e) => (&e.org, &e.po),
+            PurchaseOrderEvent::Cancelled(e) => (&e.org, &e.po),
+        };
+        let value =
+            convert::purchase_order_event_value(event, &event_id(at, "po", po.as_str()), at)
+                .expect("generated values fit the schema");
+        ScenarioRecord {
+            topic: InputTopic::PurchaseOrders,
+            key: org.to_string(),
+            payload: Payload::Document(value, &PURCHASE_ORDER_EVENT),
+            timestamp: at,
+        }
+    }
+
+    /// A `grn-events` record.
+    pub fn goods_receipt(receipt: &GoodsReceived, at: EventTime) -> ScenarioRecord {
+        let value = convert::goods_receipt_event_value(
+            receipt,
+            &event_id(at, "grn", receipt.grn.as_str()),
+            at,
+        )
+        .expect("generated values fit the schema");
+        ScenarioRecord {
+            topic: InputTopic::GoodsReceipts,
+            key: receipt.org.to_string(),
+            payload: Payload::Document(value, &GOODS_RECEIPT_EVENT),
+            timestamp: at,
+        }
+    }
+
+    /// An `invoice-events` record.
+    pub fn invoice(invoice: &InvoiceReceived, at: EventTime) -> ScenarioRecord {
+        let value = convert::invoice_event_value(
+            invoice,
+            &event_id(at, "inv", invoice.invoice.as_str()),
+            at,
+        )
+        .expect("generated values fit the schema");
+        ScenarioRecord {
+            topic: InputTopic::Invoices,
+            key: invoice.org.to_string(),
+            payload: Payload::Document(value, &INVOICE_EVENT),
+            timestamp: at,
+        }
+    }
+
+    /// Bytes that are no record at all, keyed by `key`, on `topic`.
+    pub fn garbage(topic: InputTopic, key: &str, bytes: &[u8], at: EventTime) -> ScenarioRecord {
+        ScenarioRecord {
+            topic,
+            key: key.to_owned(),
+            payload: Payload::Garbage(bytes.to_vec()),
+            timestamp: at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_stream() {
+        let a = Scenario::generate(&GeneratorConfig::default());
+        let b = Scenario::generate(&GeneratorConfig::default());
+        assert_eq!(a.planted, b.planted);
+        assert_eq!(a.records.len(), b.records.len());
+    }
+
+    #[test]
+    fn every_planted_outcome_kind_occurs_in_the_default_stream() {
+        let s = Scenario::generate(&GeneratorConfig::default());
+        let has = |p: &dyn Fn(&Planted) -> bool| s.planted.iter().any(|(_, x)| p(x));
+        assert!(has(&|p| *p == Planted::Matched));
+        assert!(has(&|p| *p == Planted::Pending));
+        for kind in [
+            ReasonKind::PriceVariance,
+            ReasonKind::QuantityVariance,
+            ReasonKind::PoCancelled,
+        ] {
+            assert!(
+                has(&|p| matches!(p, Planted::Exception(k) if k.contains(&kind))),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            s.records
+                .iter()
+                .filter(|r| matches!(r.payload, Payload::Garbage(_)))
+                .count(),
+            1
+        );
+    }
+}
