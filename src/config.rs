@@ -1,0 +1,94 @@
+//! The `run` configuration file (TOML).
+
+use anyhow::{bail, Context};
+use p2p_avro::Codec;
+use p2p_processors::Tolerance;
+use p2p_topologies::{KafkaProperties, MatchConfig, Topics};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Consumer group id, and the prefix of everything the application owns.
+    #[serde(default = "default_application_id")]
+    pub application_id: String,
+    /// Where local state (RocksDB) lives.
+    pub state_dir: PathBuf,
+    /// Confluent-compatible registry, e.g. `http://127.0.0.1:8081/apis/ccompat/v7`. Without
+    /// one the pipeline uses its bundled schemas (only sensible for trials).
+    pub schema_registry_url: Option<String>,
+    /// librdkafka properties, passed through: `bootstrap.servers`, `security.protocol`, ...
+    pub kafka: KafkaProperties,
+    #[serde(default)]
+    pub topics: Topics,
+    #[serde(default, rename = "match")]
+    pub matching: MatchSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchSection {
+    /// Price, quantity and amount tolerance in percent (a string: no floats near money).
+    pub tolerance_percent: String,
+    pub max_batch: usize,
+    pub batch_linger_ms: u64,
+}
+
+impl Default for MatchSection {
+    fn default() -> Self {
+        Self {
+            tolerance_percent: Tolerance::DEFAULT_PERCENT.to_string(),
+            max_batch: 500,
+            batch_linger_ms: 20,
+        }
+    }
+}
+
+fn default_application_id() -> String {
+    "p2p-match".into()
+}
+
+impl PipelineConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if !config.kafka.contains_key("bootstrap.servers") {
+            bail!("{}: [kafka] needs \"bootstrap.servers\"", path.display());
+        }
+        Ok(config)
+    }
+
+    pub fn codec(&self) -> anyhow::Result<Arc<Codec>> {
+        Ok(Arc::new(match &self.schema_registry_url {
+            Some(url) => Codec::registry(url)?,
+            None => {
+                tracing::warn!("no schema_registry_url: using the bundled schemas from avro/");
+                Codec::Embedded
+            }
+        }))
+    }
+
+    pub fn match_config(&self) -> anyhow::Result<MatchConfig> {
+        let percent: Decimal = self
+            .matching
+            .tolerance_percent
+            .parse()
+            .context("match.tolerance_percent is not a decimal number")?;
+        let mut config = MatchConfig::new(
+            &self.application_id,
+            self.kafka.clone(),
+            self.state_dir.clone(),
+        );
+        config.topics = self.topics.clone();
+        config.tolerance = Tolerance::percent(percent)?;
+        config.max_batch = self.matching.max_batch.max(1);
+        config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
+        Ok(config)
+    }
+}

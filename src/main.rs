@@ -1,0 +1,117 @@
+//! `p2p`: the operator's binary. `demo` runs the whole pipeline in one process on an
+//! in-process Kafka; `run` runs it against a real cluster; `admin` prepares a cluster.
+
+mod config;
+mod demo;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "p2p",
+    version,
+    about = "Procure-to-pay stream processing on Apache Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline on an embedded Kafka (librdkafka's mock cluster), fed by the load
+    /// generator, and print what it decided. Needs nothing installed.
+    Demo(demo::DemoArgs),
+    /// Run the match topology against a Kafka cluster until SIGINT or SIGTERM.
+    Run {
+        /// TOML configuration (see deploy/local/pipeline.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Cluster administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create every topic of the pipeline (inputs, outputs, DLQs) that does not exist yet.
+    CreateTopics {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Partitions per topic; all P2P topics share one count (co-partitioning).
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo prints a summary; its logs would only interleave with it.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,rdkafka=warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_target(false)
+        .init();
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Run { config } => {
+            let config = config::PipelineConfig::load(&config)?;
+            let codec = config.codec()?;
+            tracing::info!(schemas = %codec.describe(), "starting match topology");
+            let runtime = p2p_topologies::MatchRuntime::new(config.match_config()?, codec)
+                .context("starting the match runtime")?;
+            let stats = runtime.run(shutdown_signal()).await?;
+            tracing::info!(?stats, "stopped");
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateTopics {
+                    config,
+                    partitions,
+                    replication,
+                },
+        } => {
+            let config = config::PipelineConfig::load(&config)?;
+            let created = p2p_topologies::admin::create_topics(
+                &config.kafka,
+                &config.topics,
+                partitions,
+                replication,
+            )
+            .await?;
+            println!("created {} topic(s): {}", created.len(), created.join(", "));
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing the batch in hand");
+}
