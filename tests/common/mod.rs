@@ -1,0 +1,134 @@
+//! Shared setup of the end-to-end tests: a real Apache Kafka broker and a real schema registry
+//! (started by the project's scripts under deploy/local if none is running), and per-test
+//! topic names and application ids, so tests never share state.
+
+use p2p_avro::Codec;
+use p2p_loadtest::audit::{read_outputs, Observed};
+use p2p_topologies::{KafkaProperties, MatchConfig, MatchRuntime, Topics};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub struct Services {
+    pub bootstrap: String,
+    pub registry_url: String,
+}
+
+/// The broker and registry, started once per test binary if not given by the environment
+/// (`P2P_TEST_BOOTSTRAP`, `P2P_TEST_REGISTRY_URL`).
+pub fn services() -> &'static Services {
+    static SERVICES: OnceLock<Services> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bootstrap = std::env::var("P2P_TEST_BOOTSTRAP").unwrap_or_else(|_| {
+            run_script(&root.join("deploy/local/kafka.sh"));
+            "127.0.0.1:9092".into()
+        });
+        let registry_url = std::env::var("P2P_TEST_REGISTRY_URL").unwrap_or_else(|_| {
+            run_script(&root.join("deploy/local/registry.sh"));
+            "http://127.0.0.1:8081/apis/ccompat/v7".into()
+        });
+        Services {
+            bootstrap,
+            registry_url,
+        }
+    })
+}
+
+fn run_script(script: &Path) {
+    let status = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(status.success(), "{} start failed", script.display());
+}
+
+pub fn kafka() -> KafkaProperties {
+    let mut kafka = KafkaProperties::new();
+    kafka.insert("bootstrap.servers".into(), services().bootstrap.clone());
+    kafka
+}
+
+pub fn registry_codec() -> Arc<Codec> {
+    Arc::new(Codec::registry(&services().registry_url).expect("registry client"))
+}
+
+/// Topic names unique to one test.
+pub fn unique_topics(test: &str) -> Topics {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let name = |base: &str| format!("{base}-{test}-{suffix}");
+    Topics {
+        po_events: name("po-events"),
+        grn_events: name("grn-events"),
+        invoice_events: name("invoice-events"),
+        invoice_matched: name("invoice-matched"),
+        invoice_exceptions: name("invoice-exceptions"),
+    }
+}
+
+/// A running match pipeline; stops (finishing its batch) when `stop` is called.
+pub struct Pipeline {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<p2p_topologies::StatsSnapshot>,
+    _state: tempfile::TempDir,
+}
+
+impl Pipeline {
+    pub fn start(topics: &Topics, codec: Arc<Codec>) -> Pipeline {
+        let state = tempfile::tempdir().expect("temp dir");
+        let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+        let mut config = MatchConfig::new(&app, kafka(), state.path().to_path_buf());
+        config.topics = topics.clone();
+        let runtime = MatchRuntime::new(config, codec).expect("runtime starts");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runtime
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("runtime runs")
+        });
+        Pipeline {
+            stop: Some(stop),
+            task,
+            _state: state,
+        }
+    }
+
+    pub async fn stop(mut self) -> p2p_topologies::StatsSnapshot {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("runtime task")
+    }
+}
+
+/// Reads the outputs until `done` holds for them (or fails after 90 s, naming what it saw).
+pub async fn wait_for(
+    topics: &Topics,
+    codec: &Codec,
+    what: &str,
+    done: impl Fn(&Observed) -> bool,
+) -> Observed {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let observed = read_outputs(&kafka(), codec, topics, Duration::from_secs(30))
+            .await
+            .expect("outputs are readable");
+        if done(&observed) {
+            return observed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; saw matched {:?}, exceptions {:?}, {} dead letters",
+            observed.matched.keys().collect::<Vec<_>>(),
+            observed.exceptions.keys().collect::<Vec<_>>(),
+            observed.dead_letters.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

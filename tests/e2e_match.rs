@@ -1,0 +1,460 @@
+//! End-to-end tests of the match topology on a real Apache Kafka broker and a real schema
+//! registry (deploy/local/kafka.sh and registry.sh start them if none is running). Records go
+//! in as an ERP would send them (Confluent wire format, TopicNameStrategy, murmur2) and
+//! outcomes are read back with read_committed.
+
+mod common;
+
+use common::*;
+use p2p_avro::convert::ReasonRecord;
+use p2p_loadtest::audit::{audit, Observed};
+use p2p_loadtest::generator::InputTopic;
+use p2p_loadtest::produce::{erp_producer, produce_scenario};
+use p2p_loadtest::{GeneratorConfig, Scenario, ScenarioRecord};
+use p2p_processors::*;
+use p2p_topologies::admin::create_topics;
+use p2p_topologies::dlq;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+fn currency(code: &str) -> Currency {
+    Currency::parse(code).unwrap()
+}
+
+fn line(n: i64) -> LineNumber {
+    LineNumber::new(n).unwrap()
+}
+
+fn qty(v: Decimal) -> Quantity {
+    Quantity::new(v).unwrap()
+}
+
+struct Org {
+    id: OrgId,
+    supplier: SupplierId,
+    currency: Currency,
+}
+
+impl Org {
+    fn new(code: &str) -> Org {
+        Org {
+            id: OrgId::random(),
+            supplier: SupplierId::random(),
+            currency: currency(code),
+        }
+    }
+
+    fn price(&self, amount: Decimal) -> UnitPrice {
+        UnitPrice::new(Money::new(amount, self.currency)).unwrap()
+    }
+
+    /// A PO of `(quantity, unit price, receipt required)` lines.
+    fn po(&self, lines: &[(Decimal, Decimal, bool)]) -> PurchaseOrderIssued {
+        PurchaseOrderIssued {
+            org: self.id.clone(),
+            po: PurchaseOrderId::random(),
+            supplier: self.supplier.clone(),
+            currency: self.currency,
+            lines: lines
+                .iter()
+                .enumerate()
+                .map(|(i, &(q, p, receipt_required))| PurchaseOrderLine {
+                    line: line(i as i64 + 1),
+                    description: format!("line {}", i + 1),
+                    quantity: qty(q),
+                    unit_price: self.price(p),
+                    receipt_required,
+                })
+                .collect(),
+        }
+    }
+
+    fn receipt(&self, po: &PurchaseOrderIssued, lines: &[(i64, Decimal)]) -> GoodsReceived {
+        GoodsReceived {
+            org: self.id.clone(),
+            grn: GoodsReceiptId::random(),
+            po: po.po.clone(),
+            lines: lines
+                .iter()
+                .map(|&(l, q)| ReceiptLine {
+                    line: line(l),
+                    received: qty(q),
+                    returned: Quantity::ZERO,
+                })
+                .collect(),
+        }
+    }
+
+    /// An invoice of `(line, quantity, unit price)` with the stated `total`.
+    fn invoice(
+        &self,
+        po: &PurchaseOrderIssued,
+        lines: &[(i64, Decimal, Decimal)],
+        total: Decimal,
+    ) -> InvoiceReceived {
+        InvoiceReceived {
+            org: self.id.clone(),
+            invoice: InvoiceId::random(),
+            supplier: self.supplier.clone(),
+            number: InvoiceNumber::parse(&format!("SI-{}", &InvoiceId::random().as_str()[4..12]))
+                .unwrap(),
+            po: po.po.clone(),
+            currency: self.currency,
+            lines: lines
+                .iter()
+                .map(|&(l, q, p)| InvoiceLine {
+                    line: line(l),
+                    quantity: qty(q),
+                    unit_price: self.price(p),
+                })
+                .collect(),
+            total: Money::new(total, self.currency),
+            invoice_date: 20_400,
+        }
+    }
+}
+
+const T: i64 = 1_767_225_600_000;
+
+fn issued(po: &PurchaseOrderIssued, t: i64) -> ScenarioRecord {
+    ScenarioRecord::purchase_order(&PurchaseOrderEvent::Issued(po.clone()), EventTime(T + t))
+}
+
+fn cancelled(po: &PurchaseOrderIssued, t: i64) -> ScenarioRecord {
+    ScenarioRecord::purchase_order(
+        &PurchaseOrderEvent::Cancelled(PurchaseOrderCancelled {
+            org: po.org.clone(),
+            po: po.po.clone(),
+        }),
+        EventTime(T + t),
+    )
+}
+
+fn received(grn: &GoodsReceived, t: i64) -> ScenarioRecord {
+    ScenarioRecord::goods_receipt(grn, EventTime(T + t))
+}
+
+fn invoiced(invoice: &InvoiceReceived, t: i64) -> ScenarioRecord {
+    ScenarioRecord::invoice(invoice, EventTime(T + t))
+}
+
+fn reason(
+    kind: &str,
+    line: Option<i32>,
+    expected: Decimal,
+    actual: Decimal,
+) -> (
+    String,
+    Option<i32>,
+    Option<Decimal>,
+    Option<Decimal>,
+    Option<Decimal>,
+) {
+    (
+        kind.to_owned(),
+        line,
+        Some(expected),
+        Some(actual),
+        Some(actual - expected),
+    )
+}
+
+type ReasonTuple = (
+    String,
+    Option<i32>,
+    Option<Decimal>,
+    Option<Decimal>,
+    Option<Decimal>,
+);
+
+fn reasons_of(observed: &Observed, invoice: &InvoiceReceived) -> Vec<ReasonTuple> {
+    let records = &observed.exceptions[invoice.invoice.as_str()];
+    assert_eq!(
+        records.len(),
+        1,
+        "exactly one exception for {}",
+        invoice.invoice
+    );
+    records[0]
+        .reasons
+        .iter()
+        .map(|r: &ReasonRecord| {
+            assert!(!r.detail.is_empty());
+            (
+                r.reason.clone(),
+                r.line_number,
+                r.expected,
+                r.actual,
+                r.delta,
+            )
+        })
+        .collect()
+}
+
+fn has_outcome(observed: &Observed, invoice: &InvoiceReceived) -> bool {
+    observed.matched.contains_key(invoice.invoice.as_str())
+        || observed.exceptions.contains_key(invoice.invoice.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules() {
+    let topics = unique_topics("scripted");
+    create_topics(&kafka(), &topics, 3, 1)
+        .await
+        .expect("topics");
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let send = |records: Vec<ScenarioRecord>| {
+        let scenario = Scenario {
+            records,
+            planted: vec![],
+        };
+        let (producer, codec, topics) = (&producer, &codec, &topics);
+        async move {
+            produce_scenario(producer, codec, topics, &scenario)
+                .await
+                .expect("produced")
+        }
+    };
+
+    let a = Org::new("EUR");
+    let b = Org::new("USD");
+    let c = Org::new("GBP");
+
+    // Org A: a clean three-way + two-way match; a price over tolerance on a service; a PO
+    // cancelled while its invoice waits for goods.
+    let a1 = a.po(&[
+        (dec!(100), dec!(10.00), true),
+        (dec!(1), dec!(500.00), false),
+    ]);
+    let a1_grn = a.receipt(&a1, &[(1, dec!(100))]);
+    let a1_inv = a.invoice(
+        &a1,
+        &[(1, dec!(100), dec!(10.00)), (2, dec!(1), dec!(500.00))],
+        dec!(1500.00),
+    );
+    let a2 = a.po(&[(dec!(1), dec!(1000.00), false)]);
+    let a2_inv = a.invoice(&a2, &[(1, dec!(1), dec!(1025.00))], dec!(1025.00));
+    let a3 = a.po(&[(dec!(5), dec!(10.00), true)]);
+    let a3_inv = a.invoice(&a3, &[(1, dec!(5), dec!(10.00))], dec!(50.00));
+    // An invoice of org C's PO sent under org A's key: must never touch org C's state.
+    let forged = {
+        let po = c.po(&[(dec!(1), dec!(1.00), false)]);
+        let mut record = invoiced(&c.invoice(&po, &[(1, dec!(1), dec!(1.00))], dec!(1.00)), 90);
+        record.key = a.id.to_string();
+        record
+    };
+
+    // Org B: billed more than ordered; an invoice that arrives before its goods. A poison
+    // record sits in front of them on the same partition (same key).
+    let b1 = b.po(&[(dec!(10), dec!(99.99), true)]);
+    let b1_inv = b.invoice(&b1, &[(1, dec!(12), dec!(99.99))], dec!(1199.88));
+    let b2 = b.po(&[(dec!(40), dec!(5.25), true)]);
+    let b2_inv = b.invoice(&b2, &[(1, dec!(40), dec!(5.25))], dec!(210.00));
+    let b2_grn = b.receipt(&b2, &[(1, dec!(40))]);
+
+    // Org C: partial receipts that accumulate; exactly 2% over (matches) and just over 2%.
+    let c1 = c.po(&[(dec!(100), dec!(3.00), true)]);
+    let c1_grn1 = c.receipt(&c1, &[(1, dec!(60))]);
+    let c1_inv = c.invoice(&c1, &[(1, dec!(100), dec!(3.00))], dec!(300.00));
+    let c1_grn2 = c.receipt(&c1, &[(1, dec!(40))]);
+    let c2 = c.po(&[(dec!(10), dec!(100.00), false)]);
+    let c2_inv = c.invoice(&c2, &[(1, dec!(10), dec!(102.00))], dec!(1020.00));
+    let c3 = c.po(&[(dec!(10), dec!(100.00), false)]);
+    let c3_inv = c.invoice(&c3, &[(1, dec!(10), dec!(102.01))], dec!(1020.10));
+
+    let pipeline = Pipeline::start(&topics, codec.clone());
+
+    // Phase 1: everything but the goods that complete B2 and C1.
+    send(vec![
+        issued(&a1, 1),
+        issued(&a2, 2),
+        issued(&a3, 3),
+        issued(&b1, 4),
+        issued(&b2, 5),
+        issued(&c1, 6),
+        issued(&c2, 7),
+        issued(&c3, 8),
+        received(&a1_grn, 10),
+        received(&c1_grn1, 11),
+        ScenarioRecord::garbage(
+            InputTopic::Invoices,
+            b.id.as_str(),
+            b"{\"not\": \"avro\"}",
+            EventTime(T + 19),
+        ),
+        invoiced(&a1_inv, 20),
+        invoiced(&a2_inv, 21),
+        invoiced(&a3_inv, 22),
+        invoiced(&b1_inv, 23),
+        invoiced(&b2_inv, 24),
+        invoiced(&c1_inv, 25),
+        invoiced(&c2_inv, 26),
+        invoiced(&c3_inv, 27),
+        forged,
+    ])
+    .await;
+    let phase1 = wait_for(&topics, &codec, "phase 1 outcomes", |o| {
+        [&a1_inv, &a2_inv, &b1_inv, &c2_inv, &c3_inv]
+            .iter()
+            .all(|i| has_outcome(o, i))
+            && o.dead_letters.len() == 2
+    })
+    .await;
+    // Waiting for goods, not decided: the invoice before its receipt, the partly received one,
+    // and the one whose goods never came (yet).
+    for pending in [&b2_inv, &c1_inv, &a3_inv] {
+        assert!(
+            !has_outcome(&phase1, pending),
+            "{} should be pending",
+            pending.invoice
+        );
+    }
+
+    // Phase 2: the goods arrive, and A3's PO is cancelled.
+    send(vec![
+        received(&b2_grn, 30),
+        received(&c1_grn2, 31),
+        cancelled(&a3, 32),
+    ])
+    .await;
+    let observed = wait_for(&topics, &codec, "phase 2 outcomes", |o| {
+        [&b2_inv, &c1_inv, &a3_inv]
+            .iter()
+            .all(|i| has_outcome(o, i))
+    })
+    .await;
+    let stats = pipeline.stop().await;
+
+    // Matched: exactly these, once each, with the invoice totals to the cent.
+    let mut matched: Vec<&str> = observed.matched.keys().map(String::as_str).collect();
+    matched.sort();
+    let mut expected_matched = vec![
+        a1_inv.invoice.as_str(),
+        b2_inv.invoice.as_str(),
+        c1_inv.invoice.as_str(),
+        c2_inv.invoice.as_str(),
+    ];
+    expected_matched.sort();
+    assert_eq!(matched, expected_matched);
+    for (invoice, total, code) in [
+        (&a1_inv, dec!(1500.00), "EUR"),
+        (&b2_inv, dec!(210.00), "USD"),
+        (&c1_inv, dec!(300.00), "GBP"),
+        (&c2_inv, dec!(1020.00), "GBP"),
+    ] {
+        let records = &observed.matched[invoice.invoice.as_str()];
+        assert_eq!(records.len(), 1, "matched once: {}", invoice.invoice);
+        assert_eq!(records[0].total_amount, total);
+        assert_eq!(records[0].currency, code);
+        assert_eq!(records[0].org_id, invoice.org.as_str());
+    }
+
+    // Exceptions: exactly these, with every reason and its expected, actual and delta.
+    assert_eq!(observed.exceptions.len(), 4);
+    assert_eq!(
+        reasons_of(&observed, &a2_inv),
+        vec![
+            reason("PRICE_VARIANCE", Some(1), dec!(1000.00), dec!(1025.00)),
+            reason("AMOUNT_VARIANCE", None, dec!(1000.00), dec!(1025.00)),
+        ]
+    );
+    assert_eq!(
+        reasons_of(&observed, &b1_inv),
+        vec![reason("QUANTITY_VARIANCE", Some(1), dec!(10), dec!(12))]
+    );
+    assert_eq!(
+        reasons_of(&observed, &c3_inv),
+        vec![
+            reason("PRICE_VARIANCE", Some(1), dec!(100.00), dec!(102.01)),
+            reason("AMOUNT_VARIANCE", None, dec!(1000.00), dec!(1020.10)),
+        ]
+    );
+    assert_eq!(
+        reasons_of(&observed, &a3_inv),
+        vec![("PO_CANCELLED".to_owned(), None, None, None, None)]
+    );
+
+    // Dead letters: the poison record and the forged one, each with its origin and reason,
+    // and B's later invoices on that partition were still processed (asserted above).
+    assert_eq!(observed.dead_letters.len(), 2);
+    let poison = observed
+        .dead_letters
+        .iter()
+        .find(|d| d.headers[dlq::HEADER_REASON] == "undecodable")
+        .expect("the poison record is dead-lettered");
+    assert_eq!(poison.topic, format!("{}.dlq", topics.invoice_events));
+    assert_eq!(poison.payload.as_deref(), Some(&b"{\"not\": \"avro\"}"[..]));
+    assert_eq!(poison.key.as_deref(), Some(b.id.as_str().as_bytes()));
+    assert_eq!(poison.headers[dlq::HEADER_TOPIC], topics.invoice_events);
+    assert_eq!(poison.headers[dlq::HEADER_PROCESSOR], "match");
+    assert_eq!(poison.headers[dlq::HEADER_TIMESTAMP], (T + 19).to_string());
+    assert!(poison.headers[dlq::HEADER_ERROR].contains("magic byte"));
+    let partition: i32 = poison.headers[dlq::HEADER_PARTITION].parse().unwrap();
+    let offset: i64 = poison.headers[dlq::HEADER_OFFSET].parse().unwrap();
+    assert!(partition >= 0 && offset >= 0);
+    let forged = observed
+        .dead_letters
+        .iter()
+        .find(|d| d.headers[dlq::HEADER_REASON] == "key-mismatch")
+        .expect("the forged record is dead-lettered");
+    assert!(forged.headers[dlq::HEADER_ERROR].contains(c.id.as_str()));
+
+    assert_eq!(stats.dead_lettered, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_stream_ends_as_planted_through_the_registry() {
+    let topics = unique_topics("generated");
+    create_topics(&kafka(), &topics, 4, 1)
+        .await
+        .expect("topics");
+    let codec = registry_codec();
+    let scenario = Scenario::generate(&GeneratorConfig {
+        seed: 7,
+        orgs: 4,
+        pos_per_org: 25,
+        undecodable_records: 2,
+        ..GeneratorConfig::default()
+    });
+    let producer = erp_producer(&kafka()).unwrap();
+    produce_scenario(&producer, &codec, &topics, &scenario)
+        .await
+        .expect("produced");
+
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    let decided = scenario
+        .planted
+        .iter()
+        .filter(|(_, p)| *p != p2p_loadtest::Planted::Pending)
+        .count();
+    let observed = wait_for(&topics, &codec, "every decided invoice", |o| {
+        o.matched.len() + o.exceptions.len() >= decided && o.dead_letters.len() == 2
+    })
+    .await;
+    pipeline.stop().await;
+
+    let report = audit(&scenario.planted, &observed);
+    assert!(report.passed(), "{:#?}", report.disagreements);
+    assert!(report.matched > 0 && report.exceptions > 0 && report.pending > 0);
+
+    // TopicNameStrategy: the value schemas are registered under `<topic>-value`, where a
+    // Java consumer using Confluent's deserializer looks them up.
+    let subjects: Vec<String> = registry_subjects(&services().registry_url).await;
+    for topic in topics.inputs().iter().chain(topics.outputs().iter()) {
+        assert!(
+            subjects.contains(&format!("{topic}-value")),
+            "{topic}-value in {subjects:?}"
+        );
+    }
+}
+
+async fn registry_subjects(registry: &str) -> Vec<String> {
+    let output = tokio::process::Command::new("curl")
+        .args(["-sf", &format!("{registry}/subjects")])
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(output.status.success(), "GET {registry}/subjects failed");
+    serde_json::from_slice(&output.stdout).expect("the registry lists subjects as JSON")
+}
