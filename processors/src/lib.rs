@@ -7,12 +7,18 @@
 
 pub mod events;
 pub mod ids;
+pub mod lifecycle;
 pub mod matching;
 pub mod money;
 pub mod tolerance;
 
 pub use events::*;
 pub use ids::*;
+pub use lifecycle::{
+    Lifecycle, PoAction, PoState, PoTransitionRejected, PurchaseOrder, PurchaseOrderTransitioned,
+    Requisition, RequisitionAction, RequisitionState, RequisitionTransitionRejected,
+    RequisitionTransitioned, TransitionRejected, Transitioned, Transitions,
+};
 pub use matching::{MatchError, PurchaseOrderMatch};
 pub use money::*;
 pub use tolerance::Tolerance;
