@@ -95,6 +95,9 @@ prefixed_id!(
     /// A supplier (vendor) of an organisation.
     SupplierId, "sup");
 prefixed_id!(
+    /// A person: requester or approver.
+    UserId, "usr");
+prefixed_id!(
     /// A purchase requisition.
     RequisitionId, "req");
 prefixed_id!(

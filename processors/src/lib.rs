@@ -5,6 +5,7 @@
 //! Must not touch: Kafka, RocksDB, Avro, clocks or any other I/O. Time comes in with the event
 //! (`EventTime`), so replaying the same inputs always yields the same outputs.
 
+pub mod approval;
 pub mod events;
 pub mod ids;
 pub mod lifecycle;

@@ -1,0 +1,311 @@
+//! Approval routing of a purchase order: the level its total calls for (per-org thresholds,
+//! converted from the document currency by the org's rates, or set per currency), the chain
+//! of steps that level needs (L3 needs L1, L2 and L3, in order), the guards every decision
+//! passes (cheapest first: state, lines, authority, segregation of duties), and the SLA after
+//! which a step not decided is escalated. Time comes in with the events; the runtime's timer
+//! fires `on_timer` at `escalation_due()`.
+
+use crate::events::EventTime;
+use crate::ids::UserId;
+use crate::lifecycle::{PoState, PoTransitionRejected, PurchaseOrder, PurchaseOrderTransitioned};
+use crate::money::{Currency, Money};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Approval levels, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ApprovalLevel {
+    L1,
+    L2,
+    L3,
+}
+
+impl ApprovalLevel {
+    /// Every step the level needs, in order.
+    pub fn chain(self) -> Vec<ApprovalLevel> {
+        [ApprovalLevel::L1, ApprovalLevel::L2, ApprovalLevel::L3]
+            .into_iter()
+            .filter(|l| *l <= self)
+            .collect()
+    }
+}
+
+/// Upper bounds (inclusive) of L1 and L2; above `l2_max` is L3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub l1_max: Decimal,
+    pub l2_max: Decimal,
+}
+
+impl Thresholds {
+    /// DOMAIN.md's defaults: L1 up to 10,000; L2 up to 50,000; L3 above.
+    pub const DEFAULT: Thresholds = Thresholds {
+        l1_max: Decimal::from_parts(10_000, 0, 0, false, 0),
+        l2_max: Decimal::from_parts(50_000, 0, 0, false, 0),
+    };
+
+    pub fn level(&self, amount: Decimal) -> ApprovalLevel {
+        if amount <= self.l1_max {
+            ApprovalLevel::L1
+        } else if amount <= self.l2_max {
+            ApprovalLevel::L2
+        } else {
+            ApprovalLevel::L3
+        }
+    }
+}
+
+/// One org's approval policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalPolicy {
+    /// The currency `thresholds` are in.
+    pub base_currency: Currency,
+    pub thresholds: Thresholds,
+    /// Thresholds stated directly in a document currency; take precedence over conversion.
+    pub thresholds_by_currency: BTreeMap<Currency, Thresholds>,
+    /// Units of `base_currency` per unit of the key currency.
+    pub rates_to_base: BTreeMap<Currency, Decimal>,
+    /// How long a step may wait for its decision before it is escalated, in milliseconds.
+    pub sla_millis: i64,
+}
+
+impl ApprovalPolicy {
+    /// DOMAIN.md's defaults in `base_currency`, with a 48-hour SLA.
+    pub fn defaults(base_currency: Currency) -> Self {
+        Self {
+            base_currency,
+            thresholds: Thresholds::DEFAULT,
+            thresholds_by_currency: BTreeMap::new(),
+            rates_to_base: BTreeMap::new(),
+            sla_millis: 48 * 3_600_000,
+        }
+    }
+
+    /// The level a document of `total` needs.
+    pub fn level_for(&self, total: Money) -> Result<ApprovalLevel, ApprovalError> {
+        if let Some(thresholds) = self.thresholds_by_currency.get(&total.currency()) {
+            return Ok(thresholds.level(total.amount()));
+        }
+        if total.currency() == self.base_currency {
+            return Ok(self.thresholds.level(total.amount()));
+        }
+        let rate = self
+            .rates_to_base
+            .get(&total.currency())
+            .ok_or(ApprovalError::NoRate {
+                from: total.currency(),
+                to: self.base_currency,
+            })?;
+        // Compared exactly: no rounding of the converted amount.
+        Ok(self.thresholds.level(total.amount() * rate))
+    }
+}
+
+/// Why a submission or a decision is refused. Guards are checked in this order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ApprovalError {
+    #[error(transparent)]
+    Transition(#[from] PoTransitionRejected),
+    #[error("the purchase order is {0:?}, not awaiting approval")]
+    NotAwaitingApproval(PoState),
+    #[error("a purchase order needs at least one line to be approved")]
+    NoLines,
+    #[error(
+        "step {required:?} needs approval authority {required:?}; the approver holds {held:?}"
+    )]
+    InsufficientAuthority {
+        required: ApprovalLevel,
+        held: ApprovalLevel,
+    },
+    #[error("the requester {0} cannot approve their own document")]
+    SegregationOfDuties(UserId),
+    #[error("{0} already approved an earlier step of this chain")]
+    SameApproverTwice(UserId),
+    #[error("no rate from {from} to {to} is configured for this org")]
+    NoRate { from: Currency, to: Currency },
+}
+
+/// An approver's decision on the current step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approver: UserId,
+    /// The highest level this approver may approve.
+    pub authority: ApprovalLevel,
+    pub approve: bool,
+}
+
+/// What routing emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApprovalEvent {
+    /// The document moved in its lifecycle (submitted, approved, rejected).
+    Transitioned(PurchaseOrderTransitioned),
+    /// A step awaits a decision, due by `due_at`.
+    Requested {
+        level: ApprovalLevel,
+        step: usize,
+        of: usize,
+        due_at: EventTime,
+    },
+    StepApproved {
+        level: ApprovalLevel,
+        approver: UserId,
+    },
+    /// A step passed its SLA undecided.
+    Escalated {
+        level: ApprovalLevel,
+        overdue_since: EventTime,
+        escalations: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Route {
+    chain: Vec<ApprovalLevel>,
+    next_step: usize,
+    approvers: Vec<UserId>,
+    due_at: EventTime,
+    escalations: u32,
+}
+
+/// A purchase order under approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOrderApproval {
+    po: PurchaseOrder,
+    requester: UserId,
+    lines: usize,
+    total: Money,
+    route: Option<Route>,
+}
+
+impl PurchaseOrderApproval {
+    pub fn new(po: PurchaseOrder, requester: UserId, lines: usize, total: Money) -> Self {
+        Self {
+            po,
+            requester,
+            lines,
+            total,
+            route: None,
+        }
+    }
+
+    pub fn po(&self) -> &PurchaseOrder {
+        &self.po
+    }
+
+    /// When the open step must be escalated, if a step is open.
+    pub fn escalation_due(&self) -> Option<EventTime> {
+        self.route
+            .as_ref()
+            .filter(|_| self.po.state() == PoState::AwaitingApproval)
+            .map(|r| r.due_at)
+    }
+
+    /// Submits the PO for approval and requests the first step of the chain its total needs.
+    pub fn submit(
+        &mut self,
+        policy: &ApprovalPolicy,
+        at: EventTime,
+    ) -> Result<Vec<ApprovalEvent>, ApprovalError> {
+        if self.lines == 0 {
+            return Err(ApprovalError::NoLines);
+        }
+        // The level first: a missing rate must not leave the PO submitted without a route.
+        let level = policy.level_for(self.total)?;
+        let submitted = self.po.submit()?;
+        let chain = level.chain();
+        let due_at = EventTime(at.0 + policy.sla_millis);
+        let requested = ApprovalEvent::Requested {
+            level: chain[0],
+            step: 1,
+            of: chain.len(),
+            due_at,
+        };
+        self.route = Some(Route {
+            chain,
+            next_step: 0,
+            approvers: vec![],
+            due_at,
+            escalations: 0,
+        });
+        Ok(vec![ApprovalEvent::Transitioned(submitted), requested])
+    }
+
+    /// Applies a decision on the open step, after the guards in DOMAIN.md's order.
+    pub fn decide(
+        &mut self,
+        decision: &Decision,
+        policy: &ApprovalPolicy,
+        at: EventTime,
+    ) -> Result<Vec<ApprovalEvent>, ApprovalError> {
+        let state = self.po.state();
+        let route = match &self.route {
+            Some(route) if state == PoState::AwaitingApproval => route,
+            _ => return Err(ApprovalError::NotAwaitingApproval(state)),
+        };
+        if self.lines == 0 {
+            return Err(ApprovalError::NoLines);
+        }
+        let required = route.chain[route.next_step];
+        if decision.authority < required {
+            return Err(ApprovalError::InsufficientAuthority {
+                required,
+                held: decision.authority,
+            });
+        }
+        if decision.approver == self.requester {
+            return Err(ApprovalError::SegregationOfDuties(
+                decision.approver.clone(),
+            ));
+        }
+        if route.approvers.contains(&decision.approver) {
+            return Err(ApprovalError::SameApproverTwice(decision.approver.clone()));
+        }
+
+        if !decision.approve {
+            return Ok(vec![ApprovalEvent::Transitioned(self.po.reject()?)]);
+        }
+        let route = self.route.as_mut().expect("checked above");
+        route.approvers.push(decision.approver.clone());
+        route.next_step += 1;
+        let mut events = vec![ApprovalEvent::StepApproved {
+            level: required,
+            approver: decision.approver.clone(),
+        }];
+        if route.next_step == route.chain.len() {
+            events.push(ApprovalEvent::Transitioned(self.po.approve()?));
+        } else {
+            route.due_at = EventTime(at.0 + policy.sla_millis);
+            route.escalations = 0;
+            events.push(ApprovalEvent::Requested {
+                level: route.chain[route.next_step],
+                step: route.next_step + 1,
+                of: route.chain.len(),
+                due_at: route.due_at,
+            });
+        }
+        Ok(events)
+    }
+
+    /// Called by the runtime's timer: escalates the open step if it is past its SLA, and
+    /// re-arms the timer for one more SLA period.
+    pub fn on_timer(&mut self, policy: &ApprovalPolicy, now: EventTime) -> Vec<ApprovalEvent> {
+        let Some(due) = self.escalation_due() else {
+            return vec![];
+        };
+        if now < due {
+            return vec![];
+        }
+        let route = self.route.as_mut().expect("a due step has a route");
+        route.escalations += 1;
+        route.due_at = EventTime(now.0 + policy.sla_millis);
+        vec![ApprovalEvent::Escalated {
+            level: route.chain[route.next_step],
+            overdue_since: due,
+            escalations: route.escalations,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests;
