@@ -11,6 +11,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod matching;
 pub mod money;
+pub mod payment;
 pub mod tolerance;
 
 pub use events::*;

@@ -57,6 +57,24 @@ impl Currency {
         // Only ever built from an entry of ISO_4217, which is ASCII.
         std::str::from_utf8(&self.0).unwrap_or("???")
     }
+
+    /// Decimal places of the currency's minor unit (ISO 4217): 2 for most, 0 for JPY and a
+    /// few others, 3 for the Gulf dinars and rials.
+    pub fn minor_units(&self) -> u32 {
+        const ZERO: &[&str] = &[
+            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND",
+            "VUV", "XAF", "XOF", "XPF",
+        ];
+        const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+        let code = self.as_str();
+        if ZERO.contains(&code) {
+            0
+        } else if THREE.contains(&code) {
+            3
+        } else {
+            2
+        }
+    }
 }
 
 impl TryFrom<String> for Currency {
@@ -129,6 +147,18 @@ impl Money {
             .checked_mul(quantity.value())
             .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency))
+    }
+
+    /// Rounded to the currency's minor unit, half away from zero ("half-up"): the one
+    /// rounding the pipeline does, where an amount becomes payable.
+    pub fn round_half_up(self) -> Money {
+        Money::new(
+            self.amount.round_dp_with_strategy(
+                self.currency.minor_units(),
+                rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+            ),
+            self.currency,
+        )
     }
 
     fn same_currency(&self, other: Money) -> Result<(), MoneyError> {
@@ -281,6 +311,19 @@ mod tests {
         let price = Money::new(dec!(19.99), eur());
         let total = price.times(Quantity::new(dec!(3.333)).unwrap()).unwrap();
         assert_eq!(total.amount(), dec!(66.62667));
+    }
+
+    #[test]
+    fn rounding_is_half_up_to_the_currencys_minor_unit() {
+        let m = |a, c| {
+            Money::new(a, Currency::parse(c).unwrap())
+                .round_half_up()
+                .amount()
+        };
+        assert_eq!(m(dec!(2.345), "EUR"), dec!(2.35));
+        assert_eq!(m(dec!(-2.345), "EUR"), dec!(-2.35));
+        assert_eq!(m(dec!(2.5), "JPY"), dec!(3));
+        assert_eq!(m(dec!(1.2345), "KWD"), dec!(1.235));
     }
 
     #[test]

@@ -1,0 +1,499 @@
+//! Payment scheduling: one payment per matched invoice, ever; its due date and amount from the
+//! payment terms (cash discount captured when the org enables it); holds that keep it from
+//! being released and re-check themselves when their cause goes away; release into payment
+//! runs per org, currency, debtor account and execution date; bank status moving each part on;
+//! installment plans (e.g. Murabaha: cost plus markup in N installments).
+
+use crate::events::InvoiceMatched;
+use crate::ids::{InvoiceId, OrgId, PurchaseOrderId, SupplierId};
+use crate::lifecycle::PoState;
+use crate::money::{Currency, Money, MoneyError};
+use chrono::{Days, NaiveDate};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Supplier payment terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentTerms {
+    /// Pay the gross amount `days` after the invoice date.
+    Net { days: u32 },
+    /// `percent` off when paid within `within_days`, else gross by `net_days` ("2/10 net 30").
+    Discount {
+        percent: Decimal,
+        within_days: u32,
+        net_days: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payment terms {0:?} are neither \"NET <days>\" nor \"<percent>/<days> NET <days>\"")]
+pub struct TermsError(pub String);
+
+impl PaymentTerms {
+    /// Parses `NET30`, `Net 30`, `2/10 net 30`, `1.5/15 NET 45`.
+    pub fn parse(text: &str) -> Result<Self, TermsError> {
+        let err = || TermsError(text.to_owned());
+        let upper = text.trim().to_ascii_uppercase();
+        let (discount, net) = match upper.split_once("NET") {
+            Some((before, after)) => (before.trim(), after.trim()),
+            None => return Err(err()),
+        };
+        let net_days: u32 = net.parse().map_err(|_| err())?;
+        if discount.is_empty() {
+            return Ok(PaymentTerms::Net { days: net_days });
+        }
+        let (percent, within) = discount.split_once('/').ok_or_else(err)?;
+        let percent: Decimal = percent.trim().parse().map_err(|_| err())?;
+        let within_days: u32 = within.trim().parse().map_err(|_| err())?;
+        if percent <= Decimal::ZERO || percent >= Decimal::ONE_HUNDRED || within_days > net_days {
+            return Err(err());
+        }
+        Ok(PaymentTerms::Discount {
+            percent,
+            within_days,
+            net_days,
+        })
+    }
+
+    /// When to pay what for `gross` invoiced on `invoice_date`. The discount is rounded
+    /// half-up to the currency's minor unit; the amount paid is gross minus that discount.
+    pub fn due(&self, gross: Money, invoice_date: NaiveDate, capture_discount: bool) -> Due {
+        let plus = |days: u32| invoice_date + Days::new(u64::from(days));
+        match *self {
+            PaymentTerms::Discount {
+                percent,
+                within_days,
+                ..
+            } if capture_discount => {
+                let discount = Money::new(
+                    gross.amount() * percent / Decimal::ONE_HUNDRED,
+                    gross.currency(),
+                )
+                .round_half_up();
+                Due {
+                    pay_on: plus(within_days),
+                    amount: Money::new(gross.amount() - discount.amount(), gross.currency()),
+                    discount: Some(discount),
+                }
+            }
+            PaymentTerms::Net { days } | PaymentTerms::Discount { net_days: days, .. } => Due {
+                pay_on: plus(days),
+                amount: gross,
+                discount: None,
+            },
+        }
+    }
+}
+
+/// What the terms make payable, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Due {
+    pub pay_on: NaiveDate,
+    pub amount: Money,
+    pub discount: Option<Money>,
+}
+
+/// Cost plus an agreed markup, paid in equal installments every `interval_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallmentPlan {
+    pub markup_percent: Decimal,
+    pub installments: u32,
+    pub interval_days: u32,
+}
+
+impl InstallmentPlan {
+    /// The installments for `cost`, the first on `first`. Each is rounded half-up to the minor
+    /// unit; the last takes the remainder, so they add up to cost plus markup exactly.
+    pub fn schedule(&self, cost: Money, first: NaiveDate) -> Vec<(NaiveDate, Money)> {
+        let n = self.installments.max(1);
+        let total = Money::new(
+            cost.amount() * (Decimal::ONE_HUNDRED + self.markup_percent) / Decimal::ONE_HUNDRED,
+            cost.currency(),
+        )
+        .round_half_up();
+        let each = Money::new(total.amount() / Decimal::from(n), cost.currency()).round_half_up();
+        (0..n)
+            .map(|i| {
+                let date = first + Days::new(u64::from(i * self.interval_days));
+                let amount = if i + 1 == n {
+                    total.amount() - each.amount() * Decimal::from(n - 1)
+                } else {
+                    each.amount()
+                };
+                (date, Money::new(amount, cost.currency()))
+            })
+            .collect()
+    }
+}
+
+/// Why a payment may not be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Hold {
+    PoDisputed,
+    SupplierBlocked,
+    /// The supplier's bank account changed within the org's cooling-off period.
+    BankAccountChanged,
+}
+
+/// Where one part (the payment, or one installment) stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartStatus {
+    Scheduled,
+    Released {
+        execution_date: NaiveDate,
+    },
+    /// The bank accepted the instruction (pain.002 ACCP/ACSP).
+    Disbursed,
+    /// The bank settled it (pain.002 ACSC).
+    Remitted,
+    Rejected {
+        reason: String,
+    },
+    /// Its PO was cancelled before it was released.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentPart {
+    pub number: u32,
+    pub pay_on: NaiveDate,
+    pub amount: Money,
+    pub status: PartStatus,
+}
+
+/// A bank's status report for one part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BankStatus {
+    Accepted,
+    Settled,
+    Rejected(String),
+}
+
+/// The org's payment settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentPolicy {
+    pub capture_discounts: bool,
+    pub cooling_off_days: u32,
+    /// POs whose invoice is at least this much are paid by `installment_plan`, if set.
+    pub installment_threshold: Option<Money>,
+    pub installment_plan: Option<InstallmentPlan>,
+    /// The account payments of this currency are made from.
+    pub debtor_accounts: BTreeMap<Currency, String>,
+}
+
+/// What the supplier master says of the payee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payee {
+    pub supplier: SupplierId,
+    pub terms: PaymentTerms,
+    pub blocked: bool,
+    pub bank_account_changed_on: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("no debtor account is configured for {0}")]
+    NoDebtorAccount(Currency),
+    #[error("payment has no part {0}")]
+    UnknownPart(u32),
+    #[error("part {part} is {status:?}; a bank status for it is out of order")]
+    UnexpectedBankStatus { part: u32, status: PartStatus },
+}
+
+/// Events of a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentEvent {
+    Scheduled {
+        invoice: InvoiceId,
+        parts: Vec<(NaiveDate, Money)>,
+        discount: Option<Money>,
+    },
+    Held(Hold),
+    HoldReleased(Hold),
+    Released(Release),
+    PartDisbursed(u32),
+    PartRemitted(u32),
+    PartRejected {
+        part: u32,
+        reason: String,
+    },
+    /// Every part remitted: the PO may move to Paid.
+    Settled {
+        invoice: InvoiceId,
+        po: PurchaseOrderId,
+    },
+    PartCancelled(u32),
+}
+
+/// A part released for payment, to be grouped into a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub org: OrgId,
+    pub invoice: InvoiceId,
+    pub supplier: SupplierId,
+    pub part: u32,
+    pub amount: Money,
+    pub debtor_account: String,
+    pub execution_date: NaiveDate,
+}
+
+/// The payment of one invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    org: OrgId,
+    invoice: InvoiceId,
+    po: PurchaseOrderId,
+    supplier: SupplierId,
+    debtor_account: String,
+    parts: Vec<PaymentPart>,
+    holds: BTreeSet<Hold>,
+}
+
+impl Payment {
+    /// Schedules the payment of a matched invoice. `existing` is what the store holds for this
+    /// invoice: if there is anything, a replayed or re-delivered match changes nothing.
+    pub fn schedule(
+        existing: Option<&Payment>,
+        matched: &InvoiceMatched,
+        invoice_date: NaiveDate,
+        payee: &Payee,
+        policy: &PaymentPolicy,
+    ) -> Result<Option<(Payment, Vec<PaymentEvent>)>, PaymentError> {
+        if existing.is_some() {
+            return Ok(None);
+        }
+        let currency = matched.total.currency();
+        let debtor_account = policy
+            .debtor_accounts
+            .get(&currency)
+            .ok_or(PaymentError::NoDebtorAccount(currency))?
+            .clone();
+        let due = payee
+            .terms
+            .due(matched.total, invoice_date, policy.capture_discounts);
+        let by_installments = match (policy.installment_threshold, policy.installment_plan) {
+            (Some(threshold), Some(plan))
+                if threshold.currency() == currency
+                    && matched.total.amount() >= threshold.amount() =>
+            {
+                Some(plan)
+            }
+            _ => None,
+        };
+        let (parts, discount) = match by_installments {
+            // Financed: no early-payment discount, the markup is the price of time.
+            Some(plan) => (plan.schedule(matched.total, due.pay_on), None),
+            None => (vec![(due.pay_on, due.amount)], due.discount),
+        };
+        let mut payment = Payment {
+            org: matched.org.clone(),
+            invoice: matched.invoice.clone(),
+            po: matched.po.clone(),
+            supplier: matched.supplier.clone(),
+            debtor_account,
+            parts: parts
+                .iter()
+                .enumerate()
+                .map(|(i, (pay_on, amount))| PaymentPart {
+                    number: i as u32 + 1,
+                    pay_on: *pay_on,
+                    amount: *amount,
+                    status: PartStatus::Scheduled,
+                })
+                .collect(),
+            holds: BTreeSet::new(),
+        };
+        let mut events = vec![PaymentEvent::Scheduled {
+            invoice: matched.invoice.clone(),
+            parts,
+            discount,
+        }];
+        events.extend(payment.on_payee(payee));
+        Ok(Some((payment, events)))
+    }
+
+    pub fn parts(&self) -> &[PaymentPart] {
+        &self.parts
+    }
+
+    pub fn holds(&self) -> &BTreeSet<Hold> {
+        &self.holds
+    }
+
+    fn set_hold(&mut self, hold: Hold, on: bool) -> Option<PaymentEvent> {
+        match (on, self.holds.contains(&hold)) {
+            (true, false) => {
+                self.holds.insert(hold);
+                Some(PaymentEvent::Held(hold))
+            }
+            (false, true) => {
+                self.holds.remove(&hold);
+                Some(PaymentEvent::HoldReleased(hold))
+            }
+            _ => None,
+        }
+    }
+
+    /// The supplier master changed: block, unblock, new bank account.
+    pub fn on_payee(&mut self, payee: &Payee) -> Vec<PaymentEvent> {
+        self.set_hold(Hold::SupplierBlocked, payee.blocked)
+            .into_iter()
+            .collect()
+    }
+
+    /// The PO moved: a dispute holds the payment until resolved; a cancellation cancels every
+    /// part not yet released (released ones are with the bank already).
+    pub fn on_po_state(&mut self, state: PoState) -> Vec<PaymentEvent> {
+        if state == PoState::Cancelled {
+            return self
+                .parts
+                .iter_mut()
+                .filter(|p| p.status == PartStatus::Scheduled)
+                .map(|p| {
+                    p.status = PartStatus::Cancelled;
+                    PaymentEvent::PartCancelled(p.number)
+                })
+                .collect();
+        }
+        self.set_hold(Hold::PoDisputed, state == PoState::Disputed)
+            .into_iter()
+            .collect()
+    }
+
+    /// Releases every part due by `execution_date` unless a hold stands. The bank-account
+    /// hold is decided here, against the execution date: a change within the cooling-off
+    /// period holds; once the period has passed the hold goes by itself.
+    pub fn release(
+        &mut self,
+        execution_date: NaiveDate,
+        payee: &Payee,
+        policy: &PaymentPolicy,
+    ) -> Vec<PaymentEvent> {
+        let cooling = payee.bank_account_changed_on.is_some_and(|changed| {
+            execution_date < changed + Days::new(u64::from(policy.cooling_off_days))
+        });
+        let mut events: Vec<PaymentEvent> = self
+            .set_hold(Hold::BankAccountChanged, cooling)
+            .into_iter()
+            .collect();
+        events.extend(self.on_payee(payee));
+        if !self.holds.is_empty() {
+            return events;
+        }
+        for part in &mut self.parts {
+            if part.status == PartStatus::Scheduled && part.pay_on <= execution_date {
+                part.status = PartStatus::Released { execution_date };
+                events.push(PaymentEvent::Released(Release {
+                    org: self.org.clone(),
+                    invoice: self.invoice.clone(),
+                    supplier: self.supplier.clone(),
+                    part: part.number,
+                    amount: part.amount,
+                    debtor_account: self.debtor_account.clone(),
+                    execution_date,
+                }));
+            }
+        }
+        events
+    }
+
+    /// A bank status report (pain.002) for one part.
+    pub fn on_bank_status(
+        &mut self,
+        part: u32,
+        status: &BankStatus,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let p = self
+            .parts
+            .iter_mut()
+            .find(|p| p.number == part)
+            .ok_or(PaymentError::UnknownPart(part))?;
+        let event = match (&p.status, status) {
+            (PartStatus::Released { .. }, BankStatus::Accepted) => {
+                p.status = PartStatus::Disbursed;
+                PaymentEvent::PartDisbursed(part)
+            }
+            (PartStatus::Released { .. } | PartStatus::Disbursed, BankStatus::Settled) => {
+                p.status = PartStatus::Remitted;
+                PaymentEvent::PartRemitted(part)
+            }
+            (PartStatus::Released { .. } | PartStatus::Disbursed, BankStatus::Rejected(reason)) => {
+                p.status = PartStatus::Rejected {
+                    reason: reason.clone(),
+                };
+                PaymentEvent::PartRejected {
+                    part,
+                    reason: reason.clone(),
+                }
+            }
+            // The same report again: nothing new.
+            (PartStatus::Disbursed, BankStatus::Accepted)
+            | (PartStatus::Remitted, BankStatus::Settled | BankStatus::Accepted) => {
+                return Ok(vec![])
+            }
+            (current, _) => {
+                return Err(PaymentError::UnexpectedBankStatus {
+                    part,
+                    status: current.clone(),
+                })
+            }
+        };
+        let mut events = vec![event];
+        if matches!(events[0], PaymentEvent::PartRemitted(_))
+            && self.parts.iter().all(|p| p.status == PartStatus::Remitted)
+        {
+            events.push(PaymentEvent::Settled {
+                invoice: self.invoice.clone(),
+                po: self.po.clone(),
+            });
+        }
+        Ok(events)
+    }
+}
+
+/// A payment run: released parts of one org, currency, debtor account and execution date,
+/// which a bank connector turns into one pain.001 payment information block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRun {
+    pub org: OrgId,
+    pub currency: Currency,
+    pub debtor_account: String,
+    pub execution_date: NaiveDate,
+    pub releases: Vec<Release>,
+    pub total: Money,
+}
+
+/// Groups releases into runs; the order of releases within a run is kept.
+pub fn payment_runs(releases: Vec<Release>) -> Result<Vec<PaymentRun>, MoneyError> {
+    let mut runs: BTreeMap<(OrgId, Currency, String, NaiveDate), Vec<Release>> = BTreeMap::new();
+    for release in releases {
+        let key = (
+            release.org.clone(),
+            release.amount.currency(),
+            release.debtor_account.clone(),
+            release.execution_date,
+        );
+        runs.entry(key).or_default().push(release);
+    }
+    runs.into_iter()
+        .map(
+            |((org, currency, debtor_account, execution_date), releases)| {
+                let total = releases
+                    .iter()
+                    .try_fold(Money::zero(currency), |sum, r| sum.checked_add(r.amount))?;
+                Ok(PaymentRun {
+                    org,
+                    currency,
+                    debtor_account,
+                    execution_date,
+                    releases,
+                    total,
+                })
+            },
+        )
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+use super::*;
+use crate::events::{EventTime, InvoiceLine};
+use crate::ids::InvoiceNumber;
+use rust_decimal_macros::dec;
+
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn matched(total: Decimal) -> InvoiceMatched {
+    InvoiceMatched {
+        org: OrgId::from_u128(1),
+        invoice: InvoiceId::from_u128(2),
+        po: PurchaseOrderId::from_u128(3),
+        supplier: SupplierId::from_u128(4),
+        number: InvoiceNumber::parse("SI-1").unwrap(),
+        total: Money::new(total, eur()),
+        lines: Vec::<InvoiceLine>::new(),
+        matched_at: EventTime(0),
+    }
+}
+
+fn payee(terms: &str) -> Payee {
+    Payee {
+        supplier: SupplierId::from_u128(4),
+        terms: PaymentTerms::parse(terms).unwrap(),
+        blocked: false,
+        bank_account_changed_on: None,
+    }
+}
+
+fn policy() -> PaymentPolicy {
+    PaymentPolicy {
+        capture_discounts: true,
+        cooling_off_days: 10,
+        installment_threshold: None,
+        installment_plan: None,
+        debtor_accounts: [(eur(), "DE89370400440532013000".to_owned())].into(),
+    }
+}
+
+const INVOICED: (i32, u32, u32) = (2026, 3, 1);
+
+fn scheduled(total: Decimal, terms: &str) -> Payment {
+    let (y, m, d) = INVOICED;
+    Payment::schedule(
+        None,
+        &matched(total),
+        date(y, m, d),
+        &payee(terms),
+        &policy(),
+    )
+    .unwrap()
+    .unwrap()
+    .0
+}
+
+#[test]
+fn terms_parse_in_the_forms_erps_print_them() {
+    assert_eq!(
+        PaymentTerms::parse("NET30").unwrap(),
+        PaymentTerms::Net { days: 30 }
+    );
+    assert_eq!(
+        PaymentTerms::parse(" net 45 ").unwrap(),
+        PaymentTerms::Net { days: 45 }
+    );
+    assert_eq!(
+        PaymentTerms::parse("2/10 net 30").unwrap(),
+        PaymentTerms::Discount {
+            percent: dec!(2),
+            within_days: 10,
+            net_days: 30
+        }
+    );
+    for bad in [
+        "30 days",
+        "2/40 net 30",
+        "0/10 net 30",
+        "net",
+        "x/10 net 30",
+    ] {
+        assert!(PaymentTerms::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn net_terms_pay_the_gross_n_days_after_the_invoice_date() {
+    let due = PaymentTerms::parse("NET30").unwrap().due(
+        Money::new(dec!(1000), eur()),
+        date(2026, 3, 1),
+        true,
+    );
+    assert_eq!(due.pay_on, date(2026, 3, 31));
+    assert_eq!(due.amount, Money::new(dec!(1000), eur()));
+    assert_eq!(due.discount, None);
+}
+
+#[test]
+fn a_discount_is_captured_only_when_the_org_enables_it() {
+    let terms = PaymentTerms::parse("2/10 net 30").unwrap();
+    let gross = Money::new(dec!(1234.56), eur());
+    let early = terms.due(gross, date(2026, 3, 1), true);
+    assert_eq!(early.pay_on, date(2026, 3, 11));
+    // 2% of 1234.56 is 24.6912, rounded half-up to 24.69.
+    assert_eq!(early.discount, Some(Money::new(dec!(24.69), eur())));
+    assert_eq!(early.amount, Money::new(dec!(1209.87), eur()));
+    let late = terms.due(gross, date(2026, 3, 1), false);
+    assert_eq!(
+        (late.pay_on, late.amount, late.discount),
+        (date(2026, 3, 31), gross, None)
+    );
+}
+
+#[test]
+fn a_replayed_match_never_schedules_a_second_payment() {
+    let first = scheduled(dec!(100), "NET30");
+    let again = Payment::schedule(
+        Some(&first),
+        &matched(dec!(100)),
+        date(2026, 3, 1),
+        &payee("NET30"),
+        &policy(),
+    )
+    .unwrap();
+    assert!(again.is_none());
+}
+
+#[test]
+fn a_currency_without_a_debtor_account_cannot_be_scheduled() {
+    let mut m = matched(dec!(100));
+    m.total = Money::new(dec!(100), Currency::parse("USD").unwrap());
+    let err =
+        Payment::schedule(None, &m, date(2026, 3, 1), &payee("NET30"), &policy()).unwrap_err();
+    assert!(matches!(err, PaymentError::NoDebtorAccount(_)));
+}
+
+#[test]
+fn a_part_is_released_on_its_run_and_not_before() {
+    let mut p = scheduled(dec!(100), "NET30");
+    assert!(p
+        .release(date(2026, 3, 30), &payee("NET30"), &policy())
+        .is_empty());
+    let events = p.release(date(2026, 3, 31), &payee("NET30"), &policy());
+    assert!(
+        matches!(&events[..], [PaymentEvent::Released(r)] if r.amount == Money::new(dec!(100), eur()))
+    );
+    // Released once: a later run finds nothing to release.
+    assert!(p
+        .release(date(2026, 4, 30), &payee("NET30"), &policy())
+        .is_empty());
+}
+
+#[test]
+fn a_disputed_po_holds_the_payment_until_the_dispute_is_resolved() {
+    let mut p = scheduled(dec!(100), "NET30");
+    assert_eq!(
+        p.on_po_state(PoState::Disputed),
+        vec![PaymentEvent::Held(Hold::PoDisputed)]
+    );
+    assert!(p
+        .release(date(2026, 4, 1), &payee("NET30"), &policy())
+        .is_empty());
+    assert_eq!(
+        p.on_po_state(PoState::Approved),
+        vec![PaymentEvent::HoldReleased(Hold::PoDisputed)]
+    );
+    // The released hold re-enters the next run.
+    assert!(matches!(
+        p.release(date(2026, 4, 2), &payee("NET30"), &policy())[..],
+        [PaymentEvent::Released(_)]
+    ));
+}
+
+#[test]
+fn a_blocked_supplier_is_not_paid_until_unblocked() {
+    let mut p = scheduled(dec!(100), "NET30");
+    let mut blocked = payee("NET30");
+    blocked.blocked = true;
+    let events = p.release(date(2026, 4, 1), &blocked, &policy());
+    assert_eq!(events, vec![PaymentEvent::Held(Hold::SupplierBlocked)]);
+    let events = p.release(date(2026, 4, 2), &payee("NET30"), &policy());
+    assert_eq!(events[0], PaymentEvent::HoldReleased(Hold::SupplierBlocked));
+    assert!(matches!(events[1], PaymentEvent::Released(_)));
+}
+
+#[test]
+fn a_bank_account_changed_within_the_cooling_off_period_holds_the_payment() {
+    let mut p = scheduled(dec!(100), "NET30");
+    let mut changed = payee("NET30");
+    changed.bank_account_changed_on = Some(date(2026, 3, 25));
+    // Cooling off for 10 days: until 2026-04-04 exclusive.
+    assert_eq!(
+        p.release(date(2026, 4, 3), &changed, &policy()),
+        vec![PaymentEvent::Held(Hold::BankAccountChanged)]
+    );
+    let events = p.release(date(2026, 4, 4), &changed, &policy());
+    assert_eq!(
+        events[0],
+        PaymentEvent::HoldReleased(Hold::BankAccountChanged)
+    );
+    assert!(matches!(events[1], PaymentEvent::Released(_)));
+}
+
+#[test]
+fn a_cancelled_po_cancels_unreleased_parts_only() {
+    let mut plan_policy = policy();
+    plan_policy.installment_threshold = Some(Money::new(dec!(1000), eur()));
+    plan_policy.installment_plan = Some(InstallmentPlan {
+        markup_percent: dec!(5),
+        installments: 3,
+        interval_days: 30,
+    });
+    let (mut p, _) = Payment::schedule(
+        None,
+        &matched(dec!(3000)),
+        date(2026, 3, 1),
+        &payee("NET30"),
+        &plan_policy,
+    )
+    .unwrap()
+    .unwrap();
+    p.release(date(2026, 3, 31), &payee("NET30"), &plan_policy);
+    let events = p.on_po_state(PoState::Cancelled);
+    assert_eq!(
+        events,
+        vec![
+            PaymentEvent::PartCancelled(2),
+            PaymentEvent::PartCancelled(3)
+        ]
+    );
+    assert!(matches!(p.parts()[0].status, PartStatus::Released { .. }));
+}
+
+#[test]
+fn installments_add_up_to_cost_plus_markup_to_the_cent() {
+    let plan = InstallmentPlan {
+        markup_percent: dec!(7.5),
+        installments: 3,
+        interval_days: 30,
+    };
+    let parts = plan.schedule(Money::new(dec!(1000.00), eur()), date(2026, 1, 31));
+    let amounts: Vec<Decimal> = parts.iter().map(|(_, m)| m.amount()).collect();
+    // 1075.00 in three: 358.33, 358.33 and the remainder 358.34.
+    assert_eq!(amounts, vec![dec!(358.33), dec!(358.33), dec!(358.34)]);
+    assert_eq!(parts[1].0, date(2026, 3, 2));
+}
+
+#[test]
+fn the_payment_is_settled_when_its_last_part_is_remitted() {
+    let mut plan_policy = policy();
+    plan_policy.installment_threshold = Some(Money::new(dec!(1000), eur()));
+    plan_policy.installment_plan = Some(InstallmentPlan {
+        markup_percent: dec!(0),
+        installments: 2,
+        interval_days: 30,
+    });
+    let (mut p, events) = Payment::schedule(
+        None,
+        &matched(dec!(2000)),
+        date(2026, 3, 1),
+        &payee("2/10 net 30"),
+        &plan_policy,
+    )
+    .unwrap()
+    .unwrap();
+    // Financed invoices take no early-payment discount.
+    assert!(
+        matches!(&events[0], PaymentEvent::Scheduled { discount: None, parts, .. } if parts.len() == 2)
+    );
+    p.release(date(2026, 5, 1), &payee("NET30"), &plan_policy);
+    assert_eq!(
+        p.on_bank_status(1, &BankStatus::Accepted).unwrap(),
+        vec![PaymentEvent::PartDisbursed(1)]
+    );
+    assert_eq!(
+        p.on_bank_status(1, &BankStatus::Settled).unwrap(),
+        vec![PaymentEvent::PartRemitted(1)]
+    );
+    let last = p.on_bank_status(2, &BankStatus::Settled).unwrap();
+    assert_eq!(
+        last,
+        vec![
+            PaymentEvent::PartRemitted(2),
+            PaymentEvent::Settled {
+                invoice: InvoiceId::from_u128(2),
+                po: PurchaseOrderId::from_u128(3)
+            }
+        ]
+    );
+    // A repeated report changes nothing.
+    assert!(p
+        .on_bank_status(2, &BankStatus::Settled)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_bank_status_for_an_unreleased_part_is_refused() {
+    let mut p = scheduled(dec!(100), "NET30");
+    assert!(matches!(
+        p.on_bank_status(1, &BankStatus::Settled),
+        Err(PaymentError::UnexpectedBankStatus { part: 1, .. })
+    ));
+    assert_eq!(
+        p.on_bank_status(9, &BankStatus::Settled),
+        Err(PaymentError::UnknownPart(9))
+    );
+}
+
+#[test]
+fn runs_group_by_org_currency_debtor_account_and_date_and_total_exactly() {
+    let release = |org: u128, amount: Decimal, account: &str, day: u32| Release {
+        org: OrgId::from_u128(org),
+        invoice: InvoiceId::random(),
+        supplier: SupplierId::from_u128(4),
+        part: 1,
+        amount: Money::new(amount, eur()),
+        debtor_account: account.to_owned(),
+        execution_date: date(2026, 4, day),
+    };
+    let runs = payment_runs(vec![
+        release(1, dec!(10.10), "A", 1),
+        release(1, dec!(20.20), "A", 1),
+        release(1, dec!(5), "B", 1),
+        release(2, dec!(7), "A", 1),
+        release(1, dec!(1), "A", 2),
+    ])
+    .unwrap();
+    assert_eq!(runs.len(), 4);
+    let first = &runs[0];
+    assert_eq!(
+        (first.debtor_account.as_str(), first.execution_date),
+        ("A", date(2026, 4, 1))
+    );
+    assert_eq!(first.total, Money::new(dec!(30.30), eur()));
+    assert_eq!(first.releases.len(), 2);
+}
