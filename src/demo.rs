@@ -13,7 +13,7 @@ use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_topologies::{KafkaProperties, MatchConfig, MatchRuntime, Topics};
 use rdkafka::mocking::MockCluster;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -69,14 +69,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let runtime = MatchRuntime::new(config, codec.clone())?;
     let stats = runtime.stats();
     let watcher = stats.clone();
-    let (first_seen, last_seen) = (Arc::new(std::sync::Mutex::new(None)), Instant::now());
-    let first = first_seen.clone();
+    // From the first processed batch, so joining the consumer group is not counted.
+    let first_batch = Arc::new(OnceLock::new());
+    let first = first_batch.clone();
     let done = async move {
         let limit = Instant::now() + Duration::from_secs(120);
         loop {
             let processed = watcher.snapshot().records_in;
             if processed > 0 {
-                first.lock().unwrap().get_or_insert_with(Instant::now);
+                first.get_or_init(Instant::now);
             }
             if processed >= produced as u64 || Instant::now() > limit {
                 break;
@@ -85,9 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let snapshot = runtime.run(done).await?;
-    // From the first processed batch, so joining the consumer group is not counted.
-    let started = first_seen.lock().unwrap().unwrap_or(last_seen);
-    let elapsed = started.elapsed();
+    let elapsed = first_batch.get().map_or(Duration::ZERO, Instant::elapsed);
     if snapshot.records_in < produced as u64 {
         bail!(
             "the pipeline processed {} of {produced} records within two minutes",

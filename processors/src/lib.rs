@@ -13,6 +13,7 @@ pub mod matching;
 pub mod money;
 pub mod payment;
 pub mod tolerance;
+pub mod tolerance_keys;
 
 pub use events::*;
 pub use ids::*;
