@@ -6,6 +6,7 @@
 //! (`EventTime`), so replaying the same inputs always yields the same outputs.
 
 pub mod approval;
+pub mod duplicates;
 pub mod events;
 pub mod ids;
 pub mod lifecycle;
