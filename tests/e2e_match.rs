@@ -260,6 +260,11 @@ async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules(
     let c1_grn2 = c.receipt(&c1, &[(1, dec!(40))]);
     let c2 = c.po(&[(dec!(10), dec!(100.00), false)]);
     let c2_inv = c.invoice(&c2, &[(1, dec!(10), dec!(102.00))], dec!(1020.00));
+    // The supplier sends C2's invoice again; the ERP registers it under a new id.
+    let c2_dup = InvoiceReceived {
+        invoice: InvoiceId::random(),
+        ..c2_inv.clone()
+    };
     let c3 = c.po(&[(dec!(10), dec!(100.00), false)]);
     let c3_inv = c.invoice(&c3, &[(1, dec!(10), dec!(102.01))], dec!(1020.10));
 
@@ -291,11 +296,12 @@ async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules(
         invoiced(&c1_inv, 25),
         invoiced(&c2_inv, 26),
         invoiced(&c3_inv, 27),
+        invoiced(&c2_dup, 28),
         forged,
     ])
     .await;
     let phase1 = wait_for(&topics, &codec, "phase 1 outcomes", |o| {
-        [&a1_inv, &a2_inv, &b1_inv, &c2_inv, &c3_inv]
+        [&a1_inv, &a2_inv, &b1_inv, &c2_inv, &c3_inv, &c2_dup]
             .iter()
             .all(|i| has_outcome(o, i))
             && o.dead_letters.len() == 2
@@ -351,7 +357,16 @@ async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules(
     }
 
     // Exceptions: exactly these, with every reason and its expected, actual and delta.
-    assert_eq!(observed.exceptions.len(), 4);
+    assert_eq!(observed.exceptions.len(), 5);
+    // Never paid twice: the copy is an exception naming the original, and since the original
+    // used up the PO line, it is over quantity too.
+    let dup = &observed.exceptions[c2_dup.invoice.as_str()][0];
+    assert_eq!(dup.reasons[0].reason, "DUPLICATE");
+    assert!(dup.reasons[0].detail.contains(c2_inv.invoice.as_str()));
+    assert_eq!(
+        reasons_of(&observed, &c2_dup)[1..],
+        [reason("QUANTITY_VARIANCE", Some(1), dec!(0), dec!(10))]
+    );
     assert_eq!(
         reasons_of(&observed, &a2_inv),
         vec![

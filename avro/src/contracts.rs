@@ -116,6 +116,29 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_enum_lists_every_domain_reason_in_order_then_other() {
+        let Schema::Record(record) = INVOICE_EXCEPTION.schema() else {
+            panic!("a record")
+        };
+        let reasons = &record.fields[record.lookup["reasons"]].schema;
+        let Schema::Array(items) = reasons else {
+            panic!("an array")
+        };
+        let Schema::Record(reason) = items.items.as_ref() else {
+            panic!("a record")
+        };
+        let Schema::Enum(kind) = &reason.fields[reason.lookup["reason"]].schema else {
+            panic!("an enum")
+        };
+        let mut expected: Vec<&str> = p2p_processors::ReasonKind::ALL
+            .iter()
+            .map(|k| k.symbol())
+            .collect();
+        expected.push("OTHER");
+        assert_eq!(kind.symbols, expected);
+    }
+
+    #[test]
     fn no_schema_uses_a_float_anywhere() {
         for c in CONTRACTS {
             assert!(!c.schema_text.contains("\"float\""), "{}", c.default_topic);

@@ -57,6 +57,8 @@ pub struct GeneratorConfig {
     pub invoice_before_receipt_pct: u32,
     pub short_receipt_pct: u32,
     pub cancelled_pct: u32,
+    /// A clean invoice sent again by the supplier under a new id.
+    pub duplicate_pct: u32,
     pub undecodable_records: usize,
 }
 
@@ -72,6 +74,7 @@ impl Default for GeneratorConfig {
             invoice_before_receipt_pct: 15,
             short_receipt_pct: 5,
             cancelled_pct: 5,
+            duplicate_pct: 5,
             undecodable_records: 1,
         }
     }
@@ -93,6 +96,7 @@ enum Shape {
     InvoiceFirst,
     ShortReceipt,
     Cancelled,
+    Duplicated,
 }
 
 const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "SAR"];
@@ -261,6 +265,20 @@ impl Scenario {
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::invoice(&invoice, at));
                 }
+                if shape == Shape::Duplicated {
+                    // The supplier sends the same invoice again; the buyer's ERP registers it
+                    // under a new id. It must never be paid.
+                    let copy = InvoiceReceived {
+                        invoice: InvoiceId::from_u128(ids.next()),
+                        ..invoice.clone()
+                    };
+                    planted.push((
+                        copy.invoice.clone(),
+                        Planted::Exception(vec![ReasonKind::Duplicate]),
+                    ));
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice(&copy, at));
+                }
             }
         }
 
@@ -301,6 +319,7 @@ fn pick_shape(rng: &mut ChaCha8Rng, c: &GeneratorConfig) -> Shape {
         (c.invoice_before_receipt_pct, Shape::InvoiceFirst),
         (c.short_receipt_pct, Shape::ShortReceipt),
         (c.cancelled_pct, Shape::Cancelled),
+        (c.duplicate_pct, Shape::Duplicated),
     ] {
         edge += pct;
         if roll < edge {

@@ -97,8 +97,9 @@ fn fingerprint(facts: &InvoiceFacts, rule: &DuplicateRule) -> String {
 /// The documents seen of one supplier, by fingerprint per rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DuplicateRegister {
-    /// (rule index, fingerprint) -> first document with it.
-    seen: BTreeMap<(usize, String), InvoiceId>,
+    /// "<rule index>|<fingerprint>" -> first document with it (a string key, so the
+    /// register stores as plain JSON).
+    seen: BTreeMap<String, InvoiceId>,
 }
 
 /// An invoice found to repeat an earlier one.
@@ -118,7 +119,7 @@ impl DuplicateRegister {
     ) -> Option<DuplicateFound> {
         let mut found = None;
         for (index, rule) in policy.rules.iter().enumerate() {
-            let key = (index, fingerprint(facts, rule));
+            let key = format!("{index}|{}", fingerprint(facts, rule));
             match self.seen.get(&key) {
                 Some(first) if *first != facts.invoice => {
                     found.get_or_insert_with(|| DuplicateFound {
@@ -219,6 +220,20 @@ mod tests {
         let mut again = facts(3, "A-1", dec!(10), 20000);
         again.kind = DocumentKind::CreditMemo;
         assert!(register.check(&again, &policy).is_some());
+    }
+
+    #[test]
+    fn a_register_survives_a_round_trip_through_json() {
+        let mut register = DuplicateRegister::default();
+        register.check(
+            &facts(1, "A-1", dec!(10), 20000),
+            &DuplicatePolicy::default(),
+        );
+        let json = serde_json::to_string(&register).unwrap();
+        assert_eq!(
+            serde_json::from_str::<DuplicateRegister>(&json).unwrap(),
+            register
+        );
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub enum ExceptionReason {
         line: LineNumber,
     },
     PoCancelled,
+    /// The supplier already sent this invoice (see `duplicates`).
+    Duplicate {
+        of: InvoiceId,
+    },
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
@@ -164,10 +168,12 @@ pub enum ReasonKind {
     NotReceived,
     UnknownPoLine,
     PoCancelled,
+    Duplicate,
 }
 
 impl ReasonKind {
-    pub const ALL: [ReasonKind; 8] = [
+    /// In the order of the Avro enum's symbols.
+    pub const ALL: [ReasonKind; 9] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -176,6 +182,7 @@ impl ReasonKind {
         ReasonKind::NotReceived,
         ReasonKind::UnknownPoLine,
         ReasonKind::PoCancelled,
+        ReasonKind::Duplicate,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -189,6 +196,7 @@ impl ReasonKind {
             ReasonKind::NotReceived => "NOT_RECEIVED",
             ReasonKind::UnknownPoLine => "UNKNOWN_PO_LINE",
             ReasonKind::PoCancelled => "PO_CANCELLED",
+            ReasonKind::Duplicate => "DUPLICATE",
         }
     }
 
@@ -208,6 +216,7 @@ impl ExceptionReason {
             ExceptionReason::NotReceived { .. } => ReasonKind::NotReceived,
             ExceptionReason::UnknownPoLine { .. } => ReasonKind::UnknownPoLine,
             ExceptionReason::PoCancelled => ReasonKind::PoCancelled,
+            ExceptionReason::Duplicate { .. } => ReasonKind::Duplicate,
         }
     }
 
@@ -273,6 +282,9 @@ impl ExceptionReason {
             } => format!("line {line}: billed {actual}, received and not yet invoiced {expected}"),
             ExceptionReason::UnknownPoLine { line } => format!("line {line} is not on the PO"),
             ExceptionReason::PoCancelled => "the purchase order is cancelled".to_owned(),
+            ExceptionReason::Duplicate { of } => {
+                format!("duplicates invoice {of} of the same supplier")
+            }
         }
     }
 }

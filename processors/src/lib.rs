@@ -23,6 +23,6 @@ pub use lifecycle::{
     Requisition, RequisitionAction, RequisitionState, RequisitionTransitionRejected,
     RequisitionTransitioned, TransitionRejected, Transitioned, Transitions,
 };
-pub use matching::{MatchError, PurchaseOrderMatch};
+pub use matching::{MatchContext, MatchError, PurchaseOrderMatch};
 pub use money::*;
 pub use tolerance::Tolerance;

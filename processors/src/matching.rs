@@ -24,6 +24,15 @@ pub enum MatchError {
     Money(#[from] MoneyError),
 }
 
+/// What the match of one document needs besides the PO's own state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchContext {
+    pub tolerance: Tolerance,
+    /// For an invoice: the earlier invoice of its supplier it duplicates, if any (found by
+    /// the supplier's duplicate register, which the PO's state cannot see).
+    pub duplicate_of: Option<InvoiceId>,
+}
+
 /// What is known of the order itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Order {
@@ -60,6 +69,8 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct InvoiceRecord {
     invoice: InvoiceReceived,
+    #[serde(default)]
+    duplicate_of: Option<InvoiceId>,
     outcome: Outcome,
 }
 
@@ -115,8 +126,9 @@ impl PurchaseOrderMatch {
         &mut self,
         input: &MatchInput,
         at: EventTime,
-        tolerance: Tolerance,
+        context: &MatchContext,
     ) -> Result<Vec<MatchOutput>, MatchError> {
+        let tolerance = context.tolerance;
         if input.org() != &self.org {
             return Err(MatchError::OrgMismatch {
                 state: self.org.clone(),
@@ -137,7 +149,9 @@ impl PurchaseOrderMatch {
                 Ok(self.on_cancelled(at))
             }
             MatchInput::GoodsReceipt(receipt) => self.on_receipt(receipt, at, tolerance),
-            MatchInput::Invoice(invoice) => self.on_invoice(invoice, at, tolerance),
+            MatchInput::Invoice(invoice) => {
+                self.on_invoice(invoice, context.duplicate_of.clone(), at, tolerance)
+            }
         }
     }
 
@@ -204,6 +218,7 @@ impl PurchaseOrderMatch {
     fn on_invoice(
         &mut self,
         invoice: &InvoiceReceived,
+        duplicate_of: Option<InvoiceId>,
         at: EventTime,
         tolerance: Tolerance,
     ) -> Result<Vec<MatchOutput>, MatchError> {
@@ -225,11 +240,13 @@ impl PurchaseOrderMatch {
                     }
                 }
                 self.invoices[i].invoice = invoice.clone();
+                self.invoices[i].duplicate_of = duplicate_of;
                 i
             }
             None => {
                 self.invoices.push(InvoiceRecord {
                     invoice: invoice.clone(),
+                    duplicate_of,
                     outcome: Outcome::Pending(InvoicePending {
                         org: invoice.org.clone(),
                         invoice: invoice.invoice.clone(),
@@ -240,7 +257,7 @@ impl PurchaseOrderMatch {
                 self.invoices.len() - 1
             }
         };
-        let outcome = self.evaluate(&self.invoices[index].invoice, at, tolerance)?;
+        let outcome = self.evaluate(&self.invoices[index], at, tolerance)?;
         self.settle(index, outcome);
         Ok(vec![self.invoices[index].outcome.to_output()])
     }
@@ -256,7 +273,7 @@ impl PurchaseOrderMatch {
             if !matches!(self.invoices[index].outcome, Outcome::Pending(_)) {
                 continue;
             }
-            let outcome = self.evaluate(&self.invoices[index].invoice, at, tolerance)?;
+            let outcome = self.evaluate(&self.invoices[index], at, tolerance)?;
             if let Outcome::Pending(_) = outcome {
                 // Still waiting (perhaps for less): keep the details, report only decisions.
                 self.invoices[index].outcome = outcome;
@@ -279,8 +296,31 @@ impl PurchaseOrderMatch {
         self.invoices[index].outcome = outcome;
     }
 
-    /// The match rule itself. Reads state, changes nothing.
+    /// The match of one invoice record: the rules below, and a duplicate is an exception
+    /// whatever else is found (reported first, with every other reason).
     fn evaluate(
+        &self,
+        record: &InvoiceRecord,
+        at: EventTime,
+        tolerance: Tolerance,
+    ) -> Result<Outcome, MatchError> {
+        let outcome = self.evaluate_rules(&record.invoice, at, tolerance)?;
+        let Some(original) = &record.duplicate_of else {
+            return Ok(outcome);
+        };
+        let mut reasons = vec![ExceptionReason::Duplicate {
+            of: original.clone(),
+        }];
+        match outcome {
+            Outcome::Exception(e) => reasons.extend(e.reasons),
+            Outcome::Pending(p) => reasons.extend(not_received(p.waiting_for)),
+            Outcome::Matched(_) => {}
+        }
+        Ok(Outcome::Exception(exception(&record.invoice, reasons, at)))
+    }
+
+    /// The match rules themselves. Read state, change nothing.
+    fn evaluate_rules(
         &self,
         invoice: &InvoiceReceived,
         at: EventTime,
@@ -382,18 +422,7 @@ impl PurchaseOrderMatch {
 
         if !reasons.is_empty() {
             // Every reason at once, including goods still missing, so the clerk sees it all.
-            reasons.extend(waiting.into_iter().filter_map(|w| match w {
-                PendingReason::Receipt {
-                    line,
-                    available,
-                    billed,
-                } => Some(ExceptionReason::NotReceived {
-                    line,
-                    expected: available,
-                    actual: billed,
-                }),
-                PendingReason::PurchaseOrder => None,
-            }));
+            reasons.extend(not_received(waiting));
             return Ok(Outcome::Exception(exception(invoice, reasons, at)));
         }
         if !waiting.is_empty() {
@@ -410,6 +439,22 @@ impl PurchaseOrderMatch {
             matched_at: at,
         }))
     }
+}
+
+/// Goods an invoice still waits for, as exception reasons (when it is an exception anyway).
+fn not_received(waiting: Vec<PendingReason>) -> impl Iterator<Item = ExceptionReason> {
+    waiting.into_iter().filter_map(|w| match w {
+        PendingReason::Receipt {
+            line,
+            available,
+            billed,
+        } => Some(ExceptionReason::NotReceived {
+            line,
+            expected: available,
+            actual: billed,
+        }),
+        PendingReason::PurchaseOrder => None,
+    })
 }
 
 fn pending(invoice: &InvoiceReceived, waiting_for: Vec<PendingReason>) -> InvoicePending {

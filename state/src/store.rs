@@ -28,6 +28,8 @@ pub enum StateError {
         store: String,
         source: rocksdb::Error,
     },
+    #[error("a state value cannot be encoded: {reason}")]
+    Encode { reason: String },
     #[error("store {store} holds a value it cannot decode: {reason}")]
     Corrupt { store: String, reason: String },
 }
@@ -47,11 +49,14 @@ pub struct StoreBatch {
 }
 
 impl StoreBatch {
-    pub fn put<T: Serialize>(&mut self, key: &StateKey, value: &T) {
+    /// Adds a write of `value`; a value the format cannot hold is an error, not a panic.
+    pub fn put<T: Serialize>(&mut self, key: &StateKey, value: &T) -> Result<()> {
         let mut bytes = vec![VALUE_FORMAT];
-        // Serializing plain data types to JSON cannot fail.
-        serde_json::to_writer(&mut bytes, value).expect("state values serialize");
+        serde_json::to_writer(&mut bytes, value).map_err(|e| StateError::Encode {
+            reason: e.to_string(),
+        })?;
         self.batch.put(key.as_bytes(), bytes);
+        Ok(())
     }
 
     pub fn delete(&mut self, key: &StateKey) {
@@ -150,7 +155,7 @@ mod tests {
         {
             let store = Store::open(dir.path(), "match").unwrap();
             let mut batch = StoreBatch::default();
-            batch.put(&key, &state);
+            batch.put(&key, &state).unwrap();
             assert_eq!(store.get::<PurchaseOrderMatch>(&key).unwrap(), None);
             store.write(batch).unwrap();
         }

@@ -12,7 +12,8 @@ use crate::stats::StatsSnapshot;
 use p2p_avro::contracts::{INVOICE_EXCEPTION, INVOICE_MATCHED};
 use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
-use p2p_processors::{MatchOutput, PurchaseOrderMatch, Tolerance};
+use p2p_processors::duplicates::{DocumentKind, DuplicatePolicy, DuplicateRegister, InvoiceFacts};
+use p2p_processors::{MatchContext, MatchInput, MatchOutput, PurchaseOrderMatch, Tolerance};
 use p2p_state::{StateError, StateKey, Store, StoreBatch};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,16 +49,27 @@ enum InputKind {
 pub struct MatchProcessor {
     topics: Topics,
     tolerance: Tolerance,
+    duplicates: DuplicatePolicy,
     codec: Arc<Codec>,
 }
 
 /// The states a batch touches: each read once from the store, written once at the end.
+/// Per-PO match states and per-supplier duplicate registers share the store (and so the
+/// write batch): a register's entity is `dup/<supplier id>`, which no PO id can be.
 struct Working<'s> {
     store: &'s Store,
     states: HashMap<StateKey, PurchaseOrderMatch>,
+    registers: HashMap<StateKey, DuplicateRegister>,
 }
 
 impl Working<'_> {
+    fn register(&self, key: &StateKey) -> Result<DuplicateRegister, StateError> {
+        if let Some(register) = self.registers.get(key) {
+            return Ok(register.clone());
+        }
+        Ok(self.store.get(key)?.unwrap_or_default())
+    }
+
     fn load(
         &mut self,
         key: &StateKey,
@@ -77,6 +89,7 @@ impl MatchProcessor {
         Self {
             topics,
             tolerance,
+            duplicates: DuplicatePolicy::default(),
             codec,
         }
     }
@@ -103,6 +116,7 @@ impl MatchProcessor {
         let mut working = Working {
             store,
             states: HashMap::new(),
+            registers: HashMap::new(),
         };
         let mut out = Vec::with_capacity(records.len());
         let mut stats = StatsSnapshot {
@@ -122,7 +136,10 @@ impl MatchProcessor {
         }
         let mut state = StoreBatch::default();
         for (key, value) in &working.states {
-            state.put(key, value);
+            state.put(key, value)?;
+        }
+        for (key, value) in &working.registers {
+            state.put(key, value)?;
         }
         Ok(BatchOutput {
             records: out,
@@ -171,10 +188,31 @@ impl MatchProcessor {
             )));
         }
 
+        // An invoice is first checked against its supplier's earlier invoices.
+        let mut context = MatchContext {
+            tolerance: self.tolerance,
+            duplicate_of: None,
+        };
+        let mut register = None;
+        if let MatchInput::Invoice(invoice) = &decoded.input {
+            let key = StateKey::new(org, &format!("dup/{}", invoice.supplier));
+            let mut seen = working.register(&key)?;
+            let facts = InvoiceFacts {
+                invoice: invoice.invoice.clone(),
+                supplier: invoice.supplier.clone(),
+                kind: DocumentKind::Invoice,
+                number: invoice.number.clone(),
+                gross: invoice.total,
+                invoice_date: invoice.invoice_date,
+            };
+            context.duplicate_of = seen.check(&facts, &self.duplicates).map(|d| d.duplicate_of);
+            register = Some((key, seen));
+        }
+
         let key = StateKey::new(org, decoded.input.po().as_str());
-        // Work on a copy: if an output cannot be encoded, the state stays as it was.
+        // Work on copies: if an output cannot be encoded, the state stays as it was.
         let mut state = working.load(&key, &decoded)?;
-        let outputs = match state.apply(&decoded.input, decoded.occurred_at, self.tolerance) {
+        let outputs = match state.apply(&decoded.input, decoded.occurred_at, &context) {
             Ok(outputs) => outputs,
             Err(e) => return Ok(Err((DlqReason::Rejected, e.to_string()))),
         };
@@ -194,6 +232,9 @@ impl MatchProcessor {
             }
         }
         working.states.insert(key, state);
+        if let Some((key, seen)) = register {
+            working.registers.insert(key, seen);
+        }
         out.extend(encoded);
         stats.matched += batch_stats.matched;
         stats.exceptions += batch_stats.exceptions;

@@ -101,7 +101,7 @@ fn qty(value: Decimal) -> Quantity {
 const T0: EventTime = EventTime(1_700_000_000_000);
 
 fn apply(state: &mut PurchaseOrderMatch, input: MatchInput) -> Vec<MatchOutput> {
-    state.apply(&input, T0, Tolerance::default()).unwrap()
+    state.apply(&input, T0, &MatchContext::default()).unwrap()
 }
 
 fn invoice(i: InvoiceReceived) -> MatchInput {
@@ -383,7 +383,7 @@ fn a_document_of_another_org_is_rejected_not_applied() {
     let mut inv = f.invoice(20, dec!(1), dec!(10.00));
     inv.org = OrgId::from_u128(666);
     let err = s
-        .apply(&invoice(inv), T0, Tolerance::default())
+        .apply(&invoice(inv), T0, &MatchContext::default())
         .unwrap_err();
     assert!(matches!(err, MatchError::OrgMismatch { .. }));
     assert_eq!(s, f.state());
@@ -411,4 +411,48 @@ proptest! {
             prop_assert!(s.invoiced(line(1)).value() <= ceiling);
         }
     }
+}
+
+#[test]
+fn a_duplicate_is_an_exception_naming_the_original_and_consumes_nothing() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+    let context = MatchContext {
+        duplicate_of: Some(InvoiceId::from_u128(20)),
+        ..MatchContext::default()
+    };
+    let out = s
+        .apply(&invoice(f.invoice(21, dec!(50), dec!(10.00))), T0, &context)
+        .unwrap();
+    assert_eq!(
+        reasons(&out),
+        vec![ExceptionReason::Duplicate {
+            of: InvoiceId::from_u128(20)
+        }]
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(50)));
+    // Re-delivered, the duplicate gets the same answer.
+    let again = s
+        .apply(&invoice(f.invoice(21, dec!(50), dec!(10.00))), T0, &context)
+        .unwrap();
+    assert_eq!(again, out);
+}
+
+#[test]
+fn a_duplicate_waiting_for_goods_is_an_exception_at_once_with_every_reason() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    let context = MatchContext {
+        duplicate_of: Some(InvoiceId::from_u128(20)),
+        ..MatchContext::default()
+    };
+    let out = s
+        .apply(&invoice(f.invoice(21, dec!(5), dec!(10.00))), T0, &context)
+        .unwrap();
+    let kinds: Vec<ReasonKind> = reasons(&out).iter().map(ExceptionReason::kind).collect();
+    assert_eq!(kinds, vec![ReasonKind::Duplicate, ReasonKind::NotReceived]);
 }
