@@ -14,6 +14,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$here/lib.sh"
 cache="${P2P_CACHE_DIR:-$HOME/.cache/p2p-pipeline}"
 version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka-pom.xml")"
 libs="$cache/kafka-$version/libs"
@@ -22,9 +23,6 @@ port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
 bootstrap="127.0.0.1:$port"
 
-need() {
-  command -v "$1" >/dev/null 2>&1 || { echo "kafka.sh: $1 is required ($2) but not on PATH" >&2; exit 2; }
-}
 
 fetch() {
   [ -f "$libs/.complete" ] && return 0
@@ -95,14 +93,7 @@ start() {
 }
 
 stop() {
-  [ -f "$data/kafka.pid" ] || return 0
-  pid="$(cat "$data/kafka.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$data/kafka.pid"
+  stop_pid_file "$data/kafka.pid"
 }
 
 case "${1:-}" in

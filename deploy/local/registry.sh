@@ -10,6 +10,9 @@
 # Environment: P2P_CACHE_DIR (default ~/.cache/p2p-pipeline), REGISTRY_PORT (8081).
 set -euo pipefail
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$here/lib.sh"
+
 version="${APICURIO_VERSION:-3.0.9}"
 cache="${P2P_CACHE_DIR:-$HOME/.cache/p2p-pipeline}"
 home="$cache/apicurio-$version"
@@ -17,9 +20,6 @@ port="${REGISTRY_PORT:-8081}"
 run="$cache/registry-$port"
 url="http://127.0.0.1:$port/apis/ccompat/v7"
 
-need() {
-  command -v "$1" >/dev/null 2>&1 || { echo "registry.sh: $1 is required ($2) but not on PATH" >&2; exit 2; }
-}
 
 fetch() {
   [ -f "$home/.complete" ] && return 0
@@ -70,14 +70,7 @@ start() {
 }
 
 stop() {
-  [ -f "$run/registry.pid" ] || return 0
-  pid="$(cat "$run/registry.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$run/registry.pid"
+  stop_pid_file "$run/registry.pid"
 }
 
 case "${1:-}" in
