@@ -12,7 +12,7 @@
 use crate::admin::client_config;
 use crate::config::MatchConfig;
 use crate::match_topology::{MatchProcessor, ProcessError, STORE};
-use crate::record::InputRecord;
+use crate::record::{merge_by_timestamp, InputRecord};
 use crate::stats::{Stats, StatsSnapshot};
 use futures::future::join_all;
 use p2p_avro::Codec;
@@ -149,6 +149,7 @@ impl MatchRuntime {
                     Err(_) => break,
                 }
             }
+            let batch = merge_by_timestamp(batch);
             self.handle_batch(&batch).await?;
         }
         tracing::info!("match runtime stopped");
