@@ -65,6 +65,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
@@ -94,7 +96,11 @@ async fn main() -> anyhow::Result<()> {
                 replication,
             )
             .await?;
-            println!("created {} topic(s): {}", created.len(), created.join(", "));
+            if created.is_empty() {
+                println!("every topic already exists");
+            } else {
+                println!("created {} topic(s): {}", created.len(), created.join(", "));
+            }
             Ok(())
         }
     }
