@@ -39,10 +39,8 @@ pub async fn create_topics(
             Ok(name) => created.push(name),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(KafkaError::AdminOp(code)).map_err(|e| {
-                    tracing::error!(topic = %name, error = %e, "creating topic failed");
-                    e
-                })
+                tracing::error!(topic = %name, error = %code, "creating topic failed");
+                return Err(KafkaError::AdminOp(code));
             }
         }
     }
