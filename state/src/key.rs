@@ -54,6 +54,12 @@ impl StateKey {
         bytes
     }
 
+    /// Rebuilds a key from its bytes (as stored inside a timer key); `None` if too short to
+    /// hold a key group.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<Self> {
+        (bytes.len() >= 3).then_some(Self(bytes))
+    }
+
     pub fn key_group(&self) -> KeyGroup {
         KeyGroup(u16::from_be_bytes([self.0[0], self.0[1]]))
     }

@@ -11,6 +11,8 @@
 pub mod key;
 pub mod murmur2;
 pub mod store;
+pub mod timers;
 
 pub use key::{KeyGroup, StateKey, KEY_GROUPS};
 pub use store::{StateError, Store, StoreBatch};
+pub use timers::Timer;

@@ -63,6 +63,14 @@ impl StoreBatch {
         self.batch.delete(key.as_bytes());
     }
 
+    pub(crate) fn put_raw(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.put(key, value);
+    }
+
+    pub(crate) fn delete_raw(&mut self, key: &[u8]) {
+        self.batch.delete(key);
+    }
+
     pub fn len(&self) -> usize {
         self.batch.len()
     }
@@ -127,6 +135,27 @@ impl Store {
             .map_err(|source| StateError::Write {
                 store: self.name.clone(),
                 source,
+            })
+    }
+
+    /// Raw entries with `from <= key < to`, in key order.
+    pub(crate) fn scan_raw<'a>(
+        &'a self,
+        from: &[u8],
+        to: &[u8],
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(to.to_vec());
+        self.db
+            .iterator_opt(
+                rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+                options,
+            )
+            .map(|entry| {
+                entry.map_err(|source| StateError::Read {
+                    store: self.name.clone(),
+                    source,
+                })
             })
     }
 
