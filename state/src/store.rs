@@ -36,6 +36,9 @@ pub enum StateError {
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
+/// A key and value as RocksDB stores them.
+pub(crate) type RawEntry = (Box<[u8]>, Box<[u8]>);
+
 /// One RocksDB database per store, in `<state dir>/<store name>`.
 pub struct Store {
     name: String,
@@ -143,7 +146,7 @@ impl Store {
         &'a self,
         from: &[u8],
         to: &[u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+    ) -> impl Iterator<Item = Result<RawEntry>> + 'a {
         let mut options = rocksdb::ReadOptions::default();
         options.set_iterate_upper_bound(to.to_vec());
         self.db
