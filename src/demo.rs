@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{audit, read_outputs};
-use p2p_loadtest::generator::InputTopic;
+use p2p_loadtest::generator::{InputTopic, Payload};
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_topologies::{KafkaProperties, MatchConfig, MatchRuntime, Topics};
@@ -60,7 +60,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         scenario.count(InputTopic::PurchaseOrders),
         scenario.count(InputTopic::GoodsReceipts),
         scenario.count(InputTopic::Invoices),
-        GeneratorConfig::default().undecodable_records,
+        scenario
+            .records
+            .iter()
+            .filter(|r| matches!(r.payload, Payload::Garbage(_)))
+            .count(),
     );
 
     let state_dir = tempfile::tempdir()?;

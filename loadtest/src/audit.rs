@@ -23,15 +23,8 @@ pub enum AuditError {
     Decode { topic: String, error: String },
     #[error("reading {0} did not reach the end in time")]
     Timeout(String),
-}
-
-impl From<CodecError> for AuditError {
-    fn from(e: CodecError) -> Self {
-        AuditError::Decode {
-            topic: String::new(),
-            error: e.to_string(),
-        }
-    }
+    #[error("output record is not in our wire format: {0}")]
+    Codec(#[from] CodecError),
 }
 
 /// A dead-lettered record as an operator inspects it.
@@ -58,7 +51,10 @@ pub fn read_topic(
     timeout: Duration,
 ) -> Result<Vec<rdkafka::message::OwnedMessage>, AuditError> {
     let consumer: BaseConsumer = client_config(kafka)
-        .set("group.id", format!("p2p-audit-{}", uuid_like()))
+        .set(
+            "group.id",
+            format!("p2p-audit-{}", uuid::Uuid::new_v4().simple()),
+        )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()?;
@@ -101,10 +97,6 @@ pub fn read_topic(
         });
     }
     Ok(records)
-}
-
-fn uuid_like() -> String {
-    InvoiceId::random().as_str()[4..].to_owned()
 }
 
 /// Reads the match outputs and the input DLQs of `topics`.

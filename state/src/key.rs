@@ -18,6 +18,10 @@ impl KeyGroup {
         Self::of_bytes(org.as_str().as_bytes())
     }
 
+    fn of_bytes(org: &[u8]) -> Self {
+        Self((to_positive(murmur2(org)) % KEY_GROUPS) as u16)
+    }
+
     pub fn get(self) -> u16 {
         self.0
     }
@@ -66,12 +70,6 @@ impl StateKey {
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
-    }
-}
-
-impl KeyGroup {
-    fn of_bytes(org: &[u8]) -> Self {
-        Self((to_positive(murmur2(org)) % KEY_GROUPS) as u16)
     }
 }
 

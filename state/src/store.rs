@@ -161,15 +161,6 @@ impl Store {
                 })
             })
     }
-
-    /// Number of keys (an estimate from RocksDB's properties, cheap to read).
-    pub fn estimated_keys(&self) -> u64 {
-        self.db
-            .property_int_value("rocksdb.estimate-num-keys")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
