@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use p2p_avro::Codec;
 use p2p_processors::Tolerance;
-use p2p_topologies::{KafkaProperties, MatchConfig, Topics};
+use p2p_topologies::{KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,8 @@ use std::time::Duration;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Consumer group id, and the prefix of everything the application owns.
+    /// Prefix of everything the application owns: each topology's consumer group is
+    /// `<application_id>-<topology>` (`p2p-match`, `p2p-procurement`).
     #[serde(default = "default_application_id")]
     pub application_id: String,
     /// Where local state (RocksDB) lives.
@@ -49,7 +50,7 @@ impl Default for MatchSection {
 }
 
 fn default_application_id() -> String {
-    "p2p-match".into()
+    "p2p".into()
 }
 
 impl PipelineConfig {
@@ -74,21 +75,48 @@ impl PipelineConfig {
         }))
     }
 
+    /// The runtime settings of one topology.
+    pub fn runtime_config(&self, topology: &str) -> RuntimeConfig {
+        let mut config = RuntimeConfig::new(
+            &format!("{}-{topology}", self.application_id),
+            self.kafka.clone(),
+            self.state_dir.clone(),
+        );
+        config.max_batch = self.matching.max_batch.max(1);
+        config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
+        config
+    }
+
     pub fn match_config(&self) -> anyhow::Result<MatchConfig> {
         let percent: Decimal = self
             .matching
             .tolerance_percent
             .parse()
             .context("match.tolerance_percent is not a decimal number")?;
-        let mut config = MatchConfig::new(
-            &self.application_id,
-            self.kafka.clone(),
-            self.state_dir.clone(),
+        Ok(MatchConfig {
+            runtime: self.runtime_config("match"),
+            topics: self.topics.clone(),
+            tolerance: Tolerance::percent(percent)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_loads_and_names_every_topology_group() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/pipeline.toml");
+        let config = PipelineConfig::load(&path).unwrap();
+        assert_eq!(config.topics, Topics::default());
+        assert_eq!(
+            config.match_config().unwrap().runtime.application_id,
+            "p2p-match"
         );
-        config.topics = self.topics.clone();
-        config.tolerance = Tolerance::percent(percent)?;
-        config.max_batch = self.matching.max_batch.max(1);
-        config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
-        Ok(config)
+        assert_eq!(
+            config.runtime_config("procurement").application_id,
+            "p2p-procurement"
+        );
     }
 }

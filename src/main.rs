@@ -6,6 +6,7 @@ mod demo;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use p2p_topologies::{MatchRuntime, ProcurementProcessor, Runtime};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -24,7 +25,8 @@ enum Command {
     /// Run the pipeline on an embedded Kafka (librdkafka's mock cluster), fed by the load
     /// generator, and print what it decided. Needs nothing installed.
     Demo(demo::DemoArgs),
-    /// Run the match topology against a Kafka cluster until SIGINT or SIGTERM.
+    /// Run the pipeline's topologies (match, procurement) against a Kafka cluster until
+    /// SIGINT or SIGTERM.
     Run {
         /// TOML configuration (see deploy/local/pipeline.toml).
         #[arg(long, short)]
@@ -73,11 +75,32 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = config::PipelineConfig::load(&config)?;
             let codec = config.codec()?;
-            tracing::info!(schemas = %codec.describe(), "starting match topology");
-            let runtime = p2p_topologies::MatchRuntime::new(config.match_config()?, codec)
+            tracing::info!(schemas = %codec.describe(), "starting the match and procurement topologies");
+            let matching = MatchRuntime::for_match(config.match_config()?, codec.clone())
                 .context("starting the match runtime")?;
-            let stats = runtime.run(shutdown_signal()).await?;
-            tracing::info!(?stats, "stopped");
+            let procurement = Runtime::new(
+                config.runtime_config("procurement"),
+                ProcurementProcessor::new(config.topics.clone(), codec),
+            )
+            .context("starting the procurement runtime")?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let until_stopped = || {
+                let mut stopped = stopped.clone();
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }
+            };
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            // One failing runtime stops the process (and with it the other): an operator
+            // restarts the whole application, never half of it.
+            let (matched, procured) = tokio::try_join!(
+                matching.run(until_stopped()),
+                procurement.run(until_stopped())
+            )?;
+            tracing::info!(match_stats = ?matched, procurement_stats = ?procured, "stopped");
             Ok(())
         }
         Command::Admin {

@@ -208,6 +208,8 @@ async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules(
         let scenario = Scenario {
             records,
             planted: vec![],
+            lifecycles: Default::default(),
+            refusals: 0,
         };
         let (producer, codec, topics) = (&producer, &codec, &topics);
         async move {
@@ -430,8 +432,12 @@ async fn a_generated_stream_ends_as_planted_through_the_registry() {
         orgs: 4,
         pos_per_org: 25,
         undecodable_records: 2,
+        short_receipt_pct: 10,
         ..GeneratorConfig::default()
     });
+    // The stream must hold every kind of outcome for the audit below to mean something.
+    let planted = |p: &p2p_loadtest::Planted| scenario.planted.iter().any(|(_, x)| x == p);
+    assert!(planted(&p2p_loadtest::Planted::Pending) && planted(&p2p_loadtest::Planted::Matched));
     let producer = erp_producer(&kafka()).unwrap();
     produce_scenario(&producer, &codec, &topics, &scenario)
         .await
@@ -456,7 +462,12 @@ async fn a_generated_stream_ends_as_planted_through_the_registry() {
     // TopicNameStrategy: the value schemas are registered under `<topic>-value`, where a
     // Java consumer using Confluent's deserializer looks them up.
     let subjects: Vec<String> = registry_subjects(&services().registry_url).await;
-    for topic in topics.inputs().iter().chain(topics.outputs().iter()) {
+    let match_outputs = [&topics.invoice_matched, &topics.invoice_exceptions];
+    for topic in topics
+        .match_inputs()
+        .into_iter()
+        .chain(match_outputs.map(String::as_str))
+    {
         assert!(
             subjects.contains(&format!("{topic}-value")),
             "{topic}-value in {subjects:?}"

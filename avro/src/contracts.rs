@@ -43,12 +43,68 @@ pub const INVOICE_EXCEPTION: Contract = Contract {
     embedded_id: 5,
 };
 
-pub const CONTRACTS: [&Contract; 5] = [
+pub const APPROVAL_DECISION: Contract = Contract {
+    default_topic: "approval-decisions",
+    schema_text: include_str!("../schemas/approval_decision.avsc"),
+    embedded_id: 6,
+};
+pub const APPROVAL_REQUEST: Contract = Contract {
+    default_topic: "approval-requests",
+    schema_text: include_str!("../schemas/approval_request.avsc"),
+    embedded_id: 7,
+};
+pub const ORG_CONFIG: Contract = Contract {
+    default_topic: "org-config",
+    schema_text: include_str!("../schemas/org_config.avsc"),
+    embedded_id: 8,
+};
+pub const PO_STATUS: Contract = Contract {
+    default_topic: "po-status",
+    schema_text: include_str!("../schemas/po_status.avsc"),
+    embedded_id: 9,
+};
+pub const AUDIT_EVENT: Contract = Contract {
+    default_topic: "audit-events",
+    schema_text: include_str!("../schemas/audit_event.avsc"),
+    embedded_id: 10,
+};
+
+pub const SUPPLIER_MASTER: Contract = Contract {
+    default_topic: "supplier-master",
+    schema_text: include_str!("../schemas/supplier_master.avsc"),
+    embedded_id: 11,
+};
+pub const PAYMENT_STATUS: Contract = Contract {
+    default_topic: "payment-status",
+    schema_text: include_str!("../schemas/payment_status.avsc"),
+    embedded_id: 12,
+};
+pub const PAYMENT_SCHEDULE: Contract = Contract {
+    default_topic: "payment-schedule",
+    schema_text: include_str!("../schemas/payment_schedule.avsc"),
+    embedded_id: 13,
+};
+pub const PAYMENT_INSTRUCTION: Contract = Contract {
+    default_topic: "payment-instructions",
+    schema_text: include_str!("../schemas/payment_instruction.avsc"),
+    embedded_id: 14,
+};
+
+pub const CONTRACTS: [&Contract; 14] = [
     &PURCHASE_ORDER_EVENT,
     &GOODS_RECEIPT_EVENT,
     &INVOICE_EVENT,
     &INVOICE_MATCHED,
     &INVOICE_EXCEPTION,
+    &APPROVAL_DECISION,
+    &APPROVAL_REQUEST,
+    &ORG_CONFIG,
+    &PO_STATUS,
+    &AUDIT_EVENT,
+    &SUPPLIER_MASTER,
+    &PAYMENT_STATUS,
+    &PAYMENT_SCHEDULE,
+    &PAYMENT_INSTRUCTION,
 ];
 
 static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {

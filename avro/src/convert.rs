@@ -8,6 +8,9 @@ use apache_avro::types::Value;
 use p2p_processors::*;
 use rust_decimal::Decimal;
 
+pub mod payment;
+pub mod procurement;
+
 const QTY: (u32, u32) = (18, 4);
 const PRICE: (u32, u32) = (18, 6);
 const AMOUNT: (u32, u32) = (18, 4);
@@ -54,6 +57,8 @@ pub enum DecodeError {
     UnknownEventType(String),
     #[error("a document needs at least one line")]
     NoLines,
+    #[error("field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
 }
 
 /// Why a domain value cannot be written with our schemas.
@@ -131,6 +136,17 @@ impl<'a> Record<'a> {
             _ => Err(DecodeError::WrongType {
                 field,
                 expected: "int",
+            }),
+        }
+    }
+
+    fn long(&self, field: &'static str) -> Result<i64, DecodeError> {
+        match self.get(field)? {
+            Value::Long(l) => Ok(*l),
+            Value::Int(i) => Ok(i64::from(*i)),
+            _ => Err(DecodeError::WrongType {
+                field,
+                expected: "long",
             }),
         }
     }
@@ -227,48 +243,67 @@ pub struct Decoded {
     pub occurred_at: EventTime,
 }
 
-/// Decodes a `PurchaseOrderEvent`.
+/// Supplier, currency and lines, required for SUBMITTED and ISSUED.
+fn order_terms(
+    r: &Record<'_>,
+    event_type: &'static str,
+) -> Result<(SupplierId, Currency, Vec<PurchaseOrderLine>), DecodeError> {
+    let required = |field: &'static str| DecodeError::RequiredFor { field, event_type };
+    let supplier_id = r
+        .opt_string("supplier_id")?
+        .ok_or(required("supplier_id"))?;
+    let supplier = SupplierId::parse(supplier_id).map_err(|source| DecodeError::InvalidId {
+        field: "supplier_id",
+        source,
+    })?;
+    if r.opt_string("currency")?.is_none() {
+        return Err(required("currency"));
+    }
+    let currency = r.currency("currency")?;
+    let lines = r
+        .array("lines")?
+        .iter()
+        .map(|v| {
+            let l = Record::of(v, "PurchaseOrderLine")?;
+            Ok(PurchaseOrderLine {
+                line: l.line_number()?,
+                description: l.string("description")?.to_owned(),
+                quantity: l.quantity("quantity")?,
+                unit_price: l.unit_price("unit_price", currency)?,
+                receipt_required: l.boolean_or("receipt_required", true)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    if lines.is_empty() {
+        return Err(DecodeError::NoLines);
+    }
+    Ok((supplier, currency, lines))
+}
+
+/// Decodes a `PurchaseOrderEvent` as an input of the match.
 pub fn purchase_order_event(value: &Value) -> Result<Decoded, DecodeError> {
+    let (event, occurred_at) = purchase_order(value)?;
+    Ok(Decoded {
+        input: MatchInput::PurchaseOrder(event),
+        occurred_at,
+    })
+}
+
+/// Decodes a `PurchaseOrderEvent`, with its event time.
+pub fn purchase_order(value: &Value) -> Result<(PurchaseOrderEvent, EventTime), DecodeError> {
     let r = Record::of(value, "PurchaseOrderEvent")?;
     let org = r.id("org_id", OrgId::parse)?;
     let po = r.id("po_id", PurchaseOrderId::parse)?;
+    let step = |step| {
+        PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+            org: org.clone(),
+            po: po.clone(),
+            step,
+        })
+    };
     let event = match r.symbol("event_type")? {
         "ISSUED" => {
-            let supplier_id = r
-                .opt_string("supplier_id")?
-                .ok_or(DecodeError::RequiredFor {
-                    field: "supplier_id",
-                    event_type: "ISSUED",
-                })?;
-            let supplier =
-                SupplierId::parse(supplier_id).map_err(|source| DecodeError::InvalidId {
-                    field: "supplier_id",
-                    source,
-                })?;
-            if r.opt_string("currency")?.is_none() {
-                return Err(DecodeError::RequiredFor {
-                    field: "currency",
-                    event_type: "ISSUED",
-                });
-            }
-            let currency = r.currency("currency")?;
-            let lines = r
-                .array("lines")?
-                .iter()
-                .map(|v| {
-                    let l = Record::of(v, "PurchaseOrderLine")?;
-                    Ok(PurchaseOrderLine {
-                        line: l.line_number()?,
-                        description: l.string("description")?.to_owned(),
-                        quantity: l.quantity("quantity")?,
-                        unit_price: l.unit_price("unit_price", currency)?,
-                        receipt_required: l.boolean_or("receipt_required", true)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, DecodeError>>()?;
-            if lines.is_empty() {
-                return Err(DecodeError::NoLines);
-            }
+            let (supplier, currency, lines) = order_terms(&r, "ISSUED")?;
             PurchaseOrderEvent::Issued(PurchaseOrderIssued {
                 org,
                 po,
@@ -277,13 +312,35 @@ pub fn purchase_order_event(value: &Value) -> Result<Decoded, DecodeError> {
                 lines,
             })
         }
+        "SUBMITTED" => {
+            let (supplier, currency, lines) = order_terms(&r, "SUBMITTED")?;
+            let requester = r
+                .opt_string("requester_id")?
+                .ok_or(DecodeError::RequiredFor {
+                    field: "requester_id",
+                    event_type: "SUBMITTED",
+                })?;
+            let requester = UserId::parse(requester).map_err(|source| DecodeError::InvalidId {
+                field: "requester_id",
+                source,
+            })?;
+            PurchaseOrderEvent::Submitted(PurchaseOrderSubmitted {
+                org,
+                po,
+                supplier,
+                currency,
+                lines,
+                requester,
+            })
+        }
         "CANCELLED" => PurchaseOrderEvent::Cancelled(PurchaseOrderCancelled { org, po }),
+        "ACKNOWLEDGED" => step(PurchaseOrderStep::Acknowledged),
+        "DISPUTED" => step(PurchaseOrderStep::Disputed),
+        "DISPUTE_RESOLVED" => step(PurchaseOrderStep::DisputeResolved),
+        "CLOSED" => step(PurchaseOrderStep::Closed),
         other => return Err(DecodeError::UnknownEventType(other.to_owned())),
     };
-    Ok(Decoded {
-        input: MatchInput::PurchaseOrder(event),
-        occurred_at: r.timestamp("occurred_at")?,
-    })
+    Ok((event, r.timestamp("occurred_at")?))
 }
 
 /// Decodes a `GoodsReceiptEvent`.
@@ -379,52 +436,72 @@ fn record(fields: Vec<(&str, Value)>) -> Value {
     Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
+fn order_lines(lines: &[PurchaseOrderLine]) -> Result<Vec<Value>, EncodeError> {
+    lines
+        .iter()
+        .map(|l| {
+            Ok(record(vec![
+                ("line_number", Value::Int(l.line.get() as i32)),
+                ("description", s(&l.description)),
+                ("quantity", dec("quantity", l.quantity.value(), QTY)?),
+                (
+                    "unit_price",
+                    dec("unit_price", l.unit_price.money().amount(), PRICE)?,
+                ),
+                ("receipt_required", Value::Boolean(l.receipt_required)),
+            ]))
+        })
+        .collect()
+}
+
+/// The symbol of a `PurchaseOrderEventType`, with its index in the schema's enum.
+fn po_event_type(event: &PurchaseOrderEvent) -> (u32, &'static str) {
+    match event {
+        PurchaseOrderEvent::Issued(_) => (0, "ISSUED"),
+        PurchaseOrderEvent::Cancelled(_) => (1, "CANCELLED"),
+        PurchaseOrderEvent::Submitted(_) => (2, "SUBMITTED"),
+        PurchaseOrderEvent::Stepped(e) => match e.step {
+            PurchaseOrderStep::Acknowledged => (3, "ACKNOWLEDGED"),
+            PurchaseOrderStep::Disputed => (4, "DISPUTED"),
+            PurchaseOrderStep::DisputeResolved => (5, "DISPUTE_RESOLVED"),
+            PurchaseOrderStep::Closed => (6, "CLOSED"),
+        },
+    }
+}
+
 /// A `PurchaseOrderEvent` value, as an ERP would publish it.
 pub fn purchase_order_event_value(
     event: &PurchaseOrderEvent,
     event_id: &str,
     occurred_at: EventTime,
 ) -> Result<Value, EncodeError> {
-    let (event_type, org, po, supplier, currency, lines) = match event {
+    let (supplier, currency, lines, requester) = match event {
         PurchaseOrderEvent::Issued(e) => (
-            Value::Enum(0, "ISSUED".into()),
-            &e.org,
-            &e.po,
             some(s(&e.supplier)),
             some(s(e.currency)),
-            e.lines
-                .iter()
-                .map(|l| {
-                    Ok(record(vec![
-                        ("line_number", Value::Int(l.line.get() as i32)),
-                        ("description", s(&l.description)),
-                        ("quantity", dec("quantity", l.quantity.value(), QTY)?),
-                        (
-                            "unit_price",
-                            dec("unit_price", l.unit_price.money().amount(), PRICE)?,
-                        ),
-                        ("receipt_required", Value::Boolean(l.receipt_required)),
-                    ]))
-                })
-                .collect::<Result<Vec<_>, EncodeError>>()?,
-        ),
-        PurchaseOrderEvent::Cancelled(e) => (
-            Value::Enum(1, "CANCELLED".into()),
-            &e.org,
-            &e.po,
+            order_lines(&e.lines)?,
             none(),
-            none(),
-            vec![],
         ),
+        PurchaseOrderEvent::Submitted(e) => (
+            some(s(&e.supplier)),
+            some(s(e.currency)),
+            order_lines(&e.lines)?,
+            some(s(&e.requester)),
+        ),
+        PurchaseOrderEvent::Cancelled(_) | PurchaseOrderEvent::Stepped(_) => {
+            (none(), none(), vec![], none())
+        }
     };
+    let (index, symbol) = po_event_type(event);
     Ok(record(vec![
         ("event_id", s(event_id)),
-        ("event_type", event_type),
-        ("org_id", s(org)),
-        ("po_id", s(po)),
+        ("event_type", Value::Enum(index, symbol.into())),
+        ("org_id", s(event.org())),
+        ("po_id", s(event.po())),
         ("supplier_id", supplier),
         ("currency", currency),
         ("lines", Value::Array(lines)),
+        ("requester_id", requester),
         ("occurred_at", Value::TimestampMillis(occurred_at.0)),
     ]))
 }
@@ -516,6 +593,7 @@ pub fn invoice_matched_value(m: &InvoiceMatched) -> Result<Value, EncodeError> {
             dec("total_amount", m.total.amount(), AMOUNT)?,
         ),
         ("lines", Value::Array(billed_lines(&m.lines)?)),
+        ("invoice_date", some(Value::Date(m.invoice_date))),
         ("matched_at", Value::TimestampMillis(m.matched_at.0)),
     ]))
 }
@@ -564,6 +642,42 @@ pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeErro
 }
 
 // ---- output views, for consumers of the output topics (tests, demo, data platforms) -------
+
+/// Decodes an `InvoiceMatched` back into the domain value (for the payment topology). A
+/// record from a writer older than `invoice_date` takes the date it was matched.
+pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
+    let r = Record::of(value, "InvoiceMatched")?;
+    let currency = r.currency("currency")?;
+    let lines = r
+        .array("lines")?
+        .iter()
+        .map(|v| {
+            let l = Record::of(v, "InvoiceLine")?;
+            Ok(InvoiceLine {
+                line: l.line_number()?,
+                quantity: l.quantity("quantity")?,
+                unit_price: l.unit_price("unit_price", currency)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    let matched_at = r.timestamp("matched_at")?;
+    let invoice_date = match r.opt("invoice_date") {
+        Some(_) => r.int("invoice_date")?,
+        None => matched_at.0.div_euclid(86_400_000) as i32,
+    };
+    Ok(InvoiceMatched {
+        org: r.id("org_id", OrgId::parse)?,
+        invoice: r.id("invoice_id", InvoiceId::parse)?,
+        po: r.id("po_id", PurchaseOrderId::parse)?,
+        supplier: r.id("supplier_id", SupplierId::parse)?,
+        number: InvoiceNumber::parse(r.string("invoice_number")?)
+            .map_err(DecodeError::InvalidInvoiceNumber)?,
+        total: Money::new(r.decimal("total_amount", AMOUNT.1)?, currency),
+        lines,
+        invoice_date,
+        matched_at,
+    })
+}
 
 /// `InvoiceMatched` as a consumer reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

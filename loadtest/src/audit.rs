@@ -3,9 +3,12 @@
 //! to have. A disagreement is a bug in the pipeline or in the plan, never noise.
 
 use crate::generator::Planted;
+use p2p_avro::convert::procurement::{
+    ApprovalRequestRecord, AuditRecord, PoStatusRecord, RequestKind,
+};
 use p2p_avro::convert::{self, ExceptionRecord, MatchedRecord};
 use p2p_avro::{Codec, CodecError};
-use p2p_processors::InvoiceId;
+use p2p_processors::{InvoiceId, PoState, PurchaseOrderId};
 use p2p_topologies::admin::client_config;
 use p2p_topologies::{KafkaProperties, Topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -131,7 +134,7 @@ pub async fn read_outputs(
             .or_default()
             .push(record);
     }
-    for input in topics.inputs() {
+    for input in topics.match_inputs() {
         let dlq = Topics::dlq(input);
         for message in read_topic(kafka, &dlq, timeout)? {
             let headers = message
@@ -254,4 +257,79 @@ pub fn audit(planted: &[(InvoiceId, Planted)], observed: &Observed) -> Audit {
         }
     }
     audit
+}
+
+/// What the procurement topology wrote.
+#[derive(Debug, Default)]
+pub struct ProcurementObserved {
+    /// The latest status per PO, as compaction keeps it.
+    pub status: BTreeMap<PurchaseOrderId, PoStatusRecord>,
+    pub approval_requests: usize,
+    pub escalations: usize,
+    /// Audit events by kind.
+    pub audit: BTreeMap<String, usize>,
+}
+
+/// Reads `po-status`, `approval-requests` and `audit-events`.
+pub async fn read_procurement(
+    kafka: &KafkaProperties,
+    codec: &Codec,
+    topics: &Topics,
+    timeout: Duration,
+) -> Result<ProcurementObserved, AuditError> {
+    let decode_error = |topic: &str| {
+        let topic = topic.to_owned();
+        move |e: convert::DecodeError| AuditError::Decode {
+            topic: topic.clone(),
+            error: e.to_string(),
+        }
+    };
+    let mut observed = ProcurementObserved::default();
+    for message in read_topic(kafka, &topics.po_status, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let status = PoStatusRecord::from_value(&value).map_err(decode_error(&topics.po_status))?;
+        observed.status.insert(status.po.clone(), status);
+    }
+    for message in read_topic(kafka, &topics.approval_requests, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let request = ApprovalRequestRecord::from_value(&value)
+            .map_err(decode_error(&topics.approval_requests))?;
+        match request.kind {
+            RequestKind::Requested => observed.approval_requests += 1,
+            RequestKind::Escalated => observed.escalations += 1,
+        }
+    }
+    for message in read_topic(kafka, &topics.audit_events, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let entry = AuditRecord::from_value(&value).map_err(decode_error(&topics.audit_events))?;
+        *observed
+            .audit
+            .entry(format!("{:?}", entry.kind))
+            .or_default() += 1;
+    }
+    Ok(observed)
+}
+
+/// Each planned PO lifecycle against the status observed: every disagreement, in words.
+pub fn audit_lifecycles(
+    planned: &BTreeMap<PurchaseOrderId, (PoState, u64)>,
+    observed: &ProcurementObserved,
+) -> Vec<String> {
+    let mut disagreements = Vec::new();
+    for (po, (state, version)) in planned {
+        match observed.status.get(po) {
+            Some(s) if (s.state, s.version) == (*state, *version) => {}
+            Some(s) => disagreements.push(format!(
+                "{po}: {:?} v{}, planned {state:?} v{version}",
+                s.state, s.version
+            )),
+            None => disagreements.push(format!("{po}: no status, planned {state:?}")),
+        }
+    }
+    for po in observed.status.keys() {
+        if !planned.contains_key(po) {
+            disagreements.push(format!("{po}: a status for a PO nobody sent"));
+        }
+    }
+    disagreements
 }

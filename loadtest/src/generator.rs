@@ -3,12 +3,17 @@
 //! a few undecodable records. Every invoice carries the outcome it should end in.
 
 use apache_avro::types::Value;
-use p2p_avro::contracts::{Contract, GOODS_RECEIPT_EVENT, INVOICE_EVENT, PURCHASE_ORDER_EVENT};
+use p2p_avro::contracts::{
+    Contract, APPROVAL_DECISION, GOODS_RECEIPT_EVENT, INVOICE_EVENT, PURCHASE_ORDER_EVENT,
+};
 use p2p_avro::convert;
+use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
+use p2p_processors::procurement::ApprovalDecided;
 use p2p_processors::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 
 /// Which input topic a record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,6 +21,7 @@ pub enum InputTopic {
     PurchaseOrders,
     GoodsReceipts,
     Invoices,
+    ApprovalDecisions,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +65,11 @@ pub struct GeneratorConfig {
     pub cancelled_pct: u32,
     /// A clean invoice sent again by the supplier under a new id.
     pub duplicate_pct: u32,
+    /// POs submitted to the pipeline for approval before they are issued; the rest are
+    /// issued straight from the ERP (approved there).
+    pub routed_pct: u32,
+    /// Routed POs whose requester first tries to approve them (refused: segregation of duties).
+    pub self_approval_pct: u32,
     pub undecodable_records: usize,
 }
 
@@ -75,6 +86,8 @@ impl Default for GeneratorConfig {
             short_receipt_pct: 5,
             cancelled_pct: 5,
             duplicate_pct: 5,
+            routed_pct: 60,
+            self_approval_pct: 10,
             undecodable_records: 1,
         }
     }
@@ -85,6 +98,10 @@ impl Default for GeneratorConfig {
 pub struct Scenario {
     pub records: Vec<ScenarioRecord>,
     pub planted: Vec<(InvoiceId, Planted)>,
+    /// Where each PO's lifecycle should end: state and version.
+    pub lifecycles: BTreeMap<PurchaseOrderId, (PoState, u64)>,
+    /// Inputs the procurement topology must refuse (an audit event each, never a dead letter).
+    pub refusals: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -107,6 +124,8 @@ impl Scenario {
         let mut ids = IdSource(rng.random());
         let mut records = Vec::new();
         let mut planted = Vec::new();
+        let mut lifecycles = BTreeMap::new();
+        let mut refusals = 0;
         let mut clock = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
         let mut tick = |rng: &mut ChaCha8Rng| {
             clock += rng.random_range(1_000..60_000);
@@ -119,6 +138,9 @@ impl Scenario {
                 .expect("listed codes are ISO 4217");
             let suppliers: Vec<SupplierId> =
                 (0..3).map(|_| SupplierId::from_u128(ids.next())).collect();
+            // Requesters, and one approver per level (authority L1, L2, L3).
+            let requesters: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
+            let approvers: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
             for n in 0..config.pos_per_org {
                 let shape = pick_shape(&mut rng, config);
                 let po = PurchaseOrderId::from_u128(ids.next());
@@ -146,11 +168,63 @@ impl Scenario {
                     currency,
                     lines: lines.clone(),
                 };
+                let mut version = 1;
+                if rng.random_range(0..100u32) < config.routed_pct {
+                    let requester = requesters[rng.random_range(0..requesters.len())].clone();
+                    let submitted = PurchaseOrderSubmitted {
+                        org: org.clone(),
+                        po: po.clone(),
+                        supplier: supplier.clone(),
+                        currency,
+                        lines: lines.clone(),
+                        requester: requester.clone(),
+                    };
+                    let total = submitted.total().expect("one currency");
+                    let level = ApprovalPolicy::defaults(currency)
+                        .level_for(total)
+                        .expect("defaults in the document currency need no rate");
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::purchase_order(
+                        &PurchaseOrderEvent::Submitted(submitted),
+                        at,
+                    ));
+                    let decide = |by: &UserId, authority| ApprovalDecided {
+                        org: org.clone(),
+                        po: po.clone(),
+                        decision: Decision {
+                            approver: by.clone(),
+                            authority,
+                            approve: true,
+                        },
+                    };
+                    if rng.random_range(0..100u32) < config.self_approval_pct {
+                        let at = tick(&mut rng);
+                        records.push(ScenarioRecord::decision(
+                            &decide(&requester, ApprovalLevel::L3),
+                            at,
+                        ));
+                        refusals += 1;
+                    }
+                    for (step, approver) in level.chain().into_iter().zip(&approvers) {
+                        let at = tick(&mut rng);
+                        records.push(ScenarioRecord::decision(&decide(approver, step), at));
+                    }
+                    // Submitted, approved, then issued below.
+                    version = 3;
+                }
                 let at = tick(&mut rng);
                 records.push(ScenarioRecord::purchase_order(
                     &PurchaseOrderEvent::Issued(issued),
                     at,
                 ));
+                lifecycles.insert(
+                    po.clone(),
+                    if shape == Shape::Cancelled {
+                        (PoState::Cancelled, version + 1)
+                    } else {
+                        (PoState::Issued, version)
+                    },
+                );
 
                 // Receipts: everything that needs one, sometimes split in two deliveries.
                 let received: Vec<ReceiptLine> = lines
@@ -301,7 +375,12 @@ impl Scenario {
                 },
             );
         }
-        Scenario { records, planted }
+        Scenario {
+            records,
+            planted,
+            lifecycles,
+            refusals,
+        }
     }
 
     pub fn count(&self, topic: InputTopic) -> usize {
@@ -355,10 +434,7 @@ fn event_id(at: EventTime, kind: &str, id: &str) -> String {
 impl ScenarioRecord {
     /// A `po-events` record, as an ERP publishes it.
     pub fn purchase_order(event: &PurchaseOrderEvent, at: EventTime) -> ScenarioRecord {
-        let (org, po) = match event {
-            PurchaseOrderEvent::Issued(e) => (&e.org, &e.po),
-            PurchaseOrderEvent::Cancelled(e) => (&e.org, &e.po),
-        };
+        let (org, po) = (event.org(), event.po());
         let value =
             convert::purchase_order_event_value(event, &event_id(at, "po", po.as_str()), at)
                 .expect("generated values fit the schema");
@@ -366,6 +442,20 @@ impl ScenarioRecord {
             topic: InputTopic::PurchaseOrders,
             key: org.to_string(),
             payload: Payload::Document(value, &PURCHASE_ORDER_EVENT),
+            timestamp: at,
+        }
+    }
+
+    /// An `approval-decisions` record, as an approval front end publishes it.
+    pub fn decision(decided: &ApprovalDecided, at: EventTime) -> ScenarioRecord {
+        let id = event_id(at, "decision", decided.po.as_str());
+        ScenarioRecord {
+            topic: InputTopic::ApprovalDecisions,
+            key: decided.org.to_string(),
+            payload: Payload::Document(
+                convert::procurement::approval_decision_value(decided, &id, at),
+                &APPROVAL_DECISION,
+            ),
             timestamp: at,
         }
     }
@@ -423,6 +513,24 @@ mod tests {
         let b = Scenario::generate(&GeneratorConfig::default());
         assert_eq!(a.planted, b.planted);
         assert_eq!(a.records.len(), b.records.len());
+    }
+
+    #[test]
+    fn routed_pos_carry_a_decision_per_step_of_their_chain_and_end_issued() {
+        let s = Scenario::generate(&GeneratorConfig::default());
+        let routed = s.lifecycles.values().filter(|(_, v)| *v >= 3).count();
+        let adopted = s.lifecycles.values().filter(|(_, v)| *v < 3).count();
+        assert!(
+            routed > 0 && adopted > 0,
+            "{routed} routed, {adopted} adopted"
+        );
+        // Every routed PO needs at least its L1 decision, and some tried to self-approve.
+        assert!(s.count(InputTopic::ApprovalDecisions) >= routed + s.refusals);
+        assert!(s.refusals > 0);
+        assert!(s
+            .lifecycles
+            .values()
+            .any(|(state, _)| *state == PoState::Cancelled));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn topic_name(topics: &Topics, topic: InputTopic) -> &str {
         InputTopic::PurchaseOrders => &topics.po_events,
         InputTopic::GoodsReceipts => &topics.grn_events,
         InputTopic::Invoices => &topics.invoice_events,
+        InputTopic::ApprovalDecisions => &topics.approval_decisions,
     }
 }
 

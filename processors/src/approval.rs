@@ -7,7 +7,10 @@
 
 use crate::events::EventTime;
 use crate::ids::UserId;
-use crate::lifecycle::{PoState, PoTransitionRejected, PurchaseOrder, PurchaseOrderTransitioned};
+use crate::ids::{OrgId, PurchaseOrderId};
+use crate::lifecycle::{
+    PoAction, PoState, PoTransitionRejected, PurchaseOrder, PurchaseOrderTransitioned,
+};
 use crate::money::{Currency, Money};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -124,6 +127,8 @@ pub enum ApprovalError {
     SameApproverTwice(UserId),
     #[error("no rate from {from} to {to} is configured for this org")]
     NoRate { from: Currency, to: Currency },
+    #[error("{0} is decided by approval routing, not by a lifecycle event")]
+    NeedsRouting(PoAction),
 }
 
 /// An approver's decision on the current step.
@@ -172,7 +177,8 @@ struct Route {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseOrderApproval {
     po: PurchaseOrder,
-    requester: UserId,
+    /// `None` for a PO adopted at Issued (approved by the ERP, outside this pipeline).
+    requester: Option<UserId>,
     lines: usize,
     total: Money,
     route: Option<Route>,
@@ -182,15 +188,66 @@ impl PurchaseOrderApproval {
     pub fn new(po: PurchaseOrder, requester: UserId, lines: usize, total: Money) -> Self {
         Self {
             po,
-            requester,
+            requester: Some(requester),
             lines,
             total,
             route: None,
         }
     }
 
+    /// A PO the pipeline first hears of when its ERP issues it: approved outside the pipeline,
+    /// so it enters at Issued, by the one transition that did happen (Approved -> Issued).
+    pub fn adopt_issued(
+        org: OrgId,
+        id: PurchaseOrderId,
+        lines: usize,
+        total: Money,
+    ) -> (Self, PurchaseOrderTransitioned) {
+        let mut po = PurchaseOrder::new(org, id, PoState::Approved);
+        let issued = po
+            .issue()
+            .expect("Approved -> Issued is a valid transition");
+        let adopted = Self {
+            po,
+            requester: None,
+            lines,
+            total,
+            route: None,
+        };
+        (adopted, issued)
+    }
+
     pub fn po(&self) -> &PurchaseOrder {
         &self.po
+    }
+
+    pub fn requester(&self) -> Option<&UserId> {
+        self.requester.as_ref()
+    }
+
+    pub fn total(&self) -> Money {
+        self.total
+    }
+
+    /// Moves the PO on by a lifecycle action that needs no approval routing (issue,
+    /// acknowledge, receive, cancel, dispute, ...). Submit, approve and reject go through
+    /// [`submit`](Self::submit) and [`decide`](Self::decide), which check their guards.
+    pub fn act(&mut self, action: PoAction) -> Result<PurchaseOrderTransitioned, ApprovalError> {
+        if matches!(
+            action,
+            PoAction::Submit | PoAction::Approve | PoAction::Reject
+        ) {
+            return Err(ApprovalError::NeedsRouting(action));
+        }
+        Ok(self.po.attempt(action)?)
+    }
+
+    /// The open step's position and the chain's length, e.g. `(2, 3)`, if a step is open.
+    pub fn open_step(&self) -> Option<(usize, usize)> {
+        self.route
+            .as_ref()
+            .filter(|_| self.po.state() == PoState::AwaitingApproval)
+            .map(|r| (r.next_step + 1, r.chain.len()))
     }
 
     /// When the open step must be escalated, if a step is open.
@@ -253,7 +310,7 @@ impl PurchaseOrderApproval {
                 held: decision.authority,
             });
         }
-        if decision.approver == self.requester {
+        if Some(&decision.approver) == self.requester.as_ref() {
             return Err(ApprovalError::SegregationOfDuties(
                 decision.approver.clone(),
             ));

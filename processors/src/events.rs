@@ -37,10 +37,75 @@ pub struct PurchaseOrderCancelled {
     pub po: PurchaseOrderId,
 }
 
+/// A purchase order submitted for approval by its requester, with what it will order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOrderSubmitted {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+    pub supplier: SupplierId,
+    pub currency: Currency,
+    pub lines: Vec<PurchaseOrderLine>,
+    pub requester: UserId,
+}
+
+impl PurchaseOrderSubmitted {
+    /// Sum of quantity x unit price over the lines, exact (no rounding).
+    pub fn total(&self) -> Result<Money, MoneyError> {
+        order_total(self.currency, &self.lines)
+    }
+}
+
+/// Sum of quantity x unit price over `lines`, exact (no rounding).
+pub fn order_total(currency: Currency, lines: &[PurchaseOrderLine]) -> Result<Money, MoneyError> {
+    lines.iter().try_fold(Money::zero(currency), |sum, line| {
+        sum.checked_add(line.unit_price.money().times(line.quantity)?)
+    })
+}
+
+/// A lifecycle step the ERP reports that carries nothing but the step itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PurchaseOrderStep {
+    /// The supplier confirmed the order.
+    Acknowledged,
+    Disputed,
+    DisputeResolved,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOrderStepped {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+    pub step: PurchaseOrderStep,
+}
+
+/// What an ERP publishes on `po-events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PurchaseOrderEvent {
+    Submitted(PurchaseOrderSubmitted),
     Issued(PurchaseOrderIssued),
     Cancelled(PurchaseOrderCancelled),
+    Stepped(PurchaseOrderStepped),
+}
+
+impl PurchaseOrderEvent {
+    pub fn org(&self) -> &OrgId {
+        match self {
+            PurchaseOrderEvent::Submitted(e) => &e.org,
+            PurchaseOrderEvent::Issued(e) => &e.org,
+            PurchaseOrderEvent::Cancelled(e) => &e.org,
+            PurchaseOrderEvent::Stepped(e) => &e.org,
+        }
+    }
+
+    pub fn po(&self) -> &PurchaseOrderId {
+        match self {
+            PurchaseOrderEvent::Submitted(e) => &e.po,
+            PurchaseOrderEvent::Issued(e) => &e.po,
+            PurchaseOrderEvent::Cancelled(e) => &e.po,
+            PurchaseOrderEvent::Stepped(e) => &e.po,
+        }
+    }
 }
 
 /// Received and returned quantity of one PO line on one goods receipt.
@@ -95,8 +160,7 @@ pub enum MatchInput {
 impl MatchInput {
     pub fn org(&self) -> &OrgId {
         match self {
-            MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(e)) => &e.org,
-            MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(e)) => &e.org,
+            MatchInput::PurchaseOrder(e) => e.org(),
             MatchInput::GoodsReceipt(e) => &e.org,
             MatchInput::Invoice(e) => &e.org,
         }
@@ -104,8 +168,7 @@ impl MatchInput {
 
     pub fn po(&self) -> &PurchaseOrderId {
         match self {
-            MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(e)) => &e.po,
-            MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(e)) => &e.po,
+            MatchInput::PurchaseOrder(e) => e.po(),
             MatchInput::GoodsReceipt(e) => &e.po,
             MatchInput::Invoice(e) => &e.po,
         }
@@ -299,6 +362,8 @@ pub struct InvoiceMatched {
     pub number: InvoiceNumber,
     pub total: Money,
     pub lines: Vec<InvoiceLine>,
+    /// Days since the Unix epoch, as printed on the invoice (payment terms run from it).
+    pub invoice_date: i32,
     pub matched_at: EventTime,
 }
 

@@ -12,7 +12,9 @@ pub mod ids;
 pub mod lifecycle;
 pub mod matching;
 pub mod money;
+pub mod org_config;
 pub mod payment;
+pub mod procurement;
 pub mod tolerance;
 pub mod tolerance_keys;
 

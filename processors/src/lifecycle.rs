@@ -197,6 +197,10 @@ impl<S: Transitions, Id: Clone + fmt::Display> Lifecycle<S, Id> {
         self.state
     }
 
+    pub fn org(&self) -> &OrgId {
+        &self.org
+    }
+
     pub fn version(&self) -> u64 {
         self.version
     }

@@ -148,6 +148,10 @@ impl PurchaseOrderMatch {
             MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(_)) => {
                 Ok(self.on_cancelled(at))
             }
+            // Approval and the other lifecycle steps do not change what may be matched.
+            MatchInput::PurchaseOrder(
+                PurchaseOrderEvent::Submitted(_) | PurchaseOrderEvent::Stepped(_),
+            ) => Ok(vec![]),
             MatchInput::GoodsReceipt(receipt) => self.on_receipt(receipt, at, tolerance),
             MatchInput::Invoice(invoice) => {
                 self.on_invoice(invoice, context.duplicate_of.clone(), at, tolerance)
@@ -436,6 +440,7 @@ impl PurchaseOrderMatch {
             number: invoice.number.clone(),
             total: invoice.total,
             lines: invoice.lines.clone(),
+            invoice_date: invoice.invoice_date,
             matched_at: at,
         }))
     }

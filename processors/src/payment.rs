@@ -5,7 +5,7 @@
 //! installment plans (e.g. Murabaha: cost plus markup in N installments).
 
 use crate::events::InvoiceMatched;
-use crate::ids::{InvoiceId, OrgId, PurchaseOrderId, SupplierId};
+use crate::ids::{InvoiceId, InvoiceNumber, OrgId, PurchaseOrderId, SupplierId};
 use crate::lifecycle::PoState;
 use crate::money::{Currency, Money, MoneyError};
 use chrono::{Days, NaiveDate};
@@ -29,6 +29,20 @@ pub enum PaymentTerms {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("payment terms {0:?} are neither \"NET <days>\" nor \"<percent>/<days> NET <days>\"")]
 pub struct TermsError(pub String);
+
+impl std::fmt::Display for PaymentTerms {
+    /// The form [`PaymentTerms::parse`] reads back: `NET 30`, `2/10 NET 30`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PaymentTerms::Net { days } => write!(f, "NET {days}"),
+            PaymentTerms::Discount {
+                percent,
+                within_days,
+                net_days,
+            } => write!(f, "{percent}/{within_days} NET {net_days}"),
+        }
+    }
+}
 
 impl PaymentTerms {
     /// Parses `NET30`, `Net 30`, `2/10 net 30`, `1.5/15 NET 45`.
@@ -134,6 +148,20 @@ pub enum Hold {
     SupplierBlocked,
     /// The supplier's bank account changed within the org's cooling-off period.
     BankAccountChanged,
+    /// The supplier master has no account to pay to.
+    NoCreditorAccount,
+}
+
+impl Hold {
+    /// `SupplierBlocked` -> `SUPPLIER_BLOCKED`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Hold::PoDisputed => "PO_DISPUTED",
+            Hold::SupplierBlocked => "SUPPLIER_BLOCKED",
+            Hold::BankAccountChanged => "BANK_ACCOUNT_CHANGED",
+            Hold::NoCreditorAccount => "NO_CREDITOR_ACCOUNT",
+        }
+    }
 }
 
 /// Where one part (the payment, or one installment) stands.
@@ -186,8 +214,12 @@ pub struct PaymentPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payee {
     pub supplier: SupplierId,
+    pub name: String,
     pub terms: PaymentTerms,
     pub blocked: bool,
+    /// Where to pay; `None` holds every payment to this supplier.
+    pub iban: Option<String>,
+    pub bic: Option<String>,
     pub bank_account_changed_on: Option<NaiveDate>,
 }
 
@@ -243,6 +275,7 @@ pub struct Release {
 pub struct Payment {
     org: OrgId,
     invoice: InvoiceId,
+    number: InvoiceNumber,
     po: PurchaseOrderId,
     supplier: SupplierId,
     debtor_account: String,
@@ -289,6 +322,7 @@ impl Payment {
         let mut payment = Payment {
             org: matched.org.clone(),
             invoice: matched.invoice.clone(),
+            number: matched.number.clone(),
             po: matched.po.clone(),
             supplier: matched.supplier.clone(),
             debtor_account,
@@ -315,6 +349,36 @@ impl Payment {
 
     pub fn parts(&self) -> &[PaymentPart] {
         &self.parts
+    }
+
+    pub fn org(&self) -> &OrgId {
+        &self.org
+    }
+
+    pub fn invoice(&self) -> &InvoiceId {
+        &self.invoice
+    }
+
+    pub fn po(&self) -> &PurchaseOrderId {
+        &self.po
+    }
+
+    /// The supplier's invoice number, the remittance information a payee recognises.
+    pub fn number(&self) -> &InvoiceNumber {
+        &self.number
+    }
+
+    pub fn supplier(&self) -> &SupplierId {
+        &self.supplier
+    }
+
+    /// The date the next part still to be released falls due, if any is.
+    pub fn next_due(&self) -> Option<NaiveDate> {
+        self.parts
+            .iter()
+            .filter(|p| p.status == PartStatus::Scheduled)
+            .map(|p| p.pay_on)
+            .min()
     }
 
     pub fn holds(&self) -> &BTreeSet<Hold> {
@@ -376,6 +440,7 @@ impl Payment {
         let mut events: Vec<PaymentEvent> = self
             .set_hold(Hold::BankAccountChanged, cooling)
             .into_iter()
+            .chain(self.set_hold(Hold::NoCreditorAccount, payee.iban.is_none()))
             .collect();
         events.extend(self.on_payee(payee));
         if !self.holds.is_empty() {
@@ -449,6 +514,48 @@ impl Payment {
             });
         }
         Ok(events)
+    }
+}
+
+/// The payments of one org waiting for a payment run, by the date their next part falls due.
+/// A payment run takes what is due by its execution date; a payment that stays unreleased (a
+/// hold stands) re-enters the next run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunQueue {
+    due: BTreeMap<NaiveDate, BTreeSet<InvoiceId>>,
+}
+
+impl RunQueue {
+    pub fn add(&mut self, on: NaiveDate, invoice: InvoiceId) {
+        self.due.entry(on).or_default().insert(invoice);
+    }
+
+    /// Removes and returns every invoice due by `date`, earliest first.
+    pub fn take_due(&mut self, date: NaiveDate) -> Vec<InvoiceId> {
+        let later = match date.succ_opt() {
+            Some(next) => self.due.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let due = std::mem::replace(&mut self.due, later);
+        let mut seen = BTreeSet::new();
+        due.into_values()
+            .flatten()
+            .filter(|invoice| seen.insert(invoice.clone()))
+            .collect()
+    }
+
+    /// When the next run has something to do.
+    pub fn next(&self) -> Option<NaiveDate> {
+        self.due.keys().next().copied()
+    }
+
+    /// Puts `payment` back for the run after `run_date` if it still has parts to release: at
+    /// the next part's date, or the next day if that date has passed (a hold stood).
+    pub fn requeue(&mut self, payment: &Payment, run_date: NaiveDate) {
+        if let Some(due) = payment.next_due() {
+            let next_run = run_date.succ_opt().unwrap_or(run_date);
+            self.add(due.max(next_run), payment.invoice().clone());
+        }
     }
 }
 

@@ -1,10 +1,15 @@
 //! Shared setup of the end-to-end tests: a real Apache Kafka broker and a real schema registry
 //! (started by the project's scripts under deploy/local if none is running), and per-test
 //! topic names and application ids, so tests never share state.
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
 
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{read_outputs, Observed};
-use p2p_topologies::{KafkaProperties, MatchConfig, MatchRuntime, Topics};
+use p2p_topologies::{
+    KafkaProperties, MatchConfig, MatchRuntime, ProcurementProcessor, Runtime, RuntimeConfig,
+    Topics, Topology,
+};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -59,17 +64,10 @@ pub fn registry_codec() -> Arc<Codec> {
 /// Topic names unique to one test.
 pub fn unique_topics(test: &str) -> Topics {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let name = |base: &str| format!("{base}-{test}-{suffix}");
-    Topics {
-        po_events: name("po-events"),
-        grn_events: name("grn-events"),
-        invoice_events: name("invoice-events"),
-        invoice_matched: name("invoice-matched"),
-        invoice_exceptions: name("invoice-exceptions"),
-    }
+    Topics::named(|base| format!("{base}-{test}-{suffix}"))
 }
 
-/// A running match pipeline; stops (finishing its batch) when `stop` is called.
+/// A running topology; stops (finishing its batch) when `stop` is called.
 pub struct Pipeline {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<p2p_topologies::StatsSnapshot>,
@@ -77,12 +75,28 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The match topology on `topics`, with its own consumer group and state.
     pub fn start(topics: &Topics, codec: Arc<Codec>) -> Pipeline {
         let state = tempfile::tempdir().expect("temp dir");
         let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
         let mut config = MatchConfig::new(&app, kafka(), state.path().to_path_buf());
         config.topics = topics.clone();
-        let runtime = MatchRuntime::new(config, codec).expect("runtime starts");
+        let runtime = MatchRuntime::for_match(config, codec).expect("runtime starts");
+        Self::run(runtime, state)
+    }
+
+    /// The procurement topology on `topics`, looking for due timers every 100 ms.
+    pub fn procurement(topics: &Topics, codec: Arc<Codec>) -> Pipeline {
+        let state = tempfile::tempdir().expect("temp dir");
+        let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+        let mut config = RuntimeConfig::new(&app, kafka(), state.path().to_path_buf());
+        config.timer_interval = Duration::from_millis(100);
+        let processor = ProcurementProcessor::new(topics.clone(), codec);
+        let runtime = Runtime::new(config, processor).expect("runtime starts");
+        Self::run(runtime, state)
+    }
+
+    fn run<T: Topology>(runtime: Runtime<T>, state: tempfile::TempDir) -> Pipeline {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             runtime

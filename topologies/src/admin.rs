@@ -15,7 +15,8 @@ pub fn client_config(kafka: &KafkaProperties) -> ClientConfig {
     config
 }
 
-/// Creates every topic of `topics` (inputs, outputs, DLQs) with `partitions` partitions.
+/// Creates every topic of `topics` (inputs, outputs, DLQs) with `partitions` partitions,
+/// the tables (`org-config`, `po-status`) compacted.
 /// Existing topics are left as they are. All P2P topics share one partition count, so they
 /// stay co-partitioned.
 pub async fn create_topics(
@@ -26,9 +27,18 @@ pub async fn create_topics(
 ) -> Result<Vec<String>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
     let names = topics.all();
+    let compacted = topics.compacted();
     let new_topics: Vec<NewTopic> = names
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .map(|name| {
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+            // Tables keep the latest record per key forever.
+            if compacted.contains(&name.as_str()) {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     let results = admin
         .create_topics(new_topics.iter(), &AdminOptions::new())

@@ -1,4 +1,4 @@
-//! Configuration of the match topology: topic names, client properties, batching, tolerance.
+//! Configuration: topic names, client properties, batching, timers, tolerance.
 
 use p2p_processors::Tolerance;
 use serde::Deserialize;
@@ -17,29 +17,101 @@ pub struct Topics {
     pub po_events: String,
     pub grn_events: String,
     pub invoice_events: String,
+    pub approval_decisions: String,
+    /// Compacted table, latest settings per org.
+    pub org_config: String,
+    /// Table of supplier payment master data, keyed by org (kept, not compacted: ADR 0005).
+    pub supplier_master: String,
+    /// Bank statuses (pain.002) from bank connectors.
+    pub payment_status: String,
     pub invoice_matched: String,
     pub invoice_exceptions: String,
+    pub approval_requests: String,
+    /// Compacted, latest state per PO.
+    pub po_status: String,
+    pub audit_events: String,
+    pub payment_schedule: String,
+    pub payment_instructions: String,
 }
 
 impl Default for Topics {
     fn default() -> Self {
-        Self {
-            po_events: "po-events".into(),
-            grn_events: "grn-events".into(),
-            invoice_events: "invoice-events".into(),
-            invoice_matched: "invoice-matched".into(),
-            invoice_exceptions: "invoice-exceptions".into(),
-        }
+        Self::named(str::to_owned)
     }
 }
 
 impl Topics {
-    pub fn inputs(&self) -> [&str; 3] {
-        [&self.po_events, &self.grn_events, &self.invoice_events]
+    /// Every topic named by `name(default name)`, e.g. to give each test its own topics.
+    pub fn named(name: impl Fn(&str) -> String) -> Self {
+        Self {
+            po_events: name("po-events"),
+            grn_events: name("grn-events"),
+            invoice_events: name("invoice-events"),
+            approval_decisions: name("approval-decisions"),
+            org_config: name("org-config"),
+            supplier_master: name("supplier-master"),
+            payment_status: name("payment-status"),
+            invoice_matched: name("invoice-matched"),
+            invoice_exceptions: name("invoice-exceptions"),
+            approval_requests: name("approval-requests"),
+            po_status: name("po-status"),
+            audit_events: name("audit-events"),
+            payment_schedule: name("payment-schedule"),
+            payment_instructions: name("payment-instructions"),
+        }
     }
 
-    pub fn outputs(&self) -> [&str; 2] {
-        [&self.invoice_matched, &self.invoice_exceptions]
+    /// Inputs of the match topology.
+    pub fn match_inputs(&self) -> Vec<&str> {
+        vec![&self.po_events, &self.grn_events, &self.invoice_events]
+    }
+
+    /// Inputs of the procurement (lifecycle and approval) topology.
+    pub fn procurement_inputs(&self) -> Vec<&str> {
+        vec![&self.po_events, &self.approval_decisions, &self.org_config]
+    }
+
+    /// Inputs of the payment topology: what was matched, the tables it joins, the bank's
+    /// statuses, and the PO events that hold or cancel payments.
+    pub fn payment_inputs(&self) -> Vec<&str> {
+        vec![
+            &self.invoice_matched,
+            &self.po_events,
+            &self.payment_status,
+            &self.supplier_master,
+            &self.org_config,
+        ]
+    }
+
+    /// Every topic the pipeline reads from outside (its own outputs aside).
+    pub fn inputs(&self) -> Vec<&str> {
+        vec![
+            &self.po_events,
+            &self.grn_events,
+            &self.invoice_events,
+            &self.approval_decisions,
+            &self.org_config,
+            &self.supplier_master,
+            &self.payment_status,
+        ]
+    }
+
+    /// Every topic the pipeline writes, DLQs aside.
+    pub fn outputs(&self) -> Vec<&str> {
+        vec![
+            &self.invoice_matched,
+            &self.invoice_exceptions,
+            &self.approval_requests,
+            &self.po_status,
+            &self.audit_events,
+            &self.payment_schedule,
+            &self.payment_instructions,
+        ]
+    }
+
+    /// Tables: compacted, the latest record per key is the value.
+    pub fn compacted(&self) -> Vec<&str> {
+        vec![&self.org_config, &self.po_status]
     }
 
     /// The dead-letter topic of an input topic.
@@ -47,40 +119,64 @@ impl Topics {
         format!("{topic}.dlq")
     }
 
-    /// Every topic the topology reads or writes, DLQs included.
+    /// Every topic the pipeline reads or writes, DLQs included (one per topic any topology
+    /// reads, `invoice-matched` too).
     pub fn all(&self) -> Vec<String> {
         let mut all: Vec<String> = self.inputs().iter().map(|t| t.to_string()).collect();
         all.extend(self.outputs().iter().map(|t| t.to_string()));
-        all.extend(self.inputs().iter().map(|t| Self::dlq(t)));
+        let mut read: Vec<&str> = self.inputs();
+        read.push(&self.invoice_matched);
+        all.extend(read.iter().map(|t| Self::dlq(t)));
         all
+    }
+}
+
+/// What every runtime needs, whichever topology it drives.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Consumer group id and the name of the state directory.
+    pub application_id: String,
+    pub kafka: KafkaProperties,
+    pub state_dir: PathBuf,
+    /// Most records processed (and committed) together.
+    pub max_batch: usize,
+    /// How long a batch waits to fill once its first record is in.
+    pub batch_linger: Duration,
+    /// How often due timers are looked for when no records arrive.
+    pub timer_interval: Duration,
+    /// How long a group of co-partitioned partitions waits for one that is behind before it
+    /// processes what it has (Kafka Streams' `max.task.idle.ms`).
+    pub max_task_idle: Duration,
+}
+
+impl RuntimeConfig {
+    pub fn new(application_id: &str, kafka: KafkaProperties, state_dir: PathBuf) -> Self {
+        Self {
+            application_id: application_id.to_owned(),
+            kafka,
+            state_dir,
+            max_batch: 500,
+            batch_linger: Duration::from_millis(20),
+            timer_interval: Duration::from_millis(500),
+            max_task_idle: Duration::from_millis(100),
+        }
     }
 }
 
 /// Everything the match runtime needs to run.
 #[derive(Debug, Clone)]
 pub struct MatchConfig {
-    /// Consumer group id and the name of the state directory.
-    pub application_id: String,
-    pub kafka: KafkaProperties,
+    pub runtime: RuntimeConfig,
     pub topics: Topics,
-    pub state_dir: PathBuf,
     pub tolerance: Tolerance,
-    /// Most records processed (and committed) together.
-    pub max_batch: usize,
-    /// How long a batch waits to fill once its first record is in.
-    pub batch_linger: Duration,
 }
 
 impl MatchConfig {
     pub fn new(application_id: &str, kafka: KafkaProperties, state_dir: PathBuf) -> Self {
         Self {
-            application_id: application_id.to_owned(),
-            kafka,
+            runtime: RuntimeConfig::new(application_id, kafka, state_dir),
             topics: Topics::default(),
-            state_dir,
             tolerance: Tolerance::default(),
-            max_batch: 500,
-            batch_linger: Duration::from_millis(20),
         }
     }
 }

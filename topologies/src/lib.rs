@@ -8,11 +8,15 @@ pub mod admin;
 pub mod config;
 pub mod dlq;
 pub mod match_topology;
+pub mod procurement_topology;
 pub mod record;
 pub mod runtime;
 pub mod stats;
+pub mod topology;
 
-pub use config::{KafkaProperties, MatchConfig, Topics};
+pub use config::{KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 pub use match_topology::MatchProcessor;
-pub use runtime::{MatchRuntime, RuntimeError};
+pub use procurement_topology::ProcurementProcessor;
+pub use runtime::{MatchRuntime, Runtime, RuntimeError};
 pub use stats::{Stats, StatsSnapshot};
+pub use topology::Topology;

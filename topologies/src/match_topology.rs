@@ -6,38 +6,23 @@
 //! output records and one state write batch out. The runtime does the I/O around it.
 
 use crate::config::Topics;
-use crate::dlq::{dead_letter, DlqReason};
+use crate::dlq::DlqReason;
 use crate::record::{InputRecord, OutputRecord};
 use crate::stats::StatsSnapshot;
+use crate::topology::{check_key, decode, BatchOutput, ProcessError, RecordResult, Topology};
 use p2p_avro::contracts::{INVOICE_EXCEPTION, INVOICE_MATCHED};
 use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
 use p2p_processors::duplicates::{DocumentKind, DuplicatePolicy, DuplicateRegister, InvoiceFacts};
-use p2p_processors::{MatchContext, MatchInput, MatchOutput, PurchaseOrderMatch, Tolerance};
-use p2p_state::{StateError, StateKey, Store, StoreBatch};
+use p2p_processors::{
+    MatchContext, MatchInput, MatchOutput, PurchaseOrderEvent, PurchaseOrderMatch, Tolerance,
+};
+use p2p_state::{StateError, StateKey, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Name of this processor in DLQ headers and logs.
 pub const PROCESSOR: &str = "match";
-/// Name of its store (its directory under the state dir).
-pub const STORE: &str = "match-state";
-
-/// A batch could not be processed now and must be retried as a whole.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    #[error("transient: {0}")]
-    Transient(CodecError),
-    #[error(transparent)]
-    State(#[from] StateError),
-}
-
-/// What one batch produced.
-pub struct BatchOutput {
-    pub records: Vec<OutputRecord>,
-    pub state: StoreBatch,
-    pub stats: StatsSnapshot,
-}
 
 #[derive(Clone, Copy)]
 enum InputKind {
@@ -106,8 +91,7 @@ impl MatchProcessor {
         }
     }
 
-    /// Processes `records` in order against `store`. Nothing is written to the store here:
-    /// the caller applies `BatchOutput::state` once the outputs are safely produced.
+    /// Processes `records` in order against `store` (the match keeps no timers yet).
     pub async fn process_batch(
         &self,
         records: &[InputRecord],
@@ -118,34 +102,25 @@ impl MatchProcessor {
             states: HashMap::new(),
             registers: HashMap::new(),
         };
-        let mut out = Vec::with_capacity(records.len());
-        let mut stats = StatsSnapshot {
-            records_in: records.len() as u64,
-            batches: 1,
-            ..Default::default()
-        };
+        let mut output = BatchOutput::default();
+        output.records.reserve(records.len());
+        output.stats.records_in = records.len() as u64;
+        output.stats.batches = 1;
         for record in records {
             if let Err((reason, error)) = self
-                .process_record(record, &mut working, &mut out, &mut stats)
+                .process_record(record, &mut working, &mut output.records, &mut output.stats)
                 .await?
             {
-                out.push(dead_letter(record, reason, &error, PROCESSOR));
-                stats.dead_lettered += 1;
-                *stats.dlq_reasons.entry(reason.code()).or_default() += 1;
+                output.dead_letter(record, reason, &error, PROCESSOR);
             }
         }
-        let mut state = StoreBatch::default();
         for (key, value) in &working.states {
-            state.put(key, value)?;
+            output.state.put(key, value)?;
         }
         for (key, value) in &working.registers {
-            state.put(key, value)?;
+            output.state.put(key, value)?;
         }
-        Ok(BatchOutput {
-            records: out,
-            state,
-            stats,
-        })
+        Ok(output)
     }
 
     /// `Ok(Err(..))`: this record goes to the DLQ; `Err(..)`: the batch must be retried.
@@ -155,17 +130,16 @@ impl MatchProcessor {
         working: &mut Working<'_>,
         out: &mut Vec<OutputRecord>,
         stats: &mut StatsSnapshot,
-    ) -> Result<Result<(), (DlqReason, String)>, ProcessError> {
+    ) -> RecordResult<()> {
         let Some(kind) = self.kind_of(&record.topic) else {
             return Ok(Err((
                 DlqReason::Rejected,
                 format!("topic {} is not an input of this topology", record.topic),
             )));
         };
-        let value = match self.codec.decode(record.payload.as_deref()).await {
+        let value = match decode(&self.codec, record).await? {
             Ok(value) => value,
-            Err(e) if e.is_transient() => return Err(ProcessError::Transient(e)),
-            Err(e) => return Ok(Err((DlqReason::Undecodable, e.to_string()))),
+            Err(dead) => return Ok(Err(dead)),
         };
         let decoded = match kind {
             InputKind::PurchaseOrder => convert::purchase_order_event(&value),
@@ -177,15 +151,15 @@ impl MatchProcessor {
             Err(e) => return Ok(Err((DlqReason::InvalidDocument, e.to_string()))),
         };
         let org = decoded.input.org();
-        if record.key.as_deref() != Some(org.as_str().as_bytes()) {
-            let key = record
-                .key
-                .as_deref()
-                .map_or("no key".into(), |k| String::from_utf8_lossy(k).into_owned());
-            return Ok(Err((
-                DlqReason::KeyMismatch,
-                format!("record key {key:?} is not the document's org_id {org}"),
-            )));
+        if let Err(dead) = check_key(record, org) {
+            return Ok(Err(dead));
+        }
+        // Approval and lifecycle steps are the procurement topology's; nothing to match.
+        if let MatchInput::PurchaseOrder(
+            PurchaseOrderEvent::Submitted(_) | PurchaseOrderEvent::Stepped(_),
+        ) = &decoded.input
+        {
+            return Ok(Ok(()));
         }
 
         // An invoice is first checked against its supplier's earlier invoices.
@@ -297,5 +271,28 @@ impl MatchProcessor {
             payload: Some(payload),
             headers: vec![],
         }))
+    }
+}
+
+impl Topology for MatchProcessor {
+    fn name(&self) -> &'static str {
+        PROCESSOR
+    }
+
+    fn input_topics(&self) -> Vec<String> {
+        self.topics
+            .match_inputs()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn process(
+        &self,
+        records: &[InputRecord],
+        _now: i64,
+        store: &Store,
+    ) -> Result<BatchOutput, ProcessError> {
+        self.process_batch(records, store).await
     }
 }

@@ -1,4 +1,8 @@
-//! Owned records in and out of the processors, so they can be tested without a broker.
+//! Owned records in and out of the processors, so they can be tested without a broker, and
+//! the order in which consumed records are handed to them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// A consumed record, with what the dead-letter queue needs to name its origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,46 +26,119 @@ pub struct OutputRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Orders a batch for processing as Kafka Streams orders a task's inputs: repeatedly take the
-/// head with the smallest timestamp among the batch's partitions, so documents are processed
-/// in event-time order across topics (a PO before the invoice that refers to it, when the ERP
-/// sent them so) while each partition's own order is kept exactly. Ties go to the partition
-/// that appears first in the batch; records without a timestamp sort first.
-pub fn merge_by_timestamp(batch: Vec<InputRecord>) -> Vec<InputRecord> {
-    use std::collections::{BinaryHeap, VecDeque};
-    let mut queues: Vec<VecDeque<InputRecord>> = Vec::new();
-    let mut index: std::collections::HashMap<(String, i32), usize> = Default::default();
-    for record in batch {
-        let slot = *index
-            .entry((record.topic.clone(), record.partition))
-            .or_insert_with(|| {
-                queues.push(VecDeque::new());
-                queues.len() - 1
-            });
-        queues[slot].push_back(record);
+/// Buffers consumed records per topic-partition and hands them out in event-time order across
+/// each group of co-partitioned partitions (the same partition number of every input topic),
+/// as Kafka Streams orders a task's inputs: repeatedly the head with the smallest timestamp,
+/// each partition's own order kept exactly (ties go to the topic listed first; records without
+/// a timestamp sort first). And as its task idling does: a group waits while one of its partitions has nothing
+/// buffered but is not caught up (its next record may be earlier than every buffered one), for
+/// at most `max_idle`, then goes on with what it has. Without this, a backlog fetched topic by
+/// topic would process a PO's approval before its submission, or its issue before its approval.
+#[derive(Debug, Default)]
+pub struct Aligner {
+    queues: BTreeMap<(String, i32), VecDeque<InputRecord>>,
+    /// Offset after the last record buffered, per topic-partition.
+    next_offsets: HashMap<(String, i32), i64>,
+    /// Since when each blocked partition group has been waiting.
+    waiting_since: HashMap<i32, Instant>,
+}
+
+impl Aligner {
+    pub fn push(&mut self, record: InputRecord) {
+        let key = (record.topic.clone(), record.partition);
+        self.next_offsets.insert(key.clone(), record.offset + 1);
+        self.queues.entry(key).or_default().push_back(record);
     }
-    if queues.len() <= 1 {
-        return queues.pop().map(Vec::from).unwrap_or_default();
+
+    pub fn buffered(&self) -> usize {
+        self.queues.values().map(VecDeque::len).sum()
     }
-    let total = queues.iter().map(VecDeque::len).sum();
-    let key = |r: &InputRecord| r.timestamp.unwrap_or(i64::MIN);
-    // Min-heap on (timestamp, queue index) via Reverse.
-    let mut heads: BinaryHeap<std::cmp::Reverse<(i64, usize)>> = queues
-        .iter()
-        .enumerate()
-        .filter_map(|(i, q)| q.front().map(|r| std::cmp::Reverse((key(r), i))))
-        .collect();
-    let mut merged = Vec::with_capacity(total);
-    while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
-        let record = queues[i]
-            .pop_front()
-            .expect("a queue in the heap has a head");
-        merged.push(record);
-        if let Some(next) = queues[i].front() {
-            heads.push(std::cmp::Reverse((key(next), i)));
+
+    /// The offset after the last buffered record of a topic-partition, if any was buffered.
+    pub fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.next_offsets
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+
+    /// Drops what was buffered from partitions this member no longer owns.
+    pub fn retain(&mut self, owned: impl Fn(&str, i32) -> bool) {
+        self.queues.retain(|(t, p), _| owned(t, *p));
+        self.next_offsets.retain(|(t, p), _| owned(t, *p));
+    }
+
+    /// Takes up to `max` records. `caught_up(topic, partition, next offset buffered)` says a
+    /// partition has nothing more to fetch right now.
+    pub fn take(
+        &mut self,
+        topics: &[String],
+        max: usize,
+        now: Instant,
+        max_idle: Duration,
+        caught_up: impl Fn(&str, i32, Option<i64>) -> bool,
+    ) -> Vec<InputRecord> {
+        let mut groups: Vec<i32> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|((_, p), _)| *p)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut taken = Vec::new();
+        for partition in groups {
+            loop {
+                if taken.len() >= max {
+                    return taken;
+                }
+                let mut head: Option<(i64, &String)> = None;
+                let mut blocked = false;
+                for topic in topics {
+                    match self
+                        .queues
+                        .get(&(topic.clone(), partition))
+                        .and_then(VecDeque::front)
+                    {
+                        Some(r) => {
+                            let ts = r.timestamp.unwrap_or(i64::MIN);
+                            if head.is_none_or(|(best, _)| ts < best) {
+                                head = Some((ts, topic));
+                            }
+                        }
+                        None => {
+                            let next = self.next_offsets.get(&(topic.clone(), partition));
+                            blocked |= !caught_up(topic, partition, next.copied());
+                        }
+                    }
+                }
+                let Some((_, topic)) = head else {
+                    self.waiting_since.remove(&partition);
+                    break;
+                };
+                if blocked {
+                    let since = *self.waiting_since.entry(partition).or_insert(now);
+                    if now.duration_since(since) < max_idle {
+                        break;
+                    }
+                } else {
+                    self.waiting_since.remove(&partition);
+                }
+                let key = (topic.clone(), partition);
+                let record = self
+                    .queues
+                    .get_mut(&key)
+                    .and_then(VecDeque::pop_front)
+                    .expect("the head was just seen");
+                taken.push(record);
+            }
         }
+        taken
     }
-    merged
+
+    /// Whether some group is waiting for a partition to catch up.
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting_since.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +155,20 @@ mod tests {
             payload: None,
             headers: vec![],
         }
+    }
+
+    /// Everything buffered, every partition caught up.
+    fn merge_by_timestamp(batch: Vec<InputRecord>) -> Vec<InputRecord> {
+        let mut topics: Vec<String> = batch.iter().map(|r| r.topic.clone()).collect();
+        topics.dedup();
+        let mut aligner = Aligner::default();
+        let total = batch.len();
+        for record in batch {
+            aligner.push(record);
+        }
+        aligner.take(&topics, total, Instant::now(), Duration::ZERO, |_, _, _| {
+            true
+        })
     }
 
     fn order(batch: &[InputRecord]) -> Vec<(&str, i64)> {
@@ -135,5 +226,68 @@ mod tests {
         let mut merged: Vec<i64> = merge_by_timestamp(batch).iter().map(|r| r.offset).collect();
         merged.sort();
         assert_eq!(merged, (0..50).collect::<Vec<i64>>());
+    }
+
+    fn aligned_at(
+        aligner: &mut Aligner,
+        now: Instant,
+        caught_up: &[(&str, i32)],
+        idle: Duration,
+    ) -> Vec<(String, i64)> {
+        let topics = vec!["po".to_string(), "decisions".to_string()];
+        aligner
+            .take(&topics, 100, now, idle, |t, p, _| {
+                caught_up.contains(&(t, p))
+            })
+            .into_iter()
+            .map(|r| (r.topic, r.offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_waits_for_a_partition_that_is_behind_then_merges_by_event_time() {
+        let mut aligner = Aligner::default();
+        let now = Instant::now();
+        let idle = Duration::from_millis(200);
+        // The decision (ts 20) is fetched before the submission (ts 10) it refers to.
+        aligner.push(record("decisions", 0, 0, 20));
+        assert!(aligned_at(&mut aligner, now, &[], idle).is_empty());
+        assert!(aligner.is_waiting());
+        aligner.push(record("po", 0, 0, 10));
+        aligner.push(record("po", 0, 1, 30));
+        // After po@1, decisions is empty but caught up, po is empty and not: the group stops.
+        assert_eq!(
+            aligned_at(&mut aligner, now, &[("decisions", 0)], idle),
+            vec![("po".into(), 0), ("decisions".into(), 0), ("po".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_group_goes_on_without_a_silent_partition_after_the_idle_limit() {
+        let mut aligner = Aligner::default();
+        let start = Instant::now();
+        let idle = Duration::from_millis(200);
+        aligner.push(record("decisions", 1, 7, 20));
+        assert!(aligned_at(&mut aligner, start, &[], idle).is_empty());
+        let later = start + Duration::from_millis(250);
+        assert_eq!(
+            aligned_at(&mut aligner, later, &[], idle),
+            vec![("decisions".into(), 7)]
+        );
+        assert_eq!(aligner.next_offset("decisions", 1), Some(8));
+    }
+
+    #[test]
+    fn caught_up_partitions_never_hold_anything_back_and_groups_are_independent() {
+        let mut aligner = Aligner::default();
+        aligner.push(record("po", 0, 0, 50));
+        aligner.push(record("po", 1, 0, 5));
+        aligner.retain(|_, p| p == 0);
+        let all = [("po", 0), ("decisions", 0), ("po", 1), ("decisions", 1)];
+        assert_eq!(
+            aligned_at(&mut aligner, Instant::now(), &all, Duration::ZERO),
+            vec![("po".into(), 0)]
+        );
+        assert_eq!(aligner.buffered(), 0);
     }
 }

@@ -1,19 +1,20 @@
-//! The runtime of the match topology: consume a batch, process it, produce its outputs and
-//! wait until the broker has them, apply its state writes as one RocksDB batch, then commit
-//! its input offsets.
+//! The runtime: consume a batch, process it (firing the timers due by now), produce its
+//! outputs and wait until the broker has them, apply its state writes as one RocksDB batch,
+//! then commit its input offsets. When no records come, it still wakes up to fire timers.
 //!
 //! Guarantee: at least once, with idempotent outputs. A crash between any two steps replays
-//! the batch from the last committed offsets; the match state makes the replay harmless (a
+//! the batch from the last committed offsets; the state makes the replay harmless (a
 //! re-delivered receipt is counted once, a re-delivered invoice gets the same outcome again,
-//! with the same content), so consumers that key on `invoice_id` see each outcome once.
+//! with the same content), so consumers that key on the document id see each outcome once.
 //! Outputs go out before state is written, so no outcome is ever recorded without having been
 //! delivered. Exactly-once (one Kafka transaction per batch) replaces this in its own issue.
 
 use crate::admin::client_config;
-use crate::config::MatchConfig;
-use crate::match_topology::{MatchProcessor, ProcessError, STORE};
-use crate::record::{merge_by_timestamp, InputRecord};
+use crate::config::{MatchConfig, RuntimeConfig};
+use crate::match_topology::MatchProcessor;
+use crate::record::{Aligner, InputRecord};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::topology::{ProcessError, Topology};
 use futures::future::join_all;
 use p2p_avro::Codec;
 use p2p_state::{StateError, Store};
@@ -23,10 +24,10 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,19 +47,32 @@ pub enum RuntimeError {
     State(#[from] StateError),
 }
 
-/// Drives the match topology against a Kafka cluster.
-pub struct MatchRuntime {
-    config: MatchConfig,
-    processor: MatchProcessor,
+/// Drives one topology against a Kafka cluster.
+pub struct Runtime<T: Topology> {
+    config: RuntimeConfig,
+    topology: T,
     store: Store,
     consumer: StreamConsumer,
     producer: FutureProducer,
     stats: Arc<Stats>,
 }
 
+/// The match topology's runtime.
+pub type MatchRuntime = Runtime<MatchProcessor>;
+
 impl MatchRuntime {
-    pub fn new(config: MatchConfig, codec: Arc<Codec>) -> Result<Self, RuntimeError> {
-        let store = Store::open(&config.state_dir.join(&config.application_id), STORE)?;
+    pub fn for_match(config: MatchConfig, codec: Arc<Codec>) -> Result<Self, RuntimeError> {
+        let processor = MatchProcessor::new(config.topics.clone(), config.tolerance, codec);
+        Runtime::new(config.runtime, processor)
+    }
+}
+
+impl<T: Topology> Runtime<T> {
+    pub fn new(config: RuntimeConfig, topology: T) -> Result<Self, RuntimeError> {
+        let store = Store::open(
+            &config.state_dir.join(&config.application_id),
+            topology.name(),
+        )?;
         let consumer: StreamConsumer = client_config(&config.kafka)
             .set("group.id", &config.application_id)
             .set("enable.auto.commit", "false")
@@ -84,12 +98,7 @@ impl MatchRuntime {
                 client: "producer",
                 source,
             })?;
-        let topics: Vec<String> = config
-            .topics
-            .inputs()
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
+        let topics = topology.input_topics();
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&refs)
@@ -97,10 +106,9 @@ impl MatchRuntime {
                 topics: topics.clone(),
                 source,
             })?;
-        let processor = MatchProcessor::new(config.topics.clone(), config.tolerance, codec);
         Ok(Self {
             config,
-            processor,
+            topology,
             store,
             consumer,
             producer,
@@ -119,40 +127,61 @@ impl MatchRuntime {
         shutdown: impl Future<Output = ()>,
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
+        let topics = self.topology.input_topics();
+        let has_timers = self.topology.has_timers();
+        let mut aligner = Aligner::default();
+        let mut owned = Owned::default();
         let mut receive_failures = 0u32;
+        let mut timer_tick = tokio::time::interval(self.config.timer_interval);
+        timer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let waiting = aligner.is_waiting();
             let first = tokio::select! {
                 _ = &mut shutdown => break,
-                received = self.consumer.recv() => received,
+                received = self.consumer.recv() => Some(received),
+                _ = timer_tick.tick(), if has_timers => None,
+                // A partition group waits for a lagging partition: look again shortly.
+                _ = tokio::time::sleep(self.config.max_task_idle / 2), if waiting => None,
             };
-            let first = match first {
-                Ok(message) => {
+            match first {
+                None => {}
+                Some(Ok(message)) => {
                     receive_failures = 0;
-                    to_input(&message)
+                    aligner.push(to_input(&message));
+                    let deadline = Instant::now() + self.config.batch_linger;
+                    while aligner.buffered() < self.config.max_batch {
+                        match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                            Ok(Ok(message)) => aligner.push(to_input(&message)),
+                            Ok(Err(error)) => {
+                                tracing::warn!(%error, "consume failed mid-batch; processing what is in hand");
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
                 }
-                Err(error) => {
+                Some(Err(error)) => {
                     receive_failures += 1;
                     tracing::warn!(%error, "consume failed; retrying");
                     tokio::time::sleep(backoff(receive_failures)).await;
                     continue;
                 }
-            };
-            let mut batch = vec![first];
-            let deadline = Instant::now() + self.config.batch_linger;
-            while batch.len() < self.config.max_batch {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(message)) => batch.push(to_input(&message)),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "consume failed mid-batch; processing what is in hand");
-                        break;
-                    }
-                    Err(_) => break,
-                }
             }
-            let batch = merge_by_timestamp(batch);
+            owned.refresh(&self.consumer);
+            aligner.retain(|topic, partition| owned.contains(topic, partition));
+            let batch = aligner.take(
+                &topics,
+                self.config.max_batch,
+                std::time::Instant::now(),
+                self.config.max_task_idle,
+                |topic, partition, next| owned.caught_up(&self.consumer, topic, partition, next),
+            );
+            if batch.is_empty() && !has_timers {
+                continue;
+            }
             self.handle_batch(&batch).await?;
         }
-        tracing::info!("match runtime stopped");
+        tracing::info!(topology = self.topology.name(), "runtime stopped");
         Ok(self.stats.snapshot())
     }
 
@@ -174,7 +203,11 @@ impl MatchRuntime {
     }
 
     async fn try_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
-        let output = match self.processor.process_batch(batch, &self.store).await {
+        let output = match self
+            .topology
+            .process(batch, wall_clock_millis(), &self.store)
+            .await
+        {
             Ok(output) => output,
             Err(ProcessError::Transient(e)) => return Err(BatchFailure::Retry(e.to_string())),
             Err(ProcessError::State(e)) => return Err(BatchFailure::Fatal(e.into())),
@@ -206,6 +239,12 @@ impl MatchRuntime {
             .write(output.state)
             .map_err(|e| BatchFailure::Fatal(e.into()))?;
 
+        if batch.is_empty() {
+            self.stats.add(&output.stats);
+            return Ok(());
+        }
+        // Records are processed in offset order per partition; what is still buffered is
+        // committed with a later batch.
         let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for record in batch {
             let slot = next.entry((&record.topic, record.partition)).or_default();
@@ -228,6 +267,95 @@ impl MatchRuntime {
 enum BatchFailure {
     Retry(String),
     Fatal(RuntimeError),
+}
+
+/// The partitions this member owns, and where each started (its committed offset), to tell
+/// a partition that is caught up from one whose records are still to be fetched.
+#[derive(Default)]
+struct Owned {
+    partitions: HashSet<(String, i32)>,
+    starts: HashMap<(String, i32), i64>,
+}
+
+impl Owned {
+    fn refresh(&mut self, consumer: &StreamConsumer) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let now: HashSet<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        if now == self.partitions {
+            return;
+        }
+        // A rebalance: learn where the new partitions start (one call per rebalance).
+        self.starts.clear();
+        if let Ok(committed) = consumer.committed(Timeout::After(Duration::from_secs(10))) {
+            for e in committed.elements() {
+                if let Offset::Offset(offset) = e.offset() {
+                    self.starts
+                        .insert((e.topic().to_owned(), e.partition()), offset);
+                }
+            }
+        }
+        self.partitions = now;
+    }
+
+    fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.partitions.contains(&(topic.to_owned(), partition))
+    }
+
+    /// Nothing more to fetch: the next offset to read is at the high watermark the last
+    /// fetch reported. Unknown counts as not caught up (the group then waits at most
+    /// `max_task_idle`).
+    fn caught_up(
+        &self,
+        consumer: &StreamConsumer,
+        topic: &str,
+        partition: i32,
+        next: Option<i64>,
+    ) -> bool {
+        if !self.contains(topic, partition) {
+            return true;
+        }
+        let Some(high) = cached_high_watermark(consumer, topic, partition) else {
+            return false;
+        };
+        match next.or_else(|| self.starts.get(&(topic.to_owned(), partition)).copied()) {
+            Some(next) => next >= high,
+            None => high == 0,
+        }
+    }
+}
+
+/// The high watermark the last fetch response reported for a partition, from librdkafka's
+/// cache: no request to the broker (rust-rdkafka only wraps the network variant).
+fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a
+    // NUL-terminated string that outlives the call, and librdkafka only writes the two i64s.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// The runtime's clock, read once per batch and handed to the topology: processors never read
+/// a clock themselves.
+fn wall_clock_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn backoff(attempt: u32) -> Duration {

@@ -16,6 +16,18 @@ pub struct StatsSnapshot {
     pub dead_lettered: u64,
     pub exception_reasons: BTreeMap<&'static str, u64>,
     pub dlq_reasons: BTreeMap<&'static str, u64>,
+    /// Other counters by name (transitions, refusals, approval requests, escalations, ...).
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+impl StatsSnapshot {
+    pub fn count(&mut self, name: &'static str) {
+        *self.counts.entry(name).or_default() += 1;
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
 }
 
 /// Shared, updated once per batch.
@@ -37,6 +49,9 @@ impl Stats {
         }
         for (k, v) in &batch.dlq_reasons {
             *s.dlq_reasons.entry(k).or_default() += v;
+        }
+        for (k, v) in &batch.counts {
+            *s.counts.entry(k).or_default() += v;
         }
     }
 

@@ -20,6 +20,7 @@ fn matched(total: Decimal) -> InvoiceMatched {
         number: InvoiceNumber::parse("SI-1").unwrap(),
         total: Money::new(total, eur()),
         lines: Vec::<InvoiceLine>::new(),
+        invoice_date: 0,
         matched_at: EventTime(0),
     }
 }
@@ -27,8 +28,11 @@ fn matched(total: Decimal) -> InvoiceMatched {
 fn payee(terms: &str) -> Payee {
     Payee {
         supplier: SupplierId::from_u128(4),
+        name: "Acme Bolts GmbH".into(),
         terms: PaymentTerms::parse(terms).unwrap(),
         blocked: false,
+        iban: Some("DE02120300000000202051".into()),
+        bic: None,
         bank_account_changed_on: None,
     }
 }
@@ -339,4 +343,57 @@ fn runs_group_by_org_currency_debtor_account_and_date_and_total_exactly() {
     );
     assert_eq!(first.total, Money::new(dec!(30.30), eur()));
     assert_eq!(first.releases.len(), 2);
+}
+
+#[test]
+fn a_run_takes_what_is_due_and_a_held_payment_re_enters_the_next_run() {
+    let mut payment = scheduled(dec!(100), "NET 30");
+    let due = payment.next_due().unwrap();
+    assert_eq!(due, date(2026, 3, 31));
+    let mut queue = RunQueue::default();
+    queue.add(due, payment.invoice().clone());
+    assert_eq!(queue.take_due(date(2026, 3, 30)), vec![]);
+    assert_eq!(queue.next(), Some(due));
+    assert_eq!(queue.take_due(due), vec![payment.invoice().clone()]);
+    assert_eq!(queue.next(), None);
+
+    // Held on the run date: nothing released, back in the queue for the next day's run.
+    let mut blocked = payee("NET 30");
+    blocked.blocked = true;
+    let events = payment.release(due, &blocked, &policy());
+    assert_eq!(events, vec![PaymentEvent::Held(Hold::SupplierBlocked)]);
+    queue.requeue(&payment, due);
+    assert_eq!(queue.next(), Some(date(2026, 4, 1)));
+
+    // Released next day: nothing left to queue.
+    let next_run = queue.take_due(date(2026, 4, 1));
+    assert_eq!(next_run, vec![payment.invoice().clone()]);
+    let events = payment.release(date(2026, 4, 1), &payee("NET 30"), &policy());
+    assert!(matches!(
+        events[..],
+        [
+            PaymentEvent::HoldReleased(Hold::SupplierBlocked),
+            PaymentEvent::Released(_)
+        ]
+    ));
+    queue.requeue(&payment, date(2026, 4, 1));
+    assert_eq!(queue.next(), None);
+}
+
+#[test]
+fn a_supplier_without_an_account_to_pay_to_is_held_until_the_master_has_one() {
+    let mut payment = scheduled(dec!(100), "NET 0");
+    let mut no_account = payee("NET 0");
+    no_account.iban = None;
+    let run = date(2026, 3, 1);
+    assert_eq!(
+        payment.release(run, &no_account, &policy()),
+        vec![PaymentEvent::Held(Hold::NoCreditorAccount)]
+    );
+    let events = payment.release(run, &payee("NET 0"), &policy());
+    assert_eq!(
+        events[0],
+        PaymentEvent::HoldReleased(Hold::NoCreditorAccount)
+    );
+    assert!(matches!(events[1], PaymentEvent::Released(_)));
 }

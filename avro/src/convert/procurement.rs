@@ -1,0 +1,603 @@
+//! Conversions for the procurement topology's records: approval decisions and org
+//! configuration in; approval requests, PO status and audit events out. Each output has a
+//! record type that both encodes and decodes, so consumers (tests, the demo, data platforms
+//! written in Rust) read exactly what the pipeline wrote.
+
+use super::{dec, none, record, s, some, DecodeError, EncodeError, Record, AMOUNT, MEASURE};
+use apache_avro::types::Value;
+use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision, Thresholds};
+use p2p_processors::org_config::OrgConfig;
+use p2p_processors::payment::{InstallmentPlan, PaymentPolicy, PaymentTerms};
+use p2p_processors::procurement::ApprovalDecided;
+use p2p_processors::*;
+use std::collections::BTreeMap;
+
+const RATE: (u32, u32) = (28, 10);
+
+/// `L1` -> `"L1"`, with its index in the schemas' `ApprovalLevel` enum.
+fn level_symbol(level: ApprovalLevel) -> (u32, &'static str) {
+    match level {
+        ApprovalLevel::L1 => (0, "L1"),
+        ApprovalLevel::L2 => (1, "L2"),
+        ApprovalLevel::L3 => (2, "L3"),
+    }
+}
+
+fn level(r: &Record<'_>, field: &'static str) -> Result<ApprovalLevel, DecodeError> {
+    match r.symbol(field)? {
+        "L1" => Ok(ApprovalLevel::L1),
+        "L2" => Ok(ApprovalLevel::L2),
+        "L3" => Ok(ApprovalLevel::L3),
+        _ => Err(DecodeError::WrongType {
+            field,
+            expected: "approval level",
+        }),
+    }
+}
+
+/// `AwaitingApproval` -> `AWAITING_APPROVAL`: the schemas' spelling of Rust variant names.
+pub fn screaming_snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+pub fn state_symbol(state: PoState) -> String {
+    screaming_snake(&format!("{state:?}"))
+}
+
+pub fn action_symbol(action: PoAction) -> String {
+    screaming_snake(&format!("{action:?}"))
+}
+
+// ---- inputs -------------------------------------------------------------------------------
+
+/// Decodes an `ApprovalDecision`, with its event time.
+pub fn approval_decision(value: &Value) -> Result<(ApprovalDecided, EventTime), DecodeError> {
+    let r = Record::of(value, "ApprovalDecision")?;
+    let approve = match r.symbol("decision")? {
+        "APPROVE" => true,
+        "REJECT" => false,
+        other => return Err(DecodeError::UnknownEventType(other.to_owned())),
+    };
+    Ok((
+        ApprovalDecided {
+            org: r.id("org_id", OrgId::parse)?,
+            po: r.id("po_id", PurchaseOrderId::parse)?,
+            decision: Decision {
+                approver: r.id("approver_id", UserId::parse)?,
+                authority: level(&r, "authority")?,
+                approve,
+            },
+        },
+        r.timestamp("occurred_at")?,
+    ))
+}
+
+/// An `ApprovalDecision` value, as an approval front end would publish it.
+pub fn approval_decision_value(
+    decided: &ApprovalDecided,
+    decision_id: &str,
+    occurred_at: EventTime,
+) -> Value {
+    let (index, symbol) = level_symbol(decided.decision.authority);
+    let verdict = if decided.decision.approve {
+        Value::Enum(0, "APPROVE".into())
+    } else {
+        Value::Enum(1, "REJECT".into())
+    };
+    record(vec![
+        ("decision_id", s(decision_id)),
+        ("org_id", s(&decided.org)),
+        ("po_id", s(&decided.po)),
+        ("approver_id", s(&decided.decision.approver)),
+        ("authority", Value::Enum(index, symbol.into())),
+        ("decision", verdict),
+        ("comment", none()),
+        ("occurred_at", Value::TimestampMillis(occurred_at.0)),
+    ])
+}
+
+fn thresholds(
+    r: &Record<'_>,
+    l1: &'static str,
+    l2: &'static str,
+) -> Result<Thresholds, DecodeError> {
+    Ok(Thresholds {
+        l1_max: r.decimal(l1, AMOUNT.1)?,
+        l2_max: r.decimal(l2, AMOUNT.1)?,
+    })
+}
+
+/// Decodes an `OrgConfig`.
+pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
+    let r = Record::of(value, "OrgConfig")?;
+    let mut by_currency = BTreeMap::new();
+    for v in r.array("approval_thresholds_by_currency")? {
+        let t = Record::of(v, "CurrencyThresholds")?;
+        by_currency.insert(t.currency("currency")?, thresholds(&t, "l1_max", "l2_max")?);
+    }
+    let mut rates = BTreeMap::new();
+    for v in r.array("rates_to_base")? {
+        let t = Record::of(v, "RateToBase")?;
+        rates.insert(t.currency("currency")?, t.decimal("rate", RATE.1)?);
+    }
+    let mut debtor_accounts = BTreeMap::new();
+    for v in r.array("debtor_accounts")? {
+        let a = Record::of(v, "DebtorAccount")?;
+        debtor_accounts.insert(a.currency("currency")?, a.string("iban")?.to_owned());
+    }
+    let (installment_threshold, installment_plan) = match r.opt("installments") {
+        None => (None, None),
+        Some(v) => {
+            let i = Record::of(v, "InstallmentSettings")?;
+            let currency = i.currency("threshold_currency")?;
+            let plan = InstallmentPlan {
+                markup_percent: i.decimal("markup_percent", 6)?,
+                installments: non_negative(&i, "count")?,
+                interval_days: non_negative(&i, "interval_days")?,
+            };
+            let threshold = Money::new(i.decimal("threshold_amount", AMOUNT.1)?, currency);
+            (Some(threshold), Some(plan))
+        }
+    };
+    let terms = r.string("default_payment_terms")?;
+    Ok(OrgConfig {
+        org: r.id("org_id", OrgId::parse)?,
+        payment: PaymentPolicy {
+            capture_discounts: r.boolean_or("capture_discounts", false)?,
+            cooling_off_days: non_negative(&r, "cooling_off_days")?,
+            installment_threshold,
+            installment_plan,
+            debtor_accounts,
+        },
+        default_terms: PaymentTerms::parse(terms).map_err(|e| DecodeError::Invalid {
+            field: "default_payment_terms",
+            reason: e.to_string(),
+        })?,
+        approval: ApprovalPolicy {
+            base_currency: r.currency("base_currency")?,
+            thresholds: thresholds(&r, "approval_l1_max", "approval_l2_max")?,
+            thresholds_by_currency: by_currency,
+            rates_to_base: rates,
+            sla_millis: r.long("approval_sla_millis")?,
+        },
+        updated_at: r.timestamp("updated_at")?,
+    })
+}
+
+/// An `OrgConfig` value, as an org's administrator would publish it.
+pub fn org_config_value(config: &OrgConfig) -> Result<Value, EncodeError> {
+    let a = &config.approval;
+    let by_currency = a
+        .thresholds_by_currency
+        .iter()
+        .map(|(currency, t)| {
+            Ok(record(vec![
+                ("currency", s(currency)),
+                ("l1_max", dec("l1_max", t.l1_max, AMOUNT)?),
+                ("l2_max", dec("l2_max", t.l2_max, AMOUNT)?),
+            ]))
+        })
+        .collect::<Result<Vec<_>, EncodeError>>()?;
+    let rates = a
+        .rates_to_base
+        .iter()
+        .map(|(currency, rate)| {
+            Ok(record(vec![
+                ("currency", s(currency)),
+                ("rate", dec("rate", *rate, RATE)?),
+            ]))
+        })
+        .collect::<Result<Vec<_>, EncodeError>>()?;
+    Ok(record(vec![
+        ("org_id", s(&config.org)),
+        ("base_currency", s(a.base_currency)),
+        (
+            "approval_l1_max",
+            dec("approval_l1_max", a.thresholds.l1_max, AMOUNT)?,
+        ),
+        (
+            "approval_l2_max",
+            dec("approval_l2_max", a.thresholds.l2_max, AMOUNT)?,
+        ),
+        ("approval_thresholds_by_currency", Value::Array(by_currency)),
+        ("rates_to_base", Value::Array(rates)),
+        ("approval_sla_millis", Value::Long(a.sla_millis)),
+        (
+            "capture_discounts",
+            Value::Boolean(config.payment.capture_discounts),
+        ),
+        (
+            "cooling_off_days",
+            Value::Int(config.payment.cooling_off_days as i32),
+        ),
+        (
+            "debtor_accounts",
+            Value::Array(
+                config
+                    .payment
+                    .debtor_accounts
+                    .iter()
+                    .map(|(currency, iban)| {
+                        record(vec![("currency", s(currency)), ("iban", s(iban))])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("default_payment_terms", s(config.default_terms)),
+        ("installments", installments_value(&config.payment)?),
+        ("updated_at", Value::TimestampMillis(config.updated_at.0)),
+    ]))
+}
+
+fn installments_value(policy: &PaymentPolicy) -> Result<Value, EncodeError> {
+    let (Some(threshold), Some(plan)) = (policy.installment_threshold, policy.installment_plan)
+    else {
+        return Ok(none());
+    };
+    Ok(some(record(vec![
+        ("threshold_currency", s(threshold.currency())),
+        (
+            "threshold_amount",
+            dec("threshold_amount", threshold.amount(), AMOUNT)?,
+        ),
+        (
+            "markup_percent",
+            dec("markup_percent", plan.markup_percent, (18, 6))?,
+        ),
+        ("count", Value::Int(plan.installments as i32)),
+        ("interval_days", Value::Int(plan.interval_days as i32)),
+    ])))
+}
+
+/// An int field that must not be negative (a count of days or installments).
+pub(super) fn non_negative(r: &Record<'_>, field: &'static str) -> Result<u32, DecodeError> {
+    u32::try_from(r.int(field)?).map_err(|_| DecodeError::Invalid {
+        field,
+        reason: "must not be negative".into(),
+    })
+}
+
+// ---- outputs ------------------------------------------------------------------------------
+
+/// Whether an approval request is new or an escalation of one past its SLA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Requested,
+    Escalated,
+}
+
+/// An `ApprovalRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequestRecord {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+    pub kind: RequestKind,
+    pub level: ApprovalLevel,
+    pub step: u32,
+    pub steps: u32,
+    pub requester: UserId,
+    pub total: Money,
+    pub due_at: EventTime,
+    pub escalations: u32,
+    pub occurred_at: EventTime,
+}
+
+impl ApprovalRequestRecord {
+    pub fn to_value(&self) -> Result<Value, EncodeError> {
+        let (index, symbol) = level_symbol(self.level);
+        let kind = match self.kind {
+            RequestKind::Requested => Value::Enum(0, "REQUESTED".into()),
+            RequestKind::Escalated => Value::Enum(1, "ESCALATED".into()),
+        };
+        Ok(record(vec![
+            ("org_id", s(&self.org)),
+            ("po_id", s(&self.po)),
+            ("kind", kind),
+            ("level", Value::Enum(index, symbol.into())),
+            ("step", Value::Int(self.step as i32)),
+            ("steps", Value::Int(self.steps as i32)),
+            ("requester_id", s(&self.requester)),
+            ("currency", s(self.total.currency())),
+            (
+                "total_amount",
+                dec("total_amount", self.total.amount(), MEASURE)?,
+            ),
+            ("due_at", Value::TimestampMillis(self.due_at.0)),
+            ("escalations", Value::Int(self.escalations as i32)),
+            ("occurred_at", Value::TimestampMillis(self.occurred_at.0)),
+        ]))
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, DecodeError> {
+        let r = Record::of(value, "ApprovalRequest")?;
+        let kind = match r.symbol("kind")? {
+            "REQUESTED" => RequestKind::Requested,
+            "ESCALATED" => RequestKind::Escalated,
+            other => return Err(DecodeError::UnknownEventType(other.to_owned())),
+        };
+        let currency = r.currency("currency")?;
+        Ok(Self {
+            org: r.id("org_id", OrgId::parse)?,
+            po: r.id("po_id", PurchaseOrderId::parse)?,
+            kind,
+            level: level(&r, "level")?,
+            step: r.int("step")? as u32,
+            steps: r.int("steps")? as u32,
+            requester: r.id("requester_id", UserId::parse)?,
+            total: Money::new(r.decimal("total_amount", MEASURE.1)?, currency),
+            due_at: r.timestamp("due_at")?,
+            escalations: r.int("escalations")? as u32,
+            occurred_at: r.timestamp("occurred_at")?,
+        })
+    }
+}
+
+/// A `PurchaseOrderStatus`: the latest state of one PO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoStatusRecord {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+    pub state: PoState,
+    pub version: u64,
+    pub last_action: PoAction,
+    pub updated_at: EventTime,
+}
+
+impl PoStatusRecord {
+    /// The record key on the compacted topic: one record per PO survives compaction.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.org, self.po)
+    }
+
+    pub fn to_value(&self) -> Value {
+        let index = PoState::ALL
+            .iter()
+            .position(|s| *s == self.state)
+            .unwrap_or(0) as u32;
+        record(vec![
+            ("org_id", s(&self.org)),
+            ("po_id", s(&self.po)),
+            ("state", Value::Enum(index, state_symbol(self.state))),
+            ("version", Value::Long(self.version as i64)),
+            ("last_action", s(action_symbol(self.last_action))),
+            ("updated_at", Value::TimestampMillis(self.updated_at.0)),
+        ])
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, DecodeError> {
+        let r = Record::of(value, "PurchaseOrderStatus")?;
+        let state = r.symbol("state")?;
+        let state = PoState::ALL
+            .into_iter()
+            .find(|s| state_symbol(*s) == state)
+            .ok_or(DecodeError::WrongType {
+                field: "state",
+                expected: "purchase order state",
+            })?;
+        let action = r.string("last_action")?;
+        let last_action = PoAction::ALL
+            .into_iter()
+            .find(|a| action_symbol(*a) == action)
+            .ok_or(DecodeError::WrongType {
+                field: "last_action",
+                expected: "purchase order action",
+            })?;
+        Ok(Self {
+            org: r.id("org_id", OrgId::parse)?,
+            po: r.id("po_id", PurchaseOrderId::parse)?,
+            state,
+            version: r.long("version")? as u64,
+            last_action,
+            updated_at: r.timestamp("updated_at")?,
+        })
+    }
+}
+
+/// What kind of entry an audit event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AuditKind {
+    Transitioned,
+    Refused,
+    ApprovalRequested,
+    StepApproved,
+    Escalated,
+}
+
+const AUDIT_KINDS: [(AuditKind, &str); 5] = [
+    (AuditKind::Transitioned, "TRANSITIONED"),
+    (AuditKind::Refused, "REFUSED"),
+    (AuditKind::ApprovalRequested, "APPROVAL_REQUESTED"),
+    (AuditKind::StepApproved, "STEP_APPROVED"),
+    (AuditKind::Escalated, "ESCALATED"),
+];
+
+/// An `AuditEvent` about a purchase order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+    pub kind: AuditKind,
+    pub action: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub version: u64,
+    pub actor: Option<UserId>,
+    pub detail: String,
+    pub occurred_at: EventTime,
+}
+
+impl AuditRecord {
+    pub fn to_value(&self) -> Value {
+        let (index, symbol) = AUDIT_KINDS
+            .iter()
+            .enumerate()
+            .find(|(_, (k, _))| *k == self.kind)
+            .map(|(i, (_, name))| (i as u32, *name))
+            .unwrap_or((0, "TRANSITIONED"));
+        let opt = |v: &Option<String>| v.as_ref().map_or_else(none, |v| some(s(v)));
+        record(vec![
+            ("org_id", s(&self.org)),
+            ("entity_type", Value::Enum(0, "PURCHASE_ORDER".into())),
+            ("entity_id", s(&self.po)),
+            ("kind", Value::Enum(index, symbol.into())),
+            ("action", s(&self.action)),
+            ("from_state", opt(&self.from_state)),
+            ("to_state", opt(&self.to_state)),
+            ("version", Value::Long(self.version as i64)),
+            (
+                "actor_id",
+                self.actor.as_ref().map_or_else(none, |a| some(s(a))),
+            ),
+            ("detail", s(&self.detail)),
+            ("occurred_at", Value::TimestampMillis(self.occurred_at.0)),
+        ])
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, DecodeError> {
+        let r = Record::of(value, "AuditEvent")?;
+        let kind = r.symbol("kind")?;
+        let kind = AUDIT_KINDS
+            .iter()
+            .find(|(_, name)| *name == kind)
+            .map(|(k, _)| *k)
+            .ok_or(DecodeError::UnknownEventType(kind.to_owned()))?;
+        let actor = r
+            .opt_string("actor_id")?
+            .map(|a| {
+                UserId::parse(a).map_err(|source| DecodeError::InvalidId {
+                    field: "actor_id",
+                    source,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            org: r.id("org_id", OrgId::parse)?,
+            po: r.id("entity_id", PurchaseOrderId::parse)?,
+            kind,
+            action: r.string("action")?.to_owned(),
+            from_state: r.opt_string("from_state")?.map(str::to_owned),
+            to_state: r.opt_string("to_state")?.map(str::to_owned),
+            version: r.long("version")? as u64,
+            actor,
+            detail: r.string("detail")?.to_owned(),
+            occurred_at: r.timestamp("occurred_at")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::{APPROVAL_REQUEST, AUDIT_EVENT, ORG_CONFIG, PO_STATUS};
+    use rust_decimal_macros::dec;
+
+    fn roundtrip(contract: &crate::Contract, value: Value) -> Value {
+        let bytes = contract.write_datum(value).unwrap();
+        contract.read_datum(&mut &bytes[..]).unwrap()
+    }
+
+    #[test]
+    fn screaming_snake_spells_states_as_the_schema_does() {
+        assert_eq!(state_symbol(PoState::AwaitingApproval), "AWAITING_APPROVAL");
+        assert_eq!(action_symbol(PoAction::ResolveDispute), "RESOLVE_DISPUTE");
+        let apache_avro::Schema::Record(r) = PO_STATUS.schema() else {
+            panic!("a record")
+        };
+        let apache_avro::Schema::Enum(e) = &r.fields[r.lookup["state"]].schema else {
+            panic!("an enum")
+        };
+        let ours: Vec<String> = PoState::ALL.into_iter().map(state_symbol).collect();
+        assert_eq!(e.symbols, ours);
+    }
+
+    #[test]
+    fn an_org_config_keeps_every_threshold_rate_and_sla_exactly() {
+        let eur = Currency::parse("EUR").unwrap();
+        let usd = Currency::parse("USD").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        let mut approval = ApprovalPolicy::defaults(eur);
+        approval.thresholds.l1_max = dec!(5000.50);
+        approval.rates_to_base.insert(usd, dec!(0.9234567891));
+        approval.thresholds_by_currency.insert(
+            jpy,
+            Thresholds {
+                l1_max: dec!(1500000),
+                l2_max: dec!(7500000),
+            },
+        );
+        approval.sla_millis = 3_600_000;
+        let mut payment = PaymentPolicy::defaults();
+        payment.capture_discounts = true;
+        payment
+            .debtor_accounts
+            .insert(eur, "DE89370400440532013000".into());
+        payment.installment_threshold = Some(Money::new(dec!(250000), eur));
+        payment.installment_plan = Some(InstallmentPlan {
+            markup_percent: dec!(4.5),
+            installments: 12,
+            interval_days: 30,
+        });
+        let config = OrgConfig {
+            org: OrgId::from_u128(1),
+            approval,
+            payment,
+            default_terms: PaymentTerms::parse("2/10 NET 30").unwrap(),
+            updated_at: EventTime(5),
+        };
+        let back = org_config(&roundtrip(&ORG_CONFIG, org_config_value(&config).unwrap())).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn requests_statuses_and_audit_events_read_back_as_written() {
+        let eur = Currency::parse("EUR").unwrap();
+        let request = ApprovalRequestRecord {
+            org: OrgId::from_u128(1),
+            po: PurchaseOrderId::from_u128(2),
+            kind: RequestKind::Escalated,
+            level: ApprovalLevel::L2,
+            step: 2,
+            steps: 3,
+            requester: UserId::from_u128(3),
+            total: Money::new(dec!(20000.123456), eur),
+            due_at: EventTime(10),
+            escalations: 1,
+            occurred_at: EventTime(9),
+        };
+        let value = roundtrip(&APPROVAL_REQUEST, request.to_value().unwrap());
+        assert_eq!(ApprovalRequestRecord::from_value(&value).unwrap(), request);
+
+        let status = PoStatusRecord {
+            org: OrgId::from_u128(1),
+            po: PurchaseOrderId::from_u128(2),
+            state: PoState::PartiallyReceived,
+            version: 6,
+            last_action: PoAction::ReceivePartially,
+            updated_at: EventTime(11),
+        };
+        let value = roundtrip(&PO_STATUS, status.to_value());
+        assert_eq!(PoStatusRecord::from_value(&value).unwrap(), status);
+
+        let audit = AuditRecord {
+            org: OrgId::from_u128(1),
+            po: PurchaseOrderId::from_u128(2),
+            kind: AuditKind::Refused,
+            action: "APPROVE".into(),
+            from_state: Some("AWAITING_APPROVAL".into()),
+            to_state: None,
+            version: 1,
+            actor: Some(UserId::from_u128(3)),
+            detail: "the requester cannot approve their own document".into(),
+            occurred_at: EventTime(12),
+        };
+        let value = roundtrip(&AUDIT_EVENT, audit.to_value());
+        assert_eq!(AuditRecord::from_value(&value).unwrap(), audit);
+    }
+}

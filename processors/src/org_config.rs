@@ -1,0 +1,37 @@
+//! One org's settings as published on the compacted `org-config` topic. Processors get them
+//! as values; an org that has published none runs on DOMAIN.md's defaults.
+
+use crate::approval::ApprovalPolicy;
+use crate::events::EventTime;
+use crate::ids::OrgId;
+use crate::payment::{PaymentPolicy, PaymentTerms};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgConfig {
+    pub org: OrgId,
+    pub approval: ApprovalPolicy,
+    pub payment: PaymentPolicy,
+    /// Terms for suppliers the supplier master does not know (yet).
+    pub default_terms: PaymentTerms,
+    pub updated_at: EventTime,
+}
+
+impl PaymentPolicy {
+    /// No discounts captured, a 7-day cooling-off period after a bank-account change, no
+    /// installments, and no debtor account: an org must say which account pays.
+    pub fn defaults() -> Self {
+        Self {
+            capture_discounts: false,
+            cooling_off_days: 7,
+            installment_threshold: None,
+            installment_plan: None,
+            debtor_accounts: Default::default(),
+        }
+    }
+}
+
+impl PaymentTerms {
+    /// Net 30, the usual default when nothing else is agreed.
+    pub const DEFAULT: PaymentTerms = PaymentTerms::Net { days: 30 };
+}

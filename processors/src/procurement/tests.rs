@@ -1,0 +1,329 @@
+use super::*;
+use crate::approval::ApprovalLevel;
+use crate::events::{
+    PurchaseOrderCancelled, PurchaseOrderIssued, PurchaseOrderLine, PurchaseOrderStepped,
+    PurchaseOrderSubmitted,
+};
+use crate::ids::{LineNumber, SupplierId, UserId};
+use crate::lifecycle::PurchaseOrderTransitioned;
+use crate::money::{Money, Quantity, UnitPrice};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+const T0: EventTime = EventTime(1_000_000);
+const REQUESTER: u128 = 100;
+
+fn org() -> OrgId {
+    OrgId::from_u128(1)
+}
+fn po() -> PurchaseOrderId {
+    PurchaseOrderId::from_u128(2)
+}
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+fn user(n: u128) -> UserId {
+    UserId::from_u128(n)
+}
+
+/// One line of `quantity` x `price` EUR.
+fn lines(quantity: Decimal, price: Decimal) -> Vec<PurchaseOrderLine> {
+    vec![PurchaseOrderLine {
+        line: LineNumber::new(1).unwrap(),
+        description: "pallets".into(),
+        quantity: Quantity::new(quantity).unwrap(),
+        unit_price: UnitPrice::new(Money::new(price, eur())).unwrap(),
+        receipt_required: true,
+    }]
+}
+
+fn submitted(quantity: Decimal, price: Decimal) -> ProcurementInput {
+    ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Submitted(PurchaseOrderSubmitted {
+        org: org(),
+        po: po(),
+        supplier: SupplierId::from_u128(3),
+        currency: eur(),
+        lines: lines(quantity, price),
+        requester: user(REQUESTER),
+    }))
+}
+
+fn issued() -> ProcurementInput {
+    ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Issued(PurchaseOrderIssued {
+        org: org(),
+        po: po(),
+        supplier: SupplierId::from_u128(3),
+        currency: eur(),
+        lines: lines(dec!(10), dec!(100)),
+    }))
+}
+
+fn stepped(step: PurchaseOrderStep) -> ProcurementInput {
+    ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+        org: org(),
+        po: po(),
+        step,
+    }))
+}
+
+fn cancelled() -> ProcurementInput {
+    ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(PurchaseOrderCancelled {
+        org: org(),
+        po: po(),
+    }))
+}
+
+fn decision(by: u128, authority: ApprovalLevel, approve: bool) -> ProcurementInput {
+    ProcurementInput::Decision(ApprovalDecided {
+        org: org(),
+        po: po(),
+        decision: Decision {
+            approver: user(by),
+            authority,
+            approve,
+        },
+    })
+}
+
+fn transition(action: PoAction, from: PoState, to: PoState, version: u64) -> ApprovalEvent {
+    ApprovalEvent::Transitioned(PurchaseOrderTransitioned {
+        org: org(),
+        id: po(),
+        action,
+        from,
+        to,
+        version,
+    })
+}
+
+const SLA: i64 = 48 * 3_600_000;
+
+#[test]
+fn an_l2_purchase_order_is_submitted_and_its_first_step_requested_with_its_sla() {
+    let mut state = None;
+    // 20 x 1,000 EUR = 20,000: L2, a chain of L1 then L2.
+    let events = handle(&mut state, &submitted(dec!(20), dec!(1000)), None, T0).unwrap();
+    assert_eq!(
+        events,
+        vec![
+            transition(
+                PoAction::Submit,
+                PoState::Draft,
+                PoState::AwaitingApproval,
+                1
+            ),
+            ApprovalEvent::Requested {
+                level: ApprovalLevel::L1,
+                step: 1,
+                of: 2,
+                due_at: EventTime(T0.0 + SLA),
+            },
+        ]
+    );
+    let state = state.unwrap();
+    assert_eq!(state.requester(), Some(&user(REQUESTER)));
+    assert_eq!(state.total(), Money::new(dec!(20000), eur()));
+}
+
+#[test]
+fn the_whole_chain_approves_then_the_erp_issues_and_the_supplier_acknowledges() {
+    let mut state = None;
+    handle(&mut state, &submitted(dec!(20), dec!(1000)), None, T0).unwrap();
+    let first = handle(
+        &mut state,
+        &decision(7, ApprovalLevel::L1, true),
+        None,
+        EventTime(T0.0 + 10),
+    )
+    .unwrap();
+    assert_eq!(
+        first,
+        vec![
+            ApprovalEvent::StepApproved {
+                level: ApprovalLevel::L1,
+                approver: user(7),
+            },
+            ApprovalEvent::Requested {
+                level: ApprovalLevel::L2,
+                step: 2,
+                of: 2,
+                due_at: EventTime(T0.0 + 10 + SLA),
+            },
+        ]
+    );
+    let second = handle(
+        &mut state,
+        &decision(8, ApprovalLevel::L3, true),
+        None,
+        EventTime(T0.0 + 20),
+    )
+    .unwrap();
+    assert_eq!(
+        second.last(),
+        Some(&transition(
+            PoAction::Approve,
+            PoState::AwaitingApproval,
+            PoState::Approved,
+            2
+        ))
+    );
+    assert_eq!(
+        handle(&mut state, &issued(), None, T0).unwrap(),
+        vec![transition(
+            PoAction::Issue,
+            PoState::Approved,
+            PoState::Issued,
+            3
+        )]
+    );
+    assert_eq!(
+        handle(
+            &mut state,
+            &stepped(PurchaseOrderStep::Acknowledged),
+            None,
+            T0
+        )
+        .unwrap(),
+        vec![transition(
+            PoAction::Acknowledge,
+            PoState::Issued,
+            PoState::Acknowledged,
+            4
+        )]
+    );
+    assert_eq!(state.unwrap().escalation_due(), None);
+}
+
+#[test]
+fn a_requester_approving_their_own_po_is_refused_and_changes_nothing() {
+    let mut state = None;
+    handle(&mut state, &submitted(dec!(1), dec!(500)), None, T0).unwrap();
+    let before = state.clone();
+    let refusal = handle(
+        &mut state,
+        &decision(REQUESTER, ApprovalLevel::L3, true),
+        None,
+        T0,
+    )
+    .unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal {
+            org: org(),
+            po: po(),
+            state: Some(PoState::AwaitingApproval),
+            version: 1,
+            attempted: PoAction::Approve,
+            reason: RefusalReason::Approval(ApprovalError::SegregationOfDuties(user(REQUESTER))),
+        }
+    );
+    assert_eq!(state, before);
+}
+
+#[test]
+fn a_decision_on_a_po_never_submitted_is_refused_as_unknown() {
+    let mut state = None;
+    let refusal = handle(&mut state, &decision(7, ApprovalLevel::L1, false), None, T0).unwrap_err();
+    assert_eq!(refusal.reason, RefusalReason::UnknownPurchaseOrder(po()));
+    assert_eq!(refusal.attempted, PoAction::Reject);
+    assert_eq!(refusal.state, None);
+    assert!(state.is_none());
+}
+
+#[test]
+fn a_po_first_heard_of_when_issued_enters_at_issued_and_a_change_order_is_no_step() {
+    let mut state = None;
+    assert_eq!(
+        handle(&mut state, &issued(), None, T0).unwrap(),
+        vec![transition(
+            PoAction::Issue,
+            PoState::Approved,
+            PoState::Issued,
+            1
+        )]
+    );
+    assert_eq!(state.as_ref().unwrap().requester(), None);
+    assert_eq!(handle(&mut state, &issued(), None, T0).unwrap(), vec![]);
+    assert_eq!(state.unwrap().po().version(), 1);
+}
+
+#[test]
+fn lifecycle_steps_the_state_does_not_allow_are_refused_with_state_and_action() {
+    let mut state = None;
+    handle(&mut state, &issued(), None, T0).unwrap();
+    let refusal = handle(&mut state, &stepped(PurchaseOrderStep::Closed), None, T0).unwrap_err();
+    assert_eq!(refusal.state, Some(PoState::Issued));
+    assert_eq!(refusal.attempted, PoAction::Close);
+    assert!(matches!(
+        refusal.reason,
+        RefusalReason::Approval(ApprovalError::Transition(_))
+    ));
+    // Resubmitting a known PO is refused too: nothing leads back to Draft.
+    let again = handle(&mut state, &submitted(dec!(1), dec!(1)), None, T0).unwrap_err();
+    assert_eq!(again.attempted, PoAction::Submit);
+    assert_eq!(again.version, 1);
+}
+
+#[test]
+fn a_cancelled_po_under_approval_stops_its_escalation_and_refuses_decisions() {
+    let mut state = None;
+    handle(&mut state, &submitted(dec!(1), dec!(500)), None, T0).unwrap();
+    assert!(state.as_ref().unwrap().escalation_due().is_some());
+    assert_eq!(
+        handle(&mut state, &cancelled(), None, T0).unwrap(),
+        vec![transition(
+            PoAction::Cancel,
+            PoState::AwaitingApproval,
+            PoState::Cancelled,
+            2
+        )]
+    );
+    assert_eq!(state.as_ref().unwrap().escalation_due(), None);
+    let refusal = handle(&mut state, &decision(7, ApprovalLevel::L1, true), None, T0).unwrap_err();
+    assert_eq!(
+        refusal.reason,
+        RefusalReason::Approval(ApprovalError::NotAwaitingApproval(PoState::Cancelled))
+    );
+}
+
+#[test]
+fn the_orgs_configured_policy_decides_the_level_and_the_sla() {
+    let mut policy = ApprovalPolicy::defaults(eur());
+    policy.thresholds.l1_max = dec!(100);
+    policy.thresholds.l2_max = dec!(200);
+    policy.sla_millis = 1_000;
+    let mut state = None;
+    // 500 EUR: L1 by default, L3 under this org's policy.
+    let events = handle(
+        &mut state,
+        &submitted(dec!(1), dec!(500)),
+        Some(&policy),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        events[1],
+        ApprovalEvent::Requested {
+            level: ApprovalLevel::L1,
+            step: 1,
+            of: 3,
+            due_at: EventTime(T0.0 + 1_000),
+        }
+    );
+}
+
+#[test]
+fn a_rejection_cancels_the_po() {
+    let mut state = None;
+    handle(&mut state, &submitted(dec!(1), dec!(500)), None, T0).unwrap();
+    let events = handle(&mut state, &decision(7, ApprovalLevel::L1, false), None, T0).unwrap();
+    assert_eq!(
+        events,
+        vec![transition(
+            PoAction::Reject,
+            PoState::AwaitingApproval,
+            PoState::Cancelled,
+            2
+        )]
+    );
+}
