@@ -118,5 +118,9 @@ mod tests {
             config.runtime_config("procurement").application_id,
             "p2p-procurement"
         );
+        assert_eq!(
+            config.runtime_config("payment").application_id,
+            "p2p-payment"
+        );
     }
 }

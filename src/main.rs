@@ -6,7 +6,7 @@ mod demo;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use p2p_topologies::{MatchRuntime, ProcurementProcessor, Runtime};
+use p2p_topologies::{MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -25,8 +25,8 @@ enum Command {
     /// Run the pipeline on an embedded Kafka (librdkafka's mock cluster), fed by the load
     /// generator, and print what it decided. Needs nothing installed.
     Demo(demo::DemoArgs),
-    /// Run the pipeline's topologies (match, procurement) against a Kafka cluster until
-    /// SIGINT or SIGTERM.
+    /// Run the pipeline's topologies (procurement, match, payment) against a Kafka cluster
+    /// until SIGINT or SIGTERM.
     Run {
         /// TOML configuration (see deploy/local/pipeline.toml).
         #[arg(long, short)]
@@ -75,14 +75,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = config::PipelineConfig::load(&config)?;
             let codec = config.codec()?;
-            tracing::info!(schemas = %codec.describe(), "starting the match and procurement topologies");
+            tracing::info!(schemas = %codec.describe(), "starting the procurement, match and payment topologies");
             let matching = MatchRuntime::for_match(config.match_config()?, codec.clone())
                 .context("starting the match runtime")?;
             let procurement = Runtime::new(
                 config.runtime_config("procurement"),
-                ProcurementProcessor::new(config.topics.clone(), codec),
+                ProcurementProcessor::new(config.topics.clone(), codec.clone()),
             )
             .context("starting the procurement runtime")?;
+            let payment = Runtime::new(
+                config.runtime_config("payment"),
+                PaymentProcessor::new(config.topics.clone(), codec),
+            )
+            .context("starting the payment runtime")?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let until_stopped = || {
                 let mut stopped = stopped.clone();
@@ -96,11 +101,12 @@ async fn main() -> anyhow::Result<()> {
             });
             // One failing runtime stops the process (and with it the other): an operator
             // restarts the whole application, never half of it.
-            let (matched, procured) = tokio::try_join!(
+            let (matched, procured, paid) = tokio::try_join!(
                 matching.run(until_stopped()),
-                procurement.run(until_stopped())
+                procurement.run(until_stopped()),
+                payment.run(until_stopped())
             )?;
-            tracing::info!(match_stats = ?matched, procurement_stats = ?procured, "stopped");
+            tracing::info!(match_stats = ?matched, procurement_stats = ?procured, payment_stats = ?paid, "stopped");
             Ok(())
         }
         Command::Admin {

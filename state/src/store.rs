@@ -62,6 +62,15 @@ impl StoreBatch {
         Ok(())
     }
 
+    /// Adds a write of a value already serialised as JSON (by a caller that caches values
+    /// across a batch without knowing their types).
+    pub fn put_json(&mut self, key: &StateKey, json: &[u8]) {
+        let mut bytes = Vec::with_capacity(1 + json.len());
+        bytes.push(VALUE_FORMAT);
+        bytes.extend_from_slice(json);
+        self.batch.put(key.as_bytes(), bytes);
+    }
+
     pub fn delete(&mut self, key: &StateKey) {
         self.batch.delete(key.as_bytes());
     }

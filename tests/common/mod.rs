@@ -7,8 +7,8 @@
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{read_outputs, Observed};
 use p2p_topologies::{
-    KafkaProperties, MatchConfig, MatchRuntime, ProcurementProcessor, Runtime, RuntimeConfig,
-    Topics, Topology,
+    KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime,
+    RuntimeConfig, Topics, Topology,
 };
 use std::path::Path;
 use std::process::Command;
@@ -92,6 +92,17 @@ impl Pipeline {
         let mut config = RuntimeConfig::new(&app, kafka(), state.path().to_path_buf());
         config.timer_interval = Duration::from_millis(100);
         let processor = ProcurementProcessor::new(topics.clone(), codec);
+        let runtime = Runtime::new(config, processor).expect("runtime starts");
+        Self::run(runtime, state)
+    }
+
+    /// The payment topology on `topics`, looking for due payment runs every 100 ms.
+    pub fn payment(topics: &Topics, codec: Arc<Codec>) -> Pipeline {
+        let state = tempfile::tempdir().expect("temp dir");
+        let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+        let mut config = RuntimeConfig::new(&app, kafka(), state.path().to_path_buf());
+        config.timer_interval = Duration::from_millis(100);
+        let processor = PaymentProcessor::new(topics.clone(), codec);
         let runtime = Runtime::new(config, processor).expect("runtime starts");
         Self::run(runtime, state)
     }

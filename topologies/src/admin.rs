@@ -32,9 +32,12 @@ pub async fn create_topics(
         .iter()
         .map(|name| {
             let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
-            // Tables keep the latest record per key forever.
+            // Tables keep the latest record per key forever; supplier-master is keyed by org
+            // (many suppliers per key), so it keeps every record instead (ADR 0005).
             if compacted.contains(&name.as_str()) {
                 topic.set("cleanup.policy", "compact")
+            } else if *name == topics.supplier_master {
+                topic.set("retention.ms", "-1")
             } else {
                 topic
             }

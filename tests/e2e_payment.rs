@@ -1,0 +1,401 @@
+//! End-to-end tests of the payment topology on a real Apache Kafka broker and a real schema
+//! registry: matched invoices in (as the match topology writes them), supplier master data and
+//! org settings as tables, PO disputes on `po-events`, bank statuses back; the payment schedule
+//! and the payment instructions of each run read back with read_committed.
+
+mod common;
+
+use apache_avro::types::Value;
+use chrono::{Days, NaiveDate};
+use common::*;
+use p2p_avro::contracts::{
+    INVOICE_MATCHED, ORG_CONFIG, PAYMENT_STATUS, PURCHASE_ORDER_EVENT, SUPPLIER_MASTER,
+};
+use p2p_avro::convert::payment::{
+    date_of, days_of, supplier_master_value, BankStatusReport, PaymentInstructionRecord,
+    PaymentScheduleRecord, ScheduleEventKind,
+};
+use p2p_avro::convert::procurement::org_config_value;
+use p2p_avro::convert::{invoice_matched_value, purchase_order_event_value};
+use p2p_avro::{Codec, Contract};
+use p2p_loadtest::audit::read_topic;
+use p2p_loadtest::produce::erp_producer;
+use p2p_processors::approval::ApprovalPolicy;
+use p2p_processors::org_config::OrgConfig;
+use p2p_processors::payment::{BankStatus, Payee, PaymentPolicy, PaymentTerms};
+use p2p_processors::*;
+use p2p_topologies::admin::create_topics;
+use p2p_topologies::{dlq, Topics};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const DEBTOR_IBAN: &str = "DE89370400440532013000";
+
+fn now() -> EventTime {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    EventTime(since_epoch.as_millis() as i64)
+}
+
+/// Today in UTC, the date the pipeline's payment runs go by.
+fn today() -> NaiveDate {
+    date_of(now().0.div_euclid(86_400_000) as i32)
+}
+
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+struct Sender {
+    producer: FutureProducer,
+    codec: std::sync::Arc<Codec>,
+    topics: Topics,
+}
+
+impl Sender {
+    async fn send(&self, topic: &str, key: &str, contract: &Contract, value: Value) {
+        let bytes = self.codec.encode(topic, contract, value).await.unwrap();
+        self.producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(&bytes),
+                Timeout::After(Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("the broker takes the record");
+    }
+
+    async fn matched(&self, m: &InvoiceMatched) {
+        let value = invoice_matched_value(m).unwrap();
+        self.send(
+            &self.topics.invoice_matched,
+            m.org.as_str(),
+            &INVOICE_MATCHED,
+            value,
+        )
+        .await;
+    }
+
+    async fn supplier(&self, org: &OrgId, payee: &Payee) {
+        let value = supplier_master_value(org, payee, now());
+        self.send(
+            &self.topics.supplier_master,
+            org.as_str(),
+            &SUPPLIER_MASTER,
+            value,
+        )
+        .await;
+    }
+
+    async fn bank(&self, org: &OrgId, invoice: &InvoiceId, status: BankStatus) {
+        let report = BankStatusReport {
+            org: org.clone(),
+            invoice: invoice.clone(),
+            part: 1,
+            status,
+            occurred_at: now(),
+        };
+        self.send(
+            &self.topics.payment_status,
+            org.as_str(),
+            &PAYMENT_STATUS,
+            report.to_value(),
+        )
+        .await;
+    }
+}
+
+fn payee(name: &str, terms: &str) -> Payee {
+    Payee {
+        supplier: SupplierId::random(),
+        name: name.into(),
+        terms: PaymentTerms::parse(terms).unwrap(),
+        blocked: false,
+        iban: Some("DE02120300000000202051".into()),
+        bic: Some("BYLADEM1001".into()),
+        bank_account_changed_on: None,
+    }
+}
+
+fn matched(
+    org: &OrgId,
+    supplier: &SupplierId,
+    total: Decimal,
+    currency: Currency,
+) -> InvoiceMatched {
+    InvoiceMatched {
+        org: org.clone(),
+        invoice: InvoiceId::random(),
+        po: PurchaseOrderId::random(),
+        supplier: supplier.clone(),
+        number: InvoiceNumber::parse(&format!("SI-{}", &InvoiceId::random().as_str()[4..10]))
+            .unwrap(),
+        total: Money::new(total, currency),
+        lines: vec![],
+        invoice_date: days_of(today()),
+        matched_at: now(),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    schedule: BTreeMap<String, Vec<PaymentScheduleRecord>>,
+    instructions: Vec<PaymentInstructionRecord>,
+    dead_letters: Vec<BTreeMap<String, String>>,
+}
+
+impl Seen {
+    async fn read(topics: &Topics, codec: &Codec) -> Seen {
+        let mut seen = Seen::default();
+        let read = |topic: &str| read_topic(&kafka(), topic, Duration::from_secs(30)).unwrap();
+        for message in read(&topics.payment_schedule) {
+            let value = codec.decode(message.payload()).await.unwrap();
+            let record = PaymentScheduleRecord::from_value(&value).unwrap();
+            seen.schedule
+                .entry(record.invoice.to_string())
+                .or_default()
+                .push(record);
+        }
+        for message in read(&topics.payment_instructions) {
+            let value = codec.decode(message.payload()).await.unwrap();
+            seen.instructions
+                .push(PaymentInstructionRecord::from_value(&value).unwrap());
+        }
+        for input in topics.payment_inputs() {
+            for message in read(&Topics::dlq(input)) {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                seen.dead_letters.push(headers);
+            }
+        }
+        seen
+    }
+
+    fn kinds(&self, invoice: &InvoiceId) -> Vec<(ScheduleEventKind, Option<String>)> {
+        self.schedule
+            .get(invoice.as_str())
+            .map(|rs| rs.iter().map(|r| (r.kind, r.hold.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+async fn wait_until(
+    topics: &Topics,
+    codec: &Codec,
+    what: &str,
+    done: impl Fn(&Seen) -> bool,
+) -> Seen {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = Seen::read(topics, codec).await;
+        if done(&seen) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; saw {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn kind(k: ScheduleEventKind) -> (ScheduleEventKind, Option<String>) {
+    (k, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once() {
+    let topics = unique_topics("payment");
+    create_topics(&kafka(), &topics, 3, 1)
+        .await
+        .expect("topics");
+    let codec = registry_codec();
+    let tx = Sender {
+        producer: erp_producer(&kafka()).unwrap(),
+        codec: codec.clone(),
+        topics: topics.clone(),
+    };
+    let org = OrgId::random();
+    let mut payment = PaymentPolicy::defaults();
+    payment.capture_discounts = true;
+    payment.debtor_accounts.insert(eur(), DEBTOR_IBAN.into());
+    let config = OrgConfig {
+        org: org.clone(),
+        approval: ApprovalPolicy::defaults(eur()),
+        payment,
+        default_terms: PaymentTerms::DEFAULT,
+        updated_at: now(),
+    };
+    tx.send(
+        &topics.org_config,
+        org.as_str(),
+        &ORG_CONFIG,
+        org_config_value(&config).unwrap(),
+    )
+    .await;
+    let prompt = payee("Acme Bolts GmbH", "NET 0");
+    let mut blocked = payee("Shady Supplies Ltd", "NET 0");
+    blocked.blocked = true;
+    let discounting = payee("Early Bird AG", "2/10 NET 30");
+    for p in [&prompt, &blocked, &discounting] {
+        tx.supplier(&org, p).await;
+    }
+
+    let pipeline = Pipeline::payment(&topics, codec.clone());
+
+    // Due today: released in today's run. Sent twice: paid once.
+    let paid = matched(&org, &prompt.supplier, dec!(1000.00), eur());
+    // Due today, but the supplier is blocked: held, never instructed.
+    let held = matched(&org, &blocked.supplier, dec!(500.00), eur());
+    // Its PO is disputed before the invoice is matched: held from the start.
+    let disputed = matched(&org, &prompt.supplier, dec!(250.00), eur());
+    // 2/10 net 30 with discounts captured: 2% off, due in 10 days, not in today's run.
+    let early = matched(&org, &discounting.supplier, dec!(1234.50), eur());
+    // No debtor account for USD: not scheduled, and kept.
+    let dollars = matched(
+        &org,
+        &prompt.supplier,
+        dec!(99.99),
+        Currency::parse("USD").unwrap(),
+    );
+
+    let dispute = PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+        org: org.clone(),
+        po: disputed.po.clone(),
+        step: PurchaseOrderStep::Disputed,
+    });
+    tx.send(
+        &topics.po_events,
+        org.as_str(),
+        &PURCHASE_ORDER_EVENT,
+        purchase_order_event_value(&dispute, "d", now()).unwrap(),
+    )
+    .await;
+    for m in [&paid, &held, &disputed, &early, &dollars, &paid] {
+        tx.matched(m).await;
+    }
+
+    let seen = wait_until(&topics, &codec, "today's payment run", |s| {
+        !s.instructions.is_empty()
+            && s.kinds(&held.invoice)
+                .iter()
+                .any(|k| k.0 == ScheduleEventKind::Held)
+    })
+    .await;
+
+    // One run: org, EUR, the debtor account, today; only the invoice that may be paid.
+    assert_eq!(seen.instructions.len(), 1, "{:#?}", seen.instructions);
+    let run = &seen.instructions[0];
+    assert_eq!(
+        (
+            run.org.clone(),
+            run.currency,
+            run.debtor_account.as_str(),
+            run.execution_date
+        ),
+        (org.clone(), eur(), DEBTOR_IBAN, today())
+    );
+    assert_eq!(run.total, Money::new(dec!(1000.00), eur()));
+    assert_eq!(run.payments.len(), 1);
+    let instructed = &run.payments[0];
+    assert_eq!(instructed.invoice, paid.invoice);
+    assert_eq!(instructed.creditor_name, "Acme Bolts GmbH");
+    assert_eq!(instructed.creditor_iban, "DE02120300000000202051");
+    assert_eq!(instructed.remittance, paid.number.to_string());
+    assert_eq!(instructed.end_to_end_id(), format!("{}/1", paid.invoice));
+
+    // The re-delivered match scheduled nothing more.
+    assert_eq!(
+        seen.kinds(&paid.invoice),
+        vec![
+            kind(ScheduleEventKind::Scheduled),
+            kind(ScheduleEventKind::Released)
+        ]
+    );
+    assert_eq!(
+        seen.kinds(&held.invoice),
+        vec![
+            kind(ScheduleEventKind::Scheduled),
+            (ScheduleEventKind::Held, Some("SUPPLIER_BLOCKED".into())),
+        ]
+    );
+    assert_eq!(
+        seen.kinds(&disputed.invoice),
+        vec![
+            kind(ScheduleEventKind::Scheduled),
+            (ScheduleEventKind::Held, Some("PO_DISPUTED".into())),
+        ]
+    );
+    let early_schedule = &seen.schedule[early.invoice.as_str()];
+    assert_eq!(early_schedule.len(), 1, "{early_schedule:#?}");
+    assert_eq!(
+        early_schedule[0].pay_on,
+        today().checked_add_days(Days::new(10))
+    );
+    assert_eq!(
+        early_schedule[0].amount,
+        Some(Money::new(dec!(1209.81), eur()))
+    );
+    assert_eq!(
+        early_schedule[0].discount,
+        Some(Money::new(dec!(24.69), eur()))
+    );
+    assert_eq!(
+        seen.kinds(&dollars.invoice),
+        vec![kind(ScheduleEventKind::Refused)]
+    );
+
+    // The bank accepts and settles it; a status for a payment nobody scheduled is refused.
+    tx.bank(&org, &paid.invoice, BankStatus::Accepted).await;
+    tx.bank(&org, &paid.invoice, BankStatus::Settled).await;
+    tx.bank(&org, &InvoiceId::random(), BankStatus::Settled)
+        .await;
+    let seen = wait_until(&topics, &codec, "the settlement", |s| {
+        s.kinds(&paid.invoice)
+            .iter()
+            .any(|k| k.0 == ScheduleEventKind::Settled)
+            && !s.dead_letters.is_empty()
+    })
+    .await;
+    let stats = pipeline.stop().await;
+    assert_eq!(
+        seen.kinds(&paid.invoice),
+        vec![
+            kind(ScheduleEventKind::Scheduled),
+            kind(ScheduleEventKind::Released),
+            kind(ScheduleEventKind::Disbursed),
+            kind(ScheduleEventKind::Remitted),
+            kind(ScheduleEventKind::Settled),
+        ]
+    );
+    assert_eq!(seen.dead_letters.len(), 1);
+    assert_eq!(seen.dead_letters[0][dlq::HEADER_REASON], "rejected");
+    assert_eq!(
+        seen.dead_letters[0][dlq::HEADER_TOPIC],
+        topics.payment_status
+    );
+    assert_eq!(
+        seen.instructions.len(),
+        1,
+        "no second run for the same payment"
+    );
+    assert_eq!(stats.get("payment runs"), 1);
+}
