@@ -1,5 +1,5 @@
-//! `p2p demo`: the pipeline's topologies (procurement: lifecycle and approval routing; match)
-//! in one process against librdkafka's in-process mock cluster, fed by the load generator,
+//! `p2p demo`: the pipeline's topologies (procurement: lifecycle and approval routing; match;
+//! payment) in one process against librdkafka's in-process mock cluster, fed by the load generator,
 //! then read back and checked against the generator's plan.
 //!
 //! The mock cluster is fine for a demo and nothing more: its Fetch ignores read_committed and
@@ -8,13 +8,15 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use p2p_avro::Codec;
-use p2p_loadtest::audit::{audit, audit_lifecycles, read_outputs, read_procurement};
+use p2p_loadtest::audit::{
+    audit, audit_lifecycles, audit_payments, read_outputs, read_payments, read_procurement,
+};
 use p2p_loadtest::generator::{InputTopic, Payload};
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_topologies::{
-    KafkaProperties, MatchConfig, MatchRuntime, ProcurementProcessor, Runtime, RuntimeConfig,
-    Stats, Topics,
+    KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime,
+    RuntimeConfig, Stats, StatsSnapshot, Topics,
 };
 use rdkafka::mocking::MockCluster;
 use std::sync::{Arc, OnceLock};
@@ -47,8 +49,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let codec = Arc::new(Codec::Embedded);
     println!(
-        "P2P pipeline demo: approval routing and three-way match on an embedded Kafka \
-         (librdkafka mock cluster)"
+        "P2P pipeline demo: approval routing, three-way match and payment runs on an embedded \
+         Kafka (librdkafka mock cluster)"
     );
     println!("schemas: {}", codec.describe());
 
@@ -92,45 +94,72 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ),
         ProcurementProcessor::new(topics.clone(), codec.clone()),
     )?;
-    let match_inputs = scenario.count(InputTopic::PurchaseOrders)
-        + scenario.count(InputTopic::GoodsReceipts)
-        + scenario.count(InputTopic::Invoices);
-    let procurement_inputs =
-        scenario.count(InputTopic::PurchaseOrders) + scenario.count(InputTopic::ApprovalDecisions);
-    debug_assert_eq!(
-        produced,
-        match_inputs + scenario.count(InputTopic::ApprovalDecisions)
-    );
+    let payment = Runtime::new(
+        RuntimeConfig::new(
+            "p2p-demo-payment",
+            kafka.clone(),
+            state_dir.path().to_path_buf(),
+        ),
+        PaymentProcessor::new(topics.clone(), codec.clone()),
+    )?;
+    let count =
+        |topics: &[InputTopic]| -> u64 { topics.iter().map(|t| scenario.count(*t) as u64).sum() };
+    use InputTopic as I;
+    let match_inputs = count(&[I::PurchaseOrders, I::GoodsReceipts, I::Invoices]);
+    let procurement_inputs = count(&[I::PurchaseOrders, I::ApprovalDecisions, I::OrgConfigs]);
+    let payable = scenario
+        .planted
+        .iter()
+        .filter(|(_, p)| *p == p2p_loadtest::Planted::Matched)
+        .count() as u64;
+    // Configs, suppliers and PO events, then one matched invoice per payable one.
+    let payment_inputs = count(&[I::PurchaseOrders, I::OrgConfigs, I::SupplierMasters]) + payable;
+    debug_assert_eq!(produced as u64, count(&I::ALL));
     // From the first processed batch, so joining the consumer group is not counted.
     let first_batch = Arc::new(OnceLock::new());
     let started = Instant::now();
-    let (match_stats, procurement_stats) = (matching.stats(), procurement.stats());
-    let (matched, procured) = tokio::try_join!(
-        matching.run(processed(match_stats, match_inputs, first_batch.clone())),
+    let (match_stats, procurement_stats, payment_stats) =
+        (matching.stats(), procurement.stats(), payment.stats());
+    let (matched, procured, paid) = tokio::try_join!(
+        matching.run(processed(
+            match_stats,
+            move |s| s.records_in >= match_inputs,
+            first_batch.clone()
+        )),
         procurement.run(processed(
             procurement_stats,
-            procurement_inputs,
+            move |s| s.records_in >= procurement_inputs,
+            first_batch.clone()
+        )),
+        payment.run(processed(
+            payment_stats,
+            // Every payable invoice in, and released by the run its due date calls for.
+            move |s| s.records_in >= payment_inputs && s.get("parts released") >= payable,
             first_batch.clone()
         )),
     )?;
     let elapsed = first_batch
         .get()
         .map_or(started.elapsed(), Instant::elapsed);
-    if matched.records_in < match_inputs as u64 || procured.records_in < procurement_inputs as u64 {
+    if matched.records_in < match_inputs
+        || procured.records_in < procurement_inputs
+        || paid.get("parts released") < payable
+    {
         bail!(
-            "the pipeline processed {} of {match_inputs} match and {} of {procurement_inputs} \
-             procurement records within two minutes",
+            "within two minutes the pipeline processed {} of {match_inputs} match and {} of \
+             {procurement_inputs} procurement records, and released {} of {payable} payments",
             matched.records_in,
-            procured.records_in
+            procured.records_in,
+            paid.get("parts released"),
         );
     }
     let snapshot = matched;
+    let total_in = snapshot.records_in + procured.records_in + paid.records_in;
     println!(
-        "processed {} records in {:.2} s after the first batch ({:.0} records/s on the mock \
-         cluster, a debug build is slower; speed claims come from the benchmark)",
-        snapshot.records_in + procured.records_in,
+        "processed {total_in} records in {:.2} s after the first batch ({:.0} records/s on the \
+         mock cluster, a debug build is slower; speed claims come from the benchmark)",
         elapsed.as_secs_f64(),
-        (snapshot.records_in + procured.records_in) as f64 / elapsed.as_secs_f64().max(1e-9),
+        total_in as f64 / elapsed.as_secs_f64().max(1e-9),
     );
 
     let lifecycle = read_procurement(&kafka, &codec, &topics, Duration::from_secs(30)).await?;
@@ -196,8 +225,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     println!();
+    let payments = read_payments(&kafka, &codec, &topics, Duration::from_secs(30)).await?;
+    let payment_disagreements = audit_payments(&observed, &payments);
+    println!("payments (payment-schedule and payment-instructions)");
+    for (kind, n) in &payments.events {
+        println!("  {kind:<19} {n:>6}");
+    }
+    println!(
+        "  {} payment instructions (runs per org, currency, debtor account and date)",
+        payments.runs
+    );
+    for (currency, total) in &payments.instructed_totals {
+        println!("  instructed {currency}       {total:>16}");
+    }
+    println!();
     let refusals = audit_count("Refused");
+    if !payment_disagreements.is_empty() {
+        for d in payment_disagreements.iter().take(20) {
+            println!("  DISAGREES: {d}");
+        }
+        bail!(
+            "{} disagreements between matched invoices and payment instructions",
+            payment_disagreements.len()
+        );
+    }
     if refusals != scenario.refusals {
+        for r in lifecycle.refusals.iter().take(10) {
+            println!("  REFUSED: {r}");
+        }
         bail!(
             "{refusals} refusals on audit-events, the generator planted {}",
             scenario.refusals
@@ -215,7 +270,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     if audit.passed() {
         println!(
-            "check: all {} POs and all {} invoices ended as the generator planted them",
+            "check: all {} POs and all {} invoices ended as the generator planted them; every \
+             matched invoice was instructed once, for its exact total in its currency",
             scenario.lifecycles.len(),
             audit.invoices
         );
@@ -232,16 +288,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Completes once `stats` counts `expected` records in (or after two minutes), noting when
-/// the first batch was processed.
-async fn processed(stats: Arc<Stats>, expected: usize, first_batch: Arc<OnceLock<Instant>>) {
+/// Completes once `done` holds for `stats` (or after two minutes), noting when the first
+/// batch was processed.
+async fn processed(
+    stats: Arc<Stats>,
+    done: impl Fn(&StatsSnapshot) -> bool,
+    first_batch: Arc<OnceLock<Instant>>,
+) {
     let limit = Instant::now() + Duration::from_secs(120);
     loop {
-        let processed = stats.snapshot().records_in;
-        if processed > 0 {
+        let snapshot = stats.snapshot();
+        if snapshot.records_in > 0 {
             first_batch.get_or_init(Instant::now);
         }
-        if processed >= expected as u64 || Instant::now() > limit {
+        if done(&snapshot) || Instant::now() > limit {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

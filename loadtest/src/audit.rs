@@ -3,8 +3,9 @@
 //! to have. A disagreement is a bug in the pipeline or in the plan, never noise.
 
 use crate::generator::Planted;
+use p2p_avro::convert::payment::{PaymentInstructionRecord, PaymentScheduleRecord};
 use p2p_avro::convert::procurement::{
-    ApprovalRequestRecord, AuditRecord, PoStatusRecord, RequestKind,
+    ApprovalRequestRecord, AuditKind, AuditRecord, PoStatusRecord, RequestKind,
 };
 use p2p_avro::convert::{self, ExceptionRecord, MatchedRecord};
 use p2p_avro::{Codec, CodecError};
@@ -15,6 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -268,6 +270,8 @@ pub struct ProcurementObserved {
     pub escalations: usize,
     /// Audit events by kind.
     pub audit: BTreeMap<String, usize>,
+    /// Every refusal: action attempted, state it was in, why.
+    pub refusals: Vec<String>,
 }
 
 /// Reads `po-status`, `approval-requests` and `audit-events`.
@@ -306,6 +310,15 @@ pub async fn read_procurement(
             .audit
             .entry(format!("{:?}", entry.kind))
             .or_default() += 1;
+        if entry.kind == AuditKind::Refused {
+            observed.refusals.push(format!(
+                "{} {} in {}: {}",
+                entry.action,
+                entry.po,
+                entry.from_state.as_deref().unwrap_or("no state"),
+                entry.detail
+            ));
+        }
     }
     Ok(observed)
 }
@@ -330,6 +343,90 @@ pub fn audit_lifecycles(
         if !planned.contains_key(po) {
             disagreements.push(format!("{po}: a status for a PO nobody sent"));
         }
+    }
+    disagreements
+}
+
+/// What the payment topology wrote.
+#[derive(Debug, Default)]
+pub struct PaymentsObserved {
+    /// Schedule events by kind.
+    pub events: BTreeMap<String, usize>,
+    pub runs: usize,
+    /// How many times each invoice was put in a payment instruction (each part counts).
+    pub instructed: BTreeMap<String, usize>,
+    /// Instructed amounts per currency, exact.
+    pub instructed_totals: BTreeMap<String, Decimal>,
+}
+
+/// Reads `payment-schedule` and `payment-instructions`.
+pub async fn read_payments(
+    kafka: &KafkaProperties,
+    codec: &Codec,
+    topics: &Topics,
+    timeout: Duration,
+) -> Result<PaymentsObserved, AuditError> {
+    let mut observed = PaymentsObserved::default();
+    let decode_error = |topic: &String| {
+        let topic = topic.clone();
+        move |e: convert::DecodeError| AuditError::Decode {
+            topic: topic.clone(),
+            error: e.to_string(),
+        }
+    };
+    for message in read_topic(kafka, &topics.payment_schedule, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let record = PaymentScheduleRecord::from_value(&value)
+            .map_err(decode_error(&topics.payment_schedule))?;
+        *observed
+            .events
+            .entry(format!("{:?}", record.kind))
+            .or_default() += 1;
+    }
+    for message in read_topic(kafka, &topics.payment_instructions, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let run = PaymentInstructionRecord::from_value(&value)
+            .map_err(decode_error(&topics.payment_instructions))?;
+        observed.runs += 1;
+        for payment in &run.payments {
+            *observed
+                .instructed
+                .entry(payment.invoice.to_string())
+                .or_default() += 1;
+            *observed
+                .instructed_totals
+                .entry(run.currency.to_string())
+                .or_default() += payment.amount.amount();
+        }
+    }
+    Ok(observed)
+}
+
+/// Every matched invoice paid exactly once, for exactly its matched total, in its currency:
+/// the disagreements, in words.
+pub fn audit_payments(observed: &Observed, payments: &PaymentsObserved) -> Vec<String> {
+    let mut disagreements = Vec::new();
+    let mut matched_totals: BTreeMap<String, Decimal> = BTreeMap::new();
+    for (invoice, records) in &observed.matched {
+        *matched_totals
+            .entry(records[0].currency.clone())
+            .or_default() += records[0].total_amount;
+        match payments.instructed.get(invoice) {
+            Some(1) => {}
+            Some(n) => disagreements.push(format!("{invoice}: instructed {n} times")),
+            None => disagreements.push(format!("{invoice}: matched but never instructed")),
+        }
+    }
+    for invoice in payments.instructed.keys() {
+        if !observed.matched.contains_key(invoice) {
+            disagreements.push(format!("{invoice}: instructed but never matched"));
+        }
+    }
+    if matched_totals != payments.instructed_totals {
+        disagreements.push(format!(
+            "instructed {:?} per currency, matched {matched_totals:?}",
+            payments.instructed_totals
+        ));
     }
     disagreements
 }

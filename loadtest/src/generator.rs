@@ -4,10 +4,13 @@
 
 use apache_avro::types::Value;
 use p2p_avro::contracts::{
-    Contract, APPROVAL_DECISION, GOODS_RECEIPT_EVENT, INVOICE_EVENT, PURCHASE_ORDER_EVENT,
+    Contract, APPROVAL_DECISION, GOODS_RECEIPT_EVENT, INVOICE_EVENT, ORG_CONFIG,
+    PURCHASE_ORDER_EVENT, SUPPLIER_MASTER,
 };
 use p2p_avro::convert;
 use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
+use p2p_processors::org_config::OrgConfig;
+use p2p_processors::payment::{Payee, PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
 use p2p_processors::*;
 use rand::{Rng, SeedableRng};
@@ -22,6 +25,19 @@ pub enum InputTopic {
     GoodsReceipts,
     Invoices,
     ApprovalDecisions,
+    OrgConfigs,
+    SupplierMasters,
+}
+
+impl InputTopic {
+    pub const ALL: [InputTopic; 6] = [
+        InputTopic::PurchaseOrders,
+        InputTopic::GoodsReceipts,
+        InputTopic::Invoices,
+        InputTopic::ApprovalDecisions,
+        InputTopic::OrgConfigs,
+        InputTopic::SupplierMasters,
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +154,31 @@ impl Scenario {
                 .expect("listed codes are ISO 4217");
             let suppliers: Vec<SupplierId> =
                 (0..3).map(|_| SupplierId::from_u128(ids.next())).collect();
+            // The org pays from one account in its currency; its suppliers are paid net 30.
+            let mut payment = PaymentPolicy::defaults();
+            let debtor = format!("DE{:020}", ids.next() % 10u128.pow(20));
+            payment.debtor_accounts.insert(currency, debtor);
+            let settings = OrgConfig {
+                org: org.clone(),
+                approval: ApprovalPolicy::defaults(currency),
+                payment,
+                default_terms: PaymentTerms::DEFAULT,
+                updated_at: tick(&mut rng),
+            };
+            records.push(ScenarioRecord::org_config(&settings));
+            for (i, supplier) in suppliers.iter().enumerate() {
+                let payee = Payee {
+                    supplier: supplier.clone(),
+                    name: format!("Supplier {i} of {}", &org.as_str()[4..12]),
+                    terms: PaymentTerms::DEFAULT,
+                    blocked: false,
+                    iban: Some(format!("GB{:020}", ids.next() % 10u128.pow(20))),
+                    bic: None,
+                    bank_account_changed_on: None,
+                };
+                let at = tick(&mut rng);
+                records.push(ScenarioRecord::supplier_master(&org, &payee, at));
+            }
             // Requesters, and one approver per level (authority L1, L2, L3).
             let requesters: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
             let approvers: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
@@ -455,6 +496,33 @@ impl ScenarioRecord {
             payload: Payload::Document(
                 convert::procurement::approval_decision_value(decided, &id, at),
                 &APPROVAL_DECISION,
+            ),
+            timestamp: at,
+        }
+    }
+
+    /// An `org-config` record, as an org's administrator publishes it.
+    pub fn org_config(config: &OrgConfig) -> ScenarioRecord {
+        ScenarioRecord {
+            topic: InputTopic::OrgConfigs,
+            key: config.org.to_string(),
+            payload: Payload::Document(
+                convert::procurement::org_config_value(config)
+                    .expect("generated values fit the schema"),
+                &ORG_CONFIG,
+            ),
+            timestamp: config.updated_at,
+        }
+    }
+
+    /// A `supplier-master` record, as a vendor-master system publishes it.
+    pub fn supplier_master(org: &OrgId, payee: &Payee, at: EventTime) -> ScenarioRecord {
+        ScenarioRecord {
+            topic: InputTopic::SupplierMasters,
+            key: org.to_string(),
+            payload: Payload::Document(
+                convert::payment::supplier_master_value(org, payee, at),
+                &SUPPLIER_MASTER,
             ),
             timestamp: at,
         }

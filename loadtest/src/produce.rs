@@ -35,6 +35,8 @@ pub fn topic_name(topics: &Topics, topic: InputTopic) -> &str {
         InputTopic::GoodsReceipts => &topics.grn_events,
         InputTopic::Invoices => &topics.invoice_events,
         InputTopic::ApprovalDecisions => &topics.approval_decisions,
+        InputTopic::OrgConfigs => &topics.org_config,
+        InputTopic::SupplierMasters => &topics.supplier_master,
     }
 }
 

@@ -144,9 +144,12 @@ pub struct RuntimeConfig {
     pub batch_linger: Duration,
     /// How often due timers are looked for when no records arrive.
     pub timer_interval: Duration,
-    /// How long a group of co-partitioned partitions waits for one that is behind before it
-    /// processes what it has (Kafka Streams' `max.task.idle.ms`).
+    /// How long a group of co-partitioned partitions waits for one that is behind (the broker
+    /// has records for it not yet fetched) before it processes what it has.
     pub max_task_idle: Duration,
+    /// How long it waits for a partition no fetch has reported on yet (start-up, a new
+    /// assignment): its first records may be the earliest of all.
+    pub max_fetch_wait: Duration,
 }
 
 impl RuntimeConfig {
@@ -158,7 +161,8 @@ impl RuntimeConfig {
             max_batch: 500,
             batch_linger: Duration::from_millis(20),
             timer_interval: Duration::from_millis(500),
-            max_task_idle: Duration::from_millis(100),
+            max_task_idle: Duration::from_secs(1),
+            max_fetch_wait: Duration::from_secs(5),
         }
     }
 }

@@ -26,13 +26,40 @@ pub struct OutputRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+/// Whether a partition with nothing buffered may still hold records to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lag {
+    /// Nothing more to fetch right now: it holds nothing back.
+    CaughtUp,
+    /// The broker has more for it than this member has seen.
+    Behind,
+    /// Not fetched yet (just assigned, or at start-up).
+    Unknown,
+}
+
+/// How long a partition group waits for a partition before it goes on without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleWaits {
+    pub behind: Duration,
+    pub unknown: Duration,
+}
+
+impl IdleWaits {
+    /// Never wait (every partition treated as caught up after its own records).
+    pub const NONE: IdleWaits = IdleWaits {
+        behind: Duration::ZERO,
+        unknown: Duration::ZERO,
+    };
+}
+
 /// Buffers consumed records per topic-partition and hands them out in event-time order across
 /// each group of co-partitioned partitions (the same partition number of every input topic),
 /// as Kafka Streams orders a task's inputs: repeatedly the head with the smallest timestamp,
 /// each partition's own order kept exactly (ties go to the topic listed first; records without
-/// a timestamp sort first). And as its task idling does: a group waits while one of its partitions has nothing
-/// buffered but is not caught up (its next record may be earlier than every buffered one), for
-/// at most `max_idle`, then goes on with what it has. Without this, a backlog fetched topic by
+/// a timestamp sort first). And as its task idling does (KIP-695): a group waits while one of
+/// its partitions has nothing buffered but is behind or not fetched yet (its next record may
+/// be earlier than every buffered one), for a bounded time, then goes on with what it has; a
+/// caught-up partition holds nothing back. Without this, a backlog fetched topic by
 /// topic would process a PO's approval before its submission, or its issue before its approval.
 #[derive(Debug, Default)]
 pub struct Aligner {
@@ -67,15 +94,16 @@ impl Aligner {
         self.next_offsets.retain(|(t, p), _| owned(t, *p));
     }
 
-    /// Takes up to `max` records. `caught_up(topic, partition, next offset buffered)` says a
-    /// partition has nothing more to fetch right now.
+    /// Takes up to `max` records. `lag(topic, partition, next offset buffered)` says whether a
+    /// partition with nothing buffered has more to fetch. A group waits for a partition that
+    /// is `Behind` at most `waits.behind`, for one never fetched yet at most `waits.unknown`.
     pub fn take(
         &mut self,
         topics: &[String],
         max: usize,
         now: Instant,
-        max_idle: Duration,
-        caught_up: impl Fn(&str, i32, Option<i64>) -> bool,
+        waits: IdleWaits,
+        lag: impl Fn(&str, i32, Option<i64>) -> Lag,
     ) -> Vec<InputRecord> {
         let mut groups: Vec<i32> = self
             .queues
@@ -92,7 +120,7 @@ impl Aligner {
                     return taken;
                 }
                 let mut head: Option<(i64, &String)> = None;
-                let mut blocked = false;
+                let mut blocked: Option<Duration> = None;
                 for topic in topics {
                     match self
                         .queues
@@ -107,7 +135,12 @@ impl Aligner {
                         }
                         None => {
                             let next = self.next_offsets.get(&(topic.clone(), partition));
-                            blocked |= !caught_up(topic, partition, next.copied());
+                            let wait = match lag(topic, partition, next.copied()) {
+                                Lag::CaughtUp => None,
+                                Lag::Behind => Some(waits.behind),
+                                Lag::Unknown => Some(waits.unknown),
+                            };
+                            blocked = blocked.max(wait);
                         }
                     }
                 }
@@ -115,9 +148,9 @@ impl Aligner {
                     self.waiting_since.remove(&partition);
                     break;
                 };
-                if blocked {
+                if let Some(limit) = blocked {
                     let since = *self.waiting_since.entry(partition).or_insert(now);
-                    if now.duration_since(since) < max_idle {
+                    if now.duration_since(since) < limit {
                         break;
                     }
                 } else {
@@ -166,9 +199,13 @@ mod tests {
         for record in batch {
             aligner.push(record);
         }
-        aligner.take(&topics, total, Instant::now(), Duration::ZERO, |_, _, _| {
-            true
-        })
+        aligner.take(
+            &topics,
+            total,
+            Instant::now(),
+            IdleWaits::NONE,
+            |_, _, _| Lag::CaughtUp,
+        )
     }
 
     fn order(batch: &[InputRecord]) -> Vec<(&str, i64)> {
@@ -235,9 +272,17 @@ mod tests {
         idle: Duration,
     ) -> Vec<(String, i64)> {
         let topics = vec!["po".to_string(), "decisions".to_string()];
+        let waits = IdleWaits {
+            behind: idle,
+            unknown: idle * 10,
+        };
         aligner
-            .take(&topics, 100, now, idle, |t, p, _| {
-                caught_up.contains(&(t, p))
+            .take(&topics, 100, now, waits, |t, p, _| {
+                if caught_up.contains(&(t, p)) {
+                    Lag::CaughtUp
+                } else {
+                    Lag::Behind
+                }
             })
             .into_iter()
             .map(|r| (r.topic, r.offset))
@@ -275,6 +320,33 @@ mod tests {
             vec![("decisions".into(), 7)]
         );
         assert_eq!(aligner.next_offset("decisions", 1), Some(8));
+    }
+
+    #[test]
+    fn a_partition_not_fetched_yet_is_waited_for_longer_than_one_known_to_be_behind() {
+        let mut aligner = Aligner::default();
+        let start = Instant::now();
+        let waits = IdleWaits {
+            behind: Duration::from_millis(100),
+            unknown: Duration::from_secs(5),
+        };
+        aligner.push(record("decisions", 0, 0, 20));
+        let topics = vec!["po".to_string(), "decisions".to_string()];
+        let unknown = |t: &str, _, _| {
+            if t == "po" {
+                Lag::Unknown
+            } else {
+                Lag::CaughtUp
+            }
+        };
+        let later = start + Duration::from_secs(1);
+        assert!(aligner.take(&topics, 10, start, waits, unknown).is_empty());
+        assert!(aligner.take(&topics, 10, later, waits, unknown).is_empty());
+        let much_later = start + Duration::from_secs(6);
+        assert_eq!(
+            aligner.take(&topics, 10, much_later, waits, unknown).len(),
+            1
+        );
     }
 
     #[test]

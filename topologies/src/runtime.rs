@@ -12,7 +12,7 @@
 use crate::admin::client_config;
 use crate::config::{MatchConfig, RuntimeConfig};
 use crate::match_topology::MatchProcessor;
-use crate::record::{Aligner, InputRecord};
+use crate::record::{Aligner, IdleWaits, InputRecord, Lag};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::topology::{ProcessError, Topology};
 use futures::future::join_all;
@@ -141,7 +141,7 @@ impl<T: Topology> Runtime<T> {
                 received = self.consumer.recv() => Some(received),
                 _ = timer_tick.tick(), if has_timers => None,
                 // A partition group waits for a lagging partition: look again shortly.
-                _ = tokio::time::sleep(self.config.max_task_idle / 2), if waiting => None,
+                _ = tokio::time::sleep(Duration::from_millis(20)), if waiting => None,
             };
             match first {
                 None => {}
@@ -173,8 +173,11 @@ impl<T: Topology> Runtime<T> {
                 &topics,
                 self.config.max_batch,
                 std::time::Instant::now(),
-                self.config.max_task_idle,
-                |topic, partition, next| owned.caught_up(&self.consumer, topic, partition, next),
+                IdleWaits {
+                    behind: self.config.max_task_idle,
+                    unknown: self.config.max_fetch_wait,
+                },
+                |topic, partition, next| owned.lag(&self.consumer, topic, partition, next),
             );
             if batch.is_empty() && !has_timers {
                 continue;
@@ -307,25 +310,30 @@ impl Owned {
         self.partitions.contains(&(topic.to_owned(), partition))
     }
 
-    /// Nothing more to fetch: the next offset to read is at the high watermark the last
-    /// fetch reported. Unknown counts as not caught up (the group then waits at most
-    /// `max_task_idle`).
-    fn caught_up(
+    /// Caught up when the next offset to read is at the high watermark the last fetch
+    /// reported; unknown until a fetch has reported one.
+    fn lag(
         &self,
         consumer: &StreamConsumer,
         topic: &str,
         partition: i32,
         next: Option<i64>,
-    ) -> bool {
+    ) -> Lag {
         if !self.contains(topic, partition) {
-            return true;
+            return Lag::CaughtUp;
         }
         let Some(high) = cached_high_watermark(consumer, topic, partition) else {
-            return false;
+            return Lag::Unknown;
         };
-        match next.or_else(|| self.starts.get(&(topic.to_owned(), partition)).copied()) {
-            Some(next) => next >= high,
-            None => high == 0,
+        let caught_up =
+            match next.or_else(|| self.starts.get(&(topic.to_owned(), partition)).copied()) {
+                Some(next) => next >= high,
+                None => high == 0,
+            };
+        if caught_up {
+            Lag::CaughtUp
+        } else {
+            Lag::Behind
         }
     }
 }
