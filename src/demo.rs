@@ -106,7 +106,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         |topics: &[InputTopic]| -> u64 { topics.iter().map(|t| scenario.count(*t) as u64).sum() };
     use InputTopic as I;
     let match_inputs = count(&[I::PurchaseOrders, I::GoodsReceipts, I::Invoices]);
-    let procurement_inputs = count(&[I::PurchaseOrders, I::ApprovalDecisions, I::OrgConfigs]);
+    // Besides what the ERPs send, procurement reads what match and payment write.
+    let procurement_inputs = count(&[
+        I::PurchaseOrders,
+        I::ApprovalDecisions,
+        I::GoodsReceipts,
+        I::OrgConfigs,
+    ]);
     let payable = scenario
         .planted
         .iter()
@@ -120,19 +126,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (match_stats, procurement_stats, payment_stats) =
         (matching.stats(), procurement.stats(), payment.stats());
+    let (from_match, from_payment) = (match_stats.clone(), payment_stats.clone());
+    let (matched_topic, schedule_topic) = (
+        topics.invoice_matched.clone(),
+        topics.payment_schedule.clone(),
+    );
     let (matched, procured, paid) = tokio::try_join!(
         matching.run(processed(
-            match_stats,
+            match_stats.clone(),
             move |s| s.records_in >= match_inputs,
             first_batch.clone()
         )),
         procurement.run(processed(
             procurement_stats,
-            move |s| s.records_in >= procurement_inputs,
+            move |s| {
+                let (matching, paying) = (from_match.snapshot(), from_payment.snapshot());
+                matching.records_in >= match_inputs
+                    && paying.get("parts released") >= payable
+                    && s.records_in
+                        >= procurement_inputs
+                            + matching.out(&matched_topic)
+                            + paying.out(&schedule_topic)
+            },
             first_batch.clone()
         )),
         payment.run(processed(
-            payment_stats,
+            payment_stats.clone(),
             // Every payable invoice in, and released by the run its due date calls for.
             move |s| s.records_in >= payment_inputs && s.get("parts released") >= payable,
             first_batch.clone()
@@ -142,7 +161,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .get()
         .map_or(started.elapsed(), Instant::elapsed);
     if matched.records_in < match_inputs
-        || procured.records_in < procurement_inputs
+        || procured.records_in < procurement_inputs + matched.out(&topics.invoice_matched)
         || paid.get("parts released") < payable
     {
         bail!(

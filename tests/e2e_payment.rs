@@ -399,3 +399,134 @@ async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once()
     );
     assert_eq!(stats.get("payment runs"), 1);
 }
+
+/// The latest status of each PO on `po-status`.
+async fn po_states(topics: &Topics, codec: &Codec) -> BTreeMap<String, (PoState, u64)> {
+    use p2p_avro::convert::procurement::PoStatusRecord;
+    let mut states = BTreeMap::new();
+    for message in read_topic(&kafka(), &topics.po_status, Duration::from_secs(30)).unwrap() {
+        let value = codec.decode(message.payload()).await.unwrap();
+        let status = PoStatusRecord::from_value(&value).unwrap();
+        states.insert(status.po.to_string(), (status.state, status.version));
+    }
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() {
+    let topics = unique_topics("po-paid");
+    create_topics(&kafka(), &topics, 2, 1)
+        .await
+        .expect("topics");
+    let codec = registry_codec();
+    let tx = Sender {
+        producer: erp_producer(&kafka()).unwrap(),
+        codec: codec.clone(),
+        topics: topics.clone(),
+    };
+    let org = OrgId::random();
+    let mut payment = PaymentPolicy::defaults();
+    payment.debtor_accounts.insert(eur(), DEBTOR_IBAN.into());
+    let config = OrgConfig {
+        org: org.clone(),
+        approval: ApprovalPolicy::defaults(eur()),
+        payment,
+        default_terms: PaymentTerms::DEFAULT,
+        updated_at: now(),
+    };
+    tx.send(
+        &topics.org_config,
+        org.as_str(),
+        &ORG_CONFIG,
+        org_config_value(&config).unwrap(),
+    )
+    .await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+
+    let procurement = Pipeline::procurement(&topics, codec.clone());
+    let payments = Pipeline::payment(&topics, codec.clone());
+
+    // Issued by its ERP (approved there): 10 pallets at 100.00.
+    let line = PurchaseOrderLine {
+        line: LineNumber::new(1).unwrap(),
+        description: "pallets".into(),
+        quantity: Quantity::new(dec!(10)).unwrap(),
+        unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
+        receipt_required: true,
+    };
+    let po = PurchaseOrderIssued {
+        org: org.clone(),
+        po: PurchaseOrderId::random(),
+        supplier: supplier.supplier.clone(),
+        currency: eur(),
+        lines: vec![line],
+    };
+    let send_po = |event: PurchaseOrderEvent| {
+        let tx = &tx;
+        async move {
+            let value = purchase_order_event_value(&event, "e", now()).unwrap();
+            tx.send(
+                &tx.topics.po_events,
+                event.org().as_str(),
+                &PURCHASE_ORDER_EVENT,
+                value,
+            )
+            .await;
+        }
+    };
+    send_po(PurchaseOrderEvent::Issued(po.clone())).await;
+    // Everything delivered at once.
+    let receipt = GoodsReceived {
+        org: org.clone(),
+        grn: GoodsReceiptId::random(),
+        po: po.po.clone(),
+        lines: vec![ReceiptLine {
+            line: LineNumber::new(1).unwrap(),
+            received: Quantity::new(dec!(10)).unwrap(),
+            returned: Quantity::ZERO,
+        }],
+    };
+    tx.send(
+        &topics.grn_events,
+        org.as_str(),
+        &p2p_avro::contracts::GOODS_RECEIPT_EVENT,
+        p2p_avro::convert::goods_receipt_event_value(&receipt, "g", now()).unwrap(),
+    )
+    .await;
+    // As the match topology writes it once the invoice matched.
+    let mut invoice = matched(&org, &supplier.supplier, dec!(1000.00), eur());
+    invoice.po = po.po.clone();
+    tx.matched(&invoice).await;
+
+    let released = wait_until(&topics, &codec, "the payment released", |s| {
+        !s.instructions.is_empty()
+    })
+    .await;
+    assert_eq!(
+        released.instructions[0].total,
+        Money::new(dec!(1000.00), eur())
+    );
+    let invoiced = po_states(&topics, &codec).await;
+    assert_eq!(invoiced.get(po.po.as_str()), Some(&(PoState::Invoiced, 4)));
+
+    tx.bank(&org, &invoice.invoice, BankStatus::Accepted).await;
+    tx.bank(&org, &invoice.invoice, BankStatus::Settled).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while po_states(&topics, &codec).await.get(po.po.as_str()) != Some(&(PoState::Paid, 5)) {
+        assert!(Instant::now() < deadline, "the PO never became Paid");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    send_po(PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+        org: org.clone(),
+        po: po.po.clone(),
+        step: PurchaseOrderStep::Closed,
+    }))
+    .await;
+    while po_states(&topics, &codec).await.get(po.po.as_str()) != Some(&(PoState::Closed, 6)) {
+        assert!(Instant::now() < deadline, "the PO never became Closed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    payments.stop().await;
+    procurement.stop().await;
+}

@@ -351,6 +351,7 @@ impl Scenario {
                     total: Money::new(total.round_dp(4), currency),
                     invoice_date: (at.0 / 86_400_000) as i32,
                 };
+                let planted_outcome = expect.clone();
                 planted.push((invoice.invoice.clone(), expect));
 
                 let invoice_first = shape == Shape::InvoiceFirst;
@@ -375,6 +376,27 @@ impl Scenario {
                 for receipt in &receipts {
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::goods_receipt(receipt, at));
+                }
+                // The first receipt acknowledges the PO, each one is a step (partial until
+                // every line is in), and a matched invoice on a received PO invoices it.
+                if !receipts.is_empty() {
+                    let received = if shape == Shape::ShortReceipt {
+                        PoState::PartiallyReceived
+                    } else {
+                        PoState::Received
+                    };
+                    let mut steps = 1 + receipts.len() as u64;
+                    let invoiced =
+                        received == PoState::Received && planted_outcome == Planted::Matched;
+                    if invoiced {
+                        steps += 1;
+                    }
+                    let state = if invoiced {
+                        PoState::Invoiced
+                    } else {
+                        received
+                    };
+                    lifecycles.insert(po.clone(), (state, version + steps));
                 }
                 if !invoice_first {
                     let at = tick(&mut rng);

@@ -182,9 +182,20 @@ pub struct PurchaseOrderApproval {
     lines: usize,
     total: Money,
     route: Option<Route>,
+    /// What was ordered, received, matched and paid: what moves the PO after it is issued.
+    #[serde(default)]
+    fulfilment: crate::procurement::Fulfilment,
 }
 
 impl PurchaseOrderApproval {
+    pub fn fulfilment(&self) -> &crate::procurement::Fulfilment {
+        &self.fulfilment
+    }
+
+    pub(crate) fn fulfilment_mut(&mut self) -> &mut crate::procurement::Fulfilment {
+        &mut self.fulfilment
+    }
+
     pub fn new(po: PurchaseOrder, requester: UserId, lines: usize, total: Money) -> Self {
         Self {
             po,
@@ -192,6 +203,7 @@ impl PurchaseOrderApproval {
             lines,
             total,
             route: None,
+            fulfilment: Default::default(),
         }
     }
 
@@ -213,6 +225,7 @@ impl PurchaseOrderApproval {
             lines,
             total,
             route: None,
+            fulfilment: Default::default(),
         };
         (adopted, issued)
     }

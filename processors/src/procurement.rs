@@ -4,12 +4,17 @@
 //! typed reason (a business outcome for `audit-events`, never a silent drop).
 
 use crate::approval::{ApprovalError, ApprovalEvent, ApprovalPolicy, Decision};
-use crate::events::{order_total, EventTime, PurchaseOrderEvent, PurchaseOrderStep};
-use crate::ids::{OrgId, PurchaseOrderId};
+use crate::events::{
+    order_total, EventTime, GoodsReceived, InvoiceMatched, PurchaseOrderEvent, PurchaseOrderLine,
+    PurchaseOrderStep,
+};
+use crate::ids::{GoodsReceiptId, InvoiceId, LineNumber, OrgId, PurchaseOrderId};
 use crate::lifecycle::{PoAction, PoState, PoTransitionRejected, PurchaseOrder};
+use crate::money::Quantity;
 use crate::money::{Currency, MoneyError};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::approval::PurchaseOrderApproval;
 
@@ -21,11 +26,61 @@ pub struct ApprovalDecided {
     pub decision: Decision,
 }
 
+/// The payment of one of a PO's invoices was settled by the bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSettled {
+    pub org: OrgId,
+    pub po: PurchaseOrderId,
+    pub invoice: InvoiceId,
+}
+
 /// What the desk is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcurementInput {
     PurchaseOrder(PurchaseOrderEvent),
     Decision(ApprovalDecided),
+    /// Goods received (and returned) against the PO.
+    Receipt(GoodsReceived),
+    /// One of its invoices matched.
+    InvoiceMatched(InvoiceMatched),
+    PaymentSettled(PaymentSettled),
+}
+
+/// What moves an issued PO on: the goods it expects and has received, the invoices matched
+/// against it and those paid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fulfilment {
+    /// Ordered quantity of every line that needs a receipt.
+    expected: BTreeMap<LineNumber, Quantity>,
+    /// Received minus returned, per line, over every receipt.
+    received: BTreeMap<LineNumber, Quantity>,
+    receipts: BTreeSet<GoodsReceiptId>,
+    matched: BTreeSet<InvoiceId>,
+    settled: BTreeSet<InvoiceId>,
+}
+
+impl Fulfilment {
+    fn expect(&mut self, lines: &[PurchaseOrderLine]) {
+        self.expected = lines
+            .iter()
+            .filter(|l| l.receipt_required)
+            .map(|l| (l.line, l.quantity))
+            .collect();
+    }
+
+    /// Every line that needs a receipt has been received in full (net of returns).
+    pub fn received_in_full(&self) -> bool {
+        self.expected.iter().all(|(line, ordered)| {
+            self.received
+                .get(line)
+                .is_some_and(|got| got.value() >= ordered.value())
+        })
+    }
+
+    /// Every invoice matched against the PO has been paid.
+    pub fn paid_in_full(&self) -> bool {
+        !self.matched.is_empty() && self.matched.is_subset(&self.settled)
+    }
 }
 
 impl ProcurementInput {
@@ -33,6 +88,9 @@ impl ProcurementInput {
         match self {
             ProcurementInput::PurchaseOrder(e) => e.org(),
             ProcurementInput::Decision(d) => &d.org,
+            ProcurementInput::Receipt(r) => &r.org,
+            ProcurementInput::InvoiceMatched(m) => &m.org,
+            ProcurementInput::PaymentSettled(p) => &p.org,
         }
     }
 
@@ -40,6 +98,9 @@ impl ProcurementInput {
         match self {
             ProcurementInput::PurchaseOrder(e) => e.po(),
             ProcurementInput::Decision(d) => &d.po,
+            ProcurementInput::Receipt(r) => &r.po,
+            ProcurementInput::InvoiceMatched(m) => &m.po,
+            ProcurementInput::PaymentSettled(p) => &p.po,
         }
     }
 
@@ -57,6 +118,9 @@ impl ProcurementInput {
             },
             ProcurementInput::Decision(d) if d.decision.approve => PoAction::Approve,
             ProcurementInput::Decision(_) => PoAction::Reject,
+            ProcurementInput::Receipt(_) => PoAction::ReceivePartially,
+            ProcurementInput::InvoiceMatched(_) => PoAction::MatchInvoice,
+            ProcurementInput::PaymentSettled(_) => PoAction::Pay,
         }
     }
 }
@@ -120,6 +184,7 @@ pub fn handle(
                 e.lines.len(),
                 total,
             );
+            approval.fulfilment_mut().expect(&e.lines);
             let events = approval
                 .submit(&policy_or_default(policy, e.currency), at)
                 .map_err(|a| refuse(state, a.into()))?;
@@ -128,12 +193,13 @@ pub fn handle(
         }
         (None, ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Issued(e))) => {
             let total = order_total(e.currency, &e.lines).map_err(|m| refuse(state, m.into()))?;
-            let (adopted, issued) = PurchaseOrderApproval::adopt_issued(
+            let (mut adopted, issued) = PurchaseOrderApproval::adopt_issued(
                 e.org.clone(),
                 e.po.clone(),
                 e.lines.len(),
                 total,
             );
+            adopted.fulfilment_mut().expect(&e.lines);
             *state = Some(adopted);
             return Ok(vec![ApprovalEvent::Transitioned(issued)]);
         }
@@ -160,17 +226,111 @@ pub fn handle(
             }))
         }
         // A change order re-issues a PO already out with its supplier: new terms for
-        // matching, no lifecycle step.
-        (Some(approval), ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Issued(_)))
+        // matching and receiving, no lifecycle step.
+        (Some(approval), ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Issued(e)))
             if is_out_with_supplier(approval.po().state()) =>
         {
+            approval.fulfilment_mut().expect(&e.lines);
             Ok(vec![])
+        }
+        (Some(approval), ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Issued(e))) => {
+            let issued = approval.act(PoAction::Issue);
+            if issued.is_ok() {
+                approval.fulfilment_mut().expect(&e.lines);
+            }
+            issued.map(|t| vec![ApprovalEvent::Transitioned(t)])
+        }
+        (Some(approval), ProcurementInput::Receipt(receipt)) => receive(approval, receipt),
+        (Some(approval), ProcurementInput::InvoiceMatched(matched)) => {
+            invoice_matched(approval, matched)
+        }
+        (Some(approval), ProcurementInput::PaymentSettled(settled)) => {
+            payment_settled(approval, settled)
         }
         (Some(approval), ProcurementInput::PurchaseOrder(_)) => approval
             .act(input.attempted())
             .map(|t| vec![ApprovalEvent::Transitioned(t)]),
     };
     result.map_err(|a| refuse(state, a.into()))
+}
+
+/// Goods received: the first receipt on an issued PO acknowledges it (the supplier shipped);
+/// the PO is then partially received until every line that needs a receipt is received in
+/// full. A receipt seen before (a replay) changes nothing; receipts after the PO is received
+/// in full are counted, with no step. A cancelled or closed PO refuses it.
+fn receive(
+    approval: &mut PurchaseOrderApproval,
+    receipt: &GoodsReceived,
+) -> Result<Vec<ApprovalEvent>, ApprovalError> {
+    if approval.fulfilment().receipts.contains(&receipt.grn) {
+        return Ok(vec![]);
+    }
+    let state = approval.po().state();
+    let mut next = approval.clone();
+    let fulfilment = next.fulfilment_mut();
+    fulfilment.receipts.insert(receipt.grn.clone());
+    for line in &receipt.lines {
+        let got = fulfilment
+            .received
+            .entry(line.line)
+            .or_insert(Quantity::ZERO);
+        *got = got.plus(line.received).saturating_minus(line.returned);
+    }
+    let full = next.fulfilment().received_in_full();
+    let mut events = Vec::new();
+    match state {
+        PoState::Received | PoState::Invoiced | PoState::Paid | PoState::Disputed => {}
+        _ => {
+            if state == PoState::Issued {
+                events.push(ApprovalEvent::Transitioned(
+                    next.act(PoAction::Acknowledge)?,
+                ));
+            }
+            let action = if full {
+                PoAction::ReceiveInFull
+            } else {
+                PoAction::ReceivePartially
+            };
+            events.push(ApprovalEvent::Transitioned(next.act(action)?));
+        }
+    }
+    *approval = next;
+    Ok(events)
+}
+
+/// An invoice matched: the PO is invoiced once it is received in full and matched. A match on
+/// a PO still being received is recorded and moves nothing yet.
+fn invoice_matched(
+    approval: &mut PurchaseOrderApproval,
+    matched: &InvoiceMatched,
+) -> Result<Vec<ApprovalEvent>, ApprovalError> {
+    approval
+        .fulfilment_mut()
+        .matched
+        .insert(matched.invoice.clone());
+    if approval.po().state() != PoState::Received {
+        return Ok(vec![]);
+    }
+    Ok(vec![ApprovalEvent::Transitioned(
+        approval.act(PoAction::MatchInvoice)?,
+    )])
+}
+
+/// A payment settled: the PO is paid once every invoice matched against it is.
+fn payment_settled(
+    approval: &mut PurchaseOrderApproval,
+    settled: &PaymentSettled,
+) -> Result<Vec<ApprovalEvent>, ApprovalError> {
+    approval
+        .fulfilment_mut()
+        .settled
+        .insert(settled.invoice.clone());
+    if approval.po().state() != PoState::Invoiced || !approval.fulfilment().paid_in_full() {
+        return Ok(vec![]);
+    }
+    Ok(vec![ApprovalEvent::Transitioned(
+        approval.act(PoAction::Pay)?,
+    )])
 }
 
 fn is_out_with_supplier(state: PoState) -> bool {

@@ -66,9 +66,18 @@ impl Topics {
         vec![&self.po_events, &self.grn_events, &self.invoice_events]
     }
 
-    /// Inputs of the procurement (lifecycle and approval) topology.
+    /// Inputs of the procurement (lifecycle and approval) topology: what the ERP says of the
+    /// PO, approvers' decisions, goods received, invoices matched and payments settled (the
+    /// last two from the match and payment topologies).
     pub fn procurement_inputs(&self) -> Vec<&str> {
-        vec![&self.po_events, &self.approval_decisions, &self.org_config]
+        vec![
+            &self.po_events,
+            &self.approval_decisions,
+            &self.grn_events,
+            &self.invoice_matched,
+            &self.payment_schedule,
+            &self.org_config,
+        ]
     }
 
     /// Inputs of the payment topology: what was matched, the tables it joins, the bank's
@@ -120,12 +129,13 @@ impl Topics {
     }
 
     /// Every topic the pipeline reads or writes, DLQs included (one per topic any topology
-    /// reads, `invoice-matched` too).
+    /// reads, its own outputs `invoice-matched` and `payment-schedule` too).
     pub fn all(&self) -> Vec<String> {
         let mut all: Vec<String> = self.inputs().iter().map(|t| t.to_string()).collect();
         all.extend(self.outputs().iter().map(|t| t.to_string()));
         let mut read: Vec<&str> = self.inputs();
         read.push(&self.invoice_matched);
+        read.push(&self.payment_schedule);
         all.extend(read.iter().map(|t| Self::dlq(t)));
         all
     }

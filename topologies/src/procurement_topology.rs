@@ -1,8 +1,9 @@
 //! The `procurement` topology: each purchase order's lifecycle and approval routing.
 //!
 //! In: `po-events` (submitted, issued, acknowledged, cancelled, disputed, ...),
-//! `approval-decisions`, and the compacted `org-config` joined as a table (the latest settings
-//! per org, kept in this topology's store). Out: `approval-requests` (each step to decide, and
+//! `approval-decisions`, `grn-events` (receiving), `invoice-matched` and `payment-schedule`
+//! (settlements: invoiced and paid), and the compacted `org-config` joined as a table (the
+//! latest settings per org, kept in this topology's store). Out: `approval-requests` (each step to decide, and
 //! each escalation of a step past its SLA), `po-status` (compacted, the latest state per PO)
 //! and `audit-events` (every transition, approval step, escalation and refusal). Escalations
 //! are durable timers in the store, fired on the wall clock: an SLA is real time.
@@ -12,6 +13,7 @@ use crate::dlq::DlqReason;
 use crate::record::{InputRecord, OutputRecord};
 use crate::topology::{check_key, decode, BatchOutput, ProcessError, RecordResult, Topology};
 use p2p_avro::contracts::{APPROVAL_REQUEST, AUDIT_EVENT, PO_STATUS};
+use p2p_avro::convert::payment::{PaymentScheduleRecord, ScheduleEventKind};
 use p2p_avro::convert::procurement::{
     action_symbol, approval_decision, org_config, state_symbol, ApprovalRequestRecord, AuditKind,
     AuditRecord, PoStatusRecord, RequestKind,
@@ -21,9 +23,9 @@ use p2p_avro::{Codec, CodecError, Contract};
 use p2p_processors::approval::{ApprovalEvent, ApprovalPolicy};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::procurement::{
-    handle, policy_or_default, ProcurementInput, PurchaseOrderApproval, Refusal,
+    handle, policy_or_default, PaymentSettled, ProcurementInput, PurchaseOrderApproval, Refusal,
 };
-use p2p_processors::{EventTime, OrgId, PurchaseOrderEvent, UserId};
+use p2p_processors::{EventTime, MatchInput, OrgId, PurchaseOrderEvent, UserId};
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +96,8 @@ fn escalation(key: &StateKey, due: EventTime) -> Timer {
 enum Input {
     Config(OrgConfig),
     Procurement(ProcurementInput, EventTime, Option<UserId>),
+    /// A payment-schedule event other than a settlement: nothing for the PO's lifecycle.
+    Ignored,
 }
 
 impl ProcurementProcessor {
@@ -117,6 +121,38 @@ impl ProcurementProcessor {
                 at,
                 actor,
             ));
+        }
+        if topic == self.topics.grn_events {
+            let decoded = convert::goods_receipt_event(value)?;
+            let MatchInput::GoodsReceipt(receipt) = decoded.input else {
+                return Err(DecodeError::NotARecord {
+                    expected: "GoodsReceiptEvent",
+                });
+            };
+            let input = ProcurementInput::Receipt(receipt);
+            return Ok(Input::Procurement(input, decoded.occurred_at, None));
+        }
+        if topic == self.topics.invoice_matched {
+            let matched = convert::invoice_matched(value)?;
+            let at = matched.matched_at;
+            return Ok(Input::Procurement(
+                ProcurementInput::InvoiceMatched(matched),
+                at,
+                None,
+            ));
+        }
+        if topic == self.topics.payment_schedule {
+            let event = PaymentScheduleRecord::from_value(value)?;
+            if event.kind != ScheduleEventKind::Settled {
+                return Ok(Input::Ignored);
+            }
+            let settled = PaymentSettled {
+                org: event.org,
+                po: event.po,
+                invoice: event.invoice,
+            };
+            let input = ProcurementInput::PaymentSettled(settled);
+            return Ok(Input::Procurement(input, event.occurred_at, None));
         }
         let (event, occurred_at) = convert::purchase_order(value)?;
         let actor = match &event {
@@ -165,6 +201,7 @@ impl ProcurementProcessor {
                 return Ok(Ok(()));
             }
             Input::Procurement(input, at, actor) => (input, at, actor),
+            Input::Ignored => return Ok(Ok(())),
         };
         if let Err(dead) = check_key(record, input.org()) {
             return Ok(Err(dead));

@@ -241,9 +241,13 @@ impl<T: Topology> Runtime<T> {
         self.store
             .write(output.state)
             .map_err(|e| BatchFailure::Fatal(e.into()))?;
+        let mut stats = output.stats;
+        for record in &output.records {
+            *stats.records_out.entry(record.topic.clone()).or_default() += 1;
+        }
 
         if batch.is_empty() {
-            self.stats.add(&output.stats);
+            self.stats.add(&stats);
             return Ok(());
         }
         // Records are processed in offset order per partition; what is still buffered is
@@ -262,7 +266,7 @@ impl<T: Topology> Runtime<T> {
             // Outputs and state are in place; a lost commit only means a harmless replay.
             tracing::warn!(%error, "offset commit failed; the batch will be replayed idempotently");
         }
-        self.stats.add(&output.stats);
+        self.stats.add(&stats);
         Ok(())
     }
 }

@@ -18,6 +18,8 @@ pub struct StatsSnapshot {
     pub dlq_reasons: BTreeMap<&'static str, u64>,
     /// Other counters by name (transitions, refusals, approval requests, escalations, ...).
     pub counts: BTreeMap<&'static str, u64>,
+    /// Records produced, per topic (DLQs included).
+    pub records_out: BTreeMap<String, u64>,
 }
 
 impl StatsSnapshot {
@@ -27,6 +29,11 @@ impl StatsSnapshot {
 
     pub fn get(&self, name: &str) -> u64 {
         self.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// Records produced to `topic`.
+    pub fn out(&self, topic: &str) -> u64 {
+        self.records_out.get(topic).copied().unwrap_or(0)
     }
 }
 
@@ -52,6 +59,9 @@ impl Stats {
         }
         for (k, v) in &batch.counts {
             *s.counts.entry(k).or_default() += v;
+        }
+        for (k, v) in &batch.records_out {
+            *s.records_out.entry(k.clone()).or_default() += v;
         }
     }
 

@@ -327,3 +327,114 @@ fn a_rejection_cancels_the_po() {
         )]
     );
 }
+
+fn receipt(grn: u128, received: Decimal, returned: Decimal) -> ProcurementInput {
+    ProcurementInput::Receipt(crate::events::GoodsReceived {
+        org: org(),
+        grn: crate::ids::GoodsReceiptId::from_u128(grn),
+        po: po(),
+        lines: vec![crate::events::ReceiptLine {
+            line: LineNumber::new(1).unwrap(),
+            received: Quantity::new(received).unwrap(),
+            returned: Quantity::new(returned).unwrap(),
+        }],
+    })
+}
+
+fn invoice_matched(invoice: u128) -> ProcurementInput {
+    ProcurementInput::InvoiceMatched(crate::events::InvoiceMatched {
+        org: org(),
+        invoice: crate::ids::InvoiceId::from_u128(invoice),
+        po: po(),
+        supplier: SupplierId::from_u128(3),
+        number: crate::ids::InvoiceNumber::parse("SI-1").unwrap(),
+        total: Money::new(dec!(1000), eur()),
+        lines: vec![],
+        invoice_date: 0,
+        matched_at: T0,
+    })
+}
+
+fn settled(invoice: u128) -> ProcurementInput {
+    ProcurementInput::PaymentSettled(PaymentSettled {
+        org: org(),
+        po: po(),
+        invoice: crate::ids::InvoiceId::from_u128(invoice),
+    })
+}
+
+fn states(events: &[ApprovalEvent]) -> Vec<(PoAction, PoState, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ApprovalEvent::Transitioned(t) => Some((t.action, t.to, t.version)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn receipts_acknowledge_then_accumulate_net_of_returns_until_received_in_full() {
+    let mut state = None;
+    handle(&mut state, &issued(), None, T0).unwrap();
+    // 10 ordered: 6 received, 1 sent back: 5 net.
+    let first = handle(&mut state, &receipt(1, dec!(6), dec!(1)), None, T0).unwrap();
+    assert_eq!(
+        states(&first),
+        vec![
+            (PoAction::Acknowledge, PoState::Acknowledged, 2),
+            (PoAction::ReceivePartially, PoState::PartiallyReceived, 3),
+        ]
+    );
+    // The same receipt again (a replay): nothing.
+    assert_eq!(
+        handle(&mut state, &receipt(1, dec!(6), dec!(1)), None, T0).unwrap(),
+        vec![]
+    );
+    // 4 more: 9 of 10, still partial; then the last one.
+    let second = handle(&mut state, &receipt(2, dec!(4), dec!(0)), None, T0).unwrap();
+    assert_eq!(
+        states(&second),
+        vec![(PoAction::ReceivePartially, PoState::PartiallyReceived, 4)]
+    );
+    let third = handle(&mut state, &receipt(3, dec!(1), dec!(0)), None, T0).unwrap();
+    assert_eq!(
+        states(&third),
+        vec![(PoAction::ReceiveInFull, PoState::Received, 5)]
+    );
+}
+
+#[test]
+fn a_received_po_is_invoiced_when_matched_and_paid_when_every_matched_invoice_is_settled() {
+    let mut state = None;
+    handle(&mut state, &issued(), None, T0).unwrap();
+    // Matched while goods are still outstanding: recorded, no step yet.
+    assert_eq!(
+        handle(&mut state, &invoice_matched(7), None, T0).unwrap(),
+        vec![]
+    );
+    handle(&mut state, &receipt(1, dec!(10), dec!(0)), None, T0).unwrap();
+    let invoiced = handle(&mut state, &invoice_matched(8), None, T0).unwrap();
+    assert_eq!(
+        states(&invoiced),
+        vec![(PoAction::MatchInvoice, PoState::Invoiced, 4)]
+    );
+    // Invoice 7 paid, invoice 8 not yet: not paid in full.
+    assert_eq!(handle(&mut state, &settled(7), None, T0).unwrap(), vec![]);
+    let paid = handle(&mut state, &settled(8), None, T0).unwrap();
+    assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
+    let closed = handle(&mut state, &stepped(PurchaseOrderStep::Closed), None, T0).unwrap();
+    assert_eq!(states(&closed), vec![(PoAction::Close, PoState::Closed, 6)]);
+}
+
+#[test]
+fn a_receipt_against_a_cancelled_or_unknown_po_is_refused() {
+    let mut state = None;
+    let unknown = handle(&mut state, &receipt(1, dec!(1), dec!(0)), None, T0).unwrap_err();
+    assert_eq!(unknown.reason, RefusalReason::UnknownPurchaseOrder(po()));
+    handle(&mut state, &issued(), None, T0).unwrap();
+    handle(&mut state, &cancelled(), None, T0).unwrap();
+    let refused = handle(&mut state, &receipt(1, dec!(1), dec!(0)), None, T0).unwrap_err();
+    assert_eq!(refused.state, Some(PoState::Cancelled));
+    assert_eq!(refused.attempted, PoAction::ReceivePartially);
+}
