@@ -105,7 +105,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let count =
         |topics: &[InputTopic]| -> u64 { topics.iter().map(|t| scenario.count(*t) as u64).sum() };
     use InputTopic as I;
-    let match_inputs = count(&[I::PurchaseOrders, I::GoodsReceipts, I::Invoices]);
+    let match_inputs = count(&[
+        I::PurchaseOrders,
+        I::GoodsReceipts,
+        I::Invoices,
+        I::OrgConfigs,
+    ]);
     // Besides what the ERPs send, procurement reads what match and payment write.
     let procurement_inputs = count(&[
         I::PurchaseOrders,

@@ -484,3 +484,90 @@ async fn registry_subjects(registry: &str) -> Vec<String> {
     assert!(output.status.success(), "GET {registry}/subjects failed");
     serde_json::from_slice(&output.stdout).expect("the registry lists subjects as JSON")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_stream_time() {
+    use p2p_processors::approval::ApprovalPolicy;
+    use p2p_processors::org_config::OrgConfig;
+    use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
+    let topics = unique_topics("wait-limit");
+    create_topics(&kafka(), &topics, 2, 1)
+        .await
+        .expect("topics");
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let send = |records: Vec<ScenarioRecord>| {
+        let scenario = Scenario {
+            records,
+            planted: vec![],
+            lifecycles: Default::default(),
+            refusals: 0,
+        };
+        let (producer, codec, topics) = (&producer, &codec, &topics);
+        async move {
+            produce_scenario(producer, codec, topics, &scenario)
+                .await
+                .expect("produced")
+        }
+    };
+    const DAY: i64 = 86_400_000;
+    let a = Org::new("EUR");
+    let config = OrgConfig {
+        org: a.id.clone(),
+        approval: ApprovalPolicy::defaults(a.currency),
+        payment: PaymentPolicy::defaults(),
+        default_terms: PaymentTerms::DEFAULT,
+        pending_wait_days: 2,
+        updated_at: EventTime(T),
+    };
+    // Waits for goods that never come; its PO is issued, 3 of 5 received.
+    let waiting_po = a.po(&[(dec!(5), dec!(10.00), true)]);
+    let waiting = a.invoice(&waiting_po, &[(1, dec!(5), dec!(10.00))], dec!(50.00));
+    // Names a PO nobody ever issues.
+    // (Amounts differ, so no invoice is another's duplicate.)
+    let ghost_po = a.po(&[(dec!(1), dec!(7.00), true)]);
+    let orphan = a.invoice(&ghost_po, &[(1, dec!(1), dec!(7.00))], dec!(7.00));
+    // Waits a day, then its goods come: matched, not expired.
+    let late_po = a.po(&[(dec!(1), dec!(8.00), true)]);
+    let late = a.invoice(&late_po, &[(1, dec!(1), dec!(8.00))], dec!(8.00));
+    // Arrives on day 2: within its own limit when stream time reaches day 3.
+    let fresh_po = a.po(&[(dec!(1), dec!(9.00), true)]);
+    let fresh = a.invoice(&fresh_po, &[(1, dec!(1), dec!(9.00))], dec!(9.00));
+    let filler = a.po(&[(dec!(1), dec!(1.00), true)]);
+
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    send(vec![
+        ScenarioRecord::org_config(&config),
+        issued(&waiting_po, 1),
+        issued(&late_po, 2),
+        received(&a.receipt(&waiting_po, &[(1, dec!(3))]), 3),
+        invoiced(&waiting, 10),
+        invoiced(&orphan, 11),
+        invoiced(&late, 12),
+        received(&a.receipt(&late_po, &[(1, dec!(1))]), DAY),
+        issued(&fresh_po, 2 * DAY),
+        invoiced(&fresh, 2 * DAY + 1),
+        // Nothing but the passing of (event) time: a PO issued on day 3.
+        issued(&filler, 3 * DAY),
+    ])
+    .await;
+    let observed = wait_for(&topics, &codec, "the expired invoices", |o| {
+        has_outcome(o, &waiting) && has_outcome(o, &orphan) && has_outcome(o, &late)
+    })
+    .await;
+    let stats = pipeline.stop().await;
+
+    assert_eq!(
+        reasons_of(&observed, &waiting),
+        vec![reason("NOT_RECEIVED", Some(1), dec!(3), dec!(5))]
+    );
+    let orphan_reasons = &observed.exceptions[orphan.invoice.as_str()][0].reasons;
+    assert_eq!(orphan_reasons.len(), 1);
+    assert_eq!(orphan_reasons[0].reason, "UNKNOWN_PO");
+    assert!(observed.matched.contains_key(late.invoice.as_str()));
+    assert!(
+        !has_outcome(&observed, &fresh),
+        "still within its wait limit"
+    );
+    assert_eq!(stats.get("wait limits expired"), 2);
+}

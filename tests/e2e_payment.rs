@@ -242,6 +242,7 @@ async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once()
         approval: ApprovalPolicy::defaults(eur()),
         payment,
         default_terms: PaymentTerms::DEFAULT,
+        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
         updated_at: now(),
     };
     tx.send(
@@ -432,6 +433,7 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
         approval: ApprovalPolicy::defaults(eur()),
         payment,
         default_terms: PaymentTerms::DEFAULT,
+        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
         updated_at: now(),
     };
     tx.send(

@@ -163,6 +163,7 @@ impl Scenario {
                 approval: ApprovalPolicy::defaults(currency),
                 payment,
                 default_terms: PaymentTerms::DEFAULT,
+                pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
                 updated_at: tick(&mut rng),
             };
             records.push(ScenarioRecord::org_config(&settings));

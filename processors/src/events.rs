@@ -218,6 +218,8 @@ pub enum ExceptionReason {
     Duplicate {
         of: InvoiceId,
     },
+    /// No such purchase order was issued within the org's wait limit.
+    UnknownPurchaseOrder,
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
@@ -232,11 +234,12 @@ pub enum ReasonKind {
     UnknownPoLine,
     PoCancelled,
     Duplicate,
+    UnknownPo,
 }
 
 impl ReasonKind {
     /// In the order of the Avro enum's symbols.
-    pub const ALL: [ReasonKind; 9] = [
+    pub const ALL: [ReasonKind; 10] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -246,6 +249,7 @@ impl ReasonKind {
         ReasonKind::UnknownPoLine,
         ReasonKind::PoCancelled,
         ReasonKind::Duplicate,
+        ReasonKind::UnknownPo,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -260,6 +264,7 @@ impl ReasonKind {
             ReasonKind::UnknownPoLine => "UNKNOWN_PO_LINE",
             ReasonKind::PoCancelled => "PO_CANCELLED",
             ReasonKind::Duplicate => "DUPLICATE",
+            ReasonKind::UnknownPo => "UNKNOWN_PO",
         }
     }
 
@@ -280,6 +285,7 @@ impl ExceptionReason {
             ExceptionReason::UnknownPoLine { .. } => ReasonKind::UnknownPoLine,
             ExceptionReason::PoCancelled => ReasonKind::PoCancelled,
             ExceptionReason::Duplicate { .. } => ReasonKind::Duplicate,
+            ExceptionReason::UnknownPurchaseOrder => ReasonKind::UnknownPo,
         }
     }
 
@@ -347,6 +353,9 @@ impl ExceptionReason {
             ExceptionReason::PoCancelled => "the purchase order is cancelled".to_owned(),
             ExceptionReason::Duplicate { of } => {
                 format!("duplicates invoice {of} of the same supplier")
+            }
+            ExceptionReason::UnknownPurchaseOrder => {
+                "no such purchase order was issued within the wait limit".to_owned()
             }
         }
     }

@@ -107,6 +107,42 @@ impl PurchaseOrderMatch {
         &self.po
     }
 
+    /// The invoices still pending.
+    pub fn pending(&self) -> impl Iterator<Item = &InvoiceId> {
+        self.invoices
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Pending(_)))
+            .map(|r| &r.invoice.invoice)
+    }
+
+    /// The org's wait limit for `invoice` has passed: if it is still pending it becomes an
+    /// exception, with every reason it was waiting for (goods not received, or no such PO).
+    /// Decided invoices are left as they are.
+    pub fn expire_pending(&mut self, invoice: &InvoiceId, at: EventTime) -> Vec<MatchOutput> {
+        let Some(record) = self
+            .invoices
+            .iter_mut()
+            .find(|r| &r.invoice.invoice == invoice)
+        else {
+            return vec![];
+        };
+        let Outcome::Pending(pending) = &record.outcome else {
+            return vec![];
+        };
+        let mut reasons: Vec<ExceptionReason> = record
+            .duplicate_of
+            .iter()
+            .map(|of| ExceptionReason::Duplicate { of: of.clone() })
+            .collect();
+        if pending.waiting_for.contains(&PendingReason::PurchaseOrder) {
+            reasons.push(ExceptionReason::UnknownPurchaseOrder);
+        }
+        reasons.extend(not_received(pending.waiting_for.clone()));
+        let raised = exception(&record.invoice, reasons, at);
+        record.outcome = Outcome::Exception(raised.clone());
+        vec![MatchOutput::Exception(raised)]
+    }
+
     /// Received minus returned so far on a line.
     pub fn received(&self, line: LineNumber) -> Quantity {
         self.progress

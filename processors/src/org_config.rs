@@ -14,7 +14,19 @@ pub struct OrgConfig {
     pub payment: PaymentPolicy,
     /// Terms for suppliers the supplier master does not know (yet).
     pub default_terms: PaymentTerms,
+    /// How long an invoice may stay pending (waiting for its PO or goods) before it becomes
+    /// an exception, in days of event time.
+    #[serde(default = "OrgConfig::default_pending_wait_days")]
+    pub pending_wait_days: u32,
     pub updated_at: EventTime,
+}
+
+impl OrgConfig {
+    pub const DEFAULT_PENDING_WAIT_DAYS: u32 = 30;
+
+    fn default_pending_wait_days() -> u32 {
+        Self::DEFAULT_PENDING_WAIT_DAYS
+    }
 }
 
 impl PaymentPolicy {

@@ -61,9 +61,14 @@ impl Topics {
         }
     }
 
-    /// Inputs of the match topology.
+    /// Inputs of the match topology: the documents, and the org settings (wait limits).
     pub fn match_inputs(&self) -> Vec<&str> {
-        vec![&self.po_events, &self.grn_events, &self.invoice_events]
+        vec![
+            &self.po_events,
+            &self.grn_events,
+            &self.invoice_events,
+            &self.org_config,
+        ]
     }
 
     /// Inputs of the procurement (lifecycle and approval) topology: what the ERP says of the

@@ -11,14 +11,18 @@ use crate::record::{InputRecord, OutputRecord};
 use crate::stats::StatsSnapshot;
 use crate::topology::{check_key, decode, BatchOutput, ProcessError, RecordResult, Topology};
 use p2p_avro::contracts::{INVOICE_EXCEPTION, INVOICE_MATCHED};
+use p2p_avro::convert::procurement::org_config;
 use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
 use p2p_processors::duplicates::{DocumentKind, DuplicatePolicy, DuplicateRegister, InvoiceFacts};
+use p2p_processors::org_config::OrgConfig;
 use p2p_processors::{
-    MatchContext, MatchInput, MatchOutput, PurchaseOrderEvent, PurchaseOrderMatch, Tolerance,
+    EventTime, InvoiceId, MatchContext, MatchInput, MatchOutput, OrgId, PurchaseOrderEvent,
+    PurchaseOrderMatch, Tolerance,
 };
-use p2p_state::{StateError, StateKey, Store};
+use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// Name of this processor in DLQ headers and logs.
@@ -29,13 +33,24 @@ enum InputKind {
     PurchaseOrder,
     GoodsReceipt,
     Invoice,
+    OrgConfig,
 }
+
+/// The state entity of an org's configuration (no PO id looks like it).
+const CONFIG_ENTITY: &str = "config/org";
+/// Timer names of pending invoices' wait limits: `pending/<invoice id>`.
+const PENDING_TIMER: &str = "pending/";
+const DAY_MS: i64 = 86_400_000;
+/// Most wait limits expired in one batch; the rest in the next.
+const TIMERS_PER_BATCH: usize = 1_000;
 
 pub struct MatchProcessor {
     topics: Topics,
     tolerance: Tolerance,
     duplicates: DuplicatePolicy,
     codec: Arc<Codec>,
+    /// The latest record timestamp processed: the clock of pending invoices' wait limits.
+    stream_time: AtomicI64,
 }
 
 /// The states a batch touches: each read once from the store, written once at the end.
@@ -45,9 +60,27 @@ struct Working<'s> {
     store: &'s Store,
     states: HashMap<StateKey, PurchaseOrderMatch>,
     registers: HashMap<StateKey, DuplicateRegister>,
+    configs: HashMap<StateKey, Option<OrgConfig>>,
+    timers: StoreBatch,
 }
 
 impl Working<'_> {
+    fn config(&mut self, org: &OrgId) -> Result<Option<OrgConfig>, StateError> {
+        let key = StateKey::new(org, CONFIG_ENTITY);
+        if !self.configs.contains_key(&key) {
+            let config = self.store.get(&key)?;
+            self.configs.insert(key.clone(), config);
+        }
+        Ok(self.configs[&key].clone())
+    }
+
+    fn existing(&self, key: &StateKey) -> Result<Option<PurchaseOrderMatch>, StateError> {
+        match self.states.get(key) {
+            Some(state) => Ok(Some(state.clone())),
+            None => self.store.get(key),
+        }
+    }
+
     fn register(&self, key: &StateKey) -> Result<DuplicateRegister, StateError> {
         if let Some(register) = self.registers.get(key) {
             return Ok(register.clone());
@@ -76,6 +109,7 @@ impl MatchProcessor {
             tolerance,
             duplicates: DuplicatePolicy::default(),
             codec,
+            stream_time: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -86,12 +120,15 @@ impl MatchProcessor {
             Some(InputKind::GoodsReceipt)
         } else if topic == self.topics.invoice_events {
             Some(InputKind::Invoice)
+        } else if topic == self.topics.org_config {
+            Some(InputKind::OrgConfig)
         } else {
             None
         }
     }
 
-    /// Processes `records` in order against `store` (the match keeps no timers yet).
+    /// Processes `records` in order against `store`, then expires the pending invoices whose
+    /// wait limit stream time has passed.
     pub async fn process_batch(
         &self,
         records: &[InputRecord],
@@ -101,6 +138,8 @@ impl MatchProcessor {
             store,
             states: HashMap::new(),
             registers: HashMap::new(),
+            configs: HashMap::new(),
+            timers: StoreBatch::default(),
         };
         let mut output = BatchOutput::default();
         output.records.reserve(records.len());
@@ -114,11 +153,31 @@ impl MatchProcessor {
                 output.dead_letter(record, reason, &error, PROCESSOR);
             }
         }
-        for (key, value) in &working.states {
+        // Wait limits run on stream time (the latest event time seen), so replaying the same
+        // records always expires the same invoices.
+        let batch_time = records.iter().filter_map(|r| r.timestamp).max();
+        if let Some(t) = batch_time {
+            self.stream_time.fetch_max(t, Ordering::Relaxed);
+        }
+        self.expire_pending(&mut working, &mut output).await?;
+        let Working {
+            states,
+            registers,
+            configs,
+            timers,
+            ..
+        } = working;
+        output.state = timers;
+        for (key, value) in &states {
             output.state.put(key, value)?;
         }
-        for (key, value) in &working.registers {
+        for (key, value) in &registers {
             output.state.put(key, value)?;
+        }
+        for (key, config) in &configs {
+            if let Some(config) = config {
+                output.state.put(key, config)?;
+            }
         }
         Ok(output)
     }
@@ -145,6 +204,18 @@ impl MatchProcessor {
             InputKind::PurchaseOrder => convert::purchase_order_event(&value),
             InputKind::GoodsReceipt => convert::goods_receipt_event(&value),
             InputKind::Invoice => convert::invoice_event(&value),
+            InputKind::OrgConfig => {
+                let config = match org_config(&value) {
+                    Ok(config) => config,
+                    Err(e) => return Ok(Err((DlqReason::InvalidDocument, e.to_string()))),
+                };
+                if let Err(dead) = check_key(record, &config.org) {
+                    return Ok(Err(dead));
+                }
+                let key = StateKey::new(&config.org, CONFIG_ENTITY);
+                working.configs.insert(key, Some(config));
+                return Ok(Ok(()));
+            }
         };
         let decoded = match decoded {
             Ok(d) => d,
@@ -205,6 +276,24 @@ impl MatchProcessor {
                 }
             }
         }
+        // An invoice that arrives and waits gets its wait limit, counted from its arrival.
+        if let MatchInput::Invoice(invoice) = &decoded.input {
+            let waits = outputs
+                .iter()
+                .any(|o| matches!(o, MatchOutput::Pending(p) if p.invoice == invoice.invoice));
+            if waits {
+                let days = working
+                    .config(org)?
+                    .map_or(OrgConfig::DEFAULT_PENDING_WAIT_DAYS, |c| {
+                        c.pending_wait_days
+                    });
+                working.timers.schedule(&Timer {
+                    due: decoded.occurred_at.0 + i64::from(days) * DAY_MS,
+                    owner: key.clone(),
+                    name: format!("{PENDING_TIMER}{}", invoice.invoice),
+                });
+            }
+        }
         working.states.insert(key, state);
         if let Some((key, seen)) = register {
             working.registers.insert(key, seen);
@@ -218,6 +307,47 @@ impl MatchProcessor {
             *stats.exception_reasons.entry(k).or_default() += v;
         }
         Ok(Ok(()))
+    }
+
+    /// Turns every invoice still pending past its org's wait limit (on stream time) into an
+    /// exception naming what it waited for.
+    async fn expire_pending(
+        &self,
+        working: &mut Working<'_>,
+        output: &mut BatchOutput,
+    ) -> Result<(), ProcessError> {
+        let now = self.stream_time.load(Ordering::Relaxed);
+        if now == i64::MIN {
+            return Ok(());
+        }
+        for timer in working.store.due_timers(now, TIMERS_PER_BATCH)? {
+            working.timers.cancel(&timer);
+            let Some(invoice) = timer.name.strip_prefix(PENDING_TIMER) else {
+                continue;
+            };
+            let Ok(invoice) = InvoiceId::parse(invoice) else {
+                continue;
+            };
+            let Some(mut state) = working.existing(&timer.owner)? else {
+                continue;
+            };
+            let outputs = state.expire_pending(&invoice, EventTime(timer.due));
+            let mut encoded = Vec::with_capacity(outputs.len());
+            for o in &outputs {
+                match self.encode(o, &mut output.stats).await {
+                    Ok(Some(r)) => encoded.push(r),
+                    Ok(None) => {}
+                    // Our own exception always fits its schema; anything else is retried.
+                    Err(e) => return Err(ProcessError::Transient(e)),
+                }
+            }
+            output.records.extend(encoded);
+            if !outputs.is_empty() {
+                output.stats.count("wait limits expired");
+                working.states.insert(timer.owner.clone(), state);
+            }
+        }
+        Ok(())
     }
 
     async fn encode(
@@ -285,6 +415,12 @@ impl Topology for MatchProcessor {
             .into_iter()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Pending invoices' wait limits: a limit scheduled in the batch that also moved stream
+    /// time past it fires on the next idle tick.
+    fn has_timers(&self) -> bool {
+        true
     }
 
     async fn process(

@@ -160,6 +160,7 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
             field: "default_payment_terms",
             reason: e.to_string(),
         })?,
+        pending_wait_days: non_negative(&r, "pending_invoice_wait_days")?,
         approval: ApprovalPolicy {
             base_currency: r.currency("base_currency")?,
             thresholds: thresholds(&r, "approval_l1_max", "approval_l2_max")?,
@@ -231,6 +232,10 @@ pub fn org_config_value(config: &OrgConfig) -> Result<Value, EncodeError> {
             ),
         ),
         ("default_payment_terms", s(config.default_terms)),
+        (
+            "pending_invoice_wait_days",
+            Value::Int(config.pending_wait_days as i32),
+        ),
         ("installments", installments_value(&config.payment)?),
         ("updated_at", Value::TimestampMillis(config.updated_at.0)),
     ]))
@@ -549,6 +554,7 @@ mod tests {
             approval,
             payment,
             default_terms: PaymentTerms::parse("2/10 NET 30").unwrap(),
+            pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
             updated_at: EventTime(5),
         };
         let back = org_config(&roundtrip(&ORG_CONFIG, org_config_value(&config).unwrap())).unwrap();

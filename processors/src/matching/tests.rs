@@ -456,3 +456,46 @@ fn a_duplicate_waiting_for_goods_is_an_exception_at_once_with_every_reason() {
     let kinds: Vec<ReasonKind> = reasons(&out).iter().map(ExceptionReason::kind).collect();
     assert_eq!(kinds, vec![ReasonKind::Duplicate, ReasonKind::NotReceived]);
 }
+
+#[test]
+fn a_pending_invoice_past_its_wait_limit_becomes_an_exception_naming_what_it_waited_for() {
+    let f = Fixture::new();
+    // Before its PO: unknown PO once the limit passes.
+    let mut early = f.state();
+    apply(&mut early, invoice(f.invoice(20, dec!(5), dec!(10.00))));
+    assert_eq!(early.pending().count(), 1);
+    let expired = early.expire_pending(&InvoiceId::from_u128(20), T0);
+    assert_eq!(
+        reasons(&expired),
+        vec![ExceptionReason::UnknownPurchaseOrder]
+    );
+    assert_eq!(early.pending().count(), 0);
+
+    // Waiting for goods: not received, with what was billed and what came.
+    let mut waiting = f.state();
+    apply(&mut waiting, f.issued());
+    apply(&mut waiting, f.receipt(10, dec!(3), dec!(0)));
+    apply(&mut waiting, invoice(f.invoice(21, dec!(5), dec!(10.00))));
+    let expired = waiting.expire_pending(&InvoiceId::from_u128(21), T0);
+    assert_eq!(
+        reasons(&expired),
+        vec![ExceptionReason::NotReceived {
+            line: line(1),
+            expected: qty(dec!(3)),
+            actual: qty(dec!(5)),
+        }]
+    );
+    // Goods arriving later no longer decide it: it is an exception until corrected.
+    assert_eq!(apply(&mut waiting, f.receipt(11, dec!(2), dec!(0))), vec![]);
+}
+
+#[test]
+fn the_wait_limit_leaves_a_decided_invoice_alone() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(5), dec!(10.00))));
+    assert_eq!(s.expire_pending(&InvoiceId::from_u128(20), T0), vec![]);
+    assert_eq!(s.expire_pending(&InvoiceId::from_u128(99), T0), vec![]);
+}
