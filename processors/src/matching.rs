@@ -42,11 +42,20 @@ enum Order {
     Cancelled,
 }
 
-/// Running totals of one PO line.
+/// Running totals of one PO line. Received and returned are kept apart so that a return read
+/// before the receipt it returns still counts: the net is the same in any arrival order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct LineProgress {
     received: Quantity,
+    #[serde(default)]
+    returned: Quantity,
     invoiced: Quantity,
+}
+
+impl LineProgress {
+    fn net_received(&self) -> Quantity {
+        self.received.saturating_minus(self.returned)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +156,7 @@ impl PurchaseOrderMatch {
     pub fn received(&self, line: LineNumber) -> Quantity {
         self.progress
             .get(&line)
-            .map_or(Quantity::ZERO, |p| p.received)
+            .map_or(Quantity::ZERO, |p| p.net_received())
     }
 
     /// Quantity consumed by matched invoices on a line.
@@ -247,10 +256,8 @@ impl PurchaseOrderMatch {
         self.receipts.insert(receipt.grn.clone());
         for line in &receipt.lines {
             let progress = self.progress.entry(line.line).or_default();
-            progress.received = progress
-                .received
-                .plus(line.received)
-                .saturating_minus(line.returned);
+            progress.received = progress.received.plus(line.received);
+            progress.returned = progress.returned.plus(line.returned);
         }
         self.rematch_pending(at, tolerance)
     }
@@ -440,7 +447,7 @@ impl PurchaseOrderMatch {
                     actual: quantity,
                 });
             } else if po_line.receipt_required {
-                let available = progress.received.saturating_minus(progress.invoiced);
+                let available = progress.net_received().saturating_minus(progress.invoiced);
                 if tolerance.exceeded_by(available.value(), quantity.value()) {
                     waiting.push(PendingReason::Receipt {
                         line,
