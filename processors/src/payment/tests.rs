@@ -397,3 +397,128 @@ fn a_supplier_without_an_account_to_pay_to_is_held_until_the_master_has_one() {
     );
     assert!(matches!(events[1], PaymentEvent::Released(_)));
 }
+
+/// One thing that can happen to a scheduled payment.
+#[derive(Debug, Clone)]
+enum Step {
+    /// The match is replayed or re-delivered.
+    Rematch,
+    /// A payment run on this many days after the invoice date.
+    Run(u32),
+    Po(PoState),
+    Blocked(bool),
+    /// The bank reports on this part.
+    Bank(u32, BankStatus),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Step::Rematch),
+        (0u32..120).prop_map(Step::Run),
+        prop_oneof![
+            Just(PoState::Disputed),
+            Just(PoState::Received),
+            Just(PoState::Cancelled)
+        ]
+        .prop_map(Step::Po),
+        any::<bool>().prop_map(Step::Blocked),
+        (
+            1u32..4,
+            prop_oneof![
+                Just(BankStatus::Accepted),
+                Just(BankStatus::Settled),
+                Just(BankStatus::Rejected("AC04".into()))
+            ]
+        )
+            .prop_map(|(part, status)| Step::Bank(part, status)),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever happens to it (replays, runs on any dates, disputes, cancellation, blocks, bank
+    /// reports in any order), an invoice is scheduled once, each part is released at most
+    /// once, and what is released never exceeds what is payable nor changes currency. What is
+    /// payable plus the discount taken is the invoice total to the cent (or, financed, the
+    /// rounded cost plus markup).
+    #[test]
+    fn one_payment_per_invoice_never_more_than_payable_never_another_currency(
+        cents in 1i64..100_000_000,
+        terms in proptest::prop_oneof![
+            proptest::strategy::Just("NET 30"),
+            proptest::strategy::Just("2/10 NET 30"),
+            proptest::strategy::Just("1.5/15 NET 45")
+        ],
+        capture in proptest::bool::ANY,
+        financed in proptest::bool::ANY,
+        steps in proptest::collection::vec(step(), 0..40),
+    ) {
+        let total = Decimal::new(cents, 2);
+        let mut org_policy = policy();
+        org_policy.capture_discounts = capture;
+        if financed {
+            org_policy.installment_threshold = Some(Money::new(dec!(0.01), eur()));
+            org_policy.installment_plan = Some(InstallmentPlan {
+                markup_percent: dec!(3.7),
+                installments: 3,
+                interval_days: 30,
+            });
+        }
+        let (y, m, d) = INVOICED;
+        let invoiced = date(y, m, d);
+        let mut supplier = payee(terms);
+        let (mut payment, events) =
+            Payment::schedule(None, &matched(total), invoiced, &supplier, &org_policy)
+                .unwrap()
+                .unwrap();
+        let (payable, discount) = match &events[0] {
+            PaymentEvent::Scheduled { parts, discount, .. } => (
+                parts.iter().map(|(_, m)| m.amount()).sum::<Decimal>(),
+                discount.map_or(Decimal::ZERO, |d| d.amount()),
+            ),
+            other => panic!("first event is {other:?}"),
+        };
+        if financed {
+            let rounded = Money::new(total * dec!(103.7) / dec!(100), eur()).round_half_up();
+            proptest::prop_assert_eq!(payable, rounded.amount());
+        } else {
+            proptest::prop_assert_eq!(payable + discount, total);
+        }
+
+        let mut released: BTreeMap<u32, Money> = BTreeMap::new();
+        for step in steps {
+            let events = match step {
+                Step::Rematch => {
+                    let again =
+                        Payment::schedule(Some(&payment), &matched(total), invoiced, &supplier, &org_policy)
+                            .unwrap();
+                    proptest::prop_assert!(again.is_none(), "scheduled a second payment");
+                    vec![]
+                }
+                Step::Run(days) => payment.release(
+                    invoiced + chrono::Days::new(u64::from(days)),
+                    &supplier,
+                    &org_policy,
+                ),
+                Step::Po(state) => payment.on_po_state(state),
+                Step::Blocked(blocked) => {
+                    supplier.blocked = blocked;
+                    payment.on_payee(&supplier)
+                }
+                // Out-of-order reports are refused, never applied.
+                Step::Bank(part, status) => payment.on_bank_status(part, &status).unwrap_or_default(),
+            };
+            for event in events {
+                if let PaymentEvent::Released(release) = event {
+                    proptest::prop_assert_eq!(release.amount.currency(), eur());
+                    proptest::prop_assert!(
+                        released.insert(release.part, release.amount).is_none(),
+                        "part {} released twice", release.part
+                    );
+                }
+            }
+        }
+        let out: Decimal = released.values().map(|m| m.amount()).sum();
+        proptest::prop_assert!(out <= payable);
+    }
+}
