@@ -160,7 +160,9 @@ pub struct RuntimeConfig {
     /// How often due timers are looked for when no records arrive.
     pub timer_interval: Duration,
     /// How long a group of co-partitioned partitions waits for one that is behind (the broker
-    /// has records for it not yet fetched) before it processes what it has.
+    /// has records for it not yet fetched) before it processes what it has. Kafka Streams
+    /// waits for such records without a limit; ours is only a guard against a partition that
+    /// merely looks behind (see ADR 0004), so it is long.
     pub max_task_idle: Duration,
     /// How long it waits for a partition no fetch has reported on yet (start-up, a new
     /// assignment): its first records may be the earliest of all.
@@ -176,7 +178,7 @@ impl RuntimeConfig {
             max_batch: 500,
             batch_linger: Duration::from_millis(20),
             timer_interval: Duration::from_millis(500),
-            max_task_idle: Duration::from_secs(1),
+            max_task_idle: Duration::from_secs(5),
             max_fetch_wait: Duration::from_secs(5),
         }
     }
