@@ -16,6 +16,7 @@ use p2p_topologies::admin::create_topics;
 use p2p_topologies::dlq;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use std::time::Duration;
 
 fn currency(code: &str) -> Currency {
     Currency::parse(code).unwrap()
@@ -80,8 +81,10 @@ impl Org {
                     line: line(l),
                     received: qty(q),
                     returned: Quantity::ZERO,
+                    expected: None,
                 })
                 .collect(),
+            resolves: None,
         }
     }
 
@@ -570,4 +573,84 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
         "still within its wait limit"
     );
     assert_eq!(stats.get("wait limits expired"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves_it() {
+    use p2p_avro::convert::procurement::{AuditKind, AuditRecord};
+    use p2p_loadtest::audit::read_topic;
+    use rdkafka::Message;
+    let topics = unique_topics("discrepancy");
+    create_topics(&kafka(), &topics, 2, 1)
+        .await
+        .expect("topics");
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let a = Org::new("EUR");
+    let po = a.po(&[(dec!(10), dec!(10.00), true)]);
+    // 15 delivered against 10 ordered: past the 2% tolerance.
+    let over = a.receipt(&po, &[(1, dec!(15))]);
+    let bill = a.invoice(&po, &[(1, dec!(10), dec!(10.00))], dec!(100.00));
+    // The surplus goes back, on a receipt that says which discrepancy it resolves.
+    let back = GoodsReceived {
+        org: a.id.clone(),
+        grn: GoodsReceiptId::random(),
+        po: po.po.clone(),
+        lines: vec![ReceiptLine {
+            line: line(1),
+            received: Quantity::ZERO,
+            returned: qty(dec!(5)),
+            expected: None,
+        }],
+        resolves: Some(over.grn.clone()),
+    };
+    let scenario = Scenario {
+        records: vec![
+            issued(&po, 1),
+            received(&over, 2),
+            invoiced(&bill, 3),
+            received(&back, 4),
+        ],
+        planted: vec![],
+        lifecycles: Default::default(),
+        refusals: 0,
+    };
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    produce_scenario(&producer, &codec, &topics, &scenario)
+        .await
+        .expect("produced");
+    let observed = wait_for(&topics, &codec, "the invoice", |o| has_outcome(o, &bill)).await;
+    let stats = pipeline.stop().await;
+
+    assert!(observed.matched.contains_key(bill.invoice.as_str()));
+    assert!(!observed.exceptions.contains_key(bill.invoice.as_str()));
+    // Enough was received when it came, yet it waited for the discrepancy to be resolved.
+    assert_eq!(stats.pending, 1, "the invoice waited");
+    assert_eq!(stats.get("receipt discrepancies"), 1);
+    assert_eq!(stats.get("receipt discrepancies resolved"), 1);
+
+    let mut trail = Vec::new();
+    for message in read_topic(&kafka(), &topics.audit_events, Duration::from_secs(30)).unwrap() {
+        let value = codec.decode(message.payload()).await.unwrap();
+        trail.push(AuditRecord::from_value(&value).unwrap());
+    }
+    let kinds: Vec<AuditKind> = trail.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            AuditKind::ReceiptDiscrepancy,
+            AuditKind::DiscrepancyResolved
+        ]
+    );
+    assert!(trail.iter().all(|e| e.po == po.po));
+    assert!(
+        trail[0].detail.contains("line 1: received 15"),
+        "names the line: {}",
+        trail[0].detail
+    );
+    assert!(
+        trail[0].detail.contains("expected 10"),
+        "{}",
+        trail[0].detail
+    );
 }

@@ -487,7 +487,9 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
             line: LineNumber::new(1).unwrap(),
             received: Quantity::new(dec!(10)).unwrap(),
             returned: Quantity::ZERO,
+            expected: None,
         }],
+        resolves: None,
     };
     tx.send(
         &topics.grn_events,

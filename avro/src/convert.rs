@@ -351,14 +351,31 @@ pub fn goods_receipt_event(value: &Value) -> Result<Decoded, DecodeError> {
         .iter()
         .map(|v| {
             let l = Record::of(v, "GoodsReceiptLine")?;
+            let expected = l
+                .opt_decimal("expected_quantity", QTY.1)?
+                .map(Quantity::new)
+                .transpose()
+                .map_err(|source| DecodeError::InvalidMoney {
+                    field: "expected_quantity",
+                    source,
+                })?;
             Ok(ReceiptLine {
                 line: l.line_number()?,
                 received: l.quantity("received_quantity")?,
                 returned: l.quantity("returned_quantity")?,
+                expected,
             })
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
-    if lines.is_empty() {
+    let resolves = r
+        .opt_string("resolves_grn_id")?
+        .map(GoodsReceiptId::parse)
+        .transpose()
+        .map_err(|source| DecodeError::InvalidId {
+            field: "resolves_grn_id",
+            source,
+        })?;
+    if lines.is_empty() && resolves.is_none() {
         return Err(DecodeError::NoLines);
     }
     Ok(Decoded {
@@ -367,6 +384,7 @@ pub fn goods_receipt_event(value: &Value) -> Result<Decoded, DecodeError> {
             grn: r.id("grn_id", GoodsReceiptId::parse)?,
             po: r.id("po_id", PurchaseOrderId::parse)?,
             lines,
+            resolves,
         }),
         occurred_at: r.timestamp("occurred_at")?,
     })
@@ -526,6 +544,13 @@ pub fn goods_receipt_event_value(
                     "returned_quantity",
                     dec("returned_quantity", l.returned.value(), QTY)?,
                 ),
+                (
+                    "expected_quantity",
+                    match l.expected {
+                        Some(q) => some(dec("expected_quantity", q.value(), QTY)?),
+                        None => none(),
+                    },
+                ),
             ]))
         })
         .collect::<Result<Vec<_>, EncodeError>>()?;
@@ -535,6 +560,10 @@ pub fn goods_receipt_event_value(
         ("grn_id", s(&event.grn)),
         ("po_id", s(&event.po)),
         ("lines", Value::Array(lines)),
+        (
+            "resolves_grn_id",
+            event.resolves.as_ref().map_or_else(none, |g| some(s(g))),
+        ),
         ("occurred_at", Value::TimestampMillis(occurred_at.0)),
     ]))
 }

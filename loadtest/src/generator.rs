@@ -281,6 +281,7 @@ impl Scenario {
                             l.quantity
                         },
                         returned: Quantity::ZERO,
+                        expected: None,
                     })
                     .collect();
                 let split = received.len() > 1 && rng.random_bool(0.3);
@@ -295,6 +296,7 @@ impl Scenario {
                             grn: GoodsReceiptId::from_u128(ids.next()),
                             po: po.clone(),
                             lines,
+                            resolves: None,
                         })
                         .collect()
                 } else {
@@ -303,6 +305,7 @@ impl Scenario {
                         grn: GoodsReceiptId::from_u128(ids.next()),
                         po: po.clone(),
                         lines: received,
+                        resolves: None,
                     }]
                 };
 

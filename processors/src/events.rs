@@ -115,6 +115,10 @@ pub struct ReceiptLine {
     pub received: Quantity,
     /// Rejected at the dock or sent back: subtracts from what may be invoiced.
     pub returned: Quantity,
+    /// What this delivery was to bring (delivery note, ASN), if the ERP says. Without it, the
+    /// PO line's open quantity is expected, and only an over-delivery is a discrepancy.
+    #[serde(default)]
+    pub expected: Option<Quantity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +126,38 @@ pub struct GoodsReceived {
     pub org: OrgId,
     pub grn: GoodsReceiptId,
     pub po: PurchaseOrderId,
+    /// May be empty only for a resolution that accepts the quantities as received.
     pub lines: Vec<ReceiptLine>,
+    /// The discrepant receipt this one resolves (its lines, if any, correct the quantities).
+    #[serde(default)]
+    pub resolves: Option<GoodsReceiptId>,
+}
+
+/// A receipt line outside the org's quantity tolerance of what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscrepantLine {
+    pub line: LineNumber,
+    pub expected: Quantity,
+    pub received: Quantity,
+}
+
+/// A receipt that does not agree with what was expected, naming each discrepant line. The PO's
+/// invoices are not matched until it is resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoodsReceiptDiscrepancy {
+    pub org: OrgId,
+    pub grn: GoodsReceiptId,
+    pub po: PurchaseOrderId,
+    pub lines: Vec<DiscrepantLine>,
+}
+
+/// A later receipt resolved a discrepancy: the PO's invoices are matched again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptDiscrepancyResolved {
+    pub org: OrgId,
+    pub grn: GoodsReceiptId,
+    pub po: PurchaseOrderId,
+    pub by: GoodsReceiptId,
 }
 
 /// One billed line of a supplier invoice, against a PO line.
@@ -220,6 +255,10 @@ pub enum ExceptionReason {
     },
     /// No such purchase order was issued within the org's wait limit.
     UnknownPurchaseOrder,
+    /// A receipt of the PO is in discrepancy and not resolved.
+    ReceiptDiscrepancy {
+        grn: GoodsReceiptId,
+    },
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
@@ -235,11 +274,12 @@ pub enum ReasonKind {
     PoCancelled,
     Duplicate,
     UnknownPo,
+    ReceiptDiscrepancy,
 }
 
 impl ReasonKind {
     /// In the order of the Avro enum's symbols.
-    pub const ALL: [ReasonKind; 10] = [
+    pub const ALL: [ReasonKind; 11] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -250,6 +290,7 @@ impl ReasonKind {
         ReasonKind::PoCancelled,
         ReasonKind::Duplicate,
         ReasonKind::UnknownPo,
+        ReasonKind::ReceiptDiscrepancy,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -265,6 +306,7 @@ impl ReasonKind {
             ReasonKind::PoCancelled => "PO_CANCELLED",
             ReasonKind::Duplicate => "DUPLICATE",
             ReasonKind::UnknownPo => "UNKNOWN_PO",
+            ReasonKind::ReceiptDiscrepancy => "RECEIPT_DISCREPANCY",
         }
     }
 
@@ -286,6 +328,7 @@ impl ExceptionReason {
             ExceptionReason::PoCancelled => ReasonKind::PoCancelled,
             ExceptionReason::Duplicate { .. } => ReasonKind::Duplicate,
             ExceptionReason::UnknownPurchaseOrder => ReasonKind::UnknownPo,
+            ExceptionReason::ReceiptDiscrepancy { .. } => ReasonKind::ReceiptDiscrepancy,
         }
     }
 
@@ -357,6 +400,9 @@ impl ExceptionReason {
             ExceptionReason::UnknownPurchaseOrder => {
                 "no such purchase order was issued within the wait limit".to_owned()
             }
+            ExceptionReason::ReceiptDiscrepancy { grn } => {
+                format!("goods receipt {grn} is in discrepancy and not resolved")
+            }
         }
     }
 }
@@ -400,6 +446,8 @@ pub enum PendingReason {
         available: Quantity,
         billed: Quantity,
     },
+    /// A receipt of the PO is in discrepancy: nothing is matched until it is resolved.
+    ReceiptDiscrepancy { grn: GoodsReceiptId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,4 +474,6 @@ pub enum MatchOutput {
     Exception(InvoiceException),
     Pending(InvoicePending),
     ReceiptRejected(ReceiptRejected),
+    ReceiptDiscrepancy(GoodsReceiptDiscrepancy),
+    DiscrepancyResolved(ReceiptDiscrepancyResolved),
 }

@@ -91,6 +91,9 @@ pub struct PurchaseOrderMatch {
     order: Order,
     progress: BTreeMap<LineNumber, LineProgress>,
     receipts: BTreeSet<GoodsReceiptId>,
+    /// Receipts in discrepancy, not yet resolved: while any is, no invoice of the PO matches.
+    #[serde(default)]
+    discrepancies: BTreeSet<GoodsReceiptId>,
     /// Invoices in arrival order: pending ones are re-matched in this order, so cumulative
     /// consumption is deterministic.
     invoices: Vec<InvoiceRecord>,
@@ -104,6 +107,7 @@ impl PurchaseOrderMatch {
             order: Order::NotYetSeen,
             progress: BTreeMap::new(),
             receipts: BTreeSet::new(),
+            discrepancies: BTreeSet::new(),
             invoices: Vec::new(),
         }
     }
@@ -254,12 +258,79 @@ impl PurchaseOrderMatch {
             })]);
         }
         self.receipts.insert(receipt.grn.clone());
+        // Checked against what was open before this receipt counts.
+        let discrepant = match &self.order {
+            Order::Open(order) => self.discrepant_lines(order, receipt, tolerance),
+            // Nothing to compare with yet (see ADR 0002): counted, not checked.
+            Order::NotYetSeen | Order::Cancelled => vec![],
+        };
         for line in &receipt.lines {
             let progress = self.progress.entry(line.line).or_default();
             progress.received = progress.received.plus(line.received);
             progress.returned = progress.returned.plus(line.returned);
         }
-        self.rematch_pending(at, tolerance)
+        let mut outputs = Vec::new();
+        if let Some(resolved) = &receipt.resolves {
+            if self.discrepancies.remove(resolved) {
+                outputs.push(MatchOutput::DiscrepancyResolved(
+                    ReceiptDiscrepancyResolved {
+                        org: receipt.org.clone(),
+                        grn: resolved.clone(),
+                        po: receipt.po.clone(),
+                        by: receipt.grn.clone(),
+                    },
+                ));
+            }
+        }
+        if !discrepant.is_empty() {
+            self.discrepancies.insert(receipt.grn.clone());
+            outputs.push(MatchOutput::ReceiptDiscrepancy(GoodsReceiptDiscrepancy {
+                org: receipt.org.clone(),
+                grn: receipt.grn.clone(),
+                po: receipt.po.clone(),
+                lines: discrepant,
+            }));
+        }
+        outputs.extend(self.rematch_pending(at, tolerance)?);
+        Ok(outputs)
+    }
+
+    /// Per line, never per total: each receipt line against what it was to bring (the
+    /// delivery note's quantity), or without one against the PO line's open quantity, where
+    /// only an over-delivery is a discrepancy (less is a partial receipt). A line the PO does
+    /// not have expected nothing.
+    fn discrepant_lines(
+        &self,
+        order: &PurchaseOrderIssued,
+        receipt: &GoodsReceived,
+        tolerance: Tolerance,
+    ) -> Vec<DiscrepantLine> {
+        receipt
+            .lines
+            .iter()
+            .filter_map(|line| {
+                let open = order.lines.iter().find(|l| l.line == line.line).map(|l| {
+                    let progress = self.progress.get(&line.line).copied().unwrap_or_default();
+                    l.quantity.saturating_minus(progress.net_received())
+                });
+                let (expected, discrepant) = match (line.expected, open) {
+                    (_, None) => (Quantity::ZERO, !line.received.value().is_zero()),
+                    (Some(expected), Some(_)) => (
+                        expected,
+                        !tolerance.admits(expected.value(), line.received.value()),
+                    ),
+                    (None, Some(open)) => (
+                        open,
+                        tolerance.exceeded_by(open.value(), line.received.value()),
+                    ),
+                };
+                discrepant.then_some(DiscrepantLine {
+                    line: line.line,
+                    expected,
+                    received: line.received,
+                })
+            })
+            .collect()
     }
 
     fn on_invoice(
@@ -458,6 +529,13 @@ impl PurchaseOrderMatch {
             }
         }
 
+        // An unresolved receipt discrepancy blocks the match of every invoice of the PO.
+        waiting.extend(
+            self.discrepancies
+                .iter()
+                .map(|grn| PendingReason::ReceiptDiscrepancy { grn: grn.clone() }),
+        );
+
         if let (true, Some(expected)) = (same_currency, expected_total) {
             if !tolerance.admits(expected.amount(), invoice.total.amount()) {
                 reasons.push(ExceptionReason::AmountVariance {
@@ -489,9 +567,12 @@ impl PurchaseOrderMatch {
     }
 }
 
-/// Goods an invoice still waits for, as exception reasons (when it is an exception anyway).
+/// What an invoice still waits for, as exception reasons (when it is an exception anyway).
 fn not_received(waiting: Vec<PendingReason>) -> impl Iterator<Item = ExceptionReason> {
     waiting.into_iter().filter_map(|w| match w {
+        PendingReason::ReceiptDiscrepancy { grn } => {
+            Some(ExceptionReason::ReceiptDiscrepancy { grn })
+        }
         PendingReason::Receipt {
             line,
             available,

@@ -10,15 +10,15 @@ use crate::dlq::DlqReason;
 use crate::record::{InputRecord, OutputRecord};
 use crate::stats::StatsSnapshot;
 use crate::topology::{check_key, decode, BatchOutput, ProcessError, RecordResult, Topology};
-use p2p_avro::contracts::{INVOICE_EXCEPTION, INVOICE_MATCHED};
-use p2p_avro::convert::procurement::org_config;
+use p2p_avro::contracts::{AUDIT_EVENT, INVOICE_EXCEPTION, INVOICE_MATCHED};
+use p2p_avro::convert::procurement::{org_config, AuditKind, AuditRecord};
 use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
 use p2p_processors::duplicates::{DocumentKind, DuplicatePolicy, DuplicateRegister, InvoiceFacts};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::{
     EventTime, InvoiceId, MatchContext, MatchInput, MatchOutput, OrgId, PurchaseOrderEvent,
-    PurchaseOrderMatch, Tolerance,
+    PurchaseOrderId, PurchaseOrderMatch, Tolerance,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
@@ -264,7 +264,10 @@ impl MatchProcessor {
         let mut encoded = Vec::with_capacity(outputs.len());
         let mut batch_stats = StatsSnapshot::default();
         for output in &outputs {
-            match self.encode(output, &mut batch_stats).await {
+            match self
+                .encode(output, decoded.occurred_at, &mut batch_stats)
+                .await
+            {
                 Ok(Some(r)) => encoded.push(r),
                 Ok(None) => {}
                 Err(e) if e.is_transient() => return Err(ProcessError::Transient(e)),
@@ -299,13 +302,7 @@ impl MatchProcessor {
             working.registers.insert(key, seen);
         }
         out.extend(encoded);
-        stats.matched += batch_stats.matched;
-        stats.exceptions += batch_stats.exceptions;
-        stats.pending += batch_stats.pending;
-        stats.receipts_rejected += batch_stats.receipts_rejected;
-        for (k, v) in batch_stats.exception_reasons {
-            *stats.exception_reasons.entry(k).or_default() += v;
-        }
+        stats.merge(&batch_stats);
         Ok(Ok(()))
     }
 
@@ -334,7 +331,10 @@ impl MatchProcessor {
             let outputs = state.expire_pending(&invoice, EventTime(timer.due));
             let mut encoded = Vec::with_capacity(outputs.len());
             for o in &outputs {
-                match self.encode(o, &mut output.stats).await {
+                match self
+                    .encode(o, EventTime(timer.due), &mut output.stats)
+                    .await
+                {
                     Ok(Some(r)) => encoded.push(r),
                     Ok(None) => {}
                     // Our own exception always fits its schema; anything else is retried.
@@ -350,9 +350,33 @@ impl MatchProcessor {
         Ok(())
     }
 
+    fn receipt_audit(
+        &self,
+        org: &OrgId,
+        po: &PurchaseOrderId,
+        kind: AuditKind,
+        detail: String,
+        at: EventTime,
+    ) -> apache_avro::types::Value {
+        AuditRecord {
+            org: org.clone(),
+            po: po.clone(),
+            kind,
+            action: "RECEIVE".to_owned(),
+            from_state: None,
+            to_state: None,
+            version: 0,
+            actor: None,
+            detail,
+            occurred_at: at,
+        }
+        .to_value()
+    }
+
     async fn encode(
         &self,
         output: &MatchOutput,
+        at: EventTime,
         stats: &mut StatsSnapshot,
     ) -> Result<Option<OutputRecord>, CodecError> {
         let (topic, contract, org, value) = match output {
@@ -384,7 +408,36 @@ impl MatchProcessor {
                     value,
                 )
             }
-            // Pending and rejected receipts have no topic yet (audit-events will carry them).
+            // The PO's audit trail: a receipt in discrepancy blocks its invoices.
+            MatchOutput::ReceiptDiscrepancy(d) => {
+                stats.count("receipt discrepancies");
+                let lines: Vec<String> = d
+                    .lines
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "line {}: received {}, expected {}",
+                            l.line, l.received, l.expected
+                        )
+                    })
+                    .collect();
+                let detail = format!(
+                    "goods receipt {} in discrepancy ({}); the PO's invoices wait until it is resolved",
+                    d.grn,
+                    lines.join("; ")
+                );
+                let record =
+                    self.receipt_audit(&d.org, &d.po, AuditKind::ReceiptDiscrepancy, detail, at);
+                (&self.topics.audit_events, &AUDIT_EVENT, &d.org, record)
+            }
+            MatchOutput::DiscrepancyResolved(r) => {
+                stats.count("receipt discrepancies resolved");
+                let detail = format!("goods receipt {} resolved by {}", r.grn, r.by);
+                let record =
+                    self.receipt_audit(&r.org, &r.po, AuditKind::DiscrepancyResolved, detail, at);
+                (&self.topics.audit_events, &AUDIT_EVENT, &r.org, record)
+            }
+            // Pending invoices have no topic; rejected receipts are audited by procurement.
             MatchOutput::Pending(_) => {
                 stats.pending += 1;
                 return Ok(None);

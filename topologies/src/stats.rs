@@ -35,6 +35,28 @@ impl StatsSnapshot {
     pub fn out(&self, topic: &str) -> u64 {
         self.records_out.get(topic).copied().unwrap_or(0)
     }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &StatsSnapshot) {
+        self.records_in += other.records_in;
+        self.batches += other.batches;
+        self.matched += other.matched;
+        self.exceptions += other.exceptions;
+        self.pending += other.pending;
+        self.receipts_rejected += other.receipts_rejected;
+        self.dead_lettered += other.dead_lettered;
+        let add = |into: &mut BTreeMap<&'static str, u64>, from: &BTreeMap<&'static str, u64>| {
+            for (k, v) in from {
+                *into.entry(k).or_default() += v;
+            }
+        };
+        add(&mut self.exception_reasons, &other.exception_reasons);
+        add(&mut self.dlq_reasons, &other.dlq_reasons);
+        add(&mut self.counts, &other.counts);
+        for (k, v) in &other.records_out {
+            *self.records_out.entry(k.clone()).or_default() += v;
+        }
+    }
 }
 
 /// Shared, updated once per batch.
@@ -43,26 +65,10 @@ pub struct Stats(Mutex<StatsSnapshot>);
 
 impl Stats {
     pub fn add(&self, batch: &StatsSnapshot) {
-        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        s.records_in += batch.records_in;
-        s.batches += batch.batches;
-        s.matched += batch.matched;
-        s.exceptions += batch.exceptions;
-        s.pending += batch.pending;
-        s.receipts_rejected += batch.receipts_rejected;
-        s.dead_lettered += batch.dead_lettered;
-        for (k, v) in &batch.exception_reasons {
-            *s.exception_reasons.entry(k).or_default() += v;
-        }
-        for (k, v) in &batch.dlq_reasons {
-            *s.dlq_reasons.entry(k).or_default() += v;
-        }
-        for (k, v) in &batch.counts {
-            *s.counts.entry(k).or_default() += v;
-        }
-        for (k, v) in &batch.records_out {
-            *s.records_out.entry(k.clone()).or_default() += v;
-        }
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .merge(batch);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

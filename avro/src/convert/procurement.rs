@@ -413,14 +413,19 @@ pub enum AuditKind {
     ApprovalRequested,
     StepApproved,
     Escalated,
+    /// A receipt of the PO disagrees with what was expected (from the match).
+    ReceiptDiscrepancy,
+    DiscrepancyResolved,
 }
 
-const AUDIT_KINDS: [(AuditKind, &str); 5] = [
+const AUDIT_KINDS: [(AuditKind, &str); 7] = [
     (AuditKind::Transitioned, "TRANSITIONED"),
     (AuditKind::Refused, "REFUSED"),
     (AuditKind::ApprovalRequested, "APPROVAL_REQUESTED"),
     (AuditKind::StepApproved, "STEP_APPROVED"),
     (AuditKind::Escalated, "ESCALATED"),
+    (AuditKind::ReceiptDiscrepancy, "RECEIPT_DISCREPANCY"),
+    (AuditKind::DiscrepancyResolved, "DISCREPANCY_RESOLVED"),
 ];
 
 /// An `AuditEvent` about a purchase order.

@@ -70,7 +70,9 @@ impl Fixture {
                 line: LineNumber::new(1).unwrap(),
                 received: qty(received),
                 returned: qty(returned),
+                expected: None,
             }],
+            resolves: None,
         })
     }
 
@@ -540,12 +542,23 @@ proptest! {
         shuffle in proptest::collection::vec(any::<u32>(), 12),
     ) {
         let f = Fixture::new();
-        let net: u32 = receipts.iter().map(|(r, _)| r).sum::<u32>()
-            .saturating_sub(receipts.iter().map(|(_, ret)| ret).sum());
+        // No more received than ordered: an over-delivery is a discrepancy, judged against what
+        // is open when it arrives, so which receipt is discrepant depends on the order.
+        let mut unreceived = 100u32;
+        let receipts: Vec<(u32, u32)> = receipts
+            .into_iter()
+            .map(|(received, returned)| {
+                let received = received.min(unreceived);
+                unreceived -= received;
+                (received, returned)
+            })
+            .collect();
         let mut docs = vec![f.issued()];
         for (i, (received, returned)) in receipts.iter().enumerate() {
             docs.push(f.receipt(100 + i as u128, Decimal::from(*received), Decimal::from(*returned)));
         }
+        let net: u32 = receipts.iter().map(|(r, _)| r).sum::<u32>()
+            .saturating_sub(receipts.iter().map(|(_, ret)| ret).sum());
         // Invoices billing no more, together, than ends up received; one in four is overpriced.
         let mut left = net;
         for (i, (quantity, price_kind)) in invoices.iter().enumerate() {
@@ -584,4 +597,126 @@ proptest! {
         prop_assert!(expected.iter().all(|(_, (kind, _))| *kind != "pending"));
         prop_assert_eq!(outcomes(&shuffled), expected);
     }
+}
+
+impl Fixture {
+    /// A receipt on line 1 with the delivery note's quantity, perhaps resolving another.
+    fn delivery(
+        &self,
+        id: u128,
+        received: Decimal,
+        returned: Decimal,
+        expected: Option<Decimal>,
+        resolves: Option<u128>,
+    ) -> MatchInput {
+        MatchInput::GoodsReceipt(GoodsReceived {
+            org: self.org.clone(),
+            grn: GoodsReceiptId::from_u128(id),
+            po: self.po.clone(),
+            lines: vec![ReceiptLine {
+                line: line(1),
+                received: qty(received),
+                returned: qty(returned),
+                expected: expected.map(qty),
+            }],
+            resolves: resolves.map(GoodsReceiptId::from_u128),
+        })
+    }
+}
+
+fn discrepancy(outputs: &[MatchOutput]) -> Option<&GoodsReceiptDiscrepancy> {
+    outputs.iter().find_map(|o| match o {
+        MatchOutput::ReceiptDiscrepancy(d) => Some(d),
+        _ => None,
+    })
+}
+
+#[test]
+fn an_over_delivery_past_tolerance_is_a_discrepancy_that_blocks_matching_until_resolved() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(60), dec!(0)));
+    // 40 are open; 40.8 would be within 2%, 50 is not.
+    let out = apply(&mut s, f.receipt(11, dec!(50), dec!(0)));
+    assert_eq!(
+        discrepancy(&out).map(|d| d.lines.clone()),
+        Some(vec![DiscrepantLine {
+            line: line(1),
+            expected: qty(dec!(40)),
+            received: qty(dec!(50)),
+        }])
+    );
+    // Goods are there, but nothing of the PO is matched while the discrepancy stands.
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    match out.as_slice() {
+        [MatchOutput::Pending(p)] => assert_eq!(
+            p.waiting_for,
+            vec![PendingReason::ReceiptDiscrepancy {
+                grn: GoodsReceiptId::from_u128(11)
+            }]
+        ),
+        other => panic!("expected pending, got {other:?}"),
+    }
+    // The surplus is sent back, resolving it: the waiting invoice is matched at once.
+    let out = apply(&mut s, f.delivery(12, dec!(0), dec!(10), None, Some(11)));
+    assert!(matches!(
+        out.as_slice(),
+        [MatchOutput::DiscrepancyResolved(r), MatchOutput::Matched(m)]
+            if r.grn == GoodsReceiptId::from_u128(11) && m.invoice == InvoiceId::from_u128(20)
+    ));
+    assert_eq!(s.received(line(1)), qty(dec!(100)));
+}
+
+#[test]
+fn a_delivery_note_quantity_is_checked_both_ways_per_line() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    // Short by 1 of 50 (2%): within tolerance.
+    let out = apply(
+        &mut s,
+        f.delivery(10, dec!(49), dec!(0), Some(dec!(50)), None),
+    );
+    assert_eq!(discrepancy(&out), None);
+    // Short by 5 of 40: a discrepancy, though well within what the PO has open.
+    let out = apply(
+        &mut s,
+        f.delivery(11, dec!(35), dec!(0), Some(dec!(40)), None),
+    );
+    assert_eq!(
+        discrepancy(&out).map(|d| d.lines[0].clone()),
+        Some(DiscrepantLine {
+            line: line(1),
+            expected: qty(dec!(40)),
+            received: qty(dec!(35)),
+        })
+    );
+}
+
+#[test]
+fn an_invoice_with_other_reasons_during_a_discrepancy_names_it_too_and_so_does_its_wait_limit() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(11, dec!(150), dec!(0)));
+    let grn = GoodsReceiptId::from_u128(11);
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(12.00))));
+    assert_eq!(
+        reasons(&out)
+            .iter()
+            .map(ExceptionReason::kind)
+            .collect::<Vec<_>>(),
+        vec![
+            ReasonKind::PriceVariance,
+            ReasonKind::AmountVariance,
+            ReasonKind::ReceiptDiscrepancy
+        ]
+    );
+    apply(&mut s, invoice(f.invoice(21, dec!(10), dec!(10.00))));
+    let expired = s.expire_pending(&InvoiceId::from_u128(21), T0);
+    assert_eq!(
+        reasons(&expired),
+        vec![ExceptionReason::ReceiptDiscrepancy { grn }]
+    );
 }

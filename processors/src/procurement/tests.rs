@@ -337,7 +337,9 @@ fn receipt(grn: u128, received: Decimal, returned: Decimal) -> ProcurementInput 
             line: LineNumber::new(1).unwrap(),
             received: Quantity::new(received).unwrap(),
             returned: Quantity::new(returned).unwrap(),
+            expected: None,
         }],
+        resolves: None,
     })
 }
 
