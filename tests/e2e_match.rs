@@ -194,6 +194,24 @@ fn reasons_of(observed: &Observed, invoice: &InvoiceReceived) -> Vec<ReasonTuple
         .collect()
 }
 
+/// Produces a scripted stream as an ERP would, in order.
+async fn send_scripted(
+    producer: &rdkafka::producer::FutureProducer,
+    codec: &p2p_avro::Codec,
+    topics: &p2p_topologies::Topics,
+    records: Vec<ScenarioRecord>,
+) {
+    let scenario = Scenario {
+        records,
+        planted: vec![],
+        lifecycles: Default::default(),
+        refusals: 0,
+    };
+    produce_scenario(producer, codec, topics, &scenario)
+        .await
+        .expect("produced");
+}
+
 fn has_outcome(observed: &Observed, invoice: &InvoiceReceived) -> bool {
     observed.matched.contains_key(invoice.invoice.as_str())
         || observed.exceptions.contains_key(invoice.invoice.as_str())
@@ -207,20 +225,7 @@ async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules(
         .expect("topics");
     let codec = registry_codec();
     let producer = erp_producer(&kafka()).unwrap();
-    let send = |records: Vec<ScenarioRecord>| {
-        let scenario = Scenario {
-            records,
-            planted: vec![],
-            lifecycles: Default::default(),
-            refusals: 0,
-        };
-        let (producer, codec, topics) = (&producer, &codec, &topics);
-        async move {
-            produce_scenario(producer, codec, topics, &scenario)
-                .await
-                .expect("produced")
-        }
-    };
+    let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
 
     let a = Org::new("EUR");
     let b = Org::new("USD");
@@ -499,20 +504,7 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
         .expect("topics");
     let codec = registry_codec();
     let producer = erp_producer(&kafka()).unwrap();
-    let send = |records: Vec<ScenarioRecord>| {
-        let scenario = Scenario {
-            records,
-            planted: vec![],
-            lifecycles: Default::default(),
-            refusals: 0,
-        };
-        let (producer, codec, topics) = (&producer, &codec, &topics);
-        async move {
-            produce_scenario(producer, codec, topics, &scenario)
-                .await
-                .expect("produced")
-        }
-    };
+    let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
     const DAY: i64 = 86_400_000;
     let a = Org::new("EUR");
     let config = OrgConfig {
@@ -604,21 +596,19 @@ async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves
         }],
         resolves: Some(over.grn.clone()),
     };
-    let scenario = Scenario {
-        records: vec![
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    send_scripted(
+        &producer,
+        &codec,
+        &topics,
+        vec![
             issued(&po, 1),
             received(&over, 2),
             invoiced(&bill, 3),
             received(&back, 4),
         ],
-        planted: vec![],
-        lifecycles: Default::default(),
-        refusals: 0,
-    };
-    let pipeline = Pipeline::start(&topics, codec.clone());
-    produce_scenario(&producer, &codec, &topics, &scenario)
-        .await
-        .expect("produced");
+    )
+    .await;
     let observed = wait_for(&topics, &codec, "the invoice", |o| has_outcome(o, &bill)).await;
     let stats = pipeline.stop().await;
 

@@ -351,14 +351,10 @@ pub fn goods_receipt_event(value: &Value) -> Result<Decoded, DecodeError> {
         .iter()
         .map(|v| {
             let l = Record::of(v, "GoodsReceiptLine")?;
-            let expected = l
-                .opt_decimal("expected_quantity", QTY.1)?
-                .map(Quantity::new)
-                .transpose()
-                .map_err(|source| DecodeError::InvalidMoney {
-                    field: "expected_quantity",
-                    source,
-                })?;
+            let expected = match l.opt("expected_quantity") {
+                None => None,
+                Some(_) => Some(l.quantity("expected_quantity")?),
+            };
             Ok(ReceiptLine {
                 line: l.line_number()?,
                 received: l.quantity("received_quantity")?,
@@ -367,14 +363,10 @@ pub fn goods_receipt_event(value: &Value) -> Result<Decoded, DecodeError> {
             })
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
-    let resolves = r
-        .opt_string("resolves_grn_id")?
-        .map(GoodsReceiptId::parse)
-        .transpose()
-        .map_err(|source| DecodeError::InvalidId {
-            field: "resolves_grn_id",
-            source,
-        })?;
+    let resolves = match r.opt("resolves_grn_id") {
+        None => None,
+        Some(_) => Some(r.id("resolves_grn_id", GoodsReceiptId::parse)?),
+    };
     if lines.is_empty() && resolves.is_none() {
         return Err(DecodeError::NoLines);
     }
@@ -781,4 +773,54 @@ pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
         total_amount: r.decimal("total_amount", AMOUNT.1)?,
         reasons,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::GOODS_RECEIPT_EVENT;
+    use rust_decimal_macros::dec;
+
+    fn roundtrip(value: Value) -> Value {
+        let bytes = GOODS_RECEIPT_EVENT.write_datum(value).unwrap();
+        GOODS_RECEIPT_EVENT.read_datum(&mut &bytes[..]).unwrap()
+    }
+
+    fn receipt(lines: Vec<ReceiptLine>, resolves: Option<GoodsReceiptId>) -> GoodsReceived {
+        GoodsReceived {
+            org: OrgId::from_u128(1),
+            grn: GoodsReceiptId::from_u128(2),
+            po: PurchaseOrderId::from_u128(3),
+            lines,
+            resolves,
+        }
+    }
+
+    #[test]
+    fn a_receipt_keeps_its_delivery_note_quantity_and_what_it_resolves() {
+        let line = ReceiptLine {
+            line: LineNumber::new(1).unwrap(),
+            received: Quantity::new(dec!(9.5)).unwrap(),
+            returned: Quantity::ZERO,
+            expected: Some(Quantity::new(dec!(10)).unwrap()),
+        };
+        let sent = receipt(vec![line], Some(GoodsReceiptId::from_u128(9)));
+        let value = goods_receipt_event_value(&sent, "e1", EventTime(7)).unwrap();
+        let back = goods_receipt_event(&roundtrip(value)).unwrap();
+        assert_eq!(back.input, MatchInput::GoodsReceipt(sent));
+        assert_eq!(back.occurred_at, EventTime(7));
+    }
+
+    #[test]
+    fn only_a_resolution_may_come_without_lines() {
+        let accept = receipt(vec![], Some(GoodsReceiptId::from_u128(9)));
+        let value = goods_receipt_event_value(&accept, "e1", EventTime(7)).unwrap();
+        assert!(goods_receipt_event(&roundtrip(value)).is_ok());
+        let empty = receipt(vec![], None);
+        let value = goods_receipt_event_value(&empty, "e2", EventTime(7)).unwrap();
+        assert!(matches!(
+            goods_receipt_event(&roundtrip(value)),
+            Err(DecodeError::NoLines)
+        ));
+    }
 }

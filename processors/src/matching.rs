@@ -94,6 +94,9 @@ pub struct PurchaseOrderMatch {
     /// Receipts in discrepancy, not yet resolved: while any is, no invoice of the PO matches.
     #[serde(default)]
     discrepancies: BTreeSet<GoodsReceiptId>,
+    /// Receipts read before the PO, kept until it comes to be checked in the order they came.
+    #[serde(default)]
+    unchecked: Vec<GoodsReceived>,
     /// Invoices in arrival order: pending ones are re-matched in this order, so cumulative
     /// consumption is deterministic.
     invoices: Vec<InvoiceRecord>,
@@ -108,6 +111,7 @@ impl PurchaseOrderMatch {
             progress: BTreeMap::new(),
             receipts: BTreeSet::new(),
             discrepancies: BTreeSet::new(),
+            unchecked: Vec::new(),
             invoices: Vec::new(),
         }
     }
@@ -221,7 +225,20 @@ impl PurchaseOrderMatch {
             // First sight, or a change order: the new terms apply to what is still pending.
             _ => self.order = Order::Open(issued.clone()),
         }
-        self.rematch_pending(at, tolerance)
+        // Receipts that came first are checked now, each against what was open when it came.
+        let mut outputs = Vec::new();
+        let mut progress: BTreeMap<LineNumber, LineProgress> = BTreeMap::new();
+        for receipt in std::mem::take(&mut self.unchecked) {
+            let discrepant = discrepant_lines(issued, &progress, &receipt, tolerance);
+            for line in &receipt.lines {
+                let p = progress.entry(line.line).or_default();
+                p.received = p.received.plus(line.received);
+                p.returned = p.returned.plus(line.returned);
+            }
+            outputs.extend(self.on_discrepancy(&receipt, discrepant));
+        }
+        outputs.extend(self.rematch_pending(at, tolerance)?);
+        Ok(outputs)
     }
 
     fn on_cancelled(&mut self, at: EventTime) -> Vec<MatchOutput> {
@@ -260,15 +277,30 @@ impl PurchaseOrderMatch {
         self.receipts.insert(receipt.grn.clone());
         // Checked against what was open before this receipt counts.
         let discrepant = match &self.order {
-            Order::Open(order) => self.discrepant_lines(order, receipt, tolerance),
-            // Nothing to compare with yet (see ADR 0002): counted, not checked.
-            Order::NotYetSeen | Order::Cancelled => vec![],
+            Order::Open(order) => discrepant_lines(order, &self.progress, receipt, tolerance),
+            // Nothing to compare with yet: counted now, checked when the PO comes.
+            Order::NotYetSeen => {
+                self.unchecked.push(receipt.clone());
+                vec![]
+            }
+            Order::Cancelled => vec![], // rejected above
         };
         for line in &receipt.lines {
             let progress = self.progress.entry(line.line).or_default();
             progress.received = progress.received.plus(line.received);
             progress.returned = progress.returned.plus(line.returned);
         }
+        let mut outputs = self.on_discrepancy(receipt, discrepant);
+        outputs.extend(self.rematch_pending(at, tolerance)?);
+        Ok(outputs)
+    }
+
+    /// Resolves what `receipt` says it resolves, and records its own discrepancy, if any.
+    fn on_discrepancy(
+        &mut self,
+        receipt: &GoodsReceived,
+        discrepant: Vec<DiscrepantLine>,
+    ) -> Vec<MatchOutput> {
         let mut outputs = Vec::new();
         if let Some(resolved) = &receipt.resolves {
             if self.discrepancies.remove(resolved) {
@@ -291,46 +323,7 @@ impl PurchaseOrderMatch {
                 lines: discrepant,
             }));
         }
-        outputs.extend(self.rematch_pending(at, tolerance)?);
-        Ok(outputs)
-    }
-
-    /// Per line, never per total: each receipt line against what it was to bring (the
-    /// delivery note's quantity), or without one against the PO line's open quantity, where
-    /// only an over-delivery is a discrepancy (less is a partial receipt). A line the PO does
-    /// not have expected nothing.
-    fn discrepant_lines(
-        &self,
-        order: &PurchaseOrderIssued,
-        receipt: &GoodsReceived,
-        tolerance: Tolerance,
-    ) -> Vec<DiscrepantLine> {
-        receipt
-            .lines
-            .iter()
-            .filter_map(|line| {
-                let open = order.lines.iter().find(|l| l.line == line.line).map(|l| {
-                    let progress = self.progress.get(&line.line).copied().unwrap_or_default();
-                    l.quantity.saturating_minus(progress.net_received())
-                });
-                let (expected, discrepant) = match (line.expected, open) {
-                    (_, None) => (Quantity::ZERO, !line.received.value().is_zero()),
-                    (Some(expected), Some(_)) => (
-                        expected,
-                        !tolerance.admits(expected.value(), line.received.value()),
-                    ),
-                    (None, Some(open)) => (
-                        open,
-                        tolerance.exceeded_by(open.value(), line.received.value()),
-                    ),
-                };
-                discrepant.then_some(DiscrepantLine {
-                    line: line.line,
-                    expected,
-                    received: line.received,
-                })
-            })
-            .collect()
+        outputs
     }
 
     fn on_invoice(
@@ -565,6 +558,44 @@ impl PurchaseOrderMatch {
             matched_at: at,
         }))
     }
+}
+
+/// Per line, never per total: each receipt line against what it was to bring (the
+/// delivery note's quantity), or without one against the PO line's open quantity, where
+/// only an over-delivery is a discrepancy (less is a partial receipt). A line the PO does
+/// not have expected nothing.
+fn discrepant_lines(
+    order: &PurchaseOrderIssued,
+    progress: &BTreeMap<LineNumber, LineProgress>,
+    receipt: &GoodsReceived,
+    tolerance: Tolerance,
+) -> Vec<DiscrepantLine> {
+    receipt
+        .lines
+        .iter()
+        .filter_map(|line| {
+            let open = order.lines.iter().find(|l| l.line == line.line).map(|l| {
+                let progress = progress.get(&line.line).copied().unwrap_or_default();
+                l.quantity.saturating_minus(progress.net_received())
+            });
+            let (expected, discrepant) = match (line.expected, open) {
+                (_, None) => (Quantity::ZERO, !line.received.value().is_zero()),
+                (Some(expected), Some(_)) => (
+                    expected,
+                    !tolerance.admits(expected.value(), line.received.value()),
+                ),
+                (None, Some(open)) => (
+                    open,
+                    tolerance.exceeded_by(open.value(), line.received.value()),
+                ),
+            };
+            discrepant.then_some(DiscrepantLine {
+                line: line.line,
+                expected,
+                received: line.received,
+            })
+        })
+        .collect()
 }
 
 /// What an invoice still waits for, as exception reasons (when it is an exception anyway).

@@ -720,3 +720,30 @@ fn an_invoice_with_other_reasons_during_a_discrepancy_names_it_too_and_so_does_i
         vec![ExceptionReason::ReceiptDiscrepancy { grn }]
     );
 }
+
+#[test]
+fn a_receipt_read_before_its_po_is_checked_when_the_po_comes() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.receipt(10, dec!(90), dec!(0)));
+    apply(&mut s, f.receipt(11, dec!(30), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    let out = apply(&mut s, f.issued());
+    // The second receipt found only 10 open of the 100 ordered.
+    assert_eq!(
+        discrepancy(&out).map(|d| (d.grn.clone(), d.lines.clone())),
+        Some((
+            GoodsReceiptId::from_u128(11),
+            vec![DiscrepantLine {
+                line: line(1),
+                expected: qty(dec!(10)),
+                received: qty(dec!(30)),
+            }]
+        ))
+    );
+    assert_eq!(
+        s.pending().count(),
+        1,
+        "the invoice waits for the resolution"
+    );
+}
