@@ -141,9 +141,17 @@ pub async fn wait_for(
 ) -> Observed {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let observed = read_outputs(&kafka(), codec, topics, Duration::from_secs(30))
-            .await
-            .expect("outputs are readable");
+        // Right after topic creation a busy broker may not have elected every leader yet:
+        // a metadata error is retried until the deadline, like any transient fault.
+        let observed = match read_outputs(&kafka(), codec, topics, Duration::from_secs(30)).await {
+            Ok(observed) => observed,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("reading the outputs failed, retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(error) => panic!("outputs are not readable: {error}"),
+        };
         if done(&observed) {
             return observed;
         }
