@@ -65,6 +65,7 @@ impl Org {
                     quantity: qty(q),
                     unit_price: self.price(p),
                     receipt_required,
+                    inspection_required: false,
                 })
                 .collect(),
         }
@@ -82,6 +83,7 @@ impl Org {
                     received: qty(q),
                     returned: Quantity::ZERO,
                     expected: None,
+                    accepted: Quantity::ZERO,
                 })
                 .collect(),
             resolves: None,
@@ -593,6 +595,7 @@ async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves
             received: Quantity::ZERO,
             returned: qty(dec!(5)),
             expected: None,
+            accepted: Quantity::ZERO,
         }],
         resolves: Some(over.grn.clone()),
     };

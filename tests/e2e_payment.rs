@@ -456,6 +456,7 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
         quantity: Quantity::new(dec!(10)).unwrap(),
         unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
         receipt_required: true,
+        inspection_required: false,
     };
     let po = PurchaseOrderIssued {
         org: org.clone(),
@@ -488,6 +489,7 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
             received: Quantity::new(dec!(10)).unwrap(),
             returned: Quantity::ZERO,
             expected: None,
+            accepted: Quantity::ZERO,
         }],
         resolves: None,
     };

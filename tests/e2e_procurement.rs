@@ -98,6 +98,7 @@ fn submitted(
             quantity: Quantity::new(quantity).unwrap(),
             unit_price: UnitPrice::new(Money::new(price, currency)).unwrap(),
             receipt_required: true,
+            inspection_required: false,
         }],
         requester: requester.clone(),
     }

@@ -271,6 +271,7 @@ fn order_terms(
                 quantity: l.quantity("quantity")?,
                 unit_price: l.unit_price("unit_price", currency)?,
                 receipt_required: l.boolean_or("receipt_required", true)?,
+                inspection_required: l.boolean_or("inspection_required", false)?,
             })
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
@@ -360,6 +361,10 @@ pub fn goods_receipt_event(value: &Value) -> Result<Decoded, DecodeError> {
                 received: l.quantity("received_quantity")?,
                 returned: l.quantity("returned_quantity")?,
                 expected,
+                accepted: match l.opt("accepted_quantity") {
+                    None => Quantity::ZERO,
+                    Some(_) => l.quantity("accepted_quantity")?,
+                },
             })
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
@@ -459,6 +464,7 @@ fn order_lines(lines: &[PurchaseOrderLine]) -> Result<Vec<Value>, EncodeError> {
                     dec("unit_price", l.unit_price.money().amount(), PRICE)?,
                 ),
                 ("receipt_required", Value::Boolean(l.receipt_required)),
+                ("inspection_required", Value::Boolean(l.inspection_required)),
             ]))
         })
         .collect()
@@ -541,6 +547,14 @@ pub fn goods_receipt_event_value(
                     match l.expected {
                         Some(q) => some(dec("expected_quantity", q.value(), QTY)?),
                         None => none(),
+                    },
+                ),
+                (
+                    "accepted_quantity",
+                    if l.accepted.value().is_zero() {
+                        none()
+                    } else {
+                        some(dec("accepted_quantity", l.accepted.value(), QTY)?)
                     },
                 ),
             ]))
@@ -803,6 +817,7 @@ mod tests {
             received: Quantity::new(dec!(9.5)).unwrap(),
             returned: Quantity::ZERO,
             expected: Some(Quantity::new(dec!(10)).unwrap()),
+            accepted: Quantity::new(dec!(9)).unwrap(),
         };
         let sent = receipt(vec![line], Some(GoodsReceiptId::from_u128(9)));
         let value = goods_receipt_event_value(&sent, "e1", EventTime(7)).unwrap();

@@ -201,6 +201,7 @@ impl Scenario {
                         .expect("positive"),
                         // A service line now and then: two-way matched, never received.
                         receipt_required: l > 1 || line_count == 1 || !rng.random_bool(0.2),
+                        inspection_required: false,
                     })
                     .collect();
                 let issued = PurchaseOrderIssued {
@@ -282,6 +283,7 @@ impl Scenario {
                         },
                         returned: Quantity::ZERO,
                         expected: None,
+                        accepted: Quantity::ZERO,
                     })
                     .collect();
                 let split = received.len() > 1 && rng.random_bool(0.3);

@@ -19,6 +19,31 @@ pub struct PurchaseOrderLine {
     pub unit_price: UnitPrice,
     /// False for services and other lines matched two-way (no goods receipt expected).
     pub receipt_required: bool,
+    /// Goods are inspected before they count: matched four-way, against accepted quantity.
+    /// Inspection implies a receipt, whatever `receipt_required` says.
+    #[serde(default)]
+    pub inspection_required: bool,
+}
+
+/// How a PO line's invoices are matched (DOMAIN.md: from the line's flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchLevel {
+    /// Billed against the PO only (services).
+    TwoWay,
+    /// Billed against what was received.
+    ThreeWay,
+    /// Billed against what passed inspection.
+    FourWay,
+}
+
+impl PurchaseOrderLine {
+    pub fn match_level(&self) -> MatchLevel {
+        match (self.receipt_required, self.inspection_required) {
+            (_, true) => MatchLevel::FourWay,
+            (true, false) => MatchLevel::ThreeWay,
+            (false, false) => MatchLevel::TwoWay,
+        }
+    }
 }
 
 /// A purchase order as issued to its supplier: what may be received and invoiced.
@@ -119,6 +144,10 @@ pub struct ReceiptLine {
     /// PO line's open quantity is expected, and only an over-delivery is a discrepancy.
     #[serde(default)]
     pub expected: Option<Quantity>,
+    /// Passed inspection (for four-way lines); an inspection result may come on a record of
+    /// its own, receiving nothing.
+    #[serde(default)]
+    pub accepted: Quantity,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +288,12 @@ pub enum ExceptionReason {
     ReceiptDiscrepancy {
         grn: GoodsReceiptId,
     },
+    /// Four-way: billed quantity beyond what passed inspection and was not yet invoiced.
+    NotAccepted {
+        line: LineNumber,
+        expected: Quantity,
+        actual: Quantity,
+    },
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
@@ -275,11 +310,12 @@ pub enum ReasonKind {
     Duplicate,
     UnknownPo,
     ReceiptDiscrepancy,
+    NotAccepted,
 }
 
 impl ReasonKind {
     /// In the order of the Avro enum's symbols.
-    pub const ALL: [ReasonKind; 11] = [
+    pub const ALL: [ReasonKind; 12] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -291,6 +327,7 @@ impl ReasonKind {
         ReasonKind::Duplicate,
         ReasonKind::UnknownPo,
         ReasonKind::ReceiptDiscrepancy,
+        ReasonKind::NotAccepted,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -307,6 +344,7 @@ impl ReasonKind {
             ReasonKind::Duplicate => "DUPLICATE",
             ReasonKind::UnknownPo => "UNKNOWN_PO",
             ReasonKind::ReceiptDiscrepancy => "RECEIPT_DISCREPANCY",
+            ReasonKind::NotAccepted => "NOT_ACCEPTED",
         }
     }
 
@@ -329,6 +367,7 @@ impl ExceptionReason {
             ExceptionReason::Duplicate { .. } => ReasonKind::Duplicate,
             ExceptionReason::UnknownPurchaseOrder => ReasonKind::UnknownPo,
             ExceptionReason::ReceiptDiscrepancy { .. } => ReasonKind::ReceiptDiscrepancy,
+            ExceptionReason::NotAccepted { .. } => ReasonKind::NotAccepted,
         }
     }
 
@@ -337,6 +376,7 @@ impl ExceptionReason {
             ExceptionReason::PriceVariance { line, .. }
             | ExceptionReason::QuantityVariance { line, .. }
             | ExceptionReason::NotReceived { line, .. }
+            | ExceptionReason::NotAccepted { line, .. }
             | ExceptionReason::UnknownPoLine { line } => Some(*line),
             _ => None,
         }
@@ -355,6 +395,9 @@ impl ExceptionReason {
                 expected, actual, ..
             }
             | ExceptionReason::NotReceived {
+                expected, actual, ..
+            }
+            | ExceptionReason::NotAccepted {
                 expected, actual, ..
             } => Some((expected.value(), actual.value())),
             _ => None,
@@ -403,6 +446,11 @@ impl ExceptionReason {
             ExceptionReason::ReceiptDiscrepancy { grn } => {
                 format!("goods receipt {grn} is in discrepancy and not resolved")
             }
+            ExceptionReason::NotAccepted {
+                line,
+                expected,
+                actual,
+            } => format!("line {line}: billed {actual}, accepted at inspection and not yet invoiced {expected}"),
         }
     }
 }
@@ -448,6 +496,12 @@ pub enum PendingReason {
     },
     /// A receipt of the PO is in discrepancy: nothing is matched until it is resolved.
     ReceiptDiscrepancy { grn: GoodsReceiptId },
+    /// Goods received but not yet through inspection, for a four-way line.
+    Inspection {
+        line: LineNumber,
+        available: Quantity,
+        billed: Quantity,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,12 +49,31 @@ struct LineProgress {
     received: Quantity,
     #[serde(default)]
     returned: Quantity,
+    /// Passed inspection (four-way lines).
+    #[serde(default)]
+    accepted: Quantity,
     invoiced: Quantity,
 }
 
 impl LineProgress {
+    fn count(&mut self, line: &ReceiptLine) {
+        self.received = self.received.plus(line.received);
+        self.returned = self.returned.plus(line.returned);
+        self.accepted = self.accepted.plus(line.accepted);
+    }
+
     fn net_received(&self) -> Quantity {
         self.received.saturating_minus(self.returned)
+    }
+
+    /// What a line of `level` may have invoiced in all: nothing is needed for two-way; for
+    /// four-way, what passed inspection and was not sent back.
+    fn invoiceable(&self, level: MatchLevel) -> Option<Quantity> {
+        match level {
+            MatchLevel::TwoWay => None,
+            MatchLevel::ThreeWay => Some(self.net_received()),
+            MatchLevel::FourWay => Some(self.accepted.min(self.net_received())),
+        }
     }
 }
 
@@ -231,9 +250,7 @@ impl PurchaseOrderMatch {
         for receipt in std::mem::take(&mut self.unchecked) {
             let discrepant = discrepant_lines(issued, &progress, &receipt, tolerance);
             for line in &receipt.lines {
-                let p = progress.entry(line.line).or_default();
-                p.received = p.received.plus(line.received);
-                p.returned = p.returned.plus(line.returned);
+                progress.entry(line.line).or_default().count(line);
             }
             outputs.extend(self.on_discrepancy(&receipt, discrepant));
         }
@@ -286,9 +303,7 @@ impl PurchaseOrderMatch {
             Order::Cancelled => vec![], // rejected above
         };
         for line in &receipt.lines {
-            let progress = self.progress.entry(line.line).or_default();
-            progress.received = progress.received.plus(line.received);
-            progress.returned = progress.returned.plus(line.returned);
+            self.progress.entry(line.line).or_default().count(line);
         }
         let mut outputs = self.on_discrepancy(receipt, discrepant);
         outputs.extend(self.rematch_pending(at, tolerance)?);
@@ -510,13 +525,21 @@ impl PurchaseOrderMatch {
                     expected: left_to_invoice,
                     actual: quantity,
                 });
-            } else if po_line.receipt_required {
-                let available = progress.net_received().saturating_minus(progress.invoiced);
+            } else if let Some(invoiceable) = progress.invoiceable(po_line.match_level()) {
+                let available = invoiceable.saturating_minus(progress.invoiced);
                 if tolerance.exceeded_by(available.value(), quantity.value()) {
-                    waiting.push(PendingReason::Receipt {
-                        line,
-                        available,
-                        billed: quantity,
+                    let billed = quantity;
+                    waiting.push(match po_line.match_level() {
+                        MatchLevel::FourWay => PendingReason::Inspection {
+                            line,
+                            available,
+                            billed,
+                        },
+                        _ => PendingReason::Receipt {
+                            line,
+                            available,
+                            billed,
+                        },
                     });
                 }
             }
@@ -609,6 +632,15 @@ fn not_received(waiting: Vec<PendingReason>) -> impl Iterator<Item = ExceptionRe
             available,
             billed,
         } => Some(ExceptionReason::NotReceived {
+            line,
+            expected: available,
+            actual: billed,
+        }),
+        PendingReason::Inspection {
+            line,
+            available,
+            billed,
+        } => Some(ExceptionReason::NotAccepted {
             line,
             expected: available,
             actual: billed,

@@ -63,7 +63,7 @@ impl Fulfilment {
     fn expect(&mut self, lines: &[PurchaseOrderLine]) {
         self.expected = lines
             .iter()
-            .filter(|l| l.receipt_required)
+            .filter(|l| l.match_level() != crate::events::MatchLevel::TwoWay)
             .map(|l| (l.line, l.quantity))
             .collect();
     }

@@ -42,6 +42,7 @@ impl Fixture {
                     quantity: qty(dec!(100)),
                     unit_price: self.price(dec!(10.00)),
                     receipt_required: true,
+                    inspection_required: false,
                 },
                 PurchaseOrderLine {
                     line: LineNumber::new(2).unwrap(),
@@ -49,6 +50,7 @@ impl Fixture {
                     quantity: qty(dec!(1)),
                     unit_price: self.price(dec!(500.00)),
                     receipt_required: false,
+                    inspection_required: false,
                 },
             ],
         }))
@@ -71,6 +73,7 @@ impl Fixture {
                 received: qty(received),
                 returned: qty(returned),
                 expected: None,
+                accepted: Quantity::ZERO,
             }],
             resolves: None,
         })
@@ -618,6 +621,7 @@ impl Fixture {
                 received: qty(received),
                 returned: qty(returned),
                 expected: expected.map(qty),
+                accepted: Quantity::ZERO,
             }],
             resolves: resolves.map(GoodsReceiptId::from_u128),
         })
@@ -746,4 +750,84 @@ fn a_receipt_read_before_its_po_is_checked_when_the_po_comes() {
         1,
         "the invoice waits for the resolution"
     );
+}
+
+impl Fixture {
+    /// As `issued`, with line 1's goods inspected before they count (four-way).
+    fn issued_inspected(&self) -> MatchInput {
+        let MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(mut po)) = self.issued() else {
+            unreachable!("issued() is an issue")
+        };
+        po.lines[0].inspection_required = true;
+        MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(po))
+    }
+
+    /// An inspection result on line 1: `accepted` passed, nothing newly received.
+    fn inspected(&self, id: u128, accepted: Decimal) -> MatchInput {
+        MatchInput::GoodsReceipt(GoodsReceived {
+            org: self.org.clone(),
+            grn: GoodsReceiptId::from_u128(id),
+            po: self.po.clone(),
+            lines: vec![ReceiptLine {
+                line: line(1),
+                received: Quantity::ZERO,
+                returned: Quantity::ZERO,
+                expected: None,
+                accepted: qty(accepted),
+            }],
+            resolves: None,
+        })
+    }
+}
+
+#[test]
+fn a_four_way_line_is_invoiced_against_what_passed_inspection_not_what_was_received() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued_inspected());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    // All 100 at the dock, none inspected yet: the invoice waits for inspection.
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(60), dec!(10.00))));
+    match out.as_slice() {
+        [MatchOutput::Pending(p)] => assert_eq!(
+            p.waiting_for,
+            vec![PendingReason::Inspection {
+                line: line(1),
+                available: qty(dec!(0)),
+                billed: qty(dec!(60)),
+            }]
+        ),
+        other => panic!("expected pending, got {other:?}"),
+    }
+    // 60 pass inspection: matched at once.
+    let out = apply(&mut s, f.inspected(11, dec!(60)));
+    assert!(
+        matches!(out.as_slice(), [MatchOutput::Matched(m)] if m.invoice == InvoiceId::from_u128(20))
+    );
+    // The other 40 were received but not accepted: a further bill waits, and at its wait
+    // limit is an exception saying so.
+    apply(&mut s, invoice(f.invoice(21, dec!(30), dec!(10.00))));
+    let expired = s.expire_pending(&InvoiceId::from_u128(21), T0);
+    assert_eq!(
+        reasons(&expired),
+        vec![ExceptionReason::NotAccepted {
+            line: line(1),
+            expected: qty(dec!(0)),
+            actual: qty(dec!(30)),
+        }]
+    );
+}
+
+#[test]
+fn what_was_sent_back_after_inspection_is_not_invoiceable_either() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued_inspected());
+    apply(&mut s, f.receipt(10, dec!(50), dec!(0)));
+    apply(&mut s, f.inspected(11, dec!(50)));
+    apply(&mut s, f.receipt(12, dec!(0), dec!(20)));
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+    assert!(matches!(out.as_slice(), [MatchOutput::Pending(_)]));
+    let out = apply(&mut s, invoice(f.invoice(21, dec!(30), dec!(10.00))));
+    assert!(matches!(out.as_slice(), [MatchOutput::Matched(_)]));
 }

@@ -34,6 +34,7 @@ fn lines(quantity: Decimal, price: Decimal) -> Vec<PurchaseOrderLine> {
         quantity: Quantity::new(quantity).unwrap(),
         unit_price: UnitPrice::new(Money::new(price, eur())).unwrap(),
         receipt_required: true,
+        inspection_required: false,
     }]
 }
 
@@ -338,6 +339,7 @@ fn receipt(grn: u128, received: Decimal, returned: Decimal) -> ProcurementInput 
             received: Quantity::new(received).unwrap(),
             returned: Quantity::new(returned).unwrap(),
             expected: None,
+            accepted: Quantity::ZERO,
         }],
         resolves: None,
     })
