@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use p2p_avro::convert::procurement::{AuditKind, AuditRecord};
 use p2p_avro::convert::ReasonRecord;
 use p2p_loadtest::audit::{audit, Observed};
 use p2p_loadtest::generator::InputTopic;
@@ -531,6 +532,7 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
     let fresh_po = a.po(&[(dec!(1), dec!(9.00), true)]);
     let fresh = a.invoice(&fresh_po, &[(1, dec!(1), dec!(9.00))], dec!(9.00));
     let filler = a.po(&[(dec!(1), dec!(1.00), true)]);
+    let ghost_goods = a.receipt(&ghost_po, &[(1, dec!(1))]);
 
     let pipeline = Pipeline::start(&topics, codec.clone());
     send(vec![
@@ -540,6 +542,8 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
         received(&a.receipt(&waiting_po, &[(1, dec!(3))]), 3),
         invoiced(&waiting, 10),
         invoiced(&orphan, 11),
+        // Goods for that PO too: rejected at the limit, as no such PO came.
+        received(&ghost_goods, 12),
         invoiced(&late, 12),
         received(&a.receipt(&late_po, &[(1, dec!(1))]), DAY),
         issued(&fresh_po, 2 * DAY),
@@ -566,14 +570,35 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
         !has_outcome(&observed, &fresh),
         "still within its wait limit"
     );
-    assert_eq!(stats.get("wait limits expired"), 2);
+    assert_eq!(stats.get("wait limits expired"), 3);
+    let refusals: Vec<AuditRecord> = audit_trail(&topics, &codec)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == AuditKind::Refused)
+        .collect();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].po, ghost_po.po);
+    assert!(
+        refusals[0].detail.contains(ghost_goods.grn.as_str()),
+        "{}",
+        refusals[0].detail
+    );
+}
+
+/// The audit trail the match wrote, in order.
+async fn audit_trail(topics: &p2p_topologies::Topics, codec: &p2p_avro::Codec) -> Vec<AuditRecord> {
+    use p2p_loadtest::audit::read_topic;
+    use rdkafka::Message;
+    let mut trail = Vec::new();
+    for message in read_topic(&kafka(), &topics.audit_events, Duration::from_secs(30)).unwrap() {
+        let value = codec.decode(message.payload()).await.unwrap();
+        trail.push(AuditRecord::from_value(&value).unwrap());
+    }
+    trail
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves_it() {
-    use p2p_avro::convert::procurement::{AuditKind, AuditRecord};
-    use p2p_loadtest::audit::read_topic;
-    use rdkafka::Message;
     let topics = unique_topics("discrepancy");
     create_topics(&kafka(), &topics, 2, 1)
         .await
@@ -622,11 +647,7 @@ async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves
     assert_eq!(stats.get("receipt discrepancies"), 1);
     assert_eq!(stats.get("receipt discrepancies resolved"), 1);
 
-    let mut trail = Vec::new();
-    for message in read_topic(&kafka(), &topics.audit_events, Duration::from_secs(30)).unwrap() {
-        let value = codec.decode(message.payload()).await.unwrap();
-        trail.push(AuditRecord::from_value(&value).unwrap());
-    }
+    let trail = audit_trail(&topics, &codec).await;
     let kinds: Vec<AuditKind> = trail.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,

@@ -62,6 +62,12 @@ impl LineProgress {
         self.accepted = self.accepted.plus(line.accepted);
     }
 
+    fn uncount(&mut self, line: &ReceiptLine) {
+        self.received = self.received.saturating_minus(line.received);
+        self.returned = self.returned.saturating_minus(line.returned);
+        self.accepted = self.accepted.saturating_minus(line.accepted);
+    }
+
     fn net_received(&self) -> Quantity {
         self.received.saturating_minus(self.returned)
     }
@@ -177,6 +183,34 @@ impl PurchaseOrderMatch {
         let raised = exception(&record.invoice, reasons, at);
         record.outcome = Outcome::Exception(raised.clone());
         vec![MatchOutput::Exception(raised)]
+    }
+
+    /// Whether the PO has been seen (issued, or cancelled).
+    pub fn po_known(&self) -> bool {
+        !matches!(self.order, Order::NotYetSeen)
+    }
+
+    /// The org's wait limit for a receipt read before its PO has passed: if the PO still has
+    /// not come, the receipt is rejected (DOMAIN.md: no receipt against an unknown PO) and its
+    /// quantities no longer count. A PO that came meanwhile leaves it as it is.
+    pub fn expire_receipt(&mut self, grn: &GoodsReceiptId) -> Vec<MatchOutput> {
+        if !matches!(self.order, Order::NotYetSeen) {
+            return vec![];
+        }
+        let Some(index) = self.unchecked.iter().position(|r| &r.grn == grn) else {
+            return vec![];
+        };
+        // Still in `receipts`: a re-delivery of a rejected receipt stays rejected.
+        let receipt = self.unchecked.remove(index);
+        for line in &receipt.lines {
+            self.progress.entry(line.line).or_default().uncount(line);
+        }
+        vec![MatchOutput::ReceiptRejected(ReceiptRejected {
+            org: receipt.org,
+            grn: receipt.grn,
+            po: receipt.po,
+            reason: ExceptionReason::UnknownPurchaseOrder,
+        })]
     }
 
     /// Received minus returned so far on a line.

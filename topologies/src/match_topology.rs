@@ -17,8 +17,8 @@ use p2p_avro::{Codec, CodecError};
 use p2p_processors::duplicates::{DocumentKind, DuplicatePolicy, DuplicateRegister, InvoiceFacts};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::{
-    EventTime, InvoiceId, MatchContext, MatchInput, MatchOutput, OrgId, PurchaseOrderEvent,
-    PurchaseOrderId, PurchaseOrderMatch, Tolerance,
+    EventTime, GoodsReceiptId, InvoiceId, MatchContext, MatchInput, MatchOutput, OrgId,
+    PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, Tolerance,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ enum InputKind {
 const CONFIG_ENTITY: &str = "config/org";
 /// Timer names of pending invoices' wait limits: `pending/<invoice id>`.
 const PENDING_TIMER: &str = "pending/";
+/// Timer names of receipts waiting for their PO: `receipt/<grn id>`.
+const RECEIPT_TIMER: &str = "receipt/";
 const DAY_MS: i64 = 86_400_000;
 /// Most wait limits expired in one batch; the rest in the next.
 const TIMERS_PER_BATCH: usize = 1_000;
@@ -279,23 +281,32 @@ impl MatchProcessor {
                 }
             }
         }
-        // An invoice that arrives and waits gets its wait limit, counted from its arrival.
-        if let MatchInput::Invoice(invoice) = &decoded.input {
-            let waits = outputs
-                .iter()
-                .any(|o| matches!(o, MatchOutput::Pending(p) if p.invoice == invoice.invoice));
-            if waits {
-                let days = working
-                    .config(org)?
-                    .map_or(OrgConfig::DEFAULT_PENDING_WAIT_DAYS, |c| {
-                        c.pending_wait_days
-                    });
-                working.timers.schedule(&Timer {
-                    due: decoded.occurred_at.0 + i64::from(days) * DAY_MS,
-                    owner: key.clone(),
-                    name: format!("{PENDING_TIMER}{}", invoice.invoice),
-                });
+        // An invoice that arrives and waits, or a receipt that comes before its PO, gets the
+        // org's wait limit, counted from its event time.
+        let waiting = match &decoded.input {
+            MatchInput::Invoice(invoice)
+                if outputs.iter().any(
+                    |o| matches!(o, MatchOutput::Pending(p) if p.invoice == invoice.invoice),
+                ) =>
+            {
+                Some(format!("{PENDING_TIMER}{}", invoice.invoice))
             }
+            MatchInput::GoodsReceipt(receipt) if !state.po_known() => {
+                Some(format!("{RECEIPT_TIMER}{}", receipt.grn))
+            }
+            _ => None,
+        };
+        if let Some(name) = waiting {
+            let days = working
+                .config(org)?
+                .map_or(OrgConfig::DEFAULT_PENDING_WAIT_DAYS, |c| {
+                    c.pending_wait_days
+                });
+            working.timers.schedule(&Timer {
+                due: decoded.occurred_at.0 + i64::from(days) * DAY_MS,
+                owner: key.clone(),
+                name,
+            });
         }
         working.states.insert(key, state);
         if let Some((key, seen)) = register {
@@ -319,16 +330,22 @@ impl MatchProcessor {
         }
         for timer in working.store.due_timers(now, TIMERS_PER_BATCH)? {
             working.timers.cancel(&timer);
-            let Some(invoice) = timer.name.strip_prefix(PENDING_TIMER) else {
-                continue;
-            };
-            let Ok(invoice) = InvoiceId::parse(invoice) else {
-                continue;
-            };
             let Some(mut state) = working.existing(&timer.owner)? else {
                 continue;
             };
-            let outputs = state.expire_pending(&invoice, EventTime(timer.due));
+            let outputs = if let Some(invoice) = timer.name.strip_prefix(PENDING_TIMER) {
+                match InvoiceId::parse(invoice) {
+                    Ok(invoice) => state.expire_pending(&invoice, EventTime(timer.due)),
+                    Err(_) => continue,
+                }
+            } else if let Some(grn) = timer.name.strip_prefix(RECEIPT_TIMER) {
+                match GoodsReceiptId::parse(grn) {
+                    Ok(grn) => state.expire_receipt(&grn),
+                    Err(_) => continue,
+                }
+            } else {
+                continue;
+            };
             let mut encoded = Vec::with_capacity(outputs.len());
             for o in &outputs {
                 match self
@@ -441,6 +458,16 @@ impl MatchProcessor {
             MatchOutput::Pending(_) => {
                 stats.pending += 1;
                 return Ok(None);
+            }
+            // A receipt whose PO never came is refused here, where that is known; procurement
+            // audits the receipts it refuses itself (a cancelled PO, a PO not yet issued).
+            MatchOutput::ReceiptRejected(r)
+                if r.reason == p2p_processors::ExceptionReason::UnknownPurchaseOrder =>
+            {
+                stats.receipts_rejected += 1;
+                let detail = format!("goods receipt {} rejected: {}", r.grn, r.reason.describe());
+                let record = self.receipt_audit(&r.org, &r.po, AuditKind::Refused, detail, at);
+                (&self.topics.audit_events, &AUDIT_EVENT, &r.org, record)
             }
             MatchOutput::ReceiptRejected(_) => {
                 stats.receipts_rejected += 1;

@@ -831,3 +831,29 @@ fn what_was_sent_back_after_inspection_is_not_invoiceable_either() {
     let out = apply(&mut s, invoice(f.invoice(21, dec!(30), dec!(10.00))));
     assert!(matches!(out.as_slice(), [MatchOutput::Matched(_)]));
 }
+
+#[test]
+fn a_receipt_whose_po_never_comes_is_rejected_at_the_wait_limit_and_no_longer_counts() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.receipt(10, dec!(40), dec!(0)));
+    apply(&mut s, f.receipt(11, dec!(5), dec!(0)));
+    assert_eq!(s.received(line(1)), qty(dec!(45)));
+    let out = s.expire_receipt(&GoodsReceiptId::from_u128(10));
+    assert!(matches!(
+        out.as_slice(),
+        [MatchOutput::ReceiptRejected(r)]
+            if r.grn == GoodsReceiptId::from_u128(10)
+                && r.reason == ExceptionReason::UnknownPurchaseOrder
+    ));
+    assert_eq!(s.received(line(1)), qty(dec!(5)));
+    // Re-delivered, it stays rejected; expiring it again does nothing.
+    assert!(apply(&mut s, f.receipt(10, dec!(40), dec!(0))).is_empty());
+    assert!(s.expire_receipt(&GoodsReceiptId::from_u128(10)).is_empty());
+    assert_eq!(s.received(line(1)), qty(dec!(5)));
+
+    // Once the PO has come, the limit of a receipt counted before it changes nothing.
+    apply(&mut s, f.issued());
+    assert!(s.expire_receipt(&GoodsReceiptId::from_u128(11)).is_empty());
+    assert_eq!(s.received(line(1)), qty(dec!(5)));
+}
