@@ -612,17 +612,26 @@ impl Fixture {
         expected: Option<Decimal>,
         resolves: Option<u128>,
     ) -> MatchInput {
-        MatchInput::GoodsReceipt(GoodsReceived {
-            org: self.org.clone(),
-            grn: GoodsReceiptId::from_u128(id),
-            po: self.po.clone(),
-            lines: vec![ReceiptLine {
+        self.goods(
+            id,
+            ReceiptLine {
                 line: line(1),
                 received: qty(received),
                 returned: qty(returned),
                 expected: expected.map(qty),
                 accepted: Quantity::ZERO,
-            }],
+            },
+            resolves,
+        )
+    }
+
+    /// A receipt record of one line.
+    fn goods(&self, id: u128, line: ReceiptLine, resolves: Option<u128>) -> MatchInput {
+        MatchInput::GoodsReceipt(GoodsReceived {
+            org: self.org.clone(),
+            grn: GoodsReceiptId::from_u128(id),
+            po: self.po.clone(),
+            lines: vec![line],
             resolves: resolves.map(GoodsReceiptId::from_u128),
         })
     }
@@ -764,19 +773,17 @@ impl Fixture {
 
     /// An inspection result on line 1: `accepted` passed, nothing newly received.
     fn inspected(&self, id: u128, accepted: Decimal) -> MatchInput {
-        MatchInput::GoodsReceipt(GoodsReceived {
-            org: self.org.clone(),
-            grn: GoodsReceiptId::from_u128(id),
-            po: self.po.clone(),
-            lines: vec![ReceiptLine {
+        self.goods(
+            id,
+            ReceiptLine {
                 line: line(1),
                 received: Quantity::ZERO,
                 returned: Quantity::ZERO,
                 expected: None,
                 accepted: qty(accepted),
-            }],
-            resolves: None,
-        })
+            },
+            None,
+        )
     }
 }
 
