@@ -32,7 +32,7 @@ use rdkafka::util::Timeout;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEBTOR_IBAN: &str = "DE89370400440532013000";
 
@@ -203,18 +203,7 @@ async fn wait_until(
     what: &str,
     done: impl Fn(&Seen) -> bool,
 ) -> Seen {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let seen = Seen::read(topics, codec).await;
-        if done(&seen) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; saw {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    poll(what, || Seen::read(topics, codec), done).await
 }
 
 fn kind(k: ScheduleEventKind) -> (ScheduleEventKind, Option<String>) {
@@ -518,21 +507,26 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
 
     tx.bank(&org, &invoice.invoice, BankStatus::Accepted).await;
     tx.bank(&org, &invoice.invoice, BankStatus::Settled).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while po_states(&topics, &codec).await.get(po.po.as_str()) != Some(&(PoState::Paid, 5)) {
-        assert!(Instant::now() < deadline, "the PO never became Paid");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let state_of_po = || async {
+        po_states(&topics, &codec)
+            .await
+            .get(po.po.as_str())
+            .copied()
+    };
+    poll("the PO to become Paid", state_of_po, |s| {
+        *s == Some((PoState::Paid, 5))
+    })
+    .await;
     send_po(PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
         org: org.clone(),
         po: po.po.clone(),
         step: PurchaseOrderStep::Closed,
     }))
     .await;
-    while po_states(&topics, &codec).await.get(po.po.as_str()) != Some(&(PoState::Closed, 6)) {
-        assert!(Instant::now() < deadline, "the PO never became Closed");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    poll("the PO to become Closed", state_of_po, |s| {
+        *s == Some((PoState::Closed, 6))
+    })
+    .await;
     payments.stop().await;
     procurement.stop().await;
 }

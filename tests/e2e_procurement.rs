@@ -29,7 +29,7 @@ use rdkafka::util::Timeout;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now() -> EventTime {
     EventTime(
@@ -222,18 +222,7 @@ async fn wait_until(
     what: &str,
     done: impl Fn(&Seen) -> bool,
 ) -> Seen {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let seen = Seen::read(topics, codec).await;
-        if done(&seen) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; saw {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    poll(what, || Seen::read(topics, codec), done).await
 }
 
 fn kind(kind: AuditKind, action: &str) -> (AuditKind, String) {

@@ -387,12 +387,9 @@ pub fn goods_receipt_event(value: &Value) -> Result<Decoded, DecodeError> {
     })
 }
 
-/// Decodes an `InvoiceEvent`.
-pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
-    let r = Record::of(value, "InvoiceEvent")?;
-    let currency = r.currency("currency")?;
-    let lines = r
-        .array("lines")?
+/// The billed lines of an `InvoiceEvent` or an `InvoiceMatched` (the same record type).
+fn invoice_lines(r: &Record<'_>, currency: Currency) -> Result<Vec<InvoiceLine>, DecodeError> {
+    r.array("lines")?
         .iter()
         .map(|v| {
             let l = Record::of(v, "InvoiceLine")?;
@@ -402,7 +399,14 @@ pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
                 unit_price: l.unit_price("unit_price", currency)?,
             })
         })
-        .collect::<Result<Vec<_>, DecodeError>>()?;
+        .collect()
+}
+
+/// Decodes an `InvoiceEvent`.
+pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
+    let r = Record::of(value, "InvoiceEvent")?;
+    let currency = r.currency("currency")?;
+    let lines = invoice_lines(&r, currency)?;
     if lines.is_empty() {
         return Err(DecodeError::NoLines);
     }
@@ -683,18 +687,7 @@ pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeErro
 pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
     let r = Record::of(value, "InvoiceMatched")?;
     let currency = r.currency("currency")?;
-    let lines = r
-        .array("lines")?
-        .iter()
-        .map(|v| {
-            let l = Record::of(v, "InvoiceLine")?;
-            Ok(InvoiceLine {
-                line: l.line_number()?,
-                quantity: l.quantity("quantity")?,
-                unit_price: l.unit_price("unit_price", currency)?,
-            })
-        })
-        .collect::<Result<Vec<_>, DecodeError>>()?;
+    let lines = invoice_lines(&r, currency)?;
     let matched_at = r.timestamp("matched_at")?;
     let invoice_date = match r.opt("invoice_date") {
         Some(_) => r.int("invoice_date")?,

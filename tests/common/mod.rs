@@ -13,7 +13,7 @@ use p2p_topologies::{
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub struct Services {
@@ -132,36 +132,48 @@ impl Pipeline {
     }
 }
 
-/// Reads the outputs until `done` holds for them (or fails after 90 s, naming what it saw).
+/// How long a test waits for an outcome before it fails: the broker is real and the machine
+/// small, so this is generous; it bounds a hung test, it does not measure speed.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Reads with `read` until `done` holds for the reading, and returns it. After [`PATIENCE`] it
+/// fails, naming `what` it waited for and the last reading.
+pub async fn poll<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    what: &str,
+    mut read: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let mut last = None;
+    let polling = async {
+        loop {
+            let reading = read().await;
+            if done(&reading) {
+                return reading;
+            }
+            last = Some(reading);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    match tokio::time::timeout(PATIENCE, polling).await {
+        Ok(reading) => reading,
+        Err(_) => panic!("timed out waiting for {what}; last saw {last:#?}"),
+    }
+}
+
+/// Reads the outputs until `done` holds for them. Right after topic creation a busy broker may
+/// not have elected every leader yet: a read that fails is retried like any transient fault.
 pub async fn wait_for(
     topics: &Topics,
     codec: &Codec,
     what: &str,
     done: impl Fn(&Observed) -> bool,
 ) -> Observed {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        // Right after topic creation a busy broker may not have elected every leader yet:
-        // a metadata error is retried until the deadline, like any transient fault.
-        let observed = match read_outputs(&kafka(), codec, topics, Duration::from_secs(30)).await {
-            Ok(observed) => observed,
-            Err(error) if Instant::now() < deadline => {
-                eprintln!("reading the outputs failed, retrying: {error}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(error) => panic!("outputs are not readable: {error}"),
-        };
-        if done(&observed) {
-            return observed;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; saw matched {:?}, exceptions {:?}, {} dead letters",
-            observed.matched.keys().collect::<Vec<_>>(),
-            observed.exceptions.keys().collect::<Vec<_>>(),
-            observed.dead_letters.len()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let read = || async {
+        read_outputs(&kafka(), codec, topics, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    poll(what, read, |r| r.as_ref().is_ok_and(&done))
+        .await
+        .expect("done only holds for a reading")
 }

@@ -9,7 +9,9 @@ use crate::config::Topics;
 use crate::dlq::DlqReason;
 use crate::record::{InputRecord, OutputRecord};
 use crate::stats::StatsSnapshot;
-use crate::topology::{check_key, decode, BatchOutput, ProcessError, RecordResult, Topology};
+use crate::topology::{
+    check_key, decode, not_an_input, BatchOutput, ProcessError, RecordResult, Topology,
+};
 use p2p_avro::contracts::{AUDIT_EVENT, INVOICE_EXCEPTION, INVOICE_MATCHED};
 use p2p_avro::convert::procurement::{org_config, AuditKind, AuditRecord};
 use p2p_avro::convert::{self, Decoded};
@@ -145,8 +147,6 @@ impl MatchProcessor {
         };
         let mut output = BatchOutput::default();
         output.records.reserve(records.len());
-        output.stats.records_in = records.len() as u64;
-        output.stats.batches = 1;
         for record in records {
             if let Err((reason, error)) = self
                 .process_record(record, &mut working, &mut output.records, &mut output.stats)
@@ -193,10 +193,7 @@ impl MatchProcessor {
         stats: &mut StatsSnapshot,
     ) -> RecordResult<()> {
         let Some(kind) = self.kind_of(&record.topic) else {
-            return Ok(Err((
-                DlqReason::Rejected,
-                format!("topic {} is not an input of this topology", record.topic),
-            )));
+            return Ok(Err(not_an_input(record)));
         };
         let value = match decode(&self.codec, record).await? {
             Ok(value) => value,

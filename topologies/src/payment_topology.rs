@@ -15,7 +15,9 @@
 use crate::config::Topics;
 use crate::dlq::DlqReason;
 use crate::record::{InputRecord, OutputRecord};
-use crate::topology::{check_key, decode, BatchOutput, ProcessError, RecordResult, Topology};
+use crate::topology::{
+    check_key, decode, not_an_input, BatchOutput, ProcessError, RecordResult, Topology,
+};
 use apache_avro::types::Value;
 use p2p_avro::contracts::{PAYMENT_INSTRUCTION, PAYMENT_SCHEDULE};
 use p2p_avro::convert::payment::{
@@ -219,10 +221,7 @@ impl PaymentProcessor {
             .payment_inputs()
             .contains(&record.topic.as_str())
         {
-            return Ok(Err((
-                DlqReason::Rejected,
-                format!("topic {} is not an input of this topology", record.topic),
-            )));
+            return Ok(Err(not_an_input(record)));
         }
         let value = match decode(&self.codec, record).await? {
             Ok(value) => value,
@@ -815,8 +814,6 @@ impl Topology for PaymentProcessor {
             timers: StoreBatch::default(),
         };
         let mut output = BatchOutput::default();
-        output.stats.records_in = records.len() as u64;
-        output.stats.batches = u64::from(!records.is_empty());
         for record in records {
             if let Err((reason, error)) = self
                 .process_record(record, &mut working, &mut output)

@@ -11,7 +11,9 @@
 use crate::config::Topics;
 use crate::dlq::DlqReason;
 use crate::record::{InputRecord, OutputRecord};
-use crate::topology::{check_key, decode, BatchOutput, ProcessError, RecordResult, Topology};
+use crate::topology::{
+    check_key, decode, not_an_input, BatchOutput, ProcessError, RecordResult, Topology,
+};
 use p2p_avro::contracts::{APPROVAL_REQUEST, AUDIT_EVENT, PO_STATUS};
 use p2p_avro::convert::payment::{PaymentScheduleRecord, ScheduleEventKind};
 use p2p_avro::convert::procurement::{
@@ -177,10 +179,7 @@ impl ProcurementProcessor {
             .procurement_inputs()
             .contains(&record.topic.as_str())
         {
-            return Ok(Err((
-                DlqReason::Rejected,
-                format!("topic {} is not an input of this topology", record.topic),
-            )));
+            return Ok(Err(not_an_input(record)));
         }
         let value = match decode(&self.codec, record).await? {
             Ok(value) => value,
@@ -521,8 +520,6 @@ impl Topology for ProcurementProcessor {
             timers: StoreBatch::default(),
         };
         let mut output = BatchOutput::default();
-        output.stats.records_in = records.len() as u64;
-        output.stats.batches = u64::from(!records.is_empty());
         for record in records {
             if let Err((reason, error)) = self
                 .process_record(record, &mut working, &mut output)

@@ -242,6 +242,8 @@ impl<T: Topology> Runtime<T> {
             .write(output.state)
             .map_err(|e| BatchFailure::Fatal(e.into()))?;
         let mut stats = output.stats;
+        stats.records_in = batch.len() as u64;
+        stats.batches = u64::from(!batch.is_empty());
         for record in &output.records {
             *stats.records_out.entry(record.topic.clone()).or_default() += 1;
         }

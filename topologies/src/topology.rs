@@ -80,6 +80,15 @@ pub async fn decode(codec: &Codec, record: &InputRecord) -> RecordResult<Value> 
     }
 }
 
+/// The DLQ entry of a record from a topic the topology does not consume (a misconfigured
+/// subscription): refused, never guessed at.
+pub fn not_an_input(record: &InputRecord) -> (DlqReason, String) {
+    (
+        DlqReason::Rejected,
+        format!("topic {} is not an input of this topology", record.topic),
+    )
+}
+
 /// Every P2P record is keyed by the org its document belongs to; anything else is refused,
 /// so an event can never reach another org's state.
 pub fn check_key(record: &InputRecord, org: &OrgId) -> Result<(), (DlqReason, String)> {
