@@ -13,7 +13,6 @@ use p2p_loadtest::generator::InputTopic;
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario, ScenarioRecord};
 use p2p_processors::*;
-use p2p_topologies::admin::create_topics;
 use p2p_topologies::dlq;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -222,10 +221,7 @@ fn has_outcome(observed: &Observed, invoice: &InvoiceReceived) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules() {
-    let topics = unique_topics("scripted");
-    create_topics(&kafka(), &topics, 3, 1)
-        .await
-        .expect("topics");
+    let topics = TestTopics::create("scripted", 3).await;
     let codec = registry_codec();
     let producer = erp_producer(&kafka()).unwrap();
     let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
@@ -433,10 +429,7 @@ async fn three_orgs_end_in_exactly_the_outcomes_reasons_and_deltas_of_the_rules(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_stream_ends_as_planted_through_the_registry() {
-    let topics = unique_topics("generated");
-    create_topics(&kafka(), &topics, 4, 1)
-        .await
-        .expect("topics");
+    let topics = TestTopics::create("generated", 4).await;
     let codec = registry_codec();
     let scenario = Scenario::generate(&GeneratorConfig {
         seed: 7,
@@ -501,10 +494,7 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
     use p2p_processors::approval::ApprovalPolicy;
     use p2p_processors::org_config::OrgConfig;
     use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
-    let topics = unique_topics("wait-limit");
-    create_topics(&kafka(), &topics, 2, 1)
-        .await
-        .expect("topics");
+    let topics = TestTopics::create("wait-limit", 2).await;
     let codec = registry_codec();
     let producer = erp_producer(&kafka()).unwrap();
     let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
@@ -599,10 +589,7 @@ async fn audit_trail(topics: &p2p_topologies::Topics, codec: &p2p_avro::Codec) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves_it() {
-    let topics = unique_topics("discrepancy");
-    create_topics(&kafka(), &topics, 2, 1)
-        .await
-        .expect("topics");
+    let topics = TestTopics::create("discrepancy", 2).await;
     let codec = registry_codec();
     let producer = erp_producer(&kafka()).unwrap();
     let a = Org::new("EUR");

@@ -24,7 +24,6 @@ use p2p_processors::approval::ApprovalPolicy;
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{BankStatus, Payee, PaymentPolicy, PaymentTerms};
 use p2p_processors::*;
-use p2p_topologies::admin::create_topics;
 use p2p_topologies::{dlq, Topics};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -212,10 +211,7 @@ fn kind(k: ScheduleEventKind) -> (ScheduleEventKind, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once() {
-    let topics = unique_topics("payment");
-    create_topics(&kafka(), &topics, 3, 1)
-        .await
-        .expect("topics");
+    let topics = TestTopics::create("payment", 3).await;
     let codec = registry_codec();
     let tx = Sender {
         producer: erp_producer(&kafka()).unwrap(),
@@ -404,10 +400,7 @@ async fn po_states(topics: &Topics, codec: &Codec) -> BTreeMap<String, (PoState,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() {
-    let topics = unique_topics("po-paid");
-    create_topics(&kafka(), &topics, 2, 1)
-        .await
-        .expect("topics");
+    let topics = TestTopics::create("po-paid", 2).await;
     let codec = registry_codec();
     let tx = Sender {
         producer: erp_producer(&kafka()).unwrap(),

@@ -21,7 +21,6 @@ use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
 use p2p_processors::*;
-use p2p_topologies::admin::create_topics;
 use p2p_topologies::{dlq, Topics};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -231,10 +230,7 @@ fn kind(kind: AuditKind, action: &str) -> (AuditKind, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purchase_orders_are_routed_approved_escalated_refused_and_tracked() {
-    let topics = unique_topics("procure");
-    create_topics(&kafka(), &topics, 3, 1)
-        .await
-        .expect("topics");
+    let topics = TestTopics::create("procure", 3).await;
     let codec = registry_codec();
     let tx = Sender {
         producer: erp_producer(&kafka()).unwrap(),

@@ -10,7 +10,7 @@
 #   deploy/local/kafka.sh reset    stop and delete its data
 #
 # Environment: P2P_CACHE_DIR (default ~/.cache/p2p-pipeline), KAFKA_PORT (9092),
-# KAFKA_CONTROLLER_PORT (9093), KAFKA_HEAP (512m).
+# KAFKA_CONTROLLER_PORT (9093), KAFKA_HEAP (512m), KAFKA_START_TIMEOUT (240 seconds).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,8 +35,9 @@ fetch() {
   touch "$libs/.complete"
 }
 
+# ready SECONDS [PID]: wait until the broker answers (and, given PID, while that process lives).
 ready() {
-  java -cp "$libs/*" "$here/KafkaReady.java" "$bootstrap" "$1" >&2
+  java -cp "$libs/*" "$here/KafkaReady.java" "$bootstrap" "$@" >&2
 }
 
 write_config() {
@@ -63,6 +64,7 @@ share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=9223372036854775807
+num.recovery.threads.per.data.dir=2
 PROPS
 }
 
@@ -85,7 +87,9 @@ start() {
     -cp "$libs/*" kafka.Kafka "$data/server.properties" \
     > "$data/kafka.out" 2>&1 < /dev/null &
   echo $! > "$data/kafka.pid"
-  if ! ready 90; then
+  # Generous: a broker with many partitions on disk loads (and after a crash, recovers) each
+  # of them before it answers, and CI machines are small. A broker that dies fails at once.
+  if ! ready "${KAFKA_START_TIMEOUT:-240}" "$(cat "$data/kafka.pid")"; then
     echo "kafka.sh: broker did not come up; last lines of $data/kafka.out:" >&2
     tail -n 30 "$data/kafka.out" >&2 || true
     exit 1

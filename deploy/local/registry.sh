@@ -57,11 +57,16 @@ start() {
   fetch
   mkdir -p "$run"
   echo "registry.sh: starting Apicurio Registry $version on 127.0.0.1:$port" >&2
-  ( cd "$run" && setsid nohup java -Xmx384m \
-      -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
-      -Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=h2 \
-      -jar "$home/apicurio-registry-app-$version-runner.jar" \
-      > "$run/registry.out" 2>&1 < /dev/null & echo $! > "$run/registry.pid" )
+  # Started straight from this shell (no subshell around it): $! is then the registry's own
+  # pid, so `stop` stops the registry, and no waiting shell keeps the caller's stdout open.
+  cd "$run"
+  setsid nohup java -Xmx384m \
+    -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
+    -Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=h2 \
+    -jar "$home/apicurio-registry-app-$version-runner.jar" \
+    > "$run/registry.out" 2>&1 < /dev/null &
+  echo $! > "$run/registry.pid"
+  cd - > /dev/null
   if ! ready 90; then
     echo "registry.sh: registry did not come up; last lines of $run/registry.out:" >&2
     tail -n 30 "$run/registry.out" >&2 || true

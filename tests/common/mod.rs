@@ -6,6 +6,7 @@
 
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{read_outputs, Observed};
+use p2p_topologies::admin::{create_topics, delete_topics};
 use p2p_topologies::{
     KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime,
     RuntimeConfig, Topics, Topology,
@@ -65,6 +66,44 @@ pub fn registry_codec() -> Arc<Codec> {
 pub fn unique_topics(test: &str) -> Topics {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     Topics::named(|base| format!("{base}-{test}-{suffix}"))
+}
+
+/// A test's own topics on the real broker, deleted when the test ends, passed or failed: a
+/// broker loads every partition it ever had when it starts, and test runs would otherwise
+/// pile up thousands of them until it no longer starts in time.
+pub struct TestTopics(Topics);
+
+impl TestTopics {
+    /// Creates topics unique to `test`, each with `partitions` partitions.
+    pub async fn create(test: &str, partitions: i32) -> TestTopics {
+        let topics = unique_topics(test);
+        create_topics(&kafka(), &topics, partitions, 1)
+            .await
+            .expect("topics");
+        TestTopics(topics)
+    }
+}
+
+impl std::ops::Deref for TestTopics {
+    type Target = Topics;
+    fn deref(&self) -> &Topics {
+        &self.0
+    }
+}
+
+impl Drop for TestTopics {
+    fn drop(&mut self) {
+        // Drop cannot await, and blocking inside the test's runtime is not allowed: delete
+        // from a thread of its own. A failure only leaves topics behind, so it is logged.
+        let topics = self.0.clone();
+        let deleted = std::thread::spawn(move || {
+            futures::executor::block_on(delete_topics(&kafka(), &topics))
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!("could not delete the test's topics: {deleted:?}");
+        }
+    }
 }
 
 /// A running topology; stops (finishing its batch) when `stop` is called.

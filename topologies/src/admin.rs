@@ -59,3 +59,23 @@ pub async fn create_topics(
     }
     Ok(created)
 }
+
+/// Deletes every topic of `topics` that exists. For disposable topic sets (tests, load tests):
+/// a broker keeps every partition it ever had, and loading thousands of them makes its next
+/// start slow.
+pub async fn delete_topics(kafka: &KafkaProperties, topics: &Topics) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
+    let names = topics.all();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let results = admin.delete_topics(&names, &AdminOptions::new()).await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => {
+                tracing::warn!(topic = %name, error = %code, "deleting topic failed");
+                return Err(KafkaError::AdminOp(code));
+            }
+        }
+    }
+    Ok(())
+}
