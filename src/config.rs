@@ -33,7 +33,8 @@ pub struct PipelineConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MatchSection {
-    /// Price, quantity and amount tolerance in percent (a string: no floats near money).
+    /// Percent past which a deviation holds an invoice, for orgs without tolerance keys in
+    /// org-config; also the per-line receipt tolerance. A string: no floats near money.
     pub tolerance_percent: String,
     pub max_batch: usize,
     pub batch_linger_ms: u64,

@@ -506,6 +506,7 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
         payment: PaymentPolicy::defaults(),
         default_terms: PaymentTerms::DEFAULT,
         pending_wait_days: 2,
+        tolerances: None,
         updated_at: EventTime(T),
     };
     // Waits for goods that never come; its PO is issued, 3 of 5 received.
@@ -654,4 +655,137 @@ async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves
         "{}",
         trail[0].detail
     );
+}
+
+fn tuples(reasons: &[ReasonRecord]) -> Vec<ReasonTuple> {
+    reasons
+        .iter()
+        .map(|r| {
+            (
+                r.reason.clone(),
+                r.line_number,
+                r.expected,
+                r.actual,
+                r.delta,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orgs_tolerance_keys_decide_warnings_and_holds_and_holds_recheck_when_goods_come() {
+    use p2p_processors::approval::ApprovalPolicy;
+    use p2p_processors::org_config::OrgConfig;
+    use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
+    use p2p_processors::tolerance_keys::{Combine, Limit, ToleranceKeys};
+    let topics = TestTopics::create("tolerance-keys", 2).await;
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
+    // Org A: a unit price may be 5 cents off, whatever the percent; org B runs on defaults.
+    let a = Org::new("EUR");
+    let b = Org::new("EUR");
+    let mut keys = ToleranceKeys::defaults();
+    keys.price.block = Limit {
+        absolute: Some(dec!(0.05)),
+        percent: None,
+        combine: Combine::And,
+    };
+    let config = OrgConfig {
+        org: a.id.clone(),
+        approval: ApprovalPolicy::defaults(a.currency),
+        payment: PaymentPolicy::defaults(),
+        default_terms: PaymentTerms::DEFAULT,
+        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+        tolerances: Some(Box::new(keys)),
+        updated_at: EventTime(T),
+    };
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    send(vec![ScenarioRecord::org_config(&config)]).await;
+    // The org-config table and the documents are separate topics, read in no fixed order:
+    // probe until a 10-cent deviation (1%, within the default) is held for org A.
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        assert!(probes <= 10, "org A's tolerance keys never took effect");
+        // A quantity of its own per probe, so that no probe duplicates another.
+        let quantity = Decimal::from(probes);
+        let po = a.po(&[(quantity, dec!(10.00), true)]);
+        let probe = a.invoice(&po, &[(1, quantity, dec!(10.10))], quantity * dec!(10.10));
+        send(vec![
+            issued(&po, probes),
+            received(&a.receipt(&po, &[(1, quantity)]), probes),
+            invoiced(&probe, probes),
+        ])
+        .await;
+        let observed = wait_for(&topics, &codec, "the probe's outcome", |o| {
+            has_outcome(o, &probe)
+        })
+        .await;
+        if observed.exceptions.contains_key(probe.invoice.as_str()) {
+            assert_eq!(
+                reasons_of(&observed, &probe),
+                vec![reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.10))],
+                "held for the price alone: 1% is within the default amount tolerance"
+            );
+            break;
+        }
+    }
+
+    // Org A, within 5 cents: matched, with the deviations as warnings.
+    let po_warned = a.po(&[(dec!(10), dec!(10.00), true)]);
+    let warned = a.invoice(&po_warned, &[(1, dec!(10), dec!(10.04))], dec!(100.40));
+    // Org A, overpriced and before its goods: held for both; the goods drop one hold.
+    let po_held = a.po(&[(dec!(20), dec!(10.00), true)]);
+    let held = a.invoice(&po_held, &[(1, dec!(20), dec!(10.10))], dec!(202.00));
+    // Org B, the same 10 cents: within its (default) 2%, matched with a warning.
+    let po_b = b.po(&[(dec!(10), dec!(10.00), true)]);
+    let b_invoice = b.invoice(&po_b, &[(1, dec!(10), dec!(10.10))], dec!(101.00));
+    send(vec![
+        issued(&po_warned, 100),
+        received(&a.receipt(&po_warned, &[(1, dec!(10))]), 101),
+        invoiced(&warned, 102),
+        issued(&po_held, 103),
+        invoiced(&held, 104),
+        issued(&po_b, 105),
+        received(&b.receipt(&po_b, &[(1, dec!(10))]), 106),
+        invoiced(&b_invoice, 107),
+    ])
+    .await;
+    let observed = wait_for(&topics, &codec, "the first outcomes", |o| {
+        has_outcome(o, &warned) && has_outcome(o, &held) && has_outcome(o, &b_invoice)
+    })
+    .await;
+    let matched = &observed.matched[warned.invoice.as_str()][0];
+    assert_eq!(
+        tuples(&matched.warnings),
+        vec![
+            reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.04)),
+            reason("AMOUNT_VARIANCE", None, dec!(100), dec!(100.40)),
+        ]
+    );
+    assert_eq!(
+        reasons_of(&observed, &held),
+        vec![
+            reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.10)),
+            reason("NOT_RECEIVED", Some(1), dec!(0), dec!(20)),
+        ]
+    );
+    let b_matched = &observed.matched[b_invoice.invoice.as_str()][0];
+    assert_eq!(b_matched.warnings.len(), 2, "{:?}", b_matched.warnings);
+
+    send(vec![received(&a.receipt(&po_held, &[(1, dec!(20))]), 200)]).await;
+    let observed = wait_for(&topics, &codec, "the held invoice re-checked", |o| {
+        o.exceptions
+            .get(held.invoice.as_str())
+            .is_some_and(|e| e.len() == 2)
+    })
+    .await;
+    pipeline.stop().await;
+    assert_eq!(
+        tuples(&observed.exceptions[held.invoice.as_str()][1].reasons),
+        vec![reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.10))],
+        "the goods came: only the price holds it now"
+    );
+    assert!(!observed.matched.contains_key(held.invoice.as_str()));
 }

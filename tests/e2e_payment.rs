@@ -139,6 +139,7 @@ fn matched(
         lines: vec![],
         invoice_date: days_of(today()),
         matched_at: now(),
+        warnings: vec![],
     }
 }
 
@@ -228,6 +229,7 @@ async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once()
         payment,
         default_terms: PaymentTerms::DEFAULT,
         pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+        tolerances: None,
         updated_at: now(),
     };
     tx.send(
@@ -416,6 +418,7 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
         payment,
         default_terms: PaymentTerms::DEFAULT,
         pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+        tolerances: None,
         updated_at: now(),
     };
     tx.send(

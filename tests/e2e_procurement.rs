@@ -249,6 +249,7 @@ async fn purchase_orders_are_routed_approved_escalated_refused_and_tracked() {
         payment: PaymentPolicy::defaults(),
         default_terms: PaymentTerms::DEFAULT,
         pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+        tolerances: None,
         updated_at: now(),
     };
     tx.send(

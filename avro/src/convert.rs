@@ -634,13 +634,14 @@ pub fn invoice_matched_value(m: &InvoiceMatched) -> Result<Value, EncodeError> {
         ("lines", Value::Array(billed_lines(&m.lines)?)),
         ("invoice_date", some(Value::Date(m.invoice_date))),
         ("matched_at", Value::TimestampMillis(m.matched_at.0)),
+        ("warnings", reasons_value(&m.warnings)?),
     ]))
 }
 
-/// An `InvoiceException` value.
-pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeError> {
-    let reasons = e
-        .reasons
+/// Exception reasons (or match warnings: the same record shape), with expected, actual and
+/// delta where the reason has them.
+fn reasons_value(reasons: &[ExceptionReason]) -> Result<Value, EncodeError> {
+    let reasons = reasons
         .iter()
         .map(|r| {
             let kind = r.kind();
@@ -664,6 +665,12 @@ pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeErro
             ]))
         })
         .collect::<Result<Vec<_>, EncodeError>>()?;
+    Ok(Value::Array(reasons))
+}
+
+/// An `InvoiceException` value.
+pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeError> {
+    let reasons = reasons_value(&e.reasons)?;
     Ok(record(vec![
         ("org_id", s(&e.org)),
         ("invoice_id", s(&e.invoice)),
@@ -675,7 +682,7 @@ pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeErro
             "total_amount",
             dec("total_amount", e.total.amount(), AMOUNT)?,
         ),
-        ("reasons", Value::Array(reasons)),
+        ("reasons", reasons),
         ("raised_at", Value::TimestampMillis(e.raised_at.0)),
     ]))
 }
@@ -683,7 +690,8 @@ pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeErro
 // ---- output views, for consumers of the output topics (tests, demo, data platforms) -------
 
 /// Decodes an `InvoiceMatched` back into the domain value (for the payment topology). A
-/// record from a writer older than `invoice_date` takes the date it was matched.
+/// record from a writer older than `invoice_date` takes the date it was matched. Warnings
+/// are for people, not for payment: they are read with [`matched_record`].
 pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
     let r = Record::of(value, "InvoiceMatched")?;
     let currency = r.currency("currency")?;
@@ -704,6 +712,7 @@ pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
         lines,
         invoice_date,
         matched_at,
+        warnings: vec![],
     })
 }
 
@@ -716,6 +725,7 @@ pub struct MatchedRecord {
     pub currency: String,
     pub total_amount: Decimal,
     pub matched_at: i64,
+    pub warnings: Vec<ReasonRecord>,
 }
 
 /// One reason of an `InvoiceException` as a consumer reads it.
@@ -749,16 +759,19 @@ pub fn matched_record(value: &Value) -> Result<MatchedRecord, DecodeError> {
         currency: r.string("currency")?.to_owned(),
         total_amount: r.decimal("total_amount", AMOUNT.1)?,
         matched_at: r.timestamp("matched_at")?.0,
+        warnings: reason_records(&r, "warnings", "MatchWarning")?,
     })
 }
 
-pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
-    let r = Record::of(value, "InvoiceException")?;
-    let reasons = r
-        .array("reasons")?
+fn reason_records(
+    r: &Record<'_>,
+    field: &'static str,
+    name: &'static str,
+) -> Result<Vec<ReasonRecord>, DecodeError> {
+    r.array(field)?
         .iter()
         .map(|v| {
-            let x = Record::of(v, "ExceptionReason")?;
+            let x = Record::of(v, name)?;
             Ok(ReasonRecord {
                 reason: x.symbol("reason")?.to_owned(),
                 line_number: x
@@ -771,7 +784,12 @@ pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
                 detail: x.string("detail")?.to_owned(),
             })
         })
-        .collect::<Result<Vec<_>, DecodeError>>()?;
+        .collect()
+}
+
+pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
+    let r = Record::of(value, "InvoiceException")?;
+    let reasons = reason_records(&r, "reasons", "ExceptionReason")?;
     Ok(ExceptionRecord {
         org_id: r.string("org_id")?.to_owned(),
         invoice_id: r.string("invoice_id")?.to_owned(),

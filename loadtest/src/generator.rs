@@ -164,6 +164,7 @@ impl Scenario {
                 payment,
                 default_terms: PaymentTerms::DEFAULT,
                 pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+                tolerances: None,
                 updated_at: tick(&mut rng),
             };
             records.push(ScenarioRecord::org_config(&settings));

@@ -468,6 +468,10 @@ pub struct InvoiceMatched {
     /// Days since the Unix epoch, as printed on the invoice (payment terms run from it).
     pub invoice_date: i32,
     pub matched_at: EventTime,
+    /// Deviations past a lower tolerance limit but within the upper one: recorded for the
+    /// clerk, blocking nothing. Same shapes as an exception's reasons.
+    #[serde(default)]
+    pub warnings: Vec<ExceptionReason>,
 }
 
 /// An invoice that cannot be paid as it stands, with every reason found.

@@ -6,6 +6,7 @@ use crate::events::*;
 use crate::ids::*;
 use crate::money::*;
 use crate::tolerance::Tolerance;
+use crate::tolerance_keys::{EffectiveTolerances, Measure, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +28,11 @@ pub enum MatchError {
 /// What the match of one document needs besides the PO's own state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MatchContext {
-    pub tolerance: Tolerance,
+    /// Per receipt line: how far a delivery may stray from its delivery note (or over-deliver
+    /// the PO) before it is a discrepancy.
+    pub receipt_tolerance: Tolerance,
+    /// The invoice tolerance keys in force: the org's, narrowed by the supplier's.
+    pub tolerances: EffectiveTolerances,
     /// For an invoice: the earlier invoice of its supplier it duplicates, if any (found by
     /// the supplier's duplicate register, which the PO's state cannot see).
     pub duplicate_of: Option<InvoiceId>,
@@ -234,7 +239,8 @@ impl PurchaseOrderMatch {
         at: EventTime,
         context: &MatchContext,
     ) -> Result<Vec<MatchOutput>, MatchError> {
-        let tolerance = context.tolerance;
+        let tolerance = context.receipt_tolerance;
+        let keys = &context.tolerances;
         if input.org() != &self.org {
             return Err(MatchError::OrgMismatch {
                 state: self.org.clone(),
@@ -249,7 +255,7 @@ impl PurchaseOrderMatch {
         }
         match input {
             MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(issued)) => {
-                self.on_issued(issued, at, tolerance)
+                self.on_issued(issued, at, tolerance, keys)
             }
             MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(_)) => {
                 Ok(self.on_cancelled(at))
@@ -258,9 +264,9 @@ impl PurchaseOrderMatch {
             MatchInput::PurchaseOrder(
                 PurchaseOrderEvent::Submitted(_) | PurchaseOrderEvent::Stepped(_),
             ) => Ok(vec![]),
-            MatchInput::GoodsReceipt(receipt) => self.on_receipt(receipt, at, tolerance),
+            MatchInput::GoodsReceipt(receipt) => self.on_receipt(receipt, at, tolerance, keys),
             MatchInput::Invoice(invoice) => {
-                self.on_invoice(invoice, context.duplicate_of.clone(), at, tolerance)
+                self.on_invoice(invoice, context.duplicate_of.clone(), at, keys)
             }
         }
     }
@@ -270,6 +276,7 @@ impl PurchaseOrderMatch {
         issued: &PurchaseOrderIssued,
         at: EventTime,
         tolerance: Tolerance,
+        keys: &EffectiveTolerances,
     ) -> Result<Vec<MatchOutput>, MatchError> {
         match &self.order {
             // A cancelled order stays cancelled; a re-delivered issue changes nothing.
@@ -288,7 +295,7 @@ impl PurchaseOrderMatch {
             }
             outputs.extend(self.on_discrepancy(&receipt, discrepant));
         }
-        outputs.extend(self.rematch_pending(at, tolerance)?);
+        outputs.extend(self.recheck(at, keys)?);
         Ok(outputs)
     }
 
@@ -313,6 +320,7 @@ impl PurchaseOrderMatch {
         receipt: &GoodsReceived,
         at: EventTime,
         tolerance: Tolerance,
+        keys: &EffectiveTolerances,
     ) -> Result<Vec<MatchOutput>, MatchError> {
         if self.receipts.contains(&receipt.grn) {
             return Ok(vec![]); // re-delivered: already counted
@@ -340,7 +348,7 @@ impl PurchaseOrderMatch {
             self.progress.entry(line.line).or_default().count(line);
         }
         let mut outputs = self.on_discrepancy(receipt, discrepant);
-        outputs.extend(self.rematch_pending(at, tolerance)?);
+        outputs.extend(self.recheck(at, keys)?);
         Ok(outputs)
     }
 
@@ -380,7 +388,7 @@ impl PurchaseOrderMatch {
         invoice: &InvoiceReceived,
         duplicate_of: Option<InvoiceId>,
         at: EventTime,
-        tolerance: Tolerance,
+        keys: &EffectiveTolerances,
     ) -> Result<Vec<MatchOutput>, MatchError> {
         let position = self
             .invoices
@@ -417,27 +425,42 @@ impl PurchaseOrderMatch {
                 self.invoices.len() - 1
             }
         };
-        let outcome = self.evaluate(&self.invoices[index], at, tolerance)?;
+        let outcome = self.evaluate(&self.invoices[index], at, keys)?;
         self.settle(index, outcome);
         Ok(vec![self.invoices[index].outcome.to_output()])
     }
 
-    /// Re-runs the match of every pending invoice, in arrival order; reports those decided.
-    fn rematch_pending(
+    /// A fact behind the open invoices changed (goods came, a discrepancy was resolved, the
+    /// order was issued or changed): every pending invoice and every held one (an exception)
+    /// is matched again, in arrival order. Reported: pending invoices now decided, held ones
+    /// released (matched), and held ones whose holds changed. A held invoice never goes back
+    /// to pending: it was decided, perhaps by its wait limit.
+    fn recheck(
         &mut self,
         at: EventTime,
-        tolerance: Tolerance,
+        keys: &EffectiveTolerances,
     ) -> Result<Vec<MatchOutput>, MatchError> {
         let mut outputs = Vec::new();
         for index in 0..self.invoices.len() {
-            if !matches!(self.invoices[index].outcome, Outcome::Pending(_)) {
-                continue;
-            }
-            let outcome = self.evaluate(&self.invoices[index], at, tolerance)?;
-            if let Outcome::Pending(_) = outcome {
-                // Still waiting (perhaps for less): keep the details, report only decisions.
-                self.invoices[index].outcome = outcome;
-                continue;
+            let outcome = match &self.invoices[index].outcome {
+                Outcome::Matched(_) => continue,
+                Outcome::Pending(_) | Outcome::Exception(_) => {
+                    self.evaluate(&self.invoices[index], at, keys)?
+                }
+            };
+            match (&self.invoices[index].outcome, &outcome) {
+                (Outcome::Pending(_), Outcome::Pending(_)) => {
+                    // Still waiting (perhaps for less): keep the details, report only decisions.
+                    self.invoices[index].outcome = outcome;
+                    continue;
+                }
+                (Outcome::Exception(_), Outcome::Pending(_)) => continue,
+                (Outcome::Exception(held), Outcome::Exception(now))
+                    if held.reasons == now.reasons =>
+                {
+                    continue
+                }
+                _ => {}
             }
             self.settle(index, outcome);
             outputs.push(self.invoices[index].outcome.to_output());
@@ -462,9 +485,9 @@ impl PurchaseOrderMatch {
         &self,
         record: &InvoiceRecord,
         at: EventTime,
-        tolerance: Tolerance,
+        keys: &EffectiveTolerances,
     ) -> Result<Outcome, MatchError> {
-        let outcome = self.evaluate_rules(&record.invoice, at, tolerance)?;
+        let outcome = self.evaluate_rules(&record.invoice, at, keys)?;
         let Some(original) = &record.duplicate_of else {
             return Ok(outcome);
         };
@@ -479,12 +502,14 @@ impl PurchaseOrderMatch {
         Ok(Outcome::Exception(exception(&record.invoice, reasons, at)))
     }
 
-    /// The match rules themselves. Read state, change nothing.
+    /// The match rules themselves. Read state, change nothing. Each comparison's verdict
+    /// under the tolerance keys: within, a warning on the outcome, or a hold (an exception
+    /// reason; for goods not yet there, waiting).
     fn evaluate_rules(
         &self,
         invoice: &InvoiceReceived,
         at: EventTime,
-        tolerance: Tolerance,
+        keys: &EffectiveTolerances,
     ) -> Result<Outcome, MatchError> {
         let order = match &self.order {
             Order::NotYetSeen => {
@@ -504,6 +529,7 @@ impl PurchaseOrderMatch {
         };
 
         let mut reasons = Vec::new();
+        let mut warnings = Vec::new();
         let mut waiting = Vec::new();
         if invoice.supplier != order.supplier {
             reasons.push(ExceptionReason::SupplierMismatch {
@@ -533,13 +559,13 @@ impl PurchaseOrderMatch {
             if same_currency {
                 let expected = po_line.unit_price.money();
                 let actual = line.unit_price.money();
-                if !tolerance.admits(expected.amount(), actual.amount()) {
-                    reasons.push(ExceptionReason::PriceVariance {
-                        line: line.line,
-                        expected,
-                        actual,
-                    });
-                }
+                let verdict = keys.verdict(Measure::Price, expected.amount(), actual.amount());
+                let variance = ExceptionReason::PriceVariance {
+                    line: line.line,
+                    expected,
+                    actual,
+                };
+                judge(verdict, variance, &mut reasons, &mut warnings);
                 expected_total = match expected_total {
                     Some(total) => Some(total.checked_add(expected.times(line.quantity)?)?),
                     None => None,
@@ -553,29 +579,53 @@ impl PurchaseOrderMatch {
             };
             let progress = self.progress.get(&line).copied().unwrap_or_default();
             let left_to_invoice = po_line.quantity.saturating_minus(progress.invoiced);
-            if tolerance.exceeded_by(left_to_invoice.value(), quantity.value()) {
-                reasons.push(ExceptionReason::QuantityVariance {
-                    line,
-                    expected: left_to_invoice,
-                    actual: quantity,
-                });
-            } else if let Some(invoiceable) = progress.invoiceable(po_line.match_level()) {
-                let available = invoiceable.saturating_minus(progress.invoiced);
-                if tolerance.exceeded_by(available.value(), quantity.value()) {
-                    let billed = quantity;
-                    waiting.push(match po_line.match_level() {
-                        MatchLevel::FourWay => PendingReason::Inspection {
-                            line,
-                            available,
-                            billed,
-                        },
-                        _ => PendingReason::Receipt {
-                            line,
-                            available,
-                            billed,
-                        },
-                    });
-                }
+            let over_order =
+                keys.excess_verdict(Measure::Quantity, left_to_invoice.value(), quantity.value());
+            let variance = ExceptionReason::QuantityVariance {
+                line,
+                expected: left_to_invoice,
+                actual: quantity,
+            };
+            if over_order == Verdict::Blocked {
+                reasons.push(variance);
+                continue;
+            }
+            judge(over_order, variance, &mut reasons, &mut warnings);
+            let Some(invoiceable) = progress.invoiceable(po_line.match_level()) else {
+                continue;
+            };
+            let available = invoiceable.saturating_minus(progress.invoiced);
+            let billed = quantity;
+            let (wait, short) = match po_line.match_level() {
+                MatchLevel::FourWay => (
+                    PendingReason::Inspection {
+                        line,
+                        available,
+                        billed,
+                    },
+                    ExceptionReason::NotAccepted {
+                        line,
+                        expected: available,
+                        actual: billed,
+                    },
+                ),
+                _ => (
+                    PendingReason::Receipt {
+                        line,
+                        available,
+                        billed,
+                    },
+                    ExceptionReason::NotReceived {
+                        line,
+                        expected: available,
+                        actual: billed,
+                    },
+                ),
+            };
+            match keys.excess_verdict(Measure::Quantity, available.value(), billed.value()) {
+                Verdict::Within => {}
+                Verdict::Warning => warnings.push(short),
+                Verdict::Blocked => waiting.push(wait),
             }
         }
 
@@ -587,12 +637,12 @@ impl PurchaseOrderMatch {
         );
 
         if let (true, Some(expected)) = (same_currency, expected_total) {
-            if !tolerance.admits(expected.amount(), invoice.total.amount()) {
-                reasons.push(ExceptionReason::AmountVariance {
-                    expected,
-                    actual: invoice.total,
-                });
-            }
+            let verdict = keys.verdict(Measure::Amount, expected.amount(), invoice.total.amount());
+            let variance = ExceptionReason::AmountVariance {
+                expected,
+                actual: invoice.total,
+            };
+            judge(verdict, variance, &mut reasons, &mut warnings);
         }
 
         if !reasons.is_empty() {
@@ -613,6 +663,7 @@ impl PurchaseOrderMatch {
             lines: invoice.lines.clone(),
             invoice_date: invoice.invoice_date,
             matched_at: at,
+            warnings,
         }))
     }
 }
@@ -653,6 +704,20 @@ fn discrepant_lines(
             })
         })
         .collect()
+}
+
+/// Files a comparison's finding by its verdict: a hold, a warning, or nothing.
+fn judge(
+    verdict: Verdict,
+    finding: ExceptionReason,
+    holds: &mut Vec<ExceptionReason>,
+    warnings: &mut Vec<ExceptionReason>,
+) {
+    match verdict {
+        Verdict::Within => {}
+        Verdict::Warning => warnings.push(finding),
+        Verdict::Blocked => holds.push(finding),
+    }
 }
 
 /// What an invoice still waits for, as exception reasons (when it is an exception anyway).

@@ -5,6 +5,7 @@ use crate::approval::ApprovalPolicy;
 use crate::events::EventTime;
 use crate::ids::OrgId;
 use crate::payment::{PaymentPolicy, PaymentTerms};
+use crate::tolerance_keys::ToleranceKeys;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +19,9 @@ pub struct OrgConfig {
     /// an exception, in days of event time.
     #[serde(default = "OrgConfig::default_pending_wait_days")]
     pub pending_wait_days: u32,
+    /// The org's invoice tolerance keys; `None`: the pipeline's configured default.
+    #[serde(default)]
+    pub tolerances: Option<Box<ToleranceKeys>>,
     pub updated_at: EventTime,
 }
 

@@ -102,9 +102,16 @@ pub struct ToleranceKeys {
 impl ToleranceKeys {
     /// DOMAIN.md's default: 2% blocks, any deviation below that is a warning.
     pub fn defaults() -> ToleranceKeys {
+        ToleranceKeys::blocking_past(Decimal::TWO)
+    }
+
+    /// Any deviation warns; past `percent` of the expected value, price, quantity and amount
+    /// alike block. What an org that published no keys of its own gets, with the pipeline's
+    /// configured percent.
+    pub fn blocking_past(percent: Decimal) -> ToleranceKeys {
         let rule = ToleranceRule {
             warn: Limit::EXACT,
-            block: Limit::percent(Decimal::TWO),
+            block: Limit::percent(percent),
         };
         ToleranceKeys {
             price: rule,
@@ -131,7 +138,26 @@ pub struct EffectiveTolerances {
     pub supplier: Option<ToleranceKeys>,
 }
 
+impl Default for EffectiveTolerances {
+    fn default() -> Self {
+        EffectiveTolerances {
+            org: ToleranceKeys::defaults(),
+            supplier: None,
+        }
+    }
+}
+
 impl EffectiveTolerances {
+    /// Over-billing judged against what was expected: billing less is never a deviation
+    /// (the rest may come on a later invoice).
+    pub fn excess_verdict(&self, measure: Measure, expected: Decimal, actual: Decimal) -> Verdict {
+        if actual <= expected {
+            Verdict::Within
+        } else {
+            self.verdict(measure, expected, actual)
+        }
+    }
+
     pub fn verdict(&self, measure: Measure, expected: Decimal, actual: Decimal) -> Verdict {
         let rule = |keys: &ToleranceKeys| match measure {
             Measure::Price => keys.price,

@@ -18,6 +18,7 @@ use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
 use p2p_processors::duplicates::{DocumentKind, DuplicatePolicy, DuplicateRegister, InvoiceFacts};
 use p2p_processors::org_config::OrgConfig;
+use p2p_processors::tolerance_keys::{EffectiveTolerances, ToleranceKeys};
 use p2p_processors::{
     EventTime, GoodsReceiptId, InvoiceId, MatchContext, MatchInput, MatchOutput, OrgId,
     PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, Tolerance,
@@ -69,13 +70,20 @@ struct Working<'s> {
 }
 
 impl Working<'_> {
-    fn config(&mut self, org: &OrgId) -> Result<Option<OrgConfig>, StateError> {
+    fn config(&mut self, org: &OrgId) -> Result<Option<&OrgConfig>, StateError> {
         let key = StateKey::new(org, CONFIG_ENTITY);
         if !self.configs.contains_key(&key) {
             let config = self.store.get(&key)?;
             self.configs.insert(key.clone(), config);
         }
-        Ok(self.configs[&key].clone())
+        Ok(self.configs[&key].as_ref())
+    }
+
+    /// The org's tolerance keys, if it published any.
+    fn tolerances(&mut self, org: &OrgId) -> Result<Option<ToleranceKeys>, StateError> {
+        Ok(self
+            .config(org)?
+            .and_then(|c| c.tolerances.as_deref().copied()))
     }
 
     fn existing(&self, key: &StateKey) -> Result<Option<PurchaseOrderMatch>, StateError> {
@@ -234,7 +242,13 @@ impl MatchProcessor {
 
         // An invoice is first checked against its supplier's earlier invoices.
         let mut context = MatchContext {
-            tolerance: self.tolerance,
+            receipt_tolerance: self.tolerance,
+            tolerances: EffectiveTolerances {
+                org: working
+                    .tolerances(org)?
+                    .unwrap_or_else(|| ToleranceKeys::blocking_past(self.tolerance.as_percent())),
+                supplier: None,
+            },
             duplicate_of: None,
         };
         let mut register = None;

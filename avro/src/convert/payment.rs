@@ -367,10 +367,32 @@ mod tests {
             }],
             invoice_date: 20_500,
             matched_at: EventTime(1_800_000_000_000),
+            warnings: vec![],
         };
         let value = super::super::invoice_matched_value(&matched).unwrap();
         let value = roundtrip(&crate::contracts::INVOICE_MATCHED, value);
         assert_eq!(super::super::invoice_matched(&value).unwrap(), matched);
+
+        // Warnings travel with the match, each with expected, actual and delta for the clerk.
+        let warned = InvoiceMatched {
+            warnings: vec![ExceptionReason::PriceVariance {
+                line: LineNumber::new(1).unwrap(),
+                expected: Money::new(dec!(400), eur),
+                actual: Money::new(dec!(411.5226), eur),
+            }],
+            ..matched
+        };
+        let value = super::super::invoice_matched_value(&warned).unwrap();
+        let view =
+            super::super::matched_record(&roundtrip(&crate::contracts::INVOICE_MATCHED, value))
+                .unwrap();
+        assert_eq!(view.warnings.len(), 1);
+        let warning = &view.warnings[0];
+        assert_eq!(warning.reason, "PRICE_VARIANCE");
+        assert_eq!(warning.line_number, Some(1));
+        assert_eq!(warning.expected, Some(dec!(400)));
+        assert_eq!(warning.actual, Some(dec!(411.5226)));
+        assert_eq!(warning.delta, Some(dec!(11.5226)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision, Threshol
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{InstallmentPlan, PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
+use p2p_processors::tolerance_keys::{Combine, Limit, ToleranceKeys, ToleranceRule};
 use p2p_processors::*;
 use std::collections::BTreeMap;
 
@@ -161,6 +162,10 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
             reason: e.to_string(),
         })?,
         pending_wait_days: non_negative(&r, "pending_invoice_wait_days")?,
+        tolerances: r
+            .opt("tolerances")
+            .map(|v| tolerance_keys(v).map(Box::new))
+            .transpose()?,
         approval: ApprovalPolicy {
             base_currency: r.currency("base_currency")?,
             thresholds: thresholds(&r, "approval_l1_max", "approval_l2_max")?,
@@ -237,7 +242,93 @@ pub fn org_config_value(config: &OrgConfig) -> Result<Value, EncodeError> {
             Value::Int(config.pending_wait_days as i32),
         ),
         ("installments", installments_value(&config.payment)?),
+        (
+            "tolerances",
+            match &config.tolerances {
+                Some(keys) => some(tolerance_keys_value(keys)?),
+                None => none(),
+            },
+        ),
         ("updated_at", Value::TimestampMillis(config.updated_at.0)),
+    ]))
+}
+
+const TOLERANCE_ABSOLUTE: (u32, u32) = AMOUNT;
+const TOLERANCE_PERCENT: (u32, u32) = (18, 6);
+
+fn tolerance_keys(value: &Value) -> Result<ToleranceKeys, DecodeError> {
+    let keys = Record::of(value, "ToleranceKeys")?;
+    let rule = |field: &'static str| -> Result<ToleranceRule, DecodeError> {
+        let rule = Record::of(keys.get(field)?, "ToleranceRule")?;
+        Ok(ToleranceRule {
+            warn: tolerance_limit(rule.get("warn")?)?,
+            block: tolerance_limit(rule.get("block")?)?,
+        })
+    };
+    Ok(ToleranceKeys {
+        price: rule("price")?,
+        quantity: rule("quantity")?,
+        amount: rule("amount")?,
+    })
+}
+
+fn tolerance_limit(value: &Value) -> Result<Limit, DecodeError> {
+    let limit = Record::of(value, "ToleranceLimit")?;
+    let not_negative = |field: &'static str, scale: u32| match limit.opt_decimal(field, scale)? {
+        Some(v) if v.is_sign_negative() && !v.is_zero() => Err(DecodeError::Invalid {
+            field,
+            reason: format!("a tolerance cannot be negative, got {v}"),
+        }),
+        v => Ok(v),
+    };
+    Ok(Limit {
+        absolute: not_negative("absolute", TOLERANCE_ABSOLUTE.1)?,
+        percent: not_negative("percent", TOLERANCE_PERCENT.1)?,
+        combine: match limit
+            .opt("combine")
+            .map(|_| limit.symbol("combine"))
+            .transpose()?
+        {
+            None | Some("AND") => Combine::And,
+            Some("OR") => Combine::Or,
+            Some(other) => {
+                return Err(DecodeError::Invalid {
+                    field: "combine",
+                    reason: format!("expected AND or OR, got {other}"),
+                })
+            }
+        },
+    })
+}
+
+fn tolerance_keys_value(keys: &ToleranceKeys) -> Result<Value, EncodeError> {
+    let limit = |l: &Limit| -> Result<Value, EncodeError> {
+        let opt = |f: &'static str, v: Option<rust_decimal::Decimal>, p| match v {
+            Some(v) => dec(f, v, p).map(some),
+            None => Ok(none()),
+        };
+        Ok(record(vec![
+            ("absolute", opt("absolute", l.absolute, TOLERANCE_ABSOLUTE)?),
+            ("percent", opt("percent", l.percent, TOLERANCE_PERCENT)?),
+            (
+                "combine",
+                match l.combine {
+                    Combine::And => Value::Enum(0, "AND".into()),
+                    Combine::Or => Value::Enum(1, "OR".into()),
+                },
+            ),
+        ]))
+    };
+    let rule = |r: &ToleranceRule| -> Result<Value, EncodeError> {
+        Ok(record(vec![
+            ("warn", limit(&r.warn)?),
+            ("block", limit(&r.block)?),
+        ]))
+    };
+    Ok(record(vec![
+        ("price", rule(&keys.price)?),
+        ("quantity", rule(&keys.quantity)?),
+        ("amount", rule(&keys.amount)?),
     ]))
 }
 
@@ -560,7 +651,27 @@ mod tests {
             payment,
             default_terms: PaymentTerms::parse("2/10 NET 30").unwrap(),
             pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+            tolerances: None,
             updated_at: EventTime(5),
+        };
+        let back = org_config(&roundtrip(&ORG_CONFIG, org_config_value(&config).unwrap())).unwrap();
+        assert_eq!(back, config);
+
+        // Tolerance keys: absolute and percent limits, AND and OR, each read back as set.
+        let mut keys = ToleranceKeys::defaults();
+        keys.price.warn = Limit {
+            absolute: Some(dec!(0.05)),
+            percent: None,
+            combine: Combine::And,
+        };
+        keys.amount.block = Limit {
+            absolute: Some(dec!(25)),
+            percent: Some(dec!(1.5)),
+            combine: Combine::Or,
+        };
+        let config = OrgConfig {
+            tolerances: Some(Box::new(keys)),
+            ..config
         };
         let back = org_config(&roundtrip(&ORG_CONFIG, org_config_value(&config).unwrap())).unwrap();
         assert_eq!(back, config);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::tolerance_keys::{Combine, Limit, ToleranceKeys};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -148,7 +149,24 @@ fn a_price_two_percent_above_the_po_is_matched_but_more_is_an_exception() {
     apply(&mut s, f.issued());
     apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
     let ok = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.20))));
-    assert!(matches!(ok.as_slice(), [MatchOutput::Matched(_)]));
+    // Past the lower limit (none by default): matched, and the clerk is told by how much.
+    match ok.as_slice() {
+        [MatchOutput::Matched(m)] => assert_eq!(
+            m.warnings,
+            vec![
+                ExceptionReason::PriceVariance {
+                    line: line(1),
+                    expected: Money::new(dec!(10.00), f.eur),
+                    actual: Money::new(dec!(10.20), f.eur),
+                },
+                ExceptionReason::AmountVariance {
+                    expected: Money::new(dec!(100.00), f.eur),
+                    actual: Money::new(dec!(102.00), f.eur),
+                }
+            ]
+        ),
+        other => panic!("expected a match, got {other:?}"),
+    }
 
     // The total follows the billed price, so the amount is over tolerance too.
     let out = apply(&mut s, invoice(f.invoice(21, dec!(10), dec!(10.21))));
@@ -490,8 +508,13 @@ fn a_pending_invoice_past_its_wait_limit_becomes_an_exception_naming_what_it_wai
             actual: qty(dec!(5)),
         }]
     );
-    // Goods arriving later no longer decide it: it is an exception until corrected.
-    assert_eq!(apply(&mut waiting, f.receipt(11, dec!(2), dec!(0))), vec![]);
+    // The hold re-checks itself: the rest of the goods arriving later releases it.
+    let released = apply(&mut waiting, f.receipt(11, dec!(2), dec!(0)));
+    assert!(
+        matches!(released.as_slice(), [MatchOutput::Matched(m)] if m.invoice == InvoiceId::from_u128(21)),
+        "{released:?}"
+    );
+    assert_eq!(waiting.invoiced(line(1)), qty(dec!(5)));
 }
 
 #[test]
@@ -517,20 +540,13 @@ fn a_return_read_before_the_receipt_it_returns_still_counts() {
     assert!(matches!(out.as_slice(), [MatchOutput::Pending(_)]));
 }
 
-/// What an invoice ended as, without what depends on when it was decided (the time, and the
-/// goods still missing at that moment, which a clerk is told but which do not decide it).
+/// What an invoice ended as, with every hold, without what depends on when it was decided
+/// (the time, and warnings about goods still on their way when it matched).
 fn decision(record: &InvoiceRecord) -> (&'static str, Vec<ExceptionReason>) {
     match &record.outcome {
         Outcome::Matched(_) => ("matched", vec![]),
         Outcome::Pending(_) => ("pending", vec![]),
-        Outcome::Exception(e) => (
-            "exception",
-            e.reasons
-                .iter()
-                .filter(|r| r.kind() != ReasonKind::NotReceived)
-                .cloned()
-                .collect(),
-        ),
+        Outcome::Exception(e) => ("exception", e.reasons.clone()),
     }
 }
 
@@ -863,4 +879,158 @@ fn a_receipt_whose_po_never_comes_is_rejected_at_the_wait_limit_and_no_longer_co
     apply(&mut s, f.issued());
     assert!(s.expire_receipt(&GoodsReceiptId::from_u128(11)).is_empty());
     assert_eq!(s.received(line(1)), qty(dec!(5)));
+}
+
+// ---- tolerance keys: warnings, holds per reason, holds that re-check themselves -------------
+
+fn with_keys(keys: ToleranceKeys, supplier: Option<ToleranceKeys>) -> MatchContext {
+    MatchContext {
+        tolerances: EffectiveTolerances {
+            org: keys,
+            supplier,
+        },
+        ..MatchContext::default()
+    }
+}
+
+fn keys_with_price_block(block: Limit) -> ToleranceKeys {
+    let mut keys = ToleranceKeys::defaults();
+    keys.price.block = block;
+    keys
+}
+
+#[test]
+fn an_orgs_absolute_price_limit_blocks_a_deviation_its_percent_would_allow() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    // 5 cents AND 2%: 10.10 is within 2% of 10.00 but 10 cents off.
+    let keys = keys_with_price_block(Limit {
+        absolute: Some(dec!(0.05)),
+        percent: Some(dec!(2)),
+        combine: Combine::And,
+    });
+    let held = s
+        .apply(
+            &invoice(f.invoice(20, dec!(10), dec!(10.10))),
+            T0,
+            &with_keys(keys, None),
+        )
+        .unwrap();
+    assert_eq!(
+        reasons(&held)[0],
+        ExceptionReason::PriceVariance {
+            line: line(1),
+            expected: Money::new(dec!(10.00), f.eur),
+            actual: Money::new(dec!(10.10), f.eur),
+        }
+    );
+    // Under OR, either number admits it: matched, with the deviation as a warning.
+    let keys = keys_with_price_block(Limit {
+        absolute: Some(dec!(0.05)),
+        percent: Some(dec!(2)),
+        combine: Combine::Or,
+    });
+    let ok = s
+        .apply(
+            &invoice(f.invoice(21, dec!(10), dec!(10.10))),
+            T0,
+            &with_keys(keys, None),
+        )
+        .unwrap();
+    assert!(
+        matches!(ok.as_slice(), [MatchOutput::Matched(m)] if m.warnings.len() == 2),
+        "{ok:?}"
+    );
+}
+
+#[test]
+fn a_supplier_narrowing_holds_what_the_org_would_pass() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let strict_supplier = keys_with_price_block(Limit::EXACT);
+    let out = s
+        .apply(
+            &invoice(f.invoice(20, dec!(10), dec!(10.01))),
+            T0,
+            &with_keys(ToleranceKeys::defaults(), Some(strict_supplier)),
+        )
+        .unwrap();
+    assert_eq!(reasons(&out)[0].kind(), ReasonKind::PriceVariance);
+}
+
+#[test]
+fn billing_a_little_more_than_arrived_matches_with_a_not_received_warning() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(50), dec!(0)));
+    // 50.5 billed, 50 arrived: 1%, within the 2% block limit, past the (exact) warning one.
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(50.5), dec!(10.00))));
+    match out.as_slice() {
+        [MatchOutput::Matched(m)] => assert_eq!(
+            m.warnings,
+            vec![ExceptionReason::NotReceived {
+                line: line(1),
+                expected: qty(dec!(50)),
+                actual: qty(dec!(50.5)),
+            }]
+        ),
+        other => panic!("expected a match with a warning, got {other:?}"),
+    }
+}
+
+#[test]
+fn goods_arriving_for_an_overpriced_invoice_drop_its_not_received_hold_and_keep_the_price_one() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    let first = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(11.00))));
+    let kinds = |r: Vec<ExceptionReason>| r.iter().map(|r| r.kind()).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(reasons(&first)),
+        vec![
+            ReasonKind::PriceVariance,
+            ReasonKind::AmountVariance,
+            ReasonKind::NotReceived
+        ]
+    );
+    // The receipt re-checks every hold: one is gone, the invoice stays held for the others.
+    let rechecked = apply(&mut s, f.receipt(10, dec!(10), dec!(0)));
+    assert_eq!(
+        kinds(reasons(&rechecked)),
+        vec![ReasonKind::PriceVariance, ReasonKind::AmountVariance]
+    );
+    // A receipt that changes none of its holds reports nothing about it.
+    assert_eq!(apply(&mut s, f.receipt(11, dec!(5), dec!(0))), vec![]);
+    // Held invoices consume nothing: the goods are there for the next invoice.
+    assert_eq!(s.invoiced(line(1)), Quantity::ZERO);
+    // The corrected invoice, at the PO price, is released.
+    let corrected = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    assert!(matches!(corrected.as_slice(), [MatchOutput::Matched(m)] if m.warnings.is_empty()));
+}
+
+#[test]
+fn a_duplicate_stays_held_whatever_goods_arrive() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    let context = MatchContext {
+        duplicate_of: Some(InvoiceId::from_u128(19)),
+        ..MatchContext::default()
+    };
+    s.apply(&invoice(f.invoice(20, dec!(10), dec!(10.00))), T0, &context)
+        .unwrap();
+    let rechecked = apply(&mut s, f.receipt(10, dec!(10), dec!(0)));
+    // Its not-received hold is gone; the duplicate hold is not, and nothing is consumed.
+    assert_eq!(
+        reasons(&rechecked),
+        vec![ExceptionReason::Duplicate {
+            of: InvoiceId::from_u128(19)
+        }]
+    );
+    assert_eq!(s.invoiced(line(1)), Quantity::ZERO);
 }

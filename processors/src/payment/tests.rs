@@ -22,6 +22,7 @@ fn matched(total: Decimal) -> InvoiceMatched {
         lines: Vec::<InvoiceLine>::new(),
         invoice_date: 0,
         matched_at: EventTime(0),
+        warnings: vec![],
     }
 }
 

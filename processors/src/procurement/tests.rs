@@ -356,6 +356,7 @@ fn invoice_matched(invoice: u128) -> ProcurementInput {
         lines: vec![],
         invoice_date: 0,
         matched_at: T0,
+        warnings: vec![],
     })
 }
 
