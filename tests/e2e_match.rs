@@ -99,6 +99,7 @@ impl Org {
     ) -> InvoiceReceived {
         InvoiceReceived {
             org: self.id.clone(),
+            kind: DocumentKind::Invoice,
             invoice: InvoiceId::random(),
             supplier: self.supplier.clone(),
             number: InvoiceNumber::parse(&format!("SI-{}", &InvoiceId::random().as_str()[4..12]))
@@ -788,4 +789,50 @@ async fn an_orgs_tolerance_keys_decide_warnings_and_holds_and_holds_recheck_when
         "the goods came: only the price holds it now"
     );
     assert!(!observed.matched.contains_key(held.invoice.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credit_memo_is_matched_as_one_and_gives_quantity_back_to_the_po() {
+    let topics = TestTopics::create("credit-memo", 2).await;
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let a = Org::new("EUR");
+    let po = a.po(&[(dec!(10), dec!(10.00), true)]);
+    let bill = a.invoice(&po, &[(1, dec!(10), dec!(10.00))], dec!(100.00));
+    // 2 sent back and credited; the replacements billed again.
+    let memo = InvoiceReceived {
+        kind: DocumentKind::CreditMemo,
+        ..a.invoice(&po, &[(1, dec!(2), dec!(10.00))], dec!(20.00))
+    };
+    let rebill = a.invoice(&po, &[(1, dec!(2), dec!(10.00))], dec!(20.00));
+    let mut returned = a.receipt(&po, &[(1, dec!(0))]);
+    returned.lines[0].returned = qty(dec!(2));
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    send_scripted(
+        &producer,
+        &codec,
+        &topics,
+        vec![
+            issued(&po, 1),
+            received(&a.receipt(&po, &[(1, dec!(10))]), 2),
+            invoiced(&bill, 3),
+            received(&returned, 4),
+            invoiced(&memo, 5),
+            received(&a.receipt(&po, &[(1, dec!(2))]), 6),
+            invoiced(&rebill, 7),
+        ],
+    )
+    .await;
+    let observed = wait_for(&topics, &codec, "the three documents matched", |o| {
+        [&bill, &memo, &rebill]
+            .iter()
+            .all(|i| o.matched.contains_key(i.invoice.as_str()))
+    })
+    .await;
+    pipeline.stop().await;
+    let kind_of = |i: &InvoiceReceived| observed.matched[i.invoice.as_str()][0].document_type;
+    assert_eq!(kind_of(&bill), DocumentKind::Invoice);
+    assert_eq!(kind_of(&memo), DocumentKind::CreditMemo);
+    assert_eq!(kind_of(&rebill), DocumentKind::Invoice);
+    assert!(observed.exceptions.is_empty(), "{:#?}", observed.exceptions);
 }

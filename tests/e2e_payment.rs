@@ -130,6 +130,7 @@ fn matched(
 ) -> InvoiceMatched {
     InvoiceMatched {
         org: org.clone(),
+        kind: DocumentKind::Invoice,
         invoice: InvoiceId::random(),
         po: PurchaseOrderId::random(),
         supplier: supplier.clone(),
@@ -525,4 +526,106 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
     .await;
     payments.stop().await;
     procurement.stop().await;
+}
+
+/// An org paying EUR from [`DEBTOR_IBAN`], published on `org-config`.
+async fn org_paying_eur(tx: &Sender) -> OrgId {
+    let org = OrgId::random();
+    let mut payment = PaymentPolicy::defaults();
+    payment.debtor_accounts.insert(eur(), DEBTOR_IBAN.into());
+    let config = OrgConfig {
+        org: org.clone(),
+        approval: ApprovalPolicy::defaults(eur()),
+        payment,
+        default_terms: PaymentTerms::DEFAULT,
+        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+        tolerances: None,
+        updated_at: now(),
+    };
+    let value = org_config_value(&config).unwrap();
+    tx.send(&tx.topics.org_config, org.as_str(), &ORG_CONFIG, value)
+        .await;
+    org
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_memos_are_set_off_against_the_suppliers_next_payments_never_paid() {
+    let topics = TestTopics::create("credit-memos", 2).await;
+    let codec = registry_codec();
+    let tx = Sender {
+        producer: erp_producer(&kafka()).unwrap(),
+        codec: codec.clone(),
+        topics: topics.clone(),
+    };
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let memo = |total| InvoiceMatched {
+        kind: DocumentKind::CreditMemo,
+        ..matched(&org, &supplier.supplier, total, eur())
+    };
+    // One topic, one key: read in this order. The memo comes twice: credit once.
+    let credit = memo(dec!(300.00));
+    let invoice = matched(&org, &supplier.supplier, dec!(1000.00), eur());
+    let pipeline = Pipeline::payment(&topics, codec.clone());
+    for m in [&credit, &credit, &invoice] {
+        tx.matched(m).await;
+    }
+    wait_until(&topics, &codec, "today's run", |s| {
+        !s.instructions.is_empty()
+    })
+    .await;
+    // After that run: more credit than the next invoice.
+    let big_credit = memo(dec!(1500.00));
+    let covered = matched(&org, &supplier.supplier, dec!(400.00), eur());
+    for m in [&big_credit, &covered] {
+        tx.matched(m).await;
+    }
+    let seen = wait_until(&topics, &codec, "the covered invoice settled", |s| {
+        s.kinds(&covered.invoice)
+            .iter()
+            .any(|k| k.0 == ScheduleEventKind::Settled)
+    })
+    .await;
+    pipeline.stop().await;
+
+    // The bank is told to pay 1000 less 300, and nothing for the invoice credit covers.
+    assert_eq!(seen.instructions.len(), 1, "{:#?}", seen.instructions);
+    let run = &seen.instructions[0];
+    assert_eq!(run.payments.len(), 1);
+    assert_eq!(run.payments[0].invoice, invoice.invoice);
+    assert_eq!(run.payments[0].amount, Money::new(dec!(700.00), eur()));
+    assert_eq!(run.total, Money::new(dec!(700.00), eur()));
+    let amounts = |invoice: &InvoiceId| -> Vec<(ScheduleEventKind, Option<Money>)> {
+        seen.schedule[invoice.as_str()]
+            .iter()
+            .map(|r| (r.kind, r.amount))
+            .collect()
+    };
+    let eur_amount = |a| Some(Money::new(a, eur()));
+    assert_eq!(
+        amounts(&credit.invoice),
+        vec![(ScheduleEventKind::CreditRecorded, eur_amount(dec!(300.00)))]
+    );
+    assert_eq!(
+        amounts(&invoice.invoice),
+        vec![
+            (ScheduleEventKind::Scheduled, eur_amount(dec!(1000.00))),
+            (ScheduleEventKind::SetOff, eur_amount(dec!(300.00))),
+            (ScheduleEventKind::Released, eur_amount(dec!(700.00))),
+        ]
+    );
+    assert_eq!(
+        seen.kinds(&covered.invoice),
+        vec![
+            kind(ScheduleEventKind::Scheduled),
+            kind(ScheduleEventKind::SetOff),
+            kind(ScheduleEventKind::Remitted),
+            kind(ScheduleEventKind::Settled),
+        ]
+    );
+    assert_eq!(
+        seen.kinds(&big_credit.invoice),
+        vec![kind(ScheduleEventKind::CreditRecorded)]
+    );
 }

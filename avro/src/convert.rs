@@ -414,6 +414,7 @@ pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
         input: MatchInput::Invoice(InvoiceReceived {
             org: r.id("org_id", OrgId::parse)?,
             invoice: r.id("invoice_id", InvoiceId::parse)?,
+            kind: document_kind(&r)?,
             supplier: r.id("supplier_id", SupplierId::parse)?,
             number: InvoiceNumber::parse(r.string("invoice_number")?)
                 .map_err(DecodeError::InvalidInvoiceNumber)?,
@@ -427,7 +428,30 @@ pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
     })
 }
 
+/// `document_type`; absent (a writer older than the field) is an invoice.
+fn document_kind(r: &Record<'_>) -> Result<DocumentKind, DecodeError> {
+    match r
+        .opt("document_type")
+        .map(|_| r.symbol("document_type"))
+        .transpose()?
+    {
+        None | Some("INVOICE") => Ok(DocumentKind::Invoice),
+        Some("CREDIT_MEMO") => Ok(DocumentKind::CreditMemo),
+        Some(other) => Err(DecodeError::Invalid {
+            field: "document_type",
+            reason: format!("expected INVOICE or CREDIT_MEMO, got {other}"),
+        }),
+    }
+}
+
 // ---- encoding ---------------------------------------------------------------------------
+
+fn document_type(kind: DocumentKind) -> Value {
+    match kind {
+        DocumentKind::Invoice => Value::Enum(0, "INVOICE".into()),
+        DocumentKind::CreditMemo => Value::Enum(1, "CREDIT_MEMO".into()),
+    }
+}
 
 fn dec(
     field: &'static str,
@@ -615,6 +639,7 @@ pub fn invoice_event_value(
         ),
         ("invoice_date", Value::Date(event.invoice_date)),
         ("occurred_at", Value::TimestampMillis(occurred_at.0)),
+        ("document_type", document_type(event.kind)),
     ]))
 }
 
@@ -623,6 +648,7 @@ pub fn invoice_matched_value(m: &InvoiceMatched) -> Result<Value, EncodeError> {
     Ok(record(vec![
         ("org_id", s(&m.org)),
         ("invoice_id", s(&m.invoice)),
+        ("document_type", document_type(m.kind)),
         ("po_id", s(&m.po)),
         ("supplier_id", s(&m.supplier)),
         ("invoice_number", s(&m.number)),
@@ -674,6 +700,7 @@ pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeErro
     Ok(record(vec![
         ("org_id", s(&e.org)),
         ("invoice_id", s(&e.invoice)),
+        ("document_type", document_type(e.kind)),
         ("po_id", s(&e.po)),
         ("supplier_id", s(&e.supplier)),
         ("invoice_number", s(&e.number)),
@@ -704,6 +731,7 @@ pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
     Ok(InvoiceMatched {
         org: r.id("org_id", OrgId::parse)?,
         invoice: r.id("invoice_id", InvoiceId::parse)?,
+        kind: document_kind(&r)?,
         po: r.id("po_id", PurchaseOrderId::parse)?,
         supplier: r.id("supplier_id", SupplierId::parse)?,
         number: InvoiceNumber::parse(r.string("invoice_number")?)
@@ -721,6 +749,7 @@ pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
 pub struct MatchedRecord {
     pub org_id: String,
     pub invoice_id: String,
+    pub document_type: DocumentKind,
     pub po_id: String,
     pub currency: String,
     pub total_amount: Decimal,
@@ -744,6 +773,7 @@ pub struct ReasonRecord {
 pub struct ExceptionRecord {
     pub org_id: String,
     pub invoice_id: String,
+    pub document_type: DocumentKind,
     pub po_id: String,
     pub currency: String,
     pub total_amount: Decimal,
@@ -755,6 +785,7 @@ pub fn matched_record(value: &Value) -> Result<MatchedRecord, DecodeError> {
     Ok(MatchedRecord {
         org_id: r.string("org_id")?.to_owned(),
         invoice_id: r.string("invoice_id")?.to_owned(),
+        document_type: document_kind(&r)?,
         po_id: r.string("po_id")?.to_owned(),
         currency: r.string("currency")?.to_owned(),
         total_amount: r.decimal("total_amount", AMOUNT.1)?,
@@ -793,6 +824,7 @@ pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
     Ok(ExceptionRecord {
         org_id: r.string("org_id")?.to_owned(),
         invoice_id: r.string("invoice_id")?.to_owned(),
+        document_type: document_kind(&r)?,
         po_id: r.string("po_id")?.to_owned(),
         currency: r.string("currency")?.to_owned(),
         total_amount: r.decimal("total_amount", AMOUNT.1)?,

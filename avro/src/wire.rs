@@ -181,6 +181,7 @@ mod tests {
         InvoiceReceived {
             org: OrgId::from_u128(1),
             invoice: InvoiceId::from_u128(2),
+            kind: DocumentKind::CreditMemo,
             supplier: SupplierId::from_u128(3),
             number: InvoiceNumber::parse("A-1").unwrap(),
             po: PurchaseOrderId::from_u128(4),
@@ -255,6 +256,7 @@ mod tests {
         let exception = InvoiceException {
             org: inv.org.clone(),
             invoice: inv.invoice.clone(),
+            kind: inv.kind,
             po: inv.po.clone(),
             supplier: inv.supplier.clone(),
             number: inv.number.clone(),

@@ -3,13 +3,15 @@
 //! to have. A disagreement is a bug in the pipeline or in the plan, never noise.
 
 use crate::generator::Planted;
-use p2p_avro::convert::payment::{PaymentInstructionRecord, PaymentScheduleRecord};
+use p2p_avro::convert::payment::{
+    PaymentInstructionRecord, PaymentScheduleRecord, ScheduleEventKind,
+};
 use p2p_avro::convert::procurement::{
     ApprovalRequestRecord, AuditKind, AuditRecord, PoStatusRecord, RequestKind,
 };
 use p2p_avro::convert::{self, ExceptionRecord, MatchedRecord};
 use p2p_avro::{Codec, CodecError};
-use p2p_processors::{InvoiceId, PoState, PurchaseOrderId};
+use p2p_processors::{DocumentKind, InvoiceId, PoState, PurchaseOrderId};
 use p2p_topologies::admin::client_config;
 use p2p_topologies::{KafkaProperties, Topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -357,6 +359,8 @@ pub struct PaymentsObserved {
     pub instructed: BTreeMap<String, usize>,
     /// Instructed amounts per currency, exact.
     pub instructed_totals: BTreeMap<String, Decimal>,
+    /// Credit memos' amounts taken off each invoice's payment, exact.
+    pub set_off: BTreeMap<String, Decimal>,
 }
 
 /// Reads `payment-schedule` and `payment-instructions`.
@@ -382,6 +386,12 @@ pub async fn read_payments(
             .events
             .entry(format!("{:?}", record.kind))
             .or_default() += 1;
+        if let (ScheduleEventKind::SetOff, Some(amount)) = (record.kind, record.amount) {
+            *observed
+                .set_off
+                .entry(record.invoice.to_string())
+                .or_default() += amount.amount();
+        }
     }
     for message in read_topic(kafka, &topics.payment_instructions, timeout)? {
         let value = codec.decode(message.payload()).await?;
@@ -402,21 +412,44 @@ pub async fn read_payments(
     Ok(observed)
 }
 
-/// Every matched invoice paid exactly once, for exactly its matched total, in its currency:
-/// the disagreements, in words.
+/// Every matched invoice paid exactly once, for exactly its matched total in its currency
+/// (by the bank, less any credit set off against it); no credit memo ever paid, and no more
+/// credit used than the memos gave: the disagreements, in words.
 pub fn audit_payments(observed: &Observed, payments: &PaymentsObserved) -> Vec<String> {
     let mut disagreements = Vec::new();
+    // Per currency: what invoices were matched for, less the credit set off against them.
     let mut matched_totals: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut credited: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut set_off: BTreeMap<String, Decimal> = BTreeMap::new();
     for (invoice, records) in &observed.matched {
-        *matched_totals
-            .entry(records[0].currency.clone())
-            .or_default() += records[0].total_amount;
+        let record = &records[0];
+        if record.document_type == DocumentKind::CreditMemo {
+            *credited.entry(record.currency.clone()).or_default() += record.total_amount;
+            if payments.instructed.contains_key(invoice) {
+                disagreements.push(format!("{invoice}: a credit memo, instructed for payment"));
+            }
+            continue;
+        }
+        let offset = payments.set_off.get(invoice).copied().unwrap_or_default();
+        *set_off.entry(record.currency.clone()).or_default() += offset;
+        *matched_totals.entry(record.currency.clone()).or_default() += record.total_amount - offset;
         match payments.instructed.get(invoice) {
             Some(1) => {}
+            // Paid in full by credit: nothing for the bank.
+            None if offset == record.total_amount => {}
             Some(n) => disagreements.push(format!("{invoice}: instructed {n} times")),
             None => disagreements.push(format!("{invoice}: matched but never instructed")),
         }
     }
+    for (currency, used) in &set_off {
+        let given = credited.get(currency).copied().unwrap_or_default();
+        if *used > given {
+            disagreements.push(format!(
+                "{used} {currency} of credit set off, credit memos gave {given}"
+            ));
+        }
+    }
+    matched_totals.retain(|_, total| !total.is_zero());
     for invoice in payments.instructed.keys() {
         if !observed.matched.contains_key(invoice) {
             disagreements.push(format!("{invoice}: instructed but never matched"));
@@ -429,4 +462,90 @@ pub fn audit_payments(observed: &Observed, payments: &PaymentsObserved) -> Vec<S
         ));
     }
     disagreements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn matched(invoice: &str, kind: DocumentKind, total: Decimal) -> (String, Vec<MatchedRecord>) {
+        let record = MatchedRecord {
+            org_id: "org".into(),
+            invoice_id: invoice.into(),
+            document_type: kind,
+            po_id: "po".into(),
+            currency: "EUR".into(),
+            total_amount: total,
+            matched_at: 0,
+            warnings: vec![],
+        };
+        (invoice.to_owned(), vec![record])
+    }
+
+    fn observed() -> Observed {
+        Observed {
+            matched: [
+                matched("inv-1", DocumentKind::Invoice, dec!(1000)),
+                matched("inv-2", DocumentKind::Invoice, dec!(200)),
+                matched("cm-1", DocumentKind::CreditMemo, dec!(500)),
+            ]
+            .into(),
+            ..Observed::default()
+        }
+    }
+
+    /// inv-1 paid 700 by the bank and 300 by credit; inv-2 paid by credit alone.
+    fn paid_with_credit() -> PaymentsObserved {
+        PaymentsObserved {
+            instructed: [("inv-1".to_owned(), 1)].into(),
+            instructed_totals: [("EUR".to_owned(), dec!(700))].into(),
+            set_off: [
+                ("inv-1".to_owned(), dec!(300)),
+                ("inv-2".to_owned(), dec!(200)),
+            ]
+            .into(),
+            ..PaymentsObserved::default()
+        }
+    }
+
+    #[test]
+    fn invoices_paid_partly_or_wholly_by_credit_reconcile_to_the_cent() {
+        assert_eq!(
+            audit_payments(&observed(), &paid_with_credit()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_credit_memo_instructed_for_payment_fails_the_audit() {
+        let mut payments = paid_with_credit();
+        payments.instructed.insert("cm-1".into(), 1);
+        let found = audit_payments(&observed(), &payments);
+        assert!(
+            found.iter().any(|d| d.contains("cm-1: a credit memo")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn more_credit_used_than_the_memos_gave_fails_the_audit() {
+        let mut payments = paid_with_credit();
+        // 300 + 250 of credit from memos of 500, and the bank paid 50 less to match.
+        payments.set_off.insert("inv-2".into(), dec!(250));
+        let found = audit_payments(&observed(), &payments);
+        assert!(
+            found.iter().any(|d| d.contains("credit set off")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_cent_short_on_the_bank_side_fails_the_audit() {
+        let mut payments = paid_with_credit();
+        payments
+            .instructed_totals
+            .insert("EUR".into(), dec!(699.99));
+        assert_eq!(audit_payments(&observed(), &payments).len(), 1);
+    }
 }

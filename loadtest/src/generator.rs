@@ -349,6 +349,7 @@ impl Scenario {
                 let invoice = InvoiceReceived {
                     org: org.clone(),
                     invoice: InvoiceId::from_u128(ids.next()),
+                    kind: DocumentKind::Invoice,
                     supplier,
                     number: InvoiceNumber::parse(&format!("SI-{}-{n:05}", &org.as_str()[4..12]))
                         .expect("non-empty"),

@@ -40,11 +40,7 @@ impl Default for DuplicatePolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum DocumentKind {
-    Invoice,
-    CreditMemo,
-}
+pub use crate::events::DocumentKind;
 
 /// What the duplicate check looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -197,11 +197,24 @@ pub struct InvoiceLine {
     pub unit_price: UnitPrice,
 }
 
-/// A supplier invoice as registered by the buyer.
+/// Whether a supplier document bills (an invoice) or gives back (a credit memo). Both carry
+/// positive quantities and amounts, as printed; the kind says which way they count.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum DocumentKind {
+    #[default]
+    Invoice,
+    CreditMemo,
+}
+
+/// A supplier invoice or credit memo as registered by the buyer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceReceived {
     pub org: OrgId,
     pub invoice: InvoiceId,
+    #[serde(default)]
+    pub kind: DocumentKind,
     pub supplier: SupplierId,
     pub number: InvoiceNumber,
     pub po: PurchaseOrderId,
@@ -248,7 +261,8 @@ pub enum ExceptionReason {
         expected: Money,
         actual: Money,
     },
-    /// Billed quantity beyond what is left to invoice on the PO line (ordered minus invoiced).
+    /// Billed quantity beyond what is left to invoice on the PO line (ordered minus invoiced);
+    /// for a credit memo, credited quantity beyond what matched invoices billed.
     QuantityVariance {
         line: LineNumber,
         expected: Quantity,
@@ -460,6 +474,9 @@ impl ExceptionReason {
 pub struct InvoiceMatched {
     pub org: OrgId,
     pub invoice: InvoiceId,
+    /// A matched credit memo is not paid: it is a credit against the supplier's payments.
+    #[serde(default)]
+    pub kind: DocumentKind,
     pub po: PurchaseOrderId,
     pub supplier: SupplierId,
     pub number: InvoiceNumber,
@@ -479,6 +496,8 @@ pub struct InvoiceMatched {
 pub struct InvoiceException {
     pub org: OrgId,
     pub invoice: InvoiceId,
+    #[serde(default)]
+    pub kind: DocumentKind,
     pub po: PurchaseOrderId,
     pub supplier: SupplierId,
     pub number: InvoiceNumber,
@@ -505,6 +524,13 @@ pub enum PendingReason {
         line: LineNumber,
         available: Quantity,
         billed: Quantity,
+    },
+    /// A credit memo gives back more of a line than its matched invoices billed so far: it
+    /// waits for the invoice it credits (topics interleave).
+    Invoice {
+        line: LineNumber,
+        invoiced: Quantity,
+        credited: Quantity,
     },
 }
 

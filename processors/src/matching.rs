@@ -295,7 +295,7 @@ impl PurchaseOrderMatch {
             }
             outputs.extend(self.on_discrepancy(&receipt, discrepant));
         }
-        outputs.extend(self.recheck(at, keys)?);
+        outputs.extend(self.recheck(at, keys, None)?);
         Ok(outputs)
     }
 
@@ -348,7 +348,7 @@ impl PurchaseOrderMatch {
             self.progress.entry(line.line).or_default().count(line);
         }
         let mut outputs = self.on_discrepancy(receipt, discrepant);
-        outputs.extend(self.recheck(at, keys)?);
+        outputs.extend(self.recheck(at, keys, None)?);
         Ok(outputs)
     }
 
@@ -399,13 +399,10 @@ impl PurchaseOrderMatch {
             Some(i) if self.invoices[i].invoice == *invoice => {
                 return Ok(vec![self.invoices[i].outcome.to_output()]);
             }
-            // A corrected invoice: give back what the old version consumed, match it again.
+            // A corrected invoice: undo what the old version counted, match it again.
             Some(i) => {
-                if let Outcome::Matched(matched) = &self.invoices[i].outcome {
-                    for line in matched.lines.clone() {
-                        let progress = self.progress.entry(line.line).or_default();
-                        progress.invoiced = progress.invoiced.saturating_minus(line.quantity);
-                    }
+                if let Outcome::Matched(matched) = self.invoices[i].outcome.clone() {
+                    self.count_matched(&matched, Direction::Undo);
                 }
                 self.invoices[i].invoice = invoice.clone();
                 self.invoices[i].duplicate_of = duplicate_of;
@@ -427,7 +424,17 @@ impl PurchaseOrderMatch {
         };
         let outcome = self.evaluate(&self.invoices[index], at, keys)?;
         self.settle(index, outcome);
-        Ok(vec![self.invoices[index].outcome.to_output()])
+        let mut outputs = vec![self.invoices[index].outcome.to_output()];
+        // What is invoiced changed: a matched invoice is what credit memos waiting for it
+        // need; a matched credit memo gives back room that waiting invoices may need.
+        if let Outcome::Matched(matched) = &self.invoices[index].outcome {
+            let waiting_ones = match matched.kind {
+                DocumentKind::Invoice => Some(DocumentKind::CreditMemo),
+                DocumentKind::CreditMemo => None,
+            };
+            outputs.extend(self.recheck(at, keys, waiting_ones)?);
+        }
+        Ok(outputs)
     }
 
     /// A fact behind the open invoices changed (goods came, a discrepancy was resolved, the
@@ -435,13 +442,18 @@ impl PurchaseOrderMatch {
     /// is matched again, in arrival order. Reported: pending invoices now decided, held ones
     /// released (matched), and held ones whose holds changed. A held invoice never goes back
     /// to pending: it was decided, perhaps by its wait limit.
+    /// `only`: just the documents of that kind.
     fn recheck(
         &mut self,
         at: EventTime,
         keys: &EffectiveTolerances,
+        only: Option<DocumentKind>,
     ) -> Result<Vec<MatchOutput>, MatchError> {
         let mut outputs = Vec::new();
         for index in 0..self.invoices.len() {
+            if only.is_some_and(|kind| self.invoices[index].invoice.kind != kind) {
+                continue;
+            }
             let outcome = match &self.invoices[index].outcome {
                 Outcome::Matched(_) => continue,
                 Outcome::Pending(_) | Outcome::Exception(_) => {
@@ -468,15 +480,28 @@ impl PurchaseOrderMatch {
         Ok(outputs)
     }
 
-    /// Records an outcome; a match consumes the billed quantities.
+    /// Records an outcome; a matched invoice consumes what it bills, a matched credit memo
+    /// gives back what it credits.
     fn settle(&mut self, index: usize, outcome: Outcome) {
         if let Outcome::Matched(matched) = &outcome {
-            for line in &matched.lines {
-                let progress = self.progress.entry(line.line).or_default();
-                progress.invoiced = progress.invoiced.plus(line.quantity);
-            }
+            self.count_matched(matched, Direction::Do);
         }
         self.invoices[index].outcome = outcome;
+    }
+
+    fn count_matched(&mut self, matched: &InvoiceMatched, direction: Direction) {
+        let adds = matches!(
+            (matched.kind, direction),
+            (DocumentKind::Invoice, Direction::Do) | (DocumentKind::CreditMemo, Direction::Undo)
+        );
+        for line in &matched.lines {
+            let progress = self.progress.entry(line.line).or_default();
+            progress.invoiced = if adds {
+                progress.invoiced.plus(line.quantity)
+            } else {
+                progress.invoiced.saturating_minus(line.quantity)
+            };
+        }
     }
 
     /// The match of one invoice record: the rules below, and a duplicate is an exception
@@ -578,6 +603,18 @@ impl PurchaseOrderMatch {
                 continue;
             };
             let progress = self.progress.get(&line).copied().unwrap_or_default();
+            if invoice.kind == DocumentKind::CreditMemo {
+                // A credit memo gives back what matched invoices billed, never more: money
+                // back needs no goods, but it needs the invoice it credits.
+                if quantity > progress.invoiced {
+                    waiting.push(PendingReason::Invoice {
+                        line,
+                        invoiced: progress.invoiced,
+                        credited: quantity,
+                    });
+                }
+                continue;
+            }
             let left_to_invoice = po_line.quantity.saturating_minus(progress.invoiced);
             let over_order =
                 keys.excess_verdict(Measure::Quantity, left_to_invoice.value(), quantity.value());
@@ -629,12 +666,15 @@ impl PurchaseOrderMatch {
             }
         }
 
-        // An unresolved receipt discrepancy blocks the match of every invoice of the PO.
-        waiting.extend(
-            self.discrepancies
-                .iter()
-                .map(|grn| PendingReason::ReceiptDiscrepancy { grn: grn.clone() }),
-        );
+        // An unresolved receipt discrepancy blocks the match of every invoice of the PO (not
+        // of its credit memos: holding back money owed to us helps nobody).
+        if invoice.kind == DocumentKind::Invoice {
+            waiting.extend(
+                self.discrepancies
+                    .iter()
+                    .map(|grn| PendingReason::ReceiptDiscrepancy { grn: grn.clone() }),
+            );
+        }
 
         if let (true, Some(expected)) = (same_currency, expected_total) {
             let verdict = keys.verdict(Measure::Amount, expected.amount(), invoice.total.amount());
@@ -656,6 +696,7 @@ impl PurchaseOrderMatch {
         Ok(Outcome::Matched(InvoiceMatched {
             org: invoice.org.clone(),
             invoice: invoice.invoice.clone(),
+            kind: invoice.kind,
             po: invoice.po.clone(),
             supplier: invoice.supplier.clone(),
             number: invoice.number.clone(),
@@ -706,6 +747,13 @@ fn discrepant_lines(
         .collect()
 }
 
+/// Whether a matched document's quantities are counted or taken back (a correction).
+#[derive(Clone, Copy)]
+enum Direction {
+    Do,
+    Undo,
+}
+
 /// Files a comparison's finding by its verdict: a hold, a warning, or nothing.
 fn judge(
     verdict: Verdict,
@@ -744,6 +792,15 @@ fn not_received(waiting: Vec<PendingReason>) -> impl Iterator<Item = ExceptionRe
             expected: available,
             actual: billed,
         }),
+        PendingReason::Invoice {
+            line,
+            invoiced,
+            credited,
+        } => Some(ExceptionReason::QuantityVariance {
+            line,
+            expected: invoiced,
+            actual: credited,
+        }),
         PendingReason::PurchaseOrder => None,
     })
 }
@@ -765,6 +822,7 @@ fn exception(
     InvoiceException {
         org: invoice.org.clone(),
         invoice: invoice.invoice.clone(),
+        kind: invoice.kind,
         po: invoice.po.clone(),
         supplier: invoice.supplier.clone(),
         number: invoice.number.clone(),

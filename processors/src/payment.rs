@@ -2,9 +2,10 @@
 //! payment terms (cash discount captured when the org enables it); holds that keep it from
 //! being released and re-check themselves when their cause goes away; release into payment
 //! runs per org, currency, debtor account and execution date; bank status moving each part on;
-//! installment plans (e.g. Murabaha: cost plus markup in N installments).
+//! installment plans (e.g. Murabaha: cost plus markup in N installments); credit memos set off
+//! against the supplier's next payments.
 
-use crate::events::InvoiceMatched;
+use crate::events::{DocumentKind, InvoiceMatched};
 use crate::ids::{InvoiceId, InvoiceNumber, OrgId, PurchaseOrderId, SupplierId};
 use crate::lifecycle::PoState;
 use crate::money::{Currency, Money, MoneyError};
@@ -180,6 +181,8 @@ pub enum PartStatus {
     },
     /// Its PO was cancelled before it was released.
     Cancelled,
+    /// Paid in full by the supplier's credit memos: never instructed, nothing for a bank.
+    SetOff,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +230,8 @@ pub struct Payee {
 pub enum PaymentError {
     #[error("no debtor account is configured for {0}")]
     NoDebtorAccount(Currency),
+    #[error("{0} is a credit memo: it is set off against payments, never paid")]
+    CreditMemo(InvoiceId),
     #[error("payment has no part {0}")]
     UnknownPart(u32),
     #[error("part {part} is {status:?}; a bank status for it is out of order")]
@@ -256,6 +261,13 @@ pub enum PaymentEvent {
         po: PurchaseOrderId,
     },
     PartCancelled(u32),
+    /// Credit memos of the supplier taken off a part released for payment.
+    CreditSetOff {
+        part: u32,
+        offsets: Vec<Offset>,
+    },
+    /// The credit covered the whole part: it is paid, with no bank instruction.
+    PartSetOff(u32),
 }
 
 /// A part released for payment, to be grouped into a run.
@@ -295,6 +307,9 @@ impl Payment {
     ) -> Result<Option<(Payment, Vec<PaymentEvent>)>, PaymentError> {
         if existing.is_some() {
             return Ok(None);
+        }
+        if matched.kind == DocumentKind::CreditMemo {
+            return Err(PaymentError::CreditMemo(matched.invoice.clone()));
         }
         let currency = matched.total.currency();
         let debtor_account = policy
@@ -505,15 +520,168 @@ impl Payment {
             }
         };
         let mut events = vec![event];
-        if matches!(events[0], PaymentEvent::PartRemitted(_))
-            && self.parts.iter().all(|p| p.status == PartStatus::Remitted)
-        {
-            events.push(PaymentEvent::Settled {
-                invoice: self.invoice.clone(),
-                po: self.po.clone(),
-            });
+        if matches!(events[0], PaymentEvent::PartRemitted(_)) {
+            events.extend(self.settled());
         }
         Ok(events)
+    }
+
+    /// `Settled` once every part is paid, by the bank or by credit.
+    fn settled(&self) -> Option<PaymentEvent> {
+        self.parts
+            .iter()
+            .all(|p| matches!(p.status, PartStatus::Remitted | PartStatus::SetOff))
+            .then(|| PaymentEvent::Settled {
+                invoice: self.invoice.clone(),
+                po: self.po.clone(),
+            })
+    }
+
+    /// Takes the supplier's open credit off a part just released (`release`, one of the
+    /// events of [`Payment::release`]). What is left is released for the bank; a part the
+    /// credit covers entirely is paid by set-off and never instructed (pain.001 has no
+    /// negative or zero amounts).
+    pub fn set_off(
+        &mut self,
+        release: Release,
+        credit: &mut SupplierCredit,
+    ) -> Result<Vec<PaymentEvent>, MoneyError> {
+        let (left, offsets) = credit.take(release.amount)?;
+        if offsets.is_empty() {
+            return Ok(vec![PaymentEvent::Released(release)]);
+        }
+        let mut events = vec![PaymentEvent::CreditSetOff {
+            part: release.part,
+            offsets,
+        }];
+        if !left.amount().is_zero() {
+            events.push(PaymentEvent::Released(Release {
+                amount: left,
+                ..release
+            }));
+            return Ok(events);
+        }
+        if let Some(part) = self.parts.iter_mut().find(|p| p.number == release.part) {
+            part.status = PartStatus::SetOff;
+        }
+        events.push(PaymentEvent::PartSetOff(release.part));
+        events.extend(self.settled());
+        Ok(events)
+    }
+}
+
+/// One credit memo's amount taken off one payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offset {
+    pub memo: InvoiceId,
+    pub number: InvoiceNumber,
+    pub amount: Money,
+}
+
+/// A credit memo not yet set off in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenCredit {
+    pub memo: InvoiceId,
+    pub number: InvoiceNumber,
+    pub left: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreditError {
+    #[error("invoice {0} is an invoice, not a credit memo")]
+    NotACreditMemo(InvoiceId),
+    #[error("credit memo {memo} is in {memo_currency}; this supplier's credit is in {credit}")]
+    CurrencyMismatch {
+        memo: InvoiceId,
+        memo_currency: Currency,
+        credit: Currency,
+    },
+}
+
+/// The matched credit memos of one supplier in one currency, as SAP's payment run clears open
+/// credit memo items against the vendor's invoices: each credit is taken off the supplier's
+/// next payments in that currency, oldest credit first, until it is used up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupplierCredit {
+    currency: Currency,
+    open: Vec<OpenCredit>,
+    /// Every credit memo ever recorded: a replayed or re-delivered one counts once.
+    recorded: BTreeSet<InvoiceId>,
+}
+
+impl SupplierCredit {
+    pub fn new(currency: Currency) -> Self {
+        Self {
+            currency,
+            open: Vec::new(),
+            recorded: BTreeSet::new(),
+        }
+    }
+
+    /// Records a matched credit memo. `Ok(false)`: already recorded, nothing changes.
+    pub fn record(&mut self, memo: &InvoiceMatched) -> Result<bool, CreditError> {
+        if memo.kind != DocumentKind::CreditMemo {
+            return Err(CreditError::NotACreditMemo(memo.invoice.clone()));
+        }
+        if memo.total.currency() != self.currency {
+            return Err(CreditError::CurrencyMismatch {
+                memo: memo.invoice.clone(),
+                memo_currency: memo.total.currency(),
+                credit: self.currency,
+            });
+        }
+        if !self.recorded.insert(memo.invoice.clone()) {
+            return Ok(false);
+        }
+        if !memo.total.amount().is_zero() {
+            self.open.push(OpenCredit {
+                memo: memo.invoice.clone(),
+                number: memo.number.clone(),
+                left: memo.total,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Credit not yet set off.
+    pub fn balance(&self) -> Result<Money, MoneyError> {
+        self.open
+            .iter()
+            .try_fold(Money::zero(self.currency), |sum, c| sum.checked_add(c.left))
+    }
+
+    pub fn open(&self) -> &[OpenCredit] {
+        &self.open
+    }
+
+    /// Takes credit off `amount`, oldest first: what is left to pay and what was taken.
+    fn take(&mut self, amount: Money) -> Result<(Money, Vec<Offset>), MoneyError> {
+        let mut left = amount;
+        let mut offsets = Vec::new();
+        if amount.currency() != self.currency {
+            return Ok((left, offsets));
+        }
+        while let Some(credit) = self.open.first_mut() {
+            if left.amount().is_zero() {
+                break;
+            }
+            let taken = if credit.left.amount() <= left.amount() {
+                credit.left
+            } else {
+                left
+            };
+            left = left.checked_sub(taken)?;
+            credit.left = credit.left.checked_sub(taken)?;
+            offsets.push(Offset {
+                memo: credit.memo.clone(),
+                number: credit.number.clone(),
+                amount: taken,
+            });
+            if credit.left.amount().is_zero() {
+                self.open.remove(0);
+            }
+        }
+        Ok((left, offsets))
     }
 }
 

@@ -299,11 +299,15 @@ fn receive(
 }
 
 /// An invoice matched: the PO is invoiced once it is received in full and matched. A match on
-/// a PO still being received is recorded and moves nothing yet.
+/// a PO still being received is recorded and moves nothing yet. A matched credit memo moves
+/// nothing: it is never paid itself, so the PO must not wait for its payment.
 fn invoice_matched(
     approval: &mut PurchaseOrderApproval,
     matched: &InvoiceMatched,
 ) -> Result<Vec<ApprovalEvent>, ApprovalError> {
+    if matched.kind == crate::events::DocumentKind::CreditMemo {
+        return Ok(vec![]);
+    }
     approval
         .fulfilment_mut()
         .matched

@@ -16,7 +16,7 @@ use p2p_avro::contracts::{AUDIT_EVENT, INVOICE_EXCEPTION, INVOICE_MATCHED};
 use p2p_avro::convert::procurement::{org_config, AuditKind, AuditRecord};
 use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
-use p2p_processors::duplicates::{DocumentKind, DuplicatePolicy, DuplicateRegister, InvoiceFacts};
+use p2p_processors::duplicates::{DuplicatePolicy, DuplicateRegister, InvoiceFacts};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::tolerance_keys::{EffectiveTolerances, ToleranceKeys};
 use p2p_processors::{
@@ -258,7 +258,7 @@ impl MatchProcessor {
             let facts = InvoiceFacts {
                 invoice: invoice.invoice.clone(),
                 supplier: invoice.supplier.clone(),
-                kind: DocumentKind::Invoice,
+                kind: invoice.kind,
                 number: invoice.number.clone(),
                 gross: invoice.total,
                 invoice_date: invoice.invoice_date,

@@ -29,12 +29,12 @@ use p2p_avro::convert::{self, DecodeError};
 use p2p_avro::{Codec, CodecError, Contract};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{
-    payment_runs, Payee, Payment, PaymentError, PaymentEvent, PaymentPolicy, PaymentTerms, Release,
-    RunQueue,
+    payment_runs, Offset, Payee, Payment, PaymentError, PaymentEvent, PaymentPolicy, PaymentTerms,
+    Release, RunQueue, SupplierCredit,
 };
 use p2p_processors::{
-    EventTime, InvoiceId, InvoiceMatched, OrgId, PoState, PurchaseOrderEvent, PurchaseOrderId,
-    PurchaseOrderStep,
+    DocumentKind, EventTime, InvoiceId, InvoiceMatched, OrgId, PoState, PurchaseOrderEvent,
+    PurchaseOrderId, PurchaseOrderStep,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -75,6 +75,13 @@ fn payment_key(org: &OrgId, invoice: &InvoiceId) -> StateKey {
 }
 fn po_key(org: &OrgId, po: &PurchaseOrderId) -> StateKey {
     StateKey::new(org, &format!("po/{po}"))
+}
+fn credit_key(
+    org: &OrgId,
+    supplier: &p2p_processors::SupplierId,
+    currency: p2p_processors::Currency,
+) -> StateKey {
+    StateKey::new(org, &format!("credit/{supplier}/{currency}"))
 }
 fn supplier_key(org: &OrgId, supplier: &p2p_processors::SupplierId) -> StateKey {
     StateKey::new(org, &format!("supplier/{supplier}"))
@@ -291,7 +298,8 @@ impl PaymentProcessor {
         Ok(Ok(()))
     }
 
-    /// Schedules the payment of a matched invoice, once.
+    /// Schedules the payment of a matched invoice, once; a matched credit memo becomes credit
+    /// for the supplier's next payments in its currency, once.
     fn schedule(
         &self,
         matched: &InvoiceMatched,
@@ -300,6 +308,9 @@ impl PaymentProcessor {
         changes: &mut Changes,
         at: EventTime,
     ) -> Result<(), StateError> {
+        if matched.kind == DocumentKind::CreditMemo {
+            return Self::record_credit(matched, working, changes, at);
+        }
         let org = &matched.org;
         let key = payment_key(org, &matched.invoice);
         let existing: Option<Payment> = changes.payment(&key, working)?;
@@ -340,6 +351,40 @@ impl PaymentProcessor {
             Err(e) => changes.refused(matched, &e.to_string(), at),
         }
         changes.org_payments = Some((org.clone(), payments));
+        Ok(())
+    }
+
+    fn record_credit(
+        memo: &InvoiceMatched,
+        working: &Working<'_>,
+        changes: &mut Changes,
+        at: EventTime,
+    ) -> Result<(), StateError> {
+        let currency = memo.total.currency();
+        let key = credit_key(&memo.org, &memo.supplier, currency);
+        let mut credit: SupplierCredit = changes
+            .get(&key, working)?
+            .unwrap_or_else(|| SupplierCredit::new(currency));
+        match credit.record(memo) {
+            Ok(false) => {} // replayed or re-delivered: counted once
+            Ok(true) => {
+                let open = credit.balance().map_err(|e| StateError::Encode {
+                    reason: e.to_string(),
+                })?;
+                changes.memo_record(
+                    memo,
+                    ScheduleEventKind::CreditRecorded,
+                    format!(
+                        "credit memo {} recorded: set off against the supplier's next payments in {currency}; open credit {}",
+                        memo.number,
+                        open.amount()
+                    ),
+                    at,
+                );
+                changes.put(key, &credit)?;
+            }
+            Err(e) => changes.memo_record(memo, ScheduleEventKind::Refused, e.to_string(), at),
+        }
         Ok(())
     }
 
@@ -438,7 +483,27 @@ impl PaymentProcessor {
                     continue;
                 };
                 let payee = working.payee(&org, payment.supplier(), terms)?;
-                let events = payment.release(execution_date, &payee, &policy);
+                let mut events = Vec::new();
+                for event in payment.release(execution_date, &payee, &policy) {
+                    let PaymentEvent::Released(release) = event else {
+                        events.push(event);
+                        continue;
+                    };
+                    // The supplier's open credit in this currency is taken off first.
+                    let key = credit_key(&org, &release.supplier, release.amount.currency());
+                    let Some(mut credit) = changes.get::<SupplierCredit>(&key, working)? else {
+                        events.push(PaymentEvent::Released(release));
+                        continue;
+                    };
+                    let set_off =
+                        payment
+                            .set_off(release, &mut credit)
+                            .map_err(|e| StateError::Encode {
+                                reason: e.to_string(),
+                            })?;
+                    events.extend(set_off);
+                    changes.put(key, &credit)?;
+                }
                 for event in &events {
                     if let PaymentEvent::Released(release) = event {
                         releases.push((release.clone(), payment.clone()));
@@ -736,8 +801,33 @@ impl Changes {
                     );
                     if let Some(last) = self.records.last_mut() {
                         last.pay_on = Some(release.execution_date);
+                        // What goes to the bank: the part less any credit set off.
+                        last.amount = Some(release.amount);
                     }
                 }
+                PaymentEvent::CreditSetOff { part, offsets } => {
+                    let memos: Vec<String> = offsets
+                        .iter()
+                        .map(|o| format!("{} ({})", o.number, o.amount.amount()))
+                        .collect();
+                    self.schedule_record(
+                        payment,
+                        K::SetOff,
+                        Some(*part),
+                        format!("credit memos set off: {}", memos.join(", ")),
+                        at,
+                    );
+                    if let Some(last) = self.records.last_mut() {
+                        last.amount = offsets_total(offsets);
+                    }
+                }
+                PaymentEvent::PartSetOff(part) => self.schedule_record(
+                    payment,
+                    K::Remitted,
+                    Some(*part),
+                    "paid in full by credit memos; nothing for the bank".into(),
+                    at,
+                ),
                 PaymentEvent::PartDisbursed(part) => {
                     self.schedule_record(payment, K::Disbursed, Some(*part), "accepted".into(), at)
                 }
@@ -767,22 +857,47 @@ impl Changes {
 
     /// A matched invoice that could not be scheduled.
     fn refused(&mut self, matched: &InvoiceMatched, why: &str, at: EventTime) {
+        self.memo_record(
+            matched,
+            ScheduleEventKind::Refused,
+            format!("not scheduled: {why}; kept until it can be"),
+            at,
+        );
+    }
+
+    /// A record about a matched document itself, for its whole amount (no part).
+    fn memo_record(
+        &mut self,
+        matched: &InvoiceMatched,
+        kind: ScheduleEventKind,
+        detail: String,
+        at: EventTime,
+    ) {
         self.records.push(PaymentScheduleRecord {
             org: matched.org.clone(),
             invoice: matched.invoice.clone(),
             po: matched.po.clone(),
             supplier: matched.supplier.clone(),
-            kind: ScheduleEventKind::Refused,
+            kind,
             part: None,
             pay_on: None,
             currency: matched.total.currency(),
             amount: Some(matched.total),
             discount: None,
             hold: None,
-            detail: format!("not scheduled: {why}; kept until it can be"),
+            detail,
             occurred_at: at,
         });
     }
+}
+
+/// What credit memos paid of one part, for its record (`None` only if it would overflow).
+fn offsets_total(offsets: &[Offset]) -> Option<p2p_processors::Money> {
+    let first = offsets.first()?;
+    offsets
+        .iter()
+        .skip(1)
+        .try_fold(first.amount, |sum, o| sum.checked_add(o.amount).ok())
 }
 
 impl Topology for PaymentProcessor {

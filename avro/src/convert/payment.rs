@@ -133,9 +133,13 @@ pub enum ScheduleEventKind {
     Settled,
     Cancelled,
     Refused,
+    /// A matched credit memo became credit for the supplier's next payments.
+    CreditRecorded,
+    /// Credit memos taken off a part released for payment.
+    SetOff,
 }
 
-const SCHEDULE_KINDS: [(ScheduleEventKind, &str); 10] = [
+const SCHEDULE_KINDS: [(ScheduleEventKind, &str); 12] = [
     (ScheduleEventKind::Scheduled, "SCHEDULED"),
     (ScheduleEventKind::Held, "HELD"),
     (ScheduleEventKind::HoldReleased, "HOLD_RELEASED"),
@@ -146,6 +150,8 @@ const SCHEDULE_KINDS: [(ScheduleEventKind, &str); 10] = [
     (ScheduleEventKind::Settled, "SETTLED"),
     (ScheduleEventKind::Cancelled, "CANCELLED"),
     (ScheduleEventKind::Refused, "REFUSED"),
+    (ScheduleEventKind::CreditRecorded, "CREDIT_RECORDED"),
+    (ScheduleEventKind::SetOff, "SET_OFF"),
 ];
 
 /// A `PaymentScheduleEvent`.
@@ -356,6 +362,7 @@ mod tests {
         let matched = InvoiceMatched {
             org: OrgId::from_u128(1),
             invoice: InvoiceId::from_u128(2),
+            kind: DocumentKind::CreditMemo,
             po: PurchaseOrderId::from_u128(3),
             supplier: SupplierId::from_u128(4),
             number: InvoiceNumber::parse("SI-9").unwrap(),

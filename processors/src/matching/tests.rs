@@ -85,6 +85,7 @@ impl Fixture {
         InvoiceReceived {
             org: self.org.clone(),
             invoice: InvoiceId::from_u128(id),
+            kind: DocumentKind::Invoice,
             supplier: self.supplier.clone(),
             number: InvoiceNumber::parse(&format!("INV-{id}")).unwrap(),
             po: self.po.clone(),
@@ -1033,4 +1034,127 @@ fn a_duplicate_stays_held_whatever_goods_arrive() {
         }]
     );
     assert_eq!(s.invoiced(line(1)), Quantity::ZERO);
+}
+
+// ---- credit memos ---------------------------------------------------------------------------
+
+impl Fixture {
+    /// A credit memo giving back `quantity` of line 1 at `price`.
+    fn credit_memo(&self, id: u128, quantity: Decimal, price: Decimal) -> InvoiceReceived {
+        InvoiceReceived {
+            kind: DocumentKind::CreditMemo,
+            ..self.invoice(id, quantity, price)
+        }
+    }
+}
+
+fn matched_kinds(outputs: &[MatchOutput]) -> Vec<(InvoiceId, DocumentKind)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            MatchOutput::Matched(m) => Some((m.invoice.clone(), m.kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_credit_memo_gives_back_what_it_credits_so_the_line_can_be_invoiced_again() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(100), dec!(10.00))));
+    // 10 went back to the supplier, who credits them.
+    apply(&mut s, f.receipt(11, dec!(0), dec!(10)));
+    let out = apply(&mut s, invoice(f.credit_memo(30, dec!(10), dec!(10.00))));
+    assert_eq!(
+        matched_kinds(&out),
+        vec![(InvoiceId::from_u128(30), DocumentKind::CreditMemo)]
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(90)));
+    // The replacement delivery can be invoiced again.
+    apply(&mut s, f.receipt(12, dec!(10), dec!(0)));
+    let again = apply(&mut s, invoice(f.invoice(21, dec!(10), dec!(10.00))));
+    assert_eq!(
+        matched_kinds(&again),
+        vec![(InvoiceId::from_u128(21), DocumentKind::Invoice)]
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(100)));
+}
+
+#[test]
+fn a_credit_memo_before_the_invoice_it_credits_waits_for_it() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let early = apply(&mut s, invoice(f.credit_memo(30, dec!(10), dec!(10.00))));
+    assert!(
+        matches!(early.as_slice(), [MatchOutput::Pending(p)] if p.waiting_for == vec![
+            PendingReason::Invoice { line: line(1), invoiced: Quantity::ZERO, credited: qty(dec!(10)) }
+        ]),
+        "{early:?}"
+    );
+    let out = apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+    assert_eq!(
+        matched_kinds(&out),
+        vec![
+            (InvoiceId::from_u128(20), DocumentKind::Invoice),
+            (InvoiceId::from_u128(30), DocumentKind::CreditMemo)
+        ]
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(40)));
+}
+
+#[test]
+fn a_credit_memo_for_more_than_was_ever_invoiced_is_an_exception_at_its_wait_limit() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(5), dec!(10.00))));
+    apply(&mut s, invoice(f.credit_memo(30, dec!(8), dec!(10.00))));
+    let expired = s.expire_pending(&InvoiceId::from_u128(30), T0);
+    assert_eq!(
+        reasons(&expired),
+        vec![ExceptionReason::QuantityVariance {
+            line: line(1),
+            expected: qty(dec!(5)),
+            actual: qty(dec!(8)),
+        }]
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(5)), "nothing given back");
+}
+
+#[test]
+fn a_credit_memo_is_checked_against_the_po_price_and_gives_back_nothing_when_held() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+    let out = apply(&mut s, invoice(f.credit_memo(30, dec!(10), dec!(12.00))));
+    assert_eq!(reasons(&out)[0].kind(), ReasonKind::PriceVariance);
+    assert_eq!(s.invoiced(line(1)), qty(dec!(50)));
+}
+
+#[test]
+fn a_corrected_credit_memo_takes_back_what_its_first_version_gave() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+    apply(&mut s, invoice(f.credit_memo(30, dec!(10), dec!(10.00))));
+    assert_eq!(s.invoiced(line(1)), qty(dec!(40)));
+    let corrected = apply(&mut s, invoice(f.credit_memo(30, dec!(4), dec!(10.00))));
+    assert_eq!(
+        matched_kinds(&corrected),
+        vec![(InvoiceId::from_u128(30), DocumentKind::CreditMemo)]
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(46)));
+    // Delivered again unchanged: nothing given back twice.
+    apply(&mut s, invoice(f.credit_memo(30, dec!(4), dec!(10.00))));
+    assert_eq!(s.invoiced(line(1)), qty(dec!(46)));
 }

@@ -15,6 +15,7 @@ fn matched(total: Decimal) -> InvoiceMatched {
     InvoiceMatched {
         org: OrgId::from_u128(1),
         invoice: InvoiceId::from_u128(2),
+        kind: crate::events::DocumentKind::Invoice,
         po: PurchaseOrderId::from_u128(3),
         supplier: SupplierId::from_u128(4),
         number: InvoiceNumber::parse("SI-1").unwrap(),
@@ -521,5 +522,172 @@ proptest::proptest! {
         }
         let out: Decimal = released.values().map(|m| m.amount()).sum();
         proptest::prop_assert!(out <= payable);
+    }
+}
+
+// ---- credit memos: set off against the supplier's next payments -----------------------------
+
+fn credit_memo(id: u128, total: Decimal) -> InvoiceMatched {
+    InvoiceMatched {
+        invoice: InvoiceId::from_u128(id),
+        kind: crate::events::DocumentKind::CreditMemo,
+        number: InvoiceNumber::parse(&format!("CM-{id}")).unwrap(),
+        ..matched(total)
+    }
+}
+
+fn credit_of(memos: &[(u128, Decimal)]) -> SupplierCredit {
+    let mut credit = SupplierCredit::new(eur());
+    for &(id, total) in memos {
+        assert!(credit.record(&credit_memo(id, total)).unwrap());
+    }
+    credit
+}
+
+/// Releases a Net-30 payment of `total` on its due date and sets `credit` off against it.
+fn release_against(total: Decimal, credit: &mut SupplierCredit) -> (Payment, Vec<PaymentEvent>) {
+    let mut payment = scheduled(total, "NET 30");
+    let released = payment.release(date(2026, 3, 31), &payee("NET 30"), &policy());
+    let [PaymentEvent::Released(release)] = released.as_slice() else {
+        panic!("expected one release, got {released:?}");
+    };
+    let events = payment.set_off(release.clone(), credit).unwrap();
+    (payment, events)
+}
+
+fn eur_amount(amount: Decimal) -> Money {
+    Money::new(amount, eur())
+}
+
+#[test]
+fn a_credit_memo_is_never_scheduled_as_a_payment() {
+    let (y, m, d) = INVOICED;
+    let refused = Payment::schedule(
+        None,
+        &credit_memo(9, dec!(100)),
+        date(y, m, d),
+        &payee("NET 30"),
+        &policy(),
+    );
+    assert_eq!(
+        refused,
+        Err(PaymentError::CreditMemo(InvoiceId::from_u128(9)))
+    );
+}
+
+#[test]
+fn a_credit_is_taken_off_the_suppliers_next_payment_and_the_rest_is_released() {
+    let mut credit = credit_of(&[(9, dec!(300.00))]);
+    let (_, events) = release_against(dec!(1000.00), &mut credit);
+    assert_eq!(
+        events[0],
+        PaymentEvent::CreditSetOff {
+            part: 1,
+            offsets: vec![Offset {
+                memo: InvoiceId::from_u128(9),
+                number: InvoiceNumber::parse("CM-9").unwrap(),
+                amount: eur_amount(dec!(300.00)),
+            }],
+        }
+    );
+    assert!(
+        matches!(&events[1], PaymentEvent::Released(r) if r.amount == eur_amount(dec!(700.00)))
+    );
+    assert_eq!(events.len(), 2);
+    assert_eq!(credit.balance().unwrap(), eur_amount(dec!(0)));
+}
+
+#[test]
+fn a_credit_larger_than_the_payment_pays_it_in_full_and_the_rest_waits_for_the_next() {
+    let mut credit = credit_of(&[(9, dec!(300.00))]);
+    let (payment, events) = release_against(dec!(200.00), &mut credit);
+    assert!(
+        matches!(&events[0], PaymentEvent::CreditSetOff { offsets, .. }
+        if offsets.len() == 1 && offsets[0].amount == eur_amount(dec!(200.00)))
+    );
+    assert_eq!(events[1], PaymentEvent::PartSetOff(1));
+    assert!(matches!(&events[2], PaymentEvent::Settled { .. }));
+    assert_eq!(payment.parts()[0].status, PartStatus::SetOff);
+    assert_eq!(credit.balance().unwrap(), eur_amount(dec!(100.00)));
+    // Nothing to instruct for that one; the next payment gets the other 100.
+    let (_, next) = release_against(dec!(500.00), &mut credit);
+    assert!(matches!(&next[1], PaymentEvent::Released(r) if r.amount == eur_amount(dec!(400.00))));
+}
+
+#[test]
+fn credits_are_used_oldest_first_and_a_replayed_memo_counts_once() {
+    let mut credit = credit_of(&[(9, dec!(50.00)), (10, dec!(80.00))]);
+    assert!(!credit.record(&credit_memo(9, dec!(50.00))).unwrap());
+    assert_eq!(credit.balance().unwrap(), eur_amount(dec!(130.00)));
+    let (_, events) = release_against(dec!(100.00), &mut credit);
+    let PaymentEvent::CreditSetOff { offsets, .. } = &events[0] else {
+        panic!("{events:?}");
+    };
+    let taken: Vec<(InvoiceId, Money)> =
+        offsets.iter().map(|o| (o.memo.clone(), o.amount)).collect();
+    assert_eq!(
+        taken,
+        vec![
+            (InvoiceId::from_u128(9), eur_amount(dec!(50.00))),
+            (InvoiceId::from_u128(10), eur_amount(dec!(50.00))),
+        ]
+    );
+    assert_eq!(credit.open().len(), 1);
+    assert_eq!(credit.balance().unwrap(), eur_amount(dec!(30.00)));
+}
+
+#[test]
+fn credit_in_one_currency_is_never_taken_off_a_payment_in_another() {
+    let usd = Currency::parse("USD").unwrap();
+    let mut credit = SupplierCredit::new(usd);
+    let memo = credit_memo(9, dec!(100));
+    assert!(matches!(
+        credit.record(&memo),
+        Err(CreditError::CurrencyMismatch { .. })
+    ));
+    assert!(matches!(
+        credit.record(&matched(dec!(5))),
+        Err(CreditError::NotACreditMemo(_))
+    ));
+}
+
+proptest::proptest! {
+    /// Not a cent appears or vanishes: what the bank is told to pay plus what credit paid is
+    /// exactly what the payments were for, and the credit used plus the credit left is exactly
+    /// what the memos were for.
+    #[test]
+    fn set_off_conserves_every_cent(
+        payments in proptest::collection::vec(1u32..100_000, 1..8),
+        memos in proptest::collection::vec(1u32..100_000, 0..8),
+    ) {
+        let cents = |c: u32| Decimal::new(i64::from(c), 2);
+        let memos: Vec<(u128, Decimal)> = memos
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (100 + i as u128, cents(*c)))
+            .collect();
+        let mut credit = credit_of(&memos);
+        let mut instructed = Decimal::ZERO;
+        let mut set_off = Decimal::ZERO;
+        for total in &payments {
+            let (_, events) = release_against(cents(*total), &mut credit);
+            for event in events {
+                match event {
+                    PaymentEvent::Released(r) => {
+                        proptest::prop_assert!(r.amount.amount() > Decimal::ZERO);
+                        instructed += r.amount.amount();
+                    }
+                    PaymentEvent::CreditSetOff { offsets, .. } => {
+                        set_off += offsets.iter().map(|o| o.amount.amount()).sum::<Decimal>();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let paid: Decimal = payments.iter().map(|c| cents(*c)).sum();
+        let credited: Decimal = memos.iter().map(|(_, a)| *a).sum();
+        proptest::prop_assert_eq!(instructed + set_off, paid);
+        proptest::prop_assert_eq!(set_off + credit.balance().unwrap().amount(), credited);
+        proptest::prop_assert_eq!(set_off, paid.min(credited));
     }
 }

@@ -349,6 +349,7 @@ fn invoice_matched(invoice: u128) -> ProcurementInput {
     ProcurementInput::InvoiceMatched(crate::events::InvoiceMatched {
         org: org(),
         invoice: crate::ids::InvoiceId::from_u128(invoice),
+        kind: crate::events::DocumentKind::Invoice,
         po: po(),
         supplier: SupplierId::from_u128(3),
         number: crate::ids::InvoiceNumber::parse("SI-1").unwrap(),
@@ -430,6 +431,28 @@ fn a_received_po_is_invoiced_when_matched_and_paid_when_every_matched_invoice_is
     assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
     let closed = handle(&mut state, &stepped(PurchaseOrderStep::Closed), None, T0).unwrap();
     assert_eq!(states(&closed), vec![(PoAction::Close, PoState::Closed, 6)]);
+}
+
+#[test]
+fn a_matched_credit_memo_neither_invoices_the_po_nor_keeps_it_from_being_paid() {
+    let mut state = None;
+    handle(&mut state, &issued(), None, T0).unwrap();
+    handle(&mut state, &receipt(1, dec!(10), dec!(0)), None, T0).unwrap();
+    let memo = |id| match invoice_matched(id) {
+        ProcurementInput::InvoiceMatched(m) => {
+            ProcurementInput::InvoiceMatched(crate::events::InvoiceMatched {
+                kind: crate::events::DocumentKind::CreditMemo,
+                ..m
+            })
+        }
+        _ => unreachable!(),
+    };
+    // A credit memo alone does not invoice the PO.
+    assert_eq!(handle(&mut state, &memo(9), None, T0).unwrap(), vec![]);
+    handle(&mut state, &invoice_matched(8), None, T0).unwrap();
+    // Nor does it wait for a payment of its own: the invoice's settles the PO.
+    let paid = handle(&mut state, &settled(8), None, T0).unwrap();
+    assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
 }
 
 #[test]
