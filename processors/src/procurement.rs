@@ -308,16 +308,34 @@ fn invoice_matched(
     if matched.kind == crate::events::DocumentKind::CreditMemo {
         return Ok(vec![]);
     }
-    approval
-        .fulfilment_mut()
+    let mut next = approval.clone();
+    next.fulfilment_mut()
         .matched
         .insert(matched.invoice.clone());
-    if approval.po().state() != PoState::Received {
-        return Ok(vec![]);
+    let mut events = Vec::new();
+    let state = next.po().state();
+    if next.fulfilment().expected.is_empty()
+        && matches!(state, PoState::Issued | PoState::Acknowledged)
+    {
+        // Services only: nothing is ever received. The matched invoice attests the service
+        // was rendered (as SAP's service entry sheet does), so the PO passes through
+        // Received on its way to Invoiced, every step an event of its own.
+        if state == PoState::Issued {
+            events.push(ApprovalEvent::Transitioned(
+                next.act(PoAction::Acknowledge)?,
+            ));
+        }
+        events.push(ApprovalEvent::Transitioned(
+            next.act(PoAction::ReceiveInFull)?,
+        ));
     }
-    Ok(vec![ApprovalEvent::Transitioned(
-        approval.act(PoAction::MatchInvoice)?,
-    )])
+    if next.po().state() == PoState::Received {
+        events.push(ApprovalEvent::Transitioned(
+            next.act(PoAction::MatchInvoice)?,
+        ));
+    }
+    *approval = next;
+    Ok(events)
 }
 
 /// A payment settled: the PO is paid once every invoice matched against it is.

@@ -434,6 +434,33 @@ fn a_received_po_is_invoiced_when_matched_and_paid_when_every_matched_invoice_is
 }
 
 #[test]
+fn a_po_of_services_only_is_invoiced_when_its_invoice_matches_and_then_paid() {
+    let mut state = None;
+    let mut services = lines(dec!(1), dec!(5000));
+    services[0].receipt_required = false;
+    let issued = ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Issued(PurchaseOrderIssued {
+        org: org(),
+        po: po(),
+        supplier: SupplierId::from_u128(3),
+        currency: eur(),
+        lines: services,
+    }));
+    handle(&mut state, &issued, None, T0).unwrap();
+    // Nothing is ever received: the match attests the service, every step on the record.
+    let invoiced = handle(&mut state, &invoice_matched(8), None, T0).unwrap();
+    assert_eq!(
+        states(&invoiced),
+        vec![
+            (PoAction::Acknowledge, PoState::Acknowledged, 2),
+            (PoAction::ReceiveInFull, PoState::Received, 3),
+            (PoAction::MatchInvoice, PoState::Invoiced, 4),
+        ]
+    );
+    let paid = handle(&mut state, &settled(8), None, T0).unwrap();
+    assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
+}
+
+#[test]
 fn a_matched_credit_memo_neither_invoices_the_po_nor_keeps_it_from_being_paid() {
     let mut state = None;
     handle(&mut state, &issued(), None, T0).unwrap();
