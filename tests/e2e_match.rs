@@ -674,7 +674,7 @@ fn tuples(reasons: &[ReasonRecord]) -> Vec<ReasonTuple> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orgs_tolerance_keys_decide_warnings_and_holds_and_holds_recheck_when_goods_come() {
+async fn tolerance_keys_of_an_org_or_its_supplier_decide_warnings_and_holds_that_recheck() {
     use p2p_processors::approval::ApprovalPolicy;
     use p2p_processors::org_config::OrgConfig;
     use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
@@ -701,37 +701,25 @@ async fn an_orgs_tolerance_keys_decide_warnings_and_holds_and_holds_recheck_when
         tolerances: Some(Box::new(keys)),
         updated_at: EventTime(T),
     };
+    // Org C runs on defaults, but its supplier's master record narrows price to 5 cents too.
+    let c = Org::new("EUR");
+    let c_payee = p2p_processors::payment::Payee {
+        supplier: c.supplier.clone(),
+        name: "Narrow Margins Ltd".into(),
+        terms: PaymentTerms::DEFAULT,
+        blocked: false,
+        iban: None,
+        bic: None,
+        bank_account_changed_on: None,
+    };
     let pipeline = Pipeline::start(&topics, codec.clone());
-    send(vec![ScenarioRecord::org_config(&config)]).await;
-    // The org-config table and the documents are separate topics, read in no fixed order:
-    // probe until a 10-cent deviation (1%, within the default) is held for org A.
-    let mut probes = 0;
-    loop {
-        probes += 1;
-        assert!(probes <= 10, "org A's tolerance keys never took effect");
-        // A quantity of its own per probe, so that no probe duplicates another.
-        let quantity = Decimal::from(probes);
-        let po = a.po(&[(quantity, dec!(10.00), true)]);
-        let probe = a.invoice(&po, &[(1, quantity, dec!(10.10))], quantity * dec!(10.10));
-        send(vec![
-            issued(&po, probes),
-            received(&a.receipt(&po, &[(1, quantity)]), probes),
-            invoiced(&probe, probes),
-        ])
-        .await;
-        let observed = wait_for(&topics, &codec, "the probe's outcome", |o| {
-            has_outcome(o, &probe)
-        })
-        .await;
-        if observed.exceptions.contains_key(probe.invoice.as_str()) {
-            assert_eq!(
-                reasons_of(&observed, &probe),
-                vec![reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.10))],
-                "held for the price alone: 1% is within the default amount tolerance"
-            );
-            break;
-        }
-    }
+    send(vec![
+        ScenarioRecord::org_config(&config),
+        ScenarioRecord::supplier_master(&c.id, &c_payee, Some(&keys), EventTime(T)),
+    ])
+    .await;
+    hold_probe_until_in_force(&producer, &codec, &topics, &a).await;
+    hold_probe_until_in_force(&producer, &codec, &topics, &c).await;
 
     // Org A, within 5 cents: matched, with the deviations as warnings.
     let po_warned = a.po(&[(dec!(10), dec!(10.00), true)]);
@@ -739,6 +727,9 @@ async fn an_orgs_tolerance_keys_decide_warnings_and_holds_and_holds_recheck_when
     // Org A, overpriced and before its goods: held for both; the goods drop one hold.
     let po_held = a.po(&[(dec!(20), dec!(10.00), true)]);
     let held = a.invoice(&po_held, &[(1, dec!(20), dec!(10.10))], dec!(202.00));
+    // Org C, the same: held by its supplier's keys, also when its goods re-check it.
+    let po_c = c.po(&[(dec!(20), dec!(10.00), true)]);
+    let c_held = c.invoice(&po_c, &[(1, dec!(20), dec!(10.10))], dec!(202.00));
     // Org B, the same 10 cents: within its (default) 2%, matched with a warning.
     let po_b = b.po(&[(dec!(10), dec!(10.00), true)]);
     let b_invoice = b.invoice(&po_b, &[(1, dec!(10), dec!(10.10))], dec!(101.00));
@@ -751,10 +742,14 @@ async fn an_orgs_tolerance_keys_decide_warnings_and_holds_and_holds_recheck_when
         issued(&po_b, 105),
         received(&b.receipt(&po_b, &[(1, dec!(10))]), 106),
         invoiced(&b_invoice, 107),
+        issued(&po_c, 108),
+        invoiced(&c_held, 109),
     ])
     .await;
     let observed = wait_for(&topics, &codec, "the first outcomes", |o| {
-        has_outcome(o, &warned) && has_outcome(o, &held) && has_outcome(o, &b_invoice)
+        [&warned, &held, &b_invoice, &c_held]
+            .iter()
+            .all(|i| has_outcome(o, i))
     })
     .await;
     let matched = &observed.matched[warned.invoice.as_str()][0];
@@ -775,20 +770,28 @@ async fn an_orgs_tolerance_keys_decide_warnings_and_holds_and_holds_recheck_when
     let b_matched = &observed.matched[b_invoice.invoice.as_str()][0];
     assert_eq!(b_matched.warnings.len(), 2, "{:?}", b_matched.warnings);
 
-    send(vec![received(&a.receipt(&po_held, &[(1, dec!(20))]), 200)]).await;
-    let observed = wait_for(&topics, &codec, "the held invoice re-checked", |o| {
-        o.exceptions
-            .get(held.invoice.as_str())
-            .is_some_and(|e| e.len() == 2)
+    send(vec![
+        received(&a.receipt(&po_held, &[(1, dec!(20))]), 200),
+        received(&c.receipt(&po_c, &[(1, dec!(20))]), 201),
+    ])
+    .await;
+    let observed = wait_for(&topics, &codec, "the held invoices re-checked", |o| {
+        [&held, &c_held].iter().all(|i| {
+            o.exceptions
+                .get(i.invoice.as_str())
+                .is_some_and(|e| e.len() == 2)
+        })
     })
     .await;
     pipeline.stop().await;
-    assert_eq!(
-        tuples(&observed.exceptions[held.invoice.as_str()][1].reasons),
-        vec![reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.10))],
-        "the goods came: only the price holds it now"
-    );
-    assert!(!observed.matched.contains_key(held.invoice.as_str()));
+    for invoice in [&held, &c_held] {
+        assert_eq!(
+            tuples(&observed.exceptions[invoice.invoice.as_str()][1].reasons),
+            vec![reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.10))],
+            "the goods came: only the price holds it now"
+        );
+        assert!(!observed.matched.contains_key(invoice.invoice.as_str()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -835,4 +838,45 @@ async fn a_credit_memo_is_matched_as_one_and_gives_quantity_back_to_the_po() {
     assert_eq!(kind_of(&memo), DocumentKind::CreditMemo);
     assert_eq!(kind_of(&rebill), DocumentKind::Invoice);
     assert!(observed.exceptions.is_empty(), "{:#?}", observed.exceptions);
+}
+
+/// The org-config and supplier-master tables and the documents are separate topics, read in no
+/// fixed order: probes `org` until a 10-cent deviation on a 10.00 unit price (1%, within the
+/// default) is held, showing its (or its supplier's) 5-cent price limit is in force.
+async fn hold_probe_until_in_force(
+    producer: &rdkafka::producer::FutureProducer,
+    codec: &p2p_avro::Codec,
+    topics: &p2p_topologies::Topics,
+    org: &Org,
+) {
+    for probe_number in 1..=10 {
+        // A quantity of its own per probe, so that no probe duplicates another.
+        let quantity = Decimal::from(probe_number);
+        let po = org.po(&[(quantity, dec!(10.00), true)]);
+        let probe = org.invoice(&po, &[(1, quantity, dec!(10.10))], quantity * dec!(10.10));
+        send_scripted(
+            producer,
+            codec,
+            topics,
+            vec![
+                issued(&po, probe_number),
+                received(&org.receipt(&po, &[(1, quantity)]), probe_number),
+                invoiced(&probe, probe_number),
+            ],
+        )
+        .await;
+        let observed = wait_for(topics, codec, "the probe's outcome", |o| {
+            has_outcome(o, &probe)
+        })
+        .await;
+        if observed.exceptions.contains_key(probe.invoice.as_str()) {
+            assert_eq!(
+                reasons_of(&observed, &probe),
+                vec![reason("PRICE_VARIANCE", Some(1), dec!(10), dec!(10.10))],
+                "held for the price alone: 1% is within the default amount tolerance"
+            );
+            return;
+        }
+    }
+    panic!("the 5-cent price limit never took effect for {}", org.id);
 }

@@ -82,7 +82,7 @@ impl Sender {
     }
 
     async fn supplier(&self, org: &OrgId, payee: &Payee) {
-        let value = supplier_master_value(org, payee, now());
+        let value = supplier_master_value(org, payee, None, now()).unwrap();
         self.send(
             &self.topics.supplier_master,
             org.as_str(),

@@ -12,6 +12,7 @@ use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{Payee, PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
+use p2p_processors::tolerance_keys::ToleranceKeys;
 use p2p_processors::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -179,7 +180,7 @@ impl Scenario {
                     bank_account_changed_on: None,
                 };
                 let at = tick(&mut rng);
-                records.push(ScenarioRecord::supplier_master(&org, &payee, at));
+                records.push(ScenarioRecord::supplier_master(&org, &payee, None, at));
             }
             // Requesters, and one approver per level (authority L1, L2, L3).
             let requesters: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
@@ -546,12 +547,18 @@ impl ScenarioRecord {
     }
 
     /// A `supplier-master` record, as a vendor-master system publishes it.
-    pub fn supplier_master(org: &OrgId, payee: &Payee, at: EventTime) -> ScenarioRecord {
+    pub fn supplier_master(
+        org: &OrgId,
+        payee: &Payee,
+        tolerances: Option<&ToleranceKeys>,
+        at: EventTime,
+    ) -> ScenarioRecord {
         ScenarioRecord {
             topic: InputTopic::SupplierMasters,
             key: org.to_string(),
             payload: Payload::Document(
-                convert::payment::supplier_master_value(org, payee, at),
+                convert::payment::supplier_master_value(org, payee, tolerances, at)
+                    .expect("generated values fit the schema"),
                 &SUPPLIER_MASTER,
             ),
             timestamp: at,

@@ -190,6 +190,14 @@ impl PurchaseOrderMatch {
         vec![MatchOutput::Exception(raised)]
     }
 
+    /// The PO's supplier, once the PO has been issued.
+    pub fn supplier(&self) -> Option<&SupplierId> {
+        match &self.order {
+            Order::Open(issued) => Some(&issued.supplier),
+            Order::NotYetSeen | Order::Cancelled => None,
+        }
+    }
+
     /// Whether the PO has been seen (issued, or cancelled).
     pub fn po_known(&self) -> bool {
         !matches!(self.order, Order::NotYetSeen)

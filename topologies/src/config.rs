@@ -61,13 +61,15 @@ impl Topics {
         }
     }
 
-    /// Inputs of the match topology: the documents, and the org settings (wait limits).
+    /// Inputs of the match topology: the documents, the org settings (wait limits, tolerance
+    /// keys) and the supplier master (suppliers' narrower tolerance keys).
     pub fn match_inputs(&self) -> Vec<&str> {
         vec![
             &self.po_events,
             &self.grn_events,
             &self.invoice_events,
             &self.org_config,
+            &self.supplier_master,
         ]
     }
 

@@ -1,6 +1,7 @@
 //! The `match` topology: `po-events`, `grn-events` and `invoice-events` in (keyed by org_id,
-//! co-partitioned), per-PO match state in RocksDB, `invoice-matched` and `invoice-exceptions`
-//! out, undecodable or invalid records to `<input>.dlq`.
+//! co-partitioned), with the `org-config` and `supplier-master` tables (wait limits, tolerance
+//! keys); per-PO match state in RocksDB, `invoice-matched` and `invoice-exceptions` out,
+//! undecodable or invalid records to `<input>.dlq`.
 //!
 //! [`MatchProcessor::process_batch`] is the whole per-batch step without Kafka: records in,
 //! output records and one state write batch out. The runtime does the I/O around it.
@@ -13,6 +14,7 @@ use crate::topology::{
     check_key, decode, not_an_input, BatchOutput, ProcessError, RecordResult, Topology,
 };
 use p2p_avro::contracts::{AUDIT_EVENT, INVOICE_EXCEPTION, INVOICE_MATCHED};
+use p2p_avro::convert::payment::supplier_tolerances;
 use p2p_avro::convert::procurement::{org_config, AuditKind, AuditRecord};
 use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
@@ -21,7 +23,7 @@ use p2p_processors::org_config::OrgConfig;
 use p2p_processors::tolerance_keys::{EffectiveTolerances, ToleranceKeys};
 use p2p_processors::{
     EventTime, GoodsReceiptId, InvoiceId, MatchContext, MatchInput, MatchOutput, OrgId,
-    PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, Tolerance,
+    PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, SupplierId, Tolerance,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
@@ -37,10 +39,13 @@ enum InputKind {
     GoodsReceipt,
     Invoice,
     OrgConfig,
+    SupplierMaster,
 }
 
 /// The state entity of an org's configuration (no PO id looks like it).
 const CONFIG_ENTITY: &str = "config/org";
+/// State entities of suppliers' tolerance keys: `tol/<supplier id>`.
+const SUPPLIER_TOLERANCES: &str = "tol/";
 /// Timer names of pending invoices' wait limits: `pending/<invoice id>`.
 const PENDING_TIMER: &str = "pending/";
 /// Timer names of receipts waiting for their PO: `receipt/<grn id>`.
@@ -66,6 +71,8 @@ struct Working<'s> {
     states: HashMap<StateKey, PurchaseOrderMatch>,
     registers: HashMap<StateKey, DuplicateRegister>,
     configs: HashMap<StateKey, Option<OrgConfig>>,
+    /// Suppliers' own tolerance keys; `None`: the supplier has none (the org's apply).
+    supplier_keys: HashMap<StateKey, Option<ToleranceKeys>>,
     timers: StoreBatch,
 }
 
@@ -84,6 +91,19 @@ impl Working<'_> {
         Ok(self
             .config(org)?
             .and_then(|c| c.tolerances.as_deref().copied()))
+    }
+
+    fn supplier_tolerances(
+        &mut self,
+        org: &OrgId,
+        supplier: &SupplierId,
+    ) -> Result<Option<ToleranceKeys>, StateError> {
+        let key = StateKey::new(org, &format!("{SUPPLIER_TOLERANCES}{supplier}"));
+        if !self.supplier_keys.contains_key(&key) {
+            let keys = self.store.get::<Option<ToleranceKeys>>(&key)?.flatten();
+            self.supplier_keys.insert(key.clone(), keys);
+        }
+        Ok(self.supplier_keys[&key])
     }
 
     fn existing(&self, key: &StateKey) -> Result<Option<PurchaseOrderMatch>, StateError> {
@@ -134,6 +154,8 @@ impl MatchProcessor {
             Some(InputKind::Invoice)
         } else if topic == self.topics.org_config {
             Some(InputKind::OrgConfig)
+        } else if topic == self.topics.supplier_master {
+            Some(InputKind::SupplierMaster)
         } else {
             None
         }
@@ -151,6 +173,7 @@ impl MatchProcessor {
             states: HashMap::new(),
             registers: HashMap::new(),
             configs: HashMap::new(),
+            supplier_keys: HashMap::new(),
             timers: StoreBatch::default(),
         };
         let mut output = BatchOutput::default();
@@ -174,6 +197,7 @@ impl MatchProcessor {
             states,
             registers,
             configs,
+            supplier_keys,
             timers,
             ..
         } = working;
@@ -188,6 +212,9 @@ impl MatchProcessor {
             if let Some(config) = config {
                 output.state.put(key, config)?;
             }
+        }
+        for (key, keys) in &supplier_keys {
+            output.state.put(key, keys)?;
         }
         Ok(output)
     }
@@ -223,6 +250,18 @@ impl MatchProcessor {
                 working.configs.insert(key, Some(config));
                 return Ok(Ok(()));
             }
+            InputKind::SupplierMaster => {
+                let (org, supplier, keys) = match supplier_tolerances(&value) {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err((DlqReason::InvalidDocument, e.to_string()))),
+                };
+                if let Err(dead) = check_key(record, &org) {
+                    return Ok(Err(dead));
+                }
+                let key = StateKey::new(&org, &format!("{SUPPLIER_TOLERANCES}{supplier}"));
+                working.supplier_keys.insert(key, keys);
+                return Ok(Ok(()));
+            }
         };
         let decoded = match decoded {
             Ok(d) => d,
@@ -240,17 +279,31 @@ impl MatchProcessor {
             return Ok(Ok(()));
         }
 
-        // An invoice is first checked against its supplier's earlier invoices.
+        let key = StateKey::new(org, decoded.input.po().as_str());
+        // Work on copies: if an output cannot be encoded, the state stays as it was.
+        let mut state = working.load(&key, &decoded)?;
+        // The supplier whose tolerance keys narrow the org's: the invoice's, or for what
+        // re-checks the PO's invoices (receipts, a change order) the PO's.
+        let supplier = match &decoded.input {
+            MatchInput::Invoice(invoice) => Some(&invoice.supplier),
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(issued)) => Some(&issued.supplier),
+            _ => state.supplier(),
+        };
+        let supplier = match supplier {
+            Some(supplier) => working.supplier_tolerances(org, supplier)?,
+            None => None,
+        };
         let mut context = MatchContext {
             receipt_tolerance: self.tolerance,
             tolerances: EffectiveTolerances {
                 org: working
                     .tolerances(org)?
                     .unwrap_or_else(|| ToleranceKeys::blocking_past(self.tolerance.as_percent())),
-                supplier: None,
+                supplier,
             },
             duplicate_of: None,
         };
+        // An invoice is first checked against its supplier's earlier invoices.
         let mut register = None;
         if let MatchInput::Invoice(invoice) = &decoded.input {
             let key = StateKey::new(org, &format!("dup/{}", invoice.supplier));
@@ -267,9 +320,6 @@ impl MatchProcessor {
             register = Some((key, seen));
         }
 
-        let key = StateKey::new(org, decoded.input.po().as_str());
-        // Work on copies: if an output cannot be encoded, the state stays as it was.
-        let mut state = working.load(&key, &decoded)?;
         let outputs = match state.apply(&decoded.input, decoded.occurred_at, &context) {
             Ok(outputs) => outputs,
             Err(e) => return Ok(Err((DlqReason::Rejected, e.to_string()))),

@@ -6,6 +6,7 @@ use super::{dec, none, record, s, some, DecodeError, EncodeError, Record, AMOUNT
 use apache_avro::types::Value;
 use chrono::{Days, NaiveDate};
 use p2p_processors::payment::{BankStatus, Payee, PaymentTerms};
+use p2p_processors::tolerance_keys::ToleranceKeys;
 use p2p_processors::*;
 
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
@@ -51,9 +52,35 @@ pub fn supplier_master(value: &Value) -> Result<(OrgId, Payee), DecodeError> {
     Ok((r.id("org_id", OrgId::parse)?, payee))
 }
 
+/// The supplier's own tolerance keys on a `SupplierMaster` record, if it has any (for the
+/// match, which narrows the org's keys with them).
+pub fn supplier_tolerances(
+    value: &Value,
+) -> Result<(OrgId, SupplierId, Option<ToleranceKeys>), DecodeError> {
+    let r = Record::of(value, "SupplierMaster")?;
+    let keys = r
+        .opt("tolerances")
+        .map(super::procurement::tolerance_keys)
+        .transpose()?;
+    Ok((
+        r.id("org_id", OrgId::parse)?,
+        r.id("supplier_id", SupplierId::parse)?,
+        keys,
+    ))
+}
+
 /// A `SupplierMaster` value, as a vendor-master system would publish it.
-pub fn supplier_master_value(org: &OrgId, payee: &Payee, updated_at: EventTime) -> Value {
-    record(vec![
+pub fn supplier_master_value(
+    org: &OrgId,
+    payee: &Payee,
+    tolerances: Option<&ToleranceKeys>,
+    updated_at: EventTime,
+) -> Result<Value, EncodeError> {
+    let tolerances = match tolerances {
+        Some(keys) => some(super::procurement::tolerance_keys_value(keys)?),
+        None => none(),
+    };
+    Ok(record(vec![
         ("org_id", s(org)),
         ("supplier_id", s(&payee.supplier)),
         ("name", s(&payee.name)),
@@ -67,8 +94,9 @@ pub fn supplier_master_value(org: &OrgId, payee: &Payee, updated_at: EventTime) 
                 .bank_account_changed_on
                 .map_or_else(none, |d| some(Value::Date(days_of(d)))),
         ),
+        ("tolerances", tolerances),
         ("updated_at", Value::TimestampMillis(updated_at.0)),
-    ])
+    ]))
 }
 
 /// A bank's status for one part of one invoice's payment.
@@ -424,7 +452,26 @@ mod tests {
         };
         let value = roundtrip(
             &SUPPLIER_MASTER,
-            supplier_master_value(&org, &payee, EventTime(3)),
+            supplier_master_value(&org, &payee, None, EventTime(3)).unwrap(),
+        );
+        assert_eq!(
+            supplier_master(&value).unwrap(),
+            (org.clone(), payee.clone())
+        );
+        assert_eq!(
+            supplier_tolerances(&value).unwrap(),
+            (org.clone(), payee.supplier.clone(), None)
+        );
+        // The supplier's own tolerance keys ride on the same record, for the match.
+        let mut keys = ToleranceKeys::defaults();
+        keys.quantity.block = p2p_processors::tolerance_keys::Limit::EXACT;
+        let value = roundtrip(
+            &SUPPLIER_MASTER,
+            supplier_master_value(&org, &payee, Some(&keys), EventTime(3)).unwrap(),
+        );
+        assert_eq!(
+            supplier_tolerances(&value).unwrap(),
+            (org.clone(), payee.supplier.clone(), Some(keys))
         );
         assert_eq!(supplier_master(&value).unwrap(), (org.clone(), payee));
 

@@ -256,7 +256,7 @@ pub fn org_config_value(config: &OrgConfig) -> Result<Value, EncodeError> {
 const TOLERANCE_ABSOLUTE: (u32, u32) = AMOUNT;
 const TOLERANCE_PERCENT: (u32, u32) = (18, 6);
 
-fn tolerance_keys(value: &Value) -> Result<ToleranceKeys, DecodeError> {
+pub(super) fn tolerance_keys(value: &Value) -> Result<ToleranceKeys, DecodeError> {
     let keys = Record::of(value, "ToleranceKeys")?;
     let rule = |field: &'static str| -> Result<ToleranceRule, DecodeError> {
         let rule = Record::of(keys.get(field)?, "ToleranceRule")?;
@@ -301,7 +301,7 @@ fn tolerance_limit(value: &Value) -> Result<Limit, DecodeError> {
     })
 }
 
-fn tolerance_keys_value(keys: &ToleranceKeys) -> Result<Value, EncodeError> {
+pub(super) fn tolerance_keys_value(keys: &ToleranceKeys) -> Result<Value, EncodeError> {
     let limit = |l: &Limit| -> Result<Value, EncodeError> {
         let opt = |f: &'static str, v: Option<rust_decimal::Decimal>, p| match v {
             Some(v) => dec(f, v, p).map(some),
