@@ -450,42 +450,54 @@ impl PurchaseOrderMatch {
     /// is matched again, in arrival order. Reported: pending invoices now decided, held ones
     /// released (matched), and held ones whose holds changed. A held invoice never goes back
     /// to pending: it was decided, perhaps by its wait limit.
-    /// `only`: just the documents of that kind.
+    /// `only`: just the documents of that kind, at first.
     fn recheck(
         &mut self,
         at: EventTime,
         keys: &EffectiveTolerances,
-        only: Option<DocumentKind>,
+        mut only: Option<DocumentKind>,
     ) -> Result<Vec<MatchOutput>, MatchError> {
         let mut outputs = Vec::new();
-        for index in 0..self.invoices.len() {
-            if only.is_some_and(|kind| self.invoices[index].invoice.kind != kind) {
-                continue;
-            }
-            let outcome = match &self.invoices[index].outcome {
-                Outcome::Matched(_) => continue,
-                Outcome::Pending(_) | Outcome::Exception(_) => {
-                    self.evaluate(&self.invoices[index], at, keys)?
-                }
-            };
-            match (&self.invoices[index].outcome, &outcome) {
-                (Outcome::Pending(_), Outcome::Pending(_)) => {
-                    // Still waiting (perhaps for less): keep the details, report only decisions.
-                    self.invoices[index].outcome = outcome;
+        loop {
+            let mut matched_any = false;
+            for index in 0..self.invoices.len() {
+                if only.is_some_and(|kind| self.invoices[index].invoice.kind != kind) {
                     continue;
                 }
-                (Outcome::Exception(_), Outcome::Pending(_)) => continue,
-                (Outcome::Exception(held), Outcome::Exception(now))
-                    if held.reasons == now.reasons =>
-                {
-                    continue
+                let outcome = match &self.invoices[index].outcome {
+                    Outcome::Matched(_) => continue,
+                    Outcome::Pending(_) | Outcome::Exception(_) => {
+                        self.evaluate(&self.invoices[index], at, keys)?
+                    }
+                };
+                match (&self.invoices[index].outcome, &outcome) {
+                    (Outcome::Pending(_), Outcome::Pending(_)) => {
+                        // Still waiting (perhaps for less): keep the details, report only
+                        // decisions.
+                        self.invoices[index].outcome = outcome;
+                        continue;
+                    }
+                    (Outcome::Exception(_), Outcome::Pending(_)) => continue,
+                    (Outcome::Exception(held), Outcome::Exception(now))
+                        if held.reasons == now.reasons =>
+                    {
+                        continue
+                    }
+                    _ => {}
                 }
-                _ => {}
+                matched_any |= matches!(outcome, Outcome::Matched(_));
+                self.settle(index, outcome);
+                outputs.push(self.invoices[index].outcome.to_output());
             }
-            self.settle(index, outcome);
-            outputs.push(self.invoices[index].outcome.to_output());
+            // A match changes what is invoiced, which a document earlier in arrival order may
+            // have been waiting for (a credit memo for its invoice, an invoice for the room a
+            // memo gives back): round again, over every kind, until nothing more matches.
+            // Each round matches at least one more document, so this ends.
+            if !matched_any {
+                return Ok(outputs);
+            }
+            only = None;
         }
-        Ok(outputs)
     }
 
     /// Records an outcome; a matched invoice consumes what it bills, a matched credit memo

@@ -552,14 +552,16 @@ fn decision(record: &InvoiceRecord) -> (&'static str, Vec<ExceptionReason>) {
 }
 
 proptest! {
-    /// DOMAIN.md: out of order is normal. The PO, its receipts (with returns) and invoices that
-    /// do not compete for the same goods end in the same outcomes and the same running totals,
-    /// whatever order they arrive in. (Invoices that do compete are served in arrival order.)
+    /// DOMAIN.md: out of order is normal. The PO, its receipts (with returns), invoices that
+    /// do not compete for the same goods and credit memos end in the same outcomes and the
+    /// same running totals, whatever order they arrive in. (Invoices that do compete are
+    /// served in arrival order.)
     #[test]
     fn any_arrival_order_of_the_same_documents_ends_in_the_same_outcomes(
         receipts in proptest::collection::vec((0u32..40, 0u32..6), 1..5),
         invoices in proptest::collection::vec((1u32..25, 0u8..4), 1..6),
-        shuffle in proptest::collection::vec(any::<u32>(), 12),
+        memos in proptest::collection::vec(1u32..10, 0..3),
+        shuffle in proptest::collection::vec(any::<u32>(), 16),
     ) {
         let f = Fixture::new();
         // No more received than ordered: an over-delivery is a discrepancy, judged against what
@@ -581,6 +583,7 @@ proptest! {
             .saturating_sub(receipts.iter().map(|(_, ret)| ret).sum());
         // Invoices billing no more, together, than ends up received; one in four is overpriced.
         let mut left = net;
+        let mut well_priced = 0u32;
         for (i, (quantity, price_kind)) in invoices.iter().enumerate() {
             let quantity = (*quantity).min(left);
             if quantity == 0 {
@@ -589,6 +592,19 @@ proptest! {
             left -= quantity;
             let price = if *price_kind == 0 { dec!(11.00) } else { dec!(10.00) };
             docs.push(invoice(f.invoice(200 + i as u128, Decimal::from(quantity), price)));
+            if *price_kind != 0 {
+                well_priced += quantity;
+            }
+        }
+        // Credit memos giving back no more, together, than the well-priced invoices bill (the
+        // overpriced are held and bill nothing): each then matches, in any order.
+        for (i, credited) in memos.iter().enumerate() {
+            let credited = (*credited).min(well_priced);
+            if credited == 0 {
+                break;
+            }
+            well_priced -= credited;
+            docs.push(invoice(f.credit_memo(300 + i as u128, Decimal::from(credited), dec!(10.00))));
         }
         let mut order: Vec<usize> = (0..docs.len()).collect();
         order.sort_by_key(|&i| shuffle[i]);
