@@ -410,25 +410,7 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
         codec: codec.clone(),
         topics: topics.clone(),
     };
-    let org = OrgId::random();
-    let mut payment = PaymentPolicy::defaults();
-    payment.debtor_accounts.insert(eur(), DEBTOR_IBAN.into());
-    let config = OrgConfig {
-        org: org.clone(),
-        approval: ApprovalPolicy::defaults(eur()),
-        payment,
-        default_terms: PaymentTerms::DEFAULT,
-        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-        tolerances: None,
-        updated_at: now(),
-    };
-    tx.send(
-        &topics.org_config,
-        org.as_str(),
-        &ORG_CONFIG,
-        org_config_value(&config).unwrap(),
-    )
-    .await;
+    let org = org_paying_eur(&tx).await;
     let supplier = payee("Acme Bolts GmbH", "NET 0");
     tx.supplier(&org, &supplier).await;
 
