@@ -12,6 +12,9 @@ use p2p_loadtest::audit::{audit, Observed};
 use p2p_loadtest::generator::InputTopic;
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario, ScenarioRecord};
+use p2p_processors::approval::ApprovalPolicy;
+use p2p_processors::org_config::OrgConfig;
+use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
 use p2p_processors::*;
 use p2p_topologies::dlq;
 use rust_decimal::Decimal;
@@ -121,6 +124,19 @@ impl Org {
 }
 
 const T: i64 = 1_767_225_600_000;
+
+/// `org`'s settings as its administrator first publishes them: every default.
+fn org_config(org: &Org) -> OrgConfig {
+    OrgConfig {
+        org: org.id.clone(),
+        approval: ApprovalPolicy::defaults(org.currency),
+        payment: PaymentPolicy::defaults(),
+        default_terms: PaymentTerms::DEFAULT,
+        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+        tolerances: None,
+        updated_at: EventTime(T),
+    }
+}
 
 fn issued(po: &PurchaseOrderIssued, t: i64) -> ScenarioRecord {
     ScenarioRecord::purchase_order(&PurchaseOrderEvent::Issued(po.clone()), EventTime(T + t))
@@ -492,9 +508,6 @@ async fn registry_subjects(registry: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_stream_time() {
-    use p2p_processors::approval::ApprovalPolicy;
-    use p2p_processors::org_config::OrgConfig;
-    use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
     let topics = TestTopics::create("wait-limit", 2).await;
     let codec = registry_codec();
     let producer = erp_producer(&kafka()).unwrap();
@@ -502,13 +515,8 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
     const DAY: i64 = 86_400_000;
     let a = Org::new("EUR");
     let config = OrgConfig {
-        org: a.id.clone(),
-        approval: ApprovalPolicy::defaults(a.currency),
-        payment: PaymentPolicy::defaults(),
-        default_terms: PaymentTerms::DEFAULT,
         pending_wait_days: 2,
-        tolerances: None,
-        updated_at: EventTime(T),
+        ..org_config(&a)
     };
     // Waits for goods that never come; its PO is issued, 3 of 5 received.
     let waiting_po = a.po(&[(dec!(5), dec!(10.00), true)]);
@@ -675,9 +683,6 @@ fn tuples(reasons: &[ReasonRecord]) -> Vec<ReasonTuple> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tolerance_keys_of_an_org_or_its_supplier_decide_warnings_and_holds_that_recheck() {
-    use p2p_processors::approval::ApprovalPolicy;
-    use p2p_processors::org_config::OrgConfig;
-    use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
     use p2p_processors::tolerance_keys::{Combine, Limit, ToleranceKeys};
     let topics = TestTopics::create("tolerance-keys", 2).await;
     let codec = registry_codec();
@@ -693,13 +698,8 @@ async fn tolerance_keys_of_an_org_or_its_supplier_decide_warnings_and_holds_that
         combine: Combine::And,
     };
     let config = OrgConfig {
-        org: a.id.clone(),
-        approval: ApprovalPolicy::defaults(a.currency),
-        payment: PaymentPolicy::defaults(),
-        default_terms: PaymentTerms::DEFAULT,
-        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
         tolerances: Some(Box::new(keys)),
-        updated_at: EventTime(T),
+        ..org_config(&a)
     };
     // Org C runs on defaults, but its supplier's master record narrows price to 5 cents too.
     let c = Org::new("EUR");

@@ -58,6 +58,15 @@ struct Sender {
 }
 
 impl Sender {
+    /// Sends to `topics` on the test broker, as an ERP (or the match topology) would.
+    fn new(topics: &Topics, codec: std::sync::Arc<Codec>) -> Sender {
+        Sender {
+            producer: erp_producer(&kafka()).unwrap(),
+            codec,
+            topics: topics.clone(),
+        }
+    }
+
     async fn send(&self, topic: &str, key: &str, contract: &Contract, value: Value) {
         let bytes = self.codec.encode(topic, contract, value).await.unwrap();
         self.producer
@@ -215,11 +224,7 @@ fn kind(k: ScheduleEventKind) -> (ScheduleEventKind, Option<String>) {
 async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once() {
     let topics = TestTopics::create("payment", 3).await;
     let codec = registry_codec();
-    let tx = Sender {
-        producer: erp_producer(&kafka()).unwrap(),
-        codec: codec.clone(),
-        topics: topics.clone(),
-    };
+    let tx = Sender::new(&topics, codec.clone());
     let org = OrgId::random();
     let mut payment = PaymentPolicy::defaults();
     payment.capture_discounts = true;
@@ -405,11 +410,7 @@ async fn po_states(topics: &Topics, codec: &Codec) -> BTreeMap<String, (PoState,
 async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() {
     let topics = TestTopics::create("po-paid", 2).await;
     let codec = registry_codec();
-    let tx = Sender {
-        producer: erp_producer(&kafka()).unwrap(),
-        codec: codec.clone(),
-        topics: topics.clone(),
-    };
+    let tx = Sender::new(&topics, codec.clone());
     let org = org_paying_eur(&tx).await;
     let supplier = payee("Acme Bolts GmbH", "NET 0");
     tx.supplier(&org, &supplier).await;
@@ -534,11 +535,7 @@ async fn org_paying_eur(tx: &Sender) -> OrgId {
 async fn credit_memos_are_set_off_against_the_suppliers_next_payments_never_paid() {
     let topics = TestTopics::create("credit-memos", 2).await;
     let codec = registry_codec();
-    let tx = Sender {
-        producer: erp_producer(&kafka()).unwrap(),
-        codec: codec.clone(),
-        topics: topics.clone(),
-    };
+    let tx = Sender::new(&topics, codec.clone());
     let org = org_paying_eur(&tx).await;
     let supplier = payee("Acme Bolts GmbH", "NET 0");
     tx.supplier(&org, &supplier).await;

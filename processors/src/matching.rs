@@ -184,7 +184,7 @@ impl PurchaseOrderMatch {
         if pending.waiting_for.contains(&PendingReason::PurchaseOrder) {
             reasons.push(ExceptionReason::UnknownPurchaseOrder);
         }
-        reasons.extend(not_received(pending.waiting_for.clone()));
+        reasons.extend(waiting_as_reasons(pending.waiting_for.clone()));
         let raised = exception(&record.invoice, reasons, at);
         record.outcome = Outcome::Exception(raised.clone());
         vec![MatchOutput::Exception(raised)]
@@ -541,7 +541,7 @@ impl PurchaseOrderMatch {
         }];
         match outcome {
             Outcome::Exception(e) => reasons.extend(e.reasons),
-            Outcome::Pending(p) => reasons.extend(not_received(p.waiting_for)),
+            Outcome::Pending(p) => reasons.extend(waiting_as_reasons(p.waiting_for)),
             Outcome::Matched(_) => {}
         }
         Ok(Outcome::Exception(exception(&record.invoice, reasons, at)))
@@ -707,7 +707,7 @@ impl PurchaseOrderMatch {
 
         if !reasons.is_empty() {
             // Every reason at once, including goods still missing, so the clerk sees it all.
-            reasons.extend(not_received(waiting));
+            reasons.extend(waiting_as_reasons(waiting));
             return Ok(Outcome::Exception(exception(invoice, reasons, at)));
         }
         if !waiting.is_empty() {
@@ -788,8 +788,9 @@ fn judge(
     }
 }
 
-/// What an invoice still waits for, as exception reasons (when it is an exception anyway).
-fn not_received(waiting: Vec<PendingReason>) -> impl Iterator<Item = ExceptionReason> {
+/// What an invoice (or credit memo) still waits for, as exception reasons (when it is an
+/// exception anyway, or its wait limit has passed).
+fn waiting_as_reasons(waiting: Vec<PendingReason>) -> impl Iterator<Item = ExceptionReason> {
     waiting.into_iter().filter_map(|w| match w {
         PendingReason::ReceiptDiscrepancy { grn } => {
             Some(ExceptionReason::ReceiptDiscrepancy { grn })

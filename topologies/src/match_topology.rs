@@ -44,8 +44,10 @@ enum InputKind {
 
 /// The state entity of an org's configuration (no PO id looks like it).
 const CONFIG_ENTITY: &str = "config/org";
-/// State entities of suppliers' tolerance keys: `tol/<supplier id>`.
-const SUPPLIER_TOLERANCES: &str = "tol/";
+/// The state key of a supplier's tolerance keys: entity `tol/<supplier id>`.
+fn supplier_tolerances_key(org: &OrgId, supplier: &SupplierId) -> StateKey {
+    StateKey::new(org, &format!("tol/{supplier}"))
+}
 /// Timer names of pending invoices' wait limits: `pending/<invoice id>`.
 const PENDING_TIMER: &str = "pending/";
 /// Timer names of receipts waiting for their PO: `receipt/<grn id>`.
@@ -98,7 +100,7 @@ impl Working<'_> {
         org: &OrgId,
         supplier: &SupplierId,
     ) -> Result<Option<ToleranceKeys>, StateError> {
-        let key = StateKey::new(org, &format!("{SUPPLIER_TOLERANCES}{supplier}"));
+        let key = supplier_tolerances_key(org, supplier);
         if !self.supplier_keys.contains_key(&key) {
             let keys = self.store.get::<Option<ToleranceKeys>>(&key)?.flatten();
             self.supplier_keys.insert(key.clone(), keys);
@@ -258,7 +260,7 @@ impl MatchProcessor {
                 if let Err(dead) = check_key(record, &org) {
                     return Ok(Err(dead));
                 }
-                let key = StateKey::new(&org, &format!("{SUPPLIER_TOLERANCES}{supplier}"));
+                let key = supplier_tolerances_key(&org, &supplier);
                 working.supplier_keys.insert(key, keys);
                 return Ok(Ok(()));
             }
