@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{
-    audit, audit_lifecycles, audit_payments, read_outputs, read_payments, read_procurement,
+    audit, audit_lifecycles, audit_payments, audit_requisitions, read_outputs, read_payments,
+    read_procurement,
 };
 use p2p_loadtest::generator::{InputTopic, Payload};
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
@@ -63,10 +64,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let producer = erp_producer(&kafka)?;
     let produced = produce_scenario(&producer, &codec, &topics, &scenario).await?;
     println!(
-        "input:   {} orgs, {} POs: {} po-events, {} approval-decisions, {} grn-events, \
-         {} invoice-events (incl. {} undecodable)",
+        "input:   {} orgs, {} requisitions, {} POs: {} requisition-events, {} po-events, \
+         {} approval-decisions, {} grn-events, {} invoice-events (incl. {} undecodable)",
         args.orgs,
+        scenario.requisitions.len(),
         args.orgs * args.pos_per_org,
+        scenario.count(InputTopic::Requisitions),
         scenario.count(InputTopic::PurchaseOrders),
         scenario.count(InputTopic::ApprovalDecisions),
         scenario.count(InputTopic::GoodsReceipts),
@@ -113,6 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ]);
     // Besides what the ERPs send, procurement reads what match and payment write.
     let procurement_inputs = count(&[
+        I::Requisitions,
         I::PurchaseOrders,
         I::ApprovalDecisions,
         I::GoodsReceipts,
@@ -187,8 +191,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let lifecycle = read_procurement(&kafka, &codec, &topics, Duration::from_secs(30)).await?;
-    let lifecycle_disagreements = audit_lifecycles(&scenario.lifecycles, &lifecycle);
+    let mut lifecycle_disagreements = audit_lifecycles(&scenario.lifecycles, &lifecycle);
+    lifecycle_disagreements.extend(audit_requisitions(&scenario.requisitions, &lifecycle));
     println!();
+    println!("requisitions (latest transition per requisition, from audit-events)");
+    let mut requisition_states = std::collections::BTreeMap::new();
+    for (state, _) in lifecycle.requisitions.values() {
+        *requisition_states.entry(state.as_str()).or_insert(0usize) += 1;
+    }
+    for (state, count) in &requisition_states {
+        println!("  {state:<19} {count:>6}");
+    }
+    println!(
+        "  {} of {} POs were converted from an approved requisition",
+        lifecycle
+            .requisition_transitions
+            .get("CONVERTED_TO_PO")
+            .copied()
+            .unwrap_or(0),
+        scenario.lifecycles.len()
+    );
     println!("purchase orders (latest po-status per PO)");
     let mut states = std::collections::BTreeMap::new();
     for status in lifecycle.status.values() {
@@ -262,6 +284,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (currency, total) in &payments.instructed_totals {
         println!("  instructed {currency}       {total:>16}");
     }
+    // The whole flow, end to end: requisition approved, converted, PO received and invoiced,
+    // invoice matched and put in a payment instruction.
+    let converted: std::collections::BTreeSet<&str> =
+        scenario.converted.keys().map(|po| po.as_str()).collect();
+    let paid_from_requisitions = observed
+        .matched
+        .values()
+        .flatten()
+        .filter(|m| converted.contains(m.po_id.as_str()))
+        .filter(|m| payments.instructed.contains_key(&m.invoice_id))
+        .count();
+    println!(
+        "  {paid_from_requisitions} invoices of POs converted from approved requisitions went the \
+         whole way: requisition -> approval -> PO -> receipt -> invoice -> match -> payment \
+         instruction"
+    );
     println!();
     let refusals = audit_count("Refused");
     if !payment_disagreements.is_empty() {
@@ -287,15 +325,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             println!("  DISAGREES: {d}");
         }
         bail!(
-            "{} of {} purchase orders did not end as planted",
+            "{} of {} requisitions and purchase orders did not end as planted",
             lifecycle_disagreements.len(),
-            scenario.lifecycles.len()
+            scenario.requisitions.len() + scenario.lifecycles.len()
         );
     }
     if audit.passed() {
         println!(
-            "check: all {} POs and all {} invoices ended as the generator planted them; every \
-             matched invoice was instructed once, for its exact total in its currency",
+            "check: all {} requisitions, {} POs and {} invoices ended as the generator planted \
+             them; every matched invoice was instructed once, for its exact total in its currency",
+            scenario.requisitions.len(),
             scenario.lifecycles.len(),
             audit.invoices
         );

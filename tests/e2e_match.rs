@@ -71,6 +71,7 @@ impl Org {
                     inspection_required: false,
                 })
                 .collect(),
+            requisition: None,
         }
     }
 
@@ -224,6 +225,8 @@ async fn send_scripted(
         records,
         planted: vec![],
         lifecycles: Default::default(),
+        requisitions: Default::default(),
+        converted: Default::default(),
         refusals: 0,
     };
     produce_scenario(producer, codec, topics, &scenario)
@@ -577,7 +580,10 @@ async fn invoices_still_pending_past_the_orgs_wait_limit_become_exceptions_on_st
         .filter(|e| e.kind == AuditKind::Refused)
         .collect();
     assert_eq!(refusals.len(), 1);
-    assert_eq!(refusals[0].po, ghost_po.po);
+    assert_eq!(
+        refusals[0].entity,
+        DocumentRef::PurchaseOrder(ghost_po.po.clone())
+    );
     assert!(
         refusals[0].detail.contains(ghost_goods.grn.as_str()),
         "{}",
@@ -653,7 +659,9 @@ async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves
             AuditKind::DiscrepancyResolved
         ]
     );
-    assert!(trail.iter().all(|e| e.po == po.po));
+    assert!(trail
+        .iter()
+        .all(|e| e.entity == DocumentRef::PurchaseOrder(po.po.clone())));
     assert!(
         trail[0].detail.contains("line 1: received 15"),
         "names the line: {}",

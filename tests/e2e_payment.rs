@@ -433,6 +433,7 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
         supplier: supplier.supplier.clone(),
         currency: eur(),
         lines: vec![line],
+        requisition: None,
     };
     let send_po = |event: PurchaseOrderEvent| {
         let tx = &tx;

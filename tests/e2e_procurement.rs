@@ -7,10 +7,10 @@ mod common;
 
 use apache_avro::types::Value;
 use common::*;
-use p2p_avro::contracts::{APPROVAL_DECISION, ORG_CONFIG, PURCHASE_ORDER_EVENT};
+use p2p_avro::contracts::{APPROVAL_DECISION, ORG_CONFIG, PURCHASE_ORDER_EVENT, REQUISITION_EVENT};
 use p2p_avro::convert::procurement::{
-    approval_decision_value, org_config_value, ApprovalRequestRecord, AuditKind, AuditRecord,
-    PoStatusRecord, RequestKind,
+    approval_decision_value, org_config_value, requisition_decision_value, requisition_event_value,
+    ApprovalRequestRecord, AuditKind, AuditRecord, PoStatusRecord, RequestKind,
 };
 use p2p_avro::convert::purchase_order_event_value;
 use p2p_avro::{Codec, Contract};
@@ -20,6 +20,7 @@ use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
+use p2p_processors::requisition::RequisitionDecided;
 use p2p_processors::*;
 use p2p_topologies::{dlq, Topics};
 use rdkafka::message::{Headers, Message};
@@ -68,6 +69,44 @@ impl Sender {
             .await;
     }
 
+    async fn requisition(&self, topics: &Topics, submitted: &RequisitionSubmitted) {
+        let value = requisition_event_value(submitted, "r", now()).unwrap();
+        self.send(
+            &topics.requisition_events,
+            &submitted.org,
+            &REQUISITION_EVENT,
+            value,
+        )
+        .await;
+    }
+
+    async fn decide_requisition(
+        &self,
+        topics: &Topics,
+        requisition: &RequisitionSubmitted,
+        by: &UserId,
+        authority: ApprovalLevel,
+        approve: bool,
+    ) {
+        let decided = RequisitionDecided {
+            org: requisition.org.clone(),
+            requisition: requisition.requisition.clone(),
+            decision: Decision {
+                approver: by.clone(),
+                authority,
+                approve,
+            },
+        };
+        let value = requisition_decision_value(&decided, "d", now());
+        self.send(
+            &topics.approval_decisions,
+            &decided.org,
+            &APPROVAL_DECISION,
+            value,
+        )
+        .await;
+    }
+
     async fn decide(&self, topics: &Topics, key: &OrgId, decided: ApprovalDecided) {
         let value = approval_decision_value(&decided, "d", now());
         self.send(&topics.approval_decisions, key, &APPROVAL_DECISION, value)
@@ -100,6 +139,7 @@ fn submitted(
             inspection_required: false,
         }],
         requester: requester.clone(),
+        requisition: None,
     }
 }
 
@@ -158,7 +198,7 @@ impl Seen {
             let request = ApprovalRequestRecord::from_value(&value).unwrap();
             assert_eq!(message.key(), Some(request.org.as_str().as_bytes()));
             seen.requests
-                .entry(request.po.to_string())
+                .entry(request.document.to_string())
                 .or_default()
                 .push(request);
         }
@@ -166,7 +206,7 @@ impl Seen {
             let value = codec.decode(message.payload()).await.unwrap();
             let entry = AuditRecord::from_value(&value).unwrap();
             seen.audit
-                .entry(entry.po.to_string())
+                .entry(entry.entity.to_string())
                 .or_default()
                 .push(entry);
         }
@@ -196,16 +236,19 @@ impl Seen {
         self.status.get(po.as_str()).map(|s| (s.state, s.version))
     }
 
-    fn kinds(&self, po: &PurchaseOrderId) -> Vec<(AuditKind, String)> {
+    fn kinds(&self, document: &impl std::fmt::Display) -> Vec<(AuditKind, String)> {
         self.audit
-            .get(po.as_str())
+            .get(&document.to_string())
             .map(|entries| entries.iter().map(|e| (e.kind, e.action.clone())).collect())
             .unwrap_or_default()
     }
 
-    fn requests(&self, po: &PurchaseOrderId) -> Vec<(RequestKind, ApprovalLevel, u32, u32)> {
+    fn requests(
+        &self,
+        document: &impl std::fmt::Display,
+    ) -> Vec<(RequestKind, ApprovalLevel, u32, u32)> {
         self.requests
-            .get(po.as_str())
+            .get(&document.to_string())
             .map(|rs| {
                 rs.iter()
                     .map(|r| (r.kind, r.level, r.step, r.steps))
@@ -274,6 +317,7 @@ async fn purchase_orders_are_routed_approved_escalated_refused_and_tracked() {
         supplier: SupplierId::random(),
         currency: usd,
         lines: po2.lines.clone(),
+        requisition: None,
     };
     tx.po(&topics, PurchaseOrderEvent::Submitted(po1.clone()))
         .await;
@@ -369,6 +413,7 @@ async fn purchase_orders_are_routed_approved_escalated_refused_and_tracked() {
             supplier: po1.supplier.clone(),
             currency: eur(),
             lines: po1.lines.clone(),
+            requisition: None,
         }),
     )
     .await;
@@ -471,4 +516,209 @@ async fn purchase_orders_are_routed_approved_escalated_refused_and_tracked() {
             && h[dlq::HEADER_TOPIC] == topics.approval_decisions));
     assert!(stats.get("escalations") >= 1);
     assert_eq!(stats.get("org configs"), 1);
+}
+
+fn requisition(
+    org: &OrgId,
+    requester: &UserId,
+    quantity: Decimal,
+    price: Decimal,
+) -> RequisitionSubmitted {
+    RequisitionSubmitted {
+        org: org.clone(),
+        requisition: RequisitionId::random(),
+        requester: requester.clone(),
+        currency: eur(),
+        lines: vec![RequisitionLine {
+            line: LineNumber::new(1).unwrap(),
+            description: "forklift".into(),
+            quantity: Quantity::new(quantity).unwrap(),
+            unit_price: UnitPrice::new(Money::new(price, eur())).unwrap(),
+        }],
+    }
+}
+
+/// A PO for what `requisition` asked for, naming it.
+fn po_for(requisition: &RequisitionSubmitted) -> PurchaseOrderIssued {
+    PurchaseOrderIssued {
+        org: requisition.org.clone(),
+        po: PurchaseOrderId::random(),
+        supplier: SupplierId::random(),
+        currency: requisition.currency,
+        lines: requisition
+            .lines
+            .iter()
+            .map(|l| PurchaseOrderLine {
+                line: l.line,
+                description: l.description.clone(),
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+                receipt_required: true,
+                inspection_required: false,
+            })
+            .collect(),
+        requisition: Some(requisition.requisition.clone()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requisitions_are_routed_escalated_decided_and_converted_into_one_po() {
+    let topics = TestTopics::create("requisition", 3).await;
+    let codec = registry_codec();
+    let tx = Sender {
+        producer: erp_producer(&kafka()).unwrap(),
+        codec: codec.clone(),
+    };
+    let acme = OrgId::random();
+    let (requester, approver_1, approver_2) =
+        (UserId::random(), UserId::random(), UserId::random());
+    // Acme escalates after 1.5 s.
+    let mut policy = ApprovalPolicy::defaults(eur());
+    policy.sla_millis = 1_500;
+    let config = OrgConfig {
+        org: acme.clone(),
+        approval: policy,
+        payment: PaymentPolicy::defaults(),
+        default_terms: PaymentTerms::DEFAULT,
+        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+        tolerances: None,
+        updated_at: now(),
+    };
+    tx.send(
+        &topics.org_config,
+        &acme,
+        &ORG_CONFIG,
+        org_config_value(&config).unwrap(),
+    )
+    .await;
+    let pipeline = Pipeline::procurement(&topics, codec.clone());
+
+    // Requisition 1: 20 x 1,000 EUR = 20,000, so L2: L1 then L2. Requisition 2: 500 EUR, L1.
+    let wanted = requisition(&acme, &requester, dec!(20), dec!(1000));
+    let frivolous = requisition(&acme, &requester, dec!(1), dec!(500));
+    tx.requisition(&topics, &wanted).await;
+    tx.requisition(&topics, &frivolous).await;
+    // The requester may not approve their own requisition; L1 approves step 1. A PO naming the
+    // requisition before it is approved is refused.
+    tx.decide_requisition(&topics, &wanted, &requester, ApprovalLevel::L3, true)
+        .await;
+    tx.decide_requisition(&topics, &wanted, &approver_1, ApprovalLevel::L1, true)
+        .await;
+    let too_early = po_for(&wanted);
+    tx.po(&topics, PurchaseOrderEvent::Issued(too_early.clone()))
+        .await;
+    // Requisition 2 is rejected; a PO naming it is refused.
+    tx.decide_requisition(&topics, &frivolous, &approver_1, ApprovalLevel::L1, false)
+        .await;
+    let of_rejected = po_for(&frivolous);
+    tx.po(&topics, PurchaseOrderEvent::Issued(of_rejected.clone()))
+        .await;
+
+    // Step 2 is not decided within the SLA: it is escalated.
+    wait_until(&topics, &codec, "the escalation of step 2", |s| {
+        s.requests(&wanted.requisition)
+            .iter()
+            .any(|r| r.0 == RequestKind::Escalated)
+    })
+    .await;
+    // L2 approves; the ERP issues the PO naming it (converted), then a second PO naming it
+    // (refused: a requisition becomes one PO).
+    tx.decide_requisition(&topics, &wanted, &approver_2, ApprovalLevel::L2, true)
+        .await;
+    wait_until(&topics, &codec, "requisition 1 approved", |s| {
+        s.kinds(&wanted.requisition)
+            .contains(&kind(AuditKind::Transitioned, "APPROVE"))
+    })
+    .await;
+    let converted = po_for(&wanted);
+    let second = po_for(&wanted);
+    tx.po(&topics, PurchaseOrderEvent::Issued(converted.clone()))
+        .await;
+    tx.po(&topics, PurchaseOrderEvent::Issued(second.clone()))
+        .await;
+    // po-status is keyed per PO, so its records are on other partitions than the audit trail:
+    // wait for both.
+    let seen = wait_until(&topics, &codec, "one PO issued, the second refused", |s| {
+        !s.kinds(&second.po).is_empty() && s.state(&converted.po).is_some()
+    })
+    .await;
+    pipeline.stop().await;
+
+    // Requisition 1: submitted, in review, refused self-approval, two steps (the second
+    // escalated, perhaps more than once), approved, converted.
+    let trail: Vec<_> = seen
+        .kinds(&wanted.requisition)
+        .into_iter()
+        .filter(|k| k.0 != AuditKind::Escalated)
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            kind(AuditKind::Transitioned, "SUBMIT"),
+            kind(AuditKind::Transitioned, "START_REVIEW"),
+            kind(AuditKind::ApprovalRequested, "REQUEST_L1"),
+            kind(AuditKind::Refused, "APPROVE"),
+            kind(AuditKind::StepApproved, "APPROVE_L1"),
+            kind(AuditKind::ApprovalRequested, "REQUEST_L2"),
+            kind(AuditKind::StepApproved, "APPROVE_L2"),
+            kind(AuditKind::Transitioned, "APPROVE"),
+            kind(AuditKind::Transitioned, "CONVERT_TO_PO"),
+        ]
+    );
+    let entries = &seen.audit[wanted.requisition.as_str()];
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (
+            last.from_state.as_deref(),
+            last.to_state.as_deref(),
+            last.version
+        ),
+        (Some("APPROVED"), Some("CONVERTED_TO_PO"), 4)
+    );
+    assert!(entries
+        .iter()
+        .all(|e| e.entity == DocumentRef::Requisition(wanted.requisition.clone())));
+    let requests = seen.requests(&wanted.requisition);
+    assert_eq!(
+        requests[..3],
+        [
+            (RequestKind::Requested, ApprovalLevel::L1, 1, 2),
+            (RequestKind::Requested, ApprovalLevel::L2, 2, 2),
+            (RequestKind::Escalated, ApprovalLevel::L2, 2, 2),
+        ]
+    );
+    let request = &seen.requests[wanted.requisition.as_str()][0];
+    assert_eq!(request.requester, requester);
+    assert_eq!(request.total, Money::new(dec!(20000), eur()));
+
+    // The converted PO entered at Issued; the others were refused and have no status.
+    assert_eq!(seen.state(&converted.po), Some((PoState::Issued, 1)));
+    let refusal = |po: &PurchaseOrderId| {
+        let entries = &seen.audit[po.as_str()];
+        assert_eq!(entries.len(), 1, "{entries:#?}");
+        assert_eq!(seen.state(po), None);
+        (entries[0].kind, entries[0].detail.clone())
+    };
+    let (refused, detail) = refusal(&too_early.po);
+    assert_eq!(refused, AuditKind::Refused);
+    assert!(detail.contains("ManagerReview"), "{detail}");
+    let (_, detail) = refusal(&of_rejected.po);
+    assert!(detail.contains("Rejected"), "{detail}");
+    let (_, detail) = refusal(&second.po);
+    assert!(
+        detail.contains(&format!("already converted to {}", converted.po)),
+        "{detail}"
+    );
+
+    // Requisition 2: rejected at its only step.
+    assert_eq!(
+        seen.kinds(&frivolous.requisition),
+        vec![
+            kind(AuditKind::Transitioned, "SUBMIT"),
+            kind(AuditKind::Transitioned, "START_REVIEW"),
+            kind(AuditKind::ApprovalRequested, "REQUEST_L1"),
+            kind(AuditKind::Transitioned, "REJECT"),
+        ]
+    );
+    assert!(seen.dead_letters.is_empty(), "{:#?}", seen.dead_letters);
 }

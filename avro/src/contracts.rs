@@ -90,7 +90,13 @@ pub const PAYMENT_INSTRUCTION: Contract = Contract {
     embedded_id: 14,
 };
 
-pub const CONTRACTS: [&Contract; 14] = [
+pub const REQUISITION_EVENT: Contract = Contract {
+    default_topic: "requisition-events",
+    schema_text: include_str!("../schemas/requisition_event.avsc"),
+    embedded_id: 15,
+};
+
+pub const CONTRACTS: [&Contract; 15] = [
     &PURCHASE_ORDER_EVENT,
     &GOODS_RECEIPT_EVENT,
     &INVOICE_EVENT,
@@ -105,6 +111,7 @@ pub const CONTRACTS: [&Contract; 14] = [
     &PAYMENT_STATUS,
     &PAYMENT_SCHEDULE,
     &PAYMENT_INSTRUCTION,
+    &REQUISITION_EVENT,
 ];
 
 static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {

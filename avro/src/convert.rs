@@ -212,6 +212,34 @@ impl<'a> Record<'a> {
         parse(self.string(field)?).map_err(|source| DecodeError::InvalidId { field, source })
     }
 
+    fn opt_id<T>(
+        &self,
+        field: &'static str,
+        parse: fn(&str) -> Result<T, IdError>,
+    ) -> Result<Option<T>, DecodeError> {
+        self.opt_string(field)?
+            .map(|v| parse(v).map_err(|source| DecodeError::InvalidId { field, source }))
+            .transpose()
+    }
+
+    /// The document a record names by exactly one of `po_id` and `requisition_id`.
+    fn document(&self) -> Result<DocumentRef, DecodeError> {
+        let po = self.opt_id("po_id", PurchaseOrderId::parse)?;
+        let requisition = self.opt_id("requisition_id", RequisitionId::parse)?;
+        match (po, requisition) {
+            (Some(po), None) => Ok(DocumentRef::PurchaseOrder(po)),
+            (None, Some(requisition)) => Ok(DocumentRef::Requisition(requisition)),
+            (po, _) => Err(DecodeError::Invalid {
+                field: if po.is_some() {
+                    "requisition_id"
+                } else {
+                    "po_id"
+                },
+                reason: "exactly one of po_id and requisition_id names the document".into(),
+            }),
+        }
+    }
+
     fn currency(&self, field: &'static str) -> Result<Currency, DecodeError> {
         Currency::parse(self.string(field)?)
             .map_err(|source| DecodeError::InvalidMoney { field, source })
@@ -295,6 +323,7 @@ pub fn purchase_order(value: &Value) -> Result<(PurchaseOrderEvent, EventTime), 
     let r = Record::of(value, "PurchaseOrderEvent")?;
     let org = r.id("org_id", OrgId::parse)?;
     let po = r.id("po_id", PurchaseOrderId::parse)?;
+    let requisition = r.opt_id("requisition_id", RequisitionId::parse)?;
     let step = |step| {
         PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
             org: org.clone(),
@@ -311,6 +340,7 @@ pub fn purchase_order(value: &Value) -> Result<(PurchaseOrderEvent, EventTime), 
                 supplier,
                 currency,
                 lines,
+                requisition,
             })
         }
         "SUBMITTED" => {
@@ -332,6 +362,7 @@ pub fn purchase_order(value: &Value) -> Result<(PurchaseOrderEvent, EventTime), 
                 currency,
                 lines,
                 requester,
+                requisition,
             })
         }
         "CANCELLED" => PurchaseOrderEvent::Cancelled(PurchaseOrderCancelled { org, po }),
@@ -546,6 +577,12 @@ pub fn purchase_order_event_value(
         ("currency", currency),
         ("lines", Value::Array(lines)),
         ("requester_id", requester),
+        (
+            "requisition_id",
+            event
+                .requisition()
+                .map_or_else(none, |requisition| some(s(requisition))),
+        ),
         ("occurred_at", Value::TimestampMillis(occurred_at.0)),
     ]))
 }

@@ -11,7 +11,9 @@ use p2p_avro::convert::procurement::{
 };
 use p2p_avro::convert::{self, ExceptionRecord, MatchedRecord};
 use p2p_avro::{Codec, CodecError};
-use p2p_processors::{DocumentKind, InvoiceId, PoState, PurchaseOrderId};
+use p2p_processors::{
+    DocumentKind, DocumentRef, InvoiceId, PoState, PurchaseOrderId, RequisitionId, RequisitionState,
+};
 use p2p_topologies::admin::client_config;
 use p2p_topologies::{KafkaProperties, Topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -274,6 +276,11 @@ pub struct ProcurementObserved {
     pub audit: BTreeMap<String, usize>,
     /// Every refusal: action attempted, state it was in, why.
     pub refusals: Vec<String>,
+    /// The latest transition of each requisition (requisitions have no status topic; their
+    /// audit trail is their history): state as spelled on the audit event, and version.
+    pub requisitions: BTreeMap<RequisitionId, (String, u64)>,
+    /// Requisition transitions by the state they led to (e.g. how many were converted).
+    pub requisition_transitions: BTreeMap<String, usize>,
 }
 
 /// Reads `po-status`, `approval-requests` and `audit-events`.
@@ -316,10 +323,25 @@ pub async fn read_procurement(
             observed.refusals.push(format!(
                 "{} {} in {}: {}",
                 entry.action,
-                entry.po,
+                entry.entity,
                 entry.from_state.as_deref().unwrap_or("no state"),
                 entry.detail
             ));
+        }
+        if let (DocumentRef::Requisition(id), AuditKind::Transitioned, Some(to)) =
+            (&entry.entity, entry.kind, &entry.to_state)
+        {
+            *observed
+                .requisition_transitions
+                .entry(to.clone())
+                .or_default() += 1;
+            let latest = observed
+                .requisitions
+                .entry(id.clone())
+                .or_insert((to.clone(), entry.version));
+            if entry.version >= latest.1 {
+                *latest = (to.clone(), entry.version);
+            }
         }
     }
     Ok(observed)
@@ -344,6 +366,30 @@ pub fn audit_lifecycles(
     for po in observed.status.keys() {
         if !planned.contains_key(po) {
             disagreements.push(format!("{po}: a status for a PO nobody sent"));
+        }
+    }
+    disagreements
+}
+
+/// Each planned requisition lifecycle against its audit trail: every disagreement, in words.
+pub fn audit_requisitions(
+    planned: &BTreeMap<RequisitionId, (RequisitionState, u64)>,
+    observed: &ProcurementObserved,
+) -> Vec<String> {
+    let mut disagreements = Vec::new();
+    for (id, (state, version)) in planned {
+        let spelled = convert::procurement::requisition_state_symbol(*state);
+        match observed.requisitions.get(id) {
+            Some((s, v)) if (s, v) == (&spelled, version) => {}
+            Some((s, v)) => {
+                disagreements.push(format!("{id}: {s} v{v}, planned {spelled} v{version}"))
+            }
+            None => disagreements.push(format!("{id}: no transition, planned {spelled}")),
+        }
+    }
+    for id in observed.requisitions.keys() {
+        if !planned.contains_key(id) {
+            disagreements.push(format!("{id}: transitions of a requisition nobody sent"));
         }
     }
     disagreements

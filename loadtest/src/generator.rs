@@ -5,13 +5,14 @@
 use apache_avro::types::Value;
 use p2p_avro::contracts::{
     Contract, APPROVAL_DECISION, GOODS_RECEIPT_EVENT, INVOICE_EVENT, ORG_CONFIG,
-    PURCHASE_ORDER_EVENT, SUPPLIER_MASTER,
+    PURCHASE_ORDER_EVENT, REQUISITION_EVENT, SUPPLIER_MASTER,
 };
 use p2p_avro::convert;
 use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{Payee, PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
+use p2p_processors::requisition::RequisitionDecided;
 use p2p_processors::tolerance_keys::ToleranceKeys;
 use p2p_processors::*;
 use rand::{Rng, SeedableRng};
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 /// Which input topic a record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InputTopic {
+    Requisitions,
     PurchaseOrders,
     GoodsReceipts,
     Invoices,
@@ -31,7 +33,8 @@ pub enum InputTopic {
 }
 
 impl InputTopic {
-    pub const ALL: [InputTopic; 6] = [
+    pub const ALL: [InputTopic; 7] = [
+        InputTopic::Requisitions,
         InputTopic::PurchaseOrders,
         InputTopic::GoodsReceipts,
         InputTopic::Invoices,
@@ -82,11 +85,17 @@ pub struct GeneratorConfig {
     pub cancelled_pct: u32,
     /// A clean invoice sent again by the supplier under a new id.
     pub duplicate_pct: u32,
-    /// POs submitted to the pipeline for approval before they are issued; the rest are
-    /// issued straight from the ERP (approved there).
+    /// POs converted from a requisition the pipeline approved: the requisition is submitted,
+    /// decided step by step, and the ERP issues the PO naming it.
+    pub requisition_pct: u32,
+    /// Of the other POs, those submitted to the pipeline for approval before they are issued;
+    /// the rest are issued straight from the ERP (approved there).
     pub routed_pct: u32,
-    /// Routed POs whose requester first tries to approve them (refused: segregation of duties).
+    /// Routed requisitions and POs whose requester first tries to approve them (refused:
+    /// segregation of duties).
     pub self_approval_pct: u32,
+    /// Requisitions per org that an approver rejects (no PO comes of them).
+    pub rejected_requisitions_per_org: usize,
     pub undecodable_records: usize,
 }
 
@@ -103,8 +112,10 @@ impl Default for GeneratorConfig {
             short_receipt_pct: 5,
             cancelled_pct: 5,
             duplicate_pct: 5,
+            requisition_pct: 40,
             routed_pct: 60,
             self_approval_pct: 10,
+            rejected_requisitions_per_org: 1,
             undecodable_records: 1,
         }
     }
@@ -117,6 +128,10 @@ pub struct Scenario {
     pub planted: Vec<(InvoiceId, Planted)>,
     /// Where each PO's lifecycle should end: state and version.
     pub lifecycles: BTreeMap<PurchaseOrderId, (PoState, u64)>,
+    /// Where each requisition's lifecycle should end: state and version.
+    pub requisitions: BTreeMap<RequisitionId, (RequisitionState, u64)>,
+    /// Each PO converted from a requisition, and that requisition.
+    pub converted: BTreeMap<PurchaseOrderId, RequisitionId>,
     /// Inputs the procurement topology must refuse (an audit event each, never a dead letter).
     pub refusals: usize,
 }
@@ -142,6 +157,8 @@ impl Scenario {
         let mut records = Vec::new();
         let mut planted = Vec::new();
         let mut lifecycles = BTreeMap::new();
+        let mut requisitions = BTreeMap::new();
+        let mut converted = BTreeMap::new();
         let mut refusals = 0;
         let mut clock = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
         let mut tick = |rng: &mut ChaCha8Rng| {
@@ -206,16 +223,60 @@ impl Scenario {
                         inspection_required: false,
                     })
                     .collect();
+                let requester = requesters[rng.random_range(0..requesters.len())].clone();
+                // From a requisition the pipeline approves (step by step, as a PO would be),
+                // then issued by the ERP naming it: the requisition is converted.
+                let requisition = if rng.random_range(0..100u32) < config.requisition_pct {
+                    let submitted = RequisitionSubmitted {
+                        org: org.clone(),
+                        requisition: RequisitionId::from_u128(ids.next()),
+                        requester: requester.clone(),
+                        currency,
+                        lines: lines
+                            .iter()
+                            .map(|l| RequisitionLine {
+                                line: l.line,
+                                description: l.description.clone(),
+                                quantity: l.quantity,
+                                unit_price: l.unit_price,
+                            })
+                            .collect(),
+                    };
+                    let total = submitted.total().expect("one currency");
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::requisition(&submitted, at));
+                    let (decisions, refused) =
+                        decisions(&mut rng, config, &requester, &approvers, total, true);
+                    refusals += refused;
+                    for decision in decisions {
+                        let decided = RequisitionDecided {
+                            org: org.clone(),
+                            requisition: submitted.requisition.clone(),
+                            decision,
+                        };
+                        let at = tick(&mut rng);
+                        records.push(ScenarioRecord::requisition_decision(&decided, at));
+                    }
+                    // Submitted, in review, approved, converted.
+                    requisitions.insert(
+                        submitted.requisition.clone(),
+                        (RequisitionState::ConvertedToPo, 4),
+                    );
+                    converted.insert(po.clone(), submitted.requisition.clone());
+                    Some(submitted.requisition)
+                } else {
+                    None
+                };
                 let issued = PurchaseOrderIssued {
                     org: org.clone(),
                     po: po.clone(),
                     supplier: supplier.clone(),
                     currency,
                     lines: lines.clone(),
+                    requisition: requisition.clone(),
                 };
                 let mut version = 1;
-                if rng.random_range(0..100u32) < config.routed_pct {
-                    let requester = requesters[rng.random_range(0..requesters.len())].clone();
+                if requisition.is_none() && rng.random_range(0..100u32) < config.routed_pct {
                     let submitted = PurchaseOrderSubmitted {
                         org: org.clone(),
                         po: po.clone(),
@@ -223,36 +284,25 @@ impl Scenario {
                         currency,
                         lines: lines.clone(),
                         requester: requester.clone(),
+                        requisition: None,
                     };
                     let total = submitted.total().expect("one currency");
-                    let level = ApprovalPolicy::defaults(currency)
-                        .level_for(total)
-                        .expect("defaults in the document currency need no rate");
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::purchase_order(
                         &PurchaseOrderEvent::Submitted(submitted),
                         at,
                     ));
-                    let decide = |by: &UserId, authority| ApprovalDecided {
-                        org: org.clone(),
-                        po: po.clone(),
-                        decision: Decision {
-                            approver: by.clone(),
-                            authority,
-                            approve: true,
-                        },
-                    };
-                    if rng.random_range(0..100u32) < config.self_approval_pct {
+                    let (decisions, refused) =
+                        decisions(&mut rng, config, &requester, &approvers, total, true);
+                    refusals += refused;
+                    for decision in decisions {
+                        let decided = ApprovalDecided {
+                            org: org.clone(),
+                            po: po.clone(),
+                            decision,
+                        };
                         let at = tick(&mut rng);
-                        records.push(ScenarioRecord::decision(
-                            &decide(&requester, ApprovalLevel::L3),
-                            at,
-                        ));
-                        refusals += 1;
-                    }
-                    for (step, approver) in level.chain().into_iter().zip(&approvers) {
-                        let at = tick(&mut rng);
-                        records.push(ScenarioRecord::decision(&decide(approver, step), at));
+                        records.push(ScenarioRecord::decision(&decided, at));
                     }
                     // Submitted, approved, then issued below.
                     version = 3;
@@ -426,6 +476,41 @@ impl Scenario {
                     records.push(ScenarioRecord::invoice(&copy, at));
                 }
             }
+            // Requisitions an approver turns down: rejected in review, no PO comes of them.
+            for _ in 0..config.rejected_requisitions_per_org {
+                let requester = requesters[rng.random_range(0..requesters.len())].clone();
+                let submitted = RequisitionSubmitted {
+                    org: org.clone(),
+                    requisition: RequisitionId::from_u128(ids.next()),
+                    requester: requester.clone(),
+                    currency,
+                    lines: vec![RequisitionLine {
+                        line: LineNumber::new(1).expect("1-based"),
+                        description: "gold-plated stapler".into(),
+                        quantity: Quantity::new(Decimal::ONE).expect("positive"),
+                        unit_price: UnitPrice::new(Money::new(Decimal::from(900), currency))
+                            .expect("positive"),
+                    }],
+                };
+                let total = submitted.total().expect("one currency");
+                let at = tick(&mut rng);
+                records.push(ScenarioRecord::requisition(&submitted, at));
+                let (mut decisions, refused) =
+                    decisions(&mut rng, config, &requester, &approvers, total, false);
+                refusals += refused;
+                let last = decisions.last_mut().expect("a chain has a step");
+                last.approve = false;
+                for decision in decisions {
+                    let decided = RequisitionDecided {
+                        org: org.clone(),
+                        requisition: submitted.requisition.clone(),
+                        decision,
+                    };
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::requisition_decision(&decided, at));
+                }
+                requisitions.insert(submitted.requisition, (RequisitionState::Rejected, 3));
+            }
         }
 
         // Undecodable records land in the middle of the stream: the partition must keep going.
@@ -451,6 +536,8 @@ impl Scenario {
             records,
             planted,
             lifecycles,
+            requisitions,
+            converted,
             refusals,
         }
     }
@@ -478,6 +565,42 @@ fn pick_shape(rng: &mut ChaCha8Rng, c: &GeneratorConfig) -> Shape {
         }
     }
     Shape::Clean
+}
+
+/// The decisions on a document of `total` routed by the default policy: sometimes its
+/// requester first tries to approve it (refused: segregation of duties, counted in the
+/// second value), then one approver per step of the chain (with `all_steps`; else only the
+/// first step, for a decision that ends the chain early, such as a rejection).
+fn decisions(
+    rng: &mut ChaCha8Rng,
+    config: &GeneratorConfig,
+    requester: &UserId,
+    approvers: &[UserId],
+    total: Money,
+    all_steps: bool,
+) -> (Vec<Decision>, usize) {
+    let level = ApprovalPolicy::defaults(total.currency())
+        .level_for(total)
+        .expect("defaults in the document currency need no rate");
+    let mut decisions = Vec::new();
+    let mut refused = 0;
+    if rng.random_range(0..100u32) < config.self_approval_pct {
+        decisions.push(Decision {
+            approver: requester.clone(),
+            authority: ApprovalLevel::L3,
+            approve: true,
+        });
+        refused += 1;
+    }
+    let steps = if all_steps { level.chain().len() } else { 1 };
+    for (step, approver) in level.chain().into_iter().zip(approvers).take(steps) {
+        decisions.push(Decision {
+            approver: approver.clone(),
+            authority: step,
+            approve: true,
+        });
+    }
+    (decisions, refused)
 }
 
 /// `price x percent / 100`, kept to the schema's 6 decimals.
@@ -526,6 +649,35 @@ impl ScenarioRecord {
             key: decided.org.to_string(),
             payload: Payload::Document(
                 convert::procurement::approval_decision_value(decided, &id, at),
+                &APPROVAL_DECISION,
+            ),
+            timestamp: at,
+        }
+    }
+
+    /// A `requisition-events` record, as a procurement front end publishes it.
+    pub fn requisition(submitted: &RequisitionSubmitted, at: EventTime) -> ScenarioRecord {
+        let id = event_id(at, "requisition", submitted.requisition.as_str());
+        ScenarioRecord {
+            topic: InputTopic::Requisitions,
+            key: submitted.org.to_string(),
+            payload: Payload::Document(
+                convert::procurement::requisition_event_value(submitted, &id, at)
+                    .expect("generated values fit the schema"),
+                &REQUISITION_EVENT,
+            ),
+            timestamp: at,
+        }
+    }
+
+    /// An `approval-decisions` record on a requisition.
+    pub fn requisition_decision(decided: &RequisitionDecided, at: EventTime) -> ScenarioRecord {
+        let id = event_id(at, "decision", decided.requisition.as_str());
+        ScenarioRecord {
+            topic: InputTopic::ApprovalDecisions,
+            key: decided.org.to_string(),
+            payload: Payload::Document(
+                convert::procurement::requisition_decision_value(decided, &id, at),
                 &APPROVAL_DECISION,
             ),
             timestamp: at,
@@ -636,6 +788,40 @@ mod tests {
             .lifecycles
             .values()
             .any(|(state, _)| *state == PoState::Cancelled));
+    }
+
+    #[test]
+    fn requisitions_are_decided_step_by_step_then_converted_into_the_po_naming_them_or_rejected() {
+        let s = Scenario::generate(&GeneratorConfig::default());
+        let converted = s
+            .requisitions
+            .values()
+            .filter(|(state, _)| *state == RequisitionState::ConvertedToPo)
+            .count();
+        let rejected = s
+            .requisitions
+            .values()
+            .filter(|(state, _)| *state == RequisitionState::Rejected)
+            .count();
+        assert!(converted > 0 && converted == s.converted.len());
+        assert_eq!(rejected, GeneratorConfig::default().orgs);
+        assert_eq!(s.count(InputTopic::Requisitions), s.requisitions.len());
+        // Each converted requisition's PO is issued naming it, never routed again: v1 at Issued.
+        for (po, requisition) in &s.converted {
+            assert!(s.requisitions.contains_key(requisition));
+            assert!(s.lifecycles.contains_key(po));
+        }
+        let named: Vec<_> = s
+            .records
+            .iter()
+            .filter(|r| r.topic == InputTopic::PurchaseOrders)
+            .filter_map(|r| match &r.payload {
+                Payload::Document(v, _) => convert::purchase_order(v).ok(),
+                Payload::Garbage(_) => None,
+            })
+            .filter_map(|(e, _)| e.requisition().cloned())
+            .collect();
+        assert_eq!(named.len(), converted);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub fn erp_producer(kafka: &KafkaProperties) -> Result<FutureProducer, KafkaErro
 
 pub fn topic_name(topics: &Topics, topic: InputTopic) -> &str {
     match topic {
+        InputTopic::Requisitions => &topics.requisition_events,
         InputTopic::PurchaseOrders => &topics.po_events,
         InputTopic::GoodsReceipts => &topics.grn_events,
         InputTopic::Invoices => &topics.invoice_events,

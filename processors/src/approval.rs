@@ -10,6 +10,7 @@ use crate::ids::UserId;
 use crate::ids::{OrgId, PurchaseOrderId};
 use crate::lifecycle::{
     PoAction, PoState, PoTransitionRejected, PurchaseOrder, PurchaseOrderTransitioned,
+    RequisitionState, RequisitionTransitionRejected,
 };
 use crate::money::{Currency, Money};
 use rust_decimal::Decimal;
@@ -112,7 +113,11 @@ pub enum ApprovalError {
     Transition(#[from] PoTransitionRejected),
     #[error("the purchase order is {0:?}, not awaiting approval")]
     NotAwaitingApproval(PoState),
-    #[error("a purchase order needs at least one line to be approved")]
+    #[error(transparent)]
+    RequisitionTransition(#[from] RequisitionTransitionRejected),
+    #[error("the requisition is {0:?}, not in manager review")]
+    NotInReview(RequisitionState),
+    #[error("a document needs at least one line to be approved")]
     NoLines,
     #[error(
         "step {required:?} needs approval authority {required:?}; the approver holds {held:?}"
@@ -140,11 +145,12 @@ pub struct Decision {
     pub approve: bool,
 }
 
-/// What routing emits.
+/// What routing emits. `T` is the document's lifecycle transition: a purchase order's by
+/// default, a requisition's for requisitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ApprovalEvent {
+pub enum ApprovalEvent<T = PurchaseOrderTransitioned> {
     /// The document moved in its lifecycle (submitted, approved, rejected).
-    Transitioned(PurchaseOrderTransitioned),
+    Transitioned(T),
     /// A step awaits a decision, due by `due_at`.
     Requested {
         level: ApprovalLevel,
@@ -164,13 +170,126 @@ pub enum ApprovalEvent {
     },
 }
 
+/// The chain of steps a document's level needs, where it stands, who approved so far and when
+/// the open step escalates. Shared by every document that is routed (POs and requisitions);
+/// the document checks its own state and lines, the route checks everything about the
+/// approver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Route {
+pub struct ApprovalRoute {
     chain: Vec<ApprovalLevel>,
     next_step: usize,
     approvers: Vec<UserId>,
     due_at: EventTime,
     escalations: u32,
+}
+
+impl ApprovalRoute {
+    /// Opens the chain `level` needs, and the request for its first step.
+    pub fn start<T>(
+        level: ApprovalLevel,
+        policy: &ApprovalPolicy,
+        at: EventTime,
+    ) -> (Self, ApprovalEvent<T>) {
+        let chain = level.chain();
+        let due_at = EventTime(at.0 + policy.sla_millis);
+        let requested = ApprovalEvent::Requested {
+            level: chain[0],
+            step: 1,
+            of: chain.len(),
+            due_at,
+        };
+        let route = Self {
+            chain,
+            next_step: 0,
+            approvers: vec![],
+            due_at,
+            escalations: 0,
+        };
+        (route, requested)
+    }
+
+    /// The open step's position and the chain's length, e.g. `(2, 3)`.
+    pub fn open_step(&self) -> (usize, usize) {
+        (self.next_step + 1, self.chain.len())
+    }
+
+    /// When the open step escalates if still undecided.
+    pub fn due_at(&self) -> EventTime {
+        self.due_at
+    }
+
+    /// The approver's guards, in DOMAIN.md's order after state and lines: authority, then
+    /// segregation of duties (never the requester, never one person for two steps).
+    pub fn check(
+        &self,
+        decision: &Decision,
+        requester: Option<&UserId>,
+    ) -> Result<ApprovalLevel, ApprovalError> {
+        let required = self.chain[self.next_step];
+        if decision.authority < required {
+            return Err(ApprovalError::InsufficientAuthority {
+                required,
+                held: decision.authority,
+            });
+        }
+        if Some(&decision.approver) == requester {
+            return Err(ApprovalError::SegregationOfDuties(
+                decision.approver.clone(),
+            ));
+        }
+        if self.approvers.contains(&decision.approver) {
+            return Err(ApprovalError::SameApproverTwice(decision.approver.clone()));
+        }
+        Ok(required)
+    }
+
+    /// Records the open step as approved by `approver` (already [`check`](Self::check)ed):
+    /// the step's event, then the next step's request, or `true` when the chain is complete.
+    pub fn approve<T>(
+        &mut self,
+        approver: &UserId,
+        policy: &ApprovalPolicy,
+        at: EventTime,
+    ) -> (Vec<ApprovalEvent<T>>, bool) {
+        let level = self.chain[self.next_step];
+        self.approvers.push(approver.clone());
+        self.next_step += 1;
+        let mut events = vec![ApprovalEvent::StepApproved {
+            level,
+            approver: approver.clone(),
+        }];
+        if self.next_step == self.chain.len() {
+            return (events, true);
+        }
+        self.due_at = EventTime(at.0 + policy.sla_millis);
+        self.escalations = 0;
+        events.push(ApprovalEvent::Requested {
+            level: self.chain[self.next_step],
+            step: self.next_step + 1,
+            of: self.chain.len(),
+            due_at: self.due_at,
+        });
+        (events, false)
+    }
+
+    /// Escalates the open step if `now` is past its SLA, and gives it one more SLA period.
+    pub fn escalate<T>(
+        &mut self,
+        policy: &ApprovalPolicy,
+        now: EventTime,
+    ) -> Vec<ApprovalEvent<T>> {
+        if now < self.due_at {
+            return vec![];
+        }
+        let overdue_since = self.due_at;
+        self.escalations += 1;
+        self.due_at = EventTime(now.0 + policy.sla_millis);
+        vec![ApprovalEvent::Escalated {
+            level: self.chain[self.next_step],
+            overdue_since,
+            escalations: self.escalations,
+        }]
+    }
 }
 
 /// A purchase order under approval.
@@ -181,7 +300,7 @@ pub struct PurchaseOrderApproval {
     requester: Option<UserId>,
     lines: usize,
     total: Money,
-    route: Option<Route>,
+    route: Option<ApprovalRoute>,
     /// What was ordered, received, matched and paid: what moves the PO after it is issued.
     #[serde(default)]
     fulfilment: crate::procurement::Fulfilment,
@@ -260,7 +379,7 @@ impl PurchaseOrderApproval {
         self.route
             .as_ref()
             .filter(|_| self.po.state() == PoState::AwaitingApproval)
-            .map(|r| (r.next_step + 1, r.chain.len()))
+            .map(ApprovalRoute::open_step)
     }
 
     /// When the open step must be escalated, if a step is open.
@@ -268,7 +387,7 @@ impl PurchaseOrderApproval {
         self.route
             .as_ref()
             .filter(|_| self.po.state() == PoState::AwaitingApproval)
-            .map(|r| r.due_at)
+            .map(ApprovalRoute::due_at)
     }
 
     /// Submits the PO for approval and requests the first step of the chain its total needs.
@@ -283,21 +402,8 @@ impl PurchaseOrderApproval {
         // The level first: a missing rate must not leave the PO submitted without a route.
         let level = policy.level_for(self.total)?;
         let submitted = self.po.submit()?;
-        let chain = level.chain();
-        let due_at = EventTime(at.0 + policy.sla_millis);
-        let requested = ApprovalEvent::Requested {
-            level: chain[0],
-            step: 1,
-            of: chain.len(),
-            due_at,
-        };
-        self.route = Some(Route {
-            chain,
-            next_step: 0,
-            approvers: vec![],
-            due_at,
-            escalations: 0,
-        });
+        let (route, requested) = ApprovalRoute::start(level, policy, at);
+        self.route = Some(route);
         Ok(vec![ApprovalEvent::Transitioned(submitted), requested])
     }
 
@@ -316,43 +422,14 @@ impl PurchaseOrderApproval {
         if self.lines == 0 {
             return Err(ApprovalError::NoLines);
         }
-        let required = route.chain[route.next_step];
-        if decision.authority < required {
-            return Err(ApprovalError::InsufficientAuthority {
-                required,
-                held: decision.authority,
-            });
-        }
-        if Some(&decision.approver) == self.requester.as_ref() {
-            return Err(ApprovalError::SegregationOfDuties(
-                decision.approver.clone(),
-            ));
-        }
-        if route.approvers.contains(&decision.approver) {
-            return Err(ApprovalError::SameApproverTwice(decision.approver.clone()));
-        }
-
+        route.check(decision, self.requester.as_ref())?;
         if !decision.approve {
             return Ok(vec![ApprovalEvent::Transitioned(self.po.reject()?)]);
         }
         let route = self.route.as_mut().expect("checked above");
-        route.approvers.push(decision.approver.clone());
-        route.next_step += 1;
-        let mut events = vec![ApprovalEvent::StepApproved {
-            level: required,
-            approver: decision.approver.clone(),
-        }];
-        if route.next_step == route.chain.len() {
+        let (mut events, complete) = route.approve(&decision.approver, policy, at);
+        if complete {
             events.push(ApprovalEvent::Transitioned(self.po.approve()?));
-        } else {
-            route.due_at = EventTime(at.0 + policy.sla_millis);
-            route.escalations = 0;
-            events.push(ApprovalEvent::Requested {
-                level: route.chain[route.next_step],
-                step: route.next_step + 1,
-                of: route.chain.len(),
-                due_at: route.due_at,
-            });
         }
         Ok(events)
     }
@@ -360,20 +437,11 @@ impl PurchaseOrderApproval {
     /// Called by the runtime's timer: escalates the open step if it is past its SLA, and
     /// re-arms the timer for one more SLA period.
     pub fn on_timer(&mut self, policy: &ApprovalPolicy, now: EventTime) -> Vec<ApprovalEvent> {
-        let Some(due) = self.escalation_due() else {
-            return vec![];
-        };
-        if now < due {
+        if self.escalation_due().is_none() {
             return vec![];
         }
         let route = self.route.as_mut().expect("a due step has a route");
-        route.escalations += 1;
-        route.due_at = EventTime(now.0 + policy.sla_millis);
-        vec![ApprovalEvent::Escalated {
-            level: route.chain[route.next_step],
-            overdue_since: due,
-            escalations: route.escalations,
-        }]
+        route.escalate(policy, now)
     }
 }
 

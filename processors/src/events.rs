@@ -54,6 +54,9 @@ pub struct PurchaseOrderIssued {
     pub supplier: SupplierId,
     pub currency: Currency,
     pub lines: Vec<PurchaseOrderLine>,
+    /// The approved requisition this PO was converted from, if any.
+    #[serde(default)]
+    pub requisition: Option<RequisitionId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,9 @@ pub struct PurchaseOrderSubmitted {
     pub currency: Currency,
     pub lines: Vec<PurchaseOrderLine>,
     pub requester: UserId,
+    /// The approved requisition this PO was converted from, if any.
+    #[serde(default)]
+    pub requisition: Option<RequisitionId>,
 }
 
 impl PurchaseOrderSubmitted {
@@ -85,6 +91,36 @@ pub fn order_total(currency: Currency, lines: &[PurchaseOrderLine]) -> Result<Mo
     lines.iter().try_fold(Money::zero(currency), |sum, line| {
         sum.checked_add(line.unit_price.money().times(line.quantity)?)
     })
+}
+
+/// One line of a requisition: what is asked for, at the price expected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequisitionLine {
+    pub line: LineNumber,
+    pub description: String,
+    pub quantity: Quantity,
+    pub unit_price: UnitPrice,
+}
+
+/// A requisition submitted for approval by its requester, on `requisition-events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequisitionSubmitted {
+    pub org: OrgId,
+    pub requisition: RequisitionId,
+    pub requester: UserId,
+    pub currency: Currency,
+    pub lines: Vec<RequisitionLine>,
+}
+
+impl RequisitionSubmitted {
+    /// Sum of quantity x unit price over the lines, exact (no rounding).
+    pub fn total(&self) -> Result<Money, MoneyError> {
+        self.lines
+            .iter()
+            .try_fold(Money::zero(self.currency), |sum, line| {
+                sum.checked_add(line.unit_price.money().times(line.quantity)?)
+            })
+    }
 }
 
 /// A lifecycle step the ERP reports that carries nothing but the step itself.
@@ -120,6 +156,15 @@ impl PurchaseOrderEvent {
             PurchaseOrderEvent::Issued(e) => &e.org,
             PurchaseOrderEvent::Cancelled(e) => &e.org,
             PurchaseOrderEvent::Stepped(e) => &e.org,
+        }
+    }
+
+    /// The requisition a PO's submission or issue names as its origin.
+    pub fn requisition(&self) -> Option<&RequisitionId> {
+        match self {
+            PurchaseOrderEvent::Submitted(e) => e.requisition.as_ref(),
+            PurchaseOrderEvent::Issued(e) => e.requisition.as_ref(),
+            _ => None,
         }
     }
 

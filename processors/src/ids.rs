@@ -110,6 +110,41 @@ prefixed_id!(
     /// A supplier invoice as registered by the buyer's ERP.
     InvoiceId, "inv");
 
+/// A document that goes through approval routing, and that approval requests and the audit
+/// trail name: a purchase order or a requisition. Its id's prefix says which.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DocumentRef {
+    PurchaseOrder(PurchaseOrderId),
+    Requisition(RequisitionId),
+}
+
+impl DocumentRef {
+    pub fn as_str(&self) -> &str {
+        match self {
+            DocumentRef::PurchaseOrder(id) => id.as_str(),
+            DocumentRef::Requisition(id) => id.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for DocumentRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<PurchaseOrderId> for DocumentRef {
+    fn from(id: PurchaseOrderId) -> Self {
+        DocumentRef::PurchaseOrder(id)
+    }
+}
+
+impl From<RequisitionId> for DocumentRef {
+    fn from(id: RequisitionId) -> Self {
+        DocumentRef::Requisition(id)
+    }
+}
+
 /// The supplier's own reference for an invoice (free text, printed on the document).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -15,6 +15,7 @@ pub mod money;
 pub mod org_config;
 pub mod payment;
 pub mod procurement;
+pub mod requisition;
 pub mod tolerance;
 pub mod tolerance_keys;
 

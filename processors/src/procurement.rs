@@ -17,6 +17,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::approval::PurchaseOrderApproval;
+use crate::lifecycle::RequisitionTransitioned;
+use crate::requisition::{ConversionRefused, RequisitionApproval};
 
 /// An approver's decision on a purchase order's open approval step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +136,8 @@ pub enum RefusalReason {
     UnknownPurchaseOrder(PurchaseOrderId),
     #[error("the order total cannot be computed: {0}")]
     Total(#[from] MoneyError),
+    #[error(transparent)]
+    Conversion(#[from] ConversionRefused),
 }
 
 /// A refused input: which PO, where it stood, what was attempted, and why not.
@@ -252,6 +256,46 @@ pub fn handle(
             .map(|t| vec![ApprovalEvent::Transitioned(t)]),
     };
     result.map_err(|a| refuse(state, a.into()))
+}
+
+/// A PO's input that may convert the requisition it names: what the PO emits, and the
+/// requisition's conversion if there was one.
+pub type Converted = (Vec<ApprovalEvent>, Option<RequisitionTransitioned>);
+
+/// Like [`handle`], for a PO first heard of through a submission or issue that names the
+/// requisition it comes from (`requisition`: that requisition's state, `None` if never
+/// seen). Only an approved requisition, not yet converted, becomes a purchase order: else the
+/// PO is refused and nothing changes. Once the PO is accepted, the requisition is converted
+/// (Approved -> ConvertedToPo). Inputs about a PO already known go to [`handle`] unchanged.
+pub fn handle_converting(
+    order: &mut Option<PurchaseOrderApproval>,
+    requisition: &mut Option<RequisitionApproval>,
+    input: &ProcurementInput,
+    policy: Option<&ApprovalPolicy>,
+    at: EventTime,
+) -> Result<Converted, Refusal> {
+    let names = match input {
+        ProcurementInput::PurchaseOrder(e) if order.is_none() => e.requisition(),
+        _ => None,
+    };
+    let Some(named) = names else {
+        return handle(order, input, policy, at).map(|events| (events, None));
+    };
+    let refuse = |reason: ConversionRefused| Refusal {
+        org: input.org().clone(),
+        po: input.po().clone(),
+        state: None,
+        version: 0,
+        attempted: input.attempted(),
+        reason: reason.into(),
+    };
+    let Some(origin) = requisition.as_mut() else {
+        return Err(refuse(ConversionRefused::UnknownRequisition(named.clone())));
+    };
+    origin.check_conversion().map_err(refuse)?;
+    let events = handle(order, input, policy, at)?;
+    let converted = origin.convert_to(input.po()).map_err(refuse)?;
+    Ok((events, Some(converted)))
 }
 
 /// Goods received: the first receipt on an issued PO acknowledges it (the supplier shipped);

@@ -14,6 +14,8 @@ pub type KafkaProperties = BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Topics {
+    /// Requisitions submitted for approval.
+    pub requisition_events: String,
     pub po_events: String,
     pub grn_events: String,
     pub invoice_events: String,
@@ -44,6 +46,7 @@ impl Topics {
     /// Every topic named by `name(default name)`, e.g. to give each test its own topics.
     pub fn named(name: impl Fn(&str) -> String) -> Self {
         Self {
+            requisition_events: name("requisition-events"),
             po_events: name("po-events"),
             grn_events: name("grn-events"),
             invoice_events: name("invoice-events"),
@@ -73,11 +76,12 @@ impl Topics {
         ]
     }
 
-    /// Inputs of the procurement (lifecycle and approval) topology: what the ERP says of the
-    /// PO, approvers' decisions, goods received, invoices matched and payments settled (the
-    /// last two from the match and payment topologies).
+    /// Inputs of the procurement (lifecycle and approval) topology: requisitions, what the ERP
+    /// says of the PO, approvers' decisions, goods received, invoices matched and payments
+    /// settled (the last two from the match and payment topologies).
     pub fn procurement_inputs(&self) -> Vec<&str> {
         vec![
+            &self.requisition_events,
             &self.po_events,
             &self.approval_decisions,
             &self.grn_events,
@@ -102,6 +106,7 @@ impl Topics {
     /// Every topic the pipeline reads from outside (its own outputs aside).
     pub fn inputs(&self) -> Vec<&str> {
         vec![
+            &self.requisition_events,
             &self.po_events,
             &self.grn_events,
             &self.invoice_events,

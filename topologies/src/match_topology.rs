@@ -22,8 +22,8 @@ use p2p_processors::duplicates::{DuplicatePolicy, DuplicateRegister, InvoiceFact
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::tolerance_keys::{EffectiveTolerances, ToleranceKeys};
 use p2p_processors::{
-    EventTime, GoodsReceiptId, InvoiceId, MatchContext, MatchInput, MatchOutput, OrgId,
-    PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, SupplierId, Tolerance,
+    DocumentRef, EventTime, GoodsReceiptId, InvoiceId, MatchContext, MatchInput, MatchOutput,
+    OrgId, PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, SupplierId, Tolerance,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
@@ -440,7 +440,7 @@ impl MatchProcessor {
     ) -> apache_avro::types::Value {
         AuditRecord {
             org: org.clone(),
-            po: po.clone(),
+            entity: DocumentRef::PurchaseOrder(po.clone()),
             kind,
             action: "RECEIVE".to_owned(),
             from_state: None,

@@ -1,6 +1,8 @@
-//! The `procurement` topology: each purchase order's lifecycle and approval routing.
+//! The `procurement` topology: each requisition's and purchase order's lifecycle and approval
+//! routing.
 //!
-//! In: `po-events` (submitted, issued, acknowledged, cancelled, disputed, ...),
+//! In: `requisition-events` (submitted for approval; converted when a PO names them),
+//! `po-events` (submitted, issued, acknowledged, cancelled, disputed, ...),
 //! `approval-decisions`, `grn-events` (receiving), `invoice-matched` and `payment-schedule`
 //! (settlements: invoiced and paid), and the compacted `org-config` joined as a table (the
 //! latest settings per org, kept in this topology's store). Out: `approval-requests` (each step to decide, and
@@ -17,17 +19,25 @@ use crate::topology::{
 use p2p_avro::contracts::{APPROVAL_REQUEST, AUDIT_EVENT, PO_STATUS};
 use p2p_avro::convert::payment::{PaymentScheduleRecord, ScheduleEventKind};
 use p2p_avro::convert::procurement::{
-    action_symbol, approval_decision, org_config, state_symbol, ApprovalRequestRecord, AuditKind,
-    AuditRecord, PoStatusRecord, RequestKind,
+    action_symbol, approval_decision, org_config, requisition_action_symbol, requisition_event,
+    requisition_state_symbol, state_symbol, ApprovalRequestRecord, AuditKind, AuditRecord, Decided,
+    PoStatusRecord, RequestKind,
 };
 use p2p_avro::convert::{self, DecodeError};
 use p2p_avro::{Codec, CodecError, Contract};
 use p2p_processors::approval::{ApprovalEvent, ApprovalPolicy};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::procurement::{
-    handle, policy_or_default, PaymentSettled, ProcurementInput, PurchaseOrderApproval, Refusal,
+    handle_converting, policy_or_default, PaymentSettled, ProcurementInput, PurchaseOrderApproval,
+    Refusal,
 };
-use p2p_processors::{EventTime, MatchInput, OrgId, PurchaseOrderEvent, UserId};
+use p2p_processors::requisition::{
+    handle_requisition, RequisitionApproval, RequisitionInput, RequisitionRefusal,
+};
+use p2p_processors::{
+    DocumentRef, EventTime, MatchInput, Money, OrgId, PurchaseOrderEvent,
+    PurchaseOrderTransitioned, RequisitionTransitioned, UserId,
+};
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +47,7 @@ pub const PROCESSOR: &str = "procurement";
 /// The state entity under which an org's configuration is kept (no PO id looks like it).
 const CONFIG_ENTITY: &str = "config/org";
 const ESCALATION: &str = "escalation";
+const REQUISITION_ESCALATION: &str = "requisition-escalation";
 /// Most timers fired in one batch; the rest fire in the next.
 const TIMERS_PER_BATCH: usize = 1_000;
 
@@ -49,6 +60,7 @@ pub struct ProcurementProcessor {
 struct Working<'s> {
     store: &'s Store,
     orders: HashMap<StateKey, Option<PurchaseOrderApproval>>,
+    requisitions: HashMap<StateKey, Option<RequisitionApproval>>,
     configs: HashMap<StateKey, Option<OrgConfig>>,
     timers: StoreBatch,
 }
@@ -63,6 +75,15 @@ impl Working<'_> {
         Ok(order)
     }
 
+    fn requisition(&mut self, key: &StateKey) -> Result<Option<RequisitionApproval>, StateError> {
+        if let Some(requisition) = self.requisitions.get(key) {
+            return Ok(requisition.clone());
+        }
+        let requisition = self.store.get(key)?;
+        self.requisitions.insert(key.clone(), requisition.clone());
+        Ok(requisition)
+    }
+
     fn approval_policy(&mut self, org: &OrgId) -> Result<Option<ApprovalPolicy>, StateError> {
         let key = StateKey::new(org, CONFIG_ENTITY);
         if !self.configs.contains_key(&key) {
@@ -72,25 +93,112 @@ impl Working<'_> {
         Ok(self.configs[&key].as_ref().map(|c| c.approval.clone()))
     }
 
-    /// Keeps the escalation timer of `key` in step with its state.
-    fn reschedule(&mut self, key: &StateKey, before: Option<EventTime>, after: Option<EventTime>) {
+    /// Keeps the escalation timer `name` of `key` in step with its state.
+    fn reschedule(
+        &mut self,
+        name: &str,
+        key: &StateKey,
+        before: Option<EventTime>,
+        after: Option<EventTime>,
+    ) {
         if before == after {
             return;
         }
+        let timer = |due: EventTime| Timer {
+            due: due.0,
+            owner: key.clone(),
+            name: name.into(),
+        };
         if let Some(due) = before {
-            self.timers.cancel(&escalation(key, due));
+            self.timers.cancel(&timer(due));
         }
         if let Some(due) = after {
-            self.timers.schedule(&escalation(key, due));
+            self.timers.schedule(&timer(due));
         }
     }
 }
 
-fn escalation(key: &StateKey, due: EventTime) -> Timer {
-    Timer {
-        due: due.0,
-        owner: key.clone(),
-        name: ESCALATION.into(),
+/// What the outputs of a routed document need to know of it, PO or requisition alike.
+struct Routed<'a> {
+    org: &'a OrgId,
+    document: DocumentRef,
+    version: u64,
+    requester: Option<&'a UserId>,
+    total: Money,
+    open_step: Option<(usize, usize)>,
+    escalation_due: Option<EventTime>,
+}
+
+impl<'a> From<&'a PurchaseOrderApproval> for Routed<'a> {
+    fn from(order: &'a PurchaseOrderApproval) -> Self {
+        Self {
+            org: order.po().org(),
+            document: DocumentRef::PurchaseOrder(order.po().id().clone()),
+            version: order.po().version(),
+            requester: order.requester(),
+            total: order.total(),
+            open_step: order.open_step(),
+            escalation_due: order.escalation_due(),
+        }
+    }
+}
+
+impl<'a> From<&'a RequisitionApproval> for Routed<'a> {
+    fn from(requisition: &'a RequisitionApproval) -> Self {
+        Self {
+            org: requisition.requisition().org(),
+            document: DocumentRef::Requisition(requisition.requisition().id().clone()),
+            version: requisition.requisition().version(),
+            requester: Some(requisition.requester()),
+            total: requisition.total(),
+            open_step: requisition.open_step(),
+            escalation_due: requisition.escalation_due(),
+        }
+    }
+}
+
+/// A lifecycle transition as the outputs spell it.
+trait SpelledTransition {
+    /// Action, from state and to state as the schemas spell them, and the new version.
+    fn spelled(&self) -> (String, String, String, u64);
+    /// The `po-status` record it leads to, for a purchase order.
+    fn status(&self, at: EventTime) -> Option<PoStatusRecord>;
+}
+
+impl SpelledTransition for PurchaseOrderTransitioned {
+    fn spelled(&self) -> (String, String, String, u64) {
+        (
+            action_symbol(self.action),
+            state_symbol(self.from),
+            state_symbol(self.to),
+            self.version,
+        )
+    }
+
+    fn status(&self, at: EventTime) -> Option<PoStatusRecord> {
+        Some(PoStatusRecord {
+            org: self.org.clone(),
+            po: self.id.clone(),
+            state: self.to,
+            version: self.version,
+            last_action: self.action,
+            updated_at: at,
+        })
+    }
+}
+
+impl SpelledTransition for RequisitionTransitioned {
+    fn spelled(&self) -> (String, String, String, u64) {
+        (
+            requisition_action_symbol(self.action),
+            requisition_state_symbol(self.from),
+            requisition_state_symbol(self.to),
+            self.version,
+        )
+    }
+
+    fn status(&self, _: EventTime) -> Option<PoStatusRecord> {
+        None
     }
 }
 
@@ -98,6 +206,7 @@ fn escalation(key: &StateKey, due: EventTime) -> Timer {
 enum Input {
     Config(OrgConfig),
     Procurement(ProcurementInput, EventTime, Option<UserId>),
+    Requisition(RequisitionInput, EventTime, Option<UserId>),
     /// A payment-schedule event other than a settlement: nothing for the PO's lifecycle.
     Ignored,
 }
@@ -115,14 +224,26 @@ impl ProcurementProcessor {
         if topic == self.topics.org_config {
             return org_config(value).map(Input::Config);
         }
-        if topic == self.topics.approval_decisions {
-            let (decided, at) = approval_decision(value)?;
-            let actor = Some(decided.decision.approver.clone());
-            return Ok(Input::Procurement(
-                ProcurementInput::Decision(decided),
+        if topic == self.topics.requisition_events {
+            let (submitted, at) = requisition_event(value)?;
+            let actor = Some(submitted.requester.clone());
+            return Ok(Input::Requisition(
+                RequisitionInput::Submitted(submitted),
                 at,
                 actor,
             ));
+        }
+        if topic == self.topics.approval_decisions {
+            return Ok(match approval_decision(value)? {
+                (Decided::PurchaseOrder(decided), at) => {
+                    let actor = Some(decided.decision.approver.clone());
+                    Input::Procurement(ProcurementInput::Decision(decided), at, actor)
+                }
+                (Decided::Requisition(decided), at) => {
+                    let actor = Some(decided.decision.approver.clone());
+                    Input::Requisition(RequisitionInput::Decision(decided), at, actor)
+                }
+            });
         }
         if topic == self.topics.grn_events {
             let decoded = convert::goods_receipt_event(value)?;
@@ -189,7 +310,7 @@ impl ProcurementProcessor {
             Ok(input) => input,
             Err(e) => return Ok(Err((DlqReason::InvalidDocument, e.to_string()))),
         };
-        let (input, at, actor) = match input {
+        match input {
             Input::Config(config) => {
                 if let Err(dead) = check_key(record, &config.org) {
                     return Ok(Err(dead));
@@ -197,52 +318,161 @@ impl ProcurementProcessor {
                 let key = StateKey::new(&config.org, CONFIG_ENTITY);
                 working.configs.insert(key, Some(config));
                 output.stats.count("org configs");
-                return Ok(Ok(()));
+                Ok(Ok(()))
             }
-            Input::Procurement(input, at, actor) => (input, at, actor),
-            Input::Ignored => return Ok(Ok(())),
-        };
-        if let Err(dead) = check_key(record, input.org()) {
-            return Ok(Err(dead));
+            Input::Procurement(input, at, actor) => {
+                if let Err(dead) = check_key(record, input.org()) {
+                    return Ok(Err(dead));
+                }
+                self.process_order(&input, at, actor.as_ref(), working, output)
+                    .await
+            }
+            Input::Requisition(input, at, actor) => {
+                if let Err(dead) = check_key(record, input.org()) {
+                    return Ok(Err(dead));
+                }
+                self.process_requisition(&input, at, actor.as_ref(), working, output)
+                    .await
+            }
+            Input::Ignored => Ok(Ok(())),
         }
+    }
+
+    /// A PO's input, and the conversion of the requisition a new PO names.
+    async fn process_order(
+        &self,
+        input: &ProcurementInput,
+        at: EventTime,
+        actor: Option<&UserId>,
+        working: &mut Working<'_>,
+        output: &mut BatchOutput,
+    ) -> RecordResult<()> {
         let key = StateKey::new(input.org(), input.po().as_str());
         let policy = working.approval_policy(input.org())?;
         let mut order = working.order(&key)?;
+        let origin = match input {
+            ProcurementInput::PurchaseOrder(event) => event.requisition(),
+            _ => None,
+        };
+        let origin_key = origin.map(|r| StateKey::new(input.org(), r.as_str()));
+        let mut requisition = match &origin_key {
+            Some(key) => working.requisition(key)?,
+            None => None,
+        };
         let before = order
             .as_ref()
             .and_then(PurchaseOrderApproval::escalation_due);
-        let outcome = handle(&mut order, &input, policy.as_ref(), at);
+        let outcome = handle_converting(&mut order, &mut requisition, input, policy.as_ref(), at);
         // Encode first: if an output cannot be written, the state stays as it was.
         let encoded = match &outcome {
-            Ok(events) => {
-                let order = order
-                    .as_ref()
-                    .expect("an accepted input leaves a PO behind");
-                self.encode_events(order, events, actor.as_ref(), at).await
+            Ok((events, converted)) => {
+                let routed = Routed::from(
+                    order
+                        .as_ref()
+                        .expect("an accepted input leaves a PO behind"),
+                );
+                let mut records = self.encode_events(&routed, events, actor, at).await;
+                if let (Ok(records), Some(converted), Some(origin)) =
+                    (&mut records, converted, &requisition)
+                {
+                    let events = [ApprovalEvent::Transitioned(converted.clone())];
+                    match self
+                        .encode_events(&Routed::from(origin), &events, actor, at)
+                        .await
+                    {
+                        Ok(more) => records.extend(more),
+                        Err(e) => return self.unencodable(e),
+                    }
+                }
+                records
             }
-            Err(refusal) => self.encode_refusal(refusal, actor.as_ref(), at).await,
+            Err(refusal) => {
+                self.encode_refusal(&order_refusal(refusal), actor, at)
+                    .await
+            }
         };
         let encoded = match encoded {
             Ok(records) => records,
-            Err(e) if e.is_transient() => return Err(ProcessError::Transient(e)),
-            Err(e) => {
-                return Ok(Err((
-                    DlqReason::Rejected,
-                    format!("output not encodable: {e}"),
-                )))
-            }
+            Err(e) => return self.unencodable(e),
         };
         match &outcome {
-            Ok(events) => count_events(events, output),
+            Ok((events, converted)) => {
+                count_events(events, output);
+                if converted.is_some() {
+                    output.stats.count("requisitions converted");
+                }
+            }
             Err(_) => output.stats.count("refusals"),
         }
         output.records.extend(encoded);
         let after = order
             .as_ref()
             .and_then(PurchaseOrderApproval::escalation_due);
-        working.reschedule(&key, before, after);
+        working.reschedule(ESCALATION, &key, before, after);
         working.orders.insert(key, order);
+        if let (Ok((_, Some(_))), Some(key)) = (&outcome, origin_key) {
+            working.requisitions.insert(key, requisition);
+        }
         Ok(Ok(()))
+    }
+
+    /// A requisition's submission or decision.
+    async fn process_requisition(
+        &self,
+        input: &RequisitionInput,
+        at: EventTime,
+        actor: Option<&UserId>,
+        working: &mut Working<'_>,
+        output: &mut BatchOutput,
+    ) -> RecordResult<()> {
+        let key = StateKey::new(input.org(), input.requisition().as_str());
+        let policy = working.approval_policy(input.org())?;
+        let mut requisition = working.requisition(&key)?;
+        let before = requisition
+            .as_ref()
+            .and_then(RequisitionApproval::escalation_due);
+        let outcome = handle_requisition(&mut requisition, input, policy.as_ref(), at);
+        let encoded = match &outcome {
+            Ok(events) => {
+                let routed = Routed::from(
+                    requisition
+                        .as_ref()
+                        .expect("an accepted input leaves a requisition behind"),
+                );
+                self.encode_events(&routed, events, actor, at).await
+            }
+            Err(refusal) => {
+                self.encode_refusal(&requisition_refusal(refusal), actor, at)
+                    .await
+            }
+        };
+        let encoded = match encoded {
+            Ok(records) => records,
+            Err(e) => return self.unencodable(e),
+        };
+        match &outcome {
+            Ok(events) => count_events(events, output),
+            Err(_) => output.stats.count("refusals"),
+        }
+        output.records.extend(encoded);
+        let after = requisition
+            .as_ref()
+            .and_then(RequisitionApproval::escalation_due);
+        working.reschedule(REQUISITION_ESCALATION, &key, before, after);
+        working.requisitions.insert(key, requisition);
+        Ok(Ok(()))
+    }
+
+    /// An output that cannot be written: retried if the registry is unreachable, else the
+    /// input goes to the DLQ (our outputs always fit our schemas, so this is a bug).
+    fn unencodable(&self, e: CodecError) -> RecordResult<()> {
+        if e.is_transient() {
+            return Err(ProcessError::Transient(e));
+        }
+        Ok(Err((
+            DlqReason::Rejected,
+            format!("output not encodable: {e}"),
+        )))
     }
 
     /// Fires the escalation timers due at `now`.
@@ -254,40 +484,94 @@ impl ProcurementProcessor {
     ) -> Result<(), ProcessError> {
         for timer in working.store.due_timers(now, TIMERS_PER_BATCH)? {
             working.timers.cancel(&timer);
-            if timer.name != ESCALATION {
-                continue;
-            }
-            let Some(mut order) = working.order(&timer.owner)? else {
-                continue;
+            let fired = match timer.name.as_str() {
+                ESCALATION => self.escalate_order(&timer, now, working, output).await?,
+                REQUISITION_ESCALATION => {
+                    self.escalate_requisition(&timer, now, working, output)
+                        .await?
+                }
+                _ => Ok(()),
             };
-            let org = order.po().org().clone();
-            let configured = working.approval_policy(&org)?;
-            let policy = policy_or_default(configured.as_ref(), order.total().currency());
-            let before = order.escalation_due();
-            let events = order.on_timer(&policy, EventTime(now));
-            if events.is_empty() {
-                continue;
-            }
-            let encoded = self
-                .encode_events(&order, &events, None, EventTime(now))
-                .await;
-            match encoded {
-                Ok(records) => output.records.extend(records),
+            match fired {
+                Ok(()) => {}
                 Err(e) if e.is_transient() => return Err(ProcessError::Transient(e)),
                 // Our own outputs always fit our schemas; if one ever did not, the timer is
                 // kept rather than losing the escalation.
                 Err(e) => {
                     tracing::error!(error = %e, "escalation not encodable; kept for the next tick");
                     working.timers.schedule(&timer);
-                    continue;
                 }
             }
-            count_events(&events, output);
-            let after = order.escalation_due();
-            working.reschedule(&timer.owner, before, after);
-            working.orders.insert(timer.owner.clone(), Some(order));
         }
         Ok(())
+    }
+
+    async fn escalate_order(
+        &self,
+        timer: &Timer,
+        now: i64,
+        working: &mut Working<'_>,
+        output: &mut BatchOutput,
+    ) -> Result<Result<(), CodecError>, ProcessError> {
+        let Some(mut order) = working.order(&timer.owner)? else {
+            return Ok(Ok(()));
+        };
+        let org = order.po().org().clone();
+        let configured = working.approval_policy(&org)?;
+        let policy = policy_or_default(configured.as_ref(), order.total().currency());
+        let before = order.escalation_due();
+        let events = order.on_timer(&policy, EventTime(now));
+        if events.is_empty() {
+            return Ok(Ok(()));
+        }
+        let encoded = self
+            .encode_events(&Routed::from(&order), &events, None, EventTime(now))
+            .await;
+        let records = match encoded {
+            Ok(records) => records,
+            Err(e) => return Ok(Err(e)),
+        };
+        output.records.extend(records);
+        count_events(&events, output);
+        let after = order.escalation_due();
+        working.reschedule(ESCALATION, &timer.owner, before, after);
+        working.orders.insert(timer.owner.clone(), Some(order));
+        Ok(Ok(()))
+    }
+
+    async fn escalate_requisition(
+        &self,
+        timer: &Timer,
+        now: i64,
+        working: &mut Working<'_>,
+        output: &mut BatchOutput,
+    ) -> Result<Result<(), CodecError>, ProcessError> {
+        let Some(mut requisition) = working.requisition(&timer.owner)? else {
+            return Ok(Ok(()));
+        };
+        let org = requisition.requisition().org().clone();
+        let configured = working.approval_policy(&org)?;
+        let policy = policy_or_default(configured.as_ref(), requisition.total().currency());
+        let before = requisition.escalation_due();
+        let events = requisition.on_timer(&policy, EventTime(now));
+        if events.is_empty() {
+            return Ok(Ok(()));
+        }
+        let encoded = self
+            .encode_events(&Routed::from(&requisition), &events, None, EventTime(now))
+            .await;
+        let records = match encoded {
+            Ok(records) => records,
+            Err(e) => return Ok(Err(e)),
+        };
+        output.records.extend(records);
+        count_events(&events, output);
+        let after = requisition.escalation_due();
+        working.reschedule(REQUISITION_ESCALATION, &timer.owner, before, after);
+        working
+            .requisitions
+            .insert(timer.owner.clone(), Some(requisition));
+        Ok(Ok(()))
     }
 
     async fn encode(
@@ -306,25 +590,24 @@ impl ProcurementProcessor {
         })
     }
 
-    async fn encode_events(
+    async fn encode_events<T: SpelledTransition>(
         &self,
-        order: &PurchaseOrderApproval,
-        events: &[ApprovalEvent],
+        routed: &Routed<'_>,
+        events: &[ApprovalEvent<T>],
         actor: Option<&UserId>,
         at: EventTime,
     ) -> Result<Vec<OutputRecord>, CodecError> {
-        let po = order.po();
-        let org = po.org();
+        let org = routed.org;
         let mut records = Vec::with_capacity(events.len() * 2);
         let audit =
             |kind, action: String, from: Option<String>, to: Option<String>, detail| AuditRecord {
                 org: org.clone(),
-                po: po.id().clone(),
+                entity: routed.document.clone(),
                 kind,
                 action,
                 from_state: from,
                 to_state: to,
-                version: po.version(),
+                version: routed.version,
                 actor: actor.cloned(),
                 detail,
                 occurred_at: at,
@@ -332,31 +615,27 @@ impl ProcurementProcessor {
         for event in events {
             let (request, audit) = match event {
                 ApprovalEvent::Transitioned(t) => {
-                    let status = PoStatusRecord {
-                        org: t.org.clone(),
-                        po: t.id.clone(),
-                        state: t.to,
-                        version: t.version,
-                        last_action: t.action,
-                        updated_at: at,
-                    };
-                    records.push(
-                        self.encode(
-                            &self.topics.po_status,
-                            &PO_STATUS,
-                            status.key(),
-                            status.to_value(),
-                        )
-                        .await?,
-                    );
+                    if let Some(status) = t.status(at) {
+                        records.push(
+                            self.encode(
+                                &self.topics.po_status,
+                                &PO_STATUS,
+                                status.key(),
+                                status.to_value(),
+                            )
+                            .await?,
+                        );
+                    }
+                    let (action, from, to, version) = t.spelled();
+                    let detail = format!("{from} -> {to}");
                     let mut entry = audit(
                         AuditKind::Transitioned,
-                        action_symbol(t.action),
-                        Some(state_symbol(t.from)),
-                        Some(state_symbol(t.to)),
-                        format!("{:?} -> {:?}", t.from, t.to),
+                        action,
+                        Some(from),
+                        Some(to),
+                        detail,
                     );
-                    entry.version = t.version;
+                    entry.version = version;
                     (None, entry)
                 }
                 ApprovalEvent::Requested {
@@ -389,8 +668,8 @@ impl ProcurementProcessor {
                     overdue_since,
                     escalations,
                 } => {
-                    let (step, of) = order.open_step().unwrap_or((0, 0));
-                    let due = order.escalation_due().unwrap_or(at);
+                    let (step, of) = routed.open_step.unwrap_or((0, 0));
+                    let due = routed.escalation_due.unwrap_or(at);
                     (
                         Some((RequestKind::Escalated, *level, step, of, due, *escalations)),
                         audit(
@@ -407,17 +686,17 @@ impl ProcurementProcessor {
                 }
             };
             if let Some((kind, level, step, steps, due_at, escalations)) = request {
-                // Every routed PO was submitted, so it has a requester.
-                if let Some(requester) = order.requester() {
+                // Every routed document was submitted, so it has a requester.
+                if let Some(requester) = routed.requester {
                     let request = ApprovalRequestRecord {
                         org: org.clone(),
-                        po: po.id().clone(),
+                        document: routed.document.clone(),
                         kind,
                         level,
                         step: step as u32,
                         steps: steps as u32,
                         requester: requester.clone(),
-                        total: order.total(),
+                        total: routed.total,
                         due_at,
                         escalations,
                         occurred_at: at,
@@ -449,29 +728,30 @@ impl ProcurementProcessor {
         Ok(records)
     }
 
+    /// The audit event of a refused input: what was attempted, where the document stood, why.
     async fn encode_refusal(
         &self,
-        refusal: &Refusal,
+        refused: &RefusedInput,
         actor: Option<&UserId>,
         at: EventTime,
     ) -> Result<Vec<OutputRecord>, CodecError> {
         let entry = AuditRecord {
-            org: refusal.org.clone(),
-            po: refusal.po.clone(),
+            org: refused.org.clone(),
+            entity: refused.entity.clone(),
             kind: AuditKind::Refused,
-            action: action_symbol(refusal.attempted),
-            from_state: refusal.state.map(state_symbol),
+            action: refused.action.clone(),
+            from_state: refused.state.clone(),
             to_state: None,
-            version: refusal.version,
+            version: refused.version,
             actor: actor.cloned(),
-            detail: refusal.reason.to_string(),
+            detail: refused.detail.clone(),
             occurred_at: at,
         };
         Ok(vec![
             self.encode(
                 &self.topics.audit_events,
                 &AUDIT_EVENT,
-                refusal.org.to_string(),
+                refused.org.to_string(),
                 entry.to_value(),
             )
             .await?,
@@ -479,7 +759,39 @@ impl ProcurementProcessor {
     }
 }
 
-fn count_events(events: &[ApprovalEvent], output: &mut BatchOutput) {
+/// A refusal of either document, as the audit trail spells it.
+struct RefusedInput {
+    org: OrgId,
+    entity: DocumentRef,
+    action: String,
+    state: Option<String>,
+    version: u64,
+    detail: String,
+}
+
+fn order_refusal(refusal: &Refusal) -> RefusedInput {
+    RefusedInput {
+        org: refusal.org.clone(),
+        entity: DocumentRef::PurchaseOrder(refusal.po.clone()),
+        action: action_symbol(refusal.attempted),
+        state: refusal.state.map(state_symbol),
+        version: refusal.version,
+        detail: refusal.reason.to_string(),
+    }
+}
+
+fn requisition_refusal(refusal: &RequisitionRefusal) -> RefusedInput {
+    RefusedInput {
+        org: refusal.org.clone(),
+        entity: DocumentRef::Requisition(refusal.requisition.clone()),
+        action: requisition_action_symbol(refusal.attempted),
+        state: refusal.state.map(requisition_state_symbol),
+        version: refusal.version,
+        detail: refusal.reason.to_string(),
+    }
+}
+
+fn count_events<T>(events: &[ApprovalEvent<T>], output: &mut BatchOutput) {
     for event in events {
         output.stats.count(match event {
             ApprovalEvent::Transitioned(_) => "transitions",
@@ -516,6 +828,7 @@ impl Topology for ProcurementProcessor {
         let mut working = Working {
             store,
             orders: HashMap::new(),
+            requisitions: HashMap::new(),
             configs: HashMap::new(),
             timers: StoreBatch::default(),
         };
@@ -531,6 +844,7 @@ impl Topology for ProcurementProcessor {
         self.fire_timers(now, &mut working, &mut output).await?;
         let Working {
             orders,
+            requisitions,
             configs,
             timers,
             ..
@@ -539,6 +853,11 @@ impl Topology for ProcurementProcessor {
         for (key, order) in &orders {
             if let Some(order) = order {
                 state.put(key, order)?;
+            }
+        }
+        for (key, requisition) in &requisitions {
+            if let Some(requisition) = requisition {
+                state.put(key, requisition)?;
             }
         }
         for (key, config) in &configs {

@@ -3,12 +3,15 @@
 //! record type that both encodes and decodes, so consumers (tests, the demo, data platforms
 //! written in Rust) read exactly what the pipeline wrote.
 
-use super::{dec, none, record, s, some, DecodeError, EncodeError, Record, AMOUNT, MEASURE};
+use super::{
+    dec, none, record, s, some, DecodeError, EncodeError, Record, AMOUNT, MEASURE, PRICE, QTY,
+};
 use apache_avro::types::Value;
 use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision, Thresholds};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{InstallmentPlan, PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
+use p2p_processors::requisition::RequisitionDecided;
 use p2p_processors::tolerance_keys::{Combine, Limit, ToleranceKeys, ToleranceRule};
 use p2p_processors::*;
 use std::collections::BTreeMap;
@@ -56,52 +59,182 @@ pub fn action_symbol(action: PoAction) -> String {
     screaming_snake(&format!("{action:?}"))
 }
 
+pub fn requisition_state_symbol(state: RequisitionState) -> String {
+    screaming_snake(&format!("{state:?}"))
+}
+
+pub fn requisition_action_symbol(action: RequisitionAction) -> String {
+    screaming_snake(&format!("{action:?}"))
+}
+
 // ---- inputs -------------------------------------------------------------------------------
 
+/// A decision on a purchase order or on a requisition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    PurchaseOrder(ApprovalDecided),
+    Requisition(RequisitionDecided),
+}
+
 /// Decodes an `ApprovalDecision`, with its event time.
-pub fn approval_decision(value: &Value) -> Result<(ApprovalDecided, EventTime), DecodeError> {
+pub fn approval_decision(value: &Value) -> Result<(Decided, EventTime), DecodeError> {
     let r = Record::of(value, "ApprovalDecision")?;
     let approve = match r.symbol("decision")? {
         "APPROVE" => true,
         "REJECT" => false,
         other => return Err(DecodeError::UnknownEventType(other.to_owned())),
     };
-    Ok((
-        ApprovalDecided {
-            org: r.id("org_id", OrgId::parse)?,
-            po: r.id("po_id", PurchaseOrderId::parse)?,
-            decision: Decision {
-                approver: r.id("approver_id", UserId::parse)?,
-                authority: level(&r, "authority")?,
-                approve,
-            },
-        },
-        r.timestamp("occurred_at")?,
-    ))
+    let org = r.id("org_id", OrgId::parse)?;
+    let decision = Decision {
+        approver: r.id("approver_id", UserId::parse)?,
+        authority: level(&r, "authority")?,
+        approve,
+    };
+    let decided = match r.document()? {
+        DocumentRef::PurchaseOrder(po) => {
+            Decided::PurchaseOrder(ApprovalDecided { org, po, decision })
+        }
+        DocumentRef::Requisition(requisition) => Decided::Requisition(RequisitionDecided {
+            org,
+            requisition,
+            decision,
+        }),
+    };
+    Ok((decided, r.timestamp("occurred_at")?))
 }
 
-/// An `ApprovalDecision` value, as an approval front end would publish it.
-pub fn approval_decision_value(
-    decided: &ApprovalDecided,
+/// `po_id` and `requisition_id` of a record naming `document`.
+fn document_fields(document: &DocumentRef) -> [(&'static str, Value); 2] {
+    match document {
+        DocumentRef::PurchaseOrder(po) => [("po_id", some(s(po))), ("requisition_id", none())],
+        DocumentRef::Requisition(r) => [("po_id", none()), ("requisition_id", some(s(r)))],
+    }
+}
+
+fn decision_value(
+    org: &OrgId,
+    document: &DocumentRef,
+    decision: &Decision,
     decision_id: &str,
     occurred_at: EventTime,
 ) -> Value {
-    let (index, symbol) = level_symbol(decided.decision.authority);
-    let verdict = if decided.decision.approve {
+    let (index, symbol) = level_symbol(decision.authority);
+    let verdict = if decision.approve {
         Value::Enum(0, "APPROVE".into())
     } else {
         Value::Enum(1, "REJECT".into())
     };
+    let [po, requisition] = document_fields(document);
     record(vec![
         ("decision_id", s(decision_id)),
-        ("org_id", s(&decided.org)),
-        ("po_id", s(&decided.po)),
-        ("approver_id", s(&decided.decision.approver)),
+        ("org_id", s(org)),
+        po,
+        requisition,
+        ("approver_id", s(&decision.approver)),
         ("authority", Value::Enum(index, symbol.into())),
         ("decision", verdict),
         ("comment", none()),
         ("occurred_at", Value::TimestampMillis(occurred_at.0)),
     ])
+}
+
+/// An `ApprovalDecision` value on a purchase order, as an approval front end would publish it.
+pub fn approval_decision_value(
+    decided: &ApprovalDecided,
+    decision_id: &str,
+    occurred_at: EventTime,
+) -> Value {
+    let document = DocumentRef::PurchaseOrder(decided.po.clone());
+    decision_value(
+        &decided.org,
+        &document,
+        &decided.decision,
+        decision_id,
+        occurred_at,
+    )
+}
+
+/// An `ApprovalDecision` value on a requisition.
+pub fn requisition_decision_value(
+    decided: &RequisitionDecided,
+    decision_id: &str,
+    occurred_at: EventTime,
+) -> Value {
+    let document = DocumentRef::Requisition(decided.requisition.clone());
+    decision_value(
+        &decided.org,
+        &document,
+        &decided.decision,
+        decision_id,
+        occurred_at,
+    )
+}
+
+/// Decodes a `RequisitionEvent`, with its event time.
+pub fn requisition_event(value: &Value) -> Result<(RequisitionSubmitted, EventTime), DecodeError> {
+    let r = Record::of(value, "RequisitionEvent")?;
+    match r.symbol("event_type")? {
+        "SUBMITTED" => {}
+        other => return Err(DecodeError::UnknownEventType(other.to_owned())),
+    }
+    let currency = r.currency("currency")?;
+    let lines = r
+        .array("lines")?
+        .iter()
+        .map(|v| {
+            let l = Record::of(v, "RequisitionLine")?;
+            Ok(RequisitionLine {
+                line: l.line_number()?,
+                description: l.string("description")?.to_owned(),
+                quantity: l.quantity("quantity")?,
+                unit_price: l.unit_price("unit_price", currency)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    if lines.is_empty() {
+        return Err(DecodeError::NoLines);
+    }
+    let submitted = RequisitionSubmitted {
+        org: r.id("org_id", OrgId::parse)?,
+        requisition: r.id("requisition_id", RequisitionId::parse)?,
+        requester: r.id("requester_id", UserId::parse)?,
+        currency,
+        lines,
+    };
+    Ok((submitted, r.timestamp("occurred_at")?))
+}
+
+/// A `RequisitionEvent` value, as a procurement front end would publish it.
+pub fn requisition_event_value(
+    submitted: &RequisitionSubmitted,
+    event_id: &str,
+    occurred_at: EventTime,
+) -> Result<Value, EncodeError> {
+    let lines = submitted
+        .lines
+        .iter()
+        .map(|l| {
+            Ok(record(vec![
+                ("line_number", Value::Int(l.line.get() as i32)),
+                ("description", s(&l.description)),
+                ("quantity", dec("quantity", l.quantity.value(), QTY)?),
+                (
+                    "unit_price",
+                    dec("unit_price", l.unit_price.money().amount(), PRICE)?,
+                ),
+            ]))
+        })
+        .collect::<Result<Vec<_>, EncodeError>>()?;
+    Ok(record(vec![
+        ("event_id", s(event_id)),
+        ("event_type", Value::Enum(0, "SUBMITTED".into())),
+        ("org_id", s(&submitted.org)),
+        ("requisition_id", s(&submitted.requisition)),
+        ("requester_id", s(&submitted.requester)),
+        ("currency", s(submitted.currency)),
+        ("lines", Value::Array(lines)),
+        ("occurred_at", Value::TimestampMillis(occurred_at.0)),
+    ]))
 }
 
 fn thresholds(
@@ -373,7 +506,8 @@ pub enum RequestKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRequestRecord {
     pub org: OrgId,
-    pub po: PurchaseOrderId,
+    /// The purchase order or requisition to decide.
+    pub document: DocumentRef,
     pub kind: RequestKind,
     pub level: ApprovalLevel,
     pub step: u32,
@@ -392,9 +526,11 @@ impl ApprovalRequestRecord {
             RequestKind::Requested => Value::Enum(0, "REQUESTED".into()),
             RequestKind::Escalated => Value::Enum(1, "ESCALATED".into()),
         };
+        let [po, requisition] = document_fields(&self.document);
         Ok(record(vec![
             ("org_id", s(&self.org)),
-            ("po_id", s(&self.po)),
+            po,
+            requisition,
             ("kind", kind),
             ("level", Value::Enum(index, symbol.into())),
             ("step", Value::Int(self.step as i32)),
@@ -421,7 +557,7 @@ impl ApprovalRequestRecord {
         let currency = r.currency("currency")?;
         Ok(Self {
             org: r.id("org_id", OrgId::parse)?,
-            po: r.id("po_id", PurchaseOrderId::parse)?,
+            document: r.document()?,
             kind,
             level: level(&r, "level")?,
             step: r.int("step")? as u32,
@@ -519,11 +655,11 @@ const AUDIT_KINDS: [(AuditKind, &str); 7] = [
     (AuditKind::DiscrepancyResolved, "DISCREPANCY_RESOLVED"),
 ];
 
-/// An `AuditEvent` about a purchase order.
+/// An `AuditEvent` about a purchase order or a requisition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     pub org: OrgId,
-    pub po: PurchaseOrderId,
+    pub entity: DocumentRef,
     pub kind: AuditKind,
     pub action: String,
     pub from_state: Option<String>,
@@ -545,8 +681,14 @@ impl AuditRecord {
         let opt = |v: &Option<String>| v.as_ref().map_or_else(none, |v| some(s(v)));
         record(vec![
             ("org_id", s(&self.org)),
-            ("entity_type", Value::Enum(0, "PURCHASE_ORDER".into())),
-            ("entity_id", s(&self.po)),
+            (
+                "entity_type",
+                match self.entity {
+                    DocumentRef::PurchaseOrder(_) => Value::Enum(0, "PURCHASE_ORDER".into()),
+                    DocumentRef::Requisition(_) => Value::Enum(1, "REQUISITION".into()),
+                },
+            ),
+            ("entity_id", s(&self.entity)),
             ("kind", Value::Enum(index, symbol.into())),
             ("action", s(&self.action)),
             ("from_state", opt(&self.from_state)),
@@ -580,7 +722,18 @@ impl AuditRecord {
             .transpose()?;
         Ok(Self {
             org: r.id("org_id", OrgId::parse)?,
-            po: r.id("entity_id", PurchaseOrderId::parse)?,
+            entity: match r.symbol("entity_type")? {
+                "PURCHASE_ORDER" => {
+                    DocumentRef::PurchaseOrder(r.id("entity_id", PurchaseOrderId::parse)?)
+                }
+                "REQUISITION" => DocumentRef::Requisition(r.id("entity_id", RequisitionId::parse)?),
+                other => {
+                    return Err(DecodeError::Invalid {
+                        field: "entity_type",
+                        reason: format!("not a routed document: {other}"),
+                    })
+                }
+            },
             kind,
             action: r.string("action")?.to_owned(),
             from_state: r.opt_string("from_state")?.map(str::to_owned),
@@ -596,7 +749,9 @@ impl AuditRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contracts::{APPROVAL_REQUEST, AUDIT_EVENT, ORG_CONFIG, PO_STATUS};
+    use crate::contracts::{
+        APPROVAL_DECISION, APPROVAL_REQUEST, AUDIT_EVENT, ORG_CONFIG, PO_STATUS, REQUISITION_EVENT,
+    };
     use rust_decimal_macros::dec;
 
     fn roundtrip(contract: &crate::Contract, value: Value) -> Value {
@@ -682,7 +837,7 @@ mod tests {
         let eur = Currency::parse("EUR").unwrap();
         let request = ApprovalRequestRecord {
             org: OrgId::from_u128(1),
-            po: PurchaseOrderId::from_u128(2),
+            document: DocumentRef::PurchaseOrder(PurchaseOrderId::from_u128(2)),
             kind: RequestKind::Escalated,
             level: ApprovalLevel::L2,
             step: 2,
@@ -709,7 +864,7 @@ mod tests {
 
         let audit = AuditRecord {
             org: OrgId::from_u128(1),
-            po: PurchaseOrderId::from_u128(2),
+            entity: DocumentRef::PurchaseOrder(PurchaseOrderId::from_u128(2)),
             kind: AuditKind::Refused,
             action: "APPROVE".into(),
             from_state: Some("AWAITING_APPROVAL".into()),
@@ -721,5 +876,83 @@ mod tests {
         };
         let value = roundtrip(&AUDIT_EVENT, audit.to_value());
         assert_eq!(AuditRecord::from_value(&value).unwrap(), audit);
+
+        // The same records name a requisition just as exactly.
+        let requisition = DocumentRef::Requisition(RequisitionId::from_u128(4));
+        let request = ApprovalRequestRecord {
+            document: requisition.clone(),
+            ..request
+        };
+        let value = roundtrip(&APPROVAL_REQUEST, request.to_value().unwrap());
+        assert_eq!(ApprovalRequestRecord::from_value(&value).unwrap(), request);
+        let audit = AuditRecord {
+            entity: requisition,
+            ..audit
+        };
+        let value = roundtrip(&AUDIT_EVENT, audit.to_value());
+        assert_eq!(AuditRecord::from_value(&value).unwrap(), audit);
+    }
+
+    #[test]
+    fn a_requisition_and_decisions_on_it_read_back_as_written() {
+        let eur = Currency::parse("EUR").unwrap();
+        let submitted = RequisitionSubmitted {
+            org: OrgId::from_u128(1),
+            requisition: RequisitionId::from_u128(2),
+            requester: UserId::from_u128(3),
+            currency: eur,
+            lines: vec![RequisitionLine {
+                line: LineNumber::new(1).unwrap(),
+                description: "laptop".into(),
+                quantity: Quantity::new(dec!(2.5)).unwrap(),
+                unit_price: UnitPrice::new(Money::new(dec!(1299.990001), eur)).unwrap(),
+            }],
+        };
+        let value = requisition_event_value(&submitted, "e1", EventTime(7)).unwrap();
+        let back = requisition_event(&roundtrip(&REQUISITION_EVENT, value)).unwrap();
+        assert_eq!(back, (submitted, EventTime(7)));
+
+        let decided = RequisitionDecided {
+            org: OrgId::from_u128(1),
+            requisition: RequisitionId::from_u128(2),
+            decision: Decision {
+                approver: UserId::from_u128(4),
+                authority: ApprovalLevel::L2,
+                approve: false,
+            },
+        };
+        let value = requisition_decision_value(&decided, "d1", EventTime(8));
+        let back = approval_decision(&roundtrip(&APPROVAL_DECISION, value)).unwrap();
+        assert_eq!(back, (Decided::Requisition(decided.clone()), EventTime(8)));
+
+        // A decision naming both documents, or neither, names no document: refused.
+        let on_po = ApprovalDecided {
+            org: decided.org.clone(),
+            po: PurchaseOrderId::from_u128(5),
+            decision: decided.decision.clone(),
+        };
+        let mut both = approval_decision_value(&on_po, "d2", EventTime(9));
+        let mut neither = both.clone();
+        for (value, requisition) in [
+            (&mut both, some(s(&decided.requisition))),
+            (&mut neither, none()),
+        ] {
+            let Value::Record(fields) = value else {
+                unreachable!()
+            };
+            for (name, field) in fields.iter_mut() {
+                match name.as_str() {
+                    "requisition_id" => *field = requisition.clone(),
+                    "po_id" if matches!(requisition, Value::Union(0, _)) => *field = none(),
+                    _ => {}
+                }
+            }
+        }
+        for value in [both, neither] {
+            assert!(matches!(
+                approval_decision(&roundtrip(&APPROVAL_DECISION, value)),
+                Err(DecodeError::Invalid { .. })
+            ));
+        }
     }
 }

@@ -54,6 +54,7 @@ impl Fixture {
                     inspection_required: false,
                 },
             ],
+            requisition: None,
         }))
     }
 

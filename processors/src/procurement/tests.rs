@@ -46,6 +46,7 @@ fn submitted(quantity: Decimal, price: Decimal) -> ProcurementInput {
         currency: eur(),
         lines: lines(quantity, price),
         requester: user(REQUESTER),
+        requisition: None,
     }))
 }
 
@@ -56,6 +57,7 @@ fn issued() -> ProcurementInput {
         supplier: SupplierId::from_u128(3),
         currency: eur(),
         lines: lines(dec!(10), dec!(100)),
+        requisition: None,
     }))
 }
 
@@ -444,6 +446,7 @@ fn a_po_of_services_only_is_invoiced_when_its_invoice_matches_and_then_paid() {
         supplier: SupplierId::from_u128(3),
         currency: eur(),
         lines: services,
+        requisition: None,
     }));
     handle(&mut state, &issued, None, T0).unwrap();
     // Nothing is ever received: the match attests the service, every step on the record.
