@@ -59,10 +59,17 @@ pub struct Fulfilment {
     receipts: BTreeSet<GoodsReceiptId>,
     matched: BTreeSet<InvoiceId>,
     settled: BTreeSet<InvoiceId>,
+    /// Ordered quantity of every line, services too.
+    #[serde(default)]
+    ordered: BTreeMap<LineNumber, Quantity>,
+    /// Quantity billed by matched invoices (credit memos aside), per line.
+    #[serde(default)]
+    invoiced: BTreeMap<LineNumber, Quantity>,
 }
 
 impl Fulfilment {
     fn expect(&mut self, lines: &[PurchaseOrderLine]) {
+        self.ordered = lines.iter().map(|l| (l.line, l.quantity)).collect();
         self.expected = lines
             .iter()
             .filter(|l| l.match_level() != crate::events::MatchLevel::TwoWay)
@@ -79,9 +86,20 @@ impl Fulfilment {
         })
     }
 
-    /// Every invoice matched against the PO has been paid.
+    /// Matched invoices bill every ordered line in full.
+    pub fn invoiced_in_full(&self) -> bool {
+        self.ordered.iter().all(|(line, ordered)| {
+            self.invoiced
+                .get(line)
+                .is_some_and(|billed| billed.value() >= ordered.value())
+        })
+    }
+
+    /// The PO is billed in full and every invoice matched against it has been paid. Billed in
+    /// full, so that a PO invoiced in parts is not paid after its first part: which invoices
+    /// the pipeline has seen when a settlement comes in must not decide it.
     pub fn paid_in_full(&self) -> bool {
-        !self.matched.is_empty() && self.matched.is_subset(&self.settled)
+        !self.matched.is_empty() && self.matched.is_subset(&self.settled) && self.invoiced_in_full()
     }
 }
 
@@ -336,6 +354,17 @@ fn receive(
                 PoAction::ReceivePartially
             };
             events.push(ApprovalEvent::Transitioned(next.act(action)?));
+            // Invoices matched while goods were still coming (the match reads receipts
+            // before this topology does, on another topic) invoice the PO now, and pay it if
+            // they are settled already: the outcome must not depend on the order of topics.
+            if full && !next.fulfilment().matched.is_empty() {
+                events.push(ApprovalEvent::Transitioned(
+                    next.act(PoAction::MatchInvoice)?,
+                ));
+                if next.fulfilment().paid_in_full() {
+                    events.push(ApprovalEvent::Transitioned(next.act(PoAction::Pay)?));
+                }
+            }
         }
     }
     *approval = next;
@@ -343,7 +372,7 @@ fn receive(
 }
 
 /// An invoice matched: the PO is invoiced once it is received in full and matched. A match on
-/// a PO still being received is recorded and moves nothing yet. A matched credit memo moves
+/// a PO still being received is recorded, and invoices it when the last goods come. A matched credit memo moves
 /// nothing: it is never paid itself, so the PO must not wait for its payment.
 fn invoice_matched(
     approval: &mut PurchaseOrderApproval,
@@ -353,9 +382,16 @@ fn invoice_matched(
         return Ok(vec![]);
     }
     let mut next = approval.clone();
-    next.fulfilment_mut()
-        .matched
-        .insert(matched.invoice.clone());
+    let fulfilment = next.fulfilment_mut();
+    if fulfilment.matched.insert(matched.invoice.clone()) {
+        for line in &matched.lines {
+            let billed = fulfilment
+                .invoiced
+                .entry(line.line)
+                .or_insert(Quantity::ZERO);
+            *billed = billed.plus(line.quantity);
+        }
+    }
     let mut events = Vec::new();
     let state = next.po().state();
     if next.fulfilment().expected.is_empty()
@@ -378,11 +414,17 @@ fn invoice_matched(
             next.act(PoAction::MatchInvoice)?,
         ));
     }
+    // A settlement read before the match of the invoice it pays (they come from different
+    // topologies) counts once the match is in.
+    if next.po().state() == PoState::Invoiced && next.fulfilment().paid_in_full() {
+        events.push(ApprovalEvent::Transitioned(next.act(PoAction::Pay)?));
+    }
     *approval = next;
     Ok(events)
 }
 
-/// A payment settled: the PO is paid once every invoice matched against it is.
+/// A payment settled: the PO is paid once it is billed in full and every invoice matched
+/// against it is paid.
 fn payment_settled(
     approval: &mut PurchaseOrderApproval,
     settled: &PaymentSettled,

@@ -347,7 +347,13 @@ fn receipt(grn: u128, received: Decimal, returned: Decimal) -> ProcurementInput 
     })
 }
 
+/// An invoice billing all 10 ordered of line 1, matched.
 fn invoice_matched(invoice: u128) -> ProcurementInput {
+    invoice_billing(invoice, dec!(10))
+}
+
+/// An invoice billing `quantity` of line 1, matched.
+fn invoice_billing(invoice: u128, quantity: Decimal) -> ProcurementInput {
     ProcurementInput::InvoiceMatched(crate::events::InvoiceMatched {
         org: org(),
         invoice: crate::ids::InvoiceId::from_u128(invoice),
@@ -355,8 +361,12 @@ fn invoice_matched(invoice: u128) -> ProcurementInput {
         po: po(),
         supplier: SupplierId::from_u128(3),
         number: crate::ids::InvoiceNumber::parse("SI-1").unwrap(),
-        total: Money::new(dec!(1000), eur()),
-        lines: vec![],
+        total: Money::new(quantity * dec!(100), eur()),
+        lines: vec![crate::events::InvoiceLine {
+            line: LineNumber::new(1).unwrap(),
+            quantity: Quantity::new(quantity).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(100), eur())).unwrap(),
+        }],
         invoice_date: 0,
         matched_at: T0,
         warnings: vec![],
@@ -416,23 +426,104 @@ fn receipts_acknowledge_then_accumulate_net_of_returns_until_received_in_full() 
 fn a_received_po_is_invoiced_when_matched_and_paid_when_every_matched_invoice_is_settled() {
     let mut state = None;
     handle(&mut state, &issued(), None, T0).unwrap();
-    // Matched while goods are still outstanding: recorded, no step yet.
-    assert_eq!(
-        handle(&mut state, &invoice_matched(7), None, T0).unwrap(),
-        vec![]
-    );
     handle(&mut state, &receipt(1, dec!(10), dec!(0)), None, T0).unwrap();
-    let invoiced = handle(&mut state, &invoice_matched(8), None, T0).unwrap();
+    let invoiced = handle(&mut state, &invoice_matched(7), None, T0).unwrap();
     assert_eq!(
         states(&invoiced),
         vec![(PoAction::MatchInvoice, PoState::Invoiced, 4)]
     );
-    // Invoice 7 paid, invoice 8 not yet: not paid in full.
+    // A second invoice: no step, but the PO is paid only once both are settled.
+    assert_eq!(
+        handle(&mut state, &invoice_matched(8), None, T0).unwrap(),
+        vec![]
+    );
     assert_eq!(handle(&mut state, &settled(7), None, T0).unwrap(), vec![]);
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
     assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
     let closed = handle(&mut state, &stepped(PurchaseOrderStep::Closed), None, T0).unwrap();
     assert_eq!(states(&closed), vec![(PoAction::Close, PoState::Closed, 6)]);
+}
+
+#[test]
+fn an_invoice_matched_and_paid_while_goods_were_coming_invoices_and_pays_the_po_on_the_last_receipt(
+) {
+    let mut state = None;
+    handle(&mut state, &issued(), None, T0).unwrap();
+    handle(&mut state, &receipt(1, dec!(4), dec!(0)), None, T0).unwrap();
+    // Matched and settled before this topology reads the rest of the goods: recorded only.
+    assert_eq!(
+        handle(&mut state, &invoice_matched(7), None, T0).unwrap(),
+        vec![]
+    );
+    assert_eq!(handle(&mut state, &settled(7), None, T0).unwrap(), vec![]);
+    let last = handle(&mut state, &receipt(2, dec!(6), dec!(0)), None, T0).unwrap();
+    assert_eq!(
+        states(&last),
+        vec![
+            (PoAction::ReceiveInFull, PoState::Received, 4),
+            (PoAction::MatchInvoice, PoState::Invoiced, 5),
+            (PoAction::Pay, PoState::Paid, 6),
+        ]
+    );
+}
+
+proptest::proptest! {
+    /// Procurement reads receipts from the ERP, and matched invoices and settlements from the
+    /// match and payment topologies, each on its own topic, so they interleave in any order.
+    /// Whatever the order, the PO ends in the same state at the same version: Paid once its
+    /// goods are all received, and billed in full by invoices that are all settled.
+    #[test]
+    fn the_po_ends_the_same_whatever_order_receipts_matches_and_settlements_arrive_in(
+        receipts in proptest::collection::vec(1u32..6, 1..5),
+        invoices in proptest::collection::vec(1u32..6, 1..4),
+        settle in proptest::collection::vec(proptest::bool::ANY, 4),
+        shuffle in proptest::collection::vec(proptest::num::u32::ANY, 16),
+    ) {
+        // 10 ordered: received in parts, billed in parts, the last part of each brings the rest.
+        let parts = |sizes: &[u32]| {
+            let mut left = 10u32;
+            let mut parts = Vec::new();
+            for (i, size) in sizes.iter().enumerate() {
+                let part = if i + 1 == sizes.len() { left } else { (*size).min(left) };
+                if part > 0 {
+                    left -= part;
+                    parts.push(Decimal::from(part));
+                }
+            }
+            parts
+        };
+        let mut docs = Vec::new();
+        for (i, part) in parts(&receipts).into_iter().enumerate() {
+            docs.push(receipt(10 + i as u128, part, dec!(0)));
+        }
+        let billed = parts(&invoices);
+        for (i, part) in billed.iter().enumerate() {
+            docs.push(invoice_billing(20 + i as u128, *part));
+            if settle[i] {
+                docs.push(settled(20 + i as u128));
+            }
+        }
+        let mut order: Vec<usize> = (0..docs.len()).collect();
+        order.sort_by_key(|&i| shuffle[i]);
+
+        let run = |order: &mut dyn Iterator<Item = &ProcurementInput>| {
+            let mut state = None;
+            handle(&mut state, &issued(), None, T0).unwrap();
+            for doc in order {
+                handle(&mut state, doc, None, T0).unwrap();
+            }
+            let po = state.unwrap();
+            (po.po().state(), po.po().version())
+        };
+        let in_order = run(&mut docs.iter());
+        let shuffled = run(&mut order.iter().map(|&i| &docs[i]));
+        let all_settled = settle.iter().take(billed.len()).all(|s| *s);
+        proptest::prop_assert_eq!(
+            in_order.0,
+            if all_settled { PoState::Paid } else { PoState::Invoiced }
+        );
+        proptest::prop_assert_eq!(shuffled, in_order);
+    }
 }
 
 #[test]
