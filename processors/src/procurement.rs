@@ -6,7 +6,7 @@
 use crate::approval::{ApprovalError, ApprovalEvent, ApprovalPolicy, Decision};
 use crate::events::{
     order_total, EventTime, GoodsReceived, InvoiceMatched, PurchaseOrderEvent, PurchaseOrderLine,
-    PurchaseOrderStep,
+    PurchaseOrderStep, PurchaseOrderStepped,
 };
 use crate::ids::{GoodsReceiptId, InvoiceId, LineNumber, OrgId, PurchaseOrderId};
 use crate::lifecycle::{PoAction, PoState, PoTransitionRejected, PurchaseOrder};
@@ -269,6 +269,14 @@ pub fn handle(
         (Some(approval), ProcurementInput::PaymentSettled(settled)) => {
             payment_settled(approval, settled)
         }
+        // The ERP closing a PO the pipeline closed when it was paid: already done.
+        (
+            Some(approval),
+            ProcurementInput::PurchaseOrder(PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+                step: PurchaseOrderStep::Closed,
+                ..
+            })),
+        ) if approval.po().state() == PoState::Closed => Ok(vec![]),
         (Some(approval), ProcurementInput::PurchaseOrder(_)) => approval
             .act(input.attempted())
             .map(|t| vec![ApprovalEvent::Transitioned(t)]),
@@ -362,7 +370,7 @@ fn receive(
                     next.act(PoAction::MatchInvoice)?,
                 ));
                 if next.fulfilment().paid_in_full() {
-                    events.push(ApprovalEvent::Transitioned(next.act(PoAction::Pay)?));
+                    events.extend(pay_and_close(&mut next)?);
                 }
             }
         }
@@ -417,7 +425,7 @@ fn invoice_matched(
     // A settlement read before the match of the invoice it pays (they come from different
     // topologies) counts once the match is in.
     if next.po().state() == PoState::Invoiced && next.fulfilment().paid_in_full() {
-        events.push(ApprovalEvent::Transitioned(next.act(PoAction::Pay)?));
+        events.extend(pay_and_close(&mut next)?);
     }
     *approval = next;
     Ok(events)
@@ -436,9 +444,22 @@ fn payment_settled(
     if approval.po().state() != PoState::Invoiced || !approval.fulfilment().paid_in_full() {
         return Ok(vec![]);
     }
-    Ok(vec![ApprovalEvent::Transitioned(
-        approval.act(PoAction::Pay)?,
-    )])
+    let mut next = approval.clone();
+    let events = pay_and_close(&mut next)?;
+    *approval = next;
+    Ok(events)
+}
+
+/// Paid, then Closed: received in full, billed in full and every invoice paid, nothing is left
+/// to happen to the PO (DOMAIN.md: the bank's status moves the PO to Paid and then Closed).
+/// Each is its own event.
+fn pay_and_close(
+    approval: &mut PurchaseOrderApproval,
+) -> Result<Vec<ApprovalEvent>, ApprovalError> {
+    Ok(vec![
+        ApprovalEvent::Transitioned(approval.act(PoAction::Pay)?),
+        ApprovalEvent::Transitioned(approval.act(PoAction::Close)?),
+    ])
 }
 
 fn is_out_with_supplier(state: PoState) -> bool {

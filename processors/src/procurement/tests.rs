@@ -438,10 +438,41 @@ fn a_received_po_is_invoiced_when_matched_and_paid_when_every_matched_invoice_is
         vec![]
     );
     assert_eq!(handle(&mut state, &settled(7), None, T0).unwrap(), vec![]);
+    // Both paid: nothing is left to happen to the PO, so it is paid and closed.
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
-    assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
+    assert_eq!(
+        states(&paid),
+        vec![
+            (PoAction::Pay, PoState::Paid, 5),
+            (PoAction::Close, PoState::Closed, 6)
+        ]
+    );
+    // The ERP closing it too changes nothing, and is no refusal.
     let closed = handle(&mut state, &stepped(PurchaseOrderStep::Closed), None, T0).unwrap();
-    assert_eq!(states(&closed), vec![(PoAction::Close, PoState::Closed, 6)]);
+    assert_eq!(closed, vec![]);
+    assert_eq!(state.unwrap().po().version(), 6);
+}
+
+#[test]
+fn a_po_billed_in_parts_is_paid_only_when_the_last_part_is_billed_and_every_part_settled() {
+    let mut state = None;
+    handle(&mut state, &issued(), None, T0).unwrap();
+    handle(&mut state, &receipt(1, dec!(10), dec!(0)), None, T0).unwrap();
+    handle(&mut state, &invoice_billing(7, dec!(4)), None, T0).unwrap();
+    // 4 of 10 billed and paid: more invoices are to come, the PO stays Invoiced.
+    assert_eq!(handle(&mut state, &settled(7), None, T0).unwrap(), vec![]);
+    assert_eq!(
+        handle(&mut state, &invoice_billing(8, dec!(6)), None, T0).unwrap(),
+        vec![]
+    );
+    let paid = handle(&mut state, &settled(8), None, T0).unwrap();
+    assert_eq!(
+        states(&paid),
+        vec![
+            (PoAction::Pay, PoState::Paid, 5),
+            (PoAction::Close, PoState::Closed, 6)
+        ]
+    );
 }
 
 #[test]
@@ -463,6 +494,7 @@ fn an_invoice_matched_and_paid_while_goods_were_coming_invoices_and_pays_the_po_
             (PoAction::ReceiveInFull, PoState::Received, 4),
             (PoAction::MatchInvoice, PoState::Invoiced, 5),
             (PoAction::Pay, PoState::Paid, 6),
+            (PoAction::Close, PoState::Closed, 7),
         ]
     );
 }
@@ -470,8 +502,8 @@ fn an_invoice_matched_and_paid_while_goods_were_coming_invoices_and_pays_the_po_
 proptest::proptest! {
     /// Procurement reads receipts from the ERP, and matched invoices and settlements from the
     /// match and payment topologies, each on its own topic, so they interleave in any order.
-    /// Whatever the order, the PO ends in the same state at the same version: Paid once its
-    /// goods are all received, and billed in full by invoices that are all settled.
+    /// Whatever the order, the PO ends in the same state at the same version: paid and closed
+    /// once its goods are all received, and billed in full by invoices that are all settled.
     #[test]
     fn the_po_ends_the_same_whatever_order_receipts_matches_and_settlements_arrive_in(
         receipts in proptest::collection::vec(1u32..6, 1..5),
@@ -520,7 +552,7 @@ proptest::proptest! {
         let all_settled = settle.iter().take(billed.len()).all(|s| *s);
         proptest::prop_assert_eq!(
             in_order.0,
-            if all_settled { PoState::Paid } else { PoState::Invoiced }
+            if all_settled { PoState::Closed } else { PoState::Invoiced }
         );
         proptest::prop_assert_eq!(shuffled, in_order);
     }
@@ -551,7 +583,13 @@ fn a_po_of_services_only_is_invoiced_when_its_invoice_matches_and_then_paid() {
         ]
     );
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
-    assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
+    assert_eq!(
+        states(&paid),
+        vec![
+            (PoAction::Pay, PoState::Paid, 5),
+            (PoAction::Close, PoState::Closed, 6)
+        ]
+    );
 }
 
 #[test]
@@ -573,7 +611,13 @@ fn a_matched_credit_memo_neither_invoices_the_po_nor_keeps_it_from_being_paid() 
     handle(&mut state, &invoice_matched(8), None, T0).unwrap();
     // Nor does it wait for a payment of its own: the invoice's settles the PO.
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
-    assert_eq!(states(&paid), vec![(PoAction::Pay, PoState::Paid, 5)]);
+    assert_eq!(
+        states(&paid),
+        vec![
+            (PoAction::Pay, PoState::Paid, 5),
+            (PoAction::Close, PoState::Closed, 6)
+        ]
+    );
 }
 
 #[test]
