@@ -69,6 +69,23 @@ impl Sender {
             .await;
     }
 
+    /// Publishes `org`'s settings: the defaults in EUR, with an approval SLA of `sla_millis`.
+    async fn escalating_after(&self, topics: &Topics, org: &OrgId, sla_millis: i64) {
+        let mut policy = ApprovalPolicy::defaults(eur());
+        policy.sla_millis = sla_millis;
+        let config = OrgConfig {
+            org: org.clone(),
+            approval: policy,
+            payment: PaymentPolicy::defaults(),
+            default_terms: PaymentTerms::DEFAULT,
+            pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
+            tolerances: None,
+            updated_at: now(),
+        };
+        let value = org_config_value(&config).unwrap();
+        self.send(&topics.org_config, org, &ORG_CONFIG, value).await;
+    }
+
     async fn requisition(&self, topics: &Topics, submitted: &RequisitionSubmitted) {
         let value = requisition_event_value(submitted, "r", now()).unwrap();
         self.send(
@@ -284,24 +301,7 @@ async fn purchase_orders_are_routed_approved_escalated_refused_and_tracked() {
         (UserId::random(), UserId::random(), UserId::random());
 
     // Acme escalates after 1.5 s; Globex has published no settings and runs on the defaults.
-    let mut policy = ApprovalPolicy::defaults(eur());
-    policy.sla_millis = 1_500;
-    let config = OrgConfig {
-        org: acme.clone(),
-        approval: policy,
-        payment: PaymentPolicy::defaults(),
-        default_terms: PaymentTerms::DEFAULT,
-        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-        tolerances: None,
-        updated_at: now(),
-    };
-    tx.send(
-        &topics.org_config,
-        &acme,
-        &ORG_CONFIG,
-        org_config_value(&config).unwrap(),
-    )
-    .await;
+    tx.escalating_after(&topics, &acme, 1_500).await;
 
     let pipeline = Pipeline::procurement(&topics, codec.clone());
 
@@ -573,24 +573,7 @@ async fn requisitions_are_routed_escalated_decided_and_converted_into_one_po() {
     let (requester, approver_1, approver_2) =
         (UserId::random(), UserId::random(), UserId::random());
     // Acme escalates after 1.5 s.
-    let mut policy = ApprovalPolicy::defaults(eur());
-    policy.sla_millis = 1_500;
-    let config = OrgConfig {
-        org: acme.clone(),
-        approval: policy,
-        payment: PaymentPolicy::defaults(),
-        default_terms: PaymentTerms::DEFAULT,
-        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-        tolerances: None,
-        updated_at: now(),
-    };
-    tx.send(
-        &topics.org_config,
-        &acme,
-        &ORG_CONFIG,
-        org_config_value(&config).unwrap(),
-    )
-    .await;
+    tx.escalating_after(&topics, &acme, 1_500).await;
     let pipeline = Pipeline::procurement(&topics, codec.clone());
 
     // Requisition 1: 20 x 1,000 EUR = 20,000, so L2: L1 then L2. Requisition 2: 500 EUR, L1.

@@ -243,20 +243,14 @@ impl Scenario {
                             .collect(),
                     };
                     let total = submitted.total().expect("one currency");
-                    let at = tick(&mut rng);
-                    records.push(ScenarioRecord::requisition(&submitted, at));
                     let (decisions, refused) =
                         decisions(&mut rng, config, &requester, &approvers, total, true);
                     refusals += refused;
-                    for decision in decisions {
-                        let decided = RequisitionDecided {
-                            org: org.clone(),
-                            requisition: submitted.requisition.clone(),
-                            decision,
-                        };
-                        let at = tick(&mut rng);
-                        records.push(ScenarioRecord::requisition_decision(&decided, at));
-                    }
+                    records.extend(ScenarioRecord::requisition_decided(
+                        &submitted,
+                        decisions,
+                        || tick(&mut rng),
+                    ));
                     // Submitted, in review, approved, converted.
                     requisitions.insert(
                         submitted.requisition.clone(),
@@ -493,22 +487,16 @@ impl Scenario {
                     }],
                 };
                 let total = submitted.total().expect("one currency");
-                let at = tick(&mut rng);
-                records.push(ScenarioRecord::requisition(&submitted, at));
                 let (mut decisions, refused) =
                     decisions(&mut rng, config, &requester, &approvers, total, false);
                 refusals += refused;
                 let last = decisions.last_mut().expect("a chain has a step");
                 last.approve = false;
-                for decision in decisions {
-                    let decided = RequisitionDecided {
-                        org: org.clone(),
-                        requisition: submitted.requisition.clone(),
-                        decision,
-                    };
-                    let at = tick(&mut rng);
-                    records.push(ScenarioRecord::requisition_decision(&decided, at));
-                }
+                records.extend(ScenarioRecord::requisition_decided(
+                    &submitted,
+                    decisions,
+                    || tick(&mut rng),
+                ));
                 requisitions.insert(submitted.requisition, (RequisitionState::Rejected, 3));
             }
         }
@@ -668,6 +656,24 @@ impl ScenarioRecord {
             ),
             timestamp: at,
         }
+    }
+
+    /// A requisition submitted, then each decision on it, a tick of `at` apart.
+    pub fn requisition_decided(
+        submitted: &RequisitionSubmitted,
+        decisions: Vec<Decision>,
+        mut at: impl FnMut() -> EventTime,
+    ) -> Vec<ScenarioRecord> {
+        let mut records = vec![ScenarioRecord::requisition(submitted, at())];
+        for decision in decisions {
+            let decided = RequisitionDecided {
+                org: submitted.org.clone(),
+                requisition: submitted.requisition.clone(),
+                decision,
+            };
+            records.push(ScenarioRecord::requisition_decision(&decided, at()));
+        }
+        records
     }
 
     /// An `approval-decisions` record on a requisition.

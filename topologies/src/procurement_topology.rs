@@ -157,6 +157,41 @@ impl<'a> From<&'a RequisitionApproval> for Routed<'a> {
     }
 }
 
+/// A routed document whose open step the escalation timer fires on.
+trait Escalates {
+    type Transition: SpelledTransition;
+    fn routed(&self) -> Routed<'_>;
+    fn on_timer(
+        &mut self,
+        policy: &ApprovalPolicy,
+        now: EventTime,
+    ) -> Vec<ApprovalEvent<Self::Transition>>;
+}
+
+impl Escalates for PurchaseOrderApproval {
+    type Transition = PurchaseOrderTransitioned;
+    fn routed(&self) -> Routed<'_> {
+        Routed::from(self)
+    }
+    fn on_timer(&mut self, policy: &ApprovalPolicy, now: EventTime) -> Vec<ApprovalEvent> {
+        PurchaseOrderApproval::on_timer(self, policy, now)
+    }
+}
+
+impl Escalates for RequisitionApproval {
+    type Transition = RequisitionTransitioned;
+    fn routed(&self) -> Routed<'_> {
+        Routed::from(self)
+    }
+    fn on_timer(
+        &mut self,
+        policy: &ApprovalPolicy,
+        now: EventTime,
+    ) -> Vec<ApprovalEvent<RequisitionTransitioned>> {
+        RequisitionApproval::on_timer(self, policy, now)
+    }
+}
+
 /// A lifecycle transition as the outputs spell it.
 trait SpelledTransition {
     /// Action, from state and to state as the schemas spell them, and the new version.
@@ -485,11 +520,29 @@ impl ProcurementProcessor {
         for timer in working.store.due_timers(now, TIMERS_PER_BATCH)? {
             working.timers.cancel(&timer);
             let fired = match timer.name.as_str() {
-                ESCALATION => self.escalate_order(&timer, now, working, output).await?,
-                REQUISITION_ESCALATION => {
-                    self.escalate_requisition(&timer, now, working, output)
-                        .await?
-                }
+                ESCALATION => match working.order(&timer.owner)? {
+                    Some(mut order) => {
+                        let fired = self.escalate(&mut order, &timer, now, working, output);
+                        let fired = fired.await?;
+                        if fired.is_ok() {
+                            working.orders.insert(timer.owner.clone(), Some(order));
+                        }
+                        fired
+                    }
+                    None => Ok(()),
+                },
+                REQUISITION_ESCALATION => match working.requisition(&timer.owner)? {
+                    Some(mut requisition) => {
+                        let fired = self.escalate(&mut requisition, &timer, now, working, output);
+                        let fired = fired.await?;
+                        if fired.is_ok() {
+                            let owner = timer.owner.clone();
+                            working.requisitions.insert(owner, Some(requisition));
+                        }
+                        fired
+                    }
+                    None => Ok(()),
+                },
                 _ => Ok(()),
             };
             match fired {
@@ -506,26 +559,25 @@ impl ProcurementProcessor {
         Ok(())
     }
 
-    async fn escalate_order(
+    /// Escalates `document` if its open step is past its SLA: the escalation's outputs, and
+    /// its timer re-armed. The caller keeps the document only if this succeeded.
+    async fn escalate<D: Escalates>(
         &self,
+        document: &mut D,
         timer: &Timer,
         now: i64,
         working: &mut Working<'_>,
         output: &mut BatchOutput,
     ) -> Result<Result<(), CodecError>, ProcessError> {
-        let Some(mut order) = working.order(&timer.owner)? else {
-            return Ok(Ok(()));
-        };
-        let org = order.po().org().clone();
-        let configured = working.approval_policy(&org)?;
-        let policy = policy_or_default(configured.as_ref(), order.total().currency());
-        let before = order.escalation_due();
-        let events = order.on_timer(&policy, EventTime(now));
+        let configured = working.approval_policy(document.routed().org)?;
+        let policy = policy_or_default(configured.as_ref(), document.routed().total.currency());
+        let before = document.routed().escalation_due;
+        let events = document.on_timer(&policy, EventTime(now));
         if events.is_empty() {
             return Ok(Ok(()));
         }
         let encoded = self
-            .encode_events(&Routed::from(&order), &events, None, EventTime(now))
+            .encode_events(&document.routed(), &events, None, EventTime(now))
             .await;
         let records = match encoded {
             Ok(records) => records,
@@ -533,44 +585,8 @@ impl ProcurementProcessor {
         };
         output.records.extend(records);
         count_events(&events, output);
-        let after = order.escalation_due();
-        working.reschedule(ESCALATION, &timer.owner, before, after);
-        working.orders.insert(timer.owner.clone(), Some(order));
-        Ok(Ok(()))
-    }
-
-    async fn escalate_requisition(
-        &self,
-        timer: &Timer,
-        now: i64,
-        working: &mut Working<'_>,
-        output: &mut BatchOutput,
-    ) -> Result<Result<(), CodecError>, ProcessError> {
-        let Some(mut requisition) = working.requisition(&timer.owner)? else {
-            return Ok(Ok(()));
-        };
-        let org = requisition.requisition().org().clone();
-        let configured = working.approval_policy(&org)?;
-        let policy = policy_or_default(configured.as_ref(), requisition.total().currency());
-        let before = requisition.escalation_due();
-        let events = requisition.on_timer(&policy, EventTime(now));
-        if events.is_empty() {
-            return Ok(Ok(()));
-        }
-        let encoded = self
-            .encode_events(&Routed::from(&requisition), &events, None, EventTime(now))
-            .await;
-        let records = match encoded {
-            Ok(records) => records,
-            Err(e) => return Ok(Err(e)),
-        };
-        output.records.extend(records);
-        count_events(&events, output);
-        let after = requisition.escalation_due();
-        working.reschedule(REQUISITION_ESCALATION, &timer.owner, before, after);
-        working
-            .requisitions
-            .insert(timer.owner.clone(), Some(requisition));
+        let after = document.routed().escalation_due;
+        working.reschedule(&timer.name, &timer.owner, before, after);
         Ok(Ok(()))
     }
 
