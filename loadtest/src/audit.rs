@@ -67,12 +67,12 @@ pub fn read_topic(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()?;
+    let deadline = Instant::now() + timeout;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) =
-            consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+        let (low, high) = watermarks(&consumer, topic, partition.id(), deadline)?;
         if high > low {
             assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
             ends.insert(partition.id(), high);
@@ -83,7 +83,6 @@ pub fn read_topic(
         return Ok(records);
     }
     consumer.assign(&assignment)?;
-    let deadline = Instant::now() + timeout;
     // Under read_committed the last offsets may be transaction markers, never delivered:
     // a partition is done once its position reaches the high watermark.
     while !ends.is_empty() {
@@ -106,6 +105,35 @@ pub fn read_topic(
         });
     }
     Ok(records)
+}
+
+/// A partition's low and high watermarks. A partition just created may have no leader yet:
+/// that passes, so it is retried until `deadline`, like any transient broker fault.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    deadline: Instant,
+) -> Result<(i64, i64), AuditError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            Code::NotLeaderForPartition
+                                | Code::LeaderNotAvailable
+                                | Code::UnknownTopicOrPartition
+                        )
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return Ok(result?),
+        }
+    }
 }
 
 /// Reads the match outputs and the input DLQs of `topics`.
