@@ -204,8 +204,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!(
         "  {} of {} POs were converted from an approved requisition",
-        lifecycle
-            .requisition_transitions
+        requisition_states
             .get("CONVERTED_TO_PO")
             .copied()
             .unwrap_or(0),

@@ -12,9 +12,8 @@ use p2p_loadtest::audit::{audit, Observed};
 use p2p_loadtest::generator::InputTopic;
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario, ScenarioRecord};
-use p2p_processors::approval::ApprovalPolicy;
 use p2p_processors::org_config::OrgConfig;
-use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
+use p2p_processors::payment::PaymentTerms;
 use p2p_processors::*;
 use p2p_topologies::dlq;
 use rust_decimal::Decimal;
@@ -128,15 +127,7 @@ const T: i64 = 1_767_225_600_000;
 
 /// `org`'s settings as its administrator first publishes them: every default.
 fn org_config(org: &Org) -> OrgConfig {
-    OrgConfig {
-        org: org.id.clone(),
-        approval: ApprovalPolicy::defaults(org.currency),
-        payment: PaymentPolicy::defaults(),
-        default_terms: PaymentTerms::DEFAULT,
-        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-        tolerances: None,
-        updated_at: EventTime(T),
-    }
+    OrgConfig::defaults(org.id.clone(), org.currency, EventTime(T))
 }
 
 fn issued(po: &PurchaseOrderIssued, t: i64) -> ScenarioRecord {

@@ -20,9 +20,8 @@ use p2p_avro::convert::{invoice_matched_value, purchase_order_event_value};
 use p2p_avro::{Codec, Contract};
 use p2p_loadtest::audit::read_topic;
 use p2p_loadtest::produce::erp_producer;
-use p2p_processors::approval::ApprovalPolicy;
 use p2p_processors::org_config::OrgConfig;
-use p2p_processors::payment::{BankStatus, Payee, PaymentPolicy, PaymentTerms};
+use p2p_processors::payment::{BankStatus, Payee, PaymentTerms};
 use p2p_processors::*;
 use p2p_topologies::{dlq, Topics};
 use rdkafka::message::{Headers, Message};
@@ -226,18 +225,12 @@ async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once()
     let codec = registry_codec();
     let tx = Sender::new(&topics, codec.clone());
     let org = OrgId::random();
-    let mut payment = PaymentPolicy::defaults();
-    payment.capture_discounts = true;
-    payment.debtor_accounts.insert(eur(), DEBTOR_IBAN.into());
-    let config = OrgConfig {
-        org: org.clone(),
-        approval: ApprovalPolicy::defaults(eur()),
-        payment,
-        default_terms: PaymentTerms::DEFAULT,
-        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-        tolerances: None,
-        updated_at: now(),
-    };
+    let mut config = OrgConfig::defaults(org.clone(), eur(), now());
+    config.payment.capture_discounts = true;
+    config
+        .payment
+        .debtor_accounts
+        .insert(eur(), DEBTOR_IBAN.into());
     tx.send(
         &topics.org_config,
         org.as_str(),
@@ -511,17 +504,11 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
 /// An org paying EUR from [`DEBTOR_IBAN`], published on `org-config`.
 async fn org_paying_eur(tx: &Sender) -> OrgId {
     let org = OrgId::random();
-    let mut payment = PaymentPolicy::defaults();
-    payment.debtor_accounts.insert(eur(), DEBTOR_IBAN.into());
-    let config = OrgConfig {
-        org: org.clone(),
-        approval: ApprovalPolicy::defaults(eur()),
-        payment,
-        default_terms: PaymentTerms::DEFAULT,
-        pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-        tolerances: None,
-        updated_at: now(),
-    };
+    let mut config = OrgConfig::defaults(org.clone(), eur(), now());
+    config
+        .payment
+        .debtor_accounts
+        .insert(eur(), DEBTOR_IBAN.into());
     let value = org_config_value(&config).unwrap();
     tx.send(&tx.topics.org_config, org.as_str(), &ORG_CONFIG, value)
         .await;

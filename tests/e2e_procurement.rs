@@ -16,9 +16,8 @@ use p2p_avro::convert::purchase_order_event_value;
 use p2p_avro::{Codec, Contract};
 use p2p_loadtest::audit::read_topic;
 use p2p_loadtest::produce::erp_producer;
-use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
+use p2p_processors::approval::{ApprovalLevel, Decision};
 use p2p_processors::org_config::OrgConfig;
-use p2p_processors::payment::{PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
 use p2p_processors::requisition::RequisitionDecided;
 use p2p_processors::*;
@@ -71,17 +70,8 @@ impl Sender {
 
     /// Publishes `org`'s settings: the defaults in EUR, with an approval SLA of `sla_millis`.
     async fn escalating_after(&self, topics: &Topics, org: &OrgId, sla_millis: i64) {
-        let mut policy = ApprovalPolicy::defaults(eur());
-        policy.sla_millis = sla_millis;
-        let config = OrgConfig {
-            org: org.clone(),
-            approval: policy,
-            payment: PaymentPolicy::defaults(),
-            default_terms: PaymentTerms::DEFAULT,
-            pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-            tolerances: None,
-            updated_at: now(),
-        };
+        let mut config = OrgConfig::defaults(org.clone(), eur(), now());
+        config.approval.sla_millis = sla_millis;
         let value = org_config_value(&config).unwrap();
         self.send(&topics.org_config, org, &ORG_CONFIG, value).await;
     }

@@ -307,8 +307,6 @@ pub struct ProcurementObserved {
     /// The latest transition of each requisition (requisitions have no status topic; their
     /// audit trail is their history): state as spelled on the audit event, and version.
     pub requisitions: BTreeMap<RequisitionId, (String, u64)>,
-    /// Requisition transitions by the state they led to (e.g. how many were converted).
-    pub requisition_transitions: BTreeMap<String, usize>,
 }
 
 /// Reads `po-status`, `approval-requests` and `audit-events`.
@@ -359,10 +357,6 @@ pub async fn read_procurement(
         if let (DocumentRef::Requisition(id), AuditKind::Transitioned, Some(to)) =
             (&entry.entity, entry.kind, &entry.to_state)
         {
-            *observed
-                .requisition_transitions
-                .entry(to.clone())
-                .or_default() += 1;
             let latest = observed
                 .requisitions
                 .entry(id.clone())

@@ -10,7 +10,7 @@ use p2p_avro::contracts::{
 use p2p_avro::convert;
 use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
 use p2p_processors::org_config::OrgConfig;
-use p2p_processors::payment::{Payee, PaymentPolicy, PaymentTerms};
+use p2p_processors::payment::{Payee, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
 use p2p_processors::requisition::RequisitionDecided;
 use p2p_processors::tolerance_keys::ToleranceKeys;
@@ -173,18 +173,9 @@ impl Scenario {
             let suppliers: Vec<SupplierId> =
                 (0..3).map(|_| SupplierId::from_u128(ids.next())).collect();
             // The org pays from one account in its currency; its suppliers are paid net 30.
-            let mut payment = PaymentPolicy::defaults();
             let debtor = format!("DE{:020}", ids.next() % 10u128.pow(20));
-            payment.debtor_accounts.insert(currency, debtor);
-            let settings = OrgConfig {
-                org: org.clone(),
-                approval: ApprovalPolicy::defaults(currency),
-                payment,
-                default_terms: PaymentTerms::DEFAULT,
-                pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
-                tolerances: None,
-                updated_at: tick(&mut rng),
-            };
+            let mut settings = OrgConfig::defaults(org.clone(), currency, tick(&mut rng));
+            settings.payment.debtor_accounts.insert(currency, debtor);
             records.push(ScenarioRecord::org_config(&settings));
             for (i, supplier) in suppliers.iter().enumerate() {
                 let payee = Payee {

@@ -88,9 +88,19 @@ impl PurchaseOrderSubmitted {
 
 /// Sum of quantity x unit price over `lines`, exact (no rounding).
 pub fn order_total(currency: Currency, lines: &[PurchaseOrderLine]) -> Result<Money, MoneyError> {
-    lines.iter().try_fold(Money::zero(currency), |sum, line| {
-        sum.checked_add(line.unit_price.money().times(line.quantity)?)
-    })
+    lines_total(currency, lines.iter().map(|l| (l.unit_price, l.quantity)))
+}
+
+/// Sum of unit price x quantity, exact; an error if a price is in another currency.
+fn lines_total(
+    currency: Currency,
+    lines: impl IntoIterator<Item = (UnitPrice, Quantity)>,
+) -> Result<Money, MoneyError> {
+    lines
+        .into_iter()
+        .try_fold(Money::zero(currency), |sum, (price, quantity)| {
+            sum.checked_add(price.money().times(quantity)?)
+        })
 }
 
 /// One line of a requisition: what is asked for, at the price expected.
@@ -115,11 +125,10 @@ pub struct RequisitionSubmitted {
 impl RequisitionSubmitted {
     /// Sum of quantity x unit price over the lines, exact (no rounding).
     pub fn total(&self) -> Result<Money, MoneyError> {
-        self.lines
-            .iter()
-            .try_fold(Money::zero(self.currency), |sum, line| {
-                sum.checked_add(line.unit_price.money().times(line.quantity)?)
-            })
+        lines_total(
+            self.currency,
+            self.lines.iter().map(|l| (l.unit_price, l.quantity)),
+        )
     }
 }
 

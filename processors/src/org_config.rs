@@ -4,6 +4,7 @@
 use crate::approval::ApprovalPolicy;
 use crate::events::EventTime;
 use crate::ids::OrgId;
+use crate::money::Currency;
 use crate::payment::{PaymentPolicy, PaymentTerms};
 use crate::tolerance_keys::ToleranceKeys;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,20 @@ pub struct OrgConfig {
 
 impl OrgConfig {
     pub const DEFAULT_PENDING_WAIT_DAYS: u32 = 30;
+
+    /// DOMAIN.md's defaults for an org whose thresholds are in `currency`: approval and
+    /// payment policy, net 30, the default wait limit and the pipeline's tolerances.
+    pub fn defaults(org: OrgId, currency: Currency, updated_at: EventTime) -> Self {
+        Self {
+            org,
+            approval: ApprovalPolicy::defaults(currency),
+            payment: PaymentPolicy::defaults(),
+            default_terms: PaymentTerms::DEFAULT,
+            pending_wait_days: Self::DEFAULT_PENDING_WAIT_DAYS,
+            tolerances: None,
+            updated_at,
+        }
+    }
 
     fn default_pending_wait_days() -> u32 {
         Self::DEFAULT_PENDING_WAIT_DAYS

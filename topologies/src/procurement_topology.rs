@@ -401,25 +401,12 @@ impl ProcurementProcessor {
         // Encode first: if an output cannot be written, the state stays as it was.
         let encoded = match &outcome {
             Ok((events, converted)) => {
-                let routed = Routed::from(
-                    order
-                        .as_ref()
-                        .expect("an accepted input leaves a PO behind"),
-                );
-                let mut records = self.encode_events(&routed, events, actor, at).await;
-                if let (Ok(records), Some(converted), Some(origin)) =
-                    (&mut records, converted, &requisition)
-                {
-                    let events = [ApprovalEvent::Transitioned(converted.clone())];
-                    match self
-                        .encode_events(&Routed::from(origin), &events, actor, at)
-                        .await
-                    {
-                        Ok(more) => records.extend(more),
-                        Err(e) => return self.unencodable(e),
-                    }
-                }
-                records
+                let order = order
+                    .as_ref()
+                    .expect("an accepted input leaves a PO behind");
+                let origin = converted.as_ref().zip(requisition.as_ref());
+                self.encode_order_outputs(order, events, origin, actor, at)
+                    .await
             }
             Err(refusal) => {
                 self.encode_refusal(&order_refusal(refusal), actor, at)
@@ -449,6 +436,26 @@ impl ProcurementProcessor {
             working.requisitions.insert(key, requisition);
         }
         Ok(Ok(()))
+    }
+
+    /// A PO's outputs, and those of the requisition it converted, if it did.
+    async fn encode_order_outputs(
+        &self,
+        order: &PurchaseOrderApproval,
+        events: &[ApprovalEvent],
+        converted: Option<(&RequisitionTransitioned, &RequisitionApproval)>,
+        actor: Option<&UserId>,
+        at: EventTime,
+    ) -> Result<Vec<OutputRecord>, CodecError> {
+        let mut records = self
+            .encode_events(&Routed::from(order), events, actor, at)
+            .await?;
+        if let Some((converted, origin)) = converted {
+            let events = [ApprovalEvent::Transitioned(converted.clone())];
+            let origin = Routed::from(origin);
+            records.extend(self.encode_events(&origin, &events, actor, at).await?);
+        }
+        Ok(records)
     }
 
     /// A requisition's submission or decision.

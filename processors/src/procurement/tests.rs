@@ -391,6 +391,14 @@ fn states(events: &[ApprovalEvent]) -> Vec<(PoAction, PoState, u64)> {
         .collect()
 }
 
+/// Paid at `version`, then closed.
+fn paid_and_closed(version: u64) -> Vec<(PoAction, PoState, u64)> {
+    vec![
+        (PoAction::Pay, PoState::Paid, version),
+        (PoAction::Close, PoState::Closed, version + 1),
+    ]
+}
+
 #[test]
 fn receipts_acknowledge_then_accumulate_net_of_returns_until_received_in_full() {
     let mut state = None;
@@ -440,13 +448,7 @@ fn a_received_po_is_invoiced_when_matched_and_paid_when_every_matched_invoice_is
     assert_eq!(handle(&mut state, &settled(7), None, T0).unwrap(), vec![]);
     // Both paid: nothing is left to happen to the PO, so it is paid and closed.
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
-    assert_eq!(
-        states(&paid),
-        vec![
-            (PoAction::Pay, PoState::Paid, 5),
-            (PoAction::Close, PoState::Closed, 6)
-        ]
-    );
+    assert_eq!(states(&paid), paid_and_closed(5));
     // The ERP closing it too changes nothing, and is no refusal.
     let closed = handle(&mut state, &stepped(PurchaseOrderStep::Closed), None, T0).unwrap();
     assert_eq!(closed, vec![]);
@@ -466,13 +468,7 @@ fn a_po_billed_in_parts_is_paid_only_when_the_last_part_is_billed_and_every_part
         vec![]
     );
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
-    assert_eq!(
-        states(&paid),
-        vec![
-            (PoAction::Pay, PoState::Paid, 5),
-            (PoAction::Close, PoState::Closed, 6)
-        ]
-    );
+    assert_eq!(states(&paid), paid_and_closed(5));
 }
 
 #[test]
@@ -583,13 +579,7 @@ fn a_po_of_services_only_is_invoiced_when_its_invoice_matches_and_then_paid() {
         ]
     );
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
-    assert_eq!(
-        states(&paid),
-        vec![
-            (PoAction::Pay, PoState::Paid, 5),
-            (PoAction::Close, PoState::Closed, 6)
-        ]
-    );
+    assert_eq!(states(&paid), paid_and_closed(5));
 }
 
 #[test]
@@ -611,13 +601,7 @@ fn a_matched_credit_memo_neither_invoices_the_po_nor_keeps_it_from_being_paid() 
     handle(&mut state, &invoice_matched(8), None, T0).unwrap();
     // Nor does it wait for a payment of its own: the invoice's settles the PO.
     let paid = handle(&mut state, &settled(8), None, T0).unwrap();
-    assert_eq!(
-        states(&paid),
-        vec![
-            (PoAction::Pay, PoState::Paid, 5),
-            (PoAction::Close, PoState::Closed, 6)
-        ]
-    );
+    assert_eq!(states(&paid), paid_and_closed(5));
 }
 
 #[test]
