@@ -245,6 +245,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  pending on arrival  {:>6}   (read before their PO or goods; decided later or still pending)",
         snapshot.pending
     );
+    println!(
+        "  released holds      {:>6}   (blocked by hand in the ERP, released, then matched)",
+        audit.released_holds
+    );
     println!("exception reasons (invoices carrying each)");
     for (reason, count) in &audit.reasons {
         println!("  {reason:<19} {count:>6}");

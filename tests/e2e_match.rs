@@ -101,6 +101,7 @@ impl Org {
         total: Decimal,
     ) -> InvoiceReceived {
         InvoiceReceived {
+            payment_block: None,
             org: self.id.clone(),
             kind: DocumentKind::Invoice,
             invoice: InvoiceId::random(),

@@ -9,14 +9,18 @@ use apache_avro::types::Value;
 use chrono::{Days, NaiveDate};
 use common::*;
 use p2p_avro::contracts::{
-    INVOICE_MATCHED, ORG_CONFIG, PAYMENT_STATUS, PURCHASE_ORDER_EVENT, SUPPLIER_MASTER,
+    GOODS_RECEIPT_EVENT, INVOICE_EVENT, INVOICE_MATCHED, ORG_CONFIG, PAYMENT_STATUS,
+    PURCHASE_ORDER_EVENT, SUPPLIER_MASTER,
 };
 use p2p_avro::convert::payment::{
     date_of, days_of, supplier_master_value, BankStatusReport, PaymentInstructionRecord,
     PaymentScheduleRecord, ScheduleEventKind,
 };
 use p2p_avro::convert::procurement::org_config_value;
-use p2p_avro::convert::{invoice_matched_value, purchase_order_event_value};
+use p2p_avro::convert::{
+    exception_record, goods_receipt_event_value, invoice_event_value, invoice_matched_value,
+    purchase_order_event_value, ExceptionRecord,
+};
 use p2p_avro::{Codec, Contract};
 use p2p_loadtest::audit::read_topic;
 use p2p_loadtest::produce::erp_producer;
@@ -89,6 +93,77 @@ impl Sender {
         .await;
     }
 
+    /// A PO issued by its ERP with one receipt-required line, `quantity` at `price` EUR.
+    async fn issued_po(
+        &self,
+        org: &OrgId,
+        supplier: &SupplierId,
+        quantity: Decimal,
+        price: Decimal,
+    ) -> PurchaseOrderIssued {
+        let po = PurchaseOrderIssued {
+            org: org.clone(),
+            po: PurchaseOrderId::random(),
+            supplier: supplier.clone(),
+            currency: eur(),
+            lines: vec![PurchaseOrderLine {
+                line: LineNumber::new(1).unwrap(),
+                description: "pallets".into(),
+                quantity: Quantity::new(quantity).unwrap(),
+                unit_price: UnitPrice::new(Money::new(price, eur())).unwrap(),
+                receipt_required: true,
+                inspection_required: false,
+            }],
+            requisition: None,
+        };
+        let event = PurchaseOrderEvent::Issued(po.clone());
+        let value = purchase_order_event_value(&event, "e", now()).unwrap();
+        self.send(
+            &self.topics.po_events,
+            org.as_str(),
+            &PURCHASE_ORDER_EVENT,
+            value,
+        )
+        .await;
+        po
+    }
+
+    /// Everything the PO's line ordered, delivered at once.
+    async fn received_in_full(&self, po: &PurchaseOrderIssued) {
+        let receipt = GoodsReceived {
+            org: po.org.clone(),
+            grn: GoodsReceiptId::random(),
+            po: po.po.clone(),
+            lines: vec![ReceiptLine {
+                line: LineNumber::new(1).unwrap(),
+                received: po.lines[0].quantity,
+                returned: Quantity::ZERO,
+                expected: None,
+                accepted: Quantity::ZERO,
+            }],
+            resolves: None,
+        };
+        let value = goods_receipt_event_value(&receipt, "g", now()).unwrap();
+        self.send(
+            &self.topics.grn_events,
+            po.org.as_str(),
+            &GOODS_RECEIPT_EVENT,
+            value,
+        )
+        .await;
+    }
+
+    async fn invoice(&self, invoice: &InvoiceReceived) {
+        let value = invoice_event_value(invoice, "i", now()).unwrap();
+        self.send(
+            &self.topics.invoice_events,
+            invoice.org.as_str(),
+            &INVOICE_EVENT,
+            value,
+        )
+        .await;
+    }
+
     async fn supplier(&self, org: &OrgId, payee: &Payee) {
         let value = supplier_master_value(org, payee, None, now()).unwrap();
         self.send(
@@ -149,6 +224,7 @@ fn matched(
         invoice_date: days_of(today()),
         matched_at: now(),
         warnings: vec![],
+        revision: 1,
     }
 }
 
@@ -411,58 +487,11 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
     let procurement = Pipeline::procurement(&topics, codec.clone());
     let payments = Pipeline::payment(&topics, codec.clone());
 
-    // Issued by its ERP (approved there): 10 pallets at 100.00.
-    let line = PurchaseOrderLine {
-        line: LineNumber::new(1).unwrap(),
-        description: "pallets".into(),
-        quantity: Quantity::new(dec!(10)).unwrap(),
-        unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
-        receipt_required: true,
-        inspection_required: false,
-    };
-    let po = PurchaseOrderIssued {
-        org: org.clone(),
-        po: PurchaseOrderId::random(),
-        supplier: supplier.supplier.clone(),
-        currency: eur(),
-        lines: vec![line],
-        requisition: None,
-    };
-    let send_po = |event: PurchaseOrderEvent| {
-        let tx = &tx;
-        async move {
-            let value = purchase_order_event_value(&event, "e", now()).unwrap();
-            tx.send(
-                &tx.topics.po_events,
-                event.org().as_str(),
-                &PURCHASE_ORDER_EVENT,
-                value,
-            )
-            .await;
-        }
-    };
-    send_po(PurchaseOrderEvent::Issued(po.clone())).await;
-    // Everything delivered at once.
-    let receipt = GoodsReceived {
-        org: org.clone(),
-        grn: GoodsReceiptId::random(),
-        po: po.po.clone(),
-        lines: vec![ReceiptLine {
-            line: LineNumber::new(1).unwrap(),
-            received: Quantity::new(dec!(10)).unwrap(),
-            returned: Quantity::ZERO,
-            expected: None,
-            accepted: Quantity::ZERO,
-        }],
-        resolves: None,
-    };
-    tx.send(
-        &topics.grn_events,
-        org.as_str(),
-        &p2p_avro::contracts::GOODS_RECEIPT_EVENT,
-        p2p_avro::convert::goods_receipt_event_value(&receipt, "g", now()).unwrap(),
-    )
-    .await;
+    // Issued by its ERP (approved there): 10 pallets at 100.00, all delivered at once.
+    let po = tx
+        .issued_po(&org, &supplier.supplier, dec!(10), dec!(100.00))
+        .await;
+    tx.received_in_full(&po).await;
     // As the match topology writes it once the invoice matched.
     let mut invoice = matched(&org, &supplier.supplier, dec!(1000.00), eur());
     invoice.po = po.po.clone();
@@ -591,4 +620,167 @@ async fn credit_memos_are_set_off_against_the_suppliers_next_payments_never_paid
         seen.kinds(&big_credit.invoice),
         vec![kind(ScheduleEventKind::CreditRecorded)]
     );
+}
+
+/// The supplier's invoice for `quantity` of the PO's line at its price, as the ERP registers it.
+fn invoice_for(po: &PurchaseOrderIssued, quantity: Decimal) -> InvoiceReceived {
+    let price = po.lines[0].unit_price;
+    InvoiceReceived {
+        org: po.org.clone(),
+        invoice: InvoiceId::random(),
+        kind: DocumentKind::Invoice,
+        supplier: po.supplier.clone(),
+        number: InvoiceNumber::parse(&format!("SI-{}", &InvoiceId::random().as_str()[4..10]))
+            .unwrap(),
+        po: po.po.clone(),
+        currency: eur(),
+        lines: vec![InvoiceLine {
+            line: LineNumber::new(1).unwrap(),
+            quantity: Quantity::new(quantity).unwrap(),
+            unit_price: price,
+        }],
+        total: Money::new(quantity * price.money().amount(), eur()),
+        invoice_date: days_of(today()),
+        payment_block: None,
+    }
+}
+
+async fn exceptions(topics: &Topics, codec: &Codec) -> Vec<ExceptionRecord> {
+    let mut out = Vec::new();
+    for message in read_topic(
+        &kafka(),
+        &topics.invoice_exceptions,
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    {
+        let value = codec.decode(message.payload()).await.unwrap();
+        out.push(exception_record(&value).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_hold_keeps_an_invoice_from_payment_until_released_and_a_correction_is_planned_anew(
+) {
+    let topics = TestTopics::create("manual-hold", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    // Due in 30 days: scheduled, not in today's run. Due today: paid in today's run.
+    let later = payee("Acme Bolts GmbH", "NET 30");
+    let now_due = payee("Cargo Pallets BV", "NET 0");
+    tx.supplier(&org, &later).await;
+    tx.supplier(&org, &now_due).await;
+    let matching = Pipeline::start(&topics, codec.clone());
+    let payments = Pipeline::payment(&topics, codec.clone());
+    let bolts = tx
+        .issued_po(&org, &later.supplier, dec!(10), dec!(100.00))
+        .await;
+    let pallets = tx
+        .issued_po(&org, &now_due.supplier, dec!(5), dec!(100.00))
+        .await;
+    tx.received_in_full(&bolts).await;
+    tx.received_in_full(&pallets).await;
+
+    // Matched and scheduled; then the clerk blocks it in the ERP.
+    let clean = invoice_for(&bolts, dec!(10));
+    tx.invoice(&clean).await;
+    wait_until(&topics, &codec, "the invoice scheduled", |s| {
+        s.kinds(&clean.invoice) == vec![kind(ScheduleEventKind::Scheduled)]
+    })
+    .await;
+    let blocked = InvoiceReceived {
+        payment_block: Some("price under negotiation".into()),
+        ..clean.clone()
+    };
+    tx.invoice(&blocked).await;
+    let held = wait_until(&topics, &codec, "its payment held", |s| {
+        s.kinds(&clean.invoice).len() == 2
+    })
+    .await;
+    assert_eq!(
+        held.kinds(&clean.invoice)[1],
+        (ScheduleEventKind::Held, Some("INVOICE_BLOCKED".into()))
+    );
+    let raised = exceptions(&topics, &codec).await;
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    assert_eq!(raised[0].invoice_id, clean.invoice.as_str());
+    assert_eq!(raised[0].reasons[0].reason, "MANUAL_HOLD");
+    assert!(raised[0].reasons[0]
+        .detail
+        .contains("price under negotiation"));
+
+    // Released with a correction: 9 pallets billed, not 10. Nothing went to the bank yet, so
+    // the payment is planned anew on 900.00, and its hold goes.
+    let corrected = invoice_for(&bolts, dec!(9));
+    let corrected = InvoiceReceived {
+        invoice: clean.invoice.clone(),
+        number: clean.number.clone(),
+        ..corrected
+    };
+    tx.invoice(&corrected).await;
+
+    // Blocked from the start: never scheduled, so never paid; released, paid in today's run.
+    let first_blocked = InvoiceReceived {
+        payment_block: Some("awaiting credit check".into()),
+        ..invoice_for(&pallets, dec!(5))
+    };
+    tx.invoice(&first_blocked).await;
+    poll(
+        "the second invoice's exception",
+        || exceptions(&topics, &codec),
+        |e| {
+            e.iter()
+                .any(|x| x.invoice_id == first_blocked.invoice.as_str())
+        },
+    )
+    .await;
+    let released = InvoiceReceived {
+        payment_block: None,
+        ..first_blocked.clone()
+    };
+    tx.invoice(&released).await;
+
+    let seen = wait_until(&topics, &codec, "the amendment and today's run", |s| {
+        s.kinds(&clean.invoice).len() == 4 && !s.instructions.is_empty()
+    })
+    .await;
+    matching.stop().await;
+    payments.stop().await;
+
+    let records = &seen.schedule[clean.invoice.as_str()];
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.kind, r.amount))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                ScheduleEventKind::Scheduled,
+                Some(Money::new(dec!(1000.00), eur()))
+            ),
+            (ScheduleEventKind::Held, None),
+            (
+                ScheduleEventKind::Amended,
+                Some(Money::new(dec!(900.00), eur()))
+            ),
+            (ScheduleEventKind::HoldReleased, None),
+        ]
+    );
+    assert_eq!(records[2].pay_on, today().checked_add_days(Days::new(30)));
+    // Today's run pays the released invoice once, and nothing of the one due in 30 days.
+    assert_eq!(seen.instructions.len(), 1, "{:#?}", seen.instructions);
+    let run = &seen.instructions[0];
+    assert_eq!(run.payments.len(), 1);
+    assert_eq!(run.payments[0].invoice, first_blocked.invoice);
+    assert_eq!(run.total, Money::new(dec!(500.00), eur()));
+    assert_eq!(
+        seen.kinds(&first_blocked.invoice),
+        vec![
+            kind(ScheduleEventKind::Scheduled),
+            kind(ScheduleEventKind::Released),
+        ]
+    );
+    assert!(seen.dead_letters.is_empty(), "{:#?}", seen.dead_letters);
 }

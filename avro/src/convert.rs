@@ -69,6 +69,8 @@ pub enum EncodeError {
         field: &'static str,
         source: DecimalError,
     },
+    #[error("field `{field}`: {value} does not fit the schema's int")]
+    OutOfRange { field: &'static str, value: String },
 }
 
 /// A view of an Avro record with typed, named-error field access.
@@ -454,6 +456,12 @@ pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
             lines,
             total: Money::new(r.decimal("total_amount", AMOUNT.1)?, currency),
             invoice_date: r.int("invoice_date")?,
+            // A blank block key is no block, as in the ERPs that send one always.
+            payment_block: r
+                .opt_string("payment_block")?
+                .map(str::trim)
+                .filter(|reason| !reason.is_empty())
+                .map(str::to_owned),
         }),
         occurred_at: r.timestamp("occurred_at")?,
     })
@@ -677,6 +685,13 @@ pub fn invoice_event_value(
         ("invoice_date", Value::Date(event.invoice_date)),
         ("occurred_at", Value::TimestampMillis(occurred_at.0)),
         ("document_type", document_type(event.kind)),
+        (
+            "payment_block",
+            event
+                .payment_block
+                .as_ref()
+                .map_or_else(none, |reason| some(s(reason))),
+        ),
     ]))
 }
 
@@ -698,6 +713,7 @@ pub fn invoice_matched_value(m: &InvoiceMatched) -> Result<Value, EncodeError> {
         ("invoice_date", some(Value::Date(m.invoice_date))),
         ("matched_at", Value::TimestampMillis(m.matched_at.0)),
         ("warnings", reasons_value(&m.warnings)?),
+        ("revision", revision_value(m.revision)?),
     ]))
 }
 
@@ -748,7 +764,60 @@ pub fn invoice_exception_value(e: &InvoiceException) -> Result<Value, EncodeErro
         ),
         ("reasons", reasons),
         ("raised_at", Value::TimestampMillis(e.raised_at.0)),
+        ("revision", revision_value(e.revision)?),
     ]))
+}
+
+fn revision_value(revision: u32) -> Result<Value, EncodeError> {
+    i32::try_from(revision)
+        .map(Value::Int)
+        .map_err(|_| EncodeError::OutOfRange {
+            field: "revision",
+            value: revision.to_string(),
+        })
+}
+
+/// `revision`; absent (a writer older than the field) is 0, older than any outcome.
+fn revision(r: &Record<'_>) -> Result<u32, DecodeError> {
+    match r.opt("revision") {
+        None => Ok(0),
+        Some(_) => u32::try_from(r.int("revision")?).map_err(|_| DecodeError::Invalid {
+            field: "revision",
+            reason: "a revision is never negative".into(),
+        }),
+    }
+}
+
+/// An invoice the match blocks, as the payment topology needs it: which invoice, and which
+/// of its outcomes this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedInvoice {
+    pub org: OrgId,
+    pub invoice: InvoiceId,
+    pub kind: DocumentKind,
+    pub revision: u32,
+    /// The reasons' symbols (`MANUAL_HOLD`, `PRICE_VARIANCE`, ...), in the order reported.
+    pub reasons: Vec<String>,
+}
+
+/// Decodes an `InvoiceException` for the payment topology.
+pub fn blocked_invoice(value: &Value) -> Result<BlockedInvoice, DecodeError> {
+    let r = Record::of(value, "InvoiceException")?;
+    Ok(BlockedInvoice {
+        org: r.id("org_id", OrgId::parse)?,
+        invoice: r.id("invoice_id", InvoiceId::parse)?,
+        kind: document_kind(&r)?,
+        revision: revision(&r)?,
+        reasons: r
+            .array("reasons")?
+            .iter()
+            .map(|v| {
+                Ok(Record::of(v, "ExceptionReason")?
+                    .symbol("reason")?
+                    .to_owned())
+            })
+            .collect::<Result<_, DecodeError>>()?,
+    })
 }
 
 // ---- output views, for consumers of the output topics (tests, demo, data platforms) -------
@@ -778,6 +847,7 @@ pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
         invoice_date,
         matched_at,
         warnings: vec![],
+        revision: revision(&r)?,
     })
 }
 
@@ -792,6 +862,9 @@ pub struct MatchedRecord {
     pub total_amount: Decimal,
     pub matched_at: i64,
     pub warnings: Vec<ReasonRecord>,
+    /// Of an invoice's outcomes on `invoice-matched` and `invoice-exceptions`, the highest
+    /// stands.
+    pub revision: u32,
 }
 
 /// One reason of an `InvoiceException` as a consumer reads it.
@@ -815,6 +888,7 @@ pub struct ExceptionRecord {
     pub currency: String,
     pub total_amount: Decimal,
     pub reasons: Vec<ReasonRecord>,
+    pub revision: u32,
 }
 
 pub fn matched_record(value: &Value) -> Result<MatchedRecord, DecodeError> {
@@ -828,6 +902,7 @@ pub fn matched_record(value: &Value) -> Result<MatchedRecord, DecodeError> {
         total_amount: r.decimal("total_amount", AMOUNT.1)?,
         matched_at: r.timestamp("matched_at")?.0,
         warnings: reason_records(&r, "warnings", "MatchWarning")?,
+        revision: revision(&r)?,
     })
 }
 
@@ -866,6 +941,7 @@ pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
         currency: r.string("currency")?.to_owned(),
         total_amount: r.decimal("total_amount", AMOUNT.1)?,
         reasons,
+        revision: revision(&r)?,
     })
 }
 

@@ -179,6 +179,7 @@ mod tests {
     fn invoice() -> InvoiceReceived {
         let eur = Currency::parse("EUR").unwrap();
         InvoiceReceived {
+            payment_block: None,
             org: OrgId::from_u128(1),
             invoice: InvoiceId::from_u128(2),
             kind: DocumentKind::CreditMemo,
@@ -254,6 +255,7 @@ mod tests {
     fn exception_reasons_carry_expected_actual_and_delta_on_the_wire() {
         let inv = invoice();
         let exception = InvoiceException {
+            revision: 0,
             org: inv.org.clone(),
             invoice: inv.invoice.clone(),
             kind: inv.kind,
@@ -274,5 +276,55 @@ mod tests {
         assert_eq!(record.reasons[0].reason, "AMOUNT_VARIANCE");
         assert_eq!(record.reasons[0].expected, Some(dec!(49.9999975)));
         assert_eq!(record.reasons[0].delta, Some(dec!(0.0000025)));
+    }
+
+    #[test]
+    fn a_payment_block_survives_the_wire_and_a_blank_one_is_no_block() {
+        let mut blocked = invoice();
+        blocked.payment_block = Some("price under negotiation".into());
+        let value = convert::invoice_event_value(&blocked, "e1", EventTime(7)).unwrap();
+        let bytes = INVOICE_EVENT.write_datum(value).unwrap();
+        let back = INVOICE_EVENT.read_datum(&mut &bytes[..]).unwrap();
+        assert_eq!(
+            convert::invoice_event(&back).unwrap().input,
+            MatchInput::Invoice(blocked.clone())
+        );
+        blocked.payment_block = Some("  ".into());
+        let value = convert::invoice_event_value(&blocked, "e1", EventTime(7)).unwrap();
+        assert_eq!(
+            convert::invoice_event(&value).unwrap().input,
+            MatchInput::Invoice(invoice())
+        );
+    }
+
+    #[test]
+    fn a_manual_hold_and_the_outcome_revision_reach_the_payment_side() {
+        let inv = invoice();
+        let exception = InvoiceException {
+            revision: 3,
+            org: inv.org.clone(),
+            invoice: inv.invoice.clone(),
+            kind: inv.kind,
+            po: inv.po.clone(),
+            supplier: inv.supplier.clone(),
+            number: inv.number.clone(),
+            total: inv.total,
+            reasons: vec![ExceptionReason::ManualHold {
+                reason: "supplier query".into(),
+            }],
+            raised_at: EventTime(9),
+        };
+        let value = convert::invoice_exception_value(&exception).unwrap();
+        let bytes = INVOICE_EXCEPTION.write_datum(value).unwrap();
+        let back = INVOICE_EXCEPTION.read_datum(&mut &bytes[..]).unwrap();
+        let blocked = convert::blocked_invoice(&back).unwrap();
+        assert_eq!(blocked.revision, 3);
+        assert_eq!(blocked.invoice, inv.invoice);
+        assert_eq!(blocked.reasons, vec!["MANUAL_HOLD".to_owned()]);
+        let record = convert::exception_record(&back).unwrap();
+        assert_eq!(
+            record.reasons[0].detail,
+            "blocked for payment by hand: supplier query"
+        );
     }
 }

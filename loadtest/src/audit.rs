@@ -12,7 +12,8 @@ use p2p_avro::convert::procurement::{
 use p2p_avro::convert::{self, ExceptionRecord, MatchedRecord};
 use p2p_avro::{Codec, CodecError};
 use p2p_processors::{
-    DocumentKind, DocumentRef, InvoiceId, PoState, PurchaseOrderId, RequisitionId, RequisitionState,
+    DocumentKind, DocumentRef, InvoiceId, PoState, PurchaseOrderId, ReasonKind, RequisitionId,
+    RequisitionState,
 };
 use p2p_topologies::admin::client_config;
 use p2p_topologies::{KafkaProperties, Topics};
@@ -206,6 +207,8 @@ pub struct Audit {
     pub reasons: BTreeMap<String, usize>,
     /// Matched invoices total per currency, to the cent.
     pub matched_totals: BTreeMap<String, rust_decimal::Decimal>,
+    /// Invoices blocked by hand (`MANUAL_HOLD`) whose newest outcome is a match: released.
+    pub released_holds: usize,
     pub disagreements: Vec<String>,
 }
 
@@ -232,14 +235,35 @@ pub fn audit(planted: &[(InvoiceId, Planted)], observed: &Observed) -> Audit {
     for (id, plan) in planted {
         let matched = observed.matched.get(id.as_str());
         let exceptions = observed.exceptions.get(id.as_str());
-        // At-least-once may repeat an outcome, but a repeat must be identical.
+        // At-least-once may repeat an outcome, but a repeat (same revision) must be identical.
         if let Some(m) = matched {
-            if m.windows(2).any(|w| w[0] != w[1]) {
+            let mut by_revision: BTreeMap<u32, &MatchedRecord> = BTreeMap::new();
+            if m.iter()
+                .any(|r| *by_revision.entry(r.revision).or_insert(r) != r)
+            {
                 audit
                     .disagreements
                     .push(format!("{id}: matched twice with different content"));
             }
         }
+        // Decided more than once (blocked by hand, released, corrected): the newest stands.
+        let newest_match = matched.and_then(|m| m.iter().map(|r| r.revision).max());
+        let newest_exception = exceptions.and_then(|e| e.iter().map(|r| r.revision).max());
+        let (matched, exceptions) = match (newest_match, newest_exception) {
+            (Some(m), Some(e)) if m > e => {
+                let held_by_hand = exceptions
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|x| &x.reasons)
+                    .any(|r| r.reason == ReasonKind::ManualHold.symbol());
+                if held_by_hand {
+                    audit.released_holds += 1;
+                }
+                (matched, None)
+            }
+            (Some(m), Some(e)) if e > m => (None, exceptions),
+            _ => (matched, exceptions),
+        };
         match (matched, exceptions) {
             (Some(m), None) => {
                 audit.matched += 1;
@@ -255,7 +279,7 @@ pub fn audit(planted: &[(InvoiceId, Planted)], observed: &Observed) -> Audit {
             }
             (None, Some(e)) => {
                 audit.exceptions += 1;
-                let last = e.last().expect("non-empty");
+                let last = e.iter().max_by_key(|r| r.revision).expect("non-empty");
                 let found: BTreeSet<&str> =
                     last.reasons.iter().map(|r| r.reason.as_str()).collect();
                 for symbol in &found {
@@ -490,7 +514,18 @@ pub fn audit_payments(observed: &Observed, payments: &PaymentsObserved) -> Vec<S
     let mut credited: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut set_off: BTreeMap<String, Decimal> = BTreeMap::new();
     for (invoice, records) in &observed.matched {
-        let record = &records[0];
+        // Matched more than once (released, corrected): the newest match is what is payable;
+        // one blocked since (a newer exception) is not payable.
+        let Some(record) = records.iter().max_by_key(|r| r.revision) else {
+            continue;
+        };
+        let blocked_since = observed
+            .exceptions
+            .get(invoice)
+            .is_some_and(|e| e.iter().any(|x| x.revision > record.revision));
+        if blocked_since {
+            continue;
+        }
         if record.document_type == DocumentKind::CreditMemo {
             *credited.entry(record.currency.clone()).or_default() += record.total_amount;
             if payments.instructed.contains_key(invoice) {
@@ -539,6 +574,7 @@ mod tests {
 
     fn matched(invoice: &str, kind: DocumentKind, total: Decimal) -> (String, Vec<MatchedRecord>) {
         let record = MatchedRecord {
+            revision: 0,
             org_id: "org".into(),
             invoice_id: invoice.into(),
             document_type: kind,
@@ -615,5 +651,59 @@ mod tests {
             .instructed_totals
             .insert("EUR".into(), dec!(699.99));
         assert_eq!(audit_payments(&observed(), &payments).len(), 1);
+    }
+
+    fn held(invoice: &str, revision: u32) -> ExceptionRecord {
+        ExceptionRecord {
+            org_id: "org".into(),
+            invoice_id: invoice.into(),
+            document_type: DocumentKind::Invoice,
+            po_id: "po".into(),
+            currency: "EUR".into(),
+            total_amount: dec!(1000),
+            reasons: vec![convert::ReasonRecord {
+                reason: "MANUAL_HOLD".into(),
+                line_number: None,
+                expected: None,
+                actual: None,
+                delta: None,
+                detail: "blocked for payment by hand: query".into(),
+            }],
+            revision,
+        }
+    }
+
+    #[test]
+    fn of_an_invoices_outcomes_on_both_topics_the_newest_stands() {
+        let id = InvoiceId::from_u128(7);
+        let (key, mut records) = matched(id.as_str(), DocumentKind::Invoice, dec!(1000));
+        records[0].revision = 2;
+        // Blocked by hand (1), released and matched (2).
+        let mut observed = Observed {
+            matched: [(key.clone(), records)].into(),
+            exceptions: [(key.clone(), vec![held(id.as_str(), 1)])].into(),
+            ..Observed::default()
+        };
+        let released = audit(&[(id.clone(), Planted::Matched)], &observed);
+        assert!(released.passed(), "{:?}", released.disagreements);
+        assert_eq!((released.matched, released.released_holds), (1, 1));
+        let unpaid = audit_payments(&observed, &PaymentsObserved::default());
+        assert!(
+            unpaid.contains(&format!("{id}: matched but never instructed")),
+            "{unpaid:?}"
+        );
+        // Blocked again (3): an exception now, and not payable.
+        observed
+            .exceptions
+            .get_mut(&key)
+            .unwrap()
+            .push(held(id.as_str(), 3));
+        let blocked = audit(
+            &[(id.clone(), Planted::Exception(vec![ReasonKind::ManualHold]))],
+            &observed,
+        );
+        assert!(blocked.passed(), "{:?}", blocked.disagreements);
+        assert_eq!(blocked.exceptions, 1);
+        assert!(audit_payments(&observed, &PaymentsObserved::default()).is_empty());
     }
 }

@@ -85,6 +85,9 @@ pub struct GeneratorConfig {
     pub cancelled_pct: u32,
     /// A clean invoice sent again by the supplier under a new id.
     pub duplicate_pct: u32,
+    /// An invoice the AP clerk blocks by hand in the ERP (`payment_block`); half of them are
+    /// released later (sent again without it) and end matched.
+    pub held_pct: u32,
     /// POs converted from a requisition the pipeline approved: the requisition is submitted,
     /// decided step by step, and the ERP issues the PO naming it.
     pub requisition_pct: u32,
@@ -112,6 +115,7 @@ impl Default for GeneratorConfig {
             short_receipt_pct: 5,
             cancelled_pct: 5,
             duplicate_pct: 5,
+            held_pct: 4,
             requisition_pct: 40,
             routed_pct: 60,
             self_approval_pct: 10,
@@ -146,6 +150,8 @@ enum Shape {
     ShortReceipt,
     Cancelled,
     Duplicated,
+    /// Blocked by hand; `true`: released later.
+    Held(bool),
 }
 
 const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "SAR"];
@@ -377,6 +383,9 @@ impl Scenario {
                     Shape::Cancelled => {
                         expect = Planted::Exception(vec![ReasonKind::PoCancelled]);
                     }
+                    Shape::Held(false) => {
+                        expect = Planted::Exception(vec![ReasonKind::ManualHold]);
+                    }
                     _ => {}
                 }
                 let total = billed.iter().fold(Decimal::ZERO, |sum, l| {
@@ -394,6 +403,8 @@ impl Scenario {
                     lines: billed,
                     total: Money::new(total.round_dp(4), currency),
                     invoice_date: (at.0 / 86_400_000) as i32,
+                    payment_block: matches!(shape, Shape::Held(_))
+                        .then(|| "price under negotiation with the supplier".to_owned()),
                 };
                 let planted_outcome = expect.clone();
                 planted.push((invoice.invoice.clone(), expect));
@@ -445,6 +456,15 @@ impl Scenario {
                 if !invoice_first {
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::invoice(&invoice, at));
+                }
+                if shape == Shape::Held(true) {
+                    // The clerk releases it: the ERP sends the invoice again, unblocked.
+                    let released = InvoiceReceived {
+                        payment_block: None,
+                        ..invoice.clone()
+                    };
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice(&released, at));
                 }
                 if shape == Shape::Duplicated {
                     // The supplier sends the same invoice again; the buyer's ERP registers it
@@ -537,6 +557,7 @@ fn pick_shape(rng: &mut ChaCha8Rng, c: &GeneratorConfig) -> Shape {
         (c.short_receipt_pct, Shape::ShortReceipt),
         (c.cancelled_pct, Shape::Cancelled),
         (c.duplicate_pct, Shape::Duplicated),
+        (c.held_pct, Shape::Held(roll % 2 == 0)),
     ] {
         edge += pct;
         if roll < edge {

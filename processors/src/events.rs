@@ -278,6 +278,10 @@ pub struct InvoiceReceived {
     pub total: Money,
     /// Days since the Unix epoch, as printed on the invoice.
     pub invoice_date: i32,
+    /// A payment block the AP clerk set on the invoice in the ERP, with its reason: the
+    /// invoice is held whatever the match finds, until it is re-sent without one (the release).
+    #[serde(default)]
+    pub payment_block: Option<String>,
 }
 
 /// Any document that feeds the match of one purchase order.
@@ -362,6 +366,11 @@ pub enum ExceptionReason {
         expected: Quantity,
         actual: Quantity,
     },
+    /// Blocked for payment by hand in the ERP. No fact releases it: only the invoice re-sent
+    /// without the block does.
+    ManualHold {
+        reason: String,
+    },
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
@@ -379,11 +388,12 @@ pub enum ReasonKind {
     UnknownPo,
     ReceiptDiscrepancy,
     NotAccepted,
+    ManualHold,
 }
 
 impl ReasonKind {
     /// In the order of the Avro enum's symbols.
-    pub const ALL: [ReasonKind; 12] = [
+    pub const ALL: [ReasonKind; 13] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -396,6 +406,7 @@ impl ReasonKind {
         ReasonKind::UnknownPo,
         ReasonKind::ReceiptDiscrepancy,
         ReasonKind::NotAccepted,
+        ReasonKind::ManualHold,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -413,6 +424,7 @@ impl ReasonKind {
             ReasonKind::UnknownPo => "UNKNOWN_PO",
             ReasonKind::ReceiptDiscrepancy => "RECEIPT_DISCREPANCY",
             ReasonKind::NotAccepted => "NOT_ACCEPTED",
+            ReasonKind::ManualHold => "MANUAL_HOLD",
         }
     }
 
@@ -436,6 +448,7 @@ impl ExceptionReason {
             ExceptionReason::UnknownPurchaseOrder => ReasonKind::UnknownPo,
             ExceptionReason::ReceiptDiscrepancy { .. } => ReasonKind::ReceiptDiscrepancy,
             ExceptionReason::NotAccepted { .. } => ReasonKind::NotAccepted,
+            ExceptionReason::ManualHold { .. } => ReasonKind::ManualHold,
         }
     }
 
@@ -519,6 +532,9 @@ impl ExceptionReason {
                 expected,
                 actual,
             } => format!("line {line}: billed {actual}, accepted at inspection and not yet invoiced {expected}"),
+            ExceptionReason::ManualHold { reason } => {
+                format!("blocked for payment by hand: {reason}")
+            }
         }
     }
 }
@@ -543,6 +559,10 @@ pub struct InvoiceMatched {
     /// clerk, blocking nothing. Same shapes as an exception's reasons.
     #[serde(default)]
     pub warnings: Vec<ExceptionReason>,
+    /// Counts the outcomes decided for this invoice (matched or exception), from 1: of two
+    /// outcomes of one invoice, read from two topics in any order, the higher one stands.
+    #[serde(default)]
+    pub revision: u32,
 }
 
 /// An invoice that cannot be paid as it stands, with every reason found.
@@ -558,6 +578,9 @@ pub struct InvoiceException {
     pub total: Money,
     pub reasons: Vec<ExceptionReason>,
     pub raised_at: EventTime,
+    /// As on [`InvoiceMatched`].
+    #[serde(default)]
+    pub revision: u32,
 }
 
 /// What a pending invoice waits for.

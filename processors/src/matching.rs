@@ -111,6 +111,28 @@ struct InvoiceRecord {
     #[serde(default)]
     duplicate_of: Option<InvoiceId>,
     outcome: Outcome,
+    /// How many outcomes were decided for it (see `InvoiceMatched::revision`).
+    #[serde(default)]
+    revision: u32,
+}
+
+impl InvoiceRecord {
+    /// Records an outcome; a decided one (matched or exception) is the invoice's next
+    /// revision, and says so.
+    fn decide(&mut self, mut outcome: Outcome) {
+        match &mut outcome {
+            Outcome::Pending(_) => {}
+            Outcome::Matched(m) => {
+                self.revision += 1;
+                m.revision = self.revision;
+            }
+            Outcome::Exception(e) => {
+                self.revision += 1;
+                e.revision = self.revision;
+            }
+        }
+        self.outcome = outcome;
+    }
 }
 
 /// The match state of one purchase order of one org.
@@ -185,9 +207,8 @@ impl PurchaseOrderMatch {
             reasons.push(ExceptionReason::UnknownPurchaseOrder);
         }
         reasons.extend(waiting_as_reasons(pending.waiting_for.clone()));
-        let raised = exception(&record.invoice, reasons, at);
-        record.outcome = Outcome::Exception(raised.clone());
-        vec![MatchOutput::Exception(raised)]
+        record.decide(Outcome::Exception(exception(&record.invoice, reasons, at)));
+        vec![record.outcome.to_output()]
     }
 
     /// The PO's supplier, once the PO has been issued.
@@ -312,11 +333,11 @@ impl PurchaseOrderMatch {
         let mut outputs = Vec::new();
         for record in &mut self.invoices {
             if let Outcome::Pending(_) = record.outcome {
-                record.outcome = Outcome::Exception(exception(
+                record.decide(Outcome::Exception(exception(
                     &record.invoice,
                     vec![ExceptionReason::PoCancelled],
                     at,
-                ));
+                )));
                 outputs.push(record.outcome.to_output());
             }
         }
@@ -426,6 +447,7 @@ impl PurchaseOrderMatch {
                         po: invoice.po.clone(),
                         waiting_for: vec![],
                     }),
+                    revision: 0,
                 });
                 self.invoices.len() - 1
             }
@@ -506,7 +528,7 @@ impl PurchaseOrderMatch {
         if let Outcome::Matched(matched) = &outcome {
             self.count_matched(matched, Direction::Do);
         }
-        self.invoices[index].outcome = outcome;
+        self.invoices[index].decide(outcome);
     }
 
     fn count_matched(&mut self, matched: &InvoiceMatched, direction: Direction) {
@@ -524,8 +546,9 @@ impl PurchaseOrderMatch {
         }
     }
 
-    /// The match of one invoice record: the rules below, and a duplicate is an exception
-    /// whatever else is found (reported first, with every other reason).
+    /// The match of one invoice record: the rules below; a duplicate, and an invoice the
+    /// clerk blocked by hand, are exceptions whatever else is found (reported first, with
+    /// every other reason).
     fn evaluate(
         &self,
         record: &InvoiceRecord,
@@ -533,12 +556,20 @@ impl PurchaseOrderMatch {
         keys: &EffectiveTolerances,
     ) -> Result<Outcome, MatchError> {
         let outcome = self.evaluate_rules(&record.invoice, at, keys)?;
-        let Some(original) = &record.duplicate_of else {
+        let mut reasons: Vec<ExceptionReason> =
+            record
+                .duplicate_of
+                .iter()
+                .map(|of| ExceptionReason::Duplicate { of: of.clone() })
+                .chain(record.invoice.payment_block.iter().map(|reason| {
+                    ExceptionReason::ManualHold {
+                        reason: reason.clone(),
+                    }
+                }))
+                .collect();
+        if reasons.is_empty() {
             return Ok(outcome);
-        };
-        let mut reasons = vec![ExceptionReason::Duplicate {
-            of: original.clone(),
-        }];
+        }
         match outcome {
             Outcome::Exception(e) => reasons.extend(e.reasons),
             Outcome::Pending(p) => reasons.extend(waiting_as_reasons(p.waiting_for)),
@@ -725,6 +756,7 @@ impl PurchaseOrderMatch {
             invoice_date: invoice.invoice_date,
             matched_at: at,
             warnings,
+            revision: 0,
         }))
     }
 }
@@ -850,6 +882,7 @@ fn exception(
         total: invoice.total,
         reasons,
         raised_at: at,
+        revision: 0,
     }
 }
 

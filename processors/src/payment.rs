@@ -151,6 +151,9 @@ pub enum Hold {
     BankAccountChanged,
     /// The supplier master has no account to pay to.
     NoCreditorAccount,
+    /// The invoice's match blocks it since it was scheduled: the clerk blocked it by hand, or a
+    /// correction failed the match. Released when the invoice matches again.
+    InvoiceBlocked,
 }
 
 impl Hold {
@@ -161,6 +164,7 @@ impl Hold {
             Hold::SupplierBlocked => "SUPPLIER_BLOCKED",
             Hold::BankAccountChanged => "BANK_ACCOUNT_CHANGED",
             Hold::NoCreditorAccount => "NO_CREDITOR_ACCOUNT",
+            Hold::InvoiceBlocked => "INVOICE_BLOCKED",
         }
     }
 }
@@ -236,6 +240,14 @@ pub enum PaymentError {
     UnknownPart(u32),
     #[error("part {part} is {status:?}; a bank status for it is out of order")]
     UnexpectedBankStatus { part: u32, status: PartStatus },
+    /// Money already went out on the old amount or date: the difference is for a credit memo
+    /// or a further invoice, not for a changed payment.
+    #[error("invoice {invoice} was corrected after part {part} of its payment was {status:?}; settle the difference with a credit memo or a further invoice")]
+    CorrectedAfterRelease {
+        invoice: InvoiceId,
+        part: u32,
+        status: PartStatus,
+    },
 }
 
 /// Events of a payment.
@@ -248,6 +260,12 @@ pub enum PaymentEvent {
     },
     Held(Hold),
     HoldReleased(Hold),
+    /// A corrected invoice matched again before any part was released: planned anew.
+    Amended {
+        invoice: InvoiceId,
+        parts: Vec<(NaiveDate, Money)>,
+        discount: Option<Money>,
+    },
     Released(Release),
     PartDisbursed(u32),
     PartRemitted(u32),
@@ -293,24 +311,37 @@ pub struct Payment {
     debtor_account: String,
     parts: Vec<PaymentPart>,
     holds: BTreeSet<Hold>,
+    /// The revision of the invoice's match outcome this payment last heard of.
+    #[serde(default)]
+    revision: u32,
+    /// What the parts were planned from; `None` in payments stored before it was kept.
+    #[serde(default)]
+    basis: Option<Basis>,
 }
 
-impl Payment {
-    /// Schedules the payment of a matched invoice. `existing` is what the store holds for this
-    /// invoice: if there is anything, a replayed or re-delivered match changes nothing.
-    pub fn schedule(
-        existing: Option<&Payment>,
+/// What a payment's parts are planned from: a corrected invoice changing either is planned
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Basis {
+    total: Money,
+    invoice_date: NaiveDate,
+}
+
+/// A payment's parts, as the terms, the org's installment plan and its debtor accounts make
+/// them.
+struct Plan {
+    debtor_account: String,
+    parts: Vec<(NaiveDate, Money)>,
+    discount: Option<Money>,
+}
+
+impl Plan {
+    fn of(
         matched: &InvoiceMatched,
         invoice_date: NaiveDate,
         payee: &Payee,
         policy: &PaymentPolicy,
-    ) -> Result<Option<(Payment, Vec<PaymentEvent>)>, PaymentError> {
-        if existing.is_some() {
-            return Ok(None);
-        }
-        if matched.kind == DocumentKind::CreditMemo {
-            return Err(PaymentError::CreditMemo(matched.invoice.clone()));
-        }
+    ) -> Result<Plan, PaymentError> {
         let currency = matched.total.currency();
         let debtor_account = policy
             .debtor_accounts
@@ -334,32 +365,125 @@ impl Payment {
             Some(plan) => (plan.schedule(matched.total, due.pay_on), None),
             None => (vec![(due.pay_on, due.amount)], due.discount),
         };
+        Ok(Plan {
+            debtor_account,
+            parts,
+            discount,
+        })
+    }
+
+    fn parts(&self) -> Vec<PaymentPart> {
+        self.parts
+            .iter()
+            .enumerate()
+            .map(|(i, (pay_on, amount))| PaymentPart {
+                number: i as u32 + 1,
+                pay_on: *pay_on,
+                amount: *amount,
+                status: PartStatus::Scheduled,
+            })
+            .collect()
+    }
+}
+
+impl Payment {
+    /// Schedules the payment of a matched invoice. `existing` is what the store holds for this
+    /// invoice: if there is anything, a replayed or re-delivered match changes nothing.
+    pub fn schedule(
+        existing: Option<&Payment>,
+        matched: &InvoiceMatched,
+        invoice_date: NaiveDate,
+        payee: &Payee,
+        policy: &PaymentPolicy,
+    ) -> Result<Option<(Payment, Vec<PaymentEvent>)>, PaymentError> {
+        if existing.is_some() {
+            return Ok(None);
+        }
+        if matched.kind == DocumentKind::CreditMemo {
+            return Err(PaymentError::CreditMemo(matched.invoice.clone()));
+        }
+        let plan = Plan::of(matched, invoice_date, payee, policy)?;
         let mut payment = Payment {
             org: matched.org.clone(),
             invoice: matched.invoice.clone(),
             number: matched.number.clone(),
             po: matched.po.clone(),
             supplier: matched.supplier.clone(),
-            debtor_account,
-            parts: parts
-                .iter()
-                .enumerate()
-                .map(|(i, (pay_on, amount))| PaymentPart {
-                    number: i as u32 + 1,
-                    pay_on: *pay_on,
-                    amount: *amount,
-                    status: PartStatus::Scheduled,
-                })
-                .collect(),
+            parts: plan.parts(),
+            debtor_account: plan.debtor_account,
             holds: BTreeSet::new(),
+            revision: matched.revision,
+            basis: Some(Basis {
+                total: matched.total,
+                invoice_date,
+            }),
         };
         let mut events = vec![PaymentEvent::Scheduled {
             invoice: matched.invoice.clone(),
-            parts,
-            discount,
+            parts: plan.parts,
+            discount: plan.discount,
         }];
         events.extend(payment.on_payee(payee));
         Ok(Some((payment, events)))
+    }
+
+    /// The invoice's match was decided again after this payment was scheduled. Only a newer
+    /// outcome than the last one heard of counts (the two outcome topics are read in any
+    /// order); a replayed one changes nothing. Matched again: the hold of a blocked invoice
+    /// goes, and a corrected amount or invoice date is planned anew, as long as no part has
+    /// gone to the bank.
+    pub fn on_matched_again(
+        &mut self,
+        matched: &InvoiceMatched,
+        invoice_date: NaiveDate,
+        payee: &Payee,
+        policy: &PaymentPolicy,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        if matched.revision <= self.revision {
+            return Ok(vec![]);
+        }
+        let basis = Basis {
+            total: matched.total,
+            invoice_date,
+        };
+        let mut events = Vec::new();
+        if self.basis != Some(basis) {
+            if let Some(gone) = self
+                .parts
+                .iter()
+                .find(|p| p.status != PartStatus::Scheduled)
+            {
+                return Err(PaymentError::CorrectedAfterRelease {
+                    invoice: self.invoice.clone(),
+                    part: gone.number,
+                    status: gone.status.clone(),
+                });
+            }
+            let plan = Plan::of(matched, invoice_date, payee, policy)?;
+            self.parts = plan.parts();
+            self.debtor_account = plan.debtor_account;
+            self.basis = Some(basis);
+            events.push(PaymentEvent::Amended {
+                invoice: self.invoice.clone(),
+                parts: plan.parts,
+                discount: plan.discount,
+            });
+        }
+        self.revision = matched.revision;
+        events.extend(self.set_hold(Hold::InvoiceBlocked, false));
+        Ok(events)
+    }
+
+    /// The invoice's match now blocks it (outcome `revision`): what is not yet released is
+    /// held until it matches again. Older or the same revision: nothing.
+    pub fn on_blocked(&mut self, revision: u32) -> Vec<PaymentEvent> {
+        if revision <= self.revision {
+            return vec![];
+        }
+        self.revision = revision;
+        self.set_hold(Hold::InvoiceBlocked, true)
+            .into_iter()
+            .collect()
     }
 
     pub fn parts(&self) -> &[PaymentPart] {

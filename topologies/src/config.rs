@@ -96,6 +96,7 @@ impl Topics {
     pub fn payment_inputs(&self) -> Vec<&str> {
         vec![
             &self.invoice_matched,
+            &self.invoice_exceptions,
             &self.po_events,
             &self.payment_status,
             &self.supplier_master,
@@ -141,12 +142,14 @@ impl Topics {
     }
 
     /// Every topic the pipeline reads or writes, DLQs included (one per topic any topology
-    /// reads, its own outputs `invoice-matched` and `payment-schedule` too).
+    /// reads, its own outputs `invoice-matched`, `invoice-exceptions` and `payment-schedule`
+    /// too).
     pub fn all(&self) -> Vec<String> {
         let mut all: Vec<String> = self.inputs().iter().map(|t| t.to_string()).collect();
         all.extend(self.outputs().iter().map(|t| t.to_string()));
         let mut read: Vec<&str> = self.inputs();
         read.push(&self.invoice_matched);
+        read.push(&self.invoice_exceptions);
         read.push(&self.payment_schedule);
         all.extend(read.iter().map(|t| Self::dlq(t)));
         all

@@ -1,16 +1,21 @@
 //! The `payment` topology: from matched invoices to payment instructions.
 //!
-//! In: `invoice-matched` (what may be paid), `po-events` (a dispute holds, a cancellation
-//! cancels unreleased parts), `payment-status` (the bank's pain.002 statuses), and the
+//! In: `invoice-matched` (what may be paid), `invoice-exceptions` (an invoice blocked after its
+//! match: held until it matches again), `po-events` (a dispute holds, a cancellation cancels
+//! unreleased parts), `payment-status` (the bank's pain.002 statuses), and the
 //! `supplier-master` and `org-config` tables. Out: `payment-schedule` (each payment's due date
 //! and amount, holds and their release, release into a run, each bank status, settlement) and
 //! `payment-instructions` (one record per payment run: org, currency, debtor account and
 //! execution date, for a bank connector to turn into pain.001).
 //!
 //! One payment per invoice, ever: the payment is the invoice's state, and a re-delivered or
-//! replayed `InvoiceMatched` finds it there and changes nothing. Payment runs are a durable
-//! timer per org, fired on the wall clock at the start (UTC) of the day the next payment falls
-//! due; what a hold keeps back re-enters the next day's run.
+//! replayed `InvoiceMatched` finds it there and changes nothing. Of an invoice's outcomes, read
+//! from two topics in any order, only one newer than the last heard of counts (their
+//! `revision`): a later match releases the hold of a blocked invoice, or plans a corrected one
+//! anew (ADR 0006).
+//!
+//! Payment runs are a durable timer per org, fired on the wall clock at the start (UTC) of the
+//! day the next payment falls due; what a hold keeps back re-enters the next day's run.
 
 use crate::config::Topics;
 use crate::dlq::DlqReason;
@@ -25,7 +30,7 @@ use p2p_avro::convert::payment::{
     PaymentScheduleRecord, ScheduleEventKind,
 };
 use p2p_avro::convert::procurement::org_config;
-use p2p_avro::convert::{self, DecodeError};
+use p2p_avro::convert::{self, BlockedInvoice, DecodeError};
 use p2p_avro::{Codec, CodecError, Contract};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{
@@ -85,6 +90,11 @@ fn credit_key(
 }
 fn supplier_key(org: &OrgId, supplier: &p2p_processors::SupplierId) -> StateKey {
     StateKey::new(org, &format!("supplier/{supplier}"))
+}
+/// The newest revision of an invoice's outcome that blocks it, read before any payment of it
+/// was scheduled: a match no newer than this schedules nothing.
+fn blocked_key(org: &OrgId, invoice: &InvoiceId) -> StateKey {
+    StateKey::new(org, &format!("blocked/{invoice}"))
 }
 
 /// Every state a batch touches: read once, written once at the end.
@@ -176,6 +186,7 @@ enum Input {
     Config(OrgConfig),
     Supplier(OrgId, Payee),
     Matched(InvoiceMatched),
+    Blocked(BlockedInvoice),
     Bank(BankStatusReport),
     Po(PurchaseOrderEvent, EventTime),
 }
@@ -186,6 +197,7 @@ impl Input {
             Input::Config(c) => &c.org,
             Input::Supplier(org, _) => org,
             Input::Matched(m) => &m.org,
+            Input::Blocked(b) => &b.org,
             Input::Bank(b) => &b.org,
             Input::Po(e, _) => e.org(),
         }
@@ -210,6 +222,8 @@ impl PaymentProcessor {
             supplier_master(value).map(|(org, payee)| Input::Supplier(org, payee))
         } else if topic == t.invoice_matched {
             convert::invoice_matched(value).map(Input::Matched)
+        } else if topic == t.invoice_exceptions {
+            convert::blocked_invoice(value).map(Input::Blocked)
         } else if topic == t.payment_status {
             BankStatusReport::from_value(value).map(Input::Bank)
         } else {
@@ -268,6 +282,7 @@ impl PaymentProcessor {
                 let config = working.config(&matched.org)?;
                 self.schedule(&matched, config.as_ref(), working, &mut changes, at)?;
             }
+            Input::Blocked(blocked) => self.on_blocked(&blocked, working, &mut changes, at)?,
             Input::Bank(report) => {
                 let key = payment_key(&report.org, &report.invoice);
                 if changes.payment(&key, working)?.is_none() {
@@ -299,7 +314,8 @@ impl PaymentProcessor {
     }
 
     /// Schedules the payment of a matched invoice, once; a matched credit memo becomes credit
-    /// for the supplier's next payments in its currency, once.
+    /// for the supplier's next payments in its currency, once. A newer match of an invoice
+    /// already scheduled releases its block or plans it anew; an older one changes nothing.
     fn schedule(
         &self,
         matched: &InvoiceMatched,
@@ -321,8 +337,32 @@ impl PaymentProcessor {
         let payee = working.payee(org, &matched.supplier, terms)?;
         let invoice_date = date_of(matched.invoice_date);
         let mut payments = changes.org_payments(org, working)?;
-        match Payment::schedule(existing.as_ref(), matched, invoice_date, &payee, &policy) {
-            // Already scheduled: one payment per invoice, ever.
+        if let Some(mut payment) = existing {
+            match payment.on_matched_again(matched, invoice_date, &payee, &policy) {
+                Ok(events) if events.is_empty() => {}
+                Ok(events) => {
+                    if let Some(due) = payment.next_due() {
+                        payments.queue.add(due, matched.invoice.clone());
+                    }
+                    changes.events(&payment, &events, at);
+                    changes.put(key, &payment)?;
+                }
+                Err(e) => {
+                    changes.memo_record(matched, ScheduleEventKind::Refused, e.to_string(), at)
+                }
+            }
+            changes.org_payments = Some((org.clone(), payments));
+            return Ok(());
+        }
+        let blocked_since: Option<u32> =
+            changes.get(&blocked_key(org, &matched.invoice), working)?;
+        if blocked_since.is_some_and(|revision| revision >= matched.revision) {
+            // A newer outcome blocks it: the match that releases it schedules it.
+            changes.org_payments = Some((org.clone(), payments));
+            return Ok(());
+        }
+        match Payment::schedule(None, matched, invoice_date, &payee, &policy) {
+            // Not reached: there is no payment to find here (one per invoice, ever).
             Ok(None) => {}
             Ok(Some((mut payment, mut events))) => {
                 let po_key = po_key(org, &matched.po);
@@ -340,17 +380,57 @@ impl PaymentProcessor {
             }
             Err(e @ PaymentError::NoDebtorAccount(_)) => {
                 changes.refused(matched, &e.to_string(), at);
-                if !payments
+                // Kept once per invoice: its newest match.
+                match payments
                     .unscheduled
-                    .iter()
-                    .any(|m| m.invoice == matched.invoice)
+                    .iter_mut()
+                    .find(|m| m.invoice == matched.invoice)
                 {
-                    payments.unscheduled.push(matched.clone());
+                    Some(kept) if kept.revision < matched.revision => *kept = matched.clone(),
+                    Some(_) => {}
+                    None => payments.unscheduled.push(matched.clone()),
                 }
             }
             Err(e) => changes.refused(matched, &e.to_string(), at),
         }
         changes.org_payments = Some((org.clone(), payments));
+        Ok(())
+    }
+
+    /// The match now blocks an invoice: its payment, if scheduled, is held until the invoice
+    /// matches again; if not, the block is remembered so that an older match read later
+    /// schedules nothing. A credit memo's credit, once recorded, stays (it is ours).
+    fn on_blocked(
+        &self,
+        blocked: &BlockedInvoice,
+        working: &Working<'_>,
+        changes: &mut Changes,
+        at: EventTime,
+    ) -> Result<(), StateError> {
+        // Revision 0: a writer older than revisions, whose outcomes cannot be ordered.
+        if blocked.kind == DocumentKind::CreditMemo || blocked.revision == 0 {
+            return Ok(());
+        }
+        let key = payment_key(&blocked.org, &blocked.invoice);
+        if let Some(mut payment) = changes.payment(&key, working)? {
+            let events = payment.on_blocked(blocked.revision);
+            changes.events(&payment, &events, at);
+            if !events.is_empty() {
+                if let Some(last) = changes.records.last_mut() {
+                    last.detail = format!(
+                        "the invoice's match blocks it: {}",
+                        blocked.reasons.join(", ")
+                    );
+                }
+            }
+            changes.put(key, &payment)?;
+            return Ok(());
+        }
+        let key = blocked_key(&blocked.org, &blocked.invoice);
+        let known: Option<u32> = changes.get(&key, working)?;
+        if known.is_none_or(|revision| revision < blocked.revision) {
+            changes.put(key, &blocked.revision)?;
+        }
         Ok(())
     }
 
@@ -644,6 +724,7 @@ fn count(records: &[PaymentScheduleRecord], output: &mut BatchOutput) {
     for record in records {
         output.stats.count(match record.kind {
             ScheduleEventKind::Scheduled => "payments scheduled",
+            ScheduleEventKind::Amended => "payments amended",
             ScheduleEventKind::Held => "holds",
             ScheduleEventKind::HoldReleased => "holds released",
             ScheduleEventKind::Released => "parts released",
@@ -761,14 +842,22 @@ impl Changes {
             match event {
                 PaymentEvent::Scheduled {
                     parts, discount, ..
+                }
+                | PaymentEvent::Amended {
+                    parts, discount, ..
                 } => {
+                    let kind = if matches!(event, PaymentEvent::Amended { .. }) {
+                        K::Amended
+                    } else {
+                        K::Scheduled
+                    };
                     for (i, (pay_on, amount)) in parts.iter().enumerate() {
                         self.records.push(PaymentScheduleRecord {
                             org: payment.org().clone(),
                             invoice: payment.invoice().clone(),
                             po: payment.po().clone(),
                             supplier: payment.supplier().clone(),
-                            kind: K::Scheduled,
+                            kind,
                             part: Some(i as u32 + 1),
                             pay_on: Some(*pay_on),
                             currency: amount.currency(),

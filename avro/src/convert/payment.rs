@@ -165,9 +165,11 @@ pub enum ScheduleEventKind {
     CreditRecorded,
     /// Credit memos taken off a part released for payment.
     SetOff,
+    /// A corrected invoice planned anew before any part was released.
+    Amended,
 }
 
-const SCHEDULE_KINDS: [(ScheduleEventKind, &str); 12] = [
+const SCHEDULE_KINDS: [(ScheduleEventKind, &str); 13] = [
     (ScheduleEventKind::Scheduled, "SCHEDULED"),
     (ScheduleEventKind::Held, "HELD"),
     (ScheduleEventKind::HoldReleased, "HOLD_RELEASED"),
@@ -180,6 +182,7 @@ const SCHEDULE_KINDS: [(ScheduleEventKind, &str); 12] = [
     (ScheduleEventKind::Refused, "REFUSED"),
     (ScheduleEventKind::CreditRecorded, "CREDIT_RECORDED"),
     (ScheduleEventKind::SetOff, "SET_OFF"),
+    (ScheduleEventKind::Amended, "AMENDED"),
 ];
 
 /// A `PaymentScheduleEvent`.
@@ -388,6 +391,7 @@ mod tests {
     fn a_matched_invoice_reads_back_whole_with_its_invoice_date() {
         let eur = Currency::parse("EUR").unwrap();
         let matched = InvoiceMatched {
+            revision: 4,
             org: OrgId::from_u128(1),
             invoice: InvoiceId::from_u128(2),
             kind: DocumentKind::CreditMemo,

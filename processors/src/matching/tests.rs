@@ -84,6 +84,7 @@ impl Fixture {
     /// An invoice billing `quantity` of line 1 at `price`, with the total those two imply.
     fn invoice(&self, id: u128, quantity: Decimal, price: Decimal) -> InvoiceReceived {
         InvoiceReceived {
+            payment_block: None,
             org: self.org.clone(),
             invoice: InvoiceId::from_u128(id),
             kind: DocumentKind::Invoice,
@@ -399,6 +400,108 @@ fn a_corrected_invoice_is_matched_again_on_its_new_content() {
     // Correcting a matched invoice gives back what it had consumed.
     apply(&mut s, invoice(f.invoice(20, dec!(4), dec!(10.00))));
     assert_eq!(s.invoiced(line(1)), qty(dec!(4)));
+}
+
+fn blocked(mut invoice: InvoiceReceived, reason: &str) -> InvoiceReceived {
+    invoice.payment_block = Some(reason.into());
+    invoice
+}
+
+fn revision(outputs: &[MatchOutput]) -> u32 {
+    match outputs {
+        [MatchOutput::Matched(m)] => m.revision,
+        [MatchOutput::Exception(e)] => e.revision,
+        other => panic!("expected one decided outcome, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_manually_blocked_invoice_is_held_whatever_the_match_finds_until_resent_without_the_block() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let clean = f.invoice(20, dec!(60), dec!(10.00));
+    let out = apply(
+        &mut s,
+        invoice(blocked(clean.clone(), "price under negotiation")),
+    );
+    assert_eq!(
+        reasons(&out),
+        vec![ExceptionReason::ManualHold {
+            reason: "price under negotiation".into()
+        }]
+    );
+    assert_eq!(
+        s.invoiced(line(1)),
+        Quantity::ZERO,
+        "a held invoice consumes nothing"
+    );
+    // Facts changing re-check the automatic holds; a manual one stays as it is.
+    assert!(apply(&mut s, f.receipt(11, dec!(0), dec!(0))).is_empty());
+    assert_eq!(
+        apply(
+            &mut s,
+            invoice(blocked(clean.clone(), "price under negotiation"))
+        ),
+        out,
+        "a re-delivered blocked invoice gets the same answer"
+    );
+    let released = apply(&mut s, invoice(clean));
+    assert!(matches!(released.as_slice(), [MatchOutput::Matched(_)]));
+    assert_eq!(revision(&released), revision(&out) + 1);
+    assert_eq!(s.invoiced(line(1)), qty(dec!(60)));
+}
+
+#[test]
+fn blocking_a_matched_invoice_holds_it_and_gives_back_what_it_consumed() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    let clean = f.invoice(20, dec!(60), dec!(10.00));
+    let matched = apply(&mut s, invoice(clean.clone()));
+    assert_eq!(revision(&matched), 1);
+    let held = apply(&mut s, invoice(blocked(clean.clone(), "supplier query")));
+    assert!(matches!(held.as_slice(), [MatchOutput::Exception(_)]));
+    assert_eq!(revision(&held), 2);
+    assert_eq!(s.invoiced(line(1)), Quantity::ZERO);
+    let released = apply(&mut s, invoice(clean));
+    assert_eq!(revision(&released), 3);
+    assert_eq!(s.invoiced(line(1)), qty(dec!(60)));
+}
+
+#[test]
+fn a_blocked_invoice_waiting_for_goods_names_the_block_and_the_missing_goods() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(40), dec!(0)));
+    let out = apply(
+        &mut s,
+        invoice(blocked(f.invoice(20, dec!(60), dec!(10.00)), "dispute")),
+    );
+    assert_eq!(
+        reasons(&out),
+        vec![
+            ExceptionReason::ManualHold {
+                reason: "dispute".into()
+            },
+            ExceptionReason::NotReceived {
+                line: line(1),
+                expected: qty(dec!(40)),
+                actual: qty(dec!(60)),
+            },
+        ]
+    );
+    // The goods coming changes what is reported, not that it is held.
+    let out = apply(&mut s, f.receipt(11, dec!(20), dec!(0)));
+    assert_eq!(
+        reasons(&out),
+        vec![ExceptionReason::ManualHold {
+            reason: "dispute".into()
+        }]
+    );
 }
 
 #[test]

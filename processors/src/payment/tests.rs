@@ -13,6 +13,7 @@ fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 
 fn matched(total: Decimal) -> InvoiceMatched {
     InvoiceMatched {
+        revision: 0,
         org: OrgId::from_u128(1),
         invoice: InvoiceId::from_u128(2),
         kind: crate::events::DocumentKind::Invoice,
@@ -180,6 +181,112 @@ fn a_disputed_po_holds_the_payment_until_the_dispute_is_resolved() {
         p.release(date(2026, 4, 2), &payee("NET30"), &policy())[..],
         [PaymentEvent::Released(_)]
     ));
+}
+
+fn revised(total: Decimal, revision: u32) -> InvoiceMatched {
+    let mut m = matched(total);
+    m.revision = revision;
+    m
+}
+
+fn invoiced_on() -> NaiveDate {
+    let (y, m, d) = INVOICED;
+    date(y, m, d)
+}
+
+#[test]
+fn an_invoice_blocked_after_it_was_scheduled_is_held_until_it_matches_again() {
+    let mut p = scheduled(dec!(100), "NET30");
+    assert_eq!(
+        p.on_blocked(2),
+        vec![PaymentEvent::Held(Hold::InvoiceBlocked)]
+    );
+    assert!(p
+        .release(date(2026, 4, 1), &payee("NET30"), &policy())
+        .is_empty());
+    // The same match again (the manual hold released): the hold goes, nothing is re-planned.
+    let events = p
+        .on_matched_again(
+            &revised(dec!(100), 3),
+            invoiced_on(),
+            &payee("NET30"),
+            &policy(),
+        )
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![PaymentEvent::HoldReleased(Hold::InvoiceBlocked)]
+    );
+    assert!(matches!(
+        p.release(date(2026, 4, 2), &payee("NET30"), &policy())[..],
+        [PaymentEvent::Released(ref r)] if r.amount == Money::new(dec!(100), eur())
+    ));
+}
+
+#[test]
+fn an_outcome_older_than_the_last_one_heard_of_changes_nothing() {
+    let mut p = scheduled(dec!(100), "NET30");
+    p.on_matched_again(
+        &revised(dec!(100), 3),
+        invoiced_on(),
+        &payee("NET30"),
+        &policy(),
+    )
+    .unwrap();
+    assert!(p.on_blocked(2).is_empty(), "a block older than the match");
+    assert!(p.on_blocked(3).is_empty(), "the same revision again");
+    assert!(p.holds().is_empty());
+    let older = p
+        .on_matched_again(
+            &revised(dec!(80), 1),
+            invoiced_on(),
+            &payee("NET30"),
+            &policy(),
+        )
+        .unwrap();
+    assert!(older.is_empty());
+    assert_eq!(p.parts()[0].amount, Money::new(dec!(100), eur()));
+}
+
+#[test]
+fn a_corrected_invoice_matched_again_before_release_is_planned_anew_on_its_new_amount() {
+    let mut p = scheduled(dec!(100), "2/10 NET 30");
+    let events = p
+        .on_matched_again(
+            &revised(dec!(90), 2),
+            invoiced_on(),
+            &payee("2/10 NET 30"),
+            &policy(),
+        )
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![PaymentEvent::Amended {
+            invoice: InvoiceId::from_u128(2),
+            parts: vec![(date(2026, 3, 11), Money::new(dec!(88.20), eur()))],
+            discount: Some(Money::new(dec!(1.80), eur())),
+        }]
+    );
+    assert_eq!(p.parts()[0].amount, Money::new(dec!(88.20), eur()));
+}
+
+#[test]
+fn a_correction_after_money_went_to_the_bank_is_refused_and_the_payment_kept() {
+    let mut p = scheduled(dec!(100), "NET30");
+    p.release(date(2026, 3, 31), &payee("NET30"), &policy());
+    let err = p
+        .on_matched_again(
+            &revised(dec!(90), 2),
+            invoiced_on(),
+            &payee("NET30"),
+            &policy(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        PaymentError::CorrectedAfterRelease { part: 1, .. }
+    ));
+    assert_eq!(p.parts()[0].amount, Money::new(dec!(100), eur()));
 }
 
 #[test]
@@ -689,5 +796,76 @@ proptest::proptest! {
         proptest::prop_assert_eq!(instructed + set_off, paid);
         proptest::prop_assert_eq!(set_off + credit.balance().unwrap().amount(), credited);
         proptest::prop_assert_eq!(set_off, paid.min(credited));
+    }
+}
+
+/// A match outcome of the invoice, as the payment topology reads it from `invoice-matched` or
+/// `invoice-exceptions`.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Matched(Decimal),
+    Blocked,
+}
+
+fn apply_outcome(p: &mut Payment, revision: u32, outcome: &Outcome) {
+    match outcome {
+        Outcome::Matched(total) => {
+            p.on_matched_again(
+                &revised(*total, revision),
+                invoiced_on(),
+                &payee("NET30"),
+                &policy(),
+            )
+            .unwrap();
+        }
+        Outcome::Blocked => {
+            p.on_blocked(revision);
+        }
+    }
+}
+
+use proptest::strategy::Strategy as _;
+
+proptest::proptest! {
+    /// The match decides an invoice again and again (blocked by hand, released, corrected);
+    /// its outcomes reach the payment from two topics, in any order and perhaps twice. The
+    /// payment ends as the newest outcome says, whatever the order: held if it blocks, planned
+    /// on its amount if it matches.
+    #[test]
+    fn a_payment_ends_as_the_newest_outcome_of_its_match_says_whatever_the_order(
+        outcomes in proptest::collection::vec(
+            proptest::prop_oneof![
+                (1i64..100_000).prop_map(|c| Outcome::Matched(Decimal::new(c, 2))),
+                proptest::strategy::Just(Outcome::Blocked),
+            ],
+            1..8,
+        ),
+        order in proptest::collection::vec(0usize..100, 0..16),
+    ) {
+        // Revision 1 is the match that scheduled it; the later ones are numbered from 2.
+        let numbered: Vec<(u32, Outcome)> =
+            outcomes.iter().cloned().enumerate().map(|(i, o)| (i as u32 + 2, o)).collect();
+        let mut in_order = scheduled(dec!(100), "NET30");
+        for (revision, outcome) in &numbered {
+            apply_outcome(&mut in_order, *revision, outcome);
+        }
+        // Any order, with re-deliveries: the indices pick outcomes, then every one comes once more.
+        let mut shuffled = scheduled(dec!(100), "NET30");
+        for i in order.iter().map(|i| i % numbered.len()).chain(0..numbered.len()) {
+            let (revision, outcome) = &numbered[i];
+            apply_outcome(&mut shuffled, *revision, outcome);
+        }
+        let (_, newest) = numbered.last().unwrap();
+        let amount = |p: &Payment| p.parts()[0].amount;
+        proptest::prop_assert_eq!(shuffled.holds(), in_order.holds());
+        match newest.clone() {
+            // Held: nothing is paid, and the match that releases it brings its amount.
+            Outcome::Blocked => proptest::prop_assert!(shuffled.holds().contains(&Hold::InvoiceBlocked)),
+            Outcome::Matched(total) => {
+                proptest::prop_assert!(shuffled.holds().is_empty());
+                proptest::prop_assert_eq!(amount(&shuffled), Money::new(total, eur()));
+                proptest::prop_assert_eq!(amount(&in_order), Money::new(total, eur()));
+            }
+        }
     }
 }

@@ -355,6 +355,7 @@ fn invoice_matched(invoice: u128) -> ProcurementInput {
 /// An invoice billing `quantity` of line 1, matched.
 fn invoice_billing(invoice: u128, quantity: Decimal) -> ProcurementInput {
     ProcurementInput::InvoiceMatched(crate::events::InvoiceMatched {
+        revision: 0,
         org: org(),
         invoice: crate::ids::InvoiceId::from_u128(invoice),
         kind: crate::events::DocumentKind::Invoice,
