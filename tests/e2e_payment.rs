@@ -742,8 +742,11 @@ async fn a_manual_hold_keeps_an_invoice_from_payment_until_released_and_a_correc
     };
     tx.invoice(&released).await;
 
+    // Schedule and instructions are read one after the other: wait for both.
     let seen = wait_until(&topics, &codec, "the amendment and today's run", |s| {
-        s.kinds(&clean.invoice).len() == 4 && !s.instructions.is_empty()
+        s.kinds(&clean.invoice).len() == 4
+            && s.kinds(&first_blocked.invoice).len() == 2
+            && !s.instructions.is_empty()
     })
     .await;
     matching.stop().await;

@@ -1036,3 +1036,6 @@ impl Topology for PaymentProcessor {
         Ok(output)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! The payment topology's own logic, record by record, on a real RocksDB store and the
+//! embedded codec: no broker (the end-to-end tests in `tests/` run it on one).
+
+use super::*;
+use futures::executor::block_on;
+use p2p_avro::contracts::{INVOICE_EXCEPTION, INVOICE_MATCHED, ORG_CONFIG, PURCHASE_ORDER_EVENT};
+use p2p_avro::convert::procurement::org_config_value;
+use p2p_avro::convert::{
+    invoice_exception_value, invoice_matched_value, purchase_order_event_value,
+};
+use p2p_processors::payment::Hold;
+use p2p_processors::{
+    Currency, ExceptionReason, InvoiceException, InvoiceNumber, Money, PurchaseOrderId,
+    PurchaseOrderStepped, SupplierId,
+};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+/// 2026-01-01: the invoices below fall due months later, so no payment run fires.
+const NOW: i64 = 1_767_225_600_000;
+/// 2026-03-01, as days since the epoch.
+const INVOICE_DATE: i32 = 20_513;
+
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+struct Harness {
+    processor: PaymentProcessor,
+    topics: Topics,
+    store: Store,
+    offset: i64,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Topics::default();
+        Harness {
+            processor: PaymentProcessor::new(topics.clone(), Arc::new(Codec::Embedded)),
+            store: Store::open(dir.path(), PROCESSOR).unwrap(),
+            topics,
+            offset: 0,
+            _dir: dir,
+        }
+    }
+
+    /// Processes one record, as one batch, and applies its state.
+    fn feed(&mut self, topic: &str, contract: &Contract, org: &OrgId, value: Value) {
+        let payload = block_on(Codec::Embedded.encode(topic, contract, value)).unwrap();
+        self.offset += 1;
+        let record = InputRecord {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: self.offset,
+            timestamp: Some(NOW),
+            key: Some(org.as_str().as_bytes().to_vec()),
+            payload: Some(payload),
+            headers: vec![],
+        };
+        let output = block_on(self.processor.process(&[record], NOW, &self.store)).unwrap();
+        assert_eq!(output.stats.dead_lettered, 0, "nothing here is bad input");
+        self.store.write(output.state).unwrap();
+    }
+
+    fn paying_eur(&mut self, org: &OrgId) {
+        let mut config = OrgConfig::defaults(org.clone(), eur(), EventTime(NOW));
+        config
+            .payment
+            .debtor_accounts
+            .insert(eur(), "DE89370400440532013000".into());
+        let topic = self.topics.org_config.clone();
+        self.feed(&topic, &ORG_CONFIG, org, org_config_value(&config).unwrap());
+    }
+
+    fn outcome(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Po(step) => {
+                let event = PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+                    org: OrgId::from_u128(1),
+                    po: PurchaseOrderId::from_u128(3),
+                    step: *step,
+                });
+                let topic = self.topics.po_events.clone();
+                let value = purchase_order_event_value(&event, "e", EventTime(NOW)).unwrap();
+                self.feed(&topic, &PURCHASE_ORDER_EVENT, event.org(), value);
+            }
+            Outcome::Matched(m) => {
+                let topic = self.topics.invoice_matched.clone();
+                self.feed(
+                    &topic,
+                    &INVOICE_MATCHED,
+                    &m.org,
+                    invoice_matched_value(m).unwrap(),
+                );
+            }
+            Outcome::Blocked(e) => {
+                let topic = self.topics.invoice_exceptions.clone();
+                self.feed(
+                    &topic,
+                    &INVOICE_EXCEPTION,
+                    &e.org,
+                    invoice_exception_value(e).unwrap(),
+                );
+            }
+        }
+    }
+
+    /// What would be paid for `invoice` if a run came now: its parts' amounts, unless a hold
+    /// stands or nothing is scheduled.
+    fn payable(&self, org: &OrgId, invoice: &InvoiceId) -> Option<Vec<Money>> {
+        let payment: Payment = self.store.get(&payment_key(org, invoice)).unwrap()?;
+        payment
+            .holds()
+            .is_empty()
+            .then(|| payment.parts().iter().map(|p| p.amount).collect())
+    }
+
+    fn holds(&self, org: &OrgId, invoice: &InvoiceId) -> Vec<Hold> {
+        self.store
+            .get::<Payment>(&payment_key(org, invoice))
+            .unwrap()
+            .map(|p| p.holds().iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Matched(InvoiceMatched),
+    Blocked(InvoiceException),
+    /// Not an outcome of the match: the invoice's PO disputed or its dispute resolved, on
+    /// `po-events`, a third topic.
+    Po(PurchaseOrderStep),
+}
+
+/// The `revision`-th outcome of one invoice: matched for `total`, or blocked by hand.
+fn outcome(revision: u32, total: Option<Decimal>) -> Outcome {
+    let org = OrgId::from_u128(1);
+    let invoice = InvoiceId::from_u128(2);
+    let po = PurchaseOrderId::from_u128(3);
+    let supplier = SupplierId::from_u128(4);
+    let number = InvoiceNumber::parse("SI-1").unwrap();
+    match total {
+        Some(total) => Outcome::Matched(InvoiceMatched {
+            org,
+            invoice,
+            kind: DocumentKind::Invoice,
+            po,
+            supplier,
+            number,
+            total: Money::new(total, eur()),
+            lines: vec![],
+            invoice_date: INVOICE_DATE,
+            matched_at: EventTime(NOW),
+            warnings: vec![],
+            revision,
+        }),
+        None => Outcome::Blocked(InvoiceException {
+            org,
+            invoice,
+            kind: DocumentKind::Invoice,
+            po,
+            supplier,
+            number,
+            total: Money::new(Decimal::ONE_HUNDRED, eur()),
+            reasons: vec![ExceptionReason::ManualHold {
+                reason: "query".into(),
+            }],
+            raised_at: EventTime(NOW),
+            revision,
+        }),
+    }
+}
+
+#[test]
+fn a_block_read_before_the_match_it_follows_keeps_that_match_from_being_scheduled() {
+    let mut h = Harness::new();
+    let org = OrgId::from_u128(1);
+    let invoice = InvoiceId::from_u128(2);
+    h.paying_eur(&org);
+    h.outcome(&outcome(2, None));
+    h.outcome(&outcome(1, Some(Decimal::ONE_HUNDRED)));
+    assert_eq!(h.payable(&org, &invoice), None);
+    // Released: the newer match schedules it.
+    h.outcome(&outcome(3, Some(Decimal::ONE_HUNDRED)));
+    assert_eq!(
+        h.payable(&org, &invoice),
+        Some(vec![Money::new(Decimal::ONE_HUNDRED, eur())])
+    );
+}
+
+#[test]
+fn a_block_after_the_match_holds_the_payment_until_it_matches_again() {
+    let mut h = Harness::new();
+    let org = OrgId::from_u128(1);
+    let invoice = InvoiceId::from_u128(2);
+    h.paying_eur(&org);
+    h.outcome(&outcome(1, Some(Decimal::ONE_HUNDRED)));
+    h.outcome(&outcome(2, None));
+    assert_eq!(h.holds(&org, &invoice), vec![Hold::InvoiceBlocked]);
+    h.outcome(&outcome(3, Some(Decimal::TEN)));
+    assert_eq!(
+        h.payable(&org, &invoice),
+        Some(vec![Money::new(Decimal::TEN, eur())])
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// DOMAIN.md: any permutation of the same documents' arrival order ends in the same
+    /// outcome. One invoice is decided again and again (blocked by hand, released,
+    /// corrected); the match writes each outcome to `invoice-matched` or `invoice-exceptions`
+    /// and the payment topology reads the two topics in any order, some records twice. What
+    /// it would pay ends as the newest outcome says: nothing while it blocks, else that
+    /// match's amount, once.
+    #[test]
+    fn what_is_payable_follows_the_newest_outcome_whatever_order_the_two_topics_are_read_in(
+        totals in proptest::collection::vec(proptest::option::of(1i64..1_000_000), 1..6),
+        order in Just(()).prop_perturb(|_, mut rng| {
+            let mut order: Vec<usize> = (0..12).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.random_range(0..=i));
+            }
+            order
+        }),
+        again in proptest::collection::vec(0usize..12, 0..4),
+        dispute in proptest::option::of((0usize..16, proptest::option::of(0usize..16))),
+    ) {
+        let outcomes: Vec<Outcome> = totals
+            .iter()
+            .enumerate()
+            .map(|(i, t)| outcome(i as u32 + 1, t.map(|c| Decimal::new(c, 2))))
+            .collect();
+        let org = OrgId::from_u128(1);
+        let invoice = InvoiceId::from_u128(2);
+        let mut h = Harness::new();
+        h.paying_eur(&org);
+        let mut arrival: Vec<&Outcome> = order
+            .iter()
+            .chain(&again)
+            .filter_map(|&i| outcomes.get(i))
+            .collect();
+        // The PO disputed somewhere among them (one topic: its resolution comes after it).
+        let resolved = dispute.is_some_and(|(_, resolution)| resolution.is_some());
+        let steps = [
+            Outcome::Po(PurchaseOrderStep::Disputed),
+            Outcome::Po(PurchaseOrderStep::DisputeResolved),
+        ];
+        if let Some((at, resolution)) = dispute {
+            let at = at.min(arrival.len());
+            arrival.insert(at, &steps[0]);
+            if let Some(later) = resolution {
+                arrival.insert((at + 1 + later).min(arrival.len()), &steps[1]);
+            }
+        }
+        for outcome in arrival {
+            h.outcome(outcome);
+        }
+        let expected = match outcomes.last().unwrap() {
+            Outcome::Matched(m) if dispute.is_none() || resolved => Some(vec![m.total]),
+            _ => None,
+        };
+        prop_assert_eq!(h.payable(&org, &invoice), expected);
+    }
+}
