@@ -880,3 +880,50 @@ async fn hold_probe_until_in_force(
     }
     panic!("the 5-cent price limit never took effect for {}", org.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_erp_closes_a_po_its_open_invoices_are_exceptions_naming_it() {
+    let topics = TestTopics::create("po-closed", 2).await;
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
+    let a = Org::new("EUR");
+    // 10 ordered, 6 delivered and billed; the supplier bills the 4 it never delivered.
+    let po = a.po(&[(dec!(10), dec!(10.00), true)]);
+    let billed = a.invoice(&po, &[(1, dec!(6), dec!(10.00))], dec!(60.00));
+    let undelivered = a.invoice(&po, &[(1, dec!(4), dec!(10.00))], dec!(40.00));
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    send(vec![
+        issued(&po, 1),
+        received(&a.receipt(&po, &[(1, dec!(6))]), 2),
+        invoiced(&billed, 3),
+        invoiced(&undelivered, 4),
+    ])
+    .await;
+    wait_for(&topics, &codec, "the delivered part matched", |o| {
+        o.matched.contains_key(billed.invoice.as_str())
+    })
+    .await;
+    // The buyer closes the PO short: the rest will not come.
+    let closed = PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+        org: a.id.clone(),
+        po: po.po.clone(),
+        step: PurchaseOrderStep::Closed,
+    });
+    send(vec![ScenarioRecord::purchase_order(
+        &closed,
+        EventTime(T + 5),
+    )])
+    .await;
+    let observed = wait_for(&topics, &codec, "the open invoice's exception", |o| {
+        o.exceptions.contains_key(undelivered.invoice.as_str())
+    })
+    .await;
+    pipeline.stop().await;
+    let reasons: Vec<String> = reasons_of(&observed, &undelivered)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(reasons, vec!["PO_CLOSED", "NOT_RECEIVED"]);
+    assert_eq!(observed.matched[billed.invoice.as_str()].len(), 1);
+}

@@ -371,6 +371,8 @@ pub enum ExceptionReason {
     ManualHold {
         reason: String,
     },
+    /// The ERP closed the PO (nothing more is to be delivered or billed on it).
+    PoClosed,
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
@@ -389,11 +391,12 @@ pub enum ReasonKind {
     ReceiptDiscrepancy,
     NotAccepted,
     ManualHold,
+    PoClosed,
 }
 
 impl ReasonKind {
     /// In the order of the Avro enum's symbols.
-    pub const ALL: [ReasonKind; 13] = [
+    pub const ALL: [ReasonKind; 14] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -407,6 +410,7 @@ impl ReasonKind {
         ReasonKind::ReceiptDiscrepancy,
         ReasonKind::NotAccepted,
         ReasonKind::ManualHold,
+        ReasonKind::PoClosed,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -425,6 +429,7 @@ impl ReasonKind {
             ReasonKind::ReceiptDiscrepancy => "RECEIPT_DISCREPANCY",
             ReasonKind::NotAccepted => "NOT_ACCEPTED",
             ReasonKind::ManualHold => "MANUAL_HOLD",
+            ReasonKind::PoClosed => "PO_CLOSED",
         }
     }
 
@@ -449,6 +454,7 @@ impl ExceptionReason {
             ExceptionReason::ReceiptDiscrepancy { .. } => ReasonKind::ReceiptDiscrepancy,
             ExceptionReason::NotAccepted { .. } => ReasonKind::NotAccepted,
             ExceptionReason::ManualHold { .. } => ReasonKind::ManualHold,
+            ExceptionReason::PoClosed => ReasonKind::PoClosed,
         }
     }
 
@@ -518,6 +524,9 @@ impl ExceptionReason {
             } => format!("line {line}: billed {actual}, received and not yet invoiced {expected}"),
             ExceptionReason::UnknownPoLine { line } => format!("line {line} is not on the PO"),
             ExceptionReason::PoCancelled => "the purchase order is cancelled".to_owned(),
+            ExceptionReason::PoClosed => {
+                "the purchase order is closed: nothing more is to be billed on it".to_owned()
+            }
             ExceptionReason::Duplicate { of } => {
                 format!("duplicates invoice {of} of the same supplier")
             }

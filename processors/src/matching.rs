@@ -152,6 +152,9 @@ pub struct PurchaseOrderMatch {
     /// Invoices in arrival order: pending ones are re-matched in this order, so cumulative
     /// consumption is deterministic.
     invoices: Vec<InvoiceRecord>,
+    /// The ERP closed the PO: no invoice of it matches any more (its credit memos still do).
+    #[serde(default)]
+    closed: bool,
 }
 
 impl PurchaseOrderMatch {
@@ -165,6 +168,7 @@ impl PurchaseOrderMatch {
             discrepancies: BTreeSet::new(),
             unchecked: Vec::new(),
             invoices: Vec::new(),
+            closed: false,
         }
     }
 
@@ -289,6 +293,11 @@ impl PurchaseOrderMatch {
             MatchInput::PurchaseOrder(PurchaseOrderEvent::Cancelled(_)) => {
                 Ok(self.on_cancelled(at))
             }
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Stepped(stepped))
+                if stepped.step == PurchaseOrderStep::Closed =>
+            {
+                self.on_closed(at, keys)
+            }
             // Approval and the other lifecycle steps do not change what may be matched.
             MatchInput::PurchaseOrder(
                 PurchaseOrderEvent::Submitted(_) | PurchaseOrderEvent::Stepped(_),
@@ -326,6 +335,20 @@ impl PurchaseOrderMatch {
         }
         outputs.extend(self.recheck(at, keys, None)?);
         Ok(outputs)
+    }
+
+    /// Closed by the ERP: what is matched stays matched; every invoice still open (pending,
+    /// or held) is an exception naming the closed PO, with whatever else it had.
+    fn on_closed(
+        &mut self,
+        at: EventTime,
+        keys: &EffectiveTolerances,
+    ) -> Result<Vec<MatchOutput>, MatchError> {
+        if self.closed {
+            return Ok(vec![]);
+        }
+        self.closed = true;
+        self.recheck(at, keys, None)
     }
 
     fn on_cancelled(&mut self, at: EventTime) -> Vec<MatchOutput> {
@@ -607,6 +630,9 @@ impl PurchaseOrderMatch {
         let mut reasons = Vec::new();
         let mut warnings = Vec::new();
         let mut waiting = Vec::new();
+        if self.closed && invoice.kind == DocumentKind::Invoice {
+            reasons.push(ExceptionReason::PoClosed);
+        }
         if invoice.supplier != order.supplier {
             reasons.push(ExceptionReason::SupplierMismatch {
                 expected: order.supplier.clone(),

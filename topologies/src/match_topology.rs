@@ -23,7 +23,8 @@ use p2p_processors::org_config::OrgConfig;
 use p2p_processors::tolerance_keys::{EffectiveTolerances, ToleranceKeys};
 use p2p_processors::{
     DocumentRef, EventTime, GoodsReceiptId, InvoiceId, MatchContext, MatchInput, MatchOutput,
-    OrgId, PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, SupplierId, Tolerance,
+    OrgId, PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, PurchaseOrderStep, SupplierId,
+    Tolerance,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
@@ -273,12 +274,16 @@ impl MatchProcessor {
         if let Err(dead) = check_key(record, org) {
             return Ok(Err(dead));
         }
-        // Approval and lifecycle steps are the procurement topology's; nothing to match.
-        if let MatchInput::PurchaseOrder(
-            PurchaseOrderEvent::Submitted(_) | PurchaseOrderEvent::Stepped(_),
-        ) = &decoded.input
-        {
-            return Ok(Ok(()));
+        // Approval and lifecycle steps are the procurement topology's; nothing to match, but
+        // for a close: the PO takes no more invoices.
+        match &decoded.input {
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Submitted(_)) => return Ok(Ok(())),
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Stepped(s))
+                if s.step != PurchaseOrderStep::Closed =>
+            {
+                return Ok(Ok(()))
+            }
+            _ => {}
         }
 
         let key = StateKey::new(org, decoded.input.po().as_str());

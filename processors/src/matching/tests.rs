@@ -1278,3 +1278,57 @@ fn a_corrected_credit_memo_takes_back_what_its_first_version_gave() {
     apply(&mut s, invoice(f.credit_memo(30, dec!(4), dec!(10.00))));
     assert_eq!(s.invoiced(line(1)), qty(dec!(46)));
 }
+
+// ---- a PO the ERP closed ----------------------------------------------------------------------
+
+impl Fixture {
+    fn closed(&self) -> MatchInput {
+        MatchInput::PurchaseOrder(PurchaseOrderEvent::Stepped(PurchaseOrderStepped {
+            org: self.org.clone(),
+            po: self.po.clone(),
+            step: PurchaseOrderStep::Closed,
+        }))
+    }
+}
+
+#[test]
+fn once_the_erp_closes_a_po_its_open_and_later_invoices_are_exceptions_and_matched_ones_stay() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(50), dec!(0)));
+    let first = apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+    assert!(matches!(first.as_slice(), [MatchOutput::Matched(_)]));
+    // Waiting for goods that will not come now.
+    let waiting = apply(&mut s, invoice(f.invoice(21, dec!(30), dec!(10.00))));
+    assert!(matches!(waiting.as_slice(), [MatchOutput::Pending(_)]));
+
+    let out = apply(&mut s, f.closed());
+    assert_eq!(
+        reasons(&out),
+        vec![
+            ExceptionReason::PoClosed,
+            ExceptionReason::NotReceived {
+                line: line(1),
+                expected: Quantity::ZERO,
+                actual: qty(dec!(30)),
+            },
+        ]
+    );
+    assert!(apply(&mut s, f.closed()).is_empty(), "closed once");
+    // Goods on hand do not help an invoice of a closed PO.
+    apply(&mut s, f.receipt(11, dec!(20), dec!(0)));
+    let late = apply(&mut s, invoice(f.invoice(22, dec!(20), dec!(10.00))));
+    assert_eq!(reasons(&late), vec![ExceptionReason::PoClosed]);
+    assert_eq!(
+        s.invoiced(line(1)),
+        qty(dec!(50)),
+        "what matched stays matched"
+    );
+    // Money back is still taken.
+    let memo = apply(&mut s, invoice(f.credit_memo(30, dec!(5), dec!(10.00))));
+    assert_eq!(
+        matched_kinds(&memo),
+        vec![(InvoiceId::from_u128(30), DocumentKind::CreditMemo)]
+    );
+}
