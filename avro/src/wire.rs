@@ -251,11 +251,11 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn exception_reasons_carry_expected_actual_and_delta_on_the_wire() {
+    /// [`invoice`]'s exception, written to the wire and read back.
+    fn exception_on_the_wire(reasons: Vec<ExceptionReason>, revision: u32) -> Value {
         let inv = invoice();
         let exception = InvoiceException {
-            revision: 0,
+            revision,
             org: inv.org.clone(),
             invoice: inv.invoice.clone(),
             kind: inv.kind,
@@ -263,15 +263,24 @@ mod tests {
             supplier: inv.supplier.clone(),
             number: inv.number.clone(),
             total: inv.total,
-            reasons: vec![ExceptionReason::AmountVariance {
-                expected: Money::new(dec!(49.9999975), inv.currency),
-                actual: inv.total,
-            }],
+            reasons,
             raised_at: EventTime(9),
         };
         let value = convert::invoice_exception_value(&exception).unwrap();
         let bytes = INVOICE_EXCEPTION.write_datum(value).unwrap();
-        let back = INVOICE_EXCEPTION.read_datum(&mut &bytes[..]).unwrap();
+        INVOICE_EXCEPTION.read_datum(&mut &bytes[..]).unwrap()
+    }
+
+    #[test]
+    fn exception_reasons_carry_expected_actual_and_delta_on_the_wire() {
+        let inv = invoice();
+        let back = exception_on_the_wire(
+            vec![ExceptionReason::AmountVariance {
+                expected: Money::new(dec!(49.9999975), inv.currency),
+                actual: inv.total,
+            }],
+            0,
+        );
         let record = convert::exception_record(&back).unwrap();
         assert_eq!(record.reasons[0].reason, "AMOUNT_VARIANCE");
         assert_eq!(record.reasons[0].expected, Some(dec!(49.9999975)));
@@ -299,27 +308,15 @@ mod tests {
 
     #[test]
     fn a_manual_hold_and_the_outcome_revision_reach_the_payment_side() {
-        let inv = invoice();
-        let exception = InvoiceException {
-            revision: 3,
-            org: inv.org.clone(),
-            invoice: inv.invoice.clone(),
-            kind: inv.kind,
-            po: inv.po.clone(),
-            supplier: inv.supplier.clone(),
-            number: inv.number.clone(),
-            total: inv.total,
-            reasons: vec![ExceptionReason::ManualHold {
+        let back = exception_on_the_wire(
+            vec![ExceptionReason::ManualHold {
                 reason: "supplier query".into(),
             }],
-            raised_at: EventTime(9),
-        };
-        let value = convert::invoice_exception_value(&exception).unwrap();
-        let bytes = INVOICE_EXCEPTION.write_datum(value).unwrap();
-        let back = INVOICE_EXCEPTION.read_datum(&mut &bytes[..]).unwrap();
+            3,
+        );
         let blocked = convert::blocked_invoice(&back).unwrap();
         assert_eq!(blocked.revision, 3);
-        assert_eq!(blocked.invoice, inv.invoice);
+        assert_eq!(blocked.invoice, invoice().invoice);
         assert_eq!(blocked.reasons, vec!["MANUAL_HOLD".to_owned()]);
         let record = convert::exception_record(&back).unwrap();
         assert_eq!(

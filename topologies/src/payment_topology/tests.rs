@@ -88,21 +88,13 @@ impl Harness {
             }
             Outcome::Matched(m) => {
                 let topic = self.topics.invoice_matched.clone();
-                self.feed(
-                    &topic,
-                    &INVOICE_MATCHED,
-                    &m.org,
-                    invoice_matched_value(m).unwrap(),
-                );
+                let value = invoice_matched_value(m).unwrap();
+                self.feed(&topic, &INVOICE_MATCHED, &m.org, value);
             }
             Outcome::Blocked(e) => {
                 let topic = self.topics.invoice_exceptions.clone();
-                self.feed(
-                    &topic,
-                    &INVOICE_EXCEPTION,
-                    &e.org,
-                    invoice_exception_value(e).unwrap(),
-                );
+                let value = invoice_exception_value(e).unwrap();
+                self.feed(&topic, &INVOICE_EXCEPTION, &e.org, value);
             }
         }
     }
