@@ -37,6 +37,55 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Dead-letter queues: see what is in one, send records back to where they came from.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the dead letters of a DLQ topic: where each came from, why, and the error.
+    Inspect(DlqArgs),
+    /// Send dead letters back to their original topic, with their original key and headers
+    /// (plus `dlq.replayed.from`). The dead letters stay in the DLQ.
+    Replay(DlqArgs),
+}
+
+#[derive(clap::Args)]
+struct DlqArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The DLQ topic, e.g. invoice-events.dlq.
+    #[arg(long)]
+    topic: String,
+    /// Only dead letters of this reason: undecodable, invalid-document, key-mismatch, rejected.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only this partition of the DLQ topic.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Only from this offset of the DLQ topic (inclusive).
+    #[arg(long)]
+    from_offset: Option<i64>,
+    /// Only up to this offset of the DLQ topic (inclusive).
+    #[arg(long)]
+    to_offset: Option<i64>,
+    /// How long reading the topic to its end may take.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+}
+
+impl DlqArgs {
+    fn selection(&self) -> p2p_topologies::dlq::DlqSelection {
+        p2p_topologies::dlq::DlqSelection {
+            reason: self.reason.clone(),
+            partition: self.partition,
+            from_offset: self.from_offset,
+            to_offset: self.to_offset,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -132,7 +181,42 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Dlq { command } => dlq(command).await,
     }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    use p2p_topologies::dlq;
+    let (args, replaying) = match &command {
+        DlqCommand::Inspect(args) => (args, false),
+        DlqCommand::Replay(args) => (args, true),
+    };
+    let config = config::PipelineConfig::load(&args.config)?;
+    let timeout = std::time::Duration::from_secs(args.timeout_secs);
+    let letters = if replaying {
+        dlq::replay(&config.kafka, &args.topic, &args.selection(), timeout).await?
+    } else {
+        dlq::inspect(&config.kafka, &args.topic, &args.selection(), timeout)?
+    };
+    for letter in &letters {
+        let header = |name| letter.header(name).unwrap_or_else(|| "?".into());
+        println!(
+            "{}[{}]@{} key={} reason={} from {}[{}]@{} processor={}: {}",
+            letter.dlq_topic,
+            letter.partition,
+            letter.offset,
+            String::from_utf8_lossy(letter.key.as_deref().unwrap_or_default()),
+            header(dlq::HEADER_REASON),
+            header(dlq::HEADER_TOPIC),
+            header(dlq::HEADER_PARTITION),
+            header(dlq::HEADER_OFFSET),
+            header(dlq::HEADER_PROCESSOR),
+            header(dlq::HEADER_ERROR),
+        );
+    }
+    let verb = if replaying { "replayed" } else { "selected" };
+    println!("{verb} {} dead letter(s) of {}", letters.len(), args.topic);
+    Ok(())
 }
 
 async fn shutdown_signal() {

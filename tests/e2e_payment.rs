@@ -787,3 +787,88 @@ async fn a_manual_hold_keeps_an_invoice_from_payment_until_released_and_a_correc
     );
     assert!(seen.dead_letters.is_empty(), "{:#?}", seen.dead_letters);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_status_that_came_too_early_is_dead_lettered_and_replayed_once_its_payment_exists() {
+    use p2p_topologies::dlq::{self, DlqSelection, HEADER_REPLAYED_FROM};
+    let topics = TestTopics::create("dlq-replay", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let payments = Pipeline::payment(&topics, codec.clone());
+    let invoice = matched(&org, &supplier.supplier, dec!(250.00), eur());
+
+    // The bank's acceptance overtakes the match (a misrouted connector, say), and a record
+    // nobody can read sits next to it.
+    tx.bank(&org, &invoice.invoice, BankStatus::Accepted).await;
+    tx.producer
+        .send(
+            FutureRecord::to(&topics.payment_status)
+                .key(org.as_str())
+                .payload(&b"not avro"[..]),
+            Timeout::After(Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    wait_until(&topics, &codec, "two dead letters", |s| {
+        s.dead_letters.len() == 2
+    })
+    .await;
+    tx.matched(&invoice).await;
+    wait_until(&topics, &codec, "the payment released", |s| {
+        s.kinds(&invoice.invoice)
+            .contains(&kind(ScheduleEventKind::Released))
+    })
+    .await;
+
+    // Only the rejected one goes back; the unreadable one would only fail again.
+    let dlq_topic = Topics::dlq(&topics.payment_status);
+    let rejected = DlqSelection {
+        reason: Some("rejected".into()),
+        ..DlqSelection::default()
+    };
+    let replayed = dlq::replay(&kafka(), &dlq_topic, &rejected, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 1);
+    let seen = wait_until(&topics, &codec, "the replayed status applied", |s| {
+        s.kinds(&invoice.invoice)
+            .contains(&kind(ScheduleEventKind::Disbursed))
+    })
+    .await;
+    payments.stop().await;
+
+    assert_eq!(seen.dead_letters.len(), 2, "nothing dead-lettered again");
+    let statuses = read_topic(&kafka(), &topics.payment_status, Duration::from_secs(30)).unwrap();
+    assert_eq!(statuses.len(), 3);
+    let back = statuses.last().unwrap();
+    let from = back
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == HEADER_REPLAYED_FROM))
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(
+        from,
+        Some(format!(
+            "{dlq_topic}/{}/{}",
+            replayed[0].partition, replayed[0].offset
+        ))
+    );
+    assert!(
+        back.headers().is_some_and(|h| h
+            .iter()
+            .all(|h| !h.key.starts_with("dlq.") || h.key == HEADER_REPLAYED_FROM)),
+        "the DLQ's own headers stay behind"
+    );
+    let all = dlq::inspect(
+        &kafka(),
+        &dlq_topic,
+        &DlqSelection::default(),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(all.len(), 2, "the dead letters stay where they are");
+}

@@ -15,15 +15,14 @@ use p2p_processors::{
     DocumentKind, DocumentRef, InvoiceId, PoState, PurchaseOrderId, ReasonKind, RequisitionId,
     RequisitionState,
 };
-use p2p_topologies::admin::client_config;
 use p2p_topologies::{KafkaProperties, Topics};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -31,8 +30,8 @@ pub enum AuditError {
     Kafka(#[from] KafkaError),
     #[error("output record on {topic} does not decode: {error}")]
     Decode { topic: String, error: String },
-    #[error("reading {0} did not reach the end in time")]
-    Timeout(String),
+    #[error("reading back: {0}")]
+    Read(#[from] p2p_topologies::admin::ReadError),
     #[error("output record is not in our wire format: {0}")]
     Codec(#[from] CodecError),
 }
@@ -60,81 +59,7 @@ pub fn read_topic(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<rdkafka::message::OwnedMessage>, AuditError> {
-    let consumer: BaseConsumer = client_config(kafka)
-        .set(
-            "group.id",
-            format!("p2p-audit-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let deadline = Instant::now() + timeout;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = watermarks(&consumer, topic, partition.id(), deadline)?;
-        if high > low {
-            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
-            ends.insert(partition.id(), high);
-        }
-    }
-    let mut records = Vec::new();
-    if ends.is_empty() {
-        return Ok(records);
-    }
-    consumer.assign(&assignment)?;
-    // Under read_committed the last offsets may be transaction markers, never delivered:
-    // a partition is done once its position reaches the high watermark.
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(AuditError::Timeout(topic.to_owned()));
-        }
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message?;
-            records.push(message.detach());
-        }
-        let position = consumer.position()?;
-        ends.retain(|partition, high| {
-            match position
-                .find_partition(topic, *partition)
-                .map(|p| p.offset())
-            {
-                Some(Offset::Offset(o)) => o < *high,
-                _ => true,
-            }
-        });
-    }
-    Ok(records)
-}
-
-/// A partition's low and high watermarks. A partition just created may have no leader yet:
-/// that passes, so it is retried until `deadline`, like any transient broker fault.
-fn watermarks(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    deadline: Instant,
-) -> Result<(i64, i64), AuditError> {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-            Err(e)
-                if Instant::now() < deadline
-                    && matches!(
-                        e.rdkafka_error_code(),
-                        Some(
-                            Code::NotLeaderForPartition
-                                | Code::LeaderNotAvailable
-                                | Code::UnknownTopicOrPartition
-                        )
-                    ) =>
-            {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            result => return Ok(result?),
-        }
-    }
+    Ok(p2p_topologies::admin::read_topic(kafka, topic, timeout)?)
 }
 
 /// Reads the match outputs and the input DLQs of `topics`.

@@ -1,11 +1,24 @@
-//! Topic administration: creates the topology's topics if they do not exist yet.
+//! Topic administration: creates the topology's topics if they do not exist yet, and reads a
+//! topic back to its end (for operators' tools and tests).
 
 use crate::config::{KafkaProperties, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("reading {0} did not reach the end in time")]
+    Timeout(String),
+}
 
 pub fn client_config(kafka: &KafkaProperties) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -78,4 +91,86 @@ pub async fn delete_topics(kafka: &KafkaProperties, topics: &Topics) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Reads every record of `topic` committed so far.
+pub fn read_topic(
+    kafka: &KafkaProperties,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<OwnedMessage>, ReadError> {
+    // Partitions are assigned, never subscribed: the group id commits nothing and joins no
+    // group, it only has to be there.
+    let consumer: BaseConsumer = client_config(kafka)
+        .set("group.id", format!("p2p-read-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let deadline = Instant::now() + timeout;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = watermarks(&consumer, topic, partition.id(), deadline)?;
+        if high > low {
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+            ends.insert(partition.id(), high);
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    // Under read_committed the last offsets may be transaction markers, never delivered:
+    // a partition is done once its position reaches the high watermark.
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(ReadError::Timeout(topic.to_owned()));
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            records.push(message.detach());
+        }
+        let position = consumer.position()?;
+        ends.retain(|partition, high| {
+            match position
+                .find_partition(topic, *partition)
+                .map(|p| p.offset())
+            {
+                Some(Offset::Offset(o)) => o < *high,
+                _ => true,
+            }
+        });
+    }
+    Ok(records)
+}
+
+/// A partition's low and high watermarks. A partition just created may have no leader yet:
+/// that passes, so it is retried until `deadline`, like any transient broker fault.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    deadline: Instant,
+) -> Result<(i64, i64), ReadError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            Code::NotLeaderForPartition
+                                | Code::LeaderNotAvailable
+                                | Code::UnknownTopicOrPartition
+                        )
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return Ok(result?),
+        }
+    }
 }

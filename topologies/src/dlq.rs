@@ -1,8 +1,14 @@
 //! Dead-letter records: the original key, value and headers, plus headers naming why and
-//! where from, so a DLQ can be inspected and replayed without guessing.
+//! where from, so a DLQ can be inspected and replayed without guessing. Inspecting and replaying
+//! them (the `dlq` subcommands) lives here too.
 
-use crate::config::Topics;
+use crate::admin::{client_config, read_topic, ReadError};
+use crate::config::{KafkaProperties, Topics};
 use crate::record::{InputRecord, OutputRecord};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::time::Duration;
 
 pub const HEADER_REASON: &str = "dlq.reason";
 pub const HEADER_ERROR: &str = "dlq.error";
@@ -11,6 +17,8 @@ pub const HEADER_PARTITION: &str = "dlq.original.partition";
 pub const HEADER_OFFSET: &str = "dlq.original.offset";
 pub const HEADER_TIMESTAMP: &str = "dlq.original.timestamp";
 pub const HEADER_PROCESSOR: &str = "dlq.processor";
+/// On a replayed record: the dead letter it came from, `<dlq topic>/<partition>/<offset>`.
+pub const HEADER_REPLAYED_FROM: &str = "dlq.replayed.from";
 
 /// Why a record went to the dead-letter queue (the `dlq.reason` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,5 +68,257 @@ pub fn dead_letter(
         key: input.key.clone().unwrap_or_default(),
         payload: input.payload.clone(),
         headers,
+    }
+}
+
+/// A dead letter read back from its DLQ topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub dlq_topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// The original record's headers, then ours (`dlq.*`), in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl DeadLetter {
+    pub fn from_message(message: &OwnedMessage) -> DeadLetter {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        DeadLetter {
+            dlq_topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    /// The last value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The record as it first came, to send back to its topic: the same key and payload and
+    /// the original record's own headers (ours, `dlq.*`, left behind), plus where it was
+    /// replayed from.
+    pub fn replay(&self) -> Result<OutputRecord, ReplayError> {
+        let topic = self
+            .header(HEADER_TOPIC)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ReplayError::NoOriginalTopic {
+                dlq_topic: self.dlq_topic.clone(),
+                partition: self.partition,
+                offset: self.offset,
+            })?;
+        let mut headers: Vec<(String, Vec<u8>)> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("dlq."))
+            .cloned()
+            .collect();
+        headers.push((
+            HEADER_REPLAYED_FROM.to_owned(),
+            format!("{}/{}/{}", self.dlq_topic, self.partition, self.offset).into_bytes(),
+        ));
+        Ok(OutputRecord {
+            topic,
+            key: self.key.clone().unwrap_or_default(),
+            payload: self.payload.clone(),
+            headers,
+        })
+    }
+}
+
+/// Which dead letters an operator means: by reason (`dlq.reason`), partition and offset range
+/// (inclusive) in the DLQ topic. Nothing set: all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DlqSelection {
+    pub reason: Option<String>,
+    pub partition: Option<i32>,
+    pub from_offset: Option<i64>,
+    pub to_offset: Option<i64>,
+}
+
+impl DlqSelection {
+    pub fn selects(&self, letter: &DeadLetter) -> bool {
+        self.reason
+            .as_ref()
+            .is_none_or(|r| letter.header(HEADER_REASON).as_ref() == Some(r))
+            && self.partition.is_none_or(|p| p == letter.partition)
+            && self.from_offset.is_none_or(|from| letter.offset >= from)
+            && self.to_offset.is_none_or(|to| letter.offset <= to)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(
+        "{dlq_topic}[{partition}]@{offset} names no original topic (header dlq.original.topic)"
+    )]
+    NoOriginalTopic {
+        dlq_topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// The dead letters of `dlq_topic` that `selection` selects, committed so far, in partition and
+/// offset order.
+pub fn inspect(
+    kafka: &KafkaProperties,
+    dlq_topic: &str,
+    selection: &DlqSelection,
+    timeout: Duration,
+) -> Result<Vec<DeadLetter>, ReadError> {
+    let mut letters: Vec<DeadLetter> = read_topic(kafka, dlq_topic, timeout)?
+        .iter()
+        .map(DeadLetter::from_message)
+        .filter(|l| selection.selects(l))
+        .collect();
+    letters.sort_by_key(|l| (l.partition, l.offset));
+    Ok(letters)
+}
+
+/// Sends the selected dead letters of `dlq_topic` back to the topics they came from, in order,
+/// keyed as they were (so each lands on its org's partition), and returns what was sent. Every
+/// letter is checked before any is sent: one with no original topic sends nothing. The dead
+/// letters stay where they are; a replayed record that fails again is dead-lettered again.
+pub async fn replay(
+    kafka: &KafkaProperties,
+    dlq_topic: &str,
+    selection: &DlqSelection,
+    timeout: Duration,
+) -> Result<Vec<DeadLetter>, ReplayError> {
+    let letters = inspect(kafka, dlq_topic, selection, timeout)?;
+    let records = letters
+        .iter()
+        .map(DeadLetter::replay)
+        .collect::<Result<Vec<_>, _>>()?;
+    let producer: FutureProducer = client_config(kafka)
+        .set("enable.idempotence", "true")
+        // The Java client's partitioner, as the pipeline and ERPs produce with.
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    for record in &records {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut out = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .headers(headers);
+        if let Some(payload) = &record.payload {
+            out = out.payload(payload);
+        }
+        producer
+            .send(out, Timeout::After(timeout))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(letters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(headers: &[(&str, &str)], offset: i64) -> DeadLetter {
+        DeadLetter {
+            dlq_topic: "invoice-events.dlq".into(),
+            partition: 1,
+            offset,
+            key: Some(b"org_1".to_vec()),
+            payload: Some(vec![0, 0, 0, 0, 3, 42]),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_replayed_record_goes_back_as_it_came_with_its_own_headers_and_where_it_was_kept() {
+        let input = InputRecord {
+            topic: "invoice-events".into(),
+            partition: 2,
+            offset: 17,
+            timestamp: Some(5),
+            key: Some(b"org_1".to_vec()),
+            payload: Some(vec![0, 0, 0, 0, 3, 42]),
+            headers: vec![("traceparent".into(), b"00-abc".to_vec())],
+        };
+        let dead = dead_letter(&input, DlqReason::Rejected, "no such payment", "payment");
+        let kept = DeadLetter {
+            headers: dead.headers.clone(),
+            ..letter(&[], 9)
+        };
+        assert_eq!(kept.header(HEADER_REASON).as_deref(), Some("rejected"));
+        let again = kept.replay().unwrap();
+        assert_eq!(again.topic, "invoice-events");
+        assert_eq!(again.key, b"org_1".to_vec());
+        assert_eq!(again.payload, input.payload);
+        assert_eq!(
+            again.headers,
+            vec![
+                ("traceparent".to_owned(), b"00-abc".to_vec()),
+                (
+                    HEADER_REPLAYED_FROM.to_owned(),
+                    b"invoice-events.dlq/1/9".to_vec()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_without_its_original_topic_is_not_replayed_anywhere() {
+        assert!(matches!(
+            letter(&[(HEADER_REASON, "undecodable")], 3).replay(),
+            Err(ReplayError::NoOriginalTopic { offset: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn a_selection_picks_by_reason_partition_and_inclusive_offset_range() {
+        let undecodable = letter(&[(HEADER_REASON, "undecodable")], 10);
+        let rejected = letter(&[(HEADER_REASON, "rejected")], 11);
+        let by_reason = DlqSelection {
+            reason: Some("rejected".into()),
+            ..DlqSelection::default()
+        };
+        assert!(!by_reason.selects(&undecodable) && by_reason.selects(&rejected));
+        let range = DlqSelection {
+            partition: Some(1),
+            from_offset: Some(10),
+            to_offset: Some(10),
+            ..DlqSelection::default()
+        };
+        assert!(range.selects(&undecodable) && !range.selects(&rejected));
+        let other_partition = DlqSelection {
+            partition: Some(0),
+            ..DlqSelection::default()
+        };
+        assert!(!other_partition.selects(&undecodable));
+        assert!(DlqSelection::default().selects(&rejected));
     }
 }
