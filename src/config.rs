@@ -28,6 +28,13 @@ pub struct PipelineConfig {
     pub topics: Topics,
     #[serde(default, rename = "match")]
     pub matching: MatchSection,
+    /// Where `/metrics` (Prometheus), `/healthz` and `/readyz` are served.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+fn default_metrics_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 9898))
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,7 @@ mod demo;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use p2p_topologies::{MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime};
+use p2p_topologies::{MatchRuntime, Metrics, PaymentProcessor, ProcurementProcessor, Runtime};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -125,18 +125,24 @@ async fn main() -> anyhow::Result<()> {
             let config = config::PipelineConfig::load(&config)?;
             let codec = config.codec()?;
             tracing::info!(schemas = %codec.describe(), "starting the procurement, match and payment topologies");
+            let metrics = Metrics::new(3)?;
+            let serving = metrics.serve(config.metrics_addr).await?;
+            tracing::info!(%serving, "serving /metrics, /healthz and /readyz");
             let matching = MatchRuntime::for_match(config.match_config()?, codec.clone())
-                .context("starting the match runtime")?;
+                .context("starting the match runtime")?
+                .with_metrics(metrics.clone());
             let procurement = Runtime::new(
                 config.runtime_config("procurement"),
                 ProcurementProcessor::new(config.topics.clone(), codec.clone()),
             )
-            .context("starting the procurement runtime")?;
+            .context("starting the procurement runtime")?
+            .with_metrics(metrics.clone());
             let payment = Runtime::new(
                 config.runtime_config("payment"),
                 PaymentProcessor::new(config.topics.clone(), codec),
             )
-            .context("starting the payment runtime")?;
+            .context("starting the payment runtime")?
+            .with_metrics(metrics);
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let until_stopped = || {
                 let mut stopped = stopped.clone();

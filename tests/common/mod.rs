@@ -116,12 +116,27 @@ pub struct Pipeline {
 impl Pipeline {
     /// The match topology on `topics`, with its own consumer group and state.
     pub fn start(topics: &Topics, codec: Arc<Codec>) -> Pipeline {
+        let (runtime, state) = Self::matching(topics, codec);
+        Self::run(runtime, state)
+    }
+
+    /// The match topology, reporting to `metrics`.
+    pub fn start_measured(
+        topics: &Topics,
+        codec: Arc<Codec>,
+        metrics: Arc<p2p_topologies::Metrics>,
+    ) -> Pipeline {
+        let (runtime, state) = Self::matching(topics, codec);
+        Self::run(runtime.with_metrics(metrics), state)
+    }
+
+    fn matching(topics: &Topics, codec: Arc<Codec>) -> (MatchRuntime, tempfile::TempDir) {
         let state = tempfile::tempdir().expect("temp dir");
         let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
         let mut config = MatchConfig::new(&app, kafka(), state.path().to_path_buf());
         config.topics = topics.clone();
         let runtime = MatchRuntime::for_match(config, codec).expect("runtime starts");
-        Self::run(runtime, state)
+        (runtime, state)
     }
 
     /// The procurement topology on `topics`, looking for due timers every 100 ms.

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod dlq;
 pub mod match_topology;
+pub mod metrics;
 pub mod payment_topology;
 pub mod procurement_topology;
 pub mod record;
@@ -17,6 +18,7 @@ pub mod topology;
 
 pub use config::{KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 pub use match_topology::MatchProcessor;
+pub use metrics::Metrics;
 pub use payment_topology::PaymentProcessor;
 pub use procurement_topology::ProcurementProcessor;
 pub use runtime::{MatchRuntime, Runtime, RuntimeError};

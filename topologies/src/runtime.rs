@@ -12,6 +12,7 @@
 use crate::admin::client_config;
 use crate::config::{MatchConfig, RuntimeConfig};
 use crate::match_topology::MatchProcessor;
+use crate::metrics::{BatchMetrics, Metrics};
 use crate::record::{Aligner, IdleWaits, InputRecord, Lag};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::topology::{ProcessError, Topology};
@@ -55,6 +56,7 @@ pub struct Runtime<T: Topology> {
     consumer: StreamConsumer,
     producer: FutureProducer,
     stats: Arc<Stats>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The match topology's runtime.
@@ -113,7 +115,14 @@ impl<T: Topology> Runtime<T> {
             consumer,
             producer,
             stats: Arc::new(Stats::default()),
+            metrics: None,
         })
+    }
+
+    /// Reports to `metrics` (shared by the runtimes of one process).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Counters, readable while the runtime runs.
@@ -127,6 +136,9 @@ impl<T: Topology> Runtime<T> {
         shutdown: impl Future<Output = ()>,
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
+        if let Some(metrics) = &self.metrics {
+            metrics.running(self.topology.name(), true);
+        }
         let topics = self.topology.input_topics();
         let has_timers = self.topology.has_timers();
         let mut aligner = Aligner::default();
@@ -184,6 +196,9 @@ impl<T: Topology> Runtime<T> {
             }
             self.handle_batch(&batch).await?;
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.running(self.topology.name(), false);
+        }
         tracing::info!(topology = self.topology.name(), "runtime stopped");
         Ok(self.stats.snapshot())
     }
@@ -206,6 +221,7 @@ impl<T: Topology> Runtime<T> {
     }
 
     async fn try_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
+        let started = Instant::now();
         let output = match self
             .topology
             .process(batch, wall_clock_millis(), &self.store)
@@ -215,6 +231,7 @@ impl<T: Topology> Runtime<T> {
             Err(ProcessError::Transient(e)) => return Err(BatchFailure::Retry(e.to_string())),
             Err(ProcessError::State(e)) => return Err(BatchFailure::Fatal(e.into())),
         };
+        let processed = Instant::now();
 
         let deliveries = output.records.iter().map(|record| {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -249,7 +266,7 @@ impl<T: Topology> Runtime<T> {
         }
 
         if batch.is_empty() {
-            self.stats.add(&stats);
+            self.report(&stats, batch, started, processed);
             return Ok(());
         }
         // Records are processed in offset order per partition; what is still buffered is
@@ -268,8 +285,45 @@ impl<T: Topology> Runtime<T> {
             // Outputs and state are in place; a lost commit only means a harmless replay.
             tracing::warn!(%error, "offset commit failed; the batch will be replayed idempotently");
         }
-        self.stats.add(&stats);
+        self.report(&stats, batch, started, processed);
         Ok(())
+    }
+
+    /// Counts a committed batch, and reports it to the metrics if there are any.
+    fn report(
+        &self,
+        stats: &StatsSnapshot,
+        batch: &[InputRecord],
+        started: Instant,
+        processed: Instant,
+    ) {
+        self.stats.add(stats);
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let mut records_in: Vec<(String, u64)> = Vec::new();
+        for record in batch {
+            match records_in.iter_mut().find(|(t, _)| *t == record.topic) {
+                Some((_, n)) => *n += 1,
+                None => records_in.push((record.topic.clone(), 1)),
+            }
+        }
+        let now = wall_clock_millis();
+        let ages_ms: Vec<i64> = batch
+            .iter()
+            .filter_map(|r| r.timestamp)
+            .map(|t| (now - t).max(0))
+            .collect();
+        metrics.batch(
+            self.topology.name(),
+            &BatchMetrics {
+                stats,
+                records_in: &records_in,
+                processing: processed - started,
+                committing: processed.elapsed(),
+                ages_ms: &ages_ms,
+            },
+        );
     }
 }
 

@@ -1,0 +1,272 @@
+//! Prometheus metrics of the runtimes, and the HTTP endpoint operators scrape: `/metrics`
+//! (text exposition format), `/healthz` (the process serves) and `/readyz` (every runtime is
+//! running). Names follow Prometheus conventions: `p2p_` prefix, `_total` counters, base units
+//! (seconds).
+
+use crate::stats::StatsSnapshot;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every metric the runtimes of one process report, labelled by topology.
+pub struct Metrics {
+    registry: Registry,
+    records_in: IntCounterVec,
+    records_out: IntCounterVec,
+    dead_letters: IntCounterVec,
+    invoice_outcomes: IntCounterVec,
+    exception_reasons: IntCounterVec,
+    events: IntCounterVec,
+    batch_records: HistogramVec,
+    process_seconds: HistogramVec,
+    commit_seconds: HistogramVec,
+    end_to_end_seconds: HistogramVec,
+    running: IntGaugeVec,
+    /// Runtimes expected, and how many of them run: ready when all do.
+    expected: usize,
+    runs: AtomicUsize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("registering a metric: {0}")]
+    Register(#[from] prometheus::Error),
+    #[error("serving metrics on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Latency buckets from 1 ms to 30 s.
+const SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const RECORDS: [f64; 10] = [
+    1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+];
+
+impl Metrics {
+    /// The metrics of `runtimes` runtimes (ready once that many run).
+    pub fn new(runtimes: usize) -> Result<Arc<Metrics>, MetricsError> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &["topology"],
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let running = IntGaugeVec::new(
+            Opts::new("p2p_runtime_running", "1 while the topology's runtime runs"),
+            &["topology"],
+        )?;
+        registry.register(Box::new(running.clone()))?;
+        Ok(Arc::new(Metrics {
+            records_in: counter(
+                "p2p_records_in_total",
+                "Records consumed and processed, per input topic",
+                &["topology", "topic"],
+            )?,
+            records_out: counter(
+                "p2p_records_out_total",
+                "Records produced, per output topic (DLQs included)",
+                &["topology", "topic"],
+            )?,
+            dead_letters: counter(
+                "p2p_dead_letters_total",
+                "Records sent to a dead-letter queue, per reason",
+                &["topology", "reason"],
+            )?,
+            invoice_outcomes: counter(
+                "p2p_invoice_outcomes_total",
+                "Match outcomes: matched, exception, pending",
+                &["outcome"],
+            )?,
+            exception_reasons: counter(
+                "p2p_invoice_exception_reasons_total",
+                "Exception reasons reported, per reason",
+                &["reason"],
+            )?,
+            events: counter(
+                "p2p_events_total",
+                "What the topologies did, per kind (transitions, refusals, holds, payment runs, ...)",
+                &["topology", "event"],
+            )?,
+            batch_records: histogram(
+                "p2p_batch_records",
+                "Records per processed batch",
+                &RECORDS,
+            )?,
+            process_seconds: histogram(
+                "p2p_batch_process_seconds",
+                "Time to process a batch (decode, rules, state reads), before its outputs go out",
+                &SECONDS,
+            )?,
+            commit_seconds: histogram(
+                "p2p_batch_commit_seconds",
+                "Time from a processed batch to its outputs acknowledged, state written and offsets committed",
+                &SECONDS,
+            )?,
+            end_to_end_seconds: histogram(
+                "p2p_end_to_end_latency_seconds",
+                "From an input record's timestamp to its batch committed",
+                &SECONDS,
+            )?,
+            running,
+            expected: runtimes,
+            runs: AtomicUsize::new(0),
+            registry,
+        }))
+    }
+
+    /// One committed batch of `topology`: what it counted and how long it took.
+    pub fn batch(&self, topology: &str, batch: &BatchMetrics<'_>) {
+        let stats = batch.stats;
+        for (topic, n) in batch.records_in {
+            self.records_in
+                .with_label_values(&[topology, topic])
+                .inc_by(*n);
+        }
+        for (topic, n) in &stats.records_out {
+            self.records_out
+                .with_label_values(&[topology, topic])
+                .inc_by(*n);
+        }
+        for (reason, n) in &stats.dlq_reasons {
+            self.dead_letters
+                .with_label_values(&[topology, reason])
+                .inc_by(*n);
+        }
+        for (outcome, n) in [
+            ("matched", stats.matched),
+            ("exception", stats.exceptions),
+            ("pending", stats.pending),
+        ] {
+            if n > 0 {
+                self.invoice_outcomes
+                    .with_label_values(&[outcome])
+                    .inc_by(n);
+            }
+        }
+        for (reason, n) in &stats.exception_reasons {
+            self.exception_reasons
+                .with_label_values(&[reason])
+                .inc_by(*n);
+        }
+        for (event, n) in &stats.counts {
+            self.events.with_label_values(&[topology, event]).inc_by(*n);
+        }
+        if stats.records_in > 0 {
+            self.batch_records
+                .with_label_values(&[topology])
+                .observe(stats.records_in as f64);
+        }
+        self.process_seconds
+            .with_label_values(&[topology])
+            .observe(batch.processing.as_secs_f64());
+        self.commit_seconds
+            .with_label_values(&[topology])
+            .observe(batch.committing.as_secs_f64());
+        let end_to_end = self.end_to_end_seconds.with_label_values(&[topology]);
+        for age in batch.ages_ms {
+            end_to_end.observe(*age as f64 / 1000.0);
+        }
+    }
+
+    /// `topology`'s runtime started (`true`) or stopped.
+    pub fn running(&self, topology: &str, running: bool) {
+        self.running
+            .with_label_values(&[topology])
+            .set(i64::from(running));
+        if running {
+            self.runs.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.runs.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every expected runtime runs.
+    pub fn ready(&self) -> bool {
+        self.runs.load(Ordering::Relaxed) >= self.expected
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends. Returns the
+    /// address bound (port 0 picks a free one).
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let metrics = self.clone();
+        let ready = self.clone();
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            metrics.render(),
+                        )
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = ready.clone();
+                    async move {
+                        if ready.ready() {
+                            (StatusCode::OK, "ready\n")
+                        } else {
+                            (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                        }
+                    }
+                }),
+            );
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the metrics endpoint stopped");
+            }
+        });
+        Ok(bound)
+    }
+}
+
+/// What one committed batch reports.
+pub struct BatchMetrics<'a> {
+    pub stats: &'a StatsSnapshot,
+    /// Records consumed, per input topic.
+    pub records_in: &'a [(String, u64)],
+    pub processing: Duration,
+    pub committing: Duration,
+    /// Per input record: milliseconds from its timestamp to the batch's commit.
+    pub ages_ms: &'a [i64],
+}
