@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use p2p_avro::Codec;
 use p2p_processors::Tolerance;
-use p2p_topologies::{KafkaProperties, MatchConfig, RuntimeConfig, Topics};
+use p2p_topologies::{Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,28 @@ pub struct PipelineConfig {
     /// Where `/metrics` (Prometheus), `/healthz` and `/readyz` are served.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: std::net::SocketAddr,
+    /// This instance among the application's instances, stable across its restarts (a
+    /// StatefulSet pod name): its transactional ids are `<application_id>-<topology>-<id>`,
+    /// so a restarted instance fences its own zombie and no other. Default: `$HOSTNAME`.
+    #[serde(default = "default_instance_id")]
+    pub instance_id: String,
+    /// `exactly_once` (default): one Kafka transaction per batch, with changelogs and restore.
+    /// `at_least_once`: no transactions, no changelogs (ADR 0001), for brokers without
+    /// transactions.
+    #[serde(default)]
+    pub processing_guarantee: ProcessingGuarantee,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    #[default]
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "0".into())
 }
 
 fn default_metrics_addr() -> std::net::SocketAddr {
@@ -92,6 +114,11 @@ impl PipelineConfig {
         );
         config.max_batch = self.matching.max_batch.max(1);
         config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
+        config.instance_id = self.instance_id.clone();
+        config.guarantee = match self.processing_guarantee {
+            ProcessingGuarantee::ExactlyOnce => Guarantee::ExactlyOnce,
+            ProcessingGuarantee::AtLeastOnce => Guarantee::AtLeastOnce,
+        };
         config
     }
 

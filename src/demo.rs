@@ -16,8 +16,8 @@ use p2p_loadtest::generator::{InputTopic, Payload};
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_topologies::{
-    KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime,
-    RuntimeConfig, Stats, StatsSnapshot, Topics,
+    Guarantee, KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor,
+    Runtime, RuntimeConfig, Stats, StatsSnapshot, Topics,
 };
 use rdkafka::mocking::MockCluster;
 use std::sync::{Arc, OnceLock};
@@ -88,21 +88,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         state_dir.path().to_path_buf(),
     );
     config.topics = topics.clone();
+    // The mock cluster keeps no transactional offset commits (see above): at least once.
+    config.runtime.guarantee = Guarantee::AtLeastOnce;
     let matching = MatchRuntime::for_match(config, codec.clone())?;
-    let procurement = Runtime::new(
-        RuntimeConfig::new(
-            "p2p-demo-procurement",
+    let runtime_config = |application_id: &str| RuntimeConfig {
+        guarantee: Guarantee::AtLeastOnce,
+        ..RuntimeConfig::new(
+            application_id,
             kafka.clone(),
             state_dir.path().to_path_buf(),
-        ),
+        )
+    };
+    let procurement = Runtime::new(
+        runtime_config("p2p-demo-procurement"),
         ProcurementProcessor::new(topics.clone(), codec.clone()),
     )?;
     let payment = Runtime::new(
-        RuntimeConfig::new(
-            "p2p-demo-payment",
-            kafka.clone(),
-            state_dir.path().to_path_buf(),
-        ),
+        runtime_config("p2p-demo-payment"),
         PaymentProcessor::new(topics.clone(), codec.clone()),
     )?;
     let count =

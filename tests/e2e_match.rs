@@ -1033,3 +1033,51 @@ async fn operators_scrape_what_the_pipeline_did_and_see_it_ready_only_while_it_r
     pipeline.stop().await;
     assert_eq!(http_get(addr, "/readyz").await.0, 503, "stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_lost_its_local_state_rebuilds_it_from_the_changelog() {
+    let topics = TestTopics::create("restore", 2).await;
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
+    let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+    let a = Org::new("EUR");
+    let po = a.po(&[(dec!(10), dec!(10.00), true)]);
+    let first = a.invoice(&po, &[(1, dec!(10), dec!(10.00))], dec!(100.00));
+    let again = a.invoice(&po, &[(1, dec!(10), dec!(10.00))], dec!(100.00));
+    let first_run = Pipeline::start_as(&app, &topics, codec.clone());
+    send(vec![
+        issued(&po, 1),
+        received(&a.receipt(&po, &[(1, dec!(10))]), 2),
+        invoiced(&first, 3),
+    ])
+    .await;
+    wait_for(&topics, &codec, "the first invoice matched", |o| {
+        o.matched.contains_key(first.invoice.as_str())
+    })
+    .await;
+    first_run.stop().await;
+
+    // Same application, its local state directory gone (a new disk, a new pod).
+    let second_run = Pipeline::start_as(&app, &topics, codec.clone());
+    send(vec![invoiced(&again, 4)]).await;
+    let observed = wait_for(&topics, &codec, "the second invoice decided", |o| {
+        has_outcome(o, &again)
+    })
+    .await;
+    let stats = second_run.stop().await;
+    // It knows the PO, its receipt and what the first invoice consumed: nothing is left to
+    // bill. (With no state it would wait for a PO it had never seen, and decide nothing.)
+    let reasons: Vec<String> = reasons_of(&observed, &again)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert!(
+        reasons.contains(&"QUANTITY_VARIANCE".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        stats.get("changelog records restored") > 0,
+        "restored from the changelog: {stats:?}"
+    );
+}

@@ -33,6 +33,22 @@ impl KeyGroup {
     }
 }
 
+/// The org a raw store key belongs to: a state key's own, a timer's its owner's. `None` for
+/// anything else (the store's own bookkeeping).
+pub fn org_of_raw_key(key: &[u8]) -> Option<&[u8]> {
+    let state_key = match key.first()? {
+        0..=3 => key,
+        &crate::timers::TIMER_PREFIX => {
+            let len = u16::from_be_bytes(key.get(9..11)?.try_into().ok()?) as usize;
+            key.get(11..11 + len)?
+        }
+        _ => return None,
+    };
+    let rest = state_key.get(2..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    Some(&rest[..end])
+}
+
 /// An encoded state key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StateKey(Vec<u8>);

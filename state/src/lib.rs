@@ -13,6 +13,6 @@ pub mod murmur2;
 pub mod store;
 pub mod timers;
 
-pub use key::{KeyGroup, StateKey, KEY_GROUPS};
+pub use key::{org_of_raw_key, KeyGroup, StateKey, KEY_GROUPS};
 pub use store::{StateError, Store, StoreBatch};
 pub use timers::Timer;

@@ -45,10 +45,23 @@ pub struct Store {
     db: rocksdb::DB,
 }
 
-/// Writes to apply together.
+/// Writes to apply together. Each state write is also kept as a change (key, value or
+/// `None` for a delete), in order, for the store's changelog topic.
 #[derive(Default)]
 pub struct StoreBatch {
     batch: rocksdb::WriteBatch,
+    changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// First byte of the keys the store keeps about itself (changelog checkpoints): above every
+/// state key (first byte at most 0x03) and every timer key (0xFE), so no scan of either meets
+/// them, and never written to the changelog.
+const META_PREFIX: u8 = 0xFF;
+
+fn checkpoint_key(changelog: &str, partition: i32) -> Vec<u8> {
+    let mut key = vec![META_PREFIX];
+    key.extend_from_slice(format!("checkpoint/{changelog}/{partition}").as_bytes());
+    key
 }
 
 impl StoreBatch {
@@ -58,7 +71,7 @@ impl StoreBatch {
         serde_json::to_writer(&mut bytes, value).map_err(|e| StateError::Encode {
             reason: e.to_string(),
         })?;
-        self.batch.put(key.as_bytes(), bytes);
+        self.put_raw(key.as_bytes(), &bytes);
         Ok(())
     }
 
@@ -68,19 +81,48 @@ impl StoreBatch {
         let mut bytes = Vec::with_capacity(1 + json.len());
         bytes.push(VALUE_FORMAT);
         bytes.extend_from_slice(json);
-        self.batch.put(key.as_bytes(), bytes);
+        self.put_raw(key.as_bytes(), &bytes);
     }
 
     pub fn delete(&mut self, key: &StateKey) {
-        self.batch.delete(key.as_bytes());
+        self.delete_raw(key.as_bytes());
     }
 
     pub(crate) fn put_raw(&mut self, key: &[u8], value: &[u8]) {
         self.batch.put(key, value);
+        self.changes.push((key.to_vec(), Some(value.to_vec())));
     }
 
     pub(crate) fn delete_raw(&mut self, key: &[u8]) {
         self.batch.delete(key);
+        self.changes.push((key.to_vec(), None));
+    }
+
+    /// The state writes of this batch, in order: what its changelog records carry.
+    pub fn changes(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.changes
+    }
+
+    /// Takes the recorded changes out (to send them while the batch waits for its commit).
+    pub fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Applies a change read back from the changelog (restore): written, not recorded again.
+    pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) {
+        match value {
+            Some(value) => self.batch.put(key, value),
+            None => self.batch.delete(key),
+        }
+    }
+
+    /// Records that the store holds `changelog` partition `partition` up to (not including)
+    /// `next_offset`, atomically with the writes of this batch.
+    pub fn checkpoint(&mut self, changelog: &str, partition: i32, next_offset: i64) {
+        self.batch.put(
+            checkpoint_key(changelog, partition),
+            next_offset.to_be_bytes(),
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -111,6 +153,28 @@ impl Store {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where restoring `changelog` partition `partition` starts: the offset after the last
+    /// change this store holds, or `None` if it holds none (restore from the beginning).
+    pub fn checkpointed(&self, changelog: &str, partition: i32) -> Result<Option<i64>> {
+        let bytes = self
+            .db
+            .get_pinned(checkpoint_key(changelog, partition))
+            .map_err(|source| StateError::Read {
+                store: self.name.clone(),
+                source,
+            })?;
+        match bytes {
+            None => Ok(None),
+            Some(b) => {
+                let raw: [u8; 8] = b.as_ref().try_into().map_err(|_| StateError::Corrupt {
+                    store: self.name.clone(),
+                    reason: "a checkpoint is not 8 bytes".into(),
+                })?;
+                Ok(Some(i64::from_be_bytes(raw)))
+            }
+        }
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &StateKey) -> Result<Option<T>> {

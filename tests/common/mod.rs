@@ -131,9 +131,24 @@ impl Pipeline {
     }
 
     fn matching(topics: &Topics, codec: Arc<Codec>) -> (MatchRuntime, tempfile::TempDir) {
-        let state = tempfile::tempdir().expect("temp dir");
         let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
-        let mut config = MatchConfig::new(&app, kafka(), state.path().to_path_buf());
+        Self::matching_as(&app, topics, codec)
+    }
+
+    /// The match topology as application `app` (its consumer group, transactional id and
+    /// changelog), on a state directory of its own, empty at first.
+    pub fn start_as(app: &str, topics: &Topics, codec: Arc<Codec>) -> Pipeline {
+        let (runtime, state) = Self::matching_as(app, topics, codec);
+        Self::run(runtime, state)
+    }
+
+    fn matching_as(
+        app: &str,
+        topics: &Topics,
+        codec: Arc<Codec>,
+    ) -> (MatchRuntime, tempfile::TempDir) {
+        let state = tempfile::tempdir().expect("temp dir");
+        let mut config = MatchConfig::new(app, kafka(), state.path().to_path_buf());
         config.topics = topics.clone();
         let runtime = MatchRuntime::for_match(config, codec).expect("runtime starts");
         (runtime, state)

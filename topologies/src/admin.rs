@@ -148,7 +148,7 @@ pub fn read_topic(
 
 /// A partition's low and high watermarks. A partition just created may have no leader yet:
 /// that passes, so it is retried until `deadline`, like any transient broker fault.
-fn watermarks(
+pub(crate) fn watermarks(
     consumer: &BaseConsumer,
     topic: &str,
     partition: i32,
@@ -165,6 +165,8 @@ fn watermarks(
                             Code::NotLeaderForPartition
                                 | Code::LeaderNotAvailable
                                 | Code::UnknownTopicOrPartition
+                                | Code::UnknownPartition
+                                | Code::UnknownTopic
                         )
                     ) =>
             {

@@ -177,6 +177,26 @@ pub struct RuntimeConfig {
     /// How long it waits for a partition no fetch has reported on yet (start-up, a new
     /// assignment): its first records may be the earliest of all.
     pub max_fetch_wait: Duration,
+    pub guarantee: Guarantee,
+    /// Replication factor of the changelog topics the runtime creates; -1: the broker's
+    /// `default.replication.factor`.
+    pub changelog_replication: i32,
+    /// This instance among the application's instances: its transactional id is
+    /// `<application_id>-<instance_id>`, so a restarted instance fences its own zombie.
+    pub instance_id: String,
+}
+
+/// What a crash can do to a batch (Kafka Streams' `processing.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarantee {
+    /// One Kafka transaction per batch: its outputs, its state changes (to the store's
+    /// changelog) and its input offsets commit together or not at all; local state is written
+    /// only after the commit and rebuilt from the changelog when it is missing or behind.
+    ExactlyOnce,
+    /// Outputs, then local state, then offsets: a crash replays the batch, and the state makes
+    /// the replay harmless for consumers that key on document ids. No changelog: local state
+    /// lost is state lost.
+    AtLeastOnce,
 }
 
 impl RuntimeConfig {
@@ -190,7 +210,15 @@ impl RuntimeConfig {
             timer_interval: Duration::from_millis(500),
             max_task_idle: Duration::from_secs(5),
             max_fetch_wait: Duration::from_secs(5),
+            guarantee: Guarantee::ExactlyOnce,
+            changelog_replication: -1,
+            instance_id: "0".into(),
         }
+    }
+
+    /// `<application_id>-<store>-changelog`.
+    pub fn changelog_topic(&self, store: &str) -> String {
+        format!("{}-{store}-changelog", self.application_id)
     }
 }
 

@@ -5,6 +5,7 @@
 //! rules (it calls `p2p-processors`) or the byte layout of state (it goes through `p2p-state`).
 
 pub mod admin;
+pub mod changelog;
 pub mod config;
 pub mod dlq;
 pub mod match_topology;
@@ -16,7 +17,7 @@ pub mod runtime;
 pub mod stats;
 pub mod topology;
 
-pub use config::{KafkaProperties, MatchConfig, RuntimeConfig, Topics};
+pub use config::{Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 pub use match_topology::MatchProcessor;
 pub use metrics::Metrics;
 pub use payment_topology::PaymentProcessor;

@@ -1,16 +1,22 @@
-//! The runtime: consume a batch, process it (firing the timers due by now), produce its
-//! outputs and wait until the broker has them, apply its state writes as one RocksDB batch,
-//! then commit its input offsets. When no records come, it still wakes up to fire timers.
+//! The runtime: consume a batch, process it (firing the timers due by now), and commit it.
+//! When no records come, it still wakes up to fire timers.
 //!
-//! Guarantee: at least once, with idempotent outputs. A crash between any two steps replays
-//! the batch from the last committed offsets; the state makes the replay harmless (a
-//! re-delivered receipt is counted once, a re-delivered invoice gets the same outcome again,
-//! with the same content), so consumers that key on the document id see each outcome once.
-//! Outputs go out before state is written, so no outcome is ever recorded without having been
-//! delivered. Exactly-once (one Kafka transaction per batch) replaces this in its own issue.
+//! Exactly once (the default, `Guarantee::ExactlyOnce`): one Kafka transaction per batch holds
+//! its outputs, its state changes (sent to the store's compacted changelog, on the partition of
+//! the org they belong to) and its input offsets, sent with the consumer group's metadata so a
+//! zombie is fenced. Local RocksDB state is written only after the commit, together with the
+//! changelog offsets it now holds (its checkpoint), so it never holds an uncommitted write. On
+//! assignment a store catches up from its checkpoint to the end of the changelog: nothing after
+//! a clean stop, the tail after a crash, everything when the state directory is gone. A failed
+//! transaction is aborted and the batch processed again from unchanged state.
+//!
+//! At least once (`Guarantee::AtLeastOnce`, ADR 0001; the demo's mock cluster keeps no
+//! transactional offsets): outputs, then state, then offsets; a crash replays the batch, and the
+//! state makes the replay harmless for consumers that key on document ids.
 
 use crate::admin::client_config;
-use crate::config::{MatchConfig, RuntimeConfig};
+use crate::changelog::{self, ChangelogError};
+use crate::config::{Guarantee, MatchConfig, RuntimeConfig};
 use crate::match_topology::MatchProcessor;
 use crate::metrics::{BatchMetrics, Metrics};
 use crate::record::{Aligner, IdleWaits, InputRecord, Lag};
@@ -22,7 +28,7 @@ use p2p_state::{StateError, Store};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -46,7 +52,16 @@ pub enum RuntimeError {
     },
     #[error("state store: {0}")]
     State(#[from] StateError),
+    #[error("changelog: {0}")]
+    Changelog(#[from] ChangelogError),
+    #[error("transactions: {0}")]
+    Transaction(KafkaError),
 }
+
+/// How long a transaction step (init, offsets, commit, abort) may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long restoring one changelog partition may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Drives one topology against a Kafka cluster.
 pub struct Runtime<T: Topology> {
@@ -57,6 +72,9 @@ pub struct Runtime<T: Topology> {
     producer: FutureProducer,
     stats: Arc<Stats>,
     metrics: Option<Arc<Metrics>>,
+    /// Exactly-once: the store's changelog topic and its partition count (known once `run`
+    /// has looked at the input topics).
+    changelog: Option<(String, i32)>,
 }
 
 /// The match topology's runtime.
@@ -88,7 +106,14 @@ impl<T: Topology> Runtime<T> {
                 client: "consumer",
                 source,
             })?;
-        let producer: FutureProducer = client_config(&config.kafka)
+        let mut producer_config = client_config(&config.kafka);
+        if config.guarantee == Guarantee::ExactlyOnce {
+            producer_config.set(
+                "transactional.id",
+                format!("{}-{}", config.application_id, config.instance_id),
+            );
+        }
+        let producer: FutureProducer = producer_config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // The Java client's partitioner, so ERPs on any client agree with us on partitions.
@@ -100,6 +125,12 @@ impl<T: Topology> Runtime<T> {
                 client: "producer",
                 source,
             })?;
+        if config.guarantee == Guarantee::ExactlyOnce {
+            // Fences an earlier incarnation of this instance and aborts what it left open.
+            producer
+                .init_transactions(TRANSACTION_TIMEOUT)
+                .map_err(RuntimeError::Transaction)?;
+        }
         let topics = topology.input_topics();
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -116,6 +147,7 @@ impl<T: Topology> Runtime<T> {
             producer,
             stats: Arc::new(Stats::default()),
             metrics: None,
+            changelog: None,
         })
     }
 
@@ -132,10 +164,14 @@ impl<T: Topology> Runtime<T> {
 
     /// Runs until `shutdown` completes, finishing the batch in hand first.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
+        if self.config.guarantee == Guarantee::ExactlyOnce {
+            self.changelog = Some(self.ensure_changelog().await?);
+        }
+        let mut restored: HashSet<i32> = HashSet::new();
         if let Some(metrics) = &self.metrics {
             metrics.running(self.topology.name(), true);
         }
@@ -181,6 +217,7 @@ impl<T: Topology> Runtime<T> {
             }
             owned.refresh(&self.consumer);
             aligner.retain(|topic, partition| owned.contains(topic, partition));
+            self.restore_assigned(&owned, &mut restored)?;
             let batch = aligner.take(
                 &topics,
                 self.config.max_batch,
@@ -191,7 +228,8 @@ impl<T: Topology> Runtime<T> {
                 },
                 |topic, partition, next| owned.lag(&self.consumer, topic, partition, next),
             );
-            if batch.is_empty() && !has_timers {
+            if batch.is_empty() && (!has_timers || !owned.any()) {
+                // Timers wait for an assignment, and with it a restored store.
                 continue;
             }
             self.handle_batch(&batch).await?;
@@ -201,6 +239,78 @@ impl<T: Topology> Runtime<T> {
         }
         tracing::info!(topology = self.topology.name(), "runtime stopped");
         Ok(self.stats.snapshot())
+    }
+
+    /// The store's changelog topic, created (compacted, as many partitions as the inputs) if
+    /// it does not exist yet.
+    async fn ensure_changelog(&self) -> Result<(String, i32), RuntimeError> {
+        let topic = self.config.changelog_topic(self.topology.name());
+        let inputs = self.topology.input_topics();
+        let mut partitions = 0;
+        for input in &inputs {
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(input), Duration::from_secs(30))
+                .map_err(|source| RuntimeError::Client {
+                    client: "consumer",
+                    source,
+                })?;
+            partitions = metadata
+                .topics()
+                .iter()
+                .map(|t| t.partitions().len() as i32)
+                .fold(partitions, i32::max);
+        }
+        changelog::ensure_topic(
+            &self.config.kafka,
+            &topic,
+            partitions.max(1),
+            self.config.changelog_replication,
+        )
+        .await?;
+        Ok((topic, partitions.max(1)))
+    }
+
+    /// Restores the store for every partition number newly assigned (each input topic's
+    /// partition `p` holds the same orgs as changelog partition `p`), before any of their
+    /// records is processed; forgets the revoked ones, to restore them if they come back.
+    fn restore_assigned(
+        &self,
+        owned: &Owned,
+        restored: &mut HashSet<i32>,
+    ) -> Result<(), RuntimeError> {
+        let Some((topic, _)) = &self.changelog else {
+            return Ok(());
+        };
+        let numbers = owned.partition_numbers();
+        restored.retain(|p| numbers.contains(p));
+        for partition in numbers {
+            if restored.contains(&partition) {
+                continue;
+            }
+            let started = Instant::now();
+            let applied = changelog::restore(
+                &self.config.kafka,
+                &self.store,
+                topic,
+                partition,
+                RESTORE_TIMEOUT,
+            )?;
+            tracing::info!(
+                topology = self.topology.name(),
+                changelog = %topic,
+                partition,
+                applied,
+                seconds = started.elapsed().as_secs_f64(),
+                "store restored"
+            );
+            self.stats.add(&StatsSnapshot {
+                counts: [("changelog records restored", applied)].into(),
+                ..StatsSnapshot::default()
+            });
+            restored.insert(partition);
+        }
+        Ok(())
     }
 
     /// Processes one batch until it succeeds: transient faults are retried with backoff,
@@ -232,6 +342,11 @@ impl<T: Topology> Runtime<T> {
             Err(ProcessError::State(e)) => return Err(BatchFailure::Fatal(e.into())),
         };
         let processed = Instant::now();
+        if let Some((topic, partitions)) = &self.changelog {
+            return self
+                .commit_transaction(batch, output, topic, *partitions, started, processed)
+                .await;
+        }
 
         let deliveries = output.records.iter().map(|record| {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -271,19 +386,109 @@ impl<T: Topology> Runtime<T> {
         }
         // Records are processed in offset order per partition; what is still buffered is
         // committed with a later batch.
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for record in batch {
-            let slot = next.entry((&record.topic, record.partition)).or_default();
-            *slot = (*slot).max(record.offset + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            // Adding a partition to a fresh list cannot fail.
-            let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
-        }
+        let offsets = next_offsets(batch);
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
             // Outputs and state are in place; a lost commit only means a harmless replay.
             tracing::warn!(%error, "offset commit failed; the batch will be replayed idempotently");
+        }
+        self.report(&stats, batch, started, processed);
+        Ok(())
+    }
+
+    /// Exactly once: the batch's outputs, its state changes (to the changelog) and its input
+    /// offsets in one transaction; local state is written only once it has committed, with the
+    /// changelog offsets it now holds. Any failure aborts the transaction, and the batch is
+    /// processed again from unchanged state.
+    async fn commit_transaction(
+        &self,
+        batch: &[InputRecord],
+        output: crate::topology::BatchOutput,
+        changelog: &str,
+        partitions: i32,
+        started: Instant,
+        processed: Instant,
+    ) -> Result<(), BatchFailure> {
+        let mut state = output.state;
+        let offsets = next_offsets(batch);
+        if output.records.is_empty() && state.changes().is_empty() && offsets.count() == 0 {
+            return Ok(()); // a timer tick with nothing due: no transaction
+        }
+        let changes = state.take_changes();
+        let producer = &self.producer;
+        producer.begin_transaction().map_err(fatal_or_retry)?;
+        let sent = async {
+            let outputs = output.records.iter().map(|record| {
+                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+                for (key, value) in &record.headers {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    });
+                }
+                let mut future = FutureRecord::to(&record.topic)
+                    .key(&record.key)
+                    .headers(headers);
+                if let Some(payload) = &record.payload {
+                    future = future.payload(payload);
+                }
+                producer.send(future, Timeout::Never)
+            });
+            for delivery in join_all(outputs).await {
+                delivery.map_err(|(e, _)| e)?;
+            }
+            let mut deliveries = Vec::with_capacity(changes.len());
+            for (key, value) in &changes {
+                let partition =
+                    changelog::partition_of(key, partitions).map_err(TransactionStep::Changelog)?;
+                let mut record = FutureRecord::to(changelog).partition(partition).key(key);
+                if let Some(value) = value {
+                    record = record.payload(value);
+                }
+                deliveries.push(producer.send(record, Timeout::Never));
+            }
+            let mut written: BTreeMap<i32, i64> = BTreeMap::new();
+            for delivery in join_all(deliveries).await {
+                let delivered = delivery.map_err(|(e, _)| e)?;
+                let next = written.entry(delivered.partition).or_default();
+                *next = (*next).max(delivered.offset + 1);
+            }
+            if offsets.count() > 0 {
+                let group = self
+                    .consumer
+                    .group_metadata()
+                    .ok_or(TransactionStep::NoGroupMetadata)?;
+                producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)?;
+            }
+            producer.commit_transaction(TRANSACTION_TIMEOUT)?;
+            Ok::<_, TransactionStep>(written)
+        }
+        .await;
+        let written = match sent {
+            Ok(written) => written,
+            Err(error) => {
+                if let Err(abort) = producer.abort_transaction(TRANSACTION_TIMEOUT) {
+                    return Err(BatchFailure::Fatal(RuntimeError::Transaction(abort)));
+                }
+                return Err(match error {
+                    TransactionStep::Kafka(e) => fatal_or_retry(e),
+                    TransactionStep::Changelog(e) => BatchFailure::Fatal(e.into()),
+                    TransactionStep::NoGroupMetadata => {
+                        BatchFailure::Retry("the consumer has no group metadata yet".into())
+                    }
+                });
+            }
+        };
+        for (partition, next) in written {
+            state.checkpoint(changelog, partition, next);
+        }
+        self.store
+            .write(state)
+            .map_err(|e| BatchFailure::Fatal(e.into()))?;
+        let mut stats = output.stats;
+        stats.records_in = batch.len() as u64;
+        stats.batches = u64::from(!batch.is_empty());
+        for record in &output.records {
+            *stats.records_out.entry(record.topic.clone()).or_default() += 1;
         }
         self.report(&stats, batch, started, processed);
         Ok(())
@@ -332,6 +537,48 @@ enum BatchFailure {
     Fatal(RuntimeError),
 }
 
+/// Where a transaction failed.
+enum TransactionStep {
+    Kafka(KafkaError),
+    Changelog(ChangelogError),
+    NoGroupMetadata,
+}
+
+impl From<KafkaError> for TransactionStep {
+    fn from(e: KafkaError) -> Self {
+        TransactionStep::Kafka(e)
+    }
+}
+
+/// A transaction that failed: fatal (fenced by a newer incarnation, or the producer broken)
+/// stops the runtime; anything else is retried in a new transaction.
+fn fatal_or_retry(error: KafkaError) -> BatchFailure {
+    let fatal = match &error {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        _ => false,
+    };
+    if fatal {
+        BatchFailure::Fatal(RuntimeError::Transaction(error))
+    } else {
+        BatchFailure::Retry(format!("transaction: {error}"))
+    }
+}
+
+/// The offsets to commit for a batch: per partition, one past the last record processed.
+fn next_offsets(batch: &[InputRecord]) -> TopicPartitionList {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for record in batch {
+        let slot = next.entry((&record.topic, record.partition)).or_default();
+        *slot = (*slot).max(record.offset + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        // Adding a partition to a fresh list cannot fail.
+        let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
+    }
+    offsets
+}
+
 /// The partitions this member owns, and where each started (its committed offset), to tell
 /// a partition that is caught up from one whose records are still to be fetched.
 #[derive(Default)]
@@ -368,6 +615,15 @@ impl Owned {
 
     fn contains(&self, topic: &str, partition: i32) -> bool {
         self.partitions.contains(&(topic.to_owned(), partition))
+    }
+
+    fn any(&self) -> bool {
+        !self.partitions.is_empty()
+    }
+
+    /// The partition numbers owned, whatever the topic (co-partitioned: the same orgs).
+    fn partition_numbers(&self) -> std::collections::BTreeSet<i32> {
+        self.partitions.iter().map(|(_, p)| *p).collect()
     }
 
     /// Caught up when the next offset to read is at the high watermark the last fetch
