@@ -5,8 +5,8 @@
 use crate::admin::{client_config, read_topic, ReadError};
 use crate::config::{KafkaProperties, Topics};
 use crate::record::{InputRecord, OutputRecord};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
 use rdkafka::util::Timeout;
 use std::time::Duration;
 
@@ -218,21 +218,8 @@ pub async fn replay(
         .set("partitioner", "murmur2_random")
         .create()?;
     for record in &records {
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in &record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let mut out = FutureRecord::to(&record.topic)
-            .key(&record.key)
-            .headers(headers);
-        if let Some(payload) = &record.payload {
-            out = out.payload(payload);
-        }
         producer
-            .send(out, Timeout::After(timeout))
+            .send(record.to_send(), Timeout::After(timeout))
             .await
             .map_err(|(e, _)| e)?;
     }

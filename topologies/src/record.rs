@@ -26,6 +26,26 @@ pub struct OutputRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl OutputRecord {
+    /// The record as rdkafka sends it, borrowing this one's bytes.
+    pub fn to_send(&self) -> rdkafka::producer::FutureRecord<'_, Vec<u8>, Vec<u8>> {
+        let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(self.headers.len());
+        for (key, value) in &self.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let record = rdkafka::producer::FutureRecord::to(&self.topic)
+            .key(&self.key)
+            .headers(headers);
+        match &self.payload {
+            Some(payload) => record.payload(payload),
+            None => record,
+        }
+    }
+}
+
 /// Whether a partition with nothing buffered may still hold records to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lag {

@@ -27,7 +27,7 @@ use p2p_avro::Codec;
 use p2p_state::{StateError, Store};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -348,22 +348,10 @@ impl<T: Topology> Runtime<T> {
                 .await;
         }
 
-        let deliveries = output.records.iter().map(|record| {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (key, value) in &record.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut future = FutureRecord::to(&record.topic)
-                .key(&record.key)
-                .headers(headers);
-            if let Some(payload) = &record.payload {
-                future = future.payload(payload);
-            }
-            self.producer.send(future, Timeout::Never)
-        });
+        let deliveries = output
+            .records
+            .iter()
+            .map(|record| self.producer.send(record.to_send(), Timeout::Never));
         for delivery in join_all(deliveries).await {
             if let Err((error, _)) = delivery {
                 return Err(BatchFailure::Retry(format!("produce: {error}")));
@@ -417,22 +405,10 @@ impl<T: Topology> Runtime<T> {
         let producer = &self.producer;
         producer.begin_transaction().map_err(fatal_or_retry)?;
         let sent = async {
-            let outputs = output.records.iter().map(|record| {
-                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-                for (key, value) in &record.headers {
-                    headers = headers.insert(Header {
-                        key,
-                        value: Some(value),
-                    });
-                }
-                let mut future = FutureRecord::to(&record.topic)
-                    .key(&record.key)
-                    .headers(headers);
-                if let Some(payload) = &record.payload {
-                    future = future.payload(payload);
-                }
-                producer.send(future, Timeout::Never)
-            });
+            let outputs = output
+                .records
+                .iter()
+                .map(|record| producer.send(record.to_send(), Timeout::Never));
             for delivery in join_all(outputs).await {
                 delivery.map_err(|(e, _)| e)?;
             }
