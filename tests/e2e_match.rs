@@ -1030,6 +1030,14 @@ async fn operators_scrape_what_the_pipeline_did_and_see_it_ready_only_while_it_r
             "{histogram} in {exposition}"
         );
     }
+    assert_eq!(
+        sample(
+            &exposition,
+            "p2p_changelog_records_restored_total{topology=\"match\"}"
+        ),
+        Some(0.0),
+        "a new application restores nothing, and says so"
+    );
     pipeline.stop().await;
     assert_eq!(http_get(addr, "/readyz").await.0, 503, "stopped");
 }

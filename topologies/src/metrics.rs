@@ -1,6 +1,6 @@
 //! Prometheus metrics of the runtimes, and the HTTP endpoint operators scrape: `/metrics`
-//! (text exposition format), `/healthz` (the process serves) and `/readyz` (every runtime is
-//! running). Names follow Prometheus conventions: `p2p_` prefix, `_total` counters, base units
+//! (text exposition format), `/healthz` (the process serves) and `/readyz` (every runtime has
+//! its partitions and has restored their state). Names follow Prometheus conventions: `p2p_` prefix, `_total` counters, base units
 //! (seconds).
 
 use crate::stats::StatsSnapshot;
@@ -26,6 +26,7 @@ pub struct Metrics {
     commit_seconds: HistogramVec,
     end_to_end_seconds: HistogramVec,
     running: IntGaugeVec,
+    restored: IntCounterVec,
     /// Runtimes expected, and how many of them run: ready when all do.
     expected: usize,
     runs: AtomicUsize,
@@ -123,6 +124,11 @@ impl Metrics {
                 "From an input record's timestamp to its batch committed",
                 &SECONDS,
             )?,
+            restored: counter(
+                "p2p_changelog_records_restored_total",
+                "Changelog records applied to local state while restoring it",
+                &["topology"],
+            )?,
             running,
             expected: runtimes,
             runs: AtomicUsize::new(0),
@@ -184,7 +190,7 @@ impl Metrics {
         }
     }
 
-    /// `topology`'s runtime started (`true`) or stopped.
+    /// `topology`'s runtime is ready (`true`: assigned and restored) or stopped.
     pub fn running(&self, topology: &str, running: bool) {
         self.running
             .with_label_values(&[topology])
@@ -194,6 +200,11 @@ impl Metrics {
         } else {
             self.runs.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// `topology` restored `applied` changelog records into its store.
+    pub fn restored(&self, topology: &str, applied: u64) {
+        self.restored.with_label_values(&[topology]).inc_by(applied);
     }
 
     /// Every expected runtime runs.

@@ -172,9 +172,8 @@ impl<T: Topology> Runtime<T> {
             self.changelog = Some(self.ensure_changelog().await?);
         }
         let mut restored: HashSet<i32> = HashSet::new();
-        if let Some(metrics) = &self.metrics {
-            metrics.running(self.topology.name(), true);
-        }
+        // Ready (for /readyz) once it has partitions and their stores are restored.
+        let mut announced = false;
         let topics = self.topology.input_topics();
         let has_timers = self.topology.has_timers();
         let mut aligner = Aligner::default();
@@ -218,6 +217,12 @@ impl<T: Topology> Runtime<T> {
             owned.refresh(&self.consumer);
             aligner.retain(|topic, partition| owned.contains(topic, partition));
             self.restore_assigned(&owned, &mut restored)?;
+            if !announced && owned.any() {
+                if let Some(metrics) = &self.metrics {
+                    metrics.running(self.topology.name(), true);
+                }
+                announced = true;
+            }
             let batch = aligner.take(
                 &topics,
                 self.config.max_batch,
@@ -234,7 +239,7 @@ impl<T: Topology> Runtime<T> {
             }
             self.handle_batch(&batch).await?;
         }
-        if let Some(metrics) = &self.metrics {
+        if let (true, Some(metrics)) = (announced, &self.metrics) {
             metrics.running(self.topology.name(), false);
         }
         tracing::info!(topology = self.topology.name(), "runtime stopped");
@@ -308,6 +313,9 @@ impl<T: Topology> Runtime<T> {
                 counts: [("changelog records restored", applied)].into(),
                 ..StatsSnapshot::default()
             });
+            if let Some(metrics) = &self.metrics {
+                metrics.restored(self.topology.name(), applied);
+            }
             restored.insert(partition);
         }
         Ok(())
