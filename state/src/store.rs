@@ -45,12 +45,14 @@ pub struct Store {
     db: rocksdb::DB,
 }
 
-/// Writes to apply together. Each state write is also kept as a change (key, value or
-/// `None` for a delete), in order, for the store's changelog topic.
+/// Writes to apply together: each state write as a change (key, value or `None` for a
+/// delete), in order, which is also what the store's changelog topic carries; and the store's
+/// own bookkeeping (checkpoints), never sent anywhere. Turned into one RocksDB write batch only
+/// when written, so each write is held once.
 #[derive(Default)]
 pub struct StoreBatch {
-    batch: rocksdb::WriteBatch,
     changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    meta: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// First byte of the keys the store keeps about itself (changelog checkpoints): above every
@@ -89,12 +91,10 @@ impl StoreBatch {
     }
 
     pub(crate) fn put_raw(&mut self, key: &[u8], value: &[u8]) {
-        self.batch.put(key, value);
         self.changes.push((key.to_vec(), Some(value.to_vec())));
     }
 
     pub(crate) fn delete_raw(&mut self, key: &[u8]) {
-        self.batch.delete(key);
         self.changes.push((key.to_vec(), None));
     }
 
@@ -103,34 +103,26 @@ impl StoreBatch {
         &self.changes
     }
 
-    /// Takes the recorded changes out (to send them while the batch waits for its commit).
-    pub fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        std::mem::take(&mut self.changes)
-    }
-
-    /// Applies a change read back from the changelog (restore): written, not recorded again.
+    /// Applies a change read back from the changelog (restore).
     pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) {
-        match value {
-            Some(value) => self.batch.put(key, value),
-            None => self.batch.delete(key),
-        }
+        self.changes.push((key.to_vec(), value.map(<[u8]>::to_vec)));
     }
 
     /// Records that the store holds `changelog` partition `partition` up to (not including)
     /// `next_offset`, atomically with the writes of this batch.
     pub fn checkpoint(&mut self, changelog: &str, partition: i32, next_offset: i64) {
-        self.batch.put(
+        self.meta.push((
             checkpoint_key(changelog, partition),
-            next_offset.to_be_bytes(),
-        );
+            next_offset.to_be_bytes().to_vec(),
+        ));
     }
 
     pub fn len(&self) -> usize {
-        self.batch.len()
+        self.changes.len() + self.meta.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.len() == 0
     }
 }
 
@@ -206,12 +198,20 @@ impl Store {
 
     /// Applies every write of `batch` atomically.
     pub fn write(&self, batch: StoreBatch) -> Result<()> {
-        self.db
-            .write(batch.batch)
-            .map_err(|source| StateError::Write {
-                store: self.name.clone(),
-                source,
-            })
+        let mut writes = rocksdb::WriteBatch::default();
+        for (key, value) in &batch.changes {
+            match value {
+                Some(value) => writes.put(key, value),
+                None => writes.delete(key),
+            }
+        }
+        for (key, value) in &batch.meta {
+            writes.put(key, value);
+        }
+        self.db.write(writes).map_err(|source| StateError::Write {
+            store: self.name.clone(),
+            source,
+        })
     }
 
     /// Raw entries with `from <= key < to`, in key order.

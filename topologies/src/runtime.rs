@@ -409,7 +409,6 @@ impl<T: Topology> Runtime<T> {
         if output.records.is_empty() && state.changes().is_empty() && offsets.count() == 0 {
             return Ok(()); // a timer tick with nothing due: no transaction
         }
-        let changes = state.take_changes();
         let producer = &self.producer;
         producer.begin_transaction().map_err(fatal_or_retry)?;
         let sent = async {
@@ -420,8 +419,8 @@ impl<T: Topology> Runtime<T> {
             for delivery in join_all(outputs).await {
                 delivery.map_err(|(e, _)| e)?;
             }
-            let mut deliveries = Vec::with_capacity(changes.len());
-            for (key, value) in &changes {
+            let mut deliveries = Vec::with_capacity(state.changes().len());
+            for (key, value) in state.changes() {
                 let partition =
                     changelog::partition_of(key, partitions).map_err(TransactionStep::Changelog)?;
                 let mut record = FutureRecord::to(changelog).partition(partition).key(key);
