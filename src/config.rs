@@ -41,6 +41,16 @@ pub struct PipelineConfig {
     /// transactions.
     #[serde(default)]
     pub processing_guarantee: ProcessingGuarantee,
+    /// Static group membership (default true): each consumer joins as `group.instance.id =
+    /// instance_id`, so a restart within the session timeout (`session.timeout.ms` under
+    /// `[kafka]`, 45 s by default) moves no partition. An instance removed for good holds its
+    /// partitions until then.
+    #[serde(default = "default_true")]
+    pub static_membership: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -115,6 +125,7 @@ impl PipelineConfig {
         config.max_batch = self.matching.max_batch.max(1);
         config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
         config.instance_id = self.instance_id.clone();
+        config.static_membership = self.static_membership;
         config.guarantee = match self.processing_guarantee {
             ProcessingGuarantee::ExactlyOnce => Guarantee::ExactlyOnce,
             ProcessingGuarantee::AtLeastOnce => Guarantee::AtLeastOnce,

@@ -1089,3 +1089,54 @@ async fn an_instance_that_lost_its_local_state_rebuilds_it_from_the_changelog() 
         "restored from the changelog: {stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_is_replaced_and_the_work_it_lost_is_done_once() {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let topics = TestTopics::create("fenced", 2).await;
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let send = |records: Vec<ScenarioRecord>| send_scripted(&producer, &codec, &topics, records);
+    let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+    let a = Org::new("EUR");
+    let po = a.po(&[(dec!(10), dec!(10.00), true)]);
+    let first = a.invoice(&po, &[(1, dec!(4), dec!(10.00))], dec!(40.00));
+    let second = a.invoice(&po, &[(1, dec!(6), dec!(10.00))], dec!(60.00));
+    let pipeline = Pipeline::start_as(&app, &topics, codec.clone());
+    send(vec![
+        issued(&po, 1),
+        received(&a.receipt(&po, &[(1, dec!(10))]), 2),
+        invoiced(&first, 3),
+    ])
+    .await;
+    wait_for(&topics, &codec, "the first invoice matched", |o| {
+        o.matched.contains_key(first.invoice.as_str())
+    })
+    .await;
+
+    // Another producer takes the runtime's transactional id (a zombie's twin, an operator's
+    // mistake): the runtime's producer is fenced on its next transaction.
+    let usurper: BaseProducer = p2p_topologies::admin::client_config(&kafka())
+        .set("transactional.id", format!("{app}-0"))
+        .create()
+        .unwrap();
+    usurper
+        .init_transactions(std::time::Duration::from_secs(30))
+        .unwrap();
+    send(vec![invoiced(&second, 4)]).await;
+    let observed = wait_for(&topics, &codec, "the second invoice matched", |o| {
+        o.matched.contains_key(second.invoice.as_str())
+    })
+    .await;
+    pipeline.stop().await;
+    // Still the one runtime, with a new producer: each invoice decided once, the second on
+    // what the first left of the PO.
+    for invoice in [&first, &second] {
+        let outcomes = observed.matched[invoice.invoice.as_str()].len()
+            + observed
+                .exceptions
+                .get(invoice.invoice.as_str())
+                .map_or(0, Vec::len);
+        assert_eq!(outcomes, 1, "{}: {observed:#?}", invoice.invoice);
+    }
+}

@@ -14,5 +14,5 @@ pub mod store;
 pub mod timers;
 
 pub use key::{org_of_raw_key, KeyGroup, StateKey, KEY_GROUPS};
-pub use store::{StateError, Store, StoreBatch};
+pub use store::{Serves, StateError, Store, StoreBatch};
 pub use timers::Timer;

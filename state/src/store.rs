@@ -43,7 +43,13 @@ pub(crate) type RawEntry = (Box<[u8]>, Box<[u8]>);
 pub struct Store {
     name: String,
     db: rocksdb::DB,
+    /// Which raw keys this instance serves now (the orgs of its assigned partitions); `None`:
+    /// all of them.
+    serving: std::sync::RwLock<Option<Serves>>,
 }
+
+/// Whether a raw key (state or timer) belongs to what an instance serves.
+pub type Serves = std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// Writes to apply together: each state write as a change (key, value or `None` for a
 /// delete), in order, which is also what the store's changelog topic carries; and the store's
@@ -140,7 +146,24 @@ impl Store {
         Ok(Self {
             name: name.to_owned(),
             db,
+            serving: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Serves only the keys `serves` accepts from now on. The store may still hold state of
+    /// partitions given up in a rebalance (to restore them from where they were if they come
+    /// back); their new owner fires their timers, never this instance.
+    pub fn serve_only(&self, serves: Serves) {
+        *self.serving.write().unwrap_or_else(|e| e.into_inner()) = Some(serves);
+    }
+
+    /// Whether this instance serves `key` now.
+    pub fn serves(&self, key: &[u8]) -> bool {
+        self.serving
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|serves| serves(key))
     }
 
     pub fn name(&self) -> &str {

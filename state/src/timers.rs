@@ -69,13 +69,17 @@ impl StoreBatch {
 }
 
 impl Store {
-    /// Timers due at or before `now`, earliest first, at most `limit` of them.
+    /// Timers due at or before `now` of the keys this instance serves, earliest first, at most
+    /// `limit` of them.
     pub fn due_timers(&self, now: i64, limit: usize) -> Result<Vec<Timer>> {
         let mut upper = vec![TIMER_PREFIX];
         upper.extend_from_slice(&time_bytes(now.saturating_add(1)));
         let mut timers = Vec::new();
         for entry in self.scan_raw(&[TIMER_PREFIX], &upper) {
             let (key, _) = entry?;
+            if !self.serves(&key) {
+                continue;
+            }
             let timer = Timer::decode(&key).ok_or_else(|| StateError::Corrupt {
                 store: self.name().to_owned(),
                 reason: "a timer key does not decode".into(),
@@ -157,6 +161,38 @@ mod tests {
             store.due_timers(100, 10).unwrap(),
             vec![timer(20, "po_b", "x")]
         );
+    }
+
+    #[test]
+    fn only_the_timers_of_orgs_the_instance_serves_fire_and_the_rest_stay_scheduled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "s").unwrap();
+        let ours = |due, entity: &str| Timer {
+            due,
+            owner: StateKey::new(&OrgId::from_u128(1), entity),
+            name: "x".into(),
+        };
+        let theirs = |due, entity: &str| Timer {
+            due,
+            owner: StateKey::new(&OrgId::from_u128(2), entity),
+            name: "x".into(),
+        };
+        // Theirs come first and would fill the limit if they counted.
+        schedule(
+            &store,
+            &[theirs(1, "a"), theirs(2, "b"), ours(3, "c"), ours(4, "d")],
+        );
+        let org = OrgId::from_u128(1);
+        store.serve_only(std::sync::Arc::new(move |key: &[u8]| {
+            crate::org_of_raw_key(key) == Some(org.as_str().as_bytes())
+        }));
+        assert_eq!(
+            store.due_timers(100, 2).unwrap(),
+            vec![ours(3, "c"), ours(4, "d")]
+        );
+        // Served again (the partition came back): they were never lost.
+        store.serve_only(std::sync::Arc::new(|_: &[u8]| true));
+        assert_eq!(store.due_timers(100, 10).unwrap().len(), 4);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Most changes applied in one RocksDB batch while restoring.
@@ -63,73 +64,93 @@ pub async fn ensure_topic(
     Ok(())
 }
 
-/// Brings `store` up to the end of `topic` partition `partition`, from its checkpoint.
-/// Returns how many changes it applied.
+/// Brings `store` up to the end of `topic` on each of `partitions`, from each one's
+/// checkpoint, in one pass over all of them. Returns how many changes it applied per
+/// partition.
 pub fn restore(
     kafka: &KafkaProperties,
     store: &Store,
     topic: &str,
-    partition: i32,
+    partitions: &[i32],
     timeout: Duration,
-) -> Result<u64, ChangelogError> {
+) -> Result<BTreeMap<i32, u64>, ChangelogError> {
     let deadline = Instant::now() + timeout;
     let consumer: BaseConsumer = client_config(kafka)
         .set("group.id", format!("p2p-restore-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()?;
-    let (low, high) = watermarks(&consumer, topic, partition, deadline)?;
-    let from = store
-        .checkpointed(topic, partition)?
-        .unwrap_or(low)
-        .max(low);
-    if from >= high {
-        return Ok(0);
-    }
+    let mut applied: BTreeMap<i32, u64> = partitions.iter().map(|p| (*p, 0)).collect();
+    // Per partition still behind: the next offset to apply and the end to reach.
+    let mut behind: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    for &partition in partitions {
+        let (low, high) = watermarks(&consumer, topic, partition, deadline)?;
+        let from = store
+            .checkpointed(topic, partition)?
+            .unwrap_or(low)
+            .max(low);
+        if from < high {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+            behind.insert(partition, (from, high));
+        }
+    }
+    if behind.is_empty() {
+        return Ok(applied);
+    }
     consumer.assign(&assignment)?;
-    let mut applied = 0u64;
     let mut batch = StoreBatch::default();
     let mut in_batch = 0usize;
-    let mut next = from;
-    loop {
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+    while !behind.is_empty() {
+        if let Some(message) = consumer.poll(Duration::from_millis(50)) {
             let message = message?;
+            let partition = message.partition();
             if let Some(key) = message.key() {
                 batch.restore(key, message.payload());
                 in_batch += 1;
-                applied += 1;
+                *applied.entry(partition).or_default() += 1;
             }
-            next = message.offset() + 1;
+            if let Some((next, _)) = behind.get_mut(&partition) {
+                *next = message.offset() + 1;
+            }
         }
         // Under read_committed the last offsets may be transaction markers, never delivered:
-        // done once the position reaches the high watermark.
-        let position = consumer
-            .position()?
-            .find_partition(topic, partition)
-            .and_then(|p| match p.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            })
-            .unwrap_or(next);
-        let done = position.max(next) >= high;
-        if in_batch >= RESTORE_BATCH || (done && in_batch > 0) {
-            batch.checkpoint(topic, partition, next);
+        // a partition is done once its position reaches its high watermark.
+        let position = consumer.position()?;
+        let mut done = Vec::new();
+        for (&partition, (next, high)) in behind.iter_mut() {
+            if let Some(Offset::Offset(o)) = position
+                .find_partition(topic, partition)
+                .map(|p| p.offset())
+            {
+                *next = (*next).max(o);
+            }
+            if *next >= *high {
+                done.push(partition);
+            }
+        }
+        if in_batch >= RESTORE_BATCH || (!done.is_empty() && in_batch > 0) {
+            // The checkpoint of every partition this batch holds changes of.
+            for (&partition, (next, _)) in &behind {
+                batch.checkpoint(topic, partition, *next);
+            }
             store.write(std::mem::take(&mut batch))?;
             in_batch = 0;
         }
-        if done {
-            return Ok(applied);
+        for partition in done {
+            behind.remove(&partition);
         }
-        if Instant::now() > deadline {
-            return Err(ChangelogError::RestoreTimeout {
-                topic: topic.to_owned(),
-                partition,
-                seconds: timeout.as_secs(),
-            });
+        if let Some((&partition, _)) = behind.iter().next() {
+            if Instant::now() > deadline {
+                return Err(ChangelogError::RestoreTimeout {
+                    topic: topic.to_owned(),
+                    partition,
+                    seconds: timeout.as_secs(),
+                });
+            }
         }
     }
+    Ok(applied)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Configuration: topic names, client properties, batching, timers, tolerance.
 
 use p2p_processors::Tolerance;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 pub type KafkaProperties = BTreeMap<String, String>;
 
 /// Topic names. Defaults are the names of DESIGN.md; operators may rename any of them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Topics {
     /// Requisitions submitted for approval.
@@ -184,6 +184,11 @@ pub struct RuntimeConfig {
     /// This instance among the application's instances: its transactional id is
     /// `<application_id>-<instance_id>`, so a restarted instance fences its own zombie.
     pub instance_id: String,
+    /// Static group membership: the consumer joins as `group.instance.id = <instance_id>`, so
+    /// an instance restarted within `session.timeout.ms` (a crash, a rolling deploy) gets its
+    /// partitions back with no rebalance. The price: an instance that never comes back holds
+    /// its partitions until its session times out.
+    pub static_membership: bool,
 }
 
 /// What a crash can do to a batch (Kafka Streams' `processing.guarantee`).
@@ -213,6 +218,7 @@ impl RuntimeConfig {
             guarantee: Guarantee::ExactlyOnce,
             changelog_replication: -1,
             instance_id: "0".into(),
+            static_membership: true,
         }
     }
 

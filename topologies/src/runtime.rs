@@ -56,10 +56,17 @@ pub enum RuntimeError {
     Changelog(#[from] ChangelogError),
     #[error("transactions: {0}")]
     Transaction(KafkaError),
+    #[error("going back to the committed offsets after an aborted transaction: {0}")]
+    Rewind(KafkaError),
 }
 
 /// How long a transaction step (init, offsets, commit, abort) may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The broker aborts a transaction left open this long (`transaction.timeout.ms`).
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
+/// Producers lost in a row (no batch committed in between) before the runtime gives up: an
+/// instance fenced again and again shares its instance id with another.
+const MAX_PRODUCER_REBUILDS: u32 = 5;
 /// How long restoring one changelog partition may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -93,52 +100,8 @@ impl<T: Topology> Runtime<T> {
             &config.state_dir.join(&config.application_id),
             topology.name(),
         )?;
-        let consumer: StreamConsumer = client_config(&config.kafka)
-            .set("group.id", &config.application_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            // Range assigns the same partition numbers of co-partitioned topics to the same
-            // member, which the join by org needs (cooperative-sticky does not promise that).
-            .set("partition.assignment.strategy", "range")
-            .create()
-            .map_err(|source| RuntimeError::Client {
-                client: "consumer",
-                source,
-            })?;
-        let mut producer_config = client_config(&config.kafka);
-        if config.guarantee == Guarantee::ExactlyOnce {
-            producer_config.set(
-                "transactional.id",
-                format!("{}-{}", config.application_id, config.instance_id),
-            );
-        }
-        let producer: FutureProducer = producer_config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // The Java client's partitioner, so ERPs on any client agree with us on partitions.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .create()
-            .map_err(|source| RuntimeError::Client {
-                client: "producer",
-                source,
-            })?;
-        if config.guarantee == Guarantee::ExactlyOnce {
-            // Fences an earlier incarnation of this instance and aborts what it left open.
-            producer
-                .init_transactions(TRANSACTION_TIMEOUT)
-                .map_err(RuntimeError::Transaction)?;
-        }
-        let topics = topology.input_topics();
-        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&refs)
-            .map_err(|source| RuntimeError::Subscribe {
-                topics: topics.clone(),
-                source,
-            })?;
+        let consumer = consumer(&config, &topology.input_topics())?;
+        let producer = producer(&config)?;
         Ok(Self {
             config,
             topology,
@@ -179,6 +142,8 @@ impl<T: Topology> Runtime<T> {
         let mut aligner = Aligner::default();
         let mut owned = Owned::default();
         let mut receive_failures = 0u32;
+        // Batches failed in a row (aborted, or the producer lost).
+        let mut failures = 0u32;
         let mut timer_tick = tokio::time::interval(self.config.timer_interval);
         timer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -209,6 +174,17 @@ impl<T: Topology> Runtime<T> {
                 }
                 Some(Err(error)) => {
                     receive_failures += 1;
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        // librdkafka gives up on a consumer for good on some errors (a static
+                        // member fenced after a broker restart, say): a new one joins the
+                        // group, and the stores restore whatever partitions it gets.
+                        tracing::warn!(?code, %reason, "consumer failed for good; building a new one");
+                        self.consumer = consumer(&self.config, &topics)?;
+                        aligner = Aligner::default();
+                        owned = Owned::default();
+                        restored.clear();
+                        continue;
+                    }
                     tracing::warn!(%error, "consume failed; retrying");
                     tokio::time::sleep(backoff(receive_failures)).await;
                     continue;
@@ -237,7 +213,27 @@ impl<T: Topology> Runtime<T> {
                 // Timers wait for an assignment, and with it a restored store.
                 continue;
             }
-            self.handle_batch(&batch).await?;
+            match self.handle_batch(&batch).await {
+                Ok(()) => failures = 0,
+                Err(BatchFailure::Aborted(reason)) => {
+                    failures += 1;
+                    tracing::warn!(%reason, records = batch.len(), "transaction aborted; consuming again from the committed offsets");
+                    tokio::time::sleep(backoff(failures)).await;
+                    self.rewind(&mut aligner).await?;
+                }
+                Err(BatchFailure::ProducerLost(error)) => {
+                    failures += 1;
+                    if failures > MAX_PRODUCER_REBUILDS {
+                        return Err(RuntimeError::Transaction(error));
+                    }
+                    tracing::warn!(%error, "producer fenced or failed; building a new one and consuming again from the committed offsets");
+                    tokio::time::sleep(backoff(failures)).await;
+                    self.producer = producer(&self.config)?;
+                    self.rewind(&mut aligner).await?;
+                }
+                Err(BatchFailure::Retry(_)) => unreachable!("retried by handle_batch"),
+                Err(BatchFailure::Fatal(e)) => return Err(e),
+            }
         }
         if let (true, Some(metrics)) = (announced, &self.metrics) {
             metrics.running(self.topology.name(), false);
@@ -284,58 +280,117 @@ impl<T: Topology> Runtime<T> {
         owned: &Owned,
         restored: &mut HashSet<i32>,
     ) -> Result<(), RuntimeError> {
-        let Some((topic, _)) = &self.changelog else {
+        let Some((topic, partitions)) = &self.changelog else {
             return Ok(());
         };
         let numbers = owned.partition_numbers();
+        let before = restored.len();
         restored.retain(|p| numbers.contains(p));
-        for partition in numbers {
-            if restored.contains(&partition) {
-                continue;
-            }
-            let started = Instant::now();
-            let applied = changelog::restore(
-                &self.config.kafka,
-                &self.store,
-                topic,
-                partition,
-                RESTORE_TIMEOUT,
-            )?;
-            tracing::info!(
-                topology = self.topology.name(),
-                changelog = %topic,
-                partition,
-                applied,
-                seconds = started.elapsed().as_secs_f64(),
-                "store restored"
-            );
-            self.stats.add(&StatsSnapshot {
-                counts: [("changelog records restored", applied)].into(),
-                ..StatsSnapshot::default()
-            });
-            if let Some(metrics) = &self.metrics {
-                metrics.restored(self.topology.name(), applied);
-            }
-            restored.insert(partition);
+        if restored.len() < before {
+            // Partitions given up: their timers are their new owner's to fire.
+            self.serve_only(restored.clone(), *partitions);
         }
+        let new: Vec<i32> = numbers
+            .into_iter()
+            .filter(|p| !restored.contains(p))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let applied = changelog::restore(
+            &self.config.kafka,
+            &self.store,
+            topic,
+            &new,
+            RESTORE_TIMEOUT,
+        )?;
+        let total: u64 = applied.values().sum();
+        tracing::info!(
+            topology = self.topology.name(),
+            changelog = %topic,
+            partitions = ?new,
+            applied = total,
+            seconds = started.elapsed().as_secs_f64(),
+            "store restored"
+        );
+        self.stats.add(&StatsSnapshot {
+            counts: [("changelog records restored", total)].into(),
+            ..StatsSnapshot::default()
+        });
+        if let Some(metrics) = &self.metrics {
+            metrics.restored(self.topology.name(), total);
+        }
+        restored.extend(new);
+        self.serve_only(restored.clone(), *partitions);
         Ok(())
     }
 
-    /// Processes one batch until it succeeds: transient faults are retried with backoff,
-    /// never skipped.
-    async fn handle_batch(&self, batch: &[InputRecord]) -> Result<(), RuntimeError> {
+    /// Lets the store serve only the orgs of `numbers`: the state of other partitions it still
+    /// holds is stale (another instance owns them), and their timers must not fire here.
+    fn serve_only(&self, numbers: HashSet<i32>, partitions: i32) {
+        self.store.serve_only(Arc::new(move |key: &[u8]| {
+            changelog::partition_of(key, partitions).is_ok_and(|p| numbers.contains(&p))
+        }));
+    }
+
+    /// Processes one batch until it commits, or until a failed transaction sends the runtime
+    /// back to the committed offsets. Faults before anything is sent (a registry out of
+    /// reach, say) are retried in place with backoff, never skipped.
+    async fn handle_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
         let mut attempt = 0u32;
         loop {
             match self.try_batch(batch).await {
-                Ok(()) => return Ok(()),
                 Err(BatchFailure::Retry(reason)) => {
                     attempt += 1;
                     tracing::warn!(attempt, %reason, records = batch.len(), "batch failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(BatchFailure::Fatal(e)) => return Err(e),
+                handled => return handled,
             }
         }
+    }
+
+    /// After a failed transaction: drops what is buffered and consumes again from the
+    /// committed offsets, so the aborted work is processed anew (by this instance if it still
+    /// owns the partitions once the consumer has polled, by their new owner if not).
+    async fn rewind(&self, aligner: &mut Aligner) -> Result<(), RuntimeError> {
+        *aligner = Aligner::default();
+        let mut attempt = 0u32;
+        loop {
+            match self.seek_to_committed() {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt < 10 => {
+                    attempt += 1;
+                    tracing::warn!(%error, attempt, "going back to the committed offsets failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(error) => return Err(RuntimeError::Rewind(error)),
+            }
+        }
+    }
+
+    fn seek_to_committed(&self) -> Result<(), KafkaError> {
+        let assignment = self.consumer.assignment()?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(assignment.clone(), Timeout::After(TRANSACTION_TIMEOUT))?;
+        let mut positions = TopicPartitionList::new();
+        for e in assignment.elements() {
+            let offset = committed
+                .find_partition(e.topic(), e.partition())
+                .map(|c| c.offset())
+                .filter(|o| matches!(o, Offset::Offset(_)))
+                // Nothing committed yet: from the beginning, as `auto.offset.reset` says.
+                .unwrap_or(Offset::Beginning);
+            positions.add_partition_offset(e.topic(), e.partition(), offset)?;
+        }
+        self.consumer
+            .seek_partitions(positions, Timeout::After(TRANSACTION_TIMEOUT))?;
+        Ok(())
     }
 
     async fn try_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
@@ -410,7 +465,7 @@ impl<T: Topology> Runtime<T> {
             return Ok(()); // a timer tick with nothing due: no transaction
         }
         let producer = &self.producer;
-        producer.begin_transaction().map_err(fatal_or_retry)?;
+        producer.begin_transaction().map_err(transaction_failed)?;
         let sent = async {
             let outputs = output
                 .records
@@ -449,16 +504,20 @@ impl<T: Topology> Runtime<T> {
         let written = match sent {
             Ok(written) => written,
             Err(error) => {
-                if let Err(abort) = producer.abort_transaction(TRANSACTION_TIMEOUT) {
-                    return Err(BatchFailure::Fatal(RuntimeError::Transaction(abort)));
-                }
-                return Err(match error {
-                    TransactionStep::Kafka(e) => fatal_or_retry(e),
-                    TransactionStep::Changelog(e) => BatchFailure::Fatal(e.into()),
+                let failure = match error {
+                    TransactionStep::Kafka(e) => transaction_failed(e),
+                    TransactionStep::Changelog(e) => return Err(BatchFailure::Fatal(e.into())),
                     TransactionStep::NoGroupMetadata => {
-                        BatchFailure::Retry("the consumer has no group metadata yet".into())
+                        BatchFailure::Aborted("the consumer has no group metadata yet".into())
                     }
-                });
+                };
+                if matches!(failure, BatchFailure::ProducerLost(_)) {
+                    return Err(failure); // a new producer aborts what this one left open
+                }
+                if let Err(abort) = producer.abort_transaction(TRANSACTION_TIMEOUT) {
+                    return Err(BatchFailure::ProducerLost(abort));
+                }
+                return Err(failure);
             }
         };
         for (partition, next) in written {
@@ -515,8 +574,81 @@ impl<T: Topology> Runtime<T> {
     }
 }
 
+/// The runtime's consumer, subscribed to `topics`: read_committed, offsets committed only by
+/// the runtime, a static member of the group when so configured.
+fn consumer(config: &RuntimeConfig, topics: &[String]) -> Result<StreamConsumer, RuntimeError> {
+    let mut consumer_config = client_config(&config.kafka);
+    if config.static_membership && !config.kafka.contains_key("group.instance.id") {
+        consumer_config.set("group.instance.id", &config.instance_id);
+    }
+    let consumer: StreamConsumer = consumer_config
+        .set("group.id", &config.application_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // Range assigns the same partition numbers of co-partitioned topics to the same
+        // member, which the join by org needs (cooperative-sticky does not promise that).
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .map_err(|source| RuntimeError::Client {
+            client: "consumer",
+            source,
+        })?;
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&refs)
+        .map_err(|source| RuntimeError::Subscribe {
+            topics: topics.to_vec(),
+            source,
+        })?;
+    Ok(consumer)
+}
+
+/// The runtime's producer: idempotent, and under exactly once transactional as
+/// `<application_id>-<instance_id>`, initialised (which fences any earlier producer of that
+/// id and aborts what it left open).
+fn producer(config: &RuntimeConfig) -> Result<FutureProducer, RuntimeError> {
+    let mut producer_config = client_config(&config.kafka);
+    if config.guarantee == Guarantee::ExactlyOnce {
+        producer_config.set(
+            "transactional.id",
+            format!("{}-{}", config.application_id, config.instance_id),
+        );
+        if !config.kafka.contains_key("transaction.timeout.ms") {
+            // What a crashed instance's open transaction holds back (its partitions'
+            // committed offsets, read_committed readers) until the broker aborts it when
+            // no restart of the instance does it first: Kafka Streams' 10 seconds.
+            producer_config.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+        }
+    }
+    let producer: FutureProducer = producer_config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // The Java client's partitioner, so ERPs on any client agree with us on partitions.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .map_err(|source| RuntimeError::Client {
+            client: "producer",
+            source,
+        })?;
+    if config.guarantee == Guarantee::ExactlyOnce {
+        producer
+            .init_transactions(TRANSACTION_TIMEOUT)
+            .map_err(RuntimeError::Transaction)?;
+    }
+    Ok(producer)
+}
+
 enum BatchFailure {
+    /// Nothing was sent: the same batch is processed again.
     Retry(String),
+    /// The batch's transaction was aborted: consume again from the committed offsets.
+    Aborted(String),
+    /// The producer is fenced or failed for good: build a new one (which aborts what this one
+    /// left open), then consume again from the committed offsets.
+    ProducerLost(KafkaError),
     Fatal(RuntimeError),
 }
 
@@ -533,17 +665,17 @@ impl From<KafkaError> for TransactionStep {
     }
 }
 
-/// A transaction that failed: fatal (fenced by a newer incarnation, or the producer broken)
-/// stops the runtime; anything else is retried in a new transaction.
-fn fatal_or_retry(error: KafkaError) -> BatchFailure {
+/// A transaction step that failed: fatal errors (fenced by a newer producer of the same id, a
+/// broken producer) lose the producer; any other aborts the transaction.
+fn transaction_failed(error: KafkaError) -> BatchFailure {
     let fatal = match &error {
         KafkaError::Transaction(e) => e.is_fatal(),
         _ => false,
     };
     if fatal {
-        BatchFailure::Fatal(RuntimeError::Transaction(error))
+        BatchFailure::ProducerLost(error)
     } else {
-        BatchFailure::Retry(format!("transaction: {error}"))
+        BatchFailure::Aborted(format!("transaction: {error}"))
     }
 }
 
