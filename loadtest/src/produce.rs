@@ -1,7 +1,7 @@
 //! Produces a scenario to Kafka through the same Avro path an ERP would use (Confluent wire
 //! format; registry or embedded schemas), keyed by org_id with the Java client's partitioner.
 
-use crate::generator::{InputTopic, Payload, Scenario};
+use crate::generator::{InputTopic, Payload, Scenario, ScenarioRecord};
 use futures::future::try_join_all;
 use p2p_avro::{Codec, CodecError};
 use p2p_topologies::admin::client_config;
@@ -48,8 +48,19 @@ pub async fn produce_scenario(
     topics: &Topics,
     scenario: &Scenario,
 ) -> Result<usize, ProduceError> {
-    let mut encoded = Vec::with_capacity(scenario.records.len());
-    for record in &scenario.records {
+    produce_records(producer, codec, topics, &scenario.records).await
+}
+
+/// Produces `records` in order (a slice of a scenario, to feed it as a steady stream) and
+/// waits until the broker has them all.
+pub async fn produce_records(
+    producer: &FutureProducer,
+    codec: &Codec,
+    topics: &Topics,
+    records: &[ScenarioRecord],
+) -> Result<usize, ProduceError> {
+    let mut encoded = Vec::with_capacity(records.len());
+    for record in records {
         let topic = topic_name(topics, record.topic);
         let bytes = match &record.payload {
             Payload::Document(value, contract) => {

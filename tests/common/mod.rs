@@ -71,16 +71,21 @@ pub fn unique_topics(test: &str) -> Topics {
 /// A test's own topics on the real broker, deleted when the test ends, passed or failed: a
 /// broker loads every partition it ever had when it starts, and test runs would otherwise
 /// pile up thousands of them until it no longer starts in time.
-pub struct TestTopics(Topics);
+pub struct TestTopics(Topics, KafkaProperties);
 
 impl TestTopics {
     /// Creates topics unique to `test`, each with `partitions` partitions.
     pub async fn create(test: &str, partitions: i32) -> TestTopics {
+        Self::create_on(kafka(), test, partitions).await
+    }
+
+    /// The same, on the cluster `kafka` points to.
+    pub async fn create_on(kafka: KafkaProperties, test: &str, partitions: i32) -> TestTopics {
         let topics = unique_topics(test);
-        create_topics(&kafka(), &topics, partitions, 1)
+        create_topics(&kafka, &topics, partitions, 1)
             .await
             .expect("topics");
-        TestTopics(topics)
+        TestTopics(topics, kafka)
     }
 }
 
@@ -95,11 +100,10 @@ impl Drop for TestTopics {
     fn drop(&mut self) {
         // Drop cannot await, and blocking inside the test's runtime is not allowed: delete
         // from a thread of its own. A failure only leaves topics behind, so it is logged.
-        let topics = self.0.clone();
-        let deleted = std::thread::spawn(move || {
-            futures::executor::block_on(delete_topics(&kafka(), &topics))
-        })
-        .join();
+        let (topics, kafka) = (self.0.clone(), self.1.clone());
+        let deleted =
+            std::thread::spawn(move || futures::executor::block_on(delete_topics(&kafka, &topics)))
+                .join();
         if !matches!(deleted, Ok(Ok(()))) {
             eprintln!("could not delete the test's topics: {deleted:?}");
         }

@@ -77,8 +77,15 @@ pub async fn create_topics(
 /// a broker keeps every partition it ever had, and loading thousands of them makes its next
 /// start slow.
 pub async fn delete_topics(kafka: &KafkaProperties, topics: &Topics) -> Result<(), KafkaError> {
+    delete_topic_names(kafka, &topics.all()).await
+}
+
+/// Deletes each topic named that exists (a disposable application's changelogs, say).
+pub async fn delete_topic_names(
+    kafka: &KafkaProperties,
+    names: &[String],
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
-    let names = topics.all();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let results = admin.delete_topics(&names, &AdminOptions::new()).await?;
     for result in results {

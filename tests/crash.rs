@@ -1,0 +1,652 @@
+//! Crash tests on the real broker. The whole pipeline runs as operators run it (the `p2p run`
+//! binary, all three topologies in one process), fed a generated stream, and is killed with
+//! SIGKILL at random instants, restarted, sometimes with its local state directory deleted.
+//! At the end a read_committed consumer checks what came out:
+//! - every invoice, PO and requisition ended as the generator planted it (what a clean single
+//!   run ends in: the demo and the end-to-end tests check that), and every matched invoice was
+//!   instructed for payment once, for its exact amount;
+//! - nothing was done twice: no outcome revision, PO status version or lifecycle transition
+//!   twice, no refusal more than planned, one dead letter per bad record;
+//! - each restart replayed only the changelog's tail, unless its state directory was gone.
+//!
+//! CI runs a few kills. Soak: `P2P_CRASH_KILLS=40 cargo test --test crash -- --nocapture`.
+//! `P2P_CRASH_GUARANTEE=at_least_once` runs the same tests on the weakened runtime (outputs,
+//! state and input offsets each committed on their own), which they must catch.
+
+mod common;
+
+use common::{kafka, registry_codec, services, TestTopics, PATIENCE};
+use p2p_avro::convert::procurement::{AuditKind, AuditRecord, PoStatusRecord};
+use p2p_avro::Codec;
+use p2p_loadtest::audit::{
+    audit, audit_lifecycles, audit_payments, audit_requisitions, read_outputs, read_payments,
+    read_procurement, read_topic,
+};
+use p2p_loadtest::generator::Payload;
+use p2p_loadtest::produce::{erp_producer, produce_records};
+use p2p_loadtest::{GeneratorConfig, Scenario};
+use p2p_topologies::admin::delete_topic_names;
+use p2p_topologies::{KafkaProperties, Topics};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOPOLOGIES: [&str; 3] = ["procurement", "match", "payment"];
+
+/// How many times the pipeline is killed (`P2P_CRASH_KILLS`, default: CI's few).
+fn kills() -> usize {
+    std::env::var("P2P_CRASH_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(6)
+}
+
+/// `exactly_once` unless `P2P_CRASH_GUARANTEE` says otherwise.
+fn guarantee() -> String {
+    std::env::var("P2P_CRASH_GUARANTEE").unwrap_or_else(|_| "exactly_once".into())
+}
+
+/// One application (its id, topics, configuration, state directories and logs), run as
+/// separate `p2p run` processes, one per instance.
+struct App {
+    id: String,
+    kafka: KafkaProperties,
+    topics: Topics,
+    guarantee: String,
+    dir: tempfile::TempDir,
+}
+
+/// One `p2p run` process.
+struct Process {
+    child: Child,
+    log: PathBuf,
+    instance: String,
+    /// Which start of its instance it is.
+    run: usize,
+    /// Whether its instance's state directory was deleted before it started.
+    wiped: bool,
+    /// What a full restore would have replayed when it started.
+    changelog_records: u64,
+}
+
+impl App {
+    fn new(kafka: KafkaProperties, topics: &Topics) -> App {
+        App {
+            id: format!(
+                "p2p-crash-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            kafka,
+            topics: topics.clone(),
+            guarantee: guarantee(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn state_dir(&self, instance: &str) -> PathBuf {
+        self.dir.path().join(format!("state-{instance}"))
+    }
+
+    /// The configuration file of one instance.
+    fn config(&self, instance: &str) -> PathBuf {
+        let mut kafka = self.kafka.clone();
+        // An instance killed for good gives its partitions up this soon (the broker's
+        // minimum); restarted sooner, it gets them back with no rebalance (static membership).
+        kafka.insert("session.timeout.ms".into(), "6000".into());
+        let mut config = toml::Table::new();
+        config.insert("application_id".into(), self.id.clone().into());
+        config.insert(
+            "state_dir".into(),
+            self.state_dir(instance).display().to_string().into(),
+        );
+        config.insert(
+            "schema_registry_url".into(),
+            services().registry_url.clone().into(),
+        );
+        config.insert("metrics_addr".into(), "127.0.0.1:0".into());
+        config.insert("instance_id".into(), instance.into());
+        config.insert("processing_guarantee".into(), self.guarantee.clone().into());
+        config.insert(
+            "kafka".into(),
+            toml::Value::try_from(&kafka).expect("kafka properties"),
+        );
+        config.insert(
+            "topics".into(),
+            toml::Value::try_from(&self.topics).expect("topics"),
+        );
+        let path = self.dir.path().join(format!("{instance}.toml"));
+        std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("config written");
+        path
+    }
+
+    /// Starts instance `instance` (its `run`-th start), its state directory deleted first if
+    /// `wipe`.
+    fn start(&self, instance: &str, run: usize, wipe: bool) -> Process {
+        if wipe {
+            let _ = std::fs::remove_dir_all(self.state_dir(instance));
+        }
+        let changelog_records = self.changelog_records();
+        let log = self.dir.path().join(format!("{instance}-{run}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_p2p"))
+            .args(["run", "--config"])
+            .arg(self.config(instance))
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("p2p run starts");
+        Process {
+            child,
+            log,
+            instance: instance.to_owned(),
+            run,
+            wiped: wipe,
+            changelog_records,
+        }
+    }
+
+    /// The records of every store's changelog (0 for one not created yet).
+    fn changelog_records(&self) -> u64 {
+        self.changelogs()
+            .iter()
+            .map(|topic| {
+                read_topic(&self.kafka, topic, Duration::from_secs(30))
+                    .map_or(0, |r| r.len() as u64)
+            })
+            .sum()
+    }
+
+    fn changelogs(&self) -> Vec<String> {
+        TOPOLOGIES
+            .iter()
+            .map(|t| format!("{}-{t}-{t}-changelog", self.id))
+            .collect()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let (kafka, changelogs) = (self.kafka.clone(), self.changelogs());
+        let _ = std::thread::spawn(move || {
+            futures::executor::block_on(delete_topic_names(&kafka, &changelogs))
+        })
+        .join();
+    }
+}
+
+/// What one process did before it ended.
+#[derive(Debug)]
+struct Ended {
+    instance: String,
+    run: usize,
+    /// The end of its log, for a failure's message.
+    log_tail: String,
+    wiped: bool,
+    /// Changelog records it replayed into its stores when it started.
+    restored: u64,
+    /// Whether every topology finished restoring (killed before, it leaves work to the next).
+    restored_all: bool,
+    /// What a full restore would have replayed when it started.
+    changelog_records: u64,
+    /// Its exit status (`None`: killed).
+    exit: Option<std::process::ExitStatus>,
+}
+
+impl Process {
+    /// SIGKILL: no shutdown, no flush, an open transaction left as it was.
+    fn kill(mut self) -> Ended {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.ended(None)
+    }
+
+    /// SIGTERM, as an orchestrator stops a pod, and waits for it to finish.
+    fn terminate(mut self) -> Ended {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("waiting for p2p run");
+        self.ended(Some(status))
+    }
+
+    /// Still running (a process that ended on its own failed).
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "p2p run ({}) ended on its own ({status}):\n{}",
+                self.instance,
+                tail(&self.log)
+            );
+        }
+    }
+
+    fn ended(&self, exit: Option<std::process::ExitStatus>) -> Ended {
+        Ended {
+            instance: self.instance.clone(),
+            run: self.run,
+            log_tail: tail(&self.log),
+            wiped: self.wiped,
+            restored: restored(&self.log),
+            restored_all: std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .matches("store restored")
+                .count()
+                >= TOPOLOGIES.len(),
+            changelog_records: self.changelog_records,
+            exit,
+        }
+    }
+}
+
+/// The changelog records a process's log says it restored.
+fn restored(log: &Path) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("store restored"))
+        .filter_map(|l| l.split("applied=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The scenario for crash runs: every kind of document and outcome, small enough for CI.
+fn scenario(seed: u64) -> Scenario {
+    Scenario::generate(&GeneratorConfig {
+        seed,
+        orgs: 4,
+        pos_per_org: 20,
+        undecodable_records: 2,
+        ..GeneratorConfig::default()
+    })
+}
+
+/// Feeds `scenario` as a steady stream: slices of it, one every `pause`.
+fn feed(
+    kafka: &KafkaProperties,
+    scenario: &Scenario,
+    topics: &Topics,
+    codec: Arc<Codec>,
+    slices: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let records = scenario.records.clone();
+    let (kafka, topics) = (kafka.clone(), topics.clone());
+    tokio::spawn(async move {
+        let producer = erp_producer(&kafka).expect("producer");
+        let size = records.len().div_ceil(slices);
+        for slice in records.chunks(size) {
+            produce_records(&producer, &codec, &topics, slice)
+                .await
+                .expect("produced");
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
+/// What the pipeline wrote, as a read_committed consumer sees it.
+#[derive(Debug)]
+struct Outcome {
+    /// Every way the run disagrees with the plan.
+    disagreements: Vec<String>,
+    /// Every output done twice.
+    twice: Vec<String>,
+}
+
+async fn read_outcome(
+    kafka: &KafkaProperties,
+    scenario: &Scenario,
+    topics: &Topics,
+    codec: &Codec,
+) -> Outcome {
+    let timeout = Duration::from_secs(30);
+    let kafka = kafka.clone();
+    let observed = read_outputs(&kafka, codec, topics, timeout)
+        .await
+        .expect("match outputs");
+    let procurement = read_procurement(&kafka, codec, topics, timeout)
+        .await
+        .expect("procurement outputs");
+    let payments = read_payments(&kafka, codec, topics, timeout)
+        .await
+        .expect("payment outputs");
+    let mut disagreements = audit(&scenario.planted, &observed).disagreements;
+    disagreements.extend(audit_lifecycles(&scenario.lifecycles, &procurement));
+    disagreements.extend(audit_requisitions(&scenario.requisitions, &procurement));
+    disagreements.extend(audit_payments(&observed, &payments));
+    let bad_records = scenario
+        .records
+        .iter()
+        .filter(|r| matches!(r.payload, Payload::Garbage(_)))
+        .count();
+    if observed.dead_letters.len() < bad_records {
+        disagreements.push(format!(
+            "{} dead letters, {bad_records} bad records sent",
+            observed.dead_letters.len()
+        ));
+    }
+
+    let mut twice = Vec::new();
+    if observed.dead_letters.len() > bad_records {
+        twice.push(format!(
+            "{} dead letters for {bad_records} bad records",
+            observed.dead_letters.len()
+        ));
+    }
+    // An outcome is decided once per revision, whichever topic it is on.
+    for invoice in observed.matched.keys().chain(observed.exceptions.keys()) {
+        let mut revisions: Vec<u32> = observed
+            .matched
+            .get(invoice)
+            .into_iter()
+            .flatten()
+            .map(|m| m.revision)
+            .chain(
+                observed
+                    .exceptions
+                    .get(invoice)
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.revision),
+            )
+            .collect();
+        revisions.sort_unstable();
+        let distinct = revisions.iter().collect::<BTreeSet<_>>().len();
+        if distinct != revisions.len() {
+            twice.push(format!("{invoice}: outcome revisions {revisions:?}"));
+        }
+    }
+    let refused = procurement.refusals.len();
+    if refused > scenario.refusals {
+        twice.push(format!(
+            "{refused} refusals, {} planned: {:?}",
+            scenario.refusals, procurement.refusals
+        ));
+    }
+    twice.extend(versions_twice(&kafka, codec, topics).await);
+    Outcome {
+        disagreements,
+        twice,
+    }
+}
+
+/// PO statuses and lifecycle transitions written more than once for one version.
+async fn versions_twice(kafka: &KafkaProperties, codec: &Codec, topics: &Topics) -> Vec<String> {
+    let timeout = Duration::from_secs(30);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for message in read_topic(kafka, &topics.po_status, timeout).expect("po-status") {
+        let value = codec
+            .decode(rdkafka::Message::payload(&message))
+            .await
+            .expect("decodes");
+        let status = PoStatusRecord::from_value(&value).expect("a PO status");
+        *seen
+            .entry(format!("{} status v{}", status.po, status.version))
+            .or_default() += 1;
+    }
+    for message in read_topic(kafka, &topics.audit_events, timeout).expect("audit-events") {
+        let value = codec
+            .decode(rdkafka::Message::payload(&message))
+            .await
+            .expect("decodes");
+        let entry = AuditRecord::from_value(&value).expect("an audit event");
+        if entry.kind == AuditKind::Transitioned {
+            *seen
+                .entry(format!("{} transition to v{}", entry.entity, entry.version))
+                .or_default() += 1;
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(what, n)| format!("{what} written {n} times"))
+        .collect()
+}
+
+/// Waits until the run agrees with the plan (or [`PATIENCE`] runs out), with `running` still
+/// up, and returns what it wrote.
+async fn settle(
+    kafka: &KafkaProperties,
+    scenario: &Scenario,
+    topics: &Topics,
+    codec: &Codec,
+    running: &mut [&mut Process],
+) -> Outcome {
+    let started = Instant::now();
+    loop {
+        for process in running.iter_mut() {
+            process.assert_running();
+        }
+        let outcome = read_outcome(kafka, scenario, topics, codec).await;
+        if outcome.disagreements.is_empty() || started.elapsed() > PATIENCE {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The report of a crash run, printed (see it with `--nocapture`) and checked.
+fn report(what: &str, ended: &[Ended], outcome: &Outcome) {
+    println!("{what}:");
+    for e in ended {
+        println!(
+            "  {} start {}: state {}, replayed {} of {} changelog records{}, {}",
+            e.instance,
+            e.run,
+            if e.wiped { "deleted" } else { "kept" },
+            e.restored,
+            e.changelog_records,
+            if e.restored_all {
+                ""
+            } else {
+                " (restore cut short)"
+            },
+            match e.exit {
+                None => "killed (SIGKILL)".to_owned(),
+                Some(status) => format!("stopped by SIGTERM: {status}"),
+            }
+        );
+    }
+    // A restart on kept state replays only the tail the crash left: the changes of the
+    // batches committed but not yet in the local store, never the whole changelog (unless
+    // the one before it was killed while restoring a deleted directory).
+    for pair in ended.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if after.wiped || !before.restored_all || before.instance != after.instance {
+            continue;
+        }
+        assert!(
+            after.restored == 0 || after.restored < after.changelog_records,
+            "{what}: a restart on kept state replayed the whole changelog: {after:?}"
+        );
+    }
+    assert!(
+        outcome.disagreements.is_empty(),
+        "{what}: the run does not end as planned: {:#?}\nthe last log:\n{}",
+        outcome.disagreements,
+        ended.last().map_or("", |e| e.log_tail.as_str())
+    );
+    assert!(
+        outcome.twice.is_empty(),
+        "{what}: done twice: {:#?}",
+        outcome.twice
+    );
+    let last = ended.last().expect("a run");
+    assert!(
+        last.exit.is_some_and(|s| s.success()),
+        "{what}: SIGTERM ends the pipeline cleanly: {last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_instants_the_pipeline_loses_nothing_and_does_nothing_twice() {
+    let topics = TestTopics::create("crash", 4).await;
+    let codec = registry_codec();
+    let seed: u64 = rand::rng().random();
+    let scenario = scenario(seed);
+    let app = App::new(kafka(), &topics);
+    let feeding = feed(
+        &kafka(),
+        &scenario,
+        &topics,
+        codec.clone(),
+        40,
+        Duration::from_millis(500),
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut ended = Vec::new();
+    let exactly_once = app.guarantee == "exactly_once";
+    for run in 0..kills() {
+        // Every third restart on an empty state directory (a new disk, a new pod): only the
+        // changelog holds its state then. At least once keeps no changelog to restore from.
+        let wipe = exactly_once && run % 3 == 2;
+        let mut process = app.start("a", run, wipe);
+        let alive = Duration::from_millis(rng.random_range(2_000..6_000));
+        tokio::time::sleep(alive).await;
+        process.assert_running();
+        ended.push(process.kill());
+    }
+    feeding.await.expect("fed");
+    let mut last = app.start("a", kills(), false);
+    let outcome = settle(&kafka(), &scenario, &topics, &codec, &mut [&mut last]).await;
+    ended.push(last.terminate());
+    report(
+        &format!("{} kills (seed {seed})", kills()),
+        &ended,
+        &outcome,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
+    let topics = TestTopics::create("rebalance", 4).await;
+    let codec = registry_codec();
+    let seed: u64 = rand::rng().random();
+    let scenario = scenario(seed);
+    let app = App::new(kafka(), &topics);
+    let feeding = feed(
+        &kafka(),
+        &scenario,
+        &topics,
+        codec.clone(),
+        40,
+        Duration::from_millis(500),
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut pause = |from_ms, to_ms| Duration::from_millis(rng.random_range(from_ms..to_ms));
+    let mut ended = Vec::new();
+
+    // a works alone; b joins, and a is killed while the group rebalances to share the
+    // partitions with b. b gets them all once a's session times out.
+    let a = app.start("a", 0, false);
+    tokio::time::sleep(pause(3_000, 6_000)).await;
+    let mut b = app.start("b", 0, false);
+    tokio::time::sleep(pause(500, 3_000)).await;
+    ended.push(a.kill());
+    tokio::time::sleep(pause(4_000, 9_000)).await;
+    // a comes back (its state kept), and b is killed in that rebalance.
+    b.assert_running();
+    let mut a = app.start("a", 1, false);
+    tokio::time::sleep(pause(500, 3_000)).await;
+    ended.push(b.kill());
+    tokio::time::sleep(pause(2_000, 6_000)).await;
+    // b comes back on an empty disk; both run to the end.
+    a.assert_running();
+    let mut b = app.start("b", 1, true);
+    feeding.await.expect("fed");
+    let outcome = settle(&kafka(), &scenario, &topics, &codec, &mut [&mut a, &mut b]).await;
+    ended.push(b.terminate());
+    ended.push(a.terminate());
+    report(
+        &format!("two instances killed mid-rebalance (seed {seed})"),
+        &ended,
+        &outcome,
+    );
+}
+
+/// A broker of the test's own (so restarting it disturbs no other test), started by the
+/// project's script on other ports, its data deleted when the test ends.
+struct OwnBroker {
+    port: u16,
+}
+
+impl OwnBroker {
+    const PORT: u16 = 19092;
+
+    fn script(&self, command: &str) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new("bash")
+            .arg(root.join("deploy/local/kafka.sh"))
+            .arg(command)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .status()
+            .expect("kafka.sh runs");
+        assert!(status.success(), "kafka.sh {command} on port {}", self.port);
+    }
+
+    fn start() -> OwnBroker {
+        let broker = OwnBroker { port: Self::PORT };
+        broker.script("reset");
+        broker.script("start");
+        broker
+    }
+
+    fn kafka(&self) -> KafkaProperties {
+        let mut kafka = KafkaProperties::new();
+        kafka.insert(
+            "bootstrap.servers".into(),
+            format!("127.0.0.1:{}", self.port),
+        );
+        kafka
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script("reset");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_run_loses_nothing_and_does_nothing_twice() {
+    let broker = OwnBroker::start();
+    let kafka = broker.kafka();
+    let topics = TestTopics::create_on(kafka.clone(), "broker", 4).await;
+    let codec = registry_codec();
+    let seed: u64 = rand::rng().random();
+    let scenario = scenario(seed);
+    let app = App::new(kafka.clone(), &topics);
+    // The first half while the broker is up; the rest once it is back.
+    let half = scenario.records.len() / 2;
+    let (first, rest) = scenario.records.split_at(half);
+    let producer = erp_producer(&kafka).expect("producer");
+    produce_records(&producer, &codec, &topics, first)
+        .await
+        .expect("produced");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut pipeline = app.start("a", 0, false);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(4_000..8_000))).await;
+    // Stopped and started again under the running pipeline: its transactions fail, its
+    // producer may be fenced, its consumers lose the coordinator.
+    broker.script("stop");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.script("start");
+    produce_records(&producer, &codec, &topics, rest)
+        .await
+        .expect("produced");
+    let outcome = settle(&kafka, &scenario, &topics, &codec, &mut [&mut pipeline]).await;
+    let ended = vec![pipeline.terminate()];
+    report(
+        &format!("a broker restart mid-run (seed {seed})"),
+        &ended,
+        &outcome,
+    );
+    drop(topics);
+}
