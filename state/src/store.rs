@@ -170,6 +170,16 @@ impl Store {
         &self.name
     }
 
+    /// RocksDB's estimate of the data it holds, in bytes: live data in its files, and what
+    /// its memtables hold not yet flushed.
+    pub fn estimated_bytes(&self) -> Option<u64> {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten();
+        Some(
+            property("rocksdb.estimate-live-data-size")?
+                + property("rocksdb.cur-size-all-mem-tables")?,
+        )
+    }
+
     /// Where restoring `changelog` partition `partition` starts: the offset after the last
     /// change this store holds, or `None` if it holds none (restore from the beginning).
     pub fn checkpointed(&self, changelog: &str, partition: i32) -> Result<Option<i64>> {

@@ -66,13 +66,15 @@ pub async fn ensure_topic(
 
 /// Brings `store` up to the end of `topic` on each of `partitions`, from each one's
 /// checkpoint, in one pass over all of them. Returns how many changes it applied per
-/// partition.
+/// partition. `progress` hears of each RocksDB batch written: the changes it applied, and the
+/// changelog offsets still to go.
 pub fn restore(
     kafka: &KafkaProperties,
     store: &Store,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
+    progress: &mut dyn FnMut(u64, i64),
 ) -> Result<BTreeMap<i32, u64>, ChangelogError> {
     let deadline = Instant::now() + timeout;
     let consumer: BaseConsumer = client_config(kafka)
@@ -135,6 +137,12 @@ pub fn restore(
                 batch.checkpoint(topic, partition, *next);
             }
             store.write(std::mem::take(&mut batch))?;
+            let remaining = behind
+                .iter()
+                .filter(|(p, _)| !done.contains(p))
+                .map(|(_, (next, high))| high - next)
+                .sum();
+            progress(in_batch as u64, remaining);
             in_batch = 0;
         }
         for partition in done {

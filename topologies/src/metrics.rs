@@ -25,8 +25,12 @@ pub struct Metrics {
     process_seconds: HistogramVec,
     commit_seconds: HistogramVec,
     end_to_end_seconds: HistogramVec,
+    commit_records: HistogramVec,
     running: IntGaugeVec,
     restored: IntCounterVec,
+    restore_remaining: IntGaugeVec,
+    consumer_lag: IntGaugeVec,
+    state_bytes: IntGaugeVec,
     /// Runtimes expected, and how many of them run: ready when all do.
     expected: usize,
     runs: AtomicUsize,
@@ -73,7 +77,32 @@ impl Metrics {
             &["topology"],
         )?;
         registry.register(Box::new(running.clone()))?;
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
         Ok(Arc::new(Metrics {
+            commit_records: histogram(
+                "p2p_commit_records",
+                "Records per committed transaction: outputs and changelog writes",
+                &RECORDS,
+            )?,
+            restore_remaining: gauge(
+                "p2p_restore_remaining_records",
+                "Changelog offsets still to restore before the topology processes (0 when restored)",
+                &["topology"],
+            )?,
+            consumer_lag: gauge(
+                "p2p_consumer_lag_records",
+                "Records on the broker this instance has not consumed yet, per input topic (over the partitions it owns)",
+                &["topology", "topic"],
+            )?,
+            state_bytes: gauge(
+                "p2p_state_bytes",
+                "Estimated size of the topology's local state (RocksDB live data)",
+                &["topology"],
+            )?,
             records_in: counter(
                 "p2p_records_in_total",
                 "Records consumed and processed, per input topic",
@@ -184,6 +213,11 @@ impl Metrics {
         self.commit_seconds
             .with_label_values(&[topology])
             .observe(batch.committing.as_secs_f64());
+        if batch.committed_records > 0 {
+            self.commit_records
+                .with_label_values(&[topology])
+                .observe(batch.committed_records as f64);
+        }
         let end_to_end = self.end_to_end_seconds.with_label_values(&[topology]);
         for age in batch.ages_ms {
             end_to_end.observe(*age as f64 / 1000.0);
@@ -202,9 +236,27 @@ impl Metrics {
         }
     }
 
-    /// `topology` restored `applied` changelog records into its store.
-    pub fn restored(&self, topology: &str, applied: u64) {
+    /// `topology` restored `applied` more changelog records into its store, and has
+    /// `remaining` changelog offsets still to go.
+    pub fn restoring(&self, topology: &str, applied: u64, remaining: i64) {
         self.restored.with_label_values(&[topology]).inc_by(applied);
+        self.restore_remaining
+            .with_label_values(&[topology])
+            .set(remaining);
+    }
+
+    /// Records on the broker that `topology` has not processed yet, on `topic`.
+    pub fn lag(&self, topology: &str, topic: &str, records: i64) {
+        self.consumer_lag
+            .with_label_values(&[topology, topic])
+            .set(records);
+    }
+
+    /// The estimated size of `topology`'s local state.
+    pub fn state_size(&self, topology: &str, bytes: u64) {
+        self.state_bytes
+            .with_label_values(&[topology])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Every expected runtime runs.
@@ -278,6 +330,8 @@ pub struct BatchMetrics<'a> {
     pub records_in: &'a [(String, u64)],
     pub processing: Duration,
     pub committing: Duration,
+    /// Records the batch's commit held: outputs, and changelog writes under exactly once.
+    pub committed_records: usize,
     /// Per input record: milliseconds from its timestamp to the batch's commit.
     pub ages_ms: &'a [i64],
 }

@@ -82,6 +82,8 @@ pub struct Runtime<T: Topology> {
     /// Exactly-once: the store's changelog topic and its partition count (known once `run`
     /// has looked at the input topics).
     changelog: Option<(String, i32)>,
+    /// When lag and state size were last reported.
+    observed: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The match topology's runtime.
@@ -111,6 +113,7 @@ impl<T: Topology> Runtime<T> {
             stats: Arc::new(Stats::default()),
             metrics: None,
             changelog: None,
+            observed: std::sync::Mutex::new(None),
         })
     }
 
@@ -298,13 +301,24 @@ impl<T: Topology> Runtime<T> {
             return Ok(());
         }
         let started = Instant::now();
+        let name = self.topology.name();
+        let mut progress = |applied: u64, remaining: i64| {
+            if let Some(metrics) = &self.metrics {
+                metrics.restoring(name, applied, remaining);
+            }
+            if remaining > 0 {
+                tracing::info!(topology = name, changelog = %topic, applied, remaining, "restoring");
+            }
+        };
         let applied = changelog::restore(
             &self.config.kafka,
             &self.store,
             topic,
             &new,
             RESTORE_TIMEOUT,
+            &mut progress,
         )?;
+        progress(0, 0);
         let total: u64 = applied.values().sum();
         tracing::info!(
             topology = self.topology.name(),
@@ -318,9 +332,6 @@ impl<T: Topology> Runtime<T> {
             counts: [("changelog records restored", total)].into(),
             ..StatsSnapshot::default()
         });
-        if let Some(metrics) = &self.metrics {
-            metrics.restored(self.topology.name(), total);
-        }
         restored.extend(new);
         self.serve_only(restored.clone(), *partitions);
         Ok(())
@@ -431,8 +442,9 @@ impl<T: Topology> Runtime<T> {
             *stats.records_out.entry(record.topic.clone()).or_default() += 1;
         }
 
+        let committed_records = output.records.len();
         if batch.is_empty() {
-            self.report(&stats, batch, started, processed);
+            self.report(&stats, batch, committed_records, (started, processed));
             return Ok(());
         }
         // Records are processed in offset order per partition; what is still buffered is
@@ -442,7 +454,7 @@ impl<T: Topology> Runtime<T> {
             // Outputs and state are in place; a lost commit only means a harmless replay.
             tracing::warn!(%error, "offset commit failed; the batch will be replayed idempotently");
         }
-        self.report(&stats, batch, started, processed);
+        self.report(&stats, batch, committed_records, (started, processed));
         Ok(())
     }
 
@@ -464,6 +476,7 @@ impl<T: Topology> Runtime<T> {
         if output.records.is_empty() && state.changes().is_empty() && offsets.count() == 0 {
             return Ok(()); // a timer tick with nothing due: no transaction
         }
+        let committed_records = output.records.len() + state.changes().len();
         let producer = &self.producer;
         producer.begin_transaction().map_err(transaction_failed)?;
         let sent = async {
@@ -532,7 +545,7 @@ impl<T: Topology> Runtime<T> {
         for record in &output.records {
             *stats.records_out.entry(record.topic.clone()).or_default() += 1;
         }
-        self.report(&stats, batch, started, processed);
+        self.report(&stats, batch, committed_records, (started, processed));
         Ok(())
     }
 
@@ -541,8 +554,8 @@ impl<T: Topology> Runtime<T> {
         &self,
         stats: &StatsSnapshot,
         batch: &[InputRecord],
-        started: Instant,
-        processed: Instant,
+        committed_records: usize,
+        (started, processed): (Instant, Instant),
     ) {
         self.stats.add(stats);
         let Some(metrics) = &self.metrics else {
@@ -568,9 +581,48 @@ impl<T: Topology> Runtime<T> {
                 records_in: &records_in,
                 processing: processed - started,
                 committing: processed.elapsed(),
+                committed_records,
                 ages_ms: &ages_ms,
             },
         );
+        self.observe_lag_and_size(metrics);
+    }
+
+    /// Consumer lag per input topic and the state's size, at most once a second: lag needs
+    /// the positions (a list allocated by librdkafka), size asks RocksDB.
+    fn observe_lag_and_size(&self, metrics: &Metrics) {
+        {
+            let mut last = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let name = self.topology.name();
+        if let Ok(positions) = self.consumer.position() {
+            let mut lag: BTreeMap<String, i64> = BTreeMap::new();
+            for e in positions.elements() {
+                let Offset::Offset(position) = e.offset() else {
+                    continue;
+                };
+                if let Some(high) = cached_high_watermark(&self.consumer, e.topic(), e.partition())
+                {
+                    let behind = (high - position).max(0);
+                    match lag.get_mut(e.topic()) {
+                        Some(records) => *records += behind,
+                        None => {
+                            lag.insert(e.topic().to_owned(), behind);
+                        }
+                    }
+                }
+            }
+            for (topic, records) in &lag {
+                metrics.lag(name, topic, *records);
+            }
+        }
+        if let Some(bytes) = self.store.estimated_bytes() {
+            metrics.state_size(name, bytes);
+        }
     }
 }
 
