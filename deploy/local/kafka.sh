@@ -40,6 +40,9 @@ ready() {
   java -cp "$libs/*" "$here/KafkaReady.java" "$bootstrap" "$@" >&2
 }
 
+# log.retention.ms=-1: the load generator stamps records with event times of 2026-01-01 on;
+# time-based retention (7 days by default) would delete them under a running test, which then
+# sees its committed offsets "out of range".
 write_config() {
   mkdir -p "$data/logs"
   cat > "$data/server.properties" <<PROPS
@@ -64,6 +67,7 @@ share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=9223372036854775807
+log.retention.ms=-1
 num.recovery.threads.per.data.dir=2
 PROPS
 }
