@@ -1058,6 +1058,19 @@ async fn operators_scrape_what_the_pipeline_did_and_see_it_ready_only_while_it_r
     assert_eq!(http_get(addr, "/readyz").await.0, 503, "stopped");
 }
 
+/// `po` issued, its ten units of line 1 received, then `invoice`.
+fn received_and_invoiced(
+    org: &Org,
+    po: &PurchaseOrderIssued,
+    invoice: &InvoiceReceived,
+) -> Vec<ScenarioRecord> {
+    vec![
+        issued(po, 1),
+        received(&org.receipt(po, &[(1, dec!(10))]), 2),
+        invoiced(invoice, 3),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_lost_its_local_state_rebuilds_it_from_the_changelog() {
     let topics = TestTopics::create("restore", 2).await;
@@ -1070,12 +1083,7 @@ async fn an_instance_that_lost_its_local_state_rebuilds_it_from_the_changelog() 
     let first = a.invoice(&po, &[(1, dec!(10), dec!(10.00))], dec!(100.00));
     let again = a.invoice(&po, &[(1, dec!(10), dec!(10.00))], dec!(100.00));
     let first_run = Pipeline::start_as(&app, &topics, codec.clone());
-    send(vec![
-        issued(&po, 1),
-        received(&a.receipt(&po, &[(1, dec!(10))]), 2),
-        invoiced(&first, 3),
-    ])
-    .await;
+    send(received_and_invoiced(&a, &po, &first)).await;
     wait_for(&topics, &codec, "the first invoice matched", |o| {
         o.matched.contains_key(first.invoice.as_str())
     })
@@ -1119,12 +1127,7 @@ async fn a_fenced_producer_is_replaced_and_the_work_it_lost_is_done_once() {
     let first = a.invoice(&po, &[(1, dec!(4), dec!(10.00))], dec!(40.00));
     let second = a.invoice(&po, &[(1, dec!(6), dec!(10.00))], dec!(60.00));
     let pipeline = Pipeline::start_as(&app, &topics, codec.clone());
-    send(vec![
-        issued(&po, 1),
-        received(&a.receipt(&po, &[(1, dec!(10))]), 2),
-        invoiced(&first, 3),
-    ])
-    .await;
+    send(received_and_invoiced(&a, &po, &first)).await;
     wait_for(&topics, &codec, "the first invoice matched", |o| {
         o.matched.contains_key(first.invoice.as_str())
     })

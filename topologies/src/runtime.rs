@@ -218,13 +218,13 @@ impl<T: Topology> Runtime<T> {
             }
             match self.handle_batch(&batch).await {
                 Ok(()) => failures = 0,
-                Err(BatchFailure::Aborted(reason)) => {
+                Err(Uncommitted::Aborted(reason)) => {
                     failures += 1;
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; consuming again from the committed offsets");
                     tokio::time::sleep(backoff(failures)).await;
                     self.rewind(&mut aligner).await?;
                 }
-                Err(BatchFailure::ProducerLost(error)) => {
+                Err(Uncommitted::ProducerLost(error)) => {
                     failures += 1;
                     if failures > MAX_PRODUCER_REBUILDS {
                         return Err(RuntimeError::Transaction(error));
@@ -234,8 +234,7 @@ impl<T: Topology> Runtime<T> {
                     self.producer = producer(&self.config)?;
                     self.rewind(&mut aligner).await?;
                 }
-                Err(BatchFailure::Retry(_)) => unreachable!("retried by handle_batch"),
-                Err(BatchFailure::Fatal(e)) => return Err(e),
+                Err(Uncommitted::Fatal(e)) => return Err(e),
             }
         }
         if let (true, Some(metrics)) = (announced, &self.metrics) {
@@ -348,16 +347,17 @@ impl<T: Topology> Runtime<T> {
     /// Processes one batch until it commits, or until a failed transaction sends the runtime
     /// back to the committed offsets. Faults before anything is sent (a registry out of
     /// reach, say) are retried in place with backoff, never skipped.
-    async fn handle_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
+    async fn handle_batch(&self, batch: &[InputRecord]) -> Result<(), Uncommitted> {
         let mut attempt = 0u32;
         loop {
             match self.try_batch(batch).await {
+                Ok(()) => return Ok(()),
                 Err(BatchFailure::Retry(reason)) => {
                     attempt += 1;
                     tracing::warn!(attempt, %reason, records = batch.len(), "batch failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                handled => return handled,
+                Err(BatchFailure::Uncommitted(failure)) => return Err(failure),
             }
         }
     }
@@ -413,7 +413,7 @@ impl<T: Topology> Runtime<T> {
         {
             Ok(output) => output,
             Err(ProcessError::Transient(e)) => return Err(BatchFailure::Retry(e.to_string())),
-            Err(ProcessError::State(e)) => return Err(BatchFailure::Fatal(e.into())),
+            Err(ProcessError::State(e)) => return Err(Uncommitted::Fatal(e.into()).into()),
         };
         let processed = Instant::now();
         if let Some((topic, partitions)) = &self.changelog {
@@ -434,7 +434,7 @@ impl<T: Topology> Runtime<T> {
 
         self.store
             .write(output.state)
-            .map_err(|e| BatchFailure::Fatal(e.into()))?;
+            .map_err(|e| Uncommitted::Fatal(e.into()))?;
         let mut stats = output.stats;
         stats.records_in = batch.len() as u64;
         stats.batches = u64::from(!batch.is_empty());
@@ -519,18 +519,18 @@ impl<T: Topology> Runtime<T> {
             Err(error) => {
                 let failure = match error {
                     TransactionStep::Kafka(e) => transaction_failed(e),
-                    TransactionStep::Changelog(e) => return Err(BatchFailure::Fatal(e.into())),
+                    TransactionStep::Changelog(e) => Uncommitted::Fatal(e.into()),
                     TransactionStep::NoGroupMetadata => {
-                        BatchFailure::Aborted("the consumer has no group metadata yet".into())
+                        Uncommitted::Aborted("the consumer has no group metadata yet".into())
                     }
                 };
-                if matches!(failure, BatchFailure::ProducerLost(_)) {
-                    return Err(failure); // a new producer aborts what this one left open
+                // A lost producer is replaced, and its replacement aborts what it left open.
+                if matches!(failure, Uncommitted::Aborted(_)) {
+                    if let Err(abort) = producer.abort_transaction(TRANSACTION_TIMEOUT) {
+                        return Err(Uncommitted::ProducerLost(abort).into());
+                    }
                 }
-                if let Err(abort) = producer.abort_transaction(TRANSACTION_TIMEOUT) {
-                    return Err(BatchFailure::ProducerLost(abort));
-                }
-                return Err(failure);
+                return Err(failure.into());
             }
         };
         for (partition, next) in written {
@@ -538,7 +538,7 @@ impl<T: Topology> Runtime<T> {
         }
         self.store
             .write(state)
-            .map_err(|e| BatchFailure::Fatal(e.into()))?;
+            .map_err(|e| Uncommitted::Fatal(e.into()))?;
         let mut stats = output.stats;
         stats.records_in = batch.len() as u64;
         stats.batches = u64::from(!batch.is_empty());
@@ -693,15 +693,27 @@ fn producer(config: &RuntimeConfig) -> Result<FutureProducer, RuntimeError> {
     Ok(producer)
 }
 
+/// A batch that failed.
 enum BatchFailure {
     /// Nothing was sent: the same batch is processed again.
     Retry(String),
+    Uncommitted(Uncommitted),
+}
+
+/// A batch that did not commit and is not retried in place.
+enum Uncommitted {
     /// The batch's transaction was aborted: consume again from the committed offsets.
     Aborted(String),
     /// The producer is fenced or failed for good: build a new one (which aborts what this one
     /// left open), then consume again from the committed offsets.
     ProducerLost(KafkaError),
     Fatal(RuntimeError),
+}
+
+impl From<Uncommitted> for BatchFailure {
+    fn from(failure: Uncommitted) -> Self {
+        BatchFailure::Uncommitted(failure)
+    }
 }
 
 /// Where a transaction failed.
@@ -719,15 +731,15 @@ impl From<KafkaError> for TransactionStep {
 
 /// A transaction step that failed: fatal errors (fenced by a newer producer of the same id, a
 /// broken producer) lose the producer; any other aborts the transaction.
-fn transaction_failed(error: KafkaError) -> BatchFailure {
+fn transaction_failed(error: KafkaError) -> Uncommitted {
     let fatal = match &error {
         KafkaError::Transaction(e) => e.is_fatal(),
         _ => false,
     };
     if fatal {
-        BatchFailure::ProducerLost(error)
+        Uncommitted::ProducerLost(error)
     } else {
-        BatchFailure::Aborted(format!("transaction: {error}"))
+        Uncommitted::Aborted(format!("transaction: {error}"))
     }
 }
 
