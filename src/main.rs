@@ -60,7 +60,8 @@ struct DlqArgs {
     /// The DLQ topic, e.g. invoice-events.dlq.
     #[arg(long)]
     topic: String,
-    /// Only dead letters of this reason: undecodable, invalid-document, key-mismatch, rejected.
+    /// Only dead letters of this reason: undecodable, invalid-document, key-mismatch, rejected,
+    /// wrong-partition.
     #[arg(long)]
     reason: Option<String>,
     /// Only this partition of the DLQ topic.

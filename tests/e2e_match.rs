@@ -1159,3 +1159,74 @@ async fn a_fenced_producer_is_replaced_and_the_work_it_lost_is_done_once() {
         assert_eq!(outcomes, 1, "{}: {observed:#?}", invoice.invoice);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_an_erp_partitions_unlike_the_java_client_are_dead_lettered_not_decided() {
+    let topics = TestTopics::create("misrouted", 4).await;
+    let codec = registry_codec();
+    // librdkafka's default partitioner (CRC32 of the key), not murmur2 as the contract says.
+    let misconfigured: rdkafka::producer::FutureProducer =
+        p2p_topologies::admin::client_config(&kafka())
+            .set("partitioner", "consistent_random")
+            .create()
+            .unwrap();
+    let orgs: Vec<Org> = (0..8).map(|_| Org::new("EUR")).collect();
+    let mut records = Vec::new();
+    let mut invoices = Vec::new();
+    for (i, org) in orgs.iter().enumerate() {
+        let po = org.po(&[(dec!(1), dec!(100.00), false)]);
+        let invoice = org.invoice(&po, &[(1, dec!(1), dec!(100.00))], dec!(100.00));
+        records.push(issued(&po, i as i64));
+        records.push(invoiced(&invoice, 20 + i as i64));
+        invoices.push(invoice);
+    }
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    send_scripted(&misconfigured, &codec, &topics, records).await;
+
+    // Each org's two records are either both on the partition the contract puts them on
+    // (decided) or both elsewhere (dead-lettered): never decided where another instance may
+    // hold the org's state.
+    let observed = wait_for(&topics, &codec, "every invoice decided or refused", |o| {
+        let refused = o
+            .dead_letters
+            .iter()
+            .filter(|d| d.headers[dlq::HEADER_TOPIC] == topics.invoice_events)
+            .count();
+        invoices.iter().filter(|i| has_outcome(o, i)).count() + refused == invoices.len()
+    })
+    .await;
+    let mut misrouted = 0;
+    for (org, invoice) in orgs.iter().zip(&invoices) {
+        let key = org.id.as_str().as_bytes();
+        let belongs = p2p_state::murmur2::partition_for(key, 4) as i32;
+        let letters: Vec<_> = observed
+            .dead_letters
+            .iter()
+            .filter(|d| d.key.as_deref() == Some(key))
+            .collect();
+        if letters.is_empty() {
+            assert!(
+                has_outcome(&observed, invoice),
+                "{} is decided",
+                invoice.invoice
+            );
+            continue;
+        }
+        misrouted += 1;
+        assert!(
+            !has_outcome(&observed, invoice),
+            "{} is not decided",
+            invoice.invoice
+        );
+        assert_eq!(letters.len(), 2, "the PO and the invoice of {}", org.id);
+        for letter in letters {
+            assert_eq!(letter.headers[dlq::HEADER_REASON], "wrong-partition");
+            let on: i32 = letter.headers[dlq::HEADER_PARTITION].parse().unwrap();
+            assert_ne!(on, belongs);
+            assert!(letter.headers[dlq::HEADER_ERROR].contains(&format!("partition {belongs}")));
+        }
+    }
+    // CRC32 and murmur2 agree on a partition for about one org in four.
+    assert!(misrouted > 0, "some org's records were misrouted");
+    pipeline.stop().await;
+}

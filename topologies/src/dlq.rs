@@ -31,6 +31,10 @@ pub enum DlqReason {
     KeyMismatch,
     /// The processor refused the document outright (not a business outcome).
     Rejected,
+    /// On a partition other than the one its key (the org) hashes to with the Java client's
+    /// partitioner: the org's state lives with that other partition, possibly on another
+    /// instance, so processing the record here would decide on stale state.
+    WrongPartition,
 }
 
 impl DlqReason {
@@ -40,6 +44,7 @@ impl DlqReason {
             DlqReason::InvalidDocument => "invalid-document",
             DlqReason::KeyMismatch => "key-mismatch",
             DlqReason::Rejected => "rejected",
+            DlqReason::WrongPartition => "wrong-partition",
         }
     }
 }

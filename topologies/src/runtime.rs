@@ -17,6 +17,7 @@
 use crate::admin::client_config;
 use crate::changelog::{self, ChangelogError};
 use crate::config::{Guarantee, MatchConfig, RuntimeConfig};
+use crate::dlq::DlqReason;
 use crate::match_topology::MatchProcessor;
 use crate::metrics::{BatchMetrics, Metrics};
 use crate::record::{Aligner, IdleWaits, InputRecord, Lag};
@@ -24,13 +25,16 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::topology::{ProcessError, Topology};
 use futures::future::join_all;
 use p2p_avro::Codec;
+use p2p_state::murmur2::partition_for;
 use p2p_state::{StateError, Store};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -75,7 +79,7 @@ pub struct Runtime<T: Topology> {
     config: RuntimeConfig,
     topology: T,
     store: Store,
-    consumer: StreamConsumer,
+    consumer: RuntimeConsumer,
     producer: FutureProducer,
     stats: Arc<Stats>,
     metrics: Option<Arc<Metrics>>,
@@ -84,6 +88,9 @@ pub struct Runtime<T: Topology> {
     changelog: Option<(String, i32)>,
     /// When lag and state size were last reported.
     observed: std::sync::Mutex<Option<Instant>>,
+    /// Each input topic's partition count (known once `run` has looked): a record must be on
+    /// the partition its org hashes to, where the org's state is.
+    input_partitions: HashMap<String, i32>,
 }
 
 /// The match topology's runtime.
@@ -114,6 +121,7 @@ impl<T: Topology> Runtime<T> {
             metrics: None,
             changelog: None,
             observed: std::sync::Mutex::new(None),
+            input_partitions: HashMap::new(),
         })
     }
 
@@ -134,6 +142,7 @@ impl<T: Topology> Runtime<T> {
         shutdown: impl Future<Output = ()>,
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
+        self.input_partitions = self.input_partitions()?;
         if self.config.guarantee == Guarantee::ExactlyOnce {
             self.changelog = Some(self.ensure_changelog().await?);
         }
@@ -158,6 +167,7 @@ impl<T: Topology> Runtime<T> {
                 // A partition group waits for a lagging partition: look again shortly.
                 _ = tokio::time::sleep(Duration::from_millis(20)), if waiting => None,
             };
+            self.forget_revoked(&mut aligner, &mut owned, &mut restored);
             match first {
                 None => {}
                 Some(Ok(message)) => {
@@ -166,7 +176,10 @@ impl<T: Topology> Runtime<T> {
                     let deadline = Instant::now() + self.config.batch_linger;
                     while aligner.buffered() < self.config.max_batch {
                         match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                            Ok(Ok(message)) => aligner.push(to_input(&message)),
+                            Ok(Ok(message)) => {
+                                self.forget_revoked(&mut aligner, &mut owned, &mut restored);
+                                aligner.push(to_input(&message));
+                            }
                             Ok(Err(error)) => {
                                 tracing::warn!(%error, "consume failed mid-batch; processing what is in hand");
                                 break;
@@ -188,8 +201,14 @@ impl<T: Topology> Runtime<T> {
                         restored.clear();
                         continue;
                     }
-                    tracing::warn!(%error, "consume failed; retrying");
-                    tokio::time::sleep(backoff(receive_failures)).await;
+                    // librdkafka reports what it recovers from by itself (a broker out of
+                    // reach, say) as errors queued among the records. They are news, not
+                    // failures to wait out: sleeping on each would drain a queue filled
+                    // during an outage long after the broker is back. The next recv blocks
+                    // until there is a record or more news. Logged sparingly.
+                    if receive_failures.is_power_of_two() {
+                        tracing::warn!(%error, in_a_row = receive_failures, "consumer reports an error; it goes on");
+                    }
                     continue;
                 }
             }
@@ -248,22 +267,7 @@ impl<T: Topology> Runtime<T> {
     /// it does not exist yet.
     async fn ensure_changelog(&self) -> Result<(String, i32), RuntimeError> {
         let topic = self.config.changelog_topic(self.topology.name());
-        let inputs = self.topology.input_topics();
-        let mut partitions = 0;
-        for input in &inputs {
-            let metadata = self
-                .consumer
-                .fetch_metadata(Some(input), Duration::from_secs(30))
-                .map_err(|source| RuntimeError::Client {
-                    client: "consumer",
-                    source,
-                })?;
-            partitions = metadata
-                .topics()
-                .iter()
-                .map(|t| t.partitions().len() as i32)
-                .fold(partitions, i32::max);
-        }
+        let partitions = self.input_partitions.values().copied().max().unwrap_or(0);
         changelog::ensure_topic(
             &self.config.kafka,
             &topic,
@@ -272,6 +276,48 @@ impl<T: Topology> Runtime<T> {
         )
         .await?;
         Ok((topic, partitions.max(1)))
+    }
+
+    /// Each input topic's partition count (0 for a topic that does not exist yet).
+    fn input_partitions(&self) -> Result<HashMap<String, i32>, RuntimeError> {
+        let mut counts = HashMap::new();
+        for input in self.topology.input_topics() {
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(&input), Duration::from_secs(30))
+                .map_err(|source| RuntimeError::Client {
+                    client: "consumer",
+                    source,
+                })?;
+            let count = metadata
+                .topics()
+                .iter()
+                .map(|t| t.partitions().len() as i32)
+                .max()
+                .unwrap_or(0);
+            counts.insert(input, count);
+        }
+        Ok(counts)
+    }
+
+    /// Why `record` is not on the partition its key (its org) hashes to, if it is not. A
+    /// record without a key is left to the topology, which refuses it.
+    fn misplaced(&self, record: &InputRecord) -> Option<String> {
+        let key = record.key.as_deref()?;
+        let partitions = *self.input_partitions.get(&record.topic)?;
+        if partitions <= 0 {
+            return None;
+        }
+        let expected = partition_for(key, partitions as u32) as i32;
+        (expected != record.partition).then(|| {
+            format!(
+                "key {:?} belongs on partition {expected} of {} (murmur2, as the Java client \
+                 partitions), not on {}: its producer partitions differently",
+                String::from_utf8_lossy(key),
+                record.topic,
+                record.partition
+            )
+        })
     }
 
     /// Restores the store for every partition number newly assigned (each input topic's
@@ -334,6 +380,36 @@ impl<T: Topology> Runtime<T> {
         restored.extend(new);
         self.serve_only(restored.clone(), *partitions);
         Ok(())
+    }
+
+    /// Forgets what the rebalances since the last look made stale: the buffered records of
+    /// the revoked partitions (their positions went back to the committed offsets, so they
+    /// come again) and their stores (restored again if the partitions come back, with what
+    /// any other owner committed meanwhile).
+    fn forget_revoked(
+        &self,
+        aligner: &mut Aligner,
+        owned: &mut Owned,
+        restored: &mut HashSet<i32>,
+    ) {
+        let revoked: HashSet<(String, i32)> = self.consumer.context().take().into_iter().collect();
+        if revoked.is_empty() {
+            return;
+        }
+        tracing::info!(
+            topology = self.topology.name(),
+            partitions = revoked.len(),
+            "partitions revoked by a rebalance"
+        );
+        aligner.retain(|topic, partition| !revoked.contains(&(topic.to_owned(), partition)));
+        for (_, partition) in &revoked {
+            restored.remove(partition);
+        }
+        if let Some((_, partitions)) = &self.changelog {
+            self.serve_only(restored.clone(), *partitions);
+        }
+        // Learn the new assignment, and where its partitions start, afresh.
+        *owned = Owned::default();
     }
 
     /// Lets the store serve only the orgs of `numbers`: the state of other partitions it still
@@ -406,15 +482,40 @@ impl<T: Topology> Runtime<T> {
 
     async fn try_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
         let started = Instant::now();
-        let output = match self
+        // Records on the wrong partition go to the DLQ; the rest (all of the batch, unless a
+        // producer misbehaves: no copy then) are processed.
+        let misplaced: Vec<(usize, String)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, record)| self.misplaced(record).map(|why| (i, why)))
+            .collect();
+        let placed: std::borrow::Cow<'_, [InputRecord]> = if misplaced.is_empty() {
+            batch.into()
+        } else {
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !misplaced.iter().any(|(m, _)| m == i))
+                .map(|(_, record)| record.clone())
+                .collect()
+        };
+        let mut output = match self
             .topology
-            .process(batch, wall_clock_millis(), &self.store)
+            .process(&placed, wall_clock_millis(), &self.store)
             .await
         {
             Ok(output) => output,
             Err(ProcessError::Transient(e)) => return Err(BatchFailure::Retry(e.to_string())),
             Err(ProcessError::State(e)) => return Err(Uncommitted::Fatal(e.into()).into()),
         };
+        for (i, why) in &misplaced {
+            output.dead_letter(
+                &batch[*i],
+                DlqReason::WrongPartition,
+                why,
+                self.topology.name(),
+            );
+        }
         let processed = Instant::now();
         if let Some((topic, partitions)) = &self.changelog {
             return self
@@ -626,14 +727,52 @@ impl<T: Topology> Runtime<T> {
     }
 }
 
+/// The runtime's consumer: it tells the runtime of the partitions a rebalance took away.
+type RuntimeConsumer = StreamConsumer<Revocations>;
+
+/// The partitions revoked by rebalances since the runtime last looked. A rebalance resets
+/// the positions of the partitions it assigns to their committed offsets, even of a partition
+/// taken away and given back before the runtime noticed: what the runtime buffered of a
+/// revoked partition is fetched again (processing the buffered copy too would do it twice),
+/// and its store may have missed what another owner committed meanwhile.
+#[derive(Default)]
+struct Revocations {
+    revoked: std::sync::Mutex<Vec<(String, i32)>>,
+}
+
+impl Revocations {
+    /// The partitions revoked since the last call.
+    fn take(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ClientContext for Revocations {}
+
+impl ConsumerContext for Revocations {
+    // Runs inside the consumer's poll (the runtime's `recv`), before the revocation: every
+    // record that poll or a later one returns is of the new assignment.
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            revoked.extend(
+                partitions
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition())),
+            );
+        }
+    }
+}
+
 /// The runtime's consumer, subscribed to `topics`: read_committed, offsets committed only by
 /// the runtime, a static member of the group when so configured.
-fn consumer(config: &RuntimeConfig, topics: &[String]) -> Result<StreamConsumer, RuntimeError> {
+fn consumer(config: &RuntimeConfig, topics: &[String]) -> Result<RuntimeConsumer, RuntimeError> {
     let mut consumer_config = client_config(&config.kafka);
     if config.static_membership && !config.kafka.contains_key("group.instance.id") {
         consumer_config.set("group.instance.id", &config.instance_id);
     }
-    let consumer: StreamConsumer = consumer_config
+    let consumer: RuntimeConsumer = consumer_config
         .set("group.id", &config.application_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -641,7 +780,7 @@ fn consumer(config: &RuntimeConfig, topics: &[String]) -> Result<StreamConsumer,
         // Range assigns the same partition numbers of co-partitioned topics to the same
         // member, which the join by org needs (cooperative-sticky does not promise that).
         .set("partition.assignment.strategy", "range")
-        .create()
+        .create_with_context(Revocations::default())
         .map_err(|source| RuntimeError::Client {
             client: "consumer",
             source,
@@ -767,7 +906,7 @@ struct Owned {
 }
 
 impl Owned {
-    fn refresh(&mut self, consumer: &StreamConsumer) {
+    fn refresh(&mut self, consumer: &RuntimeConsumer) {
         let Ok(assignment) = consumer.assignment() else {
             return;
         };
@@ -809,7 +948,7 @@ impl Owned {
     /// reported; unknown until a fetch has reported one.
     fn lag(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &RuntimeConsumer,
         topic: &str,
         partition: i32,
         next: Option<i64>,
@@ -835,7 +974,7 @@ impl Owned {
 
 /// The high watermark the last fetch response reported for a partition, from librdkafka's
 /// cache: no request to the broker (rust-rdkafka only wraps the network variant).
-fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+fn cached_high_watermark(consumer: &RuntimeConsumer, topic: &str, partition: i32) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a
