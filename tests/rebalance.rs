@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{kafka, poll, TestTopics};
+use common::{kafka, poll, Pipeline, TestTopics};
 use p2p_loadtest::audit::read_topic;
 use p2p_loadtest::produce::erp_producer;
 use p2p_processors::OrgId;
@@ -22,7 +22,6 @@ use p2p_topologies::{Runtime, RuntimeConfig, Topology};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 const ORGS: u128 = 8;
 /// Records per input topic: enough to keep both instances busy through every rebalance.
@@ -82,15 +81,9 @@ impl Topology for Counting {
     }
 }
 
-struct Instance {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-    _state: tempfile::TempDir,
-}
-
 /// Instance `instance` of application `app`, on a state directory of its own. Not a static
 /// member: leaving rebalances the group at once.
-fn start(app: &str, instance: &str, topology: Counting) -> Instance {
+fn start(app: &str, instance: &str, topology: Counting) -> Pipeline {
     let state = tempfile::tempdir().expect("temp dir");
     let mut config = RuntimeConfig::new(app, kafka(), state.path().to_path_buf());
     config.instance_id = instance.to_owned();
@@ -101,27 +94,7 @@ fn start(app: &str, instance: &str, topology: Counting) -> Instance {
     config.max_batch = 5_000;
     config.batch_linger = Duration::from_millis(300);
     let runtime = Runtime::new(config, topology).expect("runtime starts");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        runtime
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("runtime runs");
-    });
-    Instance {
-        stop,
-        task,
-        _state: state,
-    }
-}
-
-impl Instance {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("runtime task");
-    }
+    Pipeline::run(runtime, state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,7 +180,8 @@ impl Pipeline {
         Self::run(runtime, state)
     }
 
-    fn run<T: Topology>(runtime: Runtime<T>, state: tempfile::TempDir) -> Pipeline {
+    /// Runs `runtime` on its state directory `state` (kept as long as the pipeline runs).
+    pub fn run<T: Topology>(runtime: Runtime<T>, state: tempfile::TempDir) -> Pipeline {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             runtime

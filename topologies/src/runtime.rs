@@ -212,6 +212,8 @@ impl<T: Topology> Runtime<T> {
                     continue;
                 }
             }
+            // A recv cut short by the linger deadline may have run a rebalance too.
+            self.forget_revoked(&mut aligner, &mut owned, &mut restored);
             owned.refresh(&self.consumer);
             aligner.retain(|topic, partition| owned.contains(topic, partition));
             self.restore_assigned(&owned, &mut restored)?;
