@@ -565,9 +565,10 @@ async fn killed_at_random_instants_the_pipeline_loses_nothing_and_does_nothing_t
 }
 
 // This test found a real violation: requisition events processed a second time against state
-// that already held their effect. A rebalance puts every partition it assigns back to its
-// committed offset, and the runtime still held records of those partitions fetched before it;
-// it now forgets them (and the partitions' restored stores) on every revocation.
+// that already held their effect. The likely cause, proven by tests/rebalance.rs: a rebalance
+// puts every partition it assigns back to its committed offset, and the runtime still held
+// records of those partitions fetched before it. It now forgets them (and the partitions'
+// restored stores) on every revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
     let CrashRun {
