@@ -16,8 +16,8 @@ use p2p_loadtest::generator::{InputTopic, Payload};
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_topologies::{
-    Guarantee, KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor,
-    Runtime, RuntimeConfig, Stats, StatsSnapshot, Topics,
+    joined, Guarantee, KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor,
+    ProcurementProcessor, Runtime, RuntimeConfig, Stats, StatsSnapshot, Topics,
 };
 use rdkafka::mocking::MockCluster;
 use std::sync::{Arc, OnceLock};
@@ -143,12 +143,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         topics.payment_schedule.clone(),
     );
     let (matched, procured, paid) = tokio::try_join!(
-        matching.run(processed(
+        joined(tokio::spawn(matching.run(processed(
             match_stats.clone(),
             move |s| s.records_in >= match_inputs,
             first_batch.clone()
-        )),
-        procurement.run(processed(
+        )))),
+        joined(tokio::spawn(procurement.run(processed(
             procurement_stats,
             move |s| {
                 let (matching, paying) = (from_match.snapshot(), from_payment.snapshot());
@@ -160,13 +160,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                             + paying.out(&schedule_topic)
             },
             first_batch.clone()
-        )),
-        payment.run(processed(
+        )))),
+        joined(tokio::spawn(payment.run(processed(
             payment_stats.clone(),
             // Every payable invoice in, and released by the run its due date calls for.
             move |s| s.records_in >= payment_inputs && s.get("parts released") >= payable,
             first_batch.clone()
-        )),
+        )))),
     )?;
     let elapsed = first_batch
         .get()

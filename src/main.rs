@@ -6,7 +6,9 @@ mod demo;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use p2p_topologies::{MatchRuntime, Metrics, PaymentProcessor, ProcurementProcessor, Runtime};
+use p2p_topologies::{
+    joined, MatchRuntime, Metrics, PaymentProcessor, ProcurementProcessor, Runtime,
+};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -155,12 +157,13 @@ async fn main() -> anyhow::Result<()> {
                 shutdown_signal().await;
                 let _ = stop.send(true);
             });
-            // One failing runtime stops the process (and with it the other): an operator
-            // restarts the whole application, never half of it.
+            // A task each, so what blocks in one runtime holds up no other. One failing
+            // runtime stops the process (and with it the others): an operator restarts the
+            // whole application, never half of it.
             let (matched, procured, paid) = tokio::try_join!(
-                matching.run(until_stopped()),
-                procurement.run(until_stopped()),
-                payment.run(until_stopped())
+                joined(tokio::spawn(matching.run(until_stopped()))),
+                joined(tokio::spawn(procurement.run(until_stopped()))),
+                joined(tokio::spawn(payment.run(until_stopped())))
             )?;
             tracing::info!(match_stats = ?matched, procurement_stats = ?procured, payment_stats = ?paid, "stopped");
             Ok(())

@@ -292,6 +292,7 @@ struct CrashRun {
 impl CrashRun {
     async fn new(kafka: KafkaProperties, test: &str) -> CrashRun {
         let topics = TestTopics::create_on(kafka.clone(), test, 4).await;
+        keep_status_history(&kafka, &topics.po_status).await;
         let seed: u64 = rand::rng().random();
         let app = App::new(kafka, &topics);
         CrashRun {
@@ -302,6 +303,29 @@ impl CrashRun {
             seed,
             app,
         }
+    }
+}
+
+/// Compaction keeps only each PO's latest status: a status version written twice, or an old
+/// one written again after a newer, would be gone before the checks look. The crash runs'
+/// `po-status` compacts nothing younger than a day, so they see every status committed.
+async fn keep_status_history(kafka: &KafkaProperties, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        p2p_topologies::admin::client_config(kafka)
+            .create()
+            .expect("admin client");
+    // AlterConfigs replaces the topic's whole configuration: what topic creation set too.
+    let config = AlterConfig::new(ResourceSpecifier::Topic(topic))
+        .set("cleanup.policy", "compact")
+        .set("retention.ms", "-1")
+        .set("min.compaction.lag.ms", "86400000");
+    let results = admin
+        .alter_configs([&config], &AdminOptions::new())
+        .await
+        .expect("alter configs");
+    for result in results {
+        result.expect("po-status keeps its history");
     }
 }
 
@@ -413,16 +437,31 @@ async fn read_outcome(
     }
 }
 
-/// PO statuses and lifecycle transitions written more than once for one version.
+/// PO statuses and lifecycle transitions written more than once for one version, and PO
+/// statuses written after a newer one of their PO.
 async fn versions_twice(kafka: &KafkaProperties, codec: &Codec, topics: &Topics) -> Vec<String> {
     let timeout = Duration::from_secs(30);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out_of_order = Vec::new();
     for message in read_topic(kafka, &topics.po_status, timeout).expect("po-status") {
         let value = codec
             .decode(rdkafka::Message::payload(&message))
             .await
             .expect("decodes");
         let status = PoStatusRecord::from_value(&value).expect("a PO status");
+        // A PO's statuses share its key, so one partition holds them in the order written.
+        let before = latest.insert(status.key(), status.version);
+        if let Some(before) = before.filter(|v| *v >= status.version) {
+            out_of_order.push(format!(
+                "{} status v{} written after v{before} (at {}[{}]@{})",
+                status.po,
+                status.version,
+                rdkafka::Message::topic(&message),
+                rdkafka::Message::partition(&message),
+                rdkafka::Message::offset(&message),
+            ));
+        }
         *seen
             .entry(format!("{} status v{}", status.po, status.version))
             .or_default() += 1;
@@ -442,7 +481,75 @@ async fn versions_twice(kafka: &KafkaProperties, codec: &Codec, topics: &Topics)
     seen.into_iter()
         .filter(|(_, n)| *n > 1)
         .map(|(what, n)| format!("{what} written {n} times"))
+        .chain(out_of_order)
         .collect()
+}
+
+/// For the post-mortem, each PO whose status disagrees with the plan: every status and audit
+/// event of it committed, where it is (partition@offset), in order.
+async fn stale_po_histories(
+    kafka: &KafkaProperties,
+    scenario: &Scenario,
+    topics: &Topics,
+    codec: &Codec,
+    outcome: &Outcome,
+) -> Vec<String> {
+    use p2p_processors::DocumentRef;
+    let stale: BTreeSet<String> = scenario
+        .lifecycles
+        .keys()
+        .map(|po| po.to_string())
+        .filter(|po| {
+            let prefix = format!("{po}:");
+            outcome.disagreements.iter().any(|d| d.starts_with(&prefix))
+        })
+        .collect();
+    let mut history = Vec::new();
+    if stale.is_empty() {
+        return history;
+    }
+    let timeout = Duration::from_secs(30);
+    let at = |m: &rdkafka::message::OwnedMessage| {
+        use rdkafka::Message;
+        format!("{}@{}", m.partition(), m.offset())
+    };
+    for message in read_topic(kafka, &topics.po_status, timeout).expect("po-status") {
+        let value = codec
+            .decode(rdkafka::Message::payload(&message))
+            .await
+            .expect("decodes");
+        let status = PoStatusRecord::from_value(&value).expect("a PO status");
+        if stale.contains(&status.po.to_string()) {
+            history.push(format!(
+                "history of {}: status {:?} v{} at po-status {}",
+                status.po,
+                status.state,
+                status.version,
+                at(&message)
+            ));
+        }
+    }
+    for message in read_topic(kafka, &topics.audit_events, timeout).expect("audit-events") {
+        let value = codec
+            .decode(rdkafka::Message::payload(&message))
+            .await
+            .expect("decodes");
+        let entry = AuditRecord::from_value(&value).expect("an audit event");
+        if let DocumentRef::PurchaseOrder(po) = &entry.entity {
+            if stale.contains(&po.to_string()) {
+                history.push(format!(
+                    "history of {po}: {:?} {} {:?} -> {:?} v{} at audit-events {}",
+                    entry.kind,
+                    entry.action,
+                    entry.from_state,
+                    entry.to_state,
+                    entry.version,
+                    at(&message)
+                ));
+            }
+        }
+    }
+    history
 }
 
 /// Waits until the run agrees with the plan (or [`PATIENCE`] runs out), with `running` still
@@ -459,8 +566,14 @@ async fn settle(
         for process in running.iter_mut() {
             process.assert_running();
         }
-        let outcome = read_outcome(kafka, scenario, topics, codec).await;
-        if outcome.disagreements.is_empty() || started.elapsed() > PATIENCE {
+        let mut outcome = read_outcome(kafka, scenario, topics, codec).await;
+        if outcome.disagreements.is_empty() {
+            return outcome;
+        }
+        if started.elapsed() > PATIENCE {
+            outcome
+                .disagreements
+                .extend(stale_po_histories(kafka, scenario, topics, codec, &outcome).await);
             return outcome;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

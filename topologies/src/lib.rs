@@ -22,6 +22,6 @@ pub use match_topology::MatchProcessor;
 pub use metrics::Metrics;
 pub use payment_topology::PaymentProcessor;
 pub use procurement_topology::ProcurementProcessor;
-pub use runtime::{MatchRuntime, Runtime, RuntimeError};
+pub use runtime::{joined, MatchRuntime, Runtime, RuntimeError};
 pub use stats::{Stats, StatsSnapshot};
 pub use topology::Topology;

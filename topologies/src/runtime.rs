@@ -33,6 +33,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -62,6 +63,8 @@ pub enum RuntimeError {
     Transaction(KafkaError),
     #[error("going back to the committed offsets after an aborted transaction: {0}")]
     Rewind(KafkaError),
+    #[error("the runtime's task was cancelled (its tokio runtime is shutting down)")]
+    Cancelled,
 }
 
 /// How long a transaction step (init, offsets, commit, abort) may take.
@@ -142,7 +145,7 @@ impl<T: Topology> Runtime<T> {
         shutdown: impl Future<Output = ()>,
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
-        self.input_partitions = self.input_partitions()?;
+        self.input_partitions = blocking(|| self.input_partitions())?;
         if self.config.guarantee == Guarantee::ExactlyOnce {
             self.changelog = Some(self.ensure_changelog().await?);
         }
@@ -195,7 +198,11 @@ impl<T: Topology> Runtime<T> {
                         // member fenced after a broker restart, say): a new one joins the
                         // group, and the stores restore whatever partitions it gets.
                         tracing::warn!(?code, %reason, "consumer failed for good; building a new one");
-                        self.consumer = consumer(&self.config, &topics)?;
+                        // Closing the old one waits on the broker: off the shared workers.
+                        blocking(|| -> Result<(), RuntimeError> {
+                            self.consumer = consumer(&self.config, &topics)?;
+                            Ok(())
+                        })?;
                         aligner = Aligner::default();
                         owned = Owned::default();
                         restored.clear();
@@ -214,9 +221,9 @@ impl<T: Topology> Runtime<T> {
             }
             // A recv cut short by the linger deadline may have run a rebalance too.
             self.forget_revoked(&mut aligner, &mut owned, &mut restored);
-            owned.refresh(&self.consumer);
+            blocking(|| owned.refresh(&self.consumer));
             aligner.retain(|topic, partition| owned.contains(topic, partition));
-            self.restore_assigned(&owned, &mut restored)?;
+            blocking(|| self.restore_assigned(&owned, &mut restored))?;
             if !announced && owned.any() {
                 if let Some(metrics) = &self.metrics {
                     metrics.running(self.topology.name(), true);
@@ -252,7 +259,12 @@ impl<T: Topology> Runtime<T> {
                     }
                     tracing::warn!(%error, "producer fenced or failed; building a new one and consuming again from the committed offsets");
                     tokio::time::sleep(backoff(failures)).await;
-                    self.producer = producer(&self.config)?;
+                    // Building it waits for the broker (init_transactions), and dropping
+                    // the old one closes it: off the shared workers.
+                    blocking(|| -> Result<(), RuntimeError> {
+                        self.producer = producer(&self.config)?;
+                        Ok(())
+                    })?;
                     self.rewind(&mut aligner).await?;
                 }
                 Err(Uncommitted::Fatal(e)) => return Err(e),
@@ -447,7 +459,7 @@ impl<T: Topology> Runtime<T> {
         *aligner = Aligner::default();
         let mut attempt = 0u32;
         loop {
-            match self.seek_to_committed() {
+            match blocking(|| self.seek_to_committed()) {
                 Ok(()) => return Ok(()),
                 Err(error) if attempt < 10 => {
                     attempt += 1;
@@ -525,14 +537,9 @@ impl<T: Topology> Runtime<T> {
                 .await;
         }
 
-        let deliveries = output
-            .records
-            .iter()
-            .map(|record| self.producer.send(record.to_send(), Timeout::Never));
-        for delivery in join_all(deliveries).await {
-            if let Err((error, _)) = delivery {
-                return Err(BatchFailure::Retry(format!("produce: {error}")));
-            }
+        let outputs = output.records.iter().map(|r| r.to_send()).collect();
+        if let Err(error) = produce_in_order(&self.producer, outputs).await {
+            return Err(BatchFailure::Retry(format!("produce: {error}")));
         }
 
         self.store
@@ -553,7 +560,7 @@ impl<T: Topology> Runtime<T> {
         // Records are processed in offset order per partition; what is still buffered is
         // committed with a later batch.
         let offsets = next_offsets(batch);
-        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+        if let Err(error) = blocking(|| self.consumer.commit(&offsets, CommitMode::Sync)) {
             // Outputs and state are in place; a lost commit only means a harmless replay.
             tracing::warn!(%error, "offset commit failed; the batch will be replayed idempotently");
         }
@@ -583,14 +590,8 @@ impl<T: Topology> Runtime<T> {
         let producer = &self.producer;
         producer.begin_transaction().map_err(transaction_failed)?;
         let sent = async {
-            let outputs = output
-                .records
-                .iter()
-                .map(|record| producer.send(record.to_send(), Timeout::Never));
-            for delivery in join_all(outputs).await {
-                delivery.map_err(|(e, _)| e)?;
-            }
-            let mut deliveries = Vec::with_capacity(state.changes().len());
+            let mut records = Vec::with_capacity(output.records.len() + state.changes().len());
+            records.extend(output.records.iter().map(|record| record.to_send()));
             for (key, value) in state.changes() {
                 let partition =
                     changelog::partition_of(key, partitions).map_err(TransactionStep::Changelog)?;
@@ -598,22 +599,25 @@ impl<T: Topology> Runtime<T> {
                 if let Some(value) = value {
                     record = record.payload(value);
                 }
-                deliveries.push(producer.send(record, Timeout::Never));
+                records.push(record);
             }
+            let delivered = produce_in_order(producer, records).await?;
+            // The changelog records come last: the offsets after theirs are the checkpoint.
             let mut written: BTreeMap<i32, i64> = BTreeMap::new();
-            for delivery in join_all(deliveries).await {
-                let delivered = delivery.map_err(|(e, _)| e)?;
-                let next = written.entry(delivered.partition).or_default();
-                *next = (*next).max(delivered.offset + 1);
+            for (partition, offset) in &delivered[output.records.len()..] {
+                let next = written.entry(*partition).or_default();
+                *next = (*next).max(offset + 1);
             }
             if offsets.count() > 0 {
                 let group = self
                     .consumer
                     .group_metadata()
                     .ok_or(TransactionStep::NoGroupMetadata)?;
-                producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)?;
+                blocking(|| {
+                    producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
+                })?;
             }
-            producer.commit_transaction(TRANSACTION_TIMEOUT)?;
+            blocking(|| producer.commit_transaction(TRANSACTION_TIMEOUT))?;
             Ok::<_, TransactionStep>(written)
         }
         .await;
@@ -629,7 +633,8 @@ impl<T: Topology> Runtime<T> {
                 };
                 // A lost producer is replaced, and its replacement aborts what it left open.
                 if matches!(failure, Uncommitted::Aborted(_)) {
-                    if let Err(abort) = producer.abort_transaction(TRANSACTION_TIMEOUT) {
+                    if let Err(abort) = blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT))
+                    {
                         return Err(Uncommitted::ProducerLost(abort).into());
                     }
                 }
@@ -726,6 +731,19 @@ impl<T: Topology> Runtime<T> {
         if let Some(bytes) = self.store.estimated_bytes() {
             metrics.state_size(name, bytes);
         }
+    }
+}
+
+/// What a runtime spawned on a task of its own (`tokio::spawn(runtime.run(..))`) ended with.
+/// Runtimes of one process each get a task: what blocks in one (a commit waiting on the
+/// broker, a restore) then holds up no other. A panic is a bug, and goes on unwinding here.
+pub async fn joined(
+    task: tokio::task::JoinHandle<Result<StatsSnapshot, RuntimeError>>,
+) -> Result<StatsSnapshot, RuntimeError> {
+    match task.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(RuntimeError::Cancelled),
     }
 }
 
@@ -881,6 +899,51 @@ fn transaction_failed(error: KafkaError) -> Uncommitted {
         Uncommitted::ProducerLost(error)
     } else {
         Uncommitted::Aborted(format!("transaction: {error}"))
+    }
+}
+
+/// Hands `records` to the producer one after the other, in their order, and waits until all
+/// are delivered: where each went (partition, offset), in their order. A record the full
+/// queue refuses is retried before any after it is handed over (`FutureProducer::send`
+/// would let those go first: a PO's later status could then land before its earlier one).
+async fn produce_in_order<'a>(
+    producer: &FutureProducer,
+    records: Vec<FutureRecord<'a, Vec<u8>, Vec<u8>>>,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for mut record in records {
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), refused)) => {
+                    record = refused;
+                    // librdkafka's threads deliver what is queued meanwhile.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+    let mut delivered = Vec::with_capacity(deliveries.len());
+    for delivery in join_all(deliveries).await {
+        match delivery {
+            Ok(Ok(d)) => delivered.push((d.partition, d.offset)),
+            Ok(Err((error, _))) => return Err(error),
+            Err(_) => return Err(KafkaError::Canceled),
+        }
+    }
+    Ok(delivered)
+}
+
+/// Runs a librdkafka or RocksDB call that blocks (a transaction step, a committed-offsets
+/// fetch, a restore) so that it holds up only its own runtime: on a multi-threaded tokio
+/// runtime the worker's other tasks move to another thread meanwhile. (A current-thread
+/// runtime, as in-process tests use, has no other thread to move them to.)
+fn blocking<R>(call: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+        _ => call(),
     }
 }
 
