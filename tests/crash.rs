@@ -9,7 +9,8 @@
 //!   twice, no refusal more than planned, one dead letter per bad record;
 //! - each restart replayed only the changelog's tail, unless its state directory was gone.
 //!
-//! CI runs a few kills. Soak: `P2P_CRASH_KILLS=40 cargo test --test crash -- --nocapture`.
+//! CI runs a few kills. Soak:
+//! `P2P_CRASH_KILLS=40 cargo test --test crash -- --include-ignored --nocapture`.
 //! `P2P_CRASH_KEEP=<dir>` keeps each run's configurations, logs and state there (and the own
 //! broker's data) for a post-mortem.
 //! `P2P_CRASH_GUARANTEE=at_least_once` runs the same tests on the weakened runtime (outputs,

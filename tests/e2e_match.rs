@@ -1230,3 +1230,88 @@ async fn records_an_erp_partitions_unlike_the_java_client_are_dead_lettered_not_
     assert!(misrouted > 0, "some org's records were misrouted");
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_without_the_state() {
+    use p2p_topologies::{MatchConfig, MatchRuntime, RuntimeError};
+    let topics = TestTopics::create("grown", 2).await;
+    let codec = registry_codec();
+    let state = tempfile::tempdir().unwrap();
+    let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = MatchConfig::new(&app, kafka(), state.path().to_path_buf());
+    config.topics = topics.clone();
+    // Partition changes reach a client with its next metadata refresh (5 minutes by default).
+    config
+        .runtime
+        .kafka
+        .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+    let runtime = MatchRuntime::for_match(config.clone(), codec.clone()).unwrap();
+    let running = tokio::spawn(runtime.run(std::future::pending()));
+
+    let org = Org::new("EUR");
+    let po = org.po(&[(dec!(1), dec!(100.00), false)]);
+    let invoice = org.invoice(&po, &[(1, dec!(1), dec!(100.00))], dec!(100.00));
+    let producer = erp_producer(&kafka()).unwrap();
+    send_scripted(
+        &producer,
+        &codec,
+        &topics,
+        vec![issued(&po, 0), invoiced(&invoice, 10)],
+    )
+    .await;
+    wait_for(&topics, &codec, "the invoice decided", |o| {
+        has_outcome(o, &invoice)
+    })
+    .await;
+
+    // The operator grows the inputs from 2 to 4 partitions: each org's records now go where
+    // murmur2 mod 4 puts them, and its state is on changelog partition (murmur2 mod 2).
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        p2p_topologies::admin::client_config(&kafka())
+            .create()
+            .unwrap();
+    let grown: Vec<_> = topics
+        .match_inputs()
+        .into_iter()
+        .map(|topic| rdkafka::admin::NewPartitions::new(topic, 4))
+        .collect();
+    for result in admin
+        .create_partitions(&grown, &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+
+    let ended = tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("the runtime stops")
+        .expect("without a panic");
+    assert!(
+        matches!(
+            ended,
+            Err(RuntimeError::PartitionCountChanged {
+                changelog_partitions: 2,
+                inputs: 4,
+                ..
+            })
+        ),
+        "{ended:?}"
+    );
+    // Restarted, it refuses to start on state partitioned otherwise.
+    let restarted = MatchRuntime::for_match(config, codec)
+        .unwrap()
+        .run(std::future::pending())
+        .await;
+    assert!(
+        matches!(
+            restarted,
+            Err(RuntimeError::PartitionCountChanged {
+                changelog_partitions: 2,
+                inputs: 4,
+                ..
+            })
+        ),
+        "{restarted:?}"
+    );
+}

@@ -171,11 +171,14 @@ pub struct RuntimeConfig {
     pub timer_interval: Duration,
     /// How long a group of co-partitioned partitions waits for one that is behind (the broker
     /// has records for it not yet fetched) before it processes what it has. Kafka Streams
-    /// waits for such records without a limit; ours is only a guard against a partition that
-    /// merely looks behind (see ADR 0004), so it is long.
+    /// waits for such records without a limit. Ours is only a guard against a partition that
+    /// merely looks behind (ADR 0004, 0009), so it is long: a loaded machine's first fetch
+    /// after an assignment can take seconds, and going on without it processes a PO's issue
+    /// before its approvals. The wait ends as soon as the records arrive.
     pub max_task_idle: Duration,
-    /// How long it waits for a partition no fetch has reported on yet (start-up, a new
-    /// assignment): its first records may be the earliest of all.
+    /// How long it waits for a partition whose end is not known (the broker did not say on
+    /// assignment, and no fetch has reported on it yet): its first records may be the
+    /// earliest of all.
     pub max_fetch_wait: Duration,
     pub guarantee: Guarantee,
     /// Replication factor of the changelog topics the runtime creates; -1: the broker's
@@ -213,8 +216,8 @@ impl RuntimeConfig {
             max_batch: 500,
             batch_linger: Duration::from_millis(20),
             timer_interval: Duration::from_millis(500),
-            max_task_idle: Duration::from_secs(5),
-            max_fetch_wait: Duration::from_secs(5),
+            max_task_idle: Duration::from_secs(30),
+            max_fetch_wait: Duration::from_secs(30),
             guarantee: Guarantee::ExactlyOnce,
             changelog_replication: -1,
             instance_id: "0".into(),

@@ -36,7 +36,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,6 +65,23 @@ pub enum RuntimeError {
     Rewind(KafkaError),
     #[error("the runtime's task was cancelled (its tokio runtime is shutting down)")]
     Cancelled,
+    #[error(
+        "the input topics are not co-partitioned (partition counts {counts:?}): an org's \
+         records would sit on different partitions of different topics, out of reach of its \
+         state; give them all the same partition count"
+    )]
+    NotCoPartitioned { counts: BTreeMap<String, i32> },
+    #[error(
+        "the input topics have {inputs} partitions, the state's changelog {changelog} has \
+         {changelog_partitions}: partitions were added since the state was built, and moving \
+         each org's state to its new partition is not supported yet; the runtime stops rather \
+         than decide on state it does not hold (nothing is lost: the records wait)"
+    )]
+    PartitionCountChanged {
+        changelog: String,
+        changelog_partitions: i32,
+        inputs: i32,
+    },
 }
 
 /// How long a transaction step (init, offsets, commit, abort) may take.
@@ -146,6 +163,7 @@ impl<T: Topology> Runtime<T> {
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
         self.input_partitions = blocking(|| self.input_partitions())?;
+        co_partitioned(&self.input_partitions)?;
         if self.config.guarantee == Guarantee::ExactlyOnce {
             self.changelog = Some(self.ensure_changelog().await?);
         }
@@ -170,7 +188,7 @@ impl<T: Topology> Runtime<T> {
                 // A partition group waits for a lagging partition: look again shortly.
                 _ = tokio::time::sleep(Duration::from_millis(20)), if waiting => None,
             };
-            self.forget_revoked(&mut aligner, &mut owned, &mut restored);
+            let mut rebalanced = self.forget_revoked(&mut aligner, &mut owned, &mut restored);
             match first {
                 None => {}
                 Some(Ok(message)) => {
@@ -180,7 +198,8 @@ impl<T: Topology> Runtime<T> {
                     while aligner.buffered() < self.config.max_batch {
                         match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                             Ok(Ok(message)) => {
-                                self.forget_revoked(&mut aligner, &mut owned, &mut restored);
+                                rebalanced |=
+                                    self.forget_revoked(&mut aligner, &mut owned, &mut restored);
                                 aligner.push(to_input(&message));
                             }
                             Ok(Err(error)) => {
@@ -220,7 +239,10 @@ impl<T: Topology> Runtime<T> {
                 }
             }
             // A recv cut short by the linger deadline may have run a rebalance too.
-            self.forget_revoked(&mut aligner, &mut owned, &mut restored);
+            rebalanced |= self.forget_revoked(&mut aligner, &mut owned, &mut restored);
+            if rebalanced {
+                blocking(|| self.check_partition_counts())?;
+            }
             blocking(|| owned.refresh(&self.consumer));
             aligner.retain(|topic, partition| owned.contains(topic, partition));
             blocking(|| self.restore_assigned(&owned, &mut restored))?;
@@ -230,6 +252,7 @@ impl<T: Topology> Runtime<T> {
                 }
                 announced = true;
             }
+            let positions = std::cell::OnceCell::new();
             let batch = aligner.take(
                 &topics,
                 self.config.max_batch,
@@ -238,7 +261,18 @@ impl<T: Topology> Runtime<T> {
                     behind: self.config.max_task_idle,
                     unknown: self.config.max_fetch_wait,
                 },
-                |topic, partition, next| owned.lag(&self.consumer, topic, partition, next),
+                |topic, partition, next| {
+                    // Read once per batch, and only if a partition has nothing buffered.
+                    let position = positions
+                        .get_or_init(|| self.consumer.position().ok())
+                        .as_ref()
+                        .and_then(|list| list.find_partition(topic, partition))
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                    owned.lag(&self.consumer, topic, partition, next.max(position))
+                },
             );
             if batch.is_empty() && (!has_timers || !owned.any()) {
                 // Timers wait for an assignment, and with it a restored store.
@@ -279,39 +313,85 @@ impl<T: Topology> Runtime<T> {
 
     /// The store's changelog topic, created (compacted, as many partitions as the inputs) if
     /// it does not exist yet.
+    /// An existing changelog must have as many partitions as the inputs: its partition `p`
+    /// holds the state of the orgs on their partition `p`.
     async fn ensure_changelog(&self) -> Result<(String, i32), RuntimeError> {
         let topic = self.config.changelog_topic(self.topology.name());
-        let partitions = self.input_partitions.values().copied().max().unwrap_or(0);
+        let inputs = co_partitioned(&self.input_partitions)?.max(1);
         changelog::ensure_topic(
             &self.config.kafka,
             &topic,
-            partitions.max(1),
+            inputs,
             self.config.changelog_replication,
         )
         .await?;
-        Ok((topic, partitions.max(1)))
+        let partitions = blocking(|| self.partition_count(&topic))?;
+        if partitions != inputs {
+            return Err(RuntimeError::PartitionCountChanged {
+                changelog: topic,
+                changelog_partitions: partitions,
+                inputs,
+            });
+        }
+        Ok((topic, partitions))
+    }
+
+    /// After a rebalance (adding partitions to a topic causes one): the input topics' partition
+    /// counts must still be those the state is partitioned by.
+    fn check_partition_counts(&mut self) -> Result<(), RuntimeError> {
+        let counts = match self.input_partitions() {
+            Ok(counts) => counts,
+            Err(error) => {
+                tracing::warn!(%error, "could not look at the input topics' partition counts after a rebalance; looking again after the next one");
+                return Ok(());
+            }
+        };
+        // Without a changelog (at least once), what the state was built on.
+        let (changelog, partitions) = match &self.changelog {
+            Some((changelog, partitions)) => (changelog.clone(), *partitions),
+            None => ("(none)".to_owned(), co_partitioned(&self.input_partitions)?),
+        };
+        // Any input grown (before all are) stops it: what topic it was does not matter.
+        if let Some(grown) = counts
+            .values()
+            .copied()
+            .find(|c| *c > 0 && partitions > 0 && *c != partitions)
+        {
+            return Err(RuntimeError::PartitionCountChanged {
+                changelog,
+                changelog_partitions: partitions,
+                inputs: grown,
+            });
+        }
+        co_partitioned(&counts)?;
+        self.input_partitions = counts;
+        Ok(())
     }
 
     /// Each input topic's partition count (0 for a topic that does not exist yet).
     fn input_partitions(&self) -> Result<HashMap<String, i32>, RuntimeError> {
-        let mut counts = HashMap::new();
-        for input in self.topology.input_topics() {
-            let metadata = self
-                .consumer
-                .fetch_metadata(Some(&input), Duration::from_secs(30))
-                .map_err(|source| RuntimeError::Client {
-                    client: "consumer",
-                    source,
-                })?;
-            let count = metadata
-                .topics()
-                .iter()
-                .map(|t| t.partitions().len() as i32)
-                .max()
-                .unwrap_or(0);
-            counts.insert(input, count);
-        }
-        Ok(counts)
+        self.topology
+            .input_topics()
+            .into_iter()
+            .map(|input| Ok((input.clone(), self.partition_count(&input)?)))
+            .collect()
+    }
+
+    /// A topic's partition count (0 if it does not exist).
+    fn partition_count(&self, topic: &str) -> Result<i32, RuntimeError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|source| RuntimeError::Client {
+                client: "consumer",
+                source,
+            })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.partitions().len() as i32)
+            .max()
+            .unwrap_or(0))
     }
 
     /// Why `record` is not on the partition its key (its org) hashes to, if it is not. A
@@ -400,15 +480,16 @@ impl<T: Topology> Runtime<T> {
     /// the revoked partitions (their positions went back to the committed offsets, so they
     /// come again) and their stores (restored again if the partitions come back, with what
     /// any other owner committed meanwhile).
+    /// Whether there was a rebalance.
     fn forget_revoked(
         &self,
         aligner: &mut Aligner,
         owned: &mut Owned,
         restored: &mut HashSet<i32>,
-    ) {
+    ) -> bool {
         let revoked: HashSet<(String, i32)> = self.consumer.context().take().into_iter().collect();
         if revoked.is_empty() {
-            return;
+            return false;
         }
         tracing::info!(
             topology = self.topology.name(),
@@ -424,6 +505,7 @@ impl<T: Topology> Runtime<T> {
         }
         // Learn the new assignment, and where its partitions start, afresh.
         *owned = Owned::default();
+        true
     }
 
     /// Lets the store serve only the orgs of `numbers`: the state of other partitions it still
@@ -902,6 +984,18 @@ fn transaction_failed(error: KafkaError) -> Uncommitted {
     }
 }
 
+/// The partition count the existing input topics share (0 when none exists yet).
+fn co_partitioned(counts: &HashMap<String, i32>) -> Result<i32, RuntimeError> {
+    let existing: BTreeSet<i32> = counts.values().copied().filter(|c| *c > 0).collect();
+    match existing.len() {
+        0 => Ok(0),
+        1 => Ok(existing.into_iter().next().unwrap_or(0)),
+        _ => Err(RuntimeError::NotCoPartitioned {
+            counts: counts.iter().map(|(t, c)| (t.clone(), *c)).collect(),
+        }),
+    }
+}
+
 /// Hands `records` to the producer one after the other, in their order, and waits until all
 /// are delivered: where each went (partition, offset), in their order. A record the full
 /// queue refuses is retried before any after it is handed over (`FutureProducer::send`
@@ -962,12 +1056,19 @@ fn next_offsets(batch: &[InputRecord]) -> TopicPartitionList {
     offsets
 }
 
-/// The partitions this member owns, and where each started (its committed offset), to tell
-/// a partition that is caught up from one whose records are still to be fetched.
+/// The partitions this member owns, where each started (its committed offset) and how far it
+/// went when assigned, to tell a partition that is caught up from one whose records are still
+/// to be fetched.
 #[derive(Default)]
 struct Owned {
     partitions: HashSet<(String, i32)>,
     starts: HashMap<(String, i32), i64>,
+    /// Each partition's end (high watermark; the last stable offset under read_committed) as
+    /// the broker gave it on assignment. librdkafka's cached one may be older: from when this
+    /// member owned the partition before, and another has since processed records past it.
+    /// Trusting that would take the partition for caught up, and process another topic's
+    /// later records first (a PO's issue before its approvals).
+    ends: HashMap<(String, i32), i64>,
 }
 
 impl Owned {
@@ -993,6 +1094,16 @@ impl Owned {
                 }
             }
         }
+        // One request per partition, once per rebalance. A partition whose end is not known
+        // is waited for as one not fetched yet.
+        self.ends.clear();
+        for (topic, partition) in &now {
+            if let Ok((_, end)) =
+                consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))
+            {
+                self.ends.insert((topic.clone(), *partition), end);
+            }
+        }
         self.partitions = now;
     }
 
@@ -1009,8 +1120,10 @@ impl Owned {
         self.partitions.iter().map(|(_, p)| *p).collect()
     }
 
-    /// Caught up when the next offset to read is at the high watermark the last fetch
-    /// reported; unknown until a fetch has reported one.
+    /// Caught up when the next offset to read is at the partition's end: the later of what
+    /// the last fetch reported and what the broker said on assignment. Unknown when neither
+    /// is known. `next` is the furthest of the offset after the last record buffered and the
+    /// consumer's position, which moves past transaction markers no record comes after.
     fn lag(
         &self,
         consumer: &RuntimeConsumer,
@@ -1021,14 +1134,15 @@ impl Owned {
         if !self.contains(topic, partition) {
             return Lag::CaughtUp;
         }
-        let Some(high) = cached_high_watermark(consumer, topic, partition) else {
+        let key = (topic.to_owned(), partition);
+        let fetched = cached_high_watermark(consumer, topic, partition);
+        let Some(high) = fetched.max(self.ends.get(&key).copied()) else {
             return Lag::Unknown;
         };
-        let caught_up =
-            match next.or_else(|| self.starts.get(&(topic.to_owned(), partition)).copied()) {
-                Some(next) => next >= high,
-                None => high == 0,
-            };
+        let caught_up = match next.max(self.starts.get(&key).copied()) {
+            Some(next) => next >= high,
+            None => high == 0,
+        };
         if caught_up {
             Lag::CaughtUp
         } else {
