@@ -4,7 +4,7 @@
 use crate::generator::{InputTopic, Payload, Scenario, ScenarioRecord};
 use futures::future::try_join_all;
 use p2p_avro::{Codec, CodecError};
-use p2p_topologies::admin::client_config;
+use p2p_topologies::admin::producer_config;
 use p2p_topologies::{KafkaProperties, Topics};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -21,7 +21,7 @@ pub enum ProduceError {
 
 /// A producer configured as an ERP should configure one: idempotent, acks=all, murmur2.
 pub fn erp_producer(kafka: &KafkaProperties) -> Result<FutureProducer, KafkaError> {
-    client_config(kafka)
+    producer_config(kafka)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")

@@ -28,6 +28,48 @@ pub fn client_config(kafka: &KafkaProperties) -> ClientConfig {
     config
 }
 
+/// librdkafka's consumer-only properties. `[kafka]` is shared by every client, and a producer
+/// given one of these warns (CONFWARN) each time it is built.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "isolation.level",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "enable.partition.eof",
+    "check.crcs",
+    "allow.auto.create.topics",
+];
+
+/// [`client_config`] for a producer: the consumer-only properties left out.
+pub fn producer_config(kafka: &KafkaProperties) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in kafka {
+        if !CONSUMER_ONLY.contains(&k.as_str()) {
+            config.set(k, v);
+        }
+    }
+    config
+}
+
 /// Creates every topic of `topics` (inputs, outputs, DLQs) with `partitions` partitions,
 /// the tables (`org-config`, `po-status`) compacted.
 /// Existing topics are left as they are. All P2P topics share one partition count, so they
@@ -153,8 +195,9 @@ pub fn read_topic(
     Ok(records)
 }
 
-/// A partition's low and high watermarks. A partition just created may have no leader yet:
-/// that passes, so it is retried until `deadline`, like any transient broker fault.
+/// A partition's low and high watermarks. A partition just created may have no leader yet,
+/// and a broker restart leaves the client's idea of the leader stale: both pass, so it is
+/// retried until `deadline`, like any transient broker fault.
 pub(crate) fn watermarks(
     consumer: &BaseConsumer,
     topic: &str,
@@ -162,6 +205,7 @@ pub(crate) fn watermarks(
     deadline: Instant,
 ) -> Result<(i64, i64), ReadError> {
     use rdkafka::types::RDKafkaErrorCode as Code;
+    let mut attempts = 0u32;
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
             Err(e)
@@ -177,6 +221,15 @@ pub(crate) fn watermarks(
                         )
                     ) =>
             {
+                attempts += 1;
+                if attempts.is_power_of_two() && attempts >= 16 {
+                    tracing::warn!(%topic, partition, error = %e, attempts, "the partition's leader is not known yet; asking again");
+                }
+                // A client assigned nothing refreshes a topic's metadata only every
+                // `topic.metadata.refresh.interval.ms` (5 minutes): after a broker restart it
+                // would ask the leader it knew, in vain, until then. A metadata request for
+                // the topic refreshes it now.
+                let _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
                 std::thread::sleep(Duration::from_millis(100));
             }
             result => return Ok(result?),

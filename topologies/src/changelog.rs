@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Most changes applied in one RocksDB batch while restoring.
 const RESTORE_BATCH: usize = 10_000;
+/// How long one restore attempt may go without a record or a move of its position before it
+/// gives up, so that the caller tries again on a new consumer: one that lost its way in a
+/// broker restart (asking a leader that is gone, say) may not find it again for minutes.
+const RESTORE_STALL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangelogError {
@@ -34,8 +38,27 @@ pub enum ChangelogError {
         partition: i32,
         seconds: u64,
     },
+    #[error("restoring {topic}[{partition}] made no progress for {seconds} s")]
+    RestoreStalled {
+        topic: String,
+        partition: i32,
+        seconds: u64,
+    },
     #[error("a state key of no org reached the changelog (the store's own keys never should)")]
     KeyWithoutOrg,
+}
+
+impl ChangelogError {
+    /// Whether trying again (on a new consumer, from the checkpoint) may succeed: a broker
+    /// fault, not a broken store.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ChangelogError::Kafka(_)
+                | ChangelogError::Read(_)
+                | ChangelogError::RestoreStalled { .. }
+        )
+    }
 }
 
 /// The partition of the changelog a raw store key goes to, with `partitions` partitions: the
@@ -86,8 +109,9 @@ pub fn restore(
     // Per partition still behind: the next offset to apply and the end to reach.
     let mut behind: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
+    let ends_by = deadline.min(Instant::now() + RESTORE_STALL);
     for &partition in partitions {
-        let (low, high) = watermarks(&consumer, topic, partition, deadline)?;
+        let (low, high) = watermarks(&consumer, topic, partition, ends_by)?;
         let from = store
             .checkpointed(topic, partition)?
             .unwrap_or(low)
@@ -103,8 +127,10 @@ pub fn restore(
     consumer.assign(&assignment)?;
     let mut batch = StoreBatch::default();
     let mut in_batch = 0usize;
+    let mut progressed = Instant::now();
     while !behind.is_empty() {
         if let Some(message) = consumer.poll(Duration::from_millis(50)) {
+            progressed = Instant::now();
             let message = message?;
             let partition = message.partition();
             if let Some(key) = message.key() {
@@ -125,6 +151,9 @@ pub fn restore(
                 .find_partition(topic, partition)
                 .map(|p| p.offset())
             {
+                if o > *next {
+                    progressed = Instant::now();
+                }
                 *next = (*next).max(o);
             }
             if *next >= *high {
@@ -154,6 +183,22 @@ pub fn restore(
                     topic: topic.to_owned(),
                     partition,
                     seconds: timeout.as_secs(),
+                });
+            }
+            if progressed.elapsed() > RESTORE_STALL {
+                // What was applied is checkpointed: the next attempt goes on from there.
+                if in_batch > 0 {
+                    for (&partition, (next, _)) in &behind {
+                        batch.checkpoint(topic, partition, *next);
+                    }
+                    store.write(std::mem::take(&mut batch))?;
+                    let remaining = behind.values().map(|(next, high)| high - next).sum();
+                    progress(in_batch as u64, remaining);
+                }
+                return Err(ChangelogError::RestoreStalled {
+                    topic: topic.to_owned(),
+                    partition,
+                    seconds: RESTORE_STALL.as_secs(),
                 });
             }
         }

@@ -2,7 +2,7 @@
 //! where from, so a DLQ can be inspected and replayed without guessing. Inspecting and replaying
 //! them (the `dlq` subcommands) lives here too.
 
-use crate::admin::{client_config, read_topic, ReadError};
+use crate::admin::{producer_config, read_topic, ReadError};
 use crate::config::{KafkaProperties, Topics};
 use crate::record::{InputRecord, OutputRecord};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -217,7 +217,7 @@ pub async fn replay(
         .iter()
         .map(DeadLetter::replay)
         .collect::<Result<Vec<_>, _>>()?;
-    let producer: FutureProducer = client_config(kafka)
+    let producer: FutureProducer = producer_config(kafka)
         .set("enable.idempotence", "true")
         // The Java client's partitioner, as the pipeline and ERPs produce with.
         .set("partitioner", "murmur2_random")

@@ -133,6 +133,11 @@ impl Aligner {
             .collect();
         groups.sort_unstable();
         groups.dedup();
+        // A group with nothing buffered waits for nothing. Its clock would otherwise outlive
+        // a revocation (which drops its records) and, when the partitions come back, count
+        // the wait as long over: a PO's issue would go before its approvals still in flight.
+        self.waiting_since
+            .retain(|p, _| groups.binary_search(p).is_ok());
         let mut taken = Vec::new();
         for partition in groups {
             loop {
@@ -324,6 +329,27 @@ mod tests {
         assert_eq!(
             aligned_at(&mut aligner, now, &[("decisions", 0)], idle),
             vec![("po".into(), 0), ("decisions".into(), 0), ("po".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_group_given_up_and_given_back_waits_afresh() {
+        let mut aligner = Aligner::default();
+        let start = Instant::now();
+        let idle = Duration::from_millis(200);
+        aligner.push(record("po", 2, 0, 30));
+        assert!(aligned_at(&mut aligner, start, &[], idle).is_empty());
+        // A rebalance takes the partitions away before the wait is over, and gives them back
+        // long after: the issue (ts 30) still waits for the approval (ts 20) not fetched yet.
+        aligner.retain(|_, _| false);
+        let later = start + Duration::from_millis(1_000);
+        assert!(aligned_at(&mut aligner, later, &[], idle).is_empty());
+        aligner.push(record("po", 2, 0, 30));
+        assert!(aligned_at(&mut aligner, later, &[], idle).is_empty());
+        aligner.push(record("decisions", 2, 0, 20));
+        assert_eq!(
+            aligned_at(&mut aligner, later, &[("decisions", 2)], idle),
+            vec![("decisions".into(), 0), ("po".into(), 0)]
         );
     }
 

@@ -14,7 +14,7 @@
 //! transactional offsets): outputs, then state, then offsets; a crash replays the batch, and the
 //! state makes the replay harmless for consumers that key on document ids.
 
-use crate::admin::client_config;
+use crate::admin::{client_config, producer_config};
 use crate::changelog::{self, ChangelogError};
 use crate::config::{Guarantee, MatchConfig, RuntimeConfig};
 use crate::dlq::DlqReason;
@@ -129,7 +129,9 @@ impl<T: Topology> Runtime<T> {
             &config.state_dir.join(&config.application_id),
             topology.name(),
         )?;
-        let consumer = consumer(&config, &topology.input_topics())?;
+        // Subscribed by `run`, once the topics are known to fit the state: a consumer dropped
+        // while it joins its group can hang in rust-rdkafka's close.
+        let consumer = consumer(&config)?;
         let producer = producer(&config)?;
         Ok(Self {
             config,
@@ -167,10 +169,11 @@ impl<T: Topology> Runtime<T> {
         if self.config.guarantee == Guarantee::ExactlyOnce {
             self.changelog = Some(self.ensure_changelog().await?);
         }
+        let topics = self.topology.input_topics();
+        subscribe(&self.consumer, &topics)?;
         let mut restored: HashSet<i32> = HashSet::new();
         // Ready (for /readyz) once it has partitions and their stores are restored.
         let mut announced = false;
-        let topics = self.topology.input_topics();
         let has_timers = self.topology.has_timers();
         let mut aligner = Aligner::default();
         let mut owned = Owned::default();
@@ -219,7 +222,9 @@ impl<T: Topology> Runtime<T> {
                         tracing::warn!(?code, %reason, "consumer failed for good; building a new one");
                         // Closing the old one waits on the broker: off the shared workers.
                         blocking(|| -> Result<(), RuntimeError> {
-                            self.consumer = consumer(&self.config, &topics)?;
+                            let rebuilt = consumer(&self.config)?;
+                            subscribe(&rebuilt, &topics)?;
+                            self.consumer = rebuilt;
                             Ok(())
                         })?;
                         aligner = Aligner::default();
@@ -285,6 +290,8 @@ impl<T: Topology> Runtime<T> {
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; consuming again from the committed offsets");
                     tokio::time::sleep(backoff(failures)).await;
                     self.rewind(&mut aligner).await?;
+                    // Where each partition starts is now its committed offset.
+                    owned = Owned::default();
                 }
                 Err(Uncommitted::ProducerLost(error)) => {
                     failures += 1;
@@ -300,6 +307,8 @@ impl<T: Topology> Runtime<T> {
                         Ok(())
                     })?;
                     self.rewind(&mut aligner).await?;
+                    // Where each partition starts is now its committed offset.
+                    owned = Owned::default();
                 }
                 Err(Uncommitted::Fatal(e)) => return Err(e),
             }
@@ -325,7 +334,15 @@ impl<T: Topology> Runtime<T> {
             self.config.changelog_replication,
         )
         .await?;
-        let partitions = blocking(|| self.partition_count(&topic))?;
+        // A topic just created may take a moment to show in the broker's metadata.
+        let mut partitions = 0;
+        for _ in 0..50 {
+            partitions = blocking(|| self.partition_count(&topic))?;
+            if partitions > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         if partitions != inputs {
             return Err(RuntimeError::PartitionCountChanged {
                 changelog: topic,
@@ -441,7 +458,10 @@ impl<T: Topology> Runtime<T> {
         }
         let started = Instant::now();
         let name = self.topology.name();
+        // Counted as written, so changes an attempt that stalled had applied count too.
+        let mut total = 0u64;
         let mut progress = |applied: u64, remaining: i64| {
+            total += applied;
             if let Some(metrics) = &self.metrics {
                 metrics.restoring(name, applied, remaining);
             }
@@ -449,16 +469,29 @@ impl<T: Topology> Runtime<T> {
                 tracing::info!(topology = name, changelog = %topic, applied, remaining, "restoring");
             }
         };
-        let applied = changelog::restore(
-            &self.config.kafka,
-            &self.store,
-            topic,
-            &new,
-            RESTORE_TIMEOUT,
-            &mut progress,
-        )?;
+        // A restore that stalls (its consumer lost in a broker restart, say) starts again on
+        // a new consumer, from the checkpoint the last one reached.
+        let mut attempt = 0u32;
+        loop {
+            let left = RESTORE_TIMEOUT.saturating_sub(started.elapsed());
+            match changelog::restore(
+                &self.config.kafka,
+                &self.store,
+                topic,
+                &new,
+                left,
+                &mut progress,
+            ) {
+                Ok(_) => break,
+                Err(error) if error.is_transient() && !left.is_zero() => {
+                    attempt += 1;
+                    tracing::warn!(topology = name, changelog = %topic, %error, attempt, "restore failed; starting it again from its checkpoint");
+                    std::thread::sleep(backoff(attempt));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         progress(0, 0);
-        let total: u64 = applied.values().sum();
         tracing::info!(
             topology = self.topology.name(),
             changelog = %topic,
@@ -867,9 +900,9 @@ impl ConsumerContext for Revocations {
     }
 }
 
-/// The runtime's consumer, subscribed to `topics`: read_committed, offsets committed only by
-/// the runtime, a static member of the group when so configured.
-fn consumer(config: &RuntimeConfig, topics: &[String]) -> Result<RuntimeConsumer, RuntimeError> {
+/// The runtime's consumer: read_committed, offsets committed only by the runtime, a static
+/// member of the group when so configured.
+fn consumer(config: &RuntimeConfig) -> Result<RuntimeConsumer, RuntimeError> {
     let mut consumer_config = client_config(&config.kafka);
     if config.static_membership && !config.kafka.contains_key("group.instance.id") {
         consumer_config.set("group.instance.id", &config.instance_id);
@@ -887,21 +920,24 @@ fn consumer(config: &RuntimeConfig, topics: &[String]) -> Result<RuntimeConsumer
             client: "consumer",
             source,
         })?;
+    Ok(consumer)
+}
+
+fn subscribe(consumer: &RuntimeConsumer, topics: &[String]) -> Result<(), RuntimeError> {
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&refs)
         .map_err(|source| RuntimeError::Subscribe {
             topics: topics.to_vec(),
             source,
-        })?;
-    Ok(consumer)
+        })
 }
 
 /// The runtime's producer: idempotent, and under exactly once transactional as
 /// `<application_id>-<instance_id>`, initialised (which fences any earlier producer of that
 /// id and aborts what it left open).
 fn producer(config: &RuntimeConfig) -> Result<FutureProducer, RuntimeError> {
-    let mut producer_config = client_config(&config.kafka);
+    let mut producer_config = producer_config(&config.kafka);
     if config.guarantee == Guarantee::ExactlyOnce {
         producer_config.set(
             "transactional.id",
