@@ -41,23 +41,45 @@ pub fn topic_name(topics: &Topics, topic: InputTopic) -> &str {
     }
 }
 
-/// Produces every record of `scenario` in order and waits until the broker has them all.
+/// Produces every record of `scenario` and waits until the broker has them all: a bulk load,
+/// each topic's records in order, the topics side by side (load it before the pipeline runs).
 pub async fn produce_scenario(
     producer: &FutureProducer,
     codec: &Codec,
     topics: &Topics,
     scenario: &Scenario,
 ) -> Result<usize, ProduceError> {
-    produce_records(producer, codec, topics, &scenario.records).await
+    produce(producer, codec, topics, &scenario.records, Order::PerTopic).await
 }
 
-/// Produces `records` in order (a slice of a scenario, to feed it as a steady stream) and
-/// waits until the broker has them all.
+/// Produces `records` (a slice of a scenario, to feed it as a steady stream to a running
+/// pipeline) as ERPs publish them: a record goes out only once every earlier record of another
+/// topic is on the broker, as a receipt is published only after the PO it is against. Sent
+/// side by side, a later record could become visible first, and a consumer cannot tell.
 pub async fn produce_records(
     producer: &FutureProducer,
     codec: &Codec,
     topics: &Topics,
     records: &[ScenarioRecord],
+) -> Result<usize, ProduceError> {
+    produce(producer, codec, topics, records, Order::Total).await
+}
+
+/// How much of a scenario's order the broker must show.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Each topic's records in order.
+    PerTopic,
+    /// And across topics: no record visible before an earlier one of another topic.
+    Total,
+}
+
+async fn produce(
+    producer: &FutureProducer,
+    codec: &Codec,
+    topics: &Topics,
+    records: &[ScenarioRecord],
+    order: Order,
 ) -> Result<usize, ProduceError> {
     let mut encoded = Vec::with_capacity(records.len());
     for record in records {
@@ -70,8 +92,16 @@ pub async fn produce_records(
         };
         encoded.push((topic, record.key.as_bytes(), bytes, record.timestamp.0));
     }
-    for chunk in encoded.chunks(1_000) {
-        let sends = chunk.iter().map(|(topic, key, bytes, ts)| {
+    // Runs of records sent side by side: at most 1,000, of one topic when the order is total.
+    let mut start = 0;
+    while start < encoded.len() {
+        let first_topic = encoded[start].0;
+        let end = encoded[start..]
+            .iter()
+            .take(1_000)
+            .position(|(topic, ..)| order == Order::Total && *topic != first_topic)
+            .map_or((start + 1_000).min(encoded.len()), |n| start + n);
+        let sends = encoded[start..end].iter().map(|(topic, key, bytes, ts)| {
             producer.send(
                 FutureRecord::to(topic)
                     .key(*key)
@@ -81,6 +111,7 @@ pub async fn produce_records(
             )
         });
         try_join_all(sends).await.map_err(|(e, _)| e)?;
+        start = end;
     }
     producer.flush(Timeout::After(Duration::from_secs(30)))?;
     Ok(encoded.len())
