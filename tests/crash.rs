@@ -437,41 +437,45 @@ async fn read_outcome(
     }
 }
 
+/// Every record of `topic` a read_committed consumer sees, decoded with `from_value`, with
+/// where it is (partition@offset), in order.
+async fn committed<T, E: std::fmt::Debug>(
+    kafka: &KafkaProperties,
+    codec: &Codec,
+    topic: &str,
+    from_value: impl Fn(&apache_avro::types::Value) -> Result<T, E>,
+) -> Vec<(T, String)> {
+    use rdkafka::Message;
+    let mut records = Vec::new();
+    for message in read_topic(kafka, topic, Duration::from_secs(30)).expect("read") {
+        let value = codec.decode(message.payload()).await.expect("decodes");
+        let at = format!("{}@{}", message.partition(), message.offset());
+        records.push((from_value(&value).expect("a record of the topic"), at));
+    }
+    records
+}
+
 /// PO statuses and lifecycle transitions written more than once for one version, and PO
 /// statuses written after a newer one of their PO.
 async fn versions_twice(kafka: &KafkaProperties, codec: &Codec, topics: &Topics) -> Vec<String> {
-    let timeout = Duration::from_secs(30);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut latest: BTreeMap<String, u64> = BTreeMap::new();
     let mut out_of_order = Vec::new();
-    for message in read_topic(kafka, &topics.po_status, timeout).expect("po-status") {
-        let value = codec
-            .decode(rdkafka::Message::payload(&message))
-            .await
-            .expect("decodes");
-        let status = PoStatusRecord::from_value(&value).expect("a PO status");
+    for (status, at) in committed(kafka, codec, &topics.po_status, PoStatusRecord::from_value).await
+    {
         // A PO's statuses share its key, so one partition holds them in the order written.
         let before = latest.insert(status.key(), status.version);
         if let Some(before) = before.filter(|v| *v >= status.version) {
             out_of_order.push(format!(
-                "{} status v{} written after v{before} (at {}[{}]@{})",
-                status.po,
-                status.version,
-                rdkafka::Message::topic(&message),
-                rdkafka::Message::partition(&message),
-                rdkafka::Message::offset(&message),
+                "{} status v{} written after v{before} (at po-status {at})",
+                status.po, status.version,
             ));
         }
         *seen
             .entry(format!("{} status v{}", status.po, status.version))
             .or_default() += 1;
     }
-    for message in read_topic(kafka, &topics.audit_events, timeout).expect("audit-events") {
-        let value = codec
-            .decode(rdkafka::Message::payload(&message))
-            .await
-            .expect("decodes");
-        let entry = AuditRecord::from_value(&value).expect("an audit event");
+    for (entry, _) in committed(kafka, codec, &topics.audit_events, AuditRecord::from_value).await {
         if entry.kind == AuditKind::Transitioned {
             *seen
                 .entry(format!("{} transition to v{}", entry.entity, entry.version))
@@ -508,43 +512,22 @@ async fn stale_po_histories(
     if stale.is_empty() {
         return history;
     }
-    let timeout = Duration::from_secs(30);
-    let at = |m: &rdkafka::message::OwnedMessage| {
-        use rdkafka::Message;
-        format!("{}@{}", m.partition(), m.offset())
-    };
-    for message in read_topic(kafka, &topics.po_status, timeout).expect("po-status") {
-        let value = codec
-            .decode(rdkafka::Message::payload(&message))
-            .await
-            .expect("decodes");
-        let status = PoStatusRecord::from_value(&value).expect("a PO status");
+    for (status, at) in committed(kafka, codec, &topics.po_status, PoStatusRecord::from_value).await
+    {
         if stale.contains(&status.po.to_string()) {
             history.push(format!(
-                "history of {}: status {:?} v{} at po-status {}",
-                status.po,
-                status.state,
-                status.version,
-                at(&message)
+                "history of {}: status {:?} v{} at po-status {at}",
+                status.po, status.state, status.version,
             ));
         }
     }
-    for message in read_topic(kafka, &topics.audit_events, timeout).expect("audit-events") {
-        let value = codec
-            .decode(rdkafka::Message::payload(&message))
-            .await
-            .expect("decodes");
-        let entry = AuditRecord::from_value(&value).expect("an audit event");
+    for (entry, at) in committed(kafka, codec, &topics.audit_events, AuditRecord::from_value).await
+    {
         if let DocumentRef::PurchaseOrder(po) = &entry.entity {
             if stale.contains(&po.to_string()) {
                 history.push(format!(
-                    "history of {po}: {:?} {} {:?} -> {:?} v{} at audit-events {}",
-                    entry.kind,
-                    entry.action,
-                    entry.from_state,
-                    entry.to_state,
-                    entry.version,
-                    at(&message)
+                    "history of {po}: {:?} {} {:?} -> {:?} v{} at audit-events {at}",
+                    entry.kind, entry.action, entry.from_state, entry.to_state, entry.version,
                 ));
             }
         }
