@@ -321,9 +321,8 @@ impl<T: Topology> Runtime<T> {
     }
 
     /// The store's changelog topic, created (compacted, as many partitions as the inputs) if
-    /// it does not exist yet.
-    /// An existing changelog must have as many partitions as the inputs: its partition `p`
-    /// holds the state of the orgs on their partition `p`.
+    /// it does not exist yet. An existing changelog must have as many partitions as the
+    /// inputs: its partition `p` holds the state of the orgs on their partition `p`.
     async fn ensure_changelog(&self) -> Result<(String, i32), RuntimeError> {
         let topic = self.config.changelog_topic(self.topology.name());
         let inputs = co_partitioned(&self.input_partitions)?.max(1);
@@ -1130,13 +1129,17 @@ impl Owned {
                 }
             }
         }
-        // One request per partition, once per rebalance. A partition whose end is not known
+        // One request per partition, once per rebalance, within a budget: a broker too slow
+        // to answer must not hold the runtime for minutes. A partition whose end is not known
         // is waited for as one not fetched yet.
         self.ends.clear();
+        let budget = Instant::now() + Duration::from_secs(10);
         for (topic, partition) in &now {
-            if let Ok((_, end)) =
-                consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))
-            {
+            let left = budget.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Ok((_, end)) = consumer.fetch_watermarks(topic, *partition, left) {
                 self.ends.insert((topic.clone(), *partition), end);
             }
         }
