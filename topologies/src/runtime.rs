@@ -72,6 +72,11 @@ pub enum RuntimeError {
     )]
     NotCoPartitioned { counts: BTreeMap<String, i32> },
     #[error(
+        "input topics {topics:?} do not exist: create them (`p2p admin create-topics`) before \
+         the pipeline starts; its state is partitioned like its inputs"
+    )]
+    MissingInputTopics { topics: Vec<String> },
+    #[error(
         "the input topics have {inputs} partitions, the state's changelog {changelog} has \
          {changelog_partitions}: partitions were added since the state was built, and moving \
          each org's state to its new partition is not supported yet; the runtime stops rather \
@@ -164,7 +169,7 @@ impl<T: Topology> Runtime<T> {
         shutdown: impl Future<Output = ()>,
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
-        self.input_partitions = blocking(|| self.input_partitions())?;
+        self.input_partitions = self.await_input_topics().await?;
         co_partitioned(&self.input_partitions)?;
         if self.config.guarantee == Guarantee::ExactlyOnce {
             self.changelog = Some(self.ensure_changelog().await?);
@@ -350,6 +355,30 @@ impl<T: Topology> Runtime<T> {
             });
         }
         Ok((topic, partitions))
+    }
+
+    /// Each input topic's partition count, once every input topic exists. A topic just created
+    /// may take a moment to show in the broker's metadata; one still missing after that is an
+    /// error, as in Kafka Streams: a changelog sized on a missing topic would hold the state of
+    /// too few partitions.
+    async fn await_input_topics(&self) -> Result<HashMap<String, i32>, RuntimeError> {
+        let started = Instant::now();
+        loop {
+            let counts = blocking(|| self.input_partitions())?;
+            let mut missing: Vec<String> = counts
+                .iter()
+                .filter(|(_, count)| **count == 0)
+                .map(|(topic, _)| topic.clone())
+                .collect();
+            if missing.is_empty() {
+                return Ok(counts);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                missing.sort();
+                return Err(RuntimeError::MissingInputTopics { topics: missing });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// After a rebalance (adding partitions to a topic causes one): the input topics' partition
