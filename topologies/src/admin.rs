@@ -21,8 +21,12 @@ pub enum ReadError {
 }
 
 pub fn client_config(kafka: &KafkaProperties) -> ClientConfig {
+    config_of(kafka, |_| true)
+}
+
+fn config_of(kafka: &KafkaProperties, keep: impl Fn(&str) -> bool) -> ClientConfig {
     let mut config = ClientConfig::new();
-    for (k, v) in kafka {
+    for (k, v) in kafka.iter().filter(|(k, _)| keep(k)) {
         config.set(k, v);
     }
     config
@@ -61,13 +65,7 @@ const CONSUMER_ONLY: &[&str] = &[
 
 /// [`client_config`] for a producer: the consumer-only properties left out.
 pub fn producer_config(kafka: &KafkaProperties) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (k, v) in kafka {
-        if !CONSUMER_ONLY.contains(&k.as_str()) {
-            config.set(k, v);
-        }
-    }
-    config
+    config_of(kafka, |k| !CONSUMER_ONLY.contains(&k))
 }
 
 /// Creates every topic of `topics` (inputs, outputs, DLQs) with `partitions` partitions,

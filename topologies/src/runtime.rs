@@ -294,9 +294,7 @@ impl<T: Topology> Runtime<T> {
                     failures += 1;
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; consuming again from the committed offsets");
                     tokio::time::sleep(backoff(failures)).await;
-                    self.rewind(&mut aligner).await?;
-                    // Where each partition starts is now its committed offset.
-                    owned = Owned::default();
+                    self.rewind(&mut aligner, &mut owned).await?;
                 }
                 Err(Uncommitted::ProducerLost(error)) => {
                     failures += 1;
@@ -311,9 +309,7 @@ impl<T: Topology> Runtime<T> {
                         self.producer = producer(&self.config)?;
                         Ok(())
                     })?;
-                    self.rewind(&mut aligner).await?;
-                    // Where each partition starts is now its committed offset.
-                    owned = Owned::default();
+                    self.rewind(&mut aligner, &mut owned).await?;
                 }
                 Err(Uncommitted::Fatal(e)) => return Err(e),
             }
@@ -338,15 +334,10 @@ impl<T: Topology> Runtime<T> {
             self.config.changelog_replication,
         )
         .await?;
-        // A topic just created may take a moment to show in the broker's metadata.
-        let mut partitions = 0;
-        for _ in 0..50 {
-            partitions = blocking(|| self.partition_count(&topic))?;
-            if partitions > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let counts = self
+            .shown_partition_counts(std::slice::from_ref(&topic), Duration::from_secs(10))
+            .await?;
+        let partitions = counts.get(&topic).copied().unwrap_or(0);
         if partitions != inputs {
             return Err(RuntimeError::PartitionCountChanged {
                 changelog: topic,
@@ -362,29 +353,44 @@ impl<T: Topology> Runtime<T> {
     /// error, as in Kafka Streams: a changelog sized on a missing topic would hold the state of
     /// too few partitions.
     async fn await_input_topics(&self) -> Result<HashMap<String, i32>, RuntimeError> {
+        let inputs = self.topology.input_topics();
+        let counts = self
+            .shown_partition_counts(&inputs, Duration::from_secs(30))
+            .await?;
+        let mut missing: Vec<String> = counts
+            .iter()
+            .filter(|(_, count)| **count == 0)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(counts);
+        }
+        missing.sort();
+        Err(RuntimeError::MissingInputTopics { topics: missing })
+    }
+
+    /// Each of `topics`' partition count, looking again for up to `patience` while some do
+    /// not show (a topic just created may take a moment to reach the broker's metadata): 0
+    /// for one still missing then.
+    async fn shown_partition_counts(
+        &self,
+        topics: &[String],
+        patience: Duration,
+    ) -> Result<HashMap<String, i32>, RuntimeError> {
         let started = Instant::now();
         loop {
-            let counts = blocking(|| self.input_partitions())?;
-            let mut missing: Vec<String> = counts
-                .iter()
-                .filter(|(_, count)| **count == 0)
-                .map(|(topic, _)| topic.clone())
-                .collect();
-            if missing.is_empty() {
+            let counts = blocking(|| self.partition_counts(topics))?;
+            if counts.values().all(|c| *c > 0) || started.elapsed() > patience {
                 return Ok(counts);
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                missing.sort();
-                return Err(RuntimeError::MissingInputTopics { topics: missing });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// After a rebalance (adding partitions to a topic causes one): the input topics' partition
     /// counts must still be those the state is partitioned by.
     fn check_partition_counts(&mut self) -> Result<(), RuntimeError> {
-        let counts = match self.input_partitions() {
+        let counts = match self.partition_counts(&self.topology.input_topics()) {
             Ok(counts) => counts,
             Err(error) => {
                 tracing::warn!(%error, "could not look at the input topics' partition counts after a rebalance; looking again after the next one");
@@ -413,12 +419,11 @@ impl<T: Topology> Runtime<T> {
         Ok(())
     }
 
-    /// Each input topic's partition count (0 for a topic that does not exist yet).
-    fn input_partitions(&self) -> Result<HashMap<String, i32>, RuntimeError> {
-        self.topology
-            .input_topics()
-            .into_iter()
-            .map(|input| Ok((input.clone(), self.partition_count(&input)?)))
+    /// Each of `topics`' partition count (0 for one that does not exist yet).
+    fn partition_counts(&self, topics: &[String]) -> Result<HashMap<String, i32>, RuntimeError> {
+        topics
+            .iter()
+            .map(|topic| Ok((topic.clone(), self.partition_count(topic)?)))
             .collect()
     }
 
@@ -597,9 +602,11 @@ impl<T: Topology> Runtime<T> {
 
     /// After a failed transaction: drops what is buffered and consumes again from the
     /// committed offsets, so the aborted work is processed anew (by this instance if it still
-    /// owns the partitions once the consumer has polled, by their new owner if not).
-    async fn rewind(&self, aligner: &mut Aligner) -> Result<(), RuntimeError> {
+    /// owns the partitions once the consumer has polled, by their new owner if not). Where
+    /// each partition starts is then its committed offset again: `owned` learns it afresh.
+    async fn rewind(&self, aligner: &mut Aligner, owned: &mut Owned) -> Result<(), RuntimeError> {
         *aligner = Aligner::default();
+        *owned = Owned::default();
         let mut attempt = 0u32;
         loop {
             match blocking(|| self.seek_to_committed()) {
