@@ -27,13 +27,11 @@ use futures::future::join_all;
 use p2p_avro::Codec;
 use p2p_state::murmur2::partition_for;
 use p2p_state::{StateError, Store};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -920,17 +918,38 @@ impl Revocations {
 impl ClientContext for Revocations {}
 
 impl ConsumerContext for Revocations {
-    // Runs inside the consumer's poll (the runtime's `recv`), before the revocation: every
-    // record that poll or a later one returns is of the new assignment.
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.extend(
-                partitions
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition())),
-            );
+    // Runs inside the consumer's poll (the runtime's `recv`): every record that poll or a later
+    // one returns is of the new assignment. The runtime always uses the eager `range`
+    // assignor, so it assigns and unassigns in full. (rust-rdkafka's default asks librdkafka
+    // for the rebalance protocol first, a call that never returns once the consumer is being
+    // closed mid-rebalance: a runtime that stopped during a rebalance hung in its drop.)
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let assigned = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                base_consumer.assign(partitions)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                revoked.extend(
+                    partitions
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition())),
+                );
+                base_consumer.unassign()
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance failed; giving up the assignment");
+                base_consumer.unassign()
+            }
+        };
+        if let Err(error) = assigned {
+            tracing::warn!(%error, "applying a rebalance failed");
         }
     }
 }
