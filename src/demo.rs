@@ -8,20 +8,15 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use p2p_avro::Codec;
-use p2p_loadtest::audit::{
-    audit, audit_lifecycles, audit_payments, audit_requisitions, read_outputs, read_payments,
-    read_procurement,
-};
+use p2p_loadtest::check::check;
 use p2p_loadtest::generator::{InputTopic, Payload};
+use p2p_loadtest::pipeline::{run_until_processed, Expected, PipelineSettings};
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario};
-use p2p_topologies::{
-    joined, Guarantee, KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor,
-    ProcurementProcessor, Runtime, RuntimeConfig, Stats, StatsSnapshot, Topics,
-};
+use p2p_topologies::{Guarantee, KafkaProperties, Topics};
 use rdkafka::mocking::MockCluster;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -82,109 +77,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let state_dir = tempfile::tempdir()?;
-    let mut config = MatchConfig::new(
-        "p2p-demo-match",
-        kafka.clone(),
-        state_dir.path().to_path_buf(),
-    );
-    config.topics = topics.clone();
     // The mock cluster keeps no transactional offset commits (see above): at least once.
-    config.runtime.guarantee = Guarantee::AtLeastOnce;
-    let matching = MatchRuntime::for_match(config, codec.clone())?;
-    let runtime_config = |application_id: &str| RuntimeConfig {
+    let settings = PipelineSettings {
         guarantee: Guarantee::AtLeastOnce,
-        ..RuntimeConfig::new(
-            application_id,
-            kafka.clone(),
-            state_dir.path().to_path_buf(),
-        )
+        ..PipelineSettings::new("p2p-demo", &kafka, state_dir.path().to_path_buf())
     };
-    let procurement = Runtime::new(
-        runtime_config("p2p-demo-procurement"),
-        ProcurementProcessor::new(topics.clone(), codec.clone()),
-    )?;
-    let payment = Runtime::new(
-        runtime_config("p2p-demo-payment"),
-        PaymentProcessor::new(topics.clone(), codec.clone()),
-    )?;
-    let count =
-        |topics: &[InputTopic]| -> u64 { topics.iter().map(|t| scenario.count(*t) as u64).sum() };
-    use InputTopic as I;
-    let match_inputs = count(&[
-        I::PurchaseOrders,
-        I::GoodsReceipts,
-        I::Invoices,
-        I::OrgConfigs,
-    ]);
-    // Besides what the ERPs send, procurement reads what match and payment write.
-    let procurement_inputs = count(&[
-        I::Requisitions,
-        I::PurchaseOrders,
-        I::ApprovalDecisions,
-        I::GoodsReceipts,
-        I::OrgConfigs,
-    ]);
-    let payable = scenario
-        .planted
-        .iter()
-        .filter(|(_, p)| *p == p2p_loadtest::Planted::Matched)
-        .count() as u64;
-    // Configs, suppliers and PO events, then one matched invoice per payable one.
-    let payment_inputs = count(&[I::PurchaseOrders, I::OrgConfigs, I::SupplierMasters]) + payable;
-    debug_assert_eq!(produced as u64, count(&I::ALL));
-    // From the first processed batch, so joining the consumer group is not counted.
-    let first_batch = Arc::new(OnceLock::new());
-    let started = Instant::now();
-    let (match_stats, procurement_stats, payment_stats) =
-        (matching.stats(), procurement.stats(), payment.stats());
-    let (from_match, from_payment) = (match_stats.clone(), payment_stats.clone());
-    let (matched_topic, schedule_topic) = (
-        topics.invoice_matched.clone(),
-        topics.payment_schedule.clone(),
-    );
-    let (matched, procured, paid) = tokio::try_join!(
-        joined(tokio::spawn(matching.run(processed(
-            match_stats.clone(),
-            move |s| s.records_in >= match_inputs,
-            first_batch.clone()
-        )))),
-        joined(tokio::spawn(procurement.run(processed(
-            procurement_stats,
-            move |s| {
-                let (matching, paying) = (from_match.snapshot(), from_payment.snapshot());
-                matching.records_in >= match_inputs
-                    && paying.get("parts released") >= payable
-                    && s.records_in
-                        >= procurement_inputs
-                            + matching.out(&matched_topic)
-                            + paying.out(&schedule_topic)
-            },
-            first_batch.clone()
-        )))),
-        joined(tokio::spawn(payment.run(processed(
-            payment_stats.clone(),
-            // Every payable invoice in, and released by the run its due date calls for.
-            move |s| s.records_in >= payment_inputs && s.get("parts released") >= payable,
-            first_batch.clone()
-        )))),
-    )?;
-    let elapsed = first_batch
-        .get()
-        .map_or(started.elapsed(), Instant::elapsed);
-    if matched.records_in < match_inputs
-        || procured.records_in < procurement_inputs + matched.out(&topics.invoice_matched)
-        || paid.get("parts released") < payable
-    {
+    let expected = Expected::of(&scenario);
+    debug_assert_eq!(produced, scenario.records.len());
+    let finished = run_until_processed(
+        &kafka,
+        codec.clone(),
+        &topics,
+        &settings,
+        expected,
+        Duration::from_secs(120),
+        |_| {},
+    )
+    .await?;
+    if !finished.completed {
         bail!(
-            "within two minutes the pipeline processed {} of {match_inputs} match and {} of \
-             {procurement_inputs} procurement records, and released {} of {payable} payments",
-            matched.records_in,
-            procured.records_in,
-            paid.get("parts released"),
+            "within two minutes {}",
+            expected.shortfall(&finished.progress)
         );
     }
-    let snapshot = matched;
-    let total_in = snapshot.records_in + procured.records_in + paid.records_in;
+    let total_in = finished.progress.records_in();
+    let elapsed = finished.elapsed;
     println!(
         "processed {total_in} records in {:.2} s after the first batch ({:.0} records/s on the \
          mock cluster, a debug build is slower; speed claims come from the benchmark)",
@@ -192,9 +109,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         total_in as f64 / elapsed.as_secs_f64().max(1e-9),
     );
 
-    let lifecycle = read_procurement(&kafka, &codec, &topics, Duration::from_secs(30)).await?;
-    let mut lifecycle_disagreements = audit_lifecycles(&scenario.lifecycles, &lifecycle);
-    lifecycle_disagreements.extend(audit_requisitions(&scenario.requisitions, &lifecycle));
+    let checked = check(&kafka, &codec, &topics, &scenario, Duration::from_secs(30)).await?;
+    let lifecycle = &checked.lifecycle;
     println!();
     println!("requisitions (latest transition per requisition, from audit-events)");
     let mut requisition_states = std::collections::BTreeMap::new();
@@ -233,8 +149,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         audit_count("Refused"),
     );
 
-    let observed = read_outputs(&kafka, &codec, &topics, Duration::from_secs(30)).await?;
-    let audit = audit(&scenario.planted, &observed);
+    let (observed, audit) = (&checked.observed, &checked.audit);
     println!();
     println!("invoice outcomes (final, read back from the output topics)");
     println!("  matched             {:>6}", audit.matched);
@@ -245,7 +160,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!(
         "  pending on arrival  {:>6}   (read before their PO or goods; decided later or still pending)",
-        snapshot.pending
+        finished.progress.matching.pending
     );
     println!(
         "  released holds      {:>6}   (blocked by hand in the ERP, released, then matched)",
@@ -276,8 +191,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     println!();
-    let payments = read_payments(&kafka, &codec, &topics, Duration::from_secs(30)).await?;
-    let payment_disagreements = audit_payments(&observed, &payments);
+    let payments = &checked.payments;
     println!("payments (payment-schedule and payment-instructions)");
     for (kind, n) in &payments.events {
         println!("  {kind:<19} {n:>6}");
@@ -306,72 +220,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          instruction"
     );
     println!();
-    let refusals = audit_count("Refused");
-    if !payment_disagreements.is_empty() {
-        for d in payment_disagreements.iter().take(20) {
+    if let Err(failed) = checked.verdict() {
+        for d in &failed.details {
             println!("  DISAGREES: {d}");
         }
-        bail!(
-            "{} disagreements between matched invoices and payment instructions",
-            payment_disagreements.len()
-        );
+        return Err(failed.into());
     }
-    if refusals != scenario.refusals {
-        for r in lifecycle.refusals.iter().take(10) {
-            println!("  REFUSED: {r}");
-        }
-        bail!(
-            "{refusals} refusals on audit-events, the generator planted {}",
-            scenario.refusals
-        );
-    }
-    if !lifecycle_disagreements.is_empty() {
-        for d in lifecycle_disagreements.iter().take(20) {
-            println!("  DISAGREES: {d}");
-        }
-        bail!(
-            "{} of {} requisitions and purchase orders did not end as planted",
-            lifecycle_disagreements.len(),
-            scenario.requisitions.len() + scenario.lifecycles.len()
-        );
-    }
-    if audit.passed() {
-        println!(
-            "check: all {} requisitions, {} POs and {} invoices ended as the generator planted \
-             them; every matched invoice was instructed once, for its exact total in its currency",
-            scenario.requisitions.len(),
-            scenario.lifecycles.len(),
-            audit.invoices
-        );
-        Ok(())
-    } else {
-        for d in audit.disagreements.iter().take(20) {
-            println!("  DISAGREES: {d}");
-        }
-        bail!(
-            "{} of {} invoices did not end as planted",
-            audit.disagreements.len(),
-            audit.invoices
-        )
-    }
-}
-
-/// Completes once `done` holds for `stats` (or after two minutes), noting when the first
-/// batch was processed.
-async fn processed(
-    stats: Arc<Stats>,
-    done: impl Fn(&StatsSnapshot) -> bool,
-    first_batch: Arc<OnceLock<Instant>>,
-) {
-    let limit = Instant::now() + Duration::from_secs(120);
-    loop {
-        let snapshot = stats.snapshot();
-        if snapshot.records_in > 0 {
-            first_batch.get_or_init(Instant::now);
-        }
-        if done(&snapshot) || Instant::now() > limit {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    println!(
+        "check: all {} requisitions, {} POs and {} invoices ended as the generator planted \
+         them; every matched invoice was instructed once, for its exact total in its currency",
+        scenario.requisitions.len(),
+        scenario.lifecycles.len(),
+        audit.invoices
+    );
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `p2p`: the operator's binary. `demo` runs the whole pipeline in one process on an
 //! in-process Kafka; `run` runs it against a real cluster; `admin` prepares a cluster.
 
+mod bench;
 mod config;
 mod demo;
 
@@ -34,6 +35,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Benchmark on a real broker: a pass-through baseline, then the pipeline exactly once,
+    /// at least once, and at a fixed rate for latency; audits every run and writes a report.
+    Bench(bench::BenchArgs),
     /// Cluster administration.
     Admin {
         #[command(subcommand)]
@@ -110,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints a summary; its logs would only interleave with it.
     let default_filter = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info,rdkafka=warn",
     };
     tracing_subscriber::fmt()
@@ -191,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => bench::bench(args).await,
         Command::Dlq { command } => dlq(command).await,
     }
 }

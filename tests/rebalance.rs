@@ -72,6 +72,7 @@ impl Topology for Counting {
                     .into_bytes(),
                 ),
                 headers: Vec::new(),
+                timestamp: record.timestamp,
             });
         }
         for (key, count) in &counts {

@@ -75,7 +75,11 @@ pub enum Planted {
 pub struct GeneratorConfig {
     pub seed: u64,
     pub orgs: usize,
+    /// POs per org on average.
     pub pos_per_org: usize,
+    /// Zipf exponent of the org sizes: the org ranked k has POs in proportion to 1/k^s (0:
+    /// all the same size). Real tenants are skewed, and a big one makes its partition hot.
+    pub org_size_skew: f64,
     /// Share of POs (in percent) for each anomaly; the rest are clean.
     pub price_over_tolerance_pct: u32,
     pub price_within_tolerance_pct: u32,
@@ -100,6 +104,34 @@ pub struct GeneratorConfig {
     /// Requisitions per org that an approver rejects (no PO comes of them).
     pub rejected_requisitions_per_org: usize,
     pub undecodable_records: usize,
+    /// When the first event happens (ms since the epoch), and the range of the gap to the
+    /// next one: document dates, wait limits and due dates follow from them.
+    pub start_ms: i64,
+    pub gap_ms: std::ops::Range<i64>,
+    /// The suppliers' payment terms: net this many days (`None`: the default terms).
+    pub net_days: Option<u32>,
+}
+
+impl GeneratorConfig {
+    /// POs of each org, in generation order: `orgs * pos_per_org` in all, shared by Zipf's law
+    /// with exponent `org_size_skew` (every org has at least one).
+    pub fn org_sizes(&self) -> Vec<usize> {
+        let total = self.orgs * self.pos_per_org;
+        let weights: Vec<f64> = (1..=self.orgs)
+            .map(|rank| (rank as f64).powf(-self.org_size_skew))
+            .collect();
+        let sum: f64 = weights.iter().sum();
+        let mut sizes: Vec<usize> = weights
+            .iter()
+            .map(|w| ((total as f64 * w / sum).floor() as usize).max(1))
+            .collect();
+        // What rounding down left over goes to the largest orgs, one each.
+        let left = total.saturating_sub(sizes.iter().sum());
+        for size in sizes.iter_mut().take(left) {
+            *size += 1;
+        }
+        sizes
+    }
 }
 
 impl Default for GeneratorConfig {
@@ -108,6 +140,7 @@ impl Default for GeneratorConfig {
             seed: 42,
             orgs: 5,
             pos_per_org: 40,
+            org_size_skew: 0.0,
             price_over_tolerance_pct: 10,
             price_within_tolerance_pct: 5,
             quantity_over_pct: 5,
@@ -121,6 +154,9 @@ impl Default for GeneratorConfig {
             self_approval_pct: 10,
             rejected_requisitions_per_org: 1,
             undecodable_records: 1,
+            start_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+            gap_ms: 1_000..60_000,
+            net_days: None,
         }
     }
 }
@@ -166,13 +202,13 @@ impl Scenario {
         let mut requisitions = BTreeMap::new();
         let mut converted = BTreeMap::new();
         let mut refusals = 0;
-        let mut clock = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+        let mut clock = config.start_ms;
         let mut tick = |rng: &mut ChaCha8Rng| {
-            clock += rng.random_range(1_000..60_000);
+            clock += rng.random_range(config.gap_ms.clone());
             EventTime(clock)
         };
 
-        for _ in 0..config.orgs {
+        for org_pos in config.org_sizes() {
             let org = OrgId::from_u128(ids.next());
             let currency = Currency::parse(CURRENCIES[rng.random_range(0..CURRENCIES.len())])
                 .expect("listed codes are ISO 4217");
@@ -187,7 +223,9 @@ impl Scenario {
                 let payee = Payee {
                     supplier: supplier.clone(),
                     name: format!("Supplier {i} of {}", &org.as_str()[4..12]),
-                    terms: PaymentTerms::DEFAULT,
+                    terms: config
+                        .net_days
+                        .map_or(PaymentTerms::DEFAULT, |days| PaymentTerms::Net { days }),
                     blocked: false,
                     iban: Some(format!("GB{:020}", ids.next() % 10u128.pow(20))),
                     bic: None,
@@ -199,7 +237,7 @@ impl Scenario {
             // Requesters, and one approver per level (authority L1, L2, L3).
             let requesters: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
             let approvers: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
-            for n in 0..config.pos_per_org {
+            for n in 0..org_pos {
                 let shape = pick_shape(&mut rng, config);
                 let po = PurchaseOrderId::from_u128(ids.next());
                 let supplier = suppliers[rng.random_range(0..suppliers.len())].clone();
@@ -781,6 +819,56 @@ impl ScenarioRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skewed_org_sizes_follow_zipf_and_keep_the_total() {
+        let config = GeneratorConfig {
+            orgs: 10,
+            pos_per_org: 100,
+            org_size_skew: 1.0,
+            ..GeneratorConfig::default()
+        };
+        let sizes = config.org_sizes();
+        assert_eq!(sizes.iter().sum::<usize>(), 1_000);
+        assert!(
+            sizes.windows(2).all(|w| w[0] >= w[1]),
+            "largest first: {sizes:?}"
+        );
+        // Zipf with exponent 1: the first org is about twice the second, ten times the tenth.
+        assert!(
+            (sizes[0] as f64 / sizes[1] as f64 - 2.0).abs() < 0.1,
+            "{sizes:?}"
+        );
+        assert!(
+            (sizes[0] as f64 / sizes[9] as f64 - 10.0).abs() < 0.5,
+            "{sizes:?}"
+        );
+        let s = Scenario::generate(&GeneratorConfig {
+            orgs: 4,
+            pos_per_org: 10,
+            ..config
+        });
+        assert_eq!(s.lifecycles.len(), 40);
+        let uniform = GeneratorConfig::default();
+        assert!(uniform
+            .org_sizes()
+            .iter()
+            .all(|n| *n == uniform.pos_per_org));
+    }
+
+    #[test]
+    fn the_clock_starts_and_steps_as_configured() {
+        let s = Scenario::generate(&GeneratorConfig {
+            start_ms: 1_000_000,
+            gap_ms: 5..6,
+            ..GeneratorConfig::default()
+        });
+        let stamps: Vec<i64> = s.records.iter().map(|r| r.timestamp.0).collect();
+        assert_eq!(stamps.iter().min(), Some(&1_000_005));
+        // Every record is a tick later than the one generated before it (undecodable records
+        // excepted: they carry the clock's last reading).
+        assert!(*stamps.iter().max().unwrap() <= 1_000_000 + 5 * stamps.len() as i64);
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_stream() {

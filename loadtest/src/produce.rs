@@ -5,10 +5,13 @@ use crate::generator::{InputTopic, Payload, Scenario, ScenarioRecord};
 use futures::future::try_join_all;
 use p2p_avro::{Codec, CodecError};
 use p2p_topologies::admin::producer_config;
+use p2p_topologies::runtime::enqueue;
 use p2p_topologies::{KafkaProperties, Topics};
 use rdkafka::error::KafkaError;
+use rdkafka::producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use std::collections::HashMap;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +77,14 @@ enum Order {
     Total,
 }
 
-async fn produce(
-    producer: &FutureProducer,
+/// A record ready to send: topic, key, value bytes, timestamp.
+struct Encoded<'a>(&'a str, &'a [u8], Vec<u8>, i64);
+
+async fn encode<'a>(
     codec: &Codec,
-    topics: &Topics,
-    records: &[ScenarioRecord],
-    order: Order,
-) -> Result<usize, ProduceError> {
+    topics: &'a Topics,
+    records: &'a [ScenarioRecord],
+) -> Result<Vec<Encoded<'a>>, ProduceError> {
     let mut encoded = Vec::with_capacity(records.len());
     for record in records {
         let topic = topic_name(topics, record.topic);
@@ -90,8 +94,24 @@ async fn produce(
             }
             Payload::Garbage(bytes) => bytes.clone(),
         };
-        encoded.push((topic, record.key.as_bytes(), bytes, record.timestamp.0));
+        encoded.push(Encoded(
+            topic,
+            record.key.as_bytes(),
+            bytes,
+            record.timestamp.0,
+        ));
     }
+    Ok(encoded)
+}
+
+async fn produce(
+    producer: &FutureProducer,
+    codec: &Codec,
+    topics: &Topics,
+    records: &[ScenarioRecord],
+    order: Order,
+) -> Result<usize, ProduceError> {
+    let encoded = encode(codec, topics, records).await?;
     // Runs of records sent side by side: at most 1,000, of one topic when the order is total.
     let mut start = 0;
     while start < encoded.len() {
@@ -99,20 +119,133 @@ async fn produce(
         let end = encoded[start..]
             .iter()
             .take(1_000)
-            .position(|(topic, ..)| order == Order::Total && *topic != first_topic)
+            .position(|Encoded(topic, ..)| order == Order::Total && *topic != first_topic)
             .map_or((start + 1_000).min(encoded.len()), |n| start + n);
-        let sends = encoded[start..end].iter().map(|(topic, key, bytes, ts)| {
-            producer.send(
-                FutureRecord::to(topic)
-                    .key(*key)
-                    .payload(bytes)
-                    .timestamp(*ts),
-                Timeout::Never,
-            )
-        });
+        let sends = encoded[start..end]
+            .iter()
+            .map(|Encoded(topic, key, bytes, ts)| {
+                producer.send(
+                    FutureRecord::to(topic)
+                        .key(*key)
+                        .payload(bytes)
+                        .timestamp(*ts),
+                    Timeout::Never,
+                )
+            });
         try_join_all(sends).await.map_err(|(e, _)| e)?;
         start = end;
     }
     producer.flush(Timeout::After(Duration::from_secs(30)))?;
     Ok(encoded.len())
+}
+
+/// Produces `records` paced at `rate` records per second, each stamped with the wall clock as
+/// it is sent, as ERPs publish events as they happen. The orgs publish side by side: their
+/// records are interleaved, each org's spread evenly over the feed and kept in its order, and
+/// a record goes out only once its org's earlier records of other topics are on the broker
+/// (a receipt after the PO it is against). An org's deliveries not in by its next turn hold
+/// the feed back: what it achieved is returned (records per second). `sent` is told how many
+/// are out.
+pub async fn produce_at_rate(
+    producer: &FutureProducer,
+    codec: &Codec,
+    topics: &Topics,
+    records: &[ScenarioRecord],
+    rate: f64,
+    mut sent: impl FnMut(usize),
+) -> Result<f64, ProduceError> {
+    let encoded = encode(codec, topics, records).await?;
+    let started = tokio::time::Instant::now();
+    // Per org: the topic of its records in flight, and their deliveries.
+    let mut in_flight: HashMap<&[u8], (&str, Vec<DeliveryFuture>)> = HashMap::new();
+    for (i, index) in interleaved_by_key(&encoded).into_iter().enumerate() {
+        let Encoded(topic, key, bytes, _) = &encoded[index];
+        tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
+        let (last_topic, deliveries) = in_flight.entry(key).or_insert((topic, Vec::new()));
+        if last_topic != topic {
+            delivered(deliveries.drain(..)).await?;
+            *last_topic = topic;
+        }
+        let record = FutureRecord::to(topic)
+            .key(*key)
+            .payload(bytes)
+            .timestamp(wall_clock_millis());
+        deliveries.push(enqueue(producer, record).await?);
+        sent(i + 1);
+    }
+    for (_, (_, deliveries)) in in_flight.drain() {
+        delivered(deliveries.into_iter()).await?;
+    }
+    producer.flush(Timeout::After(Duration::from_secs(30)))?;
+    Ok(encoded.len() as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
+/// The order to send `encoded` in: each key's records in their order, spread evenly over the
+/// whole (a record's place is its rank within its key, as a fraction of the key's records).
+fn interleaved_by_key(encoded: &[Encoded<'_>]) -> Vec<usize> {
+    let mut per_key: HashMap<&[u8], usize> = HashMap::new();
+    for Encoded(_, key, ..) in encoded {
+        *per_key.entry(key).or_default() += 1;
+    }
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    let mut places: Vec<(f64, usize)> = encoded
+        .iter()
+        .enumerate()
+        .map(|(index, Encoded(_, key, ..))| {
+            let rank = seen.entry(key).or_default();
+            let place = (*rank as f64 + 0.5) / per_key[key] as f64;
+            *rank += 1;
+            (place, index)
+        })
+        .collect();
+    // Stable: equal places keep the scenario's order.
+    places.sort_by(|a, b| a.0.total_cmp(&b.0));
+    places.into_iter().map(|(_, index)| index).collect()
+}
+
+async fn delivered(deliveries: impl Iterator<Item = DeliveryFuture>) -> Result<(), ProduceError> {
+    for delivery in futures::future::join_all(deliveries).await {
+        match delivery {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e.into()),
+            Err(_) => return Err(KafkaError::Canceled.into()),
+        }
+    }
+    Ok(())
+}
+
+fn wall_clock_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaving_spreads_each_key_over_the_feed_and_keeps_its_order() {
+        let (a, b): (&[u8], &[u8]) = (b"org-a", b"org-b");
+        let record = |topic, key, n: u8| Encoded(topic, key, vec![n], 0);
+        // Org a's four records, then org b's two: as the generator writes them.
+        let encoded = vec![
+            record("po", a, 0),
+            record("grn", a, 1),
+            record("inv", a, 2),
+            record("inv", a, 3),
+            record("po", b, 4),
+            record("inv", b, 5),
+        ];
+        let order = interleaved_by_key(&encoded);
+        assert_eq!(order, vec![0, 4, 1, 2, 5, 3]);
+        for key in [a, b] {
+            let of_key: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|i| encoded[*i].1 == key)
+                .collect();
+            assert!(of_key.windows(2).all(|w| w[0] < w[1]), "{key:?} in order");
+        }
+    }
 }

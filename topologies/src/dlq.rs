@@ -73,6 +73,7 @@ pub fn dead_letter(
         key: input.key.clone().unwrap_or_default(),
         payload: input.payload.clone(),
         headers,
+        timestamp: input.timestamp,
     }
 }
 
@@ -144,6 +145,8 @@ impl DeadLetter {
             key: self.key.clone().unwrap_or_default(),
             payload: self.payload.clone(),
             headers,
+            // Its event time, as it first came.
+            timestamp: self.header(HEADER_TIMESTAMP).and_then(|t| t.parse().ok()),
         })
     }
 }
@@ -270,6 +273,7 @@ mod tests {
         assert_eq!(again.topic, "invoice-events");
         assert_eq!(again.key, b"org_1".to_vec());
         assert_eq!(again.payload, input.payload);
+        assert_eq!(again.timestamp, input.timestamp);
         assert_eq!(
             again.headers,
             vec![

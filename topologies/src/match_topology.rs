@@ -182,12 +182,14 @@ impl MatchProcessor {
         let mut output = BatchOutput::default();
         output.records.reserve(records.len());
         for record in records {
+            let produced_before = output.records.len();
             if let Err((reason, error)) = self
                 .process_record(record, &mut working, &mut output.records, &mut output.stats)
                 .await?
             {
                 output.dead_letter(record, reason, &error, PROCESSOR);
             }
+            output.stamp_since(produced_before, record);
         }
         // Wait limits run on stream time (the latest event time seen), so replaying the same
         // records always expires the same invoices.
@@ -548,6 +550,7 @@ impl MatchProcessor {
             key: org.as_str().as_bytes().to_vec(),
             payload: Some(payload),
             headers: vec![],
+            timestamp: None,
         }))
     }
 }

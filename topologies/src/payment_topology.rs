@@ -694,6 +694,7 @@ impl PaymentProcessor {
             key: key.into_bytes(),
             payload: Some(payload),
             headers: vec![],
+            timestamp: None,
         })
     }
 
@@ -1019,12 +1020,14 @@ impl Topology for PaymentProcessor {
         };
         let mut output = BatchOutput::default();
         for record in records {
+            let produced_before = output.records.len();
             if let Err((reason, error)) = self
                 .process_record(record, &mut working, &mut output)
                 .await?
             {
                 output.dead_letter(record, reason, &error, PROCESSOR);
             }
+            output.stamp_since(produced_before, record);
         }
         self.fire_runs(now, &mut working, &mut output).await?;
         let Working { values, timers, .. } = working;

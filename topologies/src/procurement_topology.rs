@@ -610,6 +610,7 @@ impl ProcurementProcessor {
             key: key.into_bytes(),
             payload: Some(payload),
             headers: vec![],
+            timestamp: None,
         })
     }
 
@@ -857,12 +858,14 @@ impl Topology for ProcurementProcessor {
         };
         let mut output = BatchOutput::default();
         for record in records {
+            let produced_before = output.records.len();
             if let Err((reason, error)) = self
                 .process_record(record, &mut working, &mut output)
                 .await?
             {
                 output.dead_letter(record, reason, &error, PROCESSOR);
             }
+            output.stamp_since(produced_before, record);
         }
         self.fire_timers(now, &mut working, &mut output).await?;
         let Working {

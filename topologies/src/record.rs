@@ -24,6 +24,10 @@ pub struct OutputRecord {
     pub key: Vec<u8>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Its event time: that of the input record it came of, as Kafka Streams propagates it,
+    /// so readers downstream (and the end-to-end latency) see when the event happened. `None`
+    /// (a timer's output): the producer's clock.
+    pub timestamp: Option<i64>,
 }
 
 impl OutputRecord {
@@ -36,9 +40,12 @@ impl OutputRecord {
                 value: Some(value),
             });
         }
-        let record = rdkafka::producer::FutureRecord::to(&self.topic)
+        let mut record = rdkafka::producer::FutureRecord::to(&self.topic)
             .key(&self.key)
             .headers(headers);
+        if let Some(timestamp) = self.timestamp {
+            record = record.timestamp(timestamp);
+        }
         match &self.payload {
             Some(payload) => record.payload(payload),
             None => record,

@@ -42,6 +42,14 @@ impl BatchOutput {
         self.stats.dead_lettered += 1;
         *self.stats.dlq_reasons.entry(reason.code()).or_default() += 1;
     }
+
+    /// Gives the records produced since the first `produced_before` the event time of `input`,
+    /// the record they came of (those that have one keep it).
+    pub fn stamp_since(&mut self, produced_before: usize, input: &InputRecord) {
+        for record in &mut self.records[produced_before..] {
+            record.timestamp = record.timestamp.or(input.timestamp);
+        }
+    }
 }
 
 /// A record's fate: `Ok(Ok(v))` go on, `Ok(Err(..))` to the DLQ, `Err(..)` retry the batch.

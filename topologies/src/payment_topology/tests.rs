@@ -30,6 +30,8 @@ struct Harness {
     topics: Topics,
     store: Store,
     offset: i64,
+    /// The timestamp of the records fed next.
+    event_time: i64,
     _dir: tempfile::TempDir,
 }
 
@@ -42,19 +44,27 @@ impl Harness {
             store: Store::open(dir.path(), PROCESSOR).unwrap(),
             topics,
             offset: 0,
+            event_time: NOW,
             _dir: dir,
         }
     }
 
-    /// Processes one record, as one batch, and applies its state.
-    fn feed(&mut self, topic: &str, contract: &Contract, org: &OrgId, value: Value) {
+    /// Processes one record, as one batch (at `NOW` on the wall clock), applies its state and
+    /// returns what it produced.
+    fn feed(
+        &mut self,
+        topic: &str,
+        contract: &Contract,
+        org: &OrgId,
+        value: Value,
+    ) -> Vec<OutputRecord> {
         let payload = block_on(Codec::Embedded.encode(topic, contract, value)).unwrap();
         self.offset += 1;
         let record = InputRecord {
             topic: topic.to_owned(),
             partition: 0,
             offset: self.offset,
-            timestamp: Some(NOW),
+            timestamp: Some(self.event_time),
             key: Some(org.as_str().as_bytes().to_vec()),
             payload: Some(payload),
             headers: vec![],
@@ -62,6 +72,7 @@ impl Harness {
         let output = block_on(self.processor.process(&[record], NOW, &self.store)).unwrap();
         assert_eq!(output.stats.dead_lettered, 0, "nothing here is bad input");
         self.store.write(output.state).unwrap();
+        output.records
     }
 
     fn paying_eur(&mut self, org: &OrgId) {
@@ -72,6 +83,12 @@ impl Harness {
             .insert(eur(), "DE89370400440532013000".into());
         let topic = self.topics.org_config.clone();
         self.feed(&topic, &ORG_CONFIG, org, org_config_value(&config).unwrap());
+    }
+
+    fn matched(&mut self, matched: &InvoiceMatched) -> Vec<OutputRecord> {
+        let topic = self.topics.invoice_matched.clone();
+        let value = invoice_matched_value(matched).unwrap();
+        self.feed(&topic, &INVOICE_MATCHED, &matched.org, value)
     }
 
     fn outcome(&mut self, outcome: &Outcome) {
@@ -87,9 +104,7 @@ impl Harness {
                 self.feed(&topic, &PURCHASE_ORDER_EVENT, event.org(), value);
             }
             Outcome::Matched(m) => {
-                let topic = self.topics.invoice_matched.clone();
-                let value = invoice_matched_value(m).unwrap();
-                self.feed(&topic, &INVOICE_MATCHED, &m.org, value);
+                self.matched(m);
             }
             Outcome::Blocked(e) => {
                 let topic = self.topics.invoice_exceptions.clone();
@@ -197,6 +212,26 @@ fn a_block_after_the_match_holds_the_payment_until_it_matches_again() {
         h.payable(&org, &invoice),
         Some(vec![Money::new(Decimal::TEN, eur())])
     );
+}
+
+#[test]
+fn what_a_match_causes_carries_the_event_time_of_that_match() {
+    let mut h = Harness::new();
+    let org = OrgId::from_u128(1);
+    h.paying_eur(&org);
+    // Read a minute after it was matched.
+    h.event_time = NOW - 60_000;
+    let Outcome::Matched(matched) = outcome(1, Some(Decimal::ONE_HUNDRED)) else {
+        unreachable!("a total makes a match")
+    };
+    let produced = h.matched(&matched);
+    assert!(
+        produced
+            .iter()
+            .any(|r| r.topic == h.topics.payment_schedule),
+        "the match schedules a payment"
+    );
+    assert!(produced.iter().all(|r| r.timestamp == Some(NOW - 60_000)));
 }
 
 proptest! {

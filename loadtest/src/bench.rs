@@ -1,0 +1,695 @@
+//! `p2p bench`: the benchmark. On a real broker it runs, each on topics of its own loaded with
+//! the same generated stream:
+//! 1. the pass-through baseline (`baseline`), exactly once with the pipeline's settings;
+//! 2. the pipeline exactly once, then at least once, from a pre-loaded stream (throughput);
+//! 3. the pipeline exactly once fed at a fixed rate, inputs stamped as sent (latency);
+//!
+//! and audits what each pipeline run wrote against the generator's plan. Every speed figure is
+//! a ratio to the baseline measured in the same run: the machines are small and noisy.
+
+use crate::baseline::{pass_through, PassThrough, PassThroughSettings};
+use crate::check::{check, AuditFailed};
+use crate::latency::{spawn_reader, Latencies};
+use crate::pipeline::{run_until_processed, Expected, PipelineError, PipelineSettings, Progress};
+use crate::produce::{erp_producer, produce_at_rate, produce_scenario, ProduceError};
+use crate::{GeneratorConfig, Scenario};
+use indicatif::{ProgressBar, ProgressStyle};
+use p2p_avro::Codec;
+use p2p_topologies::admin::{client_config, create_topics, delete_topic_names};
+use p2p_topologies::{Guarantee, KafkaProperties, Topics};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// What a benchmark run does.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub kafka: KafkaProperties,
+    pub codec: Arc<Codec>,
+    pub generator: GeneratorConfig,
+    pub partitions: i32,
+    /// The runtimes' (and the baseline's) batch size and linger: a transaction per batch.
+    pub max_batch: usize,
+    pub batch_linger: Duration,
+    /// Records per second in the latency phase; `None`: half the exactly-once throughput
+    /// measured just before (or 200 if that phase did not run).
+    pub rate: Option<f64>,
+    pub phases: Phases,
+    /// Where the report goes (report.md, bench.svg).
+    pub out_dir: PathBuf,
+    /// How long a phase may take before it is given up as failed.
+    pub limit: Duration,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+    /// The command line that ran it, for the report.
+    pub command: String,
+}
+
+/// Which phases run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    pub baseline: bool,
+    pub exactly_once: bool,
+    pub at_least_once: bool,
+    pub latency: bool,
+}
+
+impl Phases {
+    pub const ALL: Phases = Phases {
+        baseline: true,
+        exactly_once: true,
+        at_least_once: true,
+        latency: true,
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("loading the stream: {0}")]
+    Produce(#[from] ProduceError),
+    #[error("the pipeline: {0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("reading back: {0}")]
+    Read(#[from] crate::audit::AuditError),
+    #[error("{phase}: within {limit:?} {shortfall}")]
+    TooSlow {
+        phase: &'static str,
+        limit: Duration,
+        shortfall: String,
+    },
+    #[error("{phase}: the pipeline did not get its partitions within {limit:?}")]
+    NotReady {
+        phase: &'static str,
+        limit: Duration,
+    },
+    #[error("{phase}: audit failed: {failed}:\n  {}", failed.details.join("\n  "))]
+    Audit {
+        phase: &'static str,
+        failed: AuditFailed,
+    },
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("drawing the plot: {0}")]
+    Plot(String),
+    #[error("a thread of the benchmark failed: {0}")]
+    Thread(String),
+}
+
+/// One throughput phase.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    /// Records of the stream it processed (for the baseline: copied).
+    pub records: u64,
+    /// From its first record to its last one done.
+    pub elapsed: Duration,
+    /// Records read by the pipeline's three runtimes together (each reads its inputs, and
+    /// procurement and payment read what the match writes); the baseline reads each once.
+    pub records_read: u64,
+    pub transactions: u64,
+    /// CPU time of this process meanwhile.
+    pub cpu: Duration,
+    /// Highest resident set size of this process seen meanwhile.
+    pub peak_rss: u64,
+    /// Records read by the runtimes in each second of the run.
+    pub per_second: Vec<u64>,
+}
+
+impl Throughput {
+    /// Stream records per second.
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The fixed-rate phase.
+#[derive(Debug, Clone)]
+pub struct LatencyRun {
+    pub rate: f64,
+    pub achieved: f64,
+    pub latencies: Latencies,
+    pub peak_rss: u64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct BenchResults {
+    pub machine: Machine,
+    pub config: BenchConfig,
+    pub stream: StreamSummary,
+    pub baseline: Option<Throughput>,
+    pub exactly_once: Option<Throughput>,
+    pub at_least_once: Option<Throughput>,
+    pub latency: Option<LatencyRun>,
+    /// Phases whose outputs were audited and passed.
+    pub audited: Vec<&'static str>,
+}
+
+/// The generated stream.
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    pub records: u64,
+    pub orgs: usize,
+    pub pos: usize,
+    pub invoices: usize,
+    /// POs of the largest org and of the smallest.
+    pub largest_org: usize,
+    pub smallest_org: usize,
+}
+
+/// The machine the run was on.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub memory: u64,
+    pub os: String,
+    pub librdkafka: String,
+    pub build: &'static str,
+    pub version: &'static str,
+}
+
+impl Machine {
+    pub fn this() -> Machine {
+        let mut system = System::new();
+        system.refresh_memory();
+        system.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu: system
+                .cpus()
+                .first()
+                .map_or_else(|| "unknown".into(), |c| c.brand().trim().to_owned()),
+            memory: system.total_memory(),
+            os: format!(
+                "{} (kernel {})",
+                System::long_os_version().unwrap_or_else(|| "unknown OS".into()),
+                System::kernel_version().unwrap_or_else(|| "?".into())
+            ),
+            librdkafka: rdkafka::util::get_rdkafka_version().1,
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// This process's CPU time and resident memory.
+struct ProcessMeter {
+    system: System,
+    pid: Pid,
+    peak_rss: u64,
+    last: Option<Instant>,
+}
+
+impl ProcessMeter {
+    fn new() -> ProcessMeter {
+        let mut meter = ProcessMeter {
+            system: System::new(),
+            pid: Pid::from_u32(std::process::id()),
+            peak_rss: 0,
+            last: None,
+        };
+        meter.sample();
+        meter
+    }
+
+    /// CPU time so far; notes the resident memory.
+    fn sample(&mut self) -> Duration {
+        self.last = Some(Instant::now());
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            false,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        match self.system.process(self.pid) {
+            Some(process) => {
+                self.peak_rss = self.peak_rss.max(process.memory());
+                Duration::from_millis(process.accumulated_cpu_time())
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Samples at most four times a second.
+    fn tick(&mut self) {
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
+        {
+            self.sample();
+        }
+    }
+}
+
+/// Runs the benchmark and writes its report; fails if any audit fails (after the report).
+pub async fn run(config: BenchConfig) -> Result<BenchResults, BenchError> {
+    let scenario = Scenario::generate(&recent(&config.generator));
+    let tag = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut results = BenchResults {
+        machine: Machine::this(),
+        stream: StreamSummary::of(&config.generator, &scenario),
+        config: config.clone(),
+        baseline: None,
+        exactly_once: None,
+        at_least_once: None,
+        latency: None,
+        audited: Vec::new(),
+    };
+    let outcome = run_phases(&config, &scenario, &tag, &mut results).await;
+    // Whatever happened, the run's topics go: a broker loads every partition it ever had.
+    if let Err(error) = delete_run_topics(&config.kafka, &tag).await {
+        tracing::warn!(%error, "could not delete the benchmark's topics");
+    }
+    std::fs::create_dir_all(&config.out_dir)?;
+    crate::report::write(&results, &config.out_dir)?;
+    outcome.map(|()| results)
+}
+
+async fn run_phases(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+    results: &mut BenchResults,
+) -> Result<(), BenchError> {
+    let state = tempfile::tempdir()?;
+    if config.phases.baseline {
+        results.baseline = Some(baseline(config, scenario, tag).await?);
+        say("baseline (pass-through)", results.baseline.as_ref(), None);
+    }
+    for (guarantee, phase) in [
+        (Guarantee::ExactlyOnce, "exactly-once"),
+        (Guarantee::AtLeastOnce, "at-least-once"),
+    ] {
+        let wanted = match guarantee {
+            Guarantee::ExactlyOnce => config.phases.exactly_once,
+            Guarantee::AtLeastOnce => config.phases.at_least_once,
+        };
+        if !wanted {
+            continue;
+        }
+        let measured = pipeline(config, scenario, tag, phase, guarantee, state.path()).await?;
+        results.audited.push(phase);
+        say(phase, Some(&measured), results.baseline.as_ref());
+        match guarantee {
+            Guarantee::ExactlyOnce => results.exactly_once = Some(measured),
+            Guarantee::AtLeastOnce => results.at_least_once = Some(measured),
+        }
+    }
+    if config.phases.latency {
+        let rate = config.rate.unwrap_or_else(|| {
+            results
+                .exactly_once
+                .as_ref()
+                .map_or(200.0, |t| (t.rate() / 2.0).max(1.0))
+        });
+        let run = latency(config, scenario, tag, rate, state.path()).await?;
+        results.audited.push("latency");
+        println!(
+            "latency (exactly once, {:.0} records/s asked, {:.0} sent): p50 {} ms, p99 {} ms, \
+             max {} ms over {} outputs",
+            run.rate,
+            run.achieved,
+            run.latencies.all.value_at_quantile(0.5),
+            run.latencies.all.value_at_quantile(0.99),
+            run.latencies.all.max(),
+            run.latencies.all.len()
+        );
+        results.latency = Some(run);
+    }
+    Ok(())
+}
+
+/// The stream as it would be today: its events spread over the twelve hours that ended twelve
+/// hours ago, and its suppliers paid on receipt of the invoice. Fed at a fixed rate, records are
+/// stamped as they are sent, and the documents' own dates must agree with that clock: a PO
+/// dated months ago would have its pending invoices expire at once, one dated tomorrow its
+/// payment wait a day. Due at once, every matched invoice is paid in the run.
+pub fn recent(generator: &GeneratorConfig) -> GeneratorConfig {
+    const HOUR_MS: i64 = 3_600_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // About ten records per PO; the gaps average twelve hours over them all.
+    let records = (generator.orgs * generator.pos_per_org * 10).max(1) as i64;
+    let gap = (12 * HOUR_MS / records).max(1);
+    GeneratorConfig {
+        start_ms: now - 24 * HOUR_MS,
+        gap_ms: 0..2 * gap,
+        net_days: Some(0),
+        ..generator.clone()
+    }
+}
+
+fn say(phase: &str, measured: Option<&Throughput>, baseline: Option<&Throughput>) {
+    let Some(measured) = measured else { return };
+    let ratio = baseline.map_or(String::new(), |b| {
+        format!(", {:.2} of the baseline", measured.rate() / b.rate())
+    });
+    println!(
+        "{phase}: {} records in {:.2} s, {:.0} records/s{ratio}",
+        measured.records,
+        measured.elapsed.as_secs_f64(),
+        measured.rate()
+    );
+}
+
+impl StreamSummary {
+    fn of(config: &GeneratorConfig, scenario: &Scenario) -> StreamSummary {
+        let sizes = config.org_sizes();
+        StreamSummary {
+            records: scenario.records.len() as u64,
+            orgs: config.orgs,
+            pos: scenario.lifecycles.len(),
+            invoices: scenario.planted.len(),
+            largest_org: sizes.iter().copied().max().unwrap_or(0),
+            smallest_org: sizes.iter().copied().min().unwrap_or(0),
+        }
+    }
+}
+
+/// The phase's own topics, created, and (unless `empty`) loaded with the stream.
+async fn phase_topics(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+    phase: &str,
+    empty: bool,
+) -> Result<Topics, BenchError> {
+    let topics = Topics::named(|base| format!("{base}-{tag}-{phase}"));
+    create_topics(&config.kafka, &topics, config.partitions, 1).await?;
+    if !empty {
+        let producer = erp_producer(&config.kafka)?;
+        produce_scenario(&producer, &config.codec, &topics, scenario).await?;
+    }
+    Ok(topics)
+}
+
+fn bar(config: &BenchConfig, phase: &str, length: u64) -> ProgressBar {
+    if !config.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length).with_prefix(phase.to_owned());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>14} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn baseline(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+) -> Result<Throughput, BenchError> {
+    let topics = phase_topics(config, scenario, tag, "baseline", false).await?;
+    let sink = format!("pass-through-{tag}");
+    delete_topic_names(&config.kafka, std::slice::from_ref(&sink)).await?;
+    create_sink(&config.kafka, &sink, config.partitions).await?;
+    let settings = PassThroughSettings {
+        application_id: format!("p2p-{tag}-baseline"),
+        inputs: topics.inputs().into_iter().map(str::to_owned).collect(),
+        sink,
+        max_batch: config.max_batch,
+        batch_linger: config.batch_linger,
+        expected: scenario.records.len() as u64,
+        limit: config.limit,
+    };
+    let bar = bar(config, "baseline", settings.expected);
+    let mut meter = ProcessMeter::new();
+    let cpu_before = meter.sample();
+    let measured = pass_through(&config.kafka, &settings, |n| {
+        bar.set_position(n);
+        meter.tick();
+    })
+    .await?;
+    let cpu = meter.sample().saturating_sub(cpu_before);
+    let peak_rss = meter.peak_rss;
+    bar.finish_and_clear();
+    let PassThrough {
+        records,
+        transactions,
+        elapsed,
+    } = measured;
+    if records < scenario.records.len() as u64 {
+        return Err(BenchError::TooSlow {
+            phase: "baseline",
+            limit: config.limit,
+            shortfall: format!("it copied {records} of {} records", scenario.records.len()),
+        });
+    }
+    Ok(Throughput {
+        records,
+        elapsed,
+        records_read: records,
+        transactions,
+        cpu,
+        peak_rss,
+        per_second: Vec::new(),
+    })
+}
+
+async fn pipeline(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+    phase: &'static str,
+    guarantee: Guarantee,
+    state: &std::path::Path,
+) -> Result<Throughput, BenchError> {
+    let topics = phase_topics(config, scenario, tag, phase, false).await?;
+    let settings = settings(config, tag, phase, guarantee, state);
+    let expected = Expected::of(scenario);
+    let bar = bar(config, phase, expected.total());
+    let mut meter = ProcessMeter::new();
+    let cpu_before = meter.sample();
+    let mut timeline = Timeline::default();
+    let finished = run_until_processed(
+        &config.kafka,
+        config.codec.clone(),
+        &topics,
+        &settings,
+        expected,
+        config.limit,
+        |progress| {
+            bar.set_position(progress.records_in());
+            timeline.note(progress);
+            meter.tick();
+        },
+    )
+    .await?;
+    let cpu = meter.sample().saturating_sub(cpu_before);
+    bar.finish_and_clear();
+    if !finished.completed {
+        return Err(BenchError::TooSlow {
+            phase,
+            limit: config.limit,
+            shortfall: expected.shortfall(&finished.progress),
+        });
+    }
+    audit(config, scenario, &topics, phase).await?;
+    Ok(Throughput {
+        records: scenario.records.len() as u64,
+        elapsed: finished.elapsed,
+        records_read: finished.progress.records_in(),
+        transactions: finished.progress.matching.batches
+            + finished.progress.procurement.batches
+            + finished.progress.payment.batches,
+        cpu,
+        peak_rss: meter.peak_rss,
+        per_second: timeline.per_second,
+    })
+}
+
+fn settings(
+    config: &BenchConfig,
+    tag: &str,
+    phase: &str,
+    guarantee: Guarantee,
+    state: &std::path::Path,
+) -> PipelineSettings {
+    PipelineSettings {
+        guarantee,
+        max_batch: config.max_batch,
+        batch_linger: config.batch_linger,
+        ..PipelineSettings::new(
+            &format!("p2p-{tag}-{phase}"),
+            &config.kafka,
+            state.to_path_buf(),
+        )
+    }
+}
+
+async fn audit(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    topics: &Topics,
+    phase: &'static str,
+) -> Result<(), BenchError> {
+    let checked = check(
+        &config.kafka,
+        &config.codec,
+        topics,
+        scenario,
+        Duration::from_secs(60),
+    )
+    .await?;
+    checked
+        .verdict()
+        .map_err(|failed| BenchError::Audit { phase, failed })
+}
+
+/// Records read per second, from the first batch on.
+#[derive(Default)]
+struct Timeline {
+    started: Option<(Instant, u64)>,
+    per_second: Vec<u64>,
+}
+
+impl Timeline {
+    fn note(&mut self, progress: &Progress) {
+        let read = progress.records_in();
+        if read == 0 {
+            return;
+        }
+        let (started, _) = *self.started.get_or_insert((Instant::now(), 0));
+        let second = started.elapsed().as_secs() as usize;
+        let before: u64 = self.per_second.iter().sum();
+        while self.per_second.len() <= second {
+            self.per_second.push(0);
+        }
+        self.per_second[second] += read.saturating_sub(before);
+    }
+}
+
+async fn latency(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+    rate: f64,
+    state: &std::path::Path,
+) -> Result<LatencyRun, BenchError> {
+    const PHASE: &str = "latency";
+    let topics = phase_topics(config, scenario, tag, PHASE, true).await?;
+    let settings = settings(config, tag, PHASE, Guarantee::ExactlyOnce, state);
+    let expected = Expected::of(scenario);
+    let feeding = Duration::from_secs_f64(scenario.records.len() as f64 / rate);
+    let ready = Arc::new(AtomicBool::new(false));
+    let peak_rss = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let running = {
+        let (kafka, codec, topics) = (config.kafka.clone(), config.codec.clone(), topics.clone());
+        let (ready, peak_rss) = (ready.clone(), peak_rss.clone());
+        let limit = config.limit + feeding;
+        let mut meter = ProcessMeter::new();
+        tokio::spawn(async move {
+            run_until_processed(
+                &kafka,
+                codec,
+                &topics,
+                &settings,
+                expected,
+                limit,
+                |progress| {
+                    ready.store(progress.ready, Ordering::Relaxed);
+                    meter.tick();
+                    peak_rss.store(meter.peak_rss, Ordering::Relaxed);
+                },
+            )
+            .await
+        })
+    };
+    let waited = Instant::now();
+    while !ready.load(Ordering::Relaxed) {
+        if waited.elapsed() > Duration::from_secs(60) || running.is_finished() {
+            running.abort();
+            return Err(BenchError::NotReady {
+                phase: PHASE,
+                limit: Duration::from_secs(60),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let outputs: Vec<String> = topics.outputs().into_iter().map(str::to_owned).collect();
+    let reader = spawn_reader(&config.kafka, outputs, stop.clone());
+    let producer = erp_producer(&config.kafka)?;
+    let bar = bar(config, PHASE, scenario.records.len() as u64);
+    let achieved = produce_at_rate(
+        &producer,
+        &config.codec,
+        &topics,
+        &scenario.records,
+        rate,
+        |n| bar.set_position(n as u64),
+    )
+    .await?;
+    bar.finish_and_clear();
+    let finished = running
+        .await
+        .map_err(|e| BenchError::Thread(e.to_string()))??;
+    stop.store(true, Ordering::Relaxed);
+    let latencies = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .map_err(|e| BenchError::Thread(e.to_string()))?
+        .map_err(|_| BenchError::Thread("the latency reader panicked".into()))??;
+    if !finished.completed {
+        return Err(BenchError::TooSlow {
+            phase: PHASE,
+            limit: config.limit + feeding,
+            shortfall: expected.shortfall(&finished.progress),
+        });
+    }
+    audit(config, scenario, &topics, PHASE).await?;
+    Ok(LatencyRun {
+        rate,
+        achieved,
+        latencies,
+        peak_rss: peak_rss.load(Ordering::Relaxed),
+    })
+}
+
+/// The pass-through's output topic.
+async fn create_sink(
+    kafka: &KafkaProperties,
+    name: &str,
+    partitions: i32,
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
+    let sink = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&sink], &AdminOptions::new()).await? {
+        result.map_err(|(_, code)| KafkaError::AdminOp(code))?;
+    }
+    Ok(())
+}
+
+/// Deletes every topic named with the run's tag (its phases' topics and changelogs).
+async fn delete_run_topics(kafka: &KafkaProperties, tag: &str) -> Result<(), KafkaError> {
+    let (config, tag) = (kafka.clone(), tag.to_owned());
+    let names = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config(&config).create()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok::<_, KafkaError>(
+            metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .filter(|name| name.contains(&tag))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)??;
+    delete_topic_names(kafka, &names).await
+}

@@ -1,0 +1,128 @@
+//! `p2p bench`: the benchmark harness (loadtest/) on a real broker, from the command line.
+
+use clap::Args;
+use p2p_avro::Codec;
+use p2p_loadtest::bench::{run, BenchConfig, Phases};
+use p2p_loadtest::GeneratorConfig;
+use p2p_topologies::{KafkaProperties, RuntimeConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The Kafka cluster (deploy/local/kafka.sh starts one on the default).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// The schema registry's Confluent-compatible API (deploy/local/registry.sh).
+    #[arg(long, default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
+    registry_url: String,
+    /// Use the schemas embedded in the binary instead of a registry.
+    #[arg(long)]
+    embedded_schemas: bool,
+    /// Organisations (tenants) in the stream.
+    #[arg(long, default_value_t = 20)]
+    orgs: usize,
+    /// Purchase orders per organisation, on average.
+    #[arg(long, default_value_t = 100)]
+    pos_per_org: usize,
+    /// Zipf exponent of the organisations' sizes (0: all alike).
+    #[arg(long, default_value_t = 1.0)]
+    skew: f64,
+    /// Seed of the generated stream (same seed, same stream).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Most records in a batch (a transaction); default: the runtime's.
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// How long a batch waits to fill, in ms; default: the runtime's.
+    #[arg(long)]
+    linger_ms: Option<u64>,
+    /// Records per second in the latency phase; default: half the exactly-once throughput.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Phases to run (comma-separated): baseline, exactly-once, at-least-once, latency.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "baseline,exactly-once,at-least-once,latency"
+    )]
+    phases: Vec<Phase>,
+    /// Where report.md and bench.svg go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// How long a phase may take, in seconds, before the run fails.
+    #[arg(long, default_value_t = 600)]
+    limit_secs: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Baseline,
+    ExactlyOnce,
+    AtLeastOnce,
+    Latency,
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let mut kafka = KafkaProperties::new();
+    kafka.insert("bootstrap.servers".into(), args.bootstrap.clone());
+    let codec = if args.embedded_schemas {
+        Codec::Embedded
+    } else {
+        Codec::registry(&args.registry_url)?
+    };
+    let defaults = RuntimeConfig::new("bench", kafka.clone(), PathBuf::new());
+    let config = BenchConfig {
+        kafka,
+        codec: Arc::new(codec),
+        generator: GeneratorConfig {
+            seed: args.seed,
+            orgs: args.orgs,
+            pos_per_org: args.pos_per_org,
+            org_size_skew: args.skew,
+            ..GeneratorConfig::default()
+        },
+        partitions: args.partitions,
+        max_batch: args.max_batch.unwrap_or(defaults.max_batch),
+        batch_linger: args
+            .linger_ms
+            .map_or(defaults.batch_linger, Duration::from_millis),
+        rate: args.rate,
+        phases: Phases {
+            baseline: args.phases.contains(&Phase::Baseline),
+            exactly_once: args.phases.contains(&Phase::ExactlyOnce),
+            at_least_once: args.phases.contains(&Phase::AtLeastOnce),
+            latency: args.phases.contains(&Phase::Latency),
+        },
+        out_dir: args.out.clone(),
+        limit: Duration::from_secs(args.limit_secs),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    println!(
+        "benchmark: {} orgs, {} POs on average, on {}; report in {}",
+        args.orgs,
+        args.pos_per_org,
+        args.bootstrap,
+        args.out.display()
+    );
+    let results = run(config).await?;
+    for target in results.targets() {
+        let met = match target.met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "not measured",
+        };
+        println!("target: {}: {} ({met})", target.name, target.measured);
+    }
+    println!(
+        "audit passed: {}; report: {}",
+        results.audited.join(", "),
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}

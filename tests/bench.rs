@@ -1,0 +1,89 @@
+//! The benchmark harness on the real broker, at a toy scale: every phase runs, every pipeline
+//! run passes its audit, and the report says what it measured. Nothing here judges speed (the
+//! report does, as ratios, never a test).
+
+mod common;
+
+use common::{kafka, registry_codec, services};
+use p2p_loadtest::bench::{run, BenchConfig, Phases};
+use p2p_loadtest::GeneratorConfig;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report() {
+    services();
+    let out = tempfile::tempdir().unwrap();
+    let config = BenchConfig {
+        kafka: kafka(),
+        codec: registry_codec(),
+        generator: GeneratorConfig {
+            orgs: 3,
+            pos_per_org: 8,
+            org_size_skew: 1.0,
+            ..GeneratorConfig::default()
+        },
+        partitions: 2,
+        max_batch: 500,
+        batch_linger: Duration::from_millis(20),
+        rate: Some(200.0),
+        phases: Phases::ALL,
+        out_dir: out.path().to_path_buf(),
+        limit: Duration::from_secs(120),
+        progress: false,
+        command: "p2p bench (test)".into(),
+    };
+    let results = run(config)
+        .await
+        .expect("every phase runs and passes its audit");
+
+    assert_eq!(
+        results.audited,
+        vec!["exactly-once", "at-least-once", "latency"]
+    );
+    let stream = results.stream.records;
+    for run in [
+        &results.baseline,
+        &results.exactly_once,
+        &results.at_least_once,
+    ] {
+        let run = run.as_ref().expect("the phase ran");
+        assert_eq!(run.records, stream);
+        assert!(run.elapsed > Duration::ZERO && run.transactions > 0);
+    }
+    // The pipeline's runtimes read more than the stream: each reads its part, and
+    // procurement and payment also read what the match writes.
+    assert!(results.exactly_once.as_ref().unwrap().records_read > stream);
+    let latency = results.latency.as_ref().expect("the latency phase ran");
+    assert!(!latency.latencies.all.is_empty(), "outputs were timed");
+    assert_eq!(
+        latency.latencies.all.len(),
+        latency
+            .latencies
+            .per_second
+            .iter()
+            .map(|h| h.len())
+            .sum::<u64>()
+    );
+
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    for expected in [
+        "| pass-through baseline |",
+        "| pipeline, exactly once |",
+        "| pipeline, at least once |",
+        "## Latency at a fixed rate",
+        "## Targets",
+        "Passed: exactly-once, at-least-once, latency.",
+    ] {
+        assert!(
+            report.contains(expected),
+            "report lacks {expected:?}:\n{report}"
+        );
+    }
+    let met = results.targets().iter().filter(|t| t.met.is_some()).count();
+    assert_eq!(
+        met, 3,
+        "three targets are judged at any scale, the 10M-PO one is not"
+    );
+    let svg = std::fs::read_to_string(out.path().join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("End-to-end latency"));
+}
