@@ -22,13 +22,17 @@ pub enum ProduceError {
     Kafka(#[from] KafkaError),
 }
 
-/// A producer configured as an ERP should configure one: idempotent, acks=all, murmur2.
+/// A producer configured as an ERP should configure one: idempotent, acks=all, murmur2;
+/// `linger.ms` 5 unless `kafka` says otherwise.
 pub fn erp_producer(kafka: &KafkaProperties) -> Result<FutureProducer, KafkaError> {
-    producer_config(kafka)
+    let mut config = producer_config(kafka);
+    if !kafka.contains_key("linger.ms") {
+        config.set("linger.ms", "5");
+    }
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
         .create()
 }
 

@@ -108,6 +108,13 @@ impl Aligner {
         self.queues.values().map(VecDeque::len).sum()
     }
 
+    /// Records buffered of one topic-partition.
+    pub fn queued(&self, topic: &str, partition: i32) -> usize {
+        self.queues
+            .get(&(topic.to_owned(), partition))
+            .map_or(0, VecDeque::len)
+    }
+
     /// The offset after the last buffered record of a topic-partition, if any was buffered.
     pub fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.next_offsets

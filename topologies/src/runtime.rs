@@ -93,9 +93,13 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The broker aborts a transaction left open this long (`transaction.timeout.ms`).
 const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
-/// Records buffered ahead of processing, in batches (`max_batch`): enough for every partition
-/// of a group to have its next records in hand when the group is behind.
-const BUFFERED_BATCHES: usize = 64;
+/// Records buffered per partition before it is paused (Kafka Streams'
+/// `buffered.records.per.partition`). librdkafka hands a backlog over a partition at a time;
+/// a group's batch stops where one of its partitions has nothing buffered, so the others must
+/// not fill the buffer first: a full partition is paused (librdkafka drops what it fetched
+/// ahead for it, and fetches it again from where the runtime is once resumed), and the
+/// partitions the group waits for come through.
+const PARTITION_BUFFER: usize = 1_000;
 /// Producers lost in a row (no batch committed in between) before the runtime gives up: an
 /// instance fenced again and again shares its instance id with another.
 const MAX_PRODUCER_REBUILDS: u32 = 5;
@@ -185,6 +189,8 @@ impl<T: Topology> Runtime<T> {
         let has_timers = self.topology.has_timers();
         let mut aligner = Aligner::default();
         let mut owned = Owned::default();
+        // Partitions paused because their buffer is full.
+        let mut paused: HashSet<(String, i32)> = HashSet::new();
         let mut receive_failures = 0u32;
         // Batches failed in a row (aborted, or the producer lost).
         let mut failures = 0u32;
@@ -208,16 +214,14 @@ impl<T: Topology> Runtime<T> {
                 None => {}
                 Some(Ok(message)) => {
                     receive_failures = 0;
-                    aligner.push(to_input(&message));
+                    self.buffer(&mut aligner, &mut paused, to_input(&message));
                     let deadline = Instant::now() + self.config.batch_linger;
-                    // What librdkafka has fetched already is taken without waiting, up to
-                    // several batches: a batch follows event time across a group's partitions,
-                    // and stops where one of them has nothing buffered, so a buffer of one
-                    // batch made batches of a few records from a backlog (the benchmark: 18
-                    // on average). Kafka Streams buffers a thousand records per partition.
-                    // The linger is waited only while not even one batch is in.
-                    let most = self.config.max_batch.saturating_mul(BUFFERED_BATCHES);
-                    while aligner.buffered() < most {
+                    // What librdkafka has fetched already is taken without waiting (each
+                    // partition up to PARTITION_BUFFER): a batch follows event time across a
+                    // group's partitions, so a buffer of one batch made batches of a few
+                    // records from a backlog (the benchmark: 5 on average). The linger is
+                    // waited only while not even one batch is in.
+                    loop {
                         let next = match self.consumer.recv().now_or_never() {
                             Some(received) => Ok(received),
                             None if aligner.buffered() >= self.config.max_batch => break,
@@ -225,9 +229,12 @@ impl<T: Topology> Runtime<T> {
                         };
                         match next {
                             Ok(Ok(message)) => {
-                                rebalanced |=
-                                    self.forget_revoked(&mut aligner, &mut owned, &mut restored);
-                                aligner.push(to_input(&message));
+                                if self.forget_revoked(&mut aligner, &mut owned, &mut restored) {
+                                    rebalanced = true;
+                                    // The new assignment starts unpaused (`Revocations`).
+                                    paused.clear();
+                                }
+                                self.buffer(&mut aligner, &mut paused, to_input(&message));
                             }
                             Ok(Err(error)) => {
                                 tracing::warn!(%error, "consume failed mid-batch; processing what is in hand");
@@ -253,6 +260,7 @@ impl<T: Topology> Runtime<T> {
                         })?;
                         aligner = Aligner::default();
                         owned = Owned::default();
+                        paused.clear();
                         restored.clear();
                         continue;
                     }
@@ -270,6 +278,8 @@ impl<T: Topology> Runtime<T> {
             // A recv cut short by the linger deadline may have run a rebalance too.
             rebalanced |= self.forget_revoked(&mut aligner, &mut owned, &mut restored);
             if rebalanced {
+                // The new assignment starts unpaused (`Revocations`).
+                paused.clear();
                 blocking(|| self.check_partition_counts())?;
             }
             blocking(|| owned.refresh(&self.consumer));
@@ -304,6 +314,7 @@ impl<T: Topology> Runtime<T> {
                 },
             );
             full = batch.len() >= self.config.max_batch;
+            self.resume_drained(&aligner, &mut paused);
             if batch.is_empty() && (!has_timers || !owned.any()) {
                 // Timers wait for an assignment, and with it a restored store.
                 continue;
@@ -314,7 +325,7 @@ impl<T: Topology> Runtime<T> {
                     failures += 1;
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; consuming again from the committed offsets");
                     tokio::time::sleep(backoff(failures)).await;
-                    self.rewind(&mut aligner, &mut owned).await?;
+                    self.rewind(&mut aligner, &mut owned, &mut paused).await?;
                 }
                 Err(Uncommitted::ProducerLost(error)) => {
                     failures += 1;
@@ -329,7 +340,7 @@ impl<T: Topology> Runtime<T> {
                         self.producer = producer(&self.config)?;
                         Ok(())
                     })?;
-                    self.rewind(&mut aligner, &mut owned).await?;
+                    self.rewind(&mut aligner, &mut owned, &mut paused).await?;
                 }
                 Err(Uncommitted::Fatal(e)) => return Err(e),
             }
@@ -567,6 +578,53 @@ impl<T: Topology> Runtime<T> {
     /// come again) and their stores (restored again if the partitions come back, with what
     /// any other owner committed meanwhile).
     /// Whether there was a rebalance.
+    /// Buffers `record`, and pauses its partition once it holds `PARTITION_BUFFER` records.
+    fn buffer(
+        &self,
+        aligner: &mut Aligner,
+        paused: &mut HashSet<(String, i32)>,
+        record: InputRecord,
+    ) {
+        let key = (record.topic.clone(), record.partition);
+        aligner.push(record);
+        if aligner.queued(&key.0, key.1) >= PARTITION_BUFFER && !paused.contains(&key) {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&key.0, key.1);
+            match self.consumer.pause(&list) {
+                Ok(()) => {
+                    paused.insert(key);
+                }
+                Err(error) => tracing::debug!(%error, "pausing a full partition failed"),
+            }
+        }
+    }
+
+    /// Resumes the paused partitions the batches have drained to half their buffer.
+    fn resume_drained(&self, aligner: &Aligner, paused: &mut HashSet<(String, i32)>) {
+        let drained: Vec<(String, i32)> = paused
+            .iter()
+            .filter(|(topic, partition)| aligner.queued(topic, *partition) < PARTITION_BUFFER / 2)
+            .cloned()
+            .collect();
+        for key in &drained {
+            paused.remove(key);
+        }
+        self.resume(drained);
+    }
+
+    fn resume(&self, partitions: Vec<(String, i32)>) {
+        if partitions.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in &partitions {
+            list.add_partition(topic, *partition);
+        }
+        if let Err(error) = self.consumer.resume(&list) {
+            tracing::warn!(%error, "resuming paused partitions failed");
+        }
+    }
+
     fn forget_revoked(
         &self,
         aligner: &mut Aligner,
@@ -624,9 +682,17 @@ impl<T: Topology> Runtime<T> {
     /// committed offsets, so the aborted work is processed anew (by this instance if it still
     /// owns the partitions once the consumer has polled, by their new owner if not). Where
     /// each partition starts is then its committed offset again: `owned` learns it afresh.
-    async fn rewind(&self, aligner: &mut Aligner, owned: &mut Owned) -> Result<(), RuntimeError> {
+    async fn rewind(
+        &self,
+        aligner: &mut Aligner,
+        owned: &mut Owned,
+        paused: &mut HashSet<(String, i32)>,
+    ) -> Result<(), RuntimeError> {
         *aligner = Aligner::default();
         *owned = Owned::default();
+        // Resumed before the seek: a resumed partition fetches from where the runtime was
+        // when it paused it, and the seek then moves it to the committed offset.
+        self.resume(paused.drain().collect());
         let mut attempt = 0u32;
         loop {
             match blocking(|| self.seek_to_committed()) {
@@ -953,7 +1019,11 @@ impl ConsumerContext for Revocations {
     ) {
         let assigned = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                base_consumer.assign(partitions)
+                // A partition paused under an earlier assignment would stay paused: the
+                // runtime forgets what it paused when it sees the rebalance.
+                base_consumer
+                    .assign(partitions)
+                    .and_then(|()| base_consumer.resume(partitions))
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
