@@ -626,11 +626,7 @@ async fn latency(
     let stop = Arc::new(AtomicBool::new(false));
     let outputs: Vec<String> = topics.outputs().into_iter().map(str::to_owned).collect();
     let reader = spawn_reader(&config.kafka, outputs, stop.clone());
-    // Sent at once: an org's next record waits for its last one's delivery when it switches
-    // topics, and a lingering producer would hold the feed below the rate asked.
-    let mut prompt = config.kafka.clone();
-    prompt.insert("linger.ms".into(), "0".into());
-    let producer = erp_producer(&prompt)?;
+    let producer = erp_producer(&config.kafka)?;
     let bar = bar(config, PHASE, scenario.records.len() as u64);
     let achieved = produce_at_rate(
         &producer,

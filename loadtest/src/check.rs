@@ -12,6 +12,9 @@ use p2p_avro::Codec;
 use p2p_topologies::{KafkaProperties, Topics};
 use std::time::Duration;
 
+/// What the refusals the generator plants say (a requester approving their own document).
+const PLANTED_REFUSAL: &str = "cannot approve their own document";
+
 /// What a run wrote, and how it compares with the plan.
 #[derive(Debug)]
 pub struct Checked {
@@ -81,7 +84,12 @@ impl Checked {
                     "{} refusals on audit-events, the generator planted {}",
                     self.refusals, self.planted_refusals
                 ),
-                details: first(&self.lifecycle.refusals),
+                // The planted ones (self-approvals) last: the others are the news.
+                details: {
+                    let mut refusals = self.lifecycle.refusals.clone();
+                    refusals.sort_by_key(|r| r.contains(PLANTED_REFUSAL));
+                    first(&refusals)
+                },
             });
         }
         if !self.lifecycle_disagreements.is_empty() {

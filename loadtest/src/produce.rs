@@ -162,6 +162,10 @@ pub async fn produce_at_rate(
     let started = tokio::time::Instant::now();
     // Per org: the topic of its records in flight, and their deliveries.
     let mut in_flight: HashMap<&[u8], (&str, Vec<DeliveryFuture>)> = HashMap::new();
+    // Per org: its last record's timestamp. Two records of an org in the same millisecond on
+    // two topics would have no order a consumer could follow: the later one is a
+    // millisecond later at least.
+    let mut last_stamp: HashMap<&[u8], i64> = HashMap::new();
     for (i, index) in interleaved_by_key(&encoded).into_iter().enumerate() {
         let Encoded(topic, key, bytes, _) = &encoded[index];
         tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
@@ -170,10 +174,12 @@ pub async fn produce_at_rate(
             delivered(deliveries.drain(..)).await?;
             *last_topic = topic;
         }
+        let stamp = last_stamp.entry(key).or_insert(i64::MIN);
+        *stamp = wall_clock_millis().max(stamp.saturating_add(1));
         let record = FutureRecord::to(topic)
             .key(*key)
             .payload(bytes)
-            .timestamp(wall_clock_millis());
+            .timestamp(*stamp);
         deliveries.push(enqueue(producer, record).await?);
         sent(i + 1);
     }

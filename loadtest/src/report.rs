@@ -155,10 +155,11 @@ impl BenchResults {
             let _ = writeln!(md, "\n## Latency at a fixed rate (exactly once)\n");
             let _ = writeln!(
                 md,
-                "Inputs stamped as they are sent, at {:.0} records/s asked ({:.0} achieved: a \
-                 record of another topic than the one before waits for the earlier ones to be \
-                 on the broker, as an ERP's would). Each output, from its timestamp (its \
-                 input's, carried over) to a read_committed consumer having it.\n",
+                "Inputs stamped as they are sent, at {:.0} records/s asked ({:.0} achieved: the \
+                 orgs publish side by side, and an org's record of another topic than its last \
+                 one waits for that one to be on the broker, as an ERP's would). Each output, \
+                 from its timestamp (its input's, carried over) to a read_committed consumer \
+                 having it.\n",
                 run.rate, run.achieved
             );
             let _ = writeln!(md, "| outputs | p50 | p95 | p99 | max |");
