@@ -48,7 +48,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
     ] {
         let run = run.as_ref().expect("the phase ran");
         assert_eq!(run.records, stream);
-        assert!(run.elapsed > Duration::ZERO && run.transactions > 0);
+        assert!(run.transactions > 0, "it committed its work");
     }
     // The pipeline's runtimes read more than the stream: each reads its part, and
     // procurement and payment also read what the match writes.

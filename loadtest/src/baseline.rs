@@ -5,13 +5,13 @@
 //! measured against.
 
 use futures::future::join_all;
-use p2p_topologies::admin::{client_config, producer_config};
-use p2p_topologies::runtime::enqueue;
-use p2p_topologies::KafkaProperties;
+use p2p_topologies::runtime::{consumer_settings, enqueue, producer_settings};
+use p2p_topologies::{KafkaProperties, RuntimeConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 use tokio::time::{timeout, timeout_at};
@@ -19,7 +19,7 @@ use tokio::time::{timeout, timeout_at};
 /// How a pass-through runs.
 #[derive(Debug, Clone)]
 pub struct PassThroughSettings {
-    /// Consumer group and transactional id.
+    /// Its application id: consumer group and transactional id, as a runtime's.
     pub application_id: String,
     pub inputs: Vec<String>,
     pub sink: String,
@@ -51,22 +51,10 @@ pub async fn pass_through(
     settings: &PassThroughSettings,
     mut progress: impl FnMut(u64),
 ) -> Result<PassThrough, KafkaError> {
-    let consumer: StreamConsumer = client_config(kafka)
-        .set("group.id", &settings.application_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "range")
-        .create()?;
-    let producer: FutureProducer = producer_config(kafka)
-        .set("transactional.id", &settings.application_id)
-        .set("transaction.timeout.ms", "10000")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()?;
+    // The runtime's own client settings, exactly once.
+    let runtime = RuntimeConfig::new(&settings.application_id, kafka.clone(), PathBuf::new());
+    let consumer: StreamConsumer = consumer_settings(&runtime).create()?;
+    let producer: FutureProducer = producer_settings(&runtime).create()?;
     block_in_place(|| producer.init_transactions(CLIENT_TIMEOUT))?;
     let inputs: Vec<&str> = settings.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;

@@ -556,7 +556,9 @@ async fn audit(
 /// Records read per second, from the first batch on.
 #[derive(Default)]
 struct Timeline {
-    started: Option<(Instant, u64)>,
+    started: Option<Instant>,
+    /// Records counted into `per_second` so far.
+    counted: u64,
     per_second: Vec<u64>,
 }
 
@@ -566,13 +568,16 @@ impl Timeline {
         if read == 0 {
             return;
         }
-        let (started, _) = *self.started.get_or_insert((Instant::now(), 0));
-        let second = started.elapsed().as_secs() as usize;
-        let before: u64 = self.per_second.iter().sum();
-        while self.per_second.len() <= second {
-            self.per_second.push(0);
+        let second = self
+            .started
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            .as_secs() as usize;
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
         }
-        self.per_second[second] += read.saturating_sub(before);
+        self.per_second[second] += read.saturating_sub(self.counted);
+        self.counted = read;
     }
 }
 

@@ -97,15 +97,24 @@ fn read(
         let ends = match &ends {
             Some(ends) => ends,
             None => {
-                let mut found = Vec::new();
+                // One request for all (asked one by one, each waits behind a fetch).
+                let mut latest = TopicPartitionList::new();
                 for element in assignment.elements() {
-                    let (_, high) = consumer.fetch_watermarks(
+                    latest.add_partition_offset(
                         element.topic(),
                         element.partition(),
-                        Duration::from_secs(10),
+                        Offset::End,
                     )?;
-                    found.push(((element.topic().to_owned(), element.partition()), high));
                 }
+                let found = consumer
+                    .offsets_for_times(latest, Duration::from_secs(10))?
+                    .elements()
+                    .iter()
+                    .map(|e| {
+                        let end = e.offset().to_raw().unwrap_or(0).max(0);
+                        ((e.topic().to_owned(), e.partition()), end)
+                    })
+                    .collect();
                 ends.insert(found)
             }
         };

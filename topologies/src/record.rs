@@ -98,10 +98,13 @@ pub struct Aligner {
 }
 
 impl Aligner {
-    pub fn push(&mut self, record: InputRecord) {
+    /// Buffers `record`; returns how many its partition now holds.
+    pub fn push(&mut self, record: InputRecord) -> usize {
         let key = (record.topic.clone(), record.partition);
         self.next_offsets.insert(key.clone(), record.offset + 1);
-        self.queues.entry(key).or_default().push_back(record);
+        let queue = self.queues.entry(key).or_default();
+        queue.push_back(record);
+        queue.len()
     }
 
     pub fn buffered(&self) -> usize {

@@ -34,7 +34,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -214,7 +214,7 @@ impl<T: Topology> Runtime<T> {
                 None => {}
                 Some(Ok(message)) => {
                     receive_failures = 0;
-                    self.buffer(&mut aligner, &mut paused, to_input(&message));
+                    self.buffer(&mut aligner, &mut paused, &message);
                     let deadline = Instant::now() + self.config.batch_linger;
                     // What librdkafka has fetched already is taken without waiting (each
                     // partition up to PARTITION_BUFFER): a batch follows event time across a
@@ -234,7 +234,7 @@ impl<T: Topology> Runtime<T> {
                                     // The new assignment starts unpaused (`Revocations`).
                                     paused.clear();
                                 }
-                                self.buffer(&mut aligner, &mut paused, to_input(&message));
+                                self.buffer(&mut aligner, &mut paused, &message);
                             }
                             Ok(Err(error)) => {
                                 tracing::warn!(%error, "consume failed mid-batch; processing what is in hand");
@@ -578,16 +578,19 @@ impl<T: Topology> Runtime<T> {
     /// come again) and their stores (restored again if the partitions come back, with what
     /// any other owner committed meanwhile).
     /// Whether there was a rebalance.
-    /// Buffers `record`, and pauses its partition once it holds `PARTITION_BUFFER` records.
+    /// Buffers `message`, and pauses its partition once it holds `PARTITION_BUFFER` records.
     fn buffer(
         &self,
         aligner: &mut Aligner,
         paused: &mut HashSet<(String, i32)>,
-        record: InputRecord,
+        message: &BorrowedMessage<'_>,
     ) {
-        let key = (record.topic.clone(), record.partition);
-        aligner.push(record);
-        if aligner.queued(&key.0, key.1) >= PARTITION_BUFFER && !paused.contains(&key) {
+        let queued = aligner.push(to_input(message));
+        if queued < PARTITION_BUFFER {
+            return;
+        }
+        let key = (message.topic().to_owned(), message.partition());
+        if !paused.contains(&key) {
             let mut list = TopicPartitionList::new();
             list.add_partition(&key.0, key.1);
             match self.consumer.pause(&list) {
@@ -1046,21 +1049,26 @@ impl ConsumerContext for Revocations {
     }
 }
 
-/// The runtime's consumer: read_committed, offsets committed only by the runtime, a static
-/// member of the group when so configured.
-fn consumer(config: &RuntimeConfig) -> Result<RuntimeConsumer, RuntimeError> {
+/// The runtime's consumer settings: read_committed, offsets committed only by the runtime, a
+/// static member of the group when so configured. (The benchmark's baseline uses them too.)
+pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
     let mut consumer_config = client_config(&config.kafka);
     if config.static_membership && !config.kafka.contains_key("group.instance.id") {
         consumer_config.set("group.instance.id", &config.instance_id);
     }
-    let consumer: RuntimeConsumer = consumer_config
+    consumer_config
         .set("group.id", &config.application_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         // Range assigns the same partition numbers of co-partitioned topics to the same
         // member, which the join by org needs (cooperative-sticky does not promise that).
-        .set("partition.assignment.strategy", "range")
+        .set("partition.assignment.strategy", "range");
+    consumer_config
+}
+
+fn consumer(config: &RuntimeConfig) -> Result<RuntimeConsumer, RuntimeError> {
+    let consumer: RuntimeConsumer = consumer_settings(config)
         .create_with_context(Revocations::default())
         .map_err(|source| RuntimeError::Client {
             client: "consumer",
@@ -1079,10 +1087,9 @@ fn subscribe(consumer: &RuntimeConsumer, topics: &[String]) -> Result<(), Runtim
         })
 }
 
-/// The runtime's producer: idempotent, and under exactly once transactional as
-/// `<application_id>-<instance_id>`, initialised (which fences any earlier producer of that
-/// id and aborts what it left open).
-fn producer(config: &RuntimeConfig) -> Result<FutureProducer, RuntimeError> {
+/// The runtime's producer settings: idempotent, and under exactly once transactional as
+/// `<application_id>-<instance_id>`. (The benchmark's baseline uses them too.)
+pub fn producer_settings(config: &RuntimeConfig) -> ClientConfig {
     let mut producer_config = producer_config(&config.kafka);
     if config.guarantee == Guarantee::ExactlyOnce {
         producer_config.set(
@@ -1096,18 +1103,26 @@ fn producer(config: &RuntimeConfig) -> Result<FutureProducer, RuntimeError> {
             producer_config.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
         }
     }
-    let producer: FutureProducer = producer_config
+    producer_config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // The Java client's partitioner, so ERPs on any client agree with us on partitions.
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()
-        .map_err(|source| RuntimeError::Client {
-            client: "producer",
-            source,
-        })?;
+        .set("compression.type", "lz4");
+    producer_config
+}
+
+/// The runtime's producer, initialised under exactly once (which fences any earlier producer
+/// of its transactional id and aborts what it left open).
+fn producer(config: &RuntimeConfig) -> Result<FutureProducer, RuntimeError> {
+    let producer: FutureProducer =
+        producer_settings(config)
+            .create()
+            .map_err(|source| RuntimeError::Client {
+                client: "producer",
+                source,
+            })?;
     if config.guarantee == Guarantee::ExactlyOnce {
         producer
             .init_transactions(TRANSACTION_TIMEOUT)
