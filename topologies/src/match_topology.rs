@@ -67,12 +67,16 @@ pub struct MatchProcessor {
 }
 
 /// The states a batch touches: each read once from the store, written once at the end.
-/// Per-PO match states and per-supplier duplicate registers share the store (and so the
-/// write batch): a register's entity is `dup/<supplier id>`, which no PO id can be.
+/// Per-PO match states and suppliers' duplicate registers share the store (and so the write
+/// batch): a register entry's entity is `dup/<supplier id>/<entry>`, which no PO id can be.
 struct Working<'s> {
     store: &'s Store,
     states: HashMap<StateKey, PurchaseOrderMatch>,
-    registers: HashMap<StateKey, DuplicateRegister>,
+    /// Duplicate register entries read or registered: the first document with each.
+    register_entries: HashMap<StateKey, Option<InvoiceId>>,
+    /// Whole registers, as stored before ADR 0011 under `dup/<supplier id>`: read for entries
+    /// not stored on their own, never written.
+    whole_registers: HashMap<StateKey, Option<DuplicateRegister>>,
     configs: HashMap<StateKey, Option<OrgConfig>>,
     /// Suppliers' own tolerance keys; `None`: the supplier has none (the org's apply).
     supplier_keys: HashMap<StateKey, Option<ToleranceKeys>>,
@@ -116,11 +120,46 @@ impl Working<'_> {
         }
     }
 
-    fn register(&self, key: &StateKey) -> Result<DuplicateRegister, StateError> {
-        if let Some(register) = self.registers.get(key) {
-            return Ok(register.clone());
+    /// The part of `supplier`'s duplicate register that checking `facts` reads.
+    fn register(
+        &mut self,
+        org: &OrgId,
+        facts: &InvoiceFacts,
+        policy: &DuplicatePolicy,
+    ) -> Result<DuplicateRegister, StateError> {
+        let mut entries = Vec::new();
+        for entry in DuplicateRegister::keys(facts, policy) {
+            let key = register_entry_key(org, &facts.supplier, &entry);
+            if !self.register_entries.contains_key(&key) {
+                let first = match self.store.get::<InvoiceId>(&key)? {
+                    Some(first) => Some(first),
+                    None => self.whole_register_entry(org, &facts.supplier, &entry)?,
+                };
+                self.register_entries.insert(key.clone(), first);
+            }
+            if let Some(first) = &self.register_entries[&key] {
+                entries.push((entry, first.clone()));
+            }
         }
-        Ok(self.store.get(key)?.unwrap_or_default())
+        Ok(DuplicateRegister::with_entries(entries))
+    }
+
+    /// `entry` of the supplier's register as stored whole before ADR 0011 (`whole_registers`).
+    fn whole_register_entry(
+        &mut self,
+        org: &OrgId,
+        supplier: &SupplierId,
+        entry: &str,
+    ) -> Result<Option<InvoiceId>, StateError> {
+        let key = StateKey::new(org, &format!("dup/{supplier}"));
+        if !self.whole_registers.contains_key(&key) {
+            let whole = self.store.get::<DuplicateRegister>(&key)?;
+            self.whole_registers.insert(key.clone(), whole);
+        }
+        Ok(self.whole_registers[&key]
+            .as_ref()
+            .and_then(|whole| whole.first_with(entry))
+            .cloned())
     }
 
     fn load(
@@ -135,6 +174,11 @@ impl Working<'_> {
             PurchaseOrderMatch::new(decoded.input.org().clone(), decoded.input.po().clone())
         }))
     }
+}
+
+/// Where one entry of `supplier`'s duplicate register is stored.
+fn register_entry_key(org: &OrgId, supplier: &SupplierId, entry: &str) -> StateKey {
+    StateKey::new(org, &format!("dup/{supplier}/{entry}"))
 }
 
 impl MatchProcessor {
@@ -174,7 +218,8 @@ impl MatchProcessor {
         let mut working = Working {
             store,
             states: HashMap::new(),
-            registers: HashMap::new(),
+            register_entries: HashMap::new(),
+            whole_registers: HashMap::new(),
             configs: HashMap::new(),
             supplier_keys: HashMap::new(),
             timers: StoreBatch::default(),
@@ -200,7 +245,7 @@ impl MatchProcessor {
         self.expire_pending(&mut working, &mut output).await?;
         let Working {
             states,
-            registers,
+            register_entries,
             configs,
             supplier_keys,
             timers,
@@ -210,8 +255,11 @@ impl MatchProcessor {
         for (key, value) in &states {
             output.state.put(key, value)?;
         }
-        for (key, value) in &registers {
-            output.state.put(key, value)?;
+        for (key, first) in &register_entries {
+            // Entries read and not found stay unwritten.
+            if let Some(first) = first {
+                output.state.put(key, first)?;
+            }
         }
         for (key, config) in &configs {
             if let Some(config) = config {
@@ -315,8 +363,6 @@ impl MatchProcessor {
         // An invoice is first checked against its supplier's earlier invoices.
         let mut register = None;
         if let MatchInput::Invoice(invoice) = &decoded.input {
-            let key = StateKey::new(org, &format!("dup/{}", invoice.supplier));
-            let mut seen = working.register(&key)?;
             let facts = InvoiceFacts {
                 invoice: invoice.invoice.clone(),
                 supplier: invoice.supplier.clone(),
@@ -325,8 +371,9 @@ impl MatchProcessor {
                 gross: invoice.total,
                 invoice_date: invoice.invoice_date,
             };
+            let mut seen = working.register(org, &facts, &self.duplicates)?;
             context.duplicate_of = seen.check(&facts, &self.duplicates).map(|d| d.duplicate_of);
-            register = Some((key, seen));
+            register = Some((facts.supplier, seen));
         }
 
         let outputs = match state.apply(&decoded.input, decoded.occurred_at, &context) {
@@ -379,8 +426,13 @@ impl MatchProcessor {
             });
         }
         working.states.insert(key, state);
-        if let Some((key, seen)) = register {
-            working.registers.insert(key, seen);
+        if let Some((supplier, seen)) = register {
+            for (entry, first) in seen.entries() {
+                working.register_entries.insert(
+                    register_entry_key(org, &supplier, entry),
+                    Some(first.clone()),
+                );
+            }
         }
         out.extend(encoded);
         stats.merge(&batch_stats);
@@ -583,3 +635,6 @@ impl Topology for MatchProcessor {
         self.process_batch(records, store).await
     }
 }
+
+#[cfg(test)]
+mod tests;

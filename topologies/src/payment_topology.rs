@@ -24,6 +24,7 @@ use crate::topology::{
     check_key, decode, not_an_input, BatchOutput, ProcessError, RecordResult, Topology,
 };
 use apache_avro::types::Value;
+use chrono::NaiveDate;
 use p2p_avro::contracts::{PAYMENT_INSTRUCTION, PAYMENT_SCHEDULE};
 use p2p_avro::convert::payment::{
     date_of, supplier_master, BankStatusReport, InstructedPayment, PaymentInstructionRecord,
@@ -35,7 +36,7 @@ use p2p_avro::{Codec, CodecError, Contract};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{
     payment_runs, Offset, Payee, Payment, PaymentError, PaymentEvent, PaymentPolicy, PaymentTerms,
-    Release, RunQueue, SupplierCredit,
+    QueueSlot, Release, RunQueue, SupplierCredit,
 };
 use p2p_processors::{
     DocumentKind, EventTime, InvoiceId, InvoiceMatched, OrgId, PoState, PurchaseOrderEvent,
@@ -43,7 +44,7 @@ use p2p_processors::{
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Name of this processor in DLQ headers and logs, and of its store.
@@ -62,9 +63,35 @@ const DAY_MS: i64 = 86_400_000;
 struct OrgPayments {
     /// The org these are (the run timer names only the state key).
     org: Option<OrgId>,
-    queue: RunQueue,
+    /// The waiting invoices are kept one a key, `queue_key`.
+    #[serde(default)]
+    run_queue: RunQueue,
+    /// The queue as the layout before ADR 0011 kept it, whole: moved to `run_queue` when read.
+    #[serde(
+        default,
+        rename = "queue",
+        skip_serializing_if = "WholeRunQueue::is_empty"
+    )]
+    whole_queue: WholeRunQueue,
     run_timer: Option<i64>,
     unscheduled: Vec<InvoiceMatched>,
+}
+
+/// A run queue as the layout before ADR 0011 kept it, invoices and all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct WholeRunQueue {
+    due: BTreeMap<NaiveDate, BTreeSet<InvoiceId>>,
+}
+
+impl WholeRunQueue {
+    fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+/// Where the invoice waiting in `slot` of the org's run queue is kept.
+fn queue_key(org: &OrgId, slot: QueueSlot) -> StateKey {
+    StateKey::new(org, &format!("queue/{}/{}", slot.date, slot.index))
 }
 
 /// What is known of a PO here: the invoices paid against it and whether it holds them.
@@ -97,31 +124,45 @@ fn blocked_key(org: &OrgId, invoice: &InvoiceId) -> StateKey {
     StateKey::new(org, &format!("blocked/{invoice}"))
 }
 
+/// State values as JSON by key; `None`: deleted.
+type Values = HashMap<StateKey, Option<Vec<u8>>>;
+
+/// The value of `key` in `values`: `None` if it is not there (then the store has it).
+fn value_in<T: DeserializeOwned>(
+    values: &Values,
+    key: &StateKey,
+) -> Option<Result<Option<T>, StateError>> {
+    let json = values.get(key)?;
+    Some(json.as_deref().map_or(Ok(None), |json| {
+        serde_json::from_slice(json)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                store: PROCESSOR.into(),
+                reason: e.to_string(),
+            })
+    }))
+}
+
+fn json_of<T: Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(value).map_err(|e| StateError::Encode {
+        reason: e.to_string(),
+    })
+}
+
 /// Every state a batch touches: read once, written once at the end.
 struct Working<'s> {
     store: &'s Store,
-    values: HashMap<StateKey, Vec<u8>>,
+    values: Values,
     timers: StoreBatch,
 }
 
 impl Working<'_> {
     fn get<T: DeserializeOwned>(&self, key: &StateKey) -> Result<Option<T>, StateError> {
-        match self.values.get(key) {
-            Some(json) => serde_json::from_slice(json)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    store: PROCESSOR.into(),
-                    reason: e.to_string(),
-                }),
-            None => self.store.get(key),
-        }
+        value_in(&self.values, key).unwrap_or_else(|| self.store.get(key))
     }
 
     fn put<T: Serialize>(&mut self, key: StateKey, value: &T) -> Result<(), StateError> {
-        let json = serde_json::to_vec(value).map_err(|e| StateError::Encode {
-            reason: e.to_string(),
-        })?;
-        self.values.insert(key, json);
+        self.values.insert(key, Some(json_of(value)?));
         Ok(())
     }
 
@@ -161,7 +202,7 @@ impl Working<'_> {
     fn arm_run_timer(&mut self, org: &OrgId, payments: &mut OrgPayments) {
         let key = StateKey::new(org, ORG_PAYMENTS);
         let wanted = payments
-            .queue
+            .run_queue
             .next()
             .map(|date| i64::from(p2p_avro::convert::payment::days_of(date)) * DAY_MS);
         if wanted == payments.run_timer {
@@ -265,9 +306,7 @@ impl PaymentProcessor {
                 changes.put(StateKey::new(&org, CONFIG), &config)?;
                 output.stats.count("org configs");
                 // A debtor account may have arrived for invoices that were waiting for one.
-                let mut payments: OrgPayments = working
-                    .get(&StateKey::new(&org, ORG_PAYMENTS))?
-                    .unwrap_or_default();
+                let mut payments = changes.org_payments(&org, working)?;
                 let waiting = std::mem::take(&mut payments.unscheduled);
                 changes.org_payments = Some((org.clone(), payments));
                 for matched in waiting {
@@ -342,7 +381,7 @@ impl PaymentProcessor {
                 Ok(events) if events.is_empty() => {}
                 Ok(events) => {
                     if let Some(due) = payment.next_due() {
-                        payments.queue.add(due, matched.invoice.clone());
+                        changes.enqueue(org, &mut payments, due, &matched.invoice)?;
                     }
                     changes.events(&payment, &events, at);
                     changes.put(key, &payment)?;
@@ -372,7 +411,7 @@ impl PaymentProcessor {
                 }
                 po.invoices.insert(matched.invoice.clone());
                 if let Some(due) = payment.next_due() {
-                    payments.queue.add(due, matched.invoice.clone());
+                    changes.enqueue(org, &mut payments, due, &matched.invoice)?;
                 }
                 changes.events(&payment, &events, at);
                 changes.put(po_key, &po)?;
@@ -555,9 +594,18 @@ impl PaymentProcessor {
             };
             let (policy, terms) = working.policy(&org)?;
             let mut changes = Changes::default();
+            changes.move_whole_queue(&org, &mut payments)?;
             let mut releases: Vec<(Release, Payment)> = Vec::new();
             let at = EventTime(now);
-            for invoice in payments.queue.take_due(execution_date) {
+            // An invoice queued twice (matched again, say) is paid once.
+            let mut taken: HashSet<InvoiceId> = HashSet::new();
+            for slot in payments.run_queue.take_due(execution_date) {
+                let slot_key = queue_key(&org, slot);
+                let waiting: Option<InvoiceId> = changes.get(&slot_key, working)?;
+                changes.delete(slot_key);
+                let Some(invoice) = waiting.filter(|invoice| taken.insert(invoice.clone())) else {
+                    continue;
+                };
                 let key = payment_key(&org, &invoice);
                 let Some(mut payment) = changes.payment(&key, working)? else {
                     continue;
@@ -590,7 +638,9 @@ impl PaymentProcessor {
                     }
                 }
                 changes.events(&payment, &events, at);
-                payments.queue.requeue(&payment, execution_date);
+                if let Some(slot) = payments.run_queue.requeue(&payment, execution_date) {
+                    changes.put(queue_key(&org, slot), &invoice)?;
+                }
                 changes.put(key, &payment)?;
             }
             let instructions = self.instructions(&org, releases, terms, working, at)?;
@@ -741,7 +791,7 @@ fn count(records: &[PaymentScheduleRecord], output: &mut BatchOutput) {
 /// schedule records it emits.
 #[derive(Default)]
 struct Changes {
-    values: HashMap<StateKey, Vec<u8>>,
+    values: Values,
     org_payments: Option<(OrgId, OrgPayments)>,
     records: Vec<PaymentScheduleRecord>,
 }
@@ -752,15 +802,7 @@ impl Changes {
         key: &StateKey,
         working: &Working<'_>,
     ) -> Result<Option<T>, StateError> {
-        match self.values.get(key) {
-            Some(json) => serde_json::from_slice(json)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    store: PROCESSOR.into(),
-                    reason: e.to_string(),
-                }),
-            None => working.get(key),
-        }
+        value_in(&self.values, key).unwrap_or_else(|| working.get(key))
     }
 
     fn payment(
@@ -782,17 +824,46 @@ impl Changes {
             }
             self.org_payments = Some((o, payments));
         }
-        Ok(working
+        let mut payments: OrgPayments = working
             .get(&StateKey::new(org, ORG_PAYMENTS))?
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.move_whole_queue(org, &mut payments)?;
+        Ok(payments)
+    }
+
+    /// Moves a queue kept whole (before ADR 0011) to a key per waiting invoice.
+    fn move_whole_queue(
+        &mut self,
+        org: &OrgId,
+        payments: &mut OrgPayments,
+    ) -> Result<(), StateError> {
+        for (date, invoices) in std::mem::take(&mut payments.whole_queue.due) {
+            for invoice in invoices {
+                self.enqueue(org, payments, date, &invoice)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `invoice` for the org's run on `on`.
+    fn enqueue(
+        &mut self,
+        org: &OrgId,
+        payments: &mut OrgPayments,
+        on: NaiveDate,
+        invoice: &InvoiceId,
+    ) -> Result<(), StateError> {
+        let slot = payments.run_queue.add(on);
+        self.put(queue_key(org, slot), invoice)
     }
 
     fn put<T: Serialize>(&mut self, key: StateKey, value: &T) -> Result<(), StateError> {
-        let json = serde_json::to_vec(value).map_err(|e| StateError::Encode {
-            reason: e.to_string(),
-        })?;
-        self.values.insert(key, json);
+        self.values.insert(key, Some(json_of(value)?));
         Ok(())
+    }
+
+    fn delete(&mut self, key: StateKey) {
+        self.values.insert(key, None);
     }
 
     fn apply(self, working: &mut Working<'_>) -> Result<(), StateError> {
@@ -1033,7 +1104,10 @@ impl Topology for PaymentProcessor {
         let Working { values, timers, .. } = working;
         let mut state = timers;
         for (key, json) in &values {
-            state.put_json(key, json);
+            match json {
+                Some(json) => state.put_json(key, json),
+                None => state.delete(key),
+            }
         }
         output.state = state;
         Ok(output)

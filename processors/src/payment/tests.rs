@@ -460,10 +460,10 @@ fn a_run_takes_what_is_due_and_a_held_payment_re_enters_the_next_run() {
     let due = payment.next_due().unwrap();
     assert_eq!(due, date(2026, 3, 31));
     let mut queue = RunQueue::default();
-    queue.add(due, payment.invoice().clone());
+    let slot = queue.add(due);
     assert_eq!(queue.take_due(date(2026, 3, 30)), vec![]);
     assert_eq!(queue.next(), Some(due));
-    assert_eq!(queue.take_due(due), vec![payment.invoice().clone()]);
+    assert_eq!(queue.take_due(due), vec![slot]);
     assert_eq!(queue.next(), None);
 
     // Held on the run date: nothing released, back in the queue for the next day's run.
@@ -471,12 +471,12 @@ fn a_run_takes_what_is_due_and_a_held_payment_re_enters_the_next_run() {
     blocked.blocked = true;
     let events = payment.release(due, &blocked, &policy());
     assert_eq!(events, vec![PaymentEvent::Held(Hold::SupplierBlocked)]);
-    queue.requeue(&payment, due);
+    let requeued = queue.requeue(&payment, due).unwrap();
+    assert_eq!(requeued.date, date(2026, 4, 1));
     assert_eq!(queue.next(), Some(date(2026, 4, 1)));
 
     // Released next day: nothing left to queue.
-    let next_run = queue.take_due(date(2026, 4, 1));
-    assert_eq!(next_run, vec![payment.invoice().clone()]);
+    assert_eq!(queue.take_due(date(2026, 4, 1)), vec![requeued]);
     let events = payment.release(date(2026, 4, 1), &payee("NET 30"), &policy());
     assert!(matches!(
         events[..],
@@ -485,7 +485,33 @@ fn a_run_takes_what_is_due_and_a_held_payment_re_enters_the_next_run() {
             PaymentEvent::Released(_)
         ]
     ));
-    queue.requeue(&payment, date(2026, 4, 1));
+    assert_eq!(queue.requeue(&payment, date(2026, 4, 1)), None);
+    assert_eq!(queue.next(), None);
+}
+
+#[test]
+fn a_queue_names_a_slot_of_its_own_for_each_invoice_and_a_run_takes_them_by_date() {
+    let mut queue = RunQueue::default();
+    let (may, june) = (date(2026, 5, 1), date(2026, 6, 1));
+    let slots = [
+        queue.add(june),
+        queue.add(may),
+        queue.add(june),
+        queue.add(may),
+    ];
+    let distinct: BTreeSet<QueueSlot> = slots.iter().copied().collect();
+    assert_eq!(distinct.len(), 4);
+    assert_eq!(queue.take_due(may), vec![slots[1], slots[3]]);
+    // A date already run numbers its slots anew: the run took (and emptied) the old ones.
+    let late = queue.add(may);
+    assert_eq!(
+        late,
+        QueueSlot {
+            date: may,
+            index: 0
+        }
+    );
+    assert_eq!(queue.take_due(june), vec![late, slots[0], slots[2]]);
     assert_eq!(queue.next(), None);
 }
 

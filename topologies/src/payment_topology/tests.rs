@@ -3,7 +3,10 @@
 
 use super::*;
 use futures::executor::block_on;
-use p2p_avro::contracts::{INVOICE_EXCEPTION, INVOICE_MATCHED, ORG_CONFIG, PURCHASE_ORDER_EVENT};
+use p2p_avro::contracts::{
+    INVOICE_EXCEPTION, INVOICE_MATCHED, ORG_CONFIG, PURCHASE_ORDER_EVENT, SUPPLIER_MASTER,
+};
+use p2p_avro::convert::payment::supplier_master_value;
 use p2p_avro::convert::procurement::org_config_value;
 use p2p_avro::convert::{
     invoice_exception_value, invoice_matched_value, purchase_order_event_value,
@@ -32,6 +35,8 @@ struct Harness {
     offset: i64,
     /// The timestamp of the records fed next.
     event_time: i64,
+    /// Bytes of state (keys and values) the last batch wrote.
+    state_written: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -45,6 +50,7 @@ impl Harness {
             topics,
             offset: 0,
             event_time: NOW,
+            state_written: 0,
             _dir: dir,
         }
     }
@@ -71,8 +77,22 @@ impl Harness {
         };
         let output = block_on(self.processor.process(&[record], NOW, &self.store)).unwrap();
         assert_eq!(output.stats.dead_lettered, 0, "nothing here is bad input");
+        self.state_written = output
+            .state
+            .changes()
+            .iter()
+            .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
+            .sum();
         self.store.write(output.state).unwrap();
         output.records
+    }
+
+    /// A batch of no records at `now` on the wall clock: the payment runs due fire. The
+    /// payment parts they released.
+    fn runs_at(&mut self, now: i64) -> u64 {
+        let output = block_on(self.processor.process(&[], now, &self.store)).unwrap();
+        self.store.write(output.state).unwrap();
+        output.stats.get("parts released")
     }
 
     fn paying_eur(&mut self, org: &OrgId) {
@@ -83,6 +103,22 @@ impl Harness {
             .insert(eur(), "DE89370400440532013000".into());
         let topic = self.topics.org_config.clone();
         self.feed(&topic, &ORG_CONFIG, org, org_config_value(&config).unwrap());
+    }
+
+    /// The supplier of `outcome`'s invoices in the vendor master, with an account to pay to.
+    fn supplier_with_account(&mut self, org: &OrgId) {
+        let payee = Payee {
+            supplier: SupplierId::from_u128(4),
+            name: "Papeterie".into(),
+            terms: PaymentTerms::DEFAULT,
+            blocked: false,
+            iban: Some("FR7630006000011234567890189".into()),
+            bic: None,
+            bank_account_changed_on: None,
+        };
+        let value = supplier_master_value(org, &payee, None, EventTime(NOW)).unwrap();
+        let topic = self.topics.supplier_master.clone();
+        self.feed(&topic, &SUPPLIER_MASTER, org, value);
     }
 
     fn matched(&mut self, matched: &InvoiceMatched) -> Vec<OutputRecord> {
@@ -292,4 +328,98 @@ proptest! {
         };
         prop_assert_eq!(h.payable(&org, &invoice), expected);
     }
+}
+
+/// Invoice `n` of org 1, matched for 100 EUR: due 30 days after `INVOICE_DATE` on the
+/// defaults' terms (2026-03-31), months after `NOW`.
+fn matched_invoice(n: u128) -> InvoiceMatched {
+    let Outcome::Matched(mut matched) = outcome(1, Some(Decimal::ONE_HUNDRED)) else {
+        unreachable!("a total makes a match")
+    };
+    matched.invoice = InvoiceId::from_u128(1_000 + n);
+    matched.po = PurchaseOrderId::from_u128(1_000_000 + n);
+    matched.number = InvoiceNumber::parse(&format!("SI-{n}")).unwrap();
+    matched
+}
+
+/// Wall-clock millis of midnight (UTC) of `date`.
+fn midnight(date: NaiveDate) -> i64 {
+    i64::from(p2p_avro::convert::payment::days_of(date)) * DAY_MS
+}
+
+#[test]
+fn the_thousandth_payment_waiting_for_its_run_writes_no_more_state_than_the_first() {
+    let mut h = Harness::new();
+    let org = OrgId::from_u128(1);
+    h.paying_eur(&org);
+    h.supplier_with_account(&org);
+    h.matched(&matched_invoice(1));
+    let first = h.state_written;
+    for n in 2..=1_000 {
+        h.matched(&matched_invoice(n));
+    }
+    // A queue written whole grew by about 40 bytes a waiting invoice: 40 KB by now.
+    assert!(
+        h.state_written <= first + 16,
+        "the 1,000th wrote {} bytes of state, the first {first}",
+        h.state_written
+    );
+    let payment: Payment = h
+        .store
+        .get(&payment_key(&org, &InvoiceId::from_u128(1_001)))
+        .unwrap()
+        .unwrap();
+    let due = payment.next_due().unwrap();
+    assert_eq!(
+        h.runs_at(midnight(due) - 1),
+        0,
+        "nothing is due the day before"
+    );
+    assert_eq!(
+        h.runs_at(midnight(due)),
+        1_000,
+        "the run pays each of them once"
+    );
+    assert_eq!(
+        h.runs_at(midnight(due) + 2 * DAY_MS),
+        0,
+        "and nothing is left waiting"
+    );
+}
+
+#[test]
+fn payments_queued_whole_before_adr_0011_are_paid_by_their_run() {
+    let mut h = Harness::new();
+    let org = OrgId::from_u128(1);
+    h.paying_eur(&org);
+    h.supplier_with_account(&org);
+    h.matched(&matched_invoice(1));
+    h.matched(&matched_invoice(2));
+    // Rewritten as the layout before ADR 0011 kept it: the queue whole, no entry a slot.
+    let key = StateKey::new(&org, ORG_PAYMENTS);
+    let mut payments: OrgPayments = h.store.get(&key).unwrap().unwrap();
+    let mut legacy = StoreBatch::default();
+    let due = payments.run_queue.next().unwrap();
+    for slot in payments.run_queue.take_due(due) {
+        let invoice: InvoiceId = h.store.get(&queue_key(&org, slot)).unwrap().unwrap();
+        payments
+            .whole_queue
+            .due
+            .entry(slot.date)
+            .or_default()
+            .insert(invoice);
+        legacy.delete(&queue_key(&org, slot));
+    }
+    legacy.put(&key, &payments).unwrap();
+    h.store.write(legacy).unwrap();
+    let stored: serde_json::Value = h.store.get(&key).unwrap().unwrap();
+    assert!(
+        stored["queue"]["due"].is_object(),
+        "kept as before: {stored}"
+    );
+
+    // A third invoice scheduled meanwhile joins them.
+    h.matched(&matched_invoice(3));
+    assert_eq!(h.runs_at(midnight(due)), 3);
+    assert_eq!(h.runs_at(midnight(due) + 2 * DAY_MS), 0);
 }
