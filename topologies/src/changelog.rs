@@ -128,8 +128,12 @@ pub fn restore(
     let mut batch = StoreBatch::default();
     let mut in_batch = 0usize;
     let mut progressed = Instant::now();
+    // When the position was last asked (see below).
+    let mut asked = Instant::now();
     while !behind.is_empty() {
-        if let Some(message) = consumer.poll(Duration::from_millis(50)) {
+        let polled = consumer.poll(Duration::from_millis(50));
+        let ran_out = polled.is_none();
+        if let Some(message) = polled {
             progressed = Instant::now();
             let message = message?;
             let partition = message.partition();
@@ -143,12 +147,20 @@ pub fn restore(
             }
         }
         // Under read_committed the last offsets may be transaction markers, never delivered:
-        // a partition is done once its position reaches its high watermark.
-        let position = consumer.position()?;
+        // a partition is done once its position reaches its high watermark. The position is
+        // a request to librdkafka's main thread: asked when the fetched records run out, or
+        // every 50 ms, not per record: a round trip to another thread per record.
+        let position = if ran_out || asked.elapsed() >= Duration::from_millis(50) {
+            asked = Instant::now();
+            Some(consumer.position()?)
+        } else {
+            None
+        };
         let mut done = Vec::new();
         for (&partition, (next, high)) in behind.iter_mut() {
             if let Some(Offset::Offset(o)) = position
-                .find_partition(topic, partition)
+                .as_ref()
+                .and_then(|position| position.find_partition(topic, partition))
                 .map(|p| p.offset())
             {
                 if o > *next {

@@ -99,7 +99,20 @@ const TRANSACTION_TIMEOUT_MS: &str = "10000";
 /// not fill the buffer first: a full partition is paused (librdkafka drops what it fetched
 /// ahead for it, and fetches it again from where the runtime is once resumed), and the
 /// partitions the group waits for come through.
-const PARTITION_BUFFER: usize = 1_000;
+///
+/// A resumed partition is fetched again only with the broker connection's next fetch, which
+/// may first wait out `fetch.wait.max.ms` on partitions with nothing new. So a paused
+/// partition is resumed while it still holds a few batches (`RESUME_BELOW`): the fetch
+/// overlaps their processing. (Paused at 1,000 and resumed at 500, the benchmark's largest
+/// org's partition went at 1,000 records per fetch wait, 2,000 a second against 15,000 before
+/// it.) The bound on memory: 5,000 records a partition, about 2.5 MB at 500 bytes a record.
+const PARTITION_BUFFER: usize = 5_000;
+/// A paused partition holding fewer records than this is resumed.
+const RESUME_BELOW: usize = 4_000;
+/// librdkafka's `fetch.wait.max.ms` unless `[kafka]` sets one: how long the broker holds a
+/// fetch on partitions with nothing new. librdkafka's 500 ms delays a resumed partition's
+/// records by as much (above); polling idle partitions 10 times a second costs little.
+const FETCH_WAIT_MAX_MS: &str = "100";
 /// Producers lost in a row (no batch committed in between) before the runtime gives up: an
 /// instance fenced again and again shares its instance id with another.
 const MAX_PRODUCER_REBUILDS: u32 = 5;
@@ -602,11 +615,11 @@ impl<T: Topology> Runtime<T> {
         }
     }
 
-    /// Resumes the paused partitions the batches have drained to half their buffer.
+    /// Resumes the paused partitions the batches have drained below `RESUME_BELOW`.
     fn resume_drained(&self, aligner: &Aligner, paused: &mut HashSet<(String, i32)>) {
         let drained: Vec<(String, i32)> = paused
             .iter()
-            .filter(|(topic, partition)| aligner.queued(topic, *partition) < PARTITION_BUFFER / 2)
+            .filter(|(topic, partition)| aligner.queued(topic, *partition) < RESUME_BELOW)
             .cloned()
             .collect();
         for key in &drained {
@@ -840,13 +853,9 @@ impl<T: Topology> Runtime<T> {
                 }
                 records.push(record);
             }
-            let delivered = produce_in_order(producer, records).await?;
-            // The changelog records come last: the offsets after theirs are the checkpoint.
-            let mut written: BTreeMap<i32, i64> = BTreeMap::new();
-            for (partition, offset) in &delivered[output.records.len()..] {
-                let next = written.entry(*partition).or_default();
-                *next = (*next).max(offset + 1);
-            }
+            // Handed over in order, and awaited once the offsets are sent: those go to the
+            // group coordinator while the records are on their way.
+            let deliveries = enqueue_in_order(producer, records).await?;
             if offsets.count() > 0 {
                 let group = self
                     .consumer
@@ -856,7 +865,16 @@ impl<T: Topology> Runtime<T> {
                     producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
                 })?;
             }
+            // Every record delivered before the commit, not left to the commit's flush: that
+            // flush took 80 to 100 ms per transaction in the benchmark, this wait about 7.
+            // The changelog records come last: where they went is the checkpoint.
+            let delivered = delivered(deliveries).await?;
             blocking(|| producer.commit_transaction(TRANSACTION_TIMEOUT))?;
+            let mut written: BTreeMap<i32, i64> = BTreeMap::new();
+            for (partition, offset) in &delivered[output.records.len()..] {
+                let next = written.entry(*partition).or_default();
+                *next = (*next).max(offset + 1);
+            }
             Ok::<_, TransactionStep>(written)
         }
         .await;
@@ -1064,6 +1082,9 @@ pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
         // Range assigns the same partition numbers of co-partitioned topics to the same
         // member, which the join by org needs (cooperative-sticky does not promise that).
         .set("partition.assignment.strategy", "range");
+    if !config.kafka.contains_key("fetch.wait.max.ms") {
+        consumer_config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    }
     consumer_config
 }
 
@@ -1201,10 +1222,26 @@ async fn produce_in_order<'a>(
     producer: &FutureProducer,
     records: Vec<FutureRecord<'a, Vec<u8>, Vec<u8>>>,
 ) -> Result<Vec<(i32, i64)>, KafkaError> {
+    delivered(enqueue_in_order(producer, records).await?).await
+}
+
+/// Hands `records` to the producer one after the other, in their order (see
+/// `produce_in_order`): their deliveries, in the same order.
+async fn enqueue_in_order<'a>(
+    producer: &FutureProducer,
+    records: Vec<FutureRecord<'a, Vec<u8>, Vec<u8>>>,
+) -> Result<Vec<rdkafka::producer::DeliveryFuture>, KafkaError> {
     let mut deliveries = Vec::with_capacity(records.len());
     for record in records {
         deliveries.push(enqueue(producer, record).await?);
     }
+    Ok(deliveries)
+}
+
+/// Waits for `deliveries`: where each record went (partition, offset), in their order.
+async fn delivered(
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
     let mut delivered = Vec::with_capacity(deliveries.len());
     for delivery in join_all(deliveries).await {
         match delivery {
