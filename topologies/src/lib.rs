@@ -15,6 +15,8 @@ pub mod procurement_topology;
 pub mod record;
 pub mod runtime;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod topology;
 
 pub use config::{Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};

@@ -2,6 +2,7 @@
 //! embedded codec: no broker (the end-to-end tests in `tests/` run it on one).
 
 use super::*;
+use crate::test_support::{input_record, state_bytes};
 use apache_avro::types::Value;
 use futures::executor::block_on;
 use p2p_avro::contracts::{INVOICE_EVENT, PURCHASE_ORDER_EVENT};
@@ -47,17 +48,9 @@ impl Harness {
 
     /// Processes one record as one batch and applies its state: what the batch did.
     fn feed(&mut self, topic: &str, contract: &Contract, value: Value) -> Fed {
-        let payload = block_on(Codec::Embedded.encode(topic, contract, value)).unwrap();
         self.offset += 1;
-        let record = InputRecord {
-            topic: topic.to_owned(),
-            partition: 0,
-            offset: self.offset,
-            timestamp: Some(T + self.offset),
-            key: Some(self.org.as_str().as_bytes().to_vec()),
-            payload: Some(payload),
-            headers: vec![],
-        };
+        let timestamp = T + self.offset;
+        let record = input_record(topic, contract, value, &self.org, self.offset, timestamp);
         let output = block_on(self.processor.process(&[record], T, &self.store)).unwrap();
         assert_eq!(output.stats.dead_lettered, 0, "nothing here is bad input");
         let fed = Fed {
@@ -67,12 +60,7 @@ impl Harness {
                 .get("DUPLICATE")
                 .copied()
                 .unwrap_or(0),
-            state_bytes: output
-                .state
-                .changes()
-                .iter()
-                .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
-                .sum(),
+            state_bytes: state_bytes(&output.state),
         };
         self.store.write(output.state).unwrap();
         fed

@@ -2,6 +2,7 @@
 //! embedded codec: no broker (the end-to-end tests in `tests/` run it on one).
 
 use super::*;
+use crate::test_support::{input_record, state_bytes};
 use futures::executor::block_on;
 use p2p_avro::contracts::{
     INVOICE_EXCEPTION, INVOICE_MATCHED, ORG_CONFIG, PURCHASE_ORDER_EVENT, SUPPLIER_MASTER,
@@ -64,25 +65,11 @@ impl Harness {
         org: &OrgId,
         value: Value,
     ) -> Vec<OutputRecord> {
-        let payload = block_on(Codec::Embedded.encode(topic, contract, value)).unwrap();
         self.offset += 1;
-        let record = InputRecord {
-            topic: topic.to_owned(),
-            partition: 0,
-            offset: self.offset,
-            timestamp: Some(self.event_time),
-            key: Some(org.as_str().as_bytes().to_vec()),
-            payload: Some(payload),
-            headers: vec![],
-        };
+        let record = input_record(topic, contract, value, org, self.offset, self.event_time);
         let output = block_on(self.processor.process(&[record], NOW, &self.store)).unwrap();
         assert_eq!(output.stats.dead_lettered, 0, "nothing here is bad input");
-        self.state_written = output
-            .state
-            .changes()
-            .iter()
-            .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
-            .sum();
+        self.state_written = state_bytes(&output.state);
         self.store.write(output.state).unwrap();
         output.records
     }
@@ -119,6 +106,14 @@ impl Harness {
         let value = supplier_master_value(org, &payee, None, EventTime(NOW)).unwrap();
         let topic = self.topics.supplier_master.clone();
         self.feed(&topic, &SUPPLIER_MASTER, org, value);
+    }
+
+    /// Org 1, paying in EUR, its supplier (of `outcome`'s invoices) with an account to pay to.
+    fn paying_org(&mut self) -> OrgId {
+        let org = OrgId::from_u128(1);
+        self.paying_eur(&org);
+        self.supplier_with_account(&org);
+        org
     }
 
     fn matched(&mut self, matched: &InvoiceMatched) -> Vec<OutputRecord> {
@@ -350,9 +345,7 @@ fn midnight(date: NaiveDate) -> i64 {
 #[test]
 fn the_thousandth_payment_waiting_for_its_run_writes_no_more_state_than_the_first() {
     let mut h = Harness::new();
-    let org = OrgId::from_u128(1);
-    h.paying_eur(&org);
-    h.supplier_with_account(&org);
+    let org = h.paying_org();
     h.matched(&matched_invoice(1));
     let first = h.state_written;
     for n in 2..=1_000 {
@@ -390,9 +383,7 @@ fn the_thousandth_payment_waiting_for_its_run_writes_no_more_state_than_the_firs
 #[test]
 fn payments_queued_whole_before_adr_0011_are_paid_by_their_run() {
     let mut h = Harness::new();
-    let org = OrgId::from_u128(1);
-    h.paying_eur(&org);
-    h.supplier_with_account(&org);
+    let org = h.paying_org();
     h.matched(&matched_invoice(1));
     h.matched(&matched_invoice(2));
     // Rewritten as the layout before ADR 0011 kept it: the queue whole, no entry a slot.
