@@ -4,7 +4,7 @@
 //! that is input produced to output available, transaction commit included.
 
 use hdrhistogram::Histogram;
-use p2p_topologies::admin::client_config;
+use p2p_topologies::admin::{client_config, PositionAsks};
 use p2p_topologies::KafkaProperties;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -79,8 +79,11 @@ fn read(
     // Once stopped: where each partition ends, then read up to there.
     let mut ends: Option<Vec<((String, i32), i64)>> = None;
     let mut stopped_at = None;
+    let mut asks = PositionAsks::new();
     loop {
-        match consumer.poll(Duration::from_millis(50)) {
+        let polled = consumer.poll(Duration::from_millis(50));
+        let ran_out = polled.is_none();
+        match polled {
             Some(Ok(message)) => {
                 let read_at = now_millis();
                 if let Some(timestamp) = message.timestamp().to_millis() {
@@ -91,7 +94,7 @@ fn read(
             Some(Err(e)) => return Err(e),
             None => {}
         }
-        if !stop.load(Ordering::Relaxed) {
+        if !stop.load(Ordering::Relaxed) || !asks.due(ran_out) {
             continue;
         }
         let ends = match &ends {

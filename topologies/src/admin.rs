@@ -12,6 +12,40 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// When a reader to the end of a partition asks its consumer's position. Under
+/// read_committed the last offsets may be transaction markers, never delivered, so a reader is
+/// done once its position reaches the end. The position is a request to librdkafka's main
+/// thread: asked when the fetched records run out, or every 50 ms, never per record (the
+/// benchmark's audit spent most of its CPU on asking it per record).
+pub struct PositionAsks {
+    last: Instant,
+}
+
+impl PositionAsks {
+    const EVERY: Duration = Duration::from_millis(50);
+
+    pub fn new() -> Self {
+        Self {
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether to ask now, after a poll that `ran_out` of records or not.
+    pub fn due(&mut self, ran_out: bool) -> bool {
+        if !ran_out && self.last.elapsed() < Self::EVERY {
+            return false;
+        }
+        self.last = Instant::now();
+        true
+    }
+}
+
+impl Default for PositionAsks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("kafka: {0}")]
@@ -169,11 +203,7 @@ pub fn read_topic(
         return Ok(records);
     }
     consumer.assign(&assignment)?;
-    // Under read_committed the last offsets may be transaction markers, never delivered:
-    // a partition is done once its position reaches the high watermark. The position is a
-    // request to librdkafka's main thread: asked when the fetched records run out, or every
-    // 50 ms, not per record (the benchmark's audit spent most of its CPU on it).
-    let mut asked = Instant::now();
+    let mut asks = PositionAsks::new();
     while !ends.is_empty() {
         if Instant::now() > deadline {
             return Err(ReadError::Timeout(topic.to_owned()));
@@ -183,10 +213,9 @@ pub fn read_topic(
         if let Some(message) = polled {
             records.push(message?.detach());
         }
-        if !ran_out && asked.elapsed() < Duration::from_millis(50) {
+        if !asks.due(ran_out) {
             continue;
         }
-        asked = Instant::now();
         let position = consumer.position()?;
         ends.retain(|partition, high| {
             match position

@@ -4,7 +4,7 @@
 //! catches up on those partitions from its checkpoint, kept in the store with the data, to the
 //! end: nothing after a clean stop, the tail after a crash, everything for a lost directory.
 
-use crate::admin::{client_config, watermarks, ReadError};
+use crate::admin::{client_config, watermarks, PositionAsks, ReadError};
 use crate::config::KafkaProperties;
 use p2p_state::murmur2::partition_for;
 use p2p_state::{org_of_raw_key, StateError, Store, StoreBatch};
@@ -128,8 +128,7 @@ pub fn restore(
     let mut batch = StoreBatch::default();
     let mut in_batch = 0usize;
     let mut progressed = Instant::now();
-    // When the position was last asked (see below).
-    let mut asked = Instant::now();
+    let mut asks = PositionAsks::new();
     while !behind.is_empty() {
         let polled = consumer.poll(Duration::from_millis(50));
         let ran_out = polled.is_none();
@@ -146,12 +145,8 @@ pub fn restore(
                 *next = message.offset() + 1;
             }
         }
-        // Under read_committed the last offsets may be transaction markers, never delivered:
-        // a partition is done once its position reaches its high watermark. The position is
-        // a request to librdkafka's main thread: asked when the fetched records run out, or
-        // every 50 ms, not per record: a round trip to another thread per record.
-        let position = if ran_out || asked.elapsed() >= Duration::from_millis(50) {
-            asked = Instant::now();
+        // A partition is done once its position reaches its high watermark (`PositionAsks`).
+        let position = if asks.due(ran_out) {
             Some(consumer.position()?)
         } else {
             None

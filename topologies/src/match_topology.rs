@@ -74,6 +74,9 @@ struct Working<'s> {
     states: HashMap<StateKey, PurchaseOrderMatch>,
     /// Duplicate register entries read or registered: the first document with each.
     register_entries: HashMap<StateKey, Option<InvoiceId>>,
+    /// The entries this batch registered: the only ones it writes (an entry, once there,
+    /// never changes).
+    registered: Vec<StateKey>,
     /// Whole registers, as stored before ADR 0011 under `dup/<supplier id>`: read for entries
     /// not stored on their own, never written.
     whole_registers: HashMap<StateKey, Option<DuplicateRegister>>,
@@ -219,6 +222,7 @@ impl MatchProcessor {
             store,
             states: HashMap::new(),
             register_entries: HashMap::new(),
+            registered: Vec::new(),
             whole_registers: HashMap::new(),
             configs: HashMap::new(),
             supplier_keys: HashMap::new(),
@@ -246,6 +250,7 @@ impl MatchProcessor {
         let Working {
             states,
             register_entries,
+            registered,
             configs,
             supplier_keys,
             timers,
@@ -255,9 +260,8 @@ impl MatchProcessor {
         for (key, value) in &states {
             output.state.put(key, value)?;
         }
-        for (key, first) in &register_entries {
-            // Entries read and not found stay unwritten.
-            if let Some(first) = first {
+        for key in &registered {
+            if let Some(Some(first)) = register_entries.get(key) {
                 output.state.put(key, first)?;
             }
         }
@@ -428,10 +432,13 @@ impl MatchProcessor {
         working.states.insert(key, state);
         if let Some((supplier, seen)) = register {
             for (entry, first) in seen.entries() {
-                working.register_entries.insert(
-                    register_entry_key(org, &supplier, entry),
-                    Some(first.clone()),
-                );
+                let key = register_entry_key(org, &supplier, entry);
+                let known = working
+                    .register_entries
+                    .insert(key.clone(), Some(first.clone()));
+                if known.flatten().is_none() {
+                    working.registered.push(key);
+                }
             }
         }
         out.extend(encoded);
