@@ -170,9 +170,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (reason, count) in &audit.reasons {
         println!("  {reason:<19} {count:>6}");
     }
-    println!("matched amounts");
+    println!(
+        "matched amounts (invoices; {} credit memos credit the second column)",
+        audit.credit_memos
+    );
     for (currency, total) in &audit.matched_totals {
-        println!("  {currency}                 {total:>16}");
+        let credited = audit
+            .credited_totals
+            .get(currency)
+            .copied()
+            .unwrap_or_default();
+        println!("  {currency}                 {total:>16} {credited:>16}");
     }
     println!("dead-letter queues");
     if observed.dead_letters.is_empty() {
@@ -203,6 +211,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (currency, total) in &payments.instructed_totals {
         println!("  instructed {currency}       {total:>16}");
     }
+    println!(
+        "  {} invoices had credit memos set off against their payment",
+        payments.set_off.len()
+    );
     // The whole flow, end to end: requisition approved, converted, PO received and invoiced,
     // invoice matched and put in a payment instruction.
     let converted: std::collections::BTreeSet<&str> =
@@ -228,7 +240,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!(
         "check: all {} requisitions, {} POs and {} invoices ended as the generator planted \
-         them; every matched invoice was instructed once, for its exact total in its currency",
+         them; every matched invoice was instructed once, for its exact total in its currency \
+         less the credit memos set off against it; no credit memo was paid",
         scenario.requisitions.len(),
         scenario.lifecycles.len(),
         audit.invoices

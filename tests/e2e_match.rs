@@ -215,11 +215,7 @@ async fn send_scripted(
 ) {
     let scenario = Scenario {
         records,
-        planted: vec![],
-        lifecycles: Default::default(),
-        requisitions: Default::default(),
-        converted: Default::default(),
-        refusals: 0,
+        ..Scenario::default()
     };
     produce_scenario(producer, codec, topics, &scenario)
         .await

@@ -130,8 +130,11 @@ pub struct Audit {
     pub pending: usize,
     /// Reason symbol -> invoices whose final exception carries it.
     pub reasons: BTreeMap<String, usize>,
-    /// Matched invoices total per currency, to the cent.
+    /// Matched invoices total per currency, to the cent (credit memos aside).
     pub matched_totals: BTreeMap<String, rust_decimal::Decimal>,
+    /// Of the matched, the credit memos, and what they credit per currency.
+    pub credit_memos: usize,
+    pub credited_totals: BTreeMap<String, rust_decimal::Decimal>,
     /// Invoices blocked by hand (`MANUAL_HOLD`) whose newest outcome is a match: released.
     pub released_holds: usize,
     pub disagreements: Vec<String>,
@@ -192,10 +195,13 @@ pub fn audit(planted: &[(InvoiceId, Planted)], observed: &Observed) -> Audit {
         match (matched, exceptions) {
             (Some(m), None) => {
                 audit.matched += 1;
-                *audit
-                    .matched_totals
-                    .entry(m[0].currency.clone())
-                    .or_default() += m[0].total_amount;
+                let totals = if m[0].document_type == DocumentKind::CreditMemo {
+                    audit.credit_memos += 1;
+                    &mut audit.credited_totals
+                } else {
+                    &mut audit.matched_totals
+                };
+                *totals.entry(m[0].currency.clone()).or_default() += m[0].total_amount;
                 if *plan != Planted::Matched {
                     audit
                         .disagreements

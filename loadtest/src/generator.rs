@@ -1,6 +1,6 @@
 //! A deterministic P2P stream: orgs, suppliers, POs with several lines, partial receipts,
-//! invoices (some over tolerance, some before their receipt, some against cancelled POs) and
-//! a few undecodable records. Every invoice carries the outcome it should end in.
+//! invoices (some over tolerance, some before their receipt, some against cancelled POs),
+//! credit memos and a few undecodable records. Every invoice carries the outcome it should end in.
 
 use apache_avro::types::Value;
 use p2p_avro::contracts::{
@@ -17,6 +17,7 @@ use p2p_processors::tolerance_keys::ToleranceKeys;
 use p2p_processors::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -89,6 +90,10 @@ pub struct GeneratorConfig {
     pub cancelled_pct: u32,
     /// A clean invoice sent again by the supplier under a new id.
     pub duplicate_pct: u32,
+    /// A clean invoice, then a credit memo from the supplier giving back part of its first
+    /// line (goods found damaged and kept at the supplier's cost). Half the memos come before
+    /// the invoice they credit, and wait for it.
+    pub credit_memo_pct: u32,
     /// An invoice the AP clerk blocks by hand in the ERP (`payment_block`); half of them are
     /// released later (sent again without it) and end matched.
     pub held_pct: u32,
@@ -148,6 +153,7 @@ impl Default for GeneratorConfig {
             short_receipt_pct: 5,
             cancelled_pct: 5,
             duplicate_pct: 5,
+            credit_memo_pct: 5,
             held_pct: 4,
             requisition_pct: 40,
             routed_pct: 60,
@@ -162,7 +168,7 @@ impl Default for GeneratorConfig {
 }
 
 /// A generated stream, in production order, with the plan for every invoice.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Scenario {
     pub records: Vec<ScenarioRecord>,
     pub planted: Vec<(InvoiceId, Planted)>,
@@ -174,6 +180,8 @@ pub struct Scenario {
     pub converted: BTreeMap<PurchaseOrderId, RequisitionId>,
     /// Inputs the procurement topology must refuse (an audit event each, never a dead letter).
     pub refusals: usize,
+    /// Credit memos among the planted invoices (every one planted to match).
+    pub credit_memos: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -186,6 +194,8 @@ enum Shape {
     ShortReceipt,
     Cancelled,
     Duplicated,
+    /// Credited in part; `true`: the memo comes before the invoice.
+    Credited(bool),
     /// Blocked by hand; `true`: released later.
     Held(bool),
 }
@@ -202,6 +212,7 @@ impl Scenario {
         let mut requisitions = BTreeMap::new();
         let mut converted = BTreeMap::new();
         let mut refusals = 0;
+        let mut credit_memos = 0;
         let mut clock = config.start_ms;
         let mut tick = |rng: &mut ChaCha8Rng| {
             clock += rng.random_range(config.gap_ms.clone());
@@ -446,6 +457,15 @@ impl Scenario {
                 };
                 let planted_outcome = expect.clone();
                 planted.push((invoice.invoice.clone(), expect));
+                let memo = match shape {
+                    Shape::Credited(early) => {
+                        let memo = credit_memo(&invoice, &mut rng, ids.next(), n);
+                        planted.push((memo.invoice.clone(), Planted::Matched));
+                        credit_memos += 1;
+                        Some((memo, early))
+                    }
+                    _ => None,
+                };
 
                 let invoice_first = shape == Shape::InvoiceFirst;
                 if invoice_first {
@@ -491,9 +511,17 @@ impl Scenario {
                     };
                     lifecycles.insert(po.clone(), (state, version + steps));
                 }
+                if let Some((memo, true)) = &memo {
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice(memo, at));
+                }
                 if !invoice_first {
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::invoice(&invoice, at));
+                }
+                if let Some((memo, false)) = &memo {
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice(memo, at));
                 }
                 if shape == Shape::Held(true) {
                     // The clerk releases it: the ERP sends the invoice again, unblocked.
@@ -576,6 +604,7 @@ impl Scenario {
             requisitions,
             converted,
             refusals,
+            credit_memos,
         }
     }
 
@@ -595,6 +624,7 @@ fn pick_shape(rng: &mut ChaCha8Rng, c: &GeneratorConfig) -> Shape {
         (c.short_receipt_pct, Shape::ShortReceipt),
         (c.cancelled_pct, Shape::Cancelled),
         (c.duplicate_pct, Shape::Duplicated),
+        (c.credit_memo_pct, Shape::Credited(roll % 2 == 0)),
         (c.held_pct, Shape::Held(roll % 2 == 0)),
     ] {
         edge += pct;
@@ -639,6 +669,35 @@ fn decisions(
         });
     }
     (decisions, refused)
+}
+
+/// A credit memo from the supplier of `invoice` giving back up to a quarter (at least one) of
+/// its first line's quantity at the billed price: goods found damaged and kept, numbered as
+/// the supplier numbers its credit notes.
+fn credit_memo(
+    invoice: &InvoiceReceived,
+    rng: &mut ChaCha8Rng,
+    id: u128,
+    n: usize,
+) -> InvoiceReceived {
+    let first = &invoice.lines[0];
+    let billed = first.quantity.value().to_u32().expect("generated as a u32");
+    let credited = Decimal::from(rng.random_range(1..=billed.div_ceil(4)));
+    let line = InvoiceLine {
+        quantity: Quantity::new(credited).expect("at least one"),
+        ..first.clone()
+    };
+    let total = (credited * line.unit_price.money().amount()).round_dp(4);
+    InvoiceReceived {
+        invoice: InvoiceId::from_u128(id),
+        kind: DocumentKind::CreditMemo,
+        number: InvoiceNumber::parse(&format!("CN-{}-{n:05}", &invoice.org.as_str()[4..12]))
+            .expect("non-empty"),
+        lines: vec![line],
+        total: Money::new(total, invoice.currency),
+        payment_block: None,
+        ..invoice.clone()
+    }
 }
 
 /// `price x percent / 100`, kept to the schema's 6 decimals.
@@ -953,5 +1012,64 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// The invoices of the stream as the pipeline will read them, by id.
+    fn invoices(s: &Scenario) -> BTreeMap<InvoiceId, (usize, InvoiceReceived)> {
+        s.records
+            .iter()
+            .enumerate()
+            .filter_map(|(at, r)| match &r.payload {
+                Payload::Document(v, _) if r.topic == InputTopic::Invoices => {
+                    match convert::invoice_event(v).ok()?.input {
+                        MatchInput::Invoice(i) => Some((i.invoice.clone(), (at, i))),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn credit_memos_give_back_part_of_a_matched_invoice_some_sent_before_it() {
+        let s = Scenario::generate(&GeneratorConfig {
+            orgs: 10,
+            credit_memo_pct: 20,
+            ..GeneratorConfig::default()
+        });
+        let invoices = invoices(&s);
+        let memos: Vec<&(usize, InvoiceReceived)> = invoices
+            .values()
+            .filter(|(_, i)| i.kind == DocumentKind::CreditMemo)
+            .collect();
+        assert!(memos.len() >= 20, "{} memos", memos.len());
+        let mut early = 0;
+        for (at, memo) in memos {
+            let planted = s.planted.iter().find(|(id, _)| *id == memo.invoice);
+            assert_eq!(planted.map(|(_, p)| p), Some(&Planted::Matched));
+            // It credits an invoice of its PO, matched as planted, for no more than it billed,
+            // at the billed price, and its total is what it gives back.
+            let (credited_at, credited) = invoices
+                .values()
+                .find(|(_, i)| i.po == memo.po && i.kind == DocumentKind::Invoice)
+                .expect("the invoice it credits");
+            assert!(s
+                .planted
+                .contains(&(credited.invoice.clone(), Planted::Matched)));
+            let (given, billed) = (&memo.lines[0], &credited.lines[0]);
+            assert_eq!(
+                (given.line, given.unit_price),
+                (billed.line, billed.unit_price)
+            );
+            assert!(given.quantity.value() <= billed.quantity.value());
+            assert_eq!(
+                memo.total.amount(),
+                (given.quantity.value() * given.unit_price.money().amount()).round_dp(4)
+            );
+            assert_ne!(memo.number, credited.number);
+            early += usize::from(at < credited_at);
+        }
+        assert!(early > 0, "some memos come before their invoice");
     }
 }

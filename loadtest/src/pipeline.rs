@@ -20,9 +20,10 @@ pub struct Expected {
     pub match_inputs: u64,
     /// From the ERPs; procurement also reads what match and payment write.
     pub procurement_inputs: u64,
-    /// From the ERPs; payment also reads one match per payable invoice.
+    /// From the ERPs; payment also reads one match per invoice and credit memo planted to match.
     pub payment_inputs: u64,
-    /// Invoices planted to match: each is scheduled and released by a payment run.
+    /// Invoices planted to match (credit memos aside): each is scheduled, then released by a
+    /// payment run or paid in full by credit.
     pub payable: u64,
 }
 
@@ -32,11 +33,12 @@ impl Expected {
         let count = |topics: &[InputTopic]| -> u64 {
             topics.iter().map(|t| scenario.count(*t) as u64).sum()
         };
-        let payable = scenario
+        let matched = scenario
             .planted
             .iter()
             .filter(|(_, p)| *p == Planted::Matched)
             .count() as u64;
+        let payable = matched - scenario.credit_memos as u64;
         Expected {
             match_inputs: count(&[
                 I::PurchaseOrders,
@@ -52,7 +54,7 @@ impl Expected {
                 I::OrgConfigs,
             ]),
             payment_inputs: count(&[I::PurchaseOrders, I::OrgConfigs, I::SupplierMasters])
-                + payable,
+                + matched,
             payable,
         }
     }
@@ -61,6 +63,11 @@ impl Expected {
     /// exceptions are not counted): the length of a progress bar.
     pub fn total(&self) -> u64 {
         self.match_inputs + self.procurement_inputs + self.payment_inputs + self.payable
+    }
+
+    /// Payable invoices paid so far: released into a run, or paid in full by credit.
+    fn paid(payment: &StatsSnapshot) -> u64 {
+        payment.get(RELEASED) + payment.get(PAID_BY_CREDIT)
     }
 
     /// Whether every runtime has read all it will read, and every payable invoice is released.
@@ -73,7 +80,7 @@ impl Expected {
         } = progress;
         matching.records_in >= self.match_inputs
             && payment.records_in >= self.payment_inputs
-            && payment.get(RELEASED) >= self.payable
+            && Self::paid(payment) >= self.payable
             && procurement.records_in
                 >= self.procurement_inputs
                     + matching.out(&topics.invoice_matched)
@@ -84,12 +91,12 @@ impl Expected {
     pub fn shortfall(&self, progress: &Progress) -> String {
         format!(
             "the pipeline processed {} of {} match and {} of {}+ procurement records, and \
-             released {} of {} payments",
+             paid {} of {} invoices",
             progress.matching.records_in,
             self.match_inputs,
             progress.procurement.records_in,
             self.procurement_inputs,
-            progress.payment.get(RELEASED),
+            Self::paid(&progress.payment),
             self.payable,
         )
     }
@@ -97,6 +104,8 @@ impl Expected {
 
 /// The payment runtime's count of payment parts released into a run.
 const RELEASED: &str = "parts released";
+/// Its count of payment parts credit memos paid in full, with nothing for the bank.
+const PAID_BY_CREDIT: &str = "parts paid by credit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

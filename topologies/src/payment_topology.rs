@@ -346,7 +346,7 @@ impl PaymentProcessor {
                 )))
             }
         };
-        count(&changes.records, output);
+        count(&changes.records, false, output);
         output.records.extend(encoded);
         changes.apply(working)?;
         Ok(Ok(()))
@@ -664,7 +664,7 @@ impl PaymentProcessor {
                 );
                 output.stats.count("payment runs");
             }
-            count(&changes.records, output);
+            count(&changes.records, true, output);
             output.records.extend(records);
             changes.org_payments = Some((org, payments));
             changes.apply(working)?;
@@ -771,18 +771,24 @@ impl PaymentProcessor {
     }
 }
 
-fn count(records: &[PaymentScheduleRecord], output: &mut BatchOutput) {
+/// Counts the schedule records by kind. `in_run`: they come of a payment run, where a part is
+/// remitted only when credit memos paid it in full (the bank's statuses come on their own).
+fn count(records: &[PaymentScheduleRecord], in_run: bool, output: &mut BatchOutput) {
+    use ScheduleEventKind as K;
     for record in records {
         output.stats.count(match record.kind {
-            ScheduleEventKind::Scheduled => "payments scheduled",
-            ScheduleEventKind::Amended => "payments amended",
-            ScheduleEventKind::Held => "holds",
-            ScheduleEventKind::HoldReleased => "holds released",
-            ScheduleEventKind::Released => "parts released",
-            ScheduleEventKind::Refused => "payment refusals",
-            ScheduleEventKind::Settled => "payments settled",
-            ScheduleEventKind::Cancelled => "parts cancelled",
-            _ => "bank statuses",
+            K::Scheduled => "payments scheduled",
+            K::Amended => "payments amended",
+            K::Held => "holds",
+            K::HoldReleased => "holds released",
+            K::Released => "parts released",
+            K::Remitted if in_run => "parts paid by credit",
+            K::Refused => "payment refusals",
+            K::Settled => "payments settled",
+            K::Cancelled => "parts cancelled",
+            K::CreditRecorded => "credits recorded",
+            K::SetOff => "credit set off",
+            K::Disbursed | K::Remitted | K::Rejected => "bank statuses",
         });
     }
 }
