@@ -1,9 +1,9 @@
 //! `p2p bench`: the benchmark harness (loadtest/) on a real broker, from the command line.
 
+use crate::stream_args::StreamArgs;
 use clap::Args;
 use p2p_avro::Codec;
 use p2p_loadtest::bench::{run, BenchConfig, Phases};
-use p2p_loadtest::GeneratorConfig;
 use p2p_topologies::{KafkaProperties, RuntimeConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,18 +20,8 @@ pub struct BenchArgs {
     /// Use the schemas embedded in the binary instead of a registry.
     #[arg(long)]
     embedded_schemas: bool,
-    /// Organisations (tenants) in the stream.
-    #[arg(long, default_value_t = 20)]
-    orgs: usize,
-    /// Purchase orders per organisation, on average.
-    #[arg(long, default_value_t = 100)]
-    pos_per_org: usize,
-    /// Zipf exponent of the organisations' sizes (0: all alike).
-    #[arg(long, default_value_t = 1.0)]
-    skew: f64,
-    /// Seed of the generated stream (same seed, same stream).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Partitions per topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -79,13 +69,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let config = BenchConfig {
         kafka,
         codec: Arc::new(codec),
-        generator: GeneratorConfig {
-            seed: args.seed,
-            orgs: args.orgs,
-            pos_per_org: args.pos_per_org,
-            org_size_skew: args.skew,
-            ..GeneratorConfig::default()
-        },
+        generator: args.stream.generator()?,
         partitions: args.partitions,
         max_batch: args.max_batch.unwrap_or(defaults.max_batch),
         batch_linger: args
@@ -105,8 +89,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     println!(
         "benchmark: {} orgs, {} POs on average, on {}; report in {}",
-        args.orgs,
-        args.pos_per_org,
+        args.stream.orgs,
+        args.stream.pos_per_org,
         args.bootstrap,
         args.out.display()
     );

@@ -1,9 +1,13 @@
 //! `p2p`: the operator's binary. `demo` runs the whole pipeline in one process on an
-//! in-process Kafka; `run` runs it against a real cluster; `admin` prepares a cluster.
+//! in-process Kafka; `run` runs it against a real cluster; `admin` prepares a cluster; `dlq`
+//! inspects and replays dead letters; `produce` feeds a cluster generated load; `bench`
+//! measures the pipeline on a real broker.
 
 mod bench;
 mod config;
 mod demo;
+mod produce;
+mod stream_args;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +42,9 @@ enum Command {
     /// Benchmark on a real broker: a pass-through baseline, then the pipeline exactly once,
     /// at least once, and at a fixed rate for latency; audits every run and writes a report.
     Bench(bench::BenchArgs),
+    /// The load generator as a plain producer: a generated stream (orgs, POs, receipts,
+    /// invoices, credit memos, anomalies) to the topics `run` reads, at a fixed rate.
+    Produce(produce::ProduceArgs),
     /// Cluster administration.
     Admin {
         #[command(subcommand)]
@@ -114,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints a summary; its logs would only interleave with it.
     let default_filter = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) | Command::Produce(_) => "warn",
         _ => "info,rdkafka=warn",
     };
     tracing_subscriber::fmt()
@@ -196,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::bench(args).await,
+        Command::Produce(args) => produce::produce(args).await,
         Command::Dlq { command } => dlq(command).await,
     }
 }

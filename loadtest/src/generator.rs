@@ -117,7 +117,61 @@ pub struct GeneratorConfig {
     pub net_days: Option<u32>,
 }
 
+/// A generator configuration that cannot describe a stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GeneratorConfigError {
+    #[error("a stream needs at least one org and one PO per org")]
+    Empty,
+    /// Each PO takes one shape: the anomalies' shares are parts of one hundred.
+    #[error("the anomaly shares add up to {0}% of the POs; they can take at most 100%")]
+    AnomaliesOverAll(u32),
+    #[error("{field} is a share of POs in percent: {value} is over 100")]
+    ShareOverAll { field: &'static str, value: u32 },
+}
+
 impl GeneratorConfig {
+    /// Whether this configuration describes a stream (the generator would otherwise quietly
+    /// drop the shapes past 100%).
+    pub fn check(&self) -> Result<(), GeneratorConfigError> {
+        if self.orgs == 0 || self.pos_per_org == 0 {
+            return Err(GeneratorConfigError::Empty);
+        }
+        let anomalies = self
+            .anomaly_shares(false)
+            .iter()
+            .map(|(pct, _)| pct)
+            .sum::<u32>();
+        if anomalies > 100 {
+            return Err(GeneratorConfigError::AnomaliesOverAll(anomalies));
+        }
+        for (field, value) in [
+            ("requisition_pct", self.requisition_pct),
+            ("routed_pct", self.routed_pct),
+            ("self_approval_pct", self.self_approval_pct),
+        ] {
+            if value > 100 {
+                return Err(GeneratorConfigError::ShareOverAll { field, value });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each anomaly's share of the POs (percent), and the shape it gives a PO (`early`: the
+    /// variant sent ahead of its invoice, for the shapes that have one).
+    fn anomaly_shares(&self, early: bool) -> [(u32, Shape); 9] {
+        [
+            (self.price_over_tolerance_pct, Shape::PriceOver),
+            (self.price_within_tolerance_pct, Shape::PriceWithin),
+            (self.quantity_over_pct, Shape::QuantityOver),
+            (self.invoice_before_receipt_pct, Shape::InvoiceFirst),
+            (self.short_receipt_pct, Shape::ShortReceipt),
+            (self.cancelled_pct, Shape::Cancelled),
+            (self.duplicate_pct, Shape::Duplicated),
+            (self.credit_memo_pct, Shape::Credited(early)),
+            (self.held_pct, Shape::Held(early)),
+        ]
+    }
+
     /// POs of each org, in generation order: `orgs * pos_per_org` in all, shared by Zipf's law
     /// with exponent `org_size_skew` (every org has at least one).
     pub fn org_sizes(&self) -> Vec<usize> {
@@ -616,17 +670,7 @@ impl Scenario {
 fn pick_shape(rng: &mut ChaCha8Rng, c: &GeneratorConfig) -> Shape {
     let roll = rng.random_range(0..100u32);
     let mut edge = 0;
-    for (pct, shape) in [
-        (c.price_over_tolerance_pct, Shape::PriceOver),
-        (c.price_within_tolerance_pct, Shape::PriceWithin),
-        (c.quantity_over_pct, Shape::QuantityOver),
-        (c.invoice_before_receipt_pct, Shape::InvoiceFirst),
-        (c.short_receipt_pct, Shape::ShortReceipt),
-        (c.cancelled_pct, Shape::Cancelled),
-        (c.duplicate_pct, Shape::Duplicated),
-        (c.credit_memo_pct, Shape::Credited(roll % 2 == 0)),
-        (c.held_pct, Shape::Held(roll % 2 == 0)),
-    ] {
+    for (pct, shape) in c.anomaly_shares(roll % 2 == 0) {
         edge += pct;
         if roll < edge {
             return shape;
@@ -1029,6 +1073,37 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_configuration_whose_shares_cannot_be_drawn_is_refused_by_name() {
+        assert_eq!(GeneratorConfig::default().check(), Ok(()));
+        let all_anomalies = GeneratorConfig {
+            price_over_tolerance_pct: 60,
+            duplicate_pct: 41,
+            ..GeneratorConfig::default()
+        };
+        // 60 + 41 and the defaults' other anomalies (5 + 5 + 15 + 5 + 5 + 5 + 4).
+        assert_eq!(
+            all_anomalies.check(),
+            Err(GeneratorConfigError::AnomaliesOverAll(145))
+        );
+        let routed = GeneratorConfig {
+            routed_pct: 101,
+            ..GeneratorConfig::default()
+        };
+        assert_eq!(
+            routed.check(),
+            Err(GeneratorConfigError::ShareOverAll {
+                field: "routed_pct",
+                value: 101
+            })
+        );
+        let empty = GeneratorConfig {
+            pos_per_org: 0,
+            ..GeneratorConfig::default()
+        };
+        assert_eq!(empty.check(), Err(GeneratorConfigError::Empty));
     }
 
     #[test]

@@ -17,4 +17,4 @@ pub mod pipeline;
 pub mod produce;
 pub mod report;
 
-pub use generator::{GeneratorConfig, Planted, Scenario, ScenarioRecord};
+pub use generator::{GeneratorConfig, GeneratorConfigError, Planted, Scenario, ScenarioRecord};
