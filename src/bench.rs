@@ -20,8 +20,6 @@ pub struct BenchArgs {
     /// Use the schemas embedded in the binary instead of a registry.
     #[arg(long)]
     embedded_schemas: bool,
-    #[command(flatten)]
-    stream: StreamArgs,
     /// Partitions per topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -47,6 +45,9 @@ pub struct BenchArgs {
     /// How long a phase may take, in seconds, before the run fails.
     #[arg(long, default_value_t = 600)]
     limit_secs: u64,
+    // Last: its help heading holds for what follows it.
+    #[command(flatten)]
+    stream: StreamArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
