@@ -32,13 +32,17 @@ pub struct BenchArgs {
     /// Records per second in the latency phase; default: half the exactly-once throughput.
     #[arg(long)]
     rate: Option<f64>,
-    /// Phases to run (comma-separated): baseline, exactly-once, at-least-once, latency.
+    /// Phases to run (comma-separated): baseline, exactly-once, at-least-once, latency, and
+    /// open-pos (not by default: it loads `--open-pos` POs, and takes minutes).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "baseline,exactly-once,at-least-once,latency"
     )]
     phases: Vec<Phase>,
+    /// POs issued and left open in the open-pos phase (memory with a large state).
+    #[arg(long, default_value_t = 1_000_000)]
+    open_pos: u64,
     /// Where report.md and bench.svg go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -56,6 +60,7 @@ enum Phase {
     ExactlyOnce,
     AtLeastOnce,
     Latency,
+    OpenPos,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -77,11 +82,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .linger_ms
             .map_or(defaults.batch_linger, Duration::from_millis),
         rate: args.rate,
+        open_pos: args.open_pos,
         phases: Phases {
             baseline: args.phases.contains(&Phase::Baseline),
             exactly_once: args.phases.contains(&Phase::ExactlyOnce),
             at_least_once: args.phases.contains(&Phase::AtLeastOnce),
             latency: args.phases.contains(&Phase::Latency),
+            open_pos: args.phases.contains(&Phase::OpenPos),
         },
         out_dir: args.out.clone(),
         limit: Duration::from_secs(args.limit_secs),

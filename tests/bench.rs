@@ -26,6 +26,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         max_batch: 500,
         batch_linger: Duration::from_millis(20),
         rate: Some(200.0),
+        open_pos: 3_000,
         phases: Phases::ALL,
         out_dir: out.path().to_path_buf(),
         limit: Duration::from_secs(120),
@@ -38,7 +39,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
 
     assert_eq!(
         results.audited,
-        vec!["exactly-once", "at-least-once", "latency"]
+        vec!["exactly-once", "at-least-once", "latency", "open-pos"]
     );
     let stream = results.stream.records;
     for run in [
@@ -72,18 +73,26 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         "| pipeline, at least once |",
         "## Latency at a fixed rate",
         "## Targets",
-        "Passed: exactly-once, at-least-once, latency.",
+        "## Memory with open POs in state",
+        "| 3000 |",
+        "Passed: exactly-once, at-least-once, latency, open-pos.",
     ] {
         assert!(
             report.contains(expected),
             "report lacks {expected:?}:\n{report}"
         );
     }
-    let met = results.targets().iter().filter(|t| t.met.is_some()).count();
+    let open = results.open_pos.as_ref().expect("the open-POs phase ran");
+    assert_eq!((open.pos, open.records), (3_000, 3_000 + 3 * 4));
+    assert!(open.state_bytes > 0, "the POs are in the state on disk");
+    let targets = results.targets();
+    let met = targets.iter().filter(|t| t.met.is_some()).count();
     assert_eq!(
         met, 3,
-        "three targets are judged at any scale, the 10M-PO one is not"
+        "three targets are judged at any scale, the 10M-PO one only at 10M"
     );
+    let rss = targets.iter().find(|t| t.name.starts_with("RSS")).unwrap();
+    assert!(rss.measured.contains("with 3000 open POs"), "{rss:?}");
     let svg = std::fs::read_to_string(out.path().join("bench.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("End-to-end latency"));
 }

@@ -9,13 +9,16 @@
 
 use crate::baseline::{pass_through, PassThrough, PassThroughSettings};
 use crate::check::{check, AuditFailed};
+use crate::generator::OpenPurchaseOrders;
 use crate::latency::{spawn_reader, Latencies};
 use crate::pipeline::{run_until_processed, Expected, PipelineError, PipelineSettings, Progress};
-use crate::produce::{erp_producer, produce_at_rate, produce_scenario, ProduceError};
+use crate::produce::{
+    erp_producer, produce_at_rate, produce_records, produce_scenario, ProduceError,
+};
 use crate::{GeneratorConfig, Scenario};
 use indicatif::{ProgressBar, ProgressStyle};
 use p2p_avro::Codec;
-use p2p_topologies::admin::{client_config, create_topics, delete_topic_names};
+use p2p_topologies::admin::{client_config, count_topic, create_topics, delete_topic_names};
 use p2p_topologies::{Guarantee, KafkaProperties, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -40,6 +43,8 @@ pub struct BenchConfig {
     /// Records per second in the latency phase; `None`: half the exactly-once throughput
     /// measured just before (or 200 if that phase did not run).
     pub rate: Option<f64>,
+    /// POs issued and left open in the open-POs phase.
+    pub open_pos: u64,
     pub phases: Phases,
     /// Where the report goes (report.md, bench.svg).
     pub out_dir: PathBuf,
@@ -58,6 +63,8 @@ pub struct Phases {
     pub exactly_once: bool,
     pub at_least_once: bool,
     pub latency: bool,
+    /// The pipeline's memory with `open_pos` POs in its state.
+    pub open_pos: bool,
 }
 
 impl Phases {
@@ -66,6 +73,7 @@ impl Phases {
         exactly_once: true,
         at_least_once: true,
         latency: true,
+        open_pos: true,
     };
 }
 
@@ -138,6 +146,30 @@ pub struct LatencyRun {
     pub peak_rss: u64,
 }
 
+/// The open-POs phase: POs issued and never received nor invoiced, pre-loaded, then processed
+/// exactly once. They stay in the pipeline's state: what that costs in memory and on disk.
+#[derive(Debug, Clone)]
+pub struct StateRun {
+    pub pos: u64,
+    /// Records of the stream (the orgs' settings and suppliers, and the POs).
+    pub records: u64,
+    /// From the first record read to the last one done.
+    pub elapsed: Duration,
+    pub cpu: Duration,
+    /// This process's resident memory as the pipeline started, and the highest seen after.
+    pub rss_before: u64,
+    pub peak_rss: u64,
+    /// The three runtimes' local state (RocksDB) on disk once done.
+    pub state_bytes: u64,
+}
+
+impl StateRun {
+    /// Stream records per second.
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone)]
 pub struct BenchResults {
@@ -148,6 +180,7 @@ pub struct BenchResults {
     pub exactly_once: Option<Throughput>,
     pub at_least_once: Option<Throughput>,
     pub latency: Option<LatencyRun>,
+    pub open_pos: Option<StateRun>,
     /// Phases whose outputs were audited and passed.
     pub audited: Vec<&'static str>,
 }
@@ -264,6 +297,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchResults, BenchError> {
         exactly_once: None,
         at_least_once: None,
         latency: None,
+        open_pos: None,
         audited: Vec::new(),
     };
     let outcome = run_phases(&config, &scenario, &tag, &mut results).await;
@@ -326,6 +360,21 @@ async fn run_phases(
             run.latencies.all.len()
         );
         results.latency = Some(run);
+    }
+    if config.phases.open_pos {
+        let run = open_pos(config, tag).await?;
+        results.audited.push(OPEN_POS);
+        println!(
+            "open POs (exactly once): {} POs in {:.1} s, {:.0} records/s; peak RSS {:.0} MiB \
+             ({:.0} MiB as it started), state on disk {:.0} MiB",
+            run.pos,
+            run.elapsed.as_secs_f64(),
+            run.rate(),
+            run.peak_rss as f64 / MIB,
+            run.rss_before as f64 / MIB,
+            run.state_bytes as f64 / MIB
+        );
+        results.open_pos = Some(run);
     }
     Ok(())
 }
@@ -665,6 +714,133 @@ async fn latency(
         latencies,
         peak_rss: peak_rss.load(Ordering::Relaxed),
     })
+}
+
+const OPEN_POS: &str = "open-pos";
+const MIB: f64 = 1024.0 * 1024.0;
+/// POs drawn, encoded and sent at a time: the loader holds no more than this.
+pub(crate) const OPEN_POS_CHUNK: usize = 10_000;
+
+/// Loads `config.open_pos` POs, issued and left open, onto the phase's topics a chunk at a
+/// time, runs the pipeline until it has read them all, and audits by counting: one status per
+/// PO on po-status, nothing dead-lettered.
+async fn open_pos(config: &BenchConfig, tag: &str) -> Result<StateRun, BenchError> {
+    let topics = Topics::named(|base| format!("{base}-{tag}-{OPEN_POS}"));
+    create_topics(&config.kafka, &topics, config.partitions, 1).await?;
+    let orgs = config.generator.orgs.max(1);
+    // Dated over the last day, as the other phases' streams are.
+    let dated = recent(&GeneratorConfig {
+        pos_per_org: usize::try_from(config.open_pos).unwrap_or(usize::MAX) / orgs + 1,
+        ..config.generator.clone()
+    });
+    let mut stream = OpenPurchaseOrders::new(&dated, config.open_pos);
+    let expected = Expected::of_open(&stream);
+    let records = stream.records();
+    let producer = erp_producer(&config.kafka)?;
+    let loading = bar(config, "open-pos load", records);
+    loop {
+        let chunk = stream.next_chunk(OPEN_POS_CHUNK);
+        if chunk.is_empty() {
+            break;
+        }
+        produce_records(&producer, &config.codec, &topics, &chunk).await?;
+        loading.inc(chunk.len() as u64);
+    }
+    loading.finish_and_clear();
+    drop(producer);
+
+    let state = tempfile::tempdir()?;
+    let settings = settings(config, tag, OPEN_POS, Guarantee::ExactlyOnce, state.path());
+    let bar = bar(config, OPEN_POS, expected.total());
+    let mut meter = ProcessMeter::new();
+    let rss_before = meter.peak_rss;
+    let cpu_before = meter.sample();
+    let finished = run_until_processed(
+        &config.kafka,
+        config.codec.clone(),
+        &topics,
+        &settings,
+        expected,
+        config.limit,
+        |progress| {
+            bar.set_position(progress.records_in());
+            meter.tick();
+        },
+    )
+    .await?;
+    let cpu = meter.sample().saturating_sub(cpu_before);
+    bar.finish_and_clear();
+    if !finished.completed {
+        return Err(BenchError::TooSlow {
+            phase: OPEN_POS,
+            limit: config.limit,
+            shortfall: expected.shortfall(&finished.progress),
+        });
+    }
+    let state_bytes = dir_bytes(state.path())?;
+    audit_open_pos(config, &topics, &finished.progress, stream.pos()).await?;
+    Ok(StateRun {
+        pos: stream.pos(),
+        records,
+        elapsed: finished.elapsed,
+        cpu,
+        rss_before,
+        peak_rss: meter.peak_rss,
+        state_bytes,
+    })
+}
+
+/// One status per PO on po-status (each issued once, nothing else happened to it), and no
+/// record dead-lettered by any runtime.
+async fn audit_open_pos(
+    config: &BenchConfig,
+    topics: &Topics,
+    progress: &Progress,
+    pos: u64,
+) -> Result<(), BenchError> {
+    let dead_lettered = progress.matching.dead_lettered
+        + progress.procurement.dead_lettered
+        + progress.payment.dead_lettered;
+    let (kafka, topic) = (config.kafka.clone(), topics.po_status.clone());
+    let statuses =
+        tokio::task::spawn_blocking(move || count_topic(&kafka, &topic, Duration::from_secs(600)))
+            .await
+            .map_err(|e| BenchError::Thread(e.to_string()))?
+            .map_err(crate::audit::AuditError::from)?;
+    let mut details = Vec::new();
+    if statuses != pos {
+        details.push(format!(
+            "{statuses} PO statuses published for {pos} POs issued"
+        ));
+    }
+    if dead_lettered > 0 {
+        details.push(format!("{dead_lettered} records dead-lettered"));
+    }
+    if details.is_empty() {
+        return Ok(());
+    }
+    Err(BenchError::Audit {
+        phase: OPEN_POS,
+        failed: AuditFailed {
+            headline: "the open POs did not all end issued".into(),
+            details,
+        },
+    })
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            bytes += dir_bytes(&entry.path())?;
+        } else if kind.is_file() {
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok(bytes)
 }
 
 /// The pass-through's output topic.

@@ -274,31 +274,11 @@ impl Scenario {
         };
 
         for org_pos in config.org_sizes() {
-            let org = OrgId::from_u128(ids.next());
-            let currency = Currency::parse(CURRENCIES[rng.random_range(0..CURRENCIES.len())])
-                .expect("listed codes are ISO 4217");
-            let suppliers: Vec<SupplierId> =
-                (0..3).map(|_| SupplierId::from_u128(ids.next())).collect();
-            // The org pays from one account in its currency; its suppliers are paid net 30.
-            let debtor = format!("DE{:020}", ids.next() % 10u128.pow(20));
-            let mut settings = OrgConfig::defaults(org.clone(), currency, tick(&mut rng));
-            settings.payment.debtor_accounts.insert(currency, debtor);
-            records.push(ScenarioRecord::org_config(&settings));
-            for (i, supplier) in suppliers.iter().enumerate() {
-                let payee = Payee {
-                    supplier: supplier.clone(),
-                    name: format!("Supplier {i} of {}", &org.as_str()[4..12]),
-                    terms: config
-                        .net_days
-                        .map_or(PaymentTerms::DEFAULT, |days| PaymentTerms::Net { days }),
-                    blocked: false,
-                    iban: Some(format!("GB{:020}", ids.next() % 10u128.pow(20))),
-                    bic: None,
-                    bank_account_changed_on: None,
-                };
-                let at = tick(&mut rng);
-                records.push(ScenarioRecord::supplier_master(&org, &payee, None, at));
-            }
+            let OrgSetup {
+                org,
+                currency,
+                suppliers,
+            } = OrgSetup::draw(config, &mut rng, &mut ids, &mut records, &mut tick);
             // Requesters, and one approver per level (authority L1, L2, L3).
             let requesters: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
             let approvers: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
@@ -306,23 +286,7 @@ impl Scenario {
                 let shape = pick_shape(&mut rng, config);
                 let po = PurchaseOrderId::from_u128(ids.next());
                 let supplier = suppliers[rng.random_range(0..suppliers.len())].clone();
-                let line_count = rng.random_range(1..=4);
-                let lines: Vec<PurchaseOrderLine> = (1..=line_count)
-                    .map(|l| PurchaseOrderLine {
-                        line: LineNumber::new(l).expect("1-based"),
-                        description: format!("item {l}"),
-                        quantity: Quantity::new(Decimal::from(rng.random_range(1..=200u32)))
-                            .expect("positive"),
-                        unit_price: UnitPrice::new(Money::new(
-                            Decimal::new(rng.random_range(100..50_000i64), 2),
-                            currency,
-                        ))
-                        .expect("positive"),
-                        // A service line now and then: two-way matched, never received.
-                        receipt_required: l > 1 || line_count == 1 || !rng.random_bool(0.2),
-                        inspection_required: false,
-                    })
-                    .collect();
+                let lines = po_lines(&mut rng, currency);
                 let requester = requesters[rng.random_range(0..requesters.len())].clone();
                 // From a requisition the pipeline approves (step by step, as a PO would be),
                 // then issued by the ERP naming it: the requisition is converted.
@@ -664,6 +628,165 @@ impl Scenario {
 
     pub fn count(&self, topic: InputTopic) -> usize {
         self.records.iter().filter(|r| r.topic == topic).count()
+    }
+}
+
+/// An org as the generator sets it up: its settings and its suppliers, published first.
+struct OrgSetup {
+    org: OrgId,
+    currency: Currency,
+    suppliers: Vec<SupplierId>,
+}
+
+impl OrgSetup {
+    /// Draws an org, and adds its settings and supplier master records to `records`.
+    fn draw(
+        config: &GeneratorConfig,
+        rng: &mut ChaCha8Rng,
+        ids: &mut IdSource,
+        records: &mut Vec<ScenarioRecord>,
+        tick: &mut impl FnMut(&mut ChaCha8Rng) -> EventTime,
+    ) -> OrgSetup {
+        let org = OrgId::from_u128(ids.next());
+        let currency = Currency::parse(CURRENCIES[rng.random_range(0..CURRENCIES.len())])
+            .expect("listed codes are ISO 4217");
+        let suppliers: Vec<SupplierId> =
+            (0..3).map(|_| SupplierId::from_u128(ids.next())).collect();
+        // The org pays from one account in its currency; its suppliers are paid net 30.
+        let debtor = format!("DE{:020}", ids.next() % 10u128.pow(20));
+        let mut settings = OrgConfig::defaults(org.clone(), currency, tick(rng));
+        settings.payment.debtor_accounts.insert(currency, debtor);
+        records.push(ScenarioRecord::org_config(&settings));
+        for (i, supplier) in suppliers.iter().enumerate() {
+            let payee = Payee {
+                supplier: supplier.clone(),
+                name: format!("Supplier {i} of {}", &org.as_str()[4..12]),
+                terms: config
+                    .net_days
+                    .map_or(PaymentTerms::DEFAULT, |days| PaymentTerms::Net { days }),
+                blocked: false,
+                iban: Some(format!("GB{:020}", ids.next() % 10u128.pow(20))),
+                bic: None,
+                bank_account_changed_on: None,
+            };
+            let at = tick(rng);
+            records.push(ScenarioRecord::supplier_master(&org, &payee, None, at));
+        }
+        OrgSetup {
+            org,
+            currency,
+            suppliers,
+        }
+    }
+}
+
+/// One to four lines in `currency`; now and then the first is a service, never received.
+fn po_lines(rng: &mut ChaCha8Rng, currency: Currency) -> Vec<PurchaseOrderLine> {
+    let line_count = rng.random_range(1..=4);
+    (1..=line_count)
+        .map(|l| PurchaseOrderLine {
+            line: LineNumber::new(l).expect("1-based"),
+            description: format!("item {l}"),
+            quantity: Quantity::new(Decimal::from(rng.random_range(1..=200u32))).expect("positive"),
+            unit_price: UnitPrice::new(Money::new(
+                Decimal::new(rng.random_range(100..50_000i64), 2),
+                currency,
+            ))
+            .expect("positive"),
+            // A service line now and then: two-way matched, never received.
+            receipt_required: l > 1 || line_count == 1 || !rng.random_bool(0.2),
+            inspection_required: false,
+        })
+        .collect()
+}
+
+/// POs issued and then left open (nothing received, nothing invoiced), as many as asked, of
+/// `orgs` orgs in turn: state that only grows, to measure what a large state costs. Drawn a
+/// chunk at a time, so a stream of millions is never held whole.
+pub struct OpenPurchaseOrders {
+    rng: ChaCha8Rng,
+    ids: IdSource,
+    clock: i64,
+    gap_ms: std::ops::Range<i64>,
+    orgs: Vec<OrgSetup>,
+    /// The orgs' settings and suppliers, still to be handed out.
+    preamble: Vec<ScenarioRecord>,
+    issued: u64,
+    total: u64,
+}
+
+impl OpenPurchaseOrders {
+    /// `total` POs of `config.orgs` orgs (the config's seed, clock and terms; its shares and
+    /// sizes do not apply).
+    pub fn new(config: &GeneratorConfig, total: u64) -> OpenPurchaseOrders {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut ids = IdSource(rng.random());
+        let mut clock = config.start_ms;
+        let gap_ms = config.gap_ms.clone();
+        let mut tick = |rng: &mut ChaCha8Rng| {
+            clock += rng.random_range(gap_ms.clone());
+            EventTime(clock)
+        };
+        let mut preamble = Vec::new();
+        let orgs = (0..config.orgs.max(1))
+            .map(|_| OrgSetup::draw(config, &mut rng, &mut ids, &mut preamble, &mut tick))
+            .collect();
+        OpenPurchaseOrders {
+            rng,
+            ids,
+            clock,
+            gap_ms,
+            orgs,
+            preamble,
+            issued: 0,
+            total,
+        }
+    }
+
+    /// Records in all: the orgs' settings and suppliers, then one per PO.
+    pub fn records(&self) -> u64 {
+        InputTopic::ALL.iter().map(|t| self.count(*t)).sum()
+    }
+
+    /// Records in all on `topic`.
+    pub fn count(&self, topic: InputTopic) -> u64 {
+        match topic {
+            InputTopic::OrgConfigs => self.orgs.len() as u64,
+            InputTopic::SupplierMasters => self.orgs.iter().map(|o| o.suppliers.len() as u64).sum(),
+            InputTopic::PurchaseOrders => self.total,
+            _ => 0,
+        }
+    }
+
+    /// POs in all.
+    pub fn pos(&self) -> u64 {
+        self.total
+    }
+
+    /// The next records, at most `most` (empty once all are out).
+    pub fn next_chunk(&mut self, most: usize) -> Vec<ScenarioRecord> {
+        let mut chunk: Vec<ScenarioRecord> = self
+            .preamble
+            .drain(..self.preamble.len().min(most))
+            .collect();
+        while chunk.len() < most && self.issued < self.total {
+            let setup = &self.orgs[(self.issued % self.orgs.len() as u64) as usize];
+            let issued = PurchaseOrderIssued {
+                org: setup.org.clone(),
+                po: PurchaseOrderId::from_u128(self.ids.next()),
+                supplier: setup.suppliers[self.rng.random_range(0..setup.suppliers.len())].clone(),
+                currency: setup.currency,
+                lines: po_lines(&mut self.rng, setup.currency),
+                requisition: None,
+            };
+            self.clock += self.rng.random_range(self.gap_ms.clone());
+            chunk.push(ScenarioRecord::purchase_order(
+                &PurchaseOrderEvent::Issued(issued),
+                EventTime(self.clock),
+            ));
+            self.issued += 1;
+        }
+        chunk
     }
 }
 
@@ -1073,6 +1196,52 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn open_pos_come_in_chunks_settings_first_then_each_po_issued_once_and_never_received() {
+        let config = GeneratorConfig {
+            orgs: 3,
+            ..GeneratorConfig::default()
+        };
+        let mut open = OpenPurchaseOrders::new(&config, 1_000);
+        assert_eq!(open.records(), 3 * 4 + 1_000);
+        let mut records = Vec::new();
+        loop {
+            let chunk = open.next_chunk(64);
+            assert!(chunk.len() <= 64);
+            if chunk.is_empty() {
+                break;
+            }
+            records.extend(chunk);
+        }
+        assert_eq!(records.len() as u64, 3 * 4 + 1_000);
+        let (preamble, pos) = records.split_at(12);
+        assert!(preamble.iter().all(|r| matches!(
+            r.topic,
+            InputTopic::OrgConfigs | InputTopic::SupplierMasters
+        )));
+        let mut ids = std::collections::BTreeSet::new();
+        for record in pos {
+            assert_eq!(record.topic, InputTopic::PurchaseOrders);
+            let Payload::Document(value, _) = &record.payload else {
+                panic!("a PO is a document")
+            };
+            match convert::purchase_order(value).expect("decodes").0 {
+                PurchaseOrderEvent::Issued(issued) => assert!(ids.insert(issued.po)),
+                other => panic!("only issued POs, got {other:?}"),
+            }
+        }
+        assert_eq!(ids.len(), 1_000, "every PO distinct");
+        // The orgs take turns; the same seed draws the same POs.
+        let keys = |records: &[ScenarioRecord]| -> Vec<String> {
+            records.iter().map(|r| r.key.clone()).collect()
+        };
+        assert_eq!(pos[0].key, pos[3].key);
+        assert_ne!(pos[0].key, pos[1].key);
+        let again = OpenPurchaseOrders::new(&config, 1_000).next_chunk(2_000);
+        assert_eq!(keys(&again), keys(&records));
+        assert_eq!(again[500].timestamp, records[500].timestamp);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! run` does, until they have processed a scenario: the demo and the benchmark drive it the
 //! same way. What the pipeline decided is read back from its topics, never from here.
 
-use crate::generator::{InputTopic, Scenario};
+use crate::generator::{InputTopic, OpenPurchaseOrders, Scenario};
 use crate::Planted;
 use p2p_avro::Codec;
 use p2p_topologies::metrics::MetricsError;
@@ -29,16 +29,33 @@ pub struct Expected {
 
 impl Expected {
     pub fn of(scenario: &Scenario) -> Expected {
-        use InputTopic as I;
-        let count = |topics: &[InputTopic]| -> u64 {
-            topics.iter().map(|t| scenario.count(*t) as u64).sum()
-        };
         let matched = scenario
             .planted
             .iter()
             .filter(|(_, p)| *p == Planted::Matched)
             .count() as u64;
-        let payable = matched - scenario.credit_memos as u64;
+        Self::counted(
+            |topic| scenario.count(topic) as u64,
+            matched,
+            scenario.credit_memos as u64,
+        )
+    }
+
+    /// For a stream of POs left open: nothing to match, nothing to pay.
+    pub fn of_open(stream: &OpenPurchaseOrders) -> Expected {
+        Self::counted(|topic| stream.count(topic), 0, 0)
+    }
+
+    /// For a stream of `records_on` records per input topic, of which `matched` invoices and
+    /// `credit_memos` credit memos are to match.
+    fn counted(
+        records_on: impl Fn(InputTopic) -> u64,
+        matched: u64,
+        credit_memos: u64,
+    ) -> Expected {
+        use InputTopic as I;
+        let count = |topics: &[InputTopic]| -> u64 { topics.iter().map(|t| records_on(*t)).sum() };
+        let payable = matched - credit_memos;
         Expected {
             match_inputs: count(&[
                 I::PurchaseOrders,

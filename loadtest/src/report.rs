@@ -17,6 +17,9 @@ pub struct Target {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+const GIB: u64 = 1 << 30;
+/// The open POs the memory target is stated at.
+const TEN_MILLION: u64 = 10_000_000;
 
 impl BenchResults {
     /// The targets, each with what this run measured of it.
@@ -55,25 +58,22 @@ impl BenchResults {
             }
             None => not_measured(p99_name),
         });
-        targets.push(Target {
-            name: "RSS under 1 GiB with 10 million open POs in state",
-            measured: format!(
-                "not at that scale: {} POs here, peak RSS {:.0} MiB",
-                self.stream.pos,
-                self.peak_rss() as f64 / MIB
-            ),
-            met: None,
+        let rss_name = "RSS under 1 GiB with 10 million open POs in state";
+        targets.push(match &self.open_pos {
+            // Measured at a smaller state, it says what it saw, and does not call it met.
+            Some(run) => Target {
+                name: rss_name,
+                measured: format!(
+                    "peak {:.0} MiB with {} open POs ({:.1} GiB of state on disk)",
+                    run.peak_rss as f64 / MIB,
+                    run.pos,
+                    run.state_bytes as f64 / (1024.0 * MIB)
+                ),
+                met: (run.pos >= TEN_MILLION).then_some(run.peak_rss < GIB),
+            },
+            None => not_measured(rss_name),
         });
         targets
-    }
-
-    fn peak_rss(&self) -> u64 {
-        [&self.exactly_once, &self.at_least_once]
-            .iter()
-            .filter_map(|t| t.as_ref().map(|t| t.peak_rss))
-            .chain(self.latency.as_ref().map(|l| l.peak_rss))
-            .max()
-            .unwrap_or(0)
     }
 
     /// The report in markdown.
@@ -172,6 +172,34 @@ impl BenchResults {
                 h.value_at_quantile(0.95),
                 h.value_at_quantile(0.99),
                 h.max()
+            );
+        }
+        if let Some(run) = &self.open_pos {
+            let _ = writeln!(md, "\n## Memory with open POs in state (exactly once)\n");
+            let _ = writeln!(
+                md,
+                "POs issued and never received nor invoiced, of {} orgs, pre-loaded and then \
+                 processed: each stays in the match, procurement and payment state. Resident \
+                 memory of this process (the three runtimes; the loader holds {} records at \
+                 most, and is done before they start).\n",
+                c.generator.orgs,
+                crate::bench::OPEN_POS_CHUNK
+            );
+            let _ = writeln!(
+                md,
+                "| open POs | stream records/s | seconds | RSS at start | peak RSS | state on \
+                 disk |"
+            );
+            let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.1} | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+                run.pos,
+                run.rate(),
+                run.elapsed.as_secs_f64(),
+                run.rss_before as f64 / MIB,
+                run.peak_rss as f64 / MIB,
+                run.state_bytes as f64 / MIB
             );
         }
         let _ = writeln!(md, "\n## Targets\n");

@@ -180,6 +180,32 @@ pub fn read_topic(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<OwnedMessage>, ReadError> {
+    let mut records = Vec::new();
+    scan_topic(kafka, topic, timeout, |message| {
+        records.push(message.detach())
+    })?;
+    Ok(records)
+}
+
+/// Counts the records of `topic` committed so far (transaction markers and aborted records
+/// aside), holding none of them.
+pub fn count_topic(
+    kafka: &KafkaProperties,
+    topic: &str,
+    timeout: Duration,
+) -> Result<u64, ReadError> {
+    let mut count = 0;
+    scan_topic(kafka, topic, timeout, |_| count += 1)?;
+    Ok(count)
+}
+
+/// Hands every record of `topic` committed so far to `each`, in each partition's order.
+fn scan_topic(
+    kafka: &KafkaProperties,
+    topic: &str,
+    timeout: Duration,
+    mut each: impl FnMut(rdkafka::message::BorrowedMessage<'_>),
+) -> Result<(), ReadError> {
     // Partitions are assigned, never subscribed: the group id commits nothing and joins no
     // group, it only has to be there.
     let consumer: BaseConsumer = client_config(kafka)
@@ -198,9 +224,8 @@ pub fn read_topic(
             ends.insert(partition.id(), high);
         }
     }
-    let mut records = Vec::new();
     if ends.is_empty() {
-        return Ok(records);
+        return Ok(());
     }
     consumer.assign(&assignment)?;
     let mut asks = PositionAsks::new();
@@ -211,7 +236,7 @@ pub fn read_topic(
         let polled = consumer.poll(Duration::from_millis(200));
         let ran_out = polled.is_none();
         if let Some(message) = polled {
-            records.push(message?.detach());
+            each(message?);
         }
         if !asks.due(ran_out) {
             continue;
@@ -227,7 +252,7 @@ pub fn read_topic(
             }
         });
     }
-    Ok(records)
+    Ok(())
 }
 
 /// A partition's low and high watermarks. A partition just created may have no leader yet,
