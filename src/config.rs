@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use p2p_avro::Codec;
 use p2p_processors::Tolerance;
+use p2p_state::StateMemory;
 use p2p_topologies::{Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -47,6 +48,21 @@ pub struct PipelineConfig {
     /// partitions until then.
     #[serde(default = "default_true")]
     pub static_membership: bool,
+    /// Memory for all the process's local state, in MiB: RocksDB's block cache, index and
+    /// filter blocks and memtables of every store, in one budget (ADR 0012). Default 256.
+    #[serde(default = "default_state_memory_mib")]
+    pub state_memory_mib: usize,
+    /// The budget itself, made once and shared by every topology's store.
+    #[serde(skip)]
+    state_memory: std::sync::OnceLock<StateMemory>,
+}
+
+/// The least state memory a configuration may give: RocksDB flushes its memtables at a
+/// quarter of the memtable half of it, and below this flushes would be tiny files.
+const MIN_STATE_MEMORY_MIB: usize = 16;
+
+fn default_state_memory_mib() -> usize {
+    StateMemory::DEFAULT_BYTES >> 20
 }
 
 fn default_true() -> bool {
@@ -102,6 +118,13 @@ impl PipelineConfig {
         if !config.kafka.contains_key("bootstrap.servers") {
             bail!("{}: [kafka] needs \"bootstrap.servers\"", path.display());
         }
+        if config.state_memory_mib < MIN_STATE_MEMORY_MIB {
+            bail!(
+                "{}: state_memory_mib is {}, at least {MIN_STATE_MEMORY_MIB} is needed",
+                path.display(),
+                config.state_memory_mib
+            );
+        }
         Ok(config)
     }
 
@@ -126,6 +149,10 @@ impl PipelineConfig {
         config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
         config.instance_id = self.instance_id.clone();
         config.static_membership = self.static_membership;
+        config.state_memory = self
+            .state_memory
+            .get_or_init(|| StateMemory::new(self.state_memory_mib << 20))
+            .clone();
         config.guarantee = match self.processing_guarantee {
             ProcessingGuarantee::ExactlyOnce => Guarantee::ExactlyOnce,
             ProcessingGuarantee::AtLeastOnce => Guarantee::AtLeastOnce,
@@ -167,6 +194,45 @@ mod tests {
         assert_eq!(
             config.runtime_config("payment").application_id,
             "p2p-payment"
+        );
+    }
+
+    fn load(text: &str) -> anyhow::Result<PipelineConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, text)?;
+        PipelineConfig::load(&path)
+    }
+
+    const MINIMAL: &str =
+        "state_dir = \"/tmp/p2p\"\n[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:9092\"\n";
+
+    #[test]
+    fn every_topology_gets_the_one_state_memory_budget_the_file_sets() {
+        let config = load(&format!("state_memory_mib = 64\n{MINIMAL}")).unwrap();
+        let matching = config.match_config().unwrap().runtime.state_memory;
+        let procurement = config.runtime_config("procurement").state_memory;
+        let payment = config.runtime_config("payment").state_memory;
+        assert_eq!(matching.bytes(), 64 << 20);
+        assert!(matching.is_shared_with(&procurement));
+        assert!(matching.is_shared_with(&payment));
+    }
+
+    #[test]
+    fn without_a_state_memory_setting_the_budget_is_256_mib() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(
+            config.runtime_config("match").state_memory.bytes(),
+            256 << 20
+        );
+    }
+
+    #[test]
+    fn a_state_memory_below_16_mib_is_refused_by_name() {
+        let error = load(&format!("state_memory_mib = 8\n{MINIMAL}")).unwrap_err();
+        assert!(
+            error.to_string().contains("state_memory_mib is 8"),
+            "{error}"
         );
     }
 }

@@ -1047,6 +1047,10 @@ async fn operators_scrape_what_the_pipeline_did_and_see_it_ready_only_while_it_r
         "{exposition}"
     );
     assert!(
+        sample(&exposition, "p2p_state_memory_bytes").is_some_and(|b| b > 0.0),
+        "{exposition}"
+    );
+    assert!(
         exposition.contains("p2p_consumer_lag_records{topic="),
         "{exposition}"
     );

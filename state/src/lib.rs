@@ -9,10 +9,12 @@
 //! operators add partitions, each org's state is found by prefix and moves as a whole.
 
 pub mod key;
+pub mod memory;
 pub mod murmur2;
 pub mod store;
 pub mod timers;
 
 pub use key::{org_of_raw_key, KeyGroup, StateKey, KEY_GROUPS};
+pub use memory::StateMemory;
 pub use store::{Serves, StateError, Store, StoreBatch};
 pub use timers::Timer;

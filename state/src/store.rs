@@ -3,6 +3,7 @@
 //! batch.
 
 use crate::key::StateKey;
+use crate::memory::StateMemory;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -133,9 +134,16 @@ impl StoreBatch {
 }
 
 impl Store {
+    /// Opens (creating if needed) the store `name` under `state_dir`, within the process's
+    /// default memory budget.
     pub fn open(state_dir: &Path, name: &str) -> Result<Self> {
+        Self::open_within(state_dir, name, &StateMemory::process_default())
+    }
+
+    /// The same, within `memory`, shared with the other stores opened within it.
+    pub fn open_within(state_dir: &Path, name: &str, memory: &StateMemory) -> Result<Self> {
         let path = state_dir.join(name);
-        let mut options = rocksdb::Options::default();
+        let mut options = memory.options();
         options.create_if_missing(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let db = rocksdb::DB::open(&options, &path).map_err(|source| StateError::Open {
@@ -173,11 +181,22 @@ impl Store {
     /// RocksDB's estimate of the data it holds, in bytes: live data in its files, and what
     /// its memtables hold not yet flushed.
     pub fn estimated_bytes(&self) -> Option<u64> {
-        let property = |name: &str| self.db.property_int_value(name).ok().flatten();
         Some(
-            property("rocksdb.estimate-live-data-size")?
-                + property("rocksdb.cur-size-all-mem-tables")?,
+            self.property("rocksdb.estimate-live-data-size")?
+                + self.property("rocksdb.cur-size-all-mem-tables")?,
         )
+    }
+
+    /// The memory this store's budget holds now, in bytes: its shared cache's usage, which
+    /// counts the data, index and filter blocks it caches and the memtables charged to it, of
+    /// every store opened within the same budget.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.property("rocksdb.block-cache-usage")
+    }
+
+    /// One of RocksDB's integer properties of this store.
+    pub(crate) fn property(&self, name: &str) -> Option<u64> {
+        self.db.property_int_value(name).ok().flatten()
     }
 
     /// Where restoring `changelog` partition `partition` starts: the offset after the last

@@ -1,6 +1,7 @@
 //! Configuration: topic names, client properties, batching, timers, tolerance.
 
 use p2p_processors::Tolerance;
+use p2p_state::StateMemory;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -192,6 +193,9 @@ pub struct RuntimeConfig {
     /// partitions back with no rebalance. The price: an instance that never comes back holds
     /// its partitions until its session times out.
     pub static_membership: bool,
+    /// The memory the runtime's store may use (block cache, index and filter blocks,
+    /// memtables), shared with every store opened within the same budget (ADR 0012).
+    pub state_memory: StateMemory,
 }
 
 /// What a crash can do to a batch (Kafka Streams' `processing.guarantee`).
@@ -222,6 +226,7 @@ impl RuntimeConfig {
             changelog_replication: -1,
             instance_id: "0".into(),
             static_membership: true,
+            state_memory: StateMemory::process_default(),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use crate::stats::StatsSnapshot;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +31,7 @@ pub struct Metrics {
     restore_remaining: IntGaugeVec,
     consumer_lag: IntGaugeVec,
     state_bytes: IntGaugeVec,
+    state_memory_bytes: IntGauge,
     /// Runtimes expected, and how many of them run: ready when all do.
     expected: usize,
     runs: AtomicUsize,
@@ -103,6 +104,14 @@ impl Metrics {
                 "Estimated size of the topology's local state (RocksDB live data)",
                 &["topology"],
             )?,
+            state_memory_bytes: {
+                let gauge = IntGauge::new(
+                    "p2p_state_memory_bytes",
+                    "Memory RocksDB holds within the process's state budget (block cache, index and filter blocks, memtables), all stores together",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             records_in: counter(
                 "p2p_records_in_total",
                 "Records consumed and processed, per input topic",
@@ -256,6 +265,12 @@ impl Metrics {
     pub fn state_size(&self, topology: &str, bytes: u64) {
         self.state_bytes
             .with_label_values(&[topology])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The memory the process's stores hold within their budget.
+    pub fn state_memory(&self, bytes: u64) {
+        self.state_memory_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 

@@ -150,9 +150,10 @@ impl MatchRuntime {
 
 impl<T: Topology> Runtime<T> {
     pub fn new(config: RuntimeConfig, topology: T) -> Result<Self, RuntimeError> {
-        let store = Store::open(
+        let store = Store::open_within(
             &config.state_dir.join(&config.application_id),
             topology.name(),
+            &config.state_memory,
         )?;
         // Subscribed by `run`, once the topics are known to fit the state: a consumer dropped
         // while it joins its group can hang in rust-rdkafka's close.
@@ -986,6 +987,9 @@ impl<T: Topology> Runtime<T> {
         }
         if let Some(bytes) = self.store.estimated_bytes() {
             metrics.state_size(name, bytes);
+        }
+        if let Some(bytes) = self.store.memory_bytes() {
+            metrics.state_memory(bytes);
         }
     }
 }
