@@ -21,8 +21,8 @@ use common::{kafka, registry_codec, services, TestTopics, PATIENCE};
 use p2p_avro::convert::procurement::{AuditKind, AuditRecord, PoStatusRecord};
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{
-    audit, audit_lifecycles, audit_payments, audit_requisitions, read_outputs, read_payments,
-    read_procurement, read_topic,
+    audit, audit_lifecycles, audit_payments, audit_requisitions, paid_by_credit, read_outputs,
+    read_payments, read_procurement, read_topic,
 };
 use p2p_loadtest::generator::Payload;
 use p2p_loadtest::produce::{erp_producer, produce_records};
@@ -378,7 +378,11 @@ async fn read_outcome(
         .await
         .expect("payment outputs");
     let mut disagreements = audit(&scenario.planted, &observed).disagreements;
-    disagreements.extend(audit_lifecycles(&scenario.lifecycles, &procurement));
+    disagreements.extend(audit_lifecycles(
+        &scenario.lifecycles,
+        &procurement,
+        &paid_by_credit(&observed, &payments),
+    ));
     disagreements.extend(audit_requisitions(&scenario.requisitions, &procurement));
     disagreements.extend(audit_payments(&observed, &payments));
     let bad_records = scenario

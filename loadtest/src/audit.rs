@@ -325,14 +325,24 @@ pub async fn read_procurement(
 }
 
 /// Each planned PO lifecycle against the status observed: every disagreement, in words.
+///
+/// A PO planned to end Invoiced may end Paid and then Closed (two versions on) when
+/// `paid_by_credit` names it: the supplier's credit paid every invoice of it, so no bank was
+/// needed. Which invoices the credit pays depends on when each payment run meets the
+/// supplier's open credit, which a plan made before the run cannot know.
 pub fn audit_lifecycles(
     planned: &BTreeMap<PurchaseOrderId, (PoState, u64)>,
     observed: &ProcurementObserved,
+    paid_by_credit: &BTreeSet<String>,
 ) -> Vec<String> {
     let mut disagreements = Vec::new();
     for (po, (state, version)) in planned {
         match observed.status.get(po) {
             Some(s) if (s.state, s.version) == (*state, *version) => {}
+            Some(s)
+                if (*state, s.state, s.version)
+                    == (PoState::Invoiced, PoState::Closed, version + 2)
+                    && paid_by_credit.contains(po.as_str()) => {}
             Some(s) => disagreements.push(format!(
                 "{po}: {:?} v{}, planned {state:?} v{version}",
                 s.state, s.version
@@ -435,6 +445,37 @@ pub async fn read_payments(
     Ok(observed)
 }
 
+/// Each invoice's match that stands: matched more than once (released, corrected), the newest
+/// match is what is payable; one blocked since (a newer exception) is not payable.
+fn payable(observed: &Observed) -> impl Iterator<Item = (&String, &MatchedRecord)> {
+    observed.matched.iter().filter_map(|(invoice, records)| {
+        let record = records.iter().max_by_key(|r| r.revision)?;
+        let blocked_since = observed
+            .exceptions
+            .get(invoice)
+            .is_some_and(|e| e.iter().any(|x| x.revision > record.revision));
+        (!blocked_since).then_some((invoice, record))
+    })
+}
+
+/// The POs every payable invoice of which was paid in full by credit set off against it
+/// (credit memos aside): settled with no bank payment.
+pub fn paid_by_credit(observed: &Observed, payments: &PaymentsObserved) -> BTreeSet<String> {
+    let mut by_credit: BTreeMap<&str, bool> = BTreeMap::new();
+    for (invoice, record) in payable(observed) {
+        if record.document_type == DocumentKind::CreditMemo {
+            continue;
+        }
+        let offset = payments.set_off.get(invoice).copied().unwrap_or_default();
+        let all = by_credit.entry(record.po_id.as_str()).or_insert(true);
+        *all &= offset == record.total_amount && !payments.instructed.contains_key(invoice);
+    }
+    by_credit
+        .into_iter()
+        .filter_map(|(po, all)| all.then(|| po.to_owned()))
+        .collect()
+}
+
 /// Every matched invoice paid exactly once, for exactly its matched total in its currency
 /// (by the bank, less any credit set off against it); no credit memo ever paid, and no more
 /// credit used than the memos gave: the disagreements, in words.
@@ -444,19 +485,7 @@ pub fn audit_payments(observed: &Observed, payments: &PaymentsObserved) -> Vec<S
     let mut matched_totals: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut credited: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut set_off: BTreeMap<String, Decimal> = BTreeMap::new();
-    for (invoice, records) in &observed.matched {
-        // Matched more than once (released, corrected): the newest match is what is payable;
-        // one blocked since (a newer exception) is not payable.
-        let Some(record) = records.iter().max_by_key(|r| r.revision) else {
-            continue;
-        };
-        let blocked_since = observed
-            .exceptions
-            .get(invoice)
-            .is_some_and(|e| e.iter().any(|x| x.revision > record.revision));
-        if blocked_since {
-            continue;
-        }
+    for (invoice, record) in payable(observed) {
         if record.document_type == DocumentKind::CreditMemo {
             *credited.entry(record.currency.clone()).or_default() += record.total_amount;
             if payments.instructed.contains_key(invoice) {
@@ -550,6 +579,49 @@ mod tests {
             audit_payments(&observed(), &paid_with_credit()),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_po_counts_as_paid_by_credit_only_when_credit_paid_each_of_its_invoices() {
+        // inv-1 went to the bank for 700 of its 1000.
+        assert!(paid_by_credit(&observed(), &paid_with_credit()).is_empty());
+        let mut only_inv_2 = observed();
+        only_inv_2.matched.remove("inv-1");
+        assert_eq!(
+            paid_by_credit(&only_inv_2, &paid_with_credit()),
+            BTreeSet::from(["po".to_owned()])
+        );
+    }
+
+    fn closed(po: &PurchaseOrderId, state: PoState, version: u64) -> ProcurementObserved {
+        let record = PoStatusRecord {
+            org: p2p_processors::OrgId::from_u128(1),
+            po: po.clone(),
+            state,
+            version,
+            last_action: p2p_processors::PoAction::Close,
+            updated_at: p2p_processors::EventTime(0),
+        };
+        ProcurementObserved {
+            status: [(po.clone(), record)].into(),
+            ..ProcurementObserved::default()
+        }
+    }
+
+    #[test]
+    fn a_po_planned_invoiced_may_end_closed_only_when_credit_paid_it() {
+        let po = PurchaseOrderId::from_u128(9);
+        let planned = BTreeMap::from([(po.clone(), (PoState::Invoiced, 6))]);
+        let ended = closed(&po, PoState::Closed, 8);
+        let by_credit = BTreeSet::from([po.as_str().to_owned()]);
+        assert!(audit_lifecycles(&planned, &ended, &by_credit).is_empty());
+        assert_eq!(
+            audit_lifecycles(&planned, &ended, &BTreeSet::new()).len(),
+            1
+        );
+        // Paid by credit, but a version too many: something else happened to it.
+        let further = closed(&po, PoState::Closed, 9);
+        assert_eq!(audit_lifecycles(&planned, &further, &by_credit).len(), 1);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! instructed once for its exact total, and the refusals are the planted ones.
 
 use crate::audit::{
-    audit, audit_lifecycles, audit_payments, audit_requisitions, read_outputs, read_payments,
-    read_procurement, Audit, AuditError, Observed, PaymentsObserved, ProcurementObserved,
+    audit, audit_lifecycles, audit_payments, audit_requisitions, paid_by_credit, read_outputs,
+    read_payments, read_procurement, Audit, AuditError, Observed, PaymentsObserved,
+    ProcurementObserved,
 };
 use crate::Scenario;
 use p2p_avro::Codec;
@@ -47,12 +48,16 @@ pub async fn check(
     timeout: Duration,
 ) -> Result<Checked, AuditError> {
     let lifecycle = read_procurement(kafka, codec, topics, timeout).await?;
-    let mut lifecycle_disagreements = audit_lifecycles(&scenario.lifecycles, &lifecycle);
-    lifecycle_disagreements.extend(audit_requisitions(&scenario.requisitions, &lifecycle));
     let observed = read_outputs(kafka, codec, topics, timeout).await?;
     let audit = audit(&scenario.planted, &observed);
     let payments = read_payments(kafka, codec, topics, timeout).await?;
     let payment_disagreements = audit_payments(&observed, &payments);
+    let mut lifecycle_disagreements = audit_lifecycles(
+        &scenario.lifecycles,
+        &lifecycle,
+        &paid_by_credit(&observed, &payments),
+    );
+    lifecycle_disagreements.extend(audit_requisitions(&scenario.requisitions, &lifecycle));
     Ok(Checked {
         refusals: lifecycle.audit.get("Refused").copied().unwrap_or(0),
         planted_refusals: scenario.refusals,
