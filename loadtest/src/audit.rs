@@ -472,7 +472,8 @@ pub fn paid_by_credit(observed: &Observed, payments: &PaymentsObserved) -> BTree
     }
     by_credit
         .into_iter()
-        .filter_map(|(po, all)| all.then(|| po.to_owned()))
+        .filter(|(_, all)| *all)
+        .map(|(po, _)| po.to_owned())
         .collect()
 }
 
