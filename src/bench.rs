@@ -14,6 +14,10 @@ pub struct BenchArgs {
     /// The Kafka cluster (deploy/local/kafka.sh starts one on the default).
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// A librdkafka property for every client of the run, the baseline's too, as `[kafka]`
+    /// in a run configuration gives it (e.g. `--kafka linger.ms=1`); repeatable.
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = kafka_property)]
+    kafka_properties: Vec<(String, String)>,
     /// The schema registry's Confluent-compatible API (deploy/local/registry.sh).
     #[arg(long, default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
     registry_url: String,
@@ -63,9 +67,19 @@ enum Phase {
     OpenPos,
 }
 
+fn kafka_property(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{arg:?} is not KEY=VALUE")),
+    }
+}
+
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut kafka = KafkaProperties::new();
     kafka.insert("bootstrap.servers".into(), args.bootstrap.clone());
+    kafka.extend(args.kafka_properties.iter().cloned());
     let codec = if args.embedded_schemas {
         Codec::Embedded
     } else {

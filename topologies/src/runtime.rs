@@ -1131,9 +1131,13 @@ pub fn producer_settings(config: &RuntimeConfig) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // The Java client's partitioner, so ERPs on any client agree with us on partitions.
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4");
+        .set("partitioner", "murmur2_random");
+    // Tuning, not correctness: what `[kafka]` sets stands.
+    for (key, default) in [("linger.ms", "5"), ("compression.type", "lz4")] {
+        if !config.kafka.contains_key(key) {
+            producer_config.set(key, default);
+        }
+    }
     producer_config
 }
 
@@ -1450,5 +1454,24 @@ fn to_input(message: &BorrowedMessage<'_>) -> InputRecord {
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_tuning_from_the_configuration_stands_and_its_guarantees_do_not_yield() {
+        let mut kafka = crate::KafkaProperties::new();
+        kafka.insert("bootstrap.servers".into(), "127.0.0.1:9092".into());
+        kafka.insert("linger.ms".into(), "1".into());
+        kafka.insert("acks".into(), "1".into());
+        let config = RuntimeConfig::new("app", kafka, std::path::PathBuf::new());
+        let settings = producer_settings(&config);
+        assert_eq!(settings.get("linger.ms"), Some("1"));
+        assert_eq!(settings.get("compression.type"), Some("lz4"));
+        assert_eq!(settings.get("acks"), Some("all"));
+        assert_eq!(settings.get("enable.idempotence"), Some("true"));
     }
 }
