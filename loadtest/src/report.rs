@@ -97,17 +97,21 @@ impl BenchResults {
             m.version,
             m.build
         );
-        let streamed = self.baseline.is_some()
-            || self.exactly_once.is_some()
-            || self.at_least_once.is_some()
-            || self.latency.is_some();
-        if streamed {
+        let throughput =
+            self.baseline.is_some() || self.exactly_once.is_some() || self.at_least_once.is_some();
+        let settings = format!(
+            "{} partitions per topic. Batches of at most {} records, lingering {} ms; a \
+             transaction per batch.\n",
+            c.partitions,
+            c.max_batch,
+            c.batch_linger.as_millis()
+        );
+        if throughput || self.latency.is_some() {
             let _ = writeln!(md, "## Stream and settings\n");
             let _ = writeln!(
                 md,
                 "{} records: {} orgs (Zipf exponent {}: {} to {} POs each), {} POs, {} invoices, \
-                 seed {}; {} partitions per topic. Batches of at most {} records, lingering {} ms; \
-                 a transaction per batch.\n",
+                 seed {}; {settings}",
                 s.records,
                 s.orgs,
                 c.generator.org_size_skew,
@@ -116,23 +120,12 @@ impl BenchResults {
                 s.pos,
                 s.invoices,
                 c.generator.seed,
-                c.partitions,
-                c.max_batch,
-                c.batch_linger.as_millis()
             );
         } else {
             // Only the open-POs phase ran: it generates a stream of its own, described there.
-            let _ = writeln!(md, "## Settings\n");
-            let _ = writeln!(
-                md,
-                "{} partitions per topic. Batches of at most {} records, lingering {} ms; a \
-                 transaction per batch.\n",
-                c.partitions,
-                c.max_batch,
-                c.batch_linger.as_millis()
-            );
+            let _ = writeln!(md, "## Settings\n\n{settings}");
         }
-        if self.baseline.is_some() || self.exactly_once.is_some() || self.at_least_once.is_some() {
+        if throughput {
             let _ = writeln!(md, "## Throughput\n");
             let _ = writeln!(
                 md,
