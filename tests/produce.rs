@@ -4,10 +4,20 @@
 
 mod common;
 
-use common::{kafka, registry_codec, services, wait_for, Pipeline, TestTopics};
+use apache_avro::types::Value;
+use common::{kafka, registry_codec, services, unique_topics, wait_for, Pipeline, TestTopics};
+use p2p_avro::contracts::Contract;
+use p2p_avro::CodecError;
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
+use p2p_loadtest::generator::Payload;
+use p2p_loadtest::produce::topic_name;
 use p2p_loadtest::{GeneratorConfig, Scenario};
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,4 +85,101 @@ async fn produce_feeds_a_configured_pipeline_the_stream_it_planted_at_a_fixed_ra
 
     let report = audit(&scenario.planted, &observed);
     assert!(report.matched > 0 && report.exceptions > 0 && report.pending > 0);
+}
+
+/// `schema_text` under `topic`'s subject, as the registry's own encoder is asked for it.
+fn subject_with(topic: &str, schema_text: &str) -> SubjectNameStrategy {
+    SubjectNameStrategy::TopicNameStrategyWithSchema(
+        topic.to_owned(),
+        false,
+        SuppliedSchema::new(None, SchemaType::Avro, schema_text.to_owned()),
+    )
+}
+
+fn decoder_of_registry() -> AvroDecoder {
+    AvroDecoder::new(SrSettings::new(services().registry_url.clone()))
+}
+
+/// The stream's documents: (topic, contract, value).
+fn documents<'a>(
+    scenario: &'a Scenario,
+    topics: &'a p2p_topologies::Topics,
+) -> impl Iterator<Item = (&'a str, &'static Contract, &'a Value)> {
+    scenario
+        .records
+        .iter()
+        .filter_map(|record| match &record.payload {
+            Payload::Document(value, contract) => {
+                Some((topic_name(topics, record.topic), *contract, value))
+            }
+            Payload::Garbage(_) => None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_codec_writes_and_reads_every_record_as_the_registrys_own_clients_do() {
+    // Subjects of their own; no topic is needed on the broker to encode.
+    let topics = unique_topics("codec");
+    let scenario = Scenario::generate(&GeneratorConfig {
+        orgs: 2,
+        pos_per_org: 10,
+        credit_memo_pct: 20,
+        ..GeneratorConfig::default()
+    });
+    let codec = registry_codec();
+    let encoder = AvroEncoder::new(SrSettings::new(services().registry_url.clone()));
+    let decoder = decoder_of_registry();
+    let mut checked = 0;
+    for (topic, contract, value) in documents(&scenario, &topics) {
+        // Twice: the first asks the registry, the second frames with the id it learnt.
+        for _ in 0..2 {
+            let ours = codec.encode(topic, contract, value.clone()).await.unwrap();
+            let theirs = encoder
+                .encode_value(value.clone(), &subject_with(topic, contract.schema_text))
+                .await
+                .unwrap();
+            assert_eq!(ours, theirs, "{topic}");
+            let read = codec.decode(Some(&ours)).await.unwrap();
+            assert_eq!(read, decoder.decode(Some(&ours)).await.unwrap().value);
+            // What was read is what was written (the generator's fields in the schema's order).
+            assert_eq!(codec.encode(topic, contract, read).await.unwrap(), ours);
+        }
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked} records checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_another_writers_schema_is_read_through_the_registry() {
+    let topics = unique_topics("foreign");
+    let scenario = Scenario::generate(&GeneratorConfig {
+        orgs: 1,
+        pos_per_org: 3,
+        ..GeneratorConfig::default()
+    });
+    let (topic, contract, value) = documents(&scenario, &topics)
+        .find(|(_, contract, _)| contract.default_topic == "invoice-events")
+        .expect("the stream has an invoice");
+    // The same fields under another writer's documentation: not the bundled schema.
+    let mut foreign: serde_json::Value = serde_json::from_str(contract.schema_text).unwrap();
+    foreign["doc"] = "as another ERP release registered it".into();
+    let encoder = AvroEncoder::new(SrSettings::new(services().registry_url.clone()));
+    let bytes = encoder
+        .encode_value(value.clone(), &subject_with(topic, &foreign.to_string()))
+        .await
+        .unwrap();
+    let codec = registry_codec();
+    let mut ours = codec.encode(topic, contract, value.clone()).await.unwrap();
+    assert_ne!(ours[1..5], bytes[1..5], "two schemas, two ids");
+    // Read through the registry's decoder, the other writer's record is the record ours is.
+    assert_eq!(
+        codec.decode(Some(&bytes)).await.unwrap(),
+        codec.decode(Some(&ours)).await.unwrap()
+    );
+    // Trailing bytes after a bundled schema's datum are refused, not ignored.
+    ours.push(0);
+    assert_eq!(
+        codec.decode(Some(&ours)).await,
+        Err(CodecError::TrailingBytes(1))
+    );
 }

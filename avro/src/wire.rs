@@ -3,6 +3,13 @@
 //! TopicNameStrategy subjects (`<topic>-value`), so Java producers using Confluent's
 //! serializers interoperate with no glue. Without one (the embedded demo), the pipeline uses
 //! its bundled schemas under fixed local ids.
+//!
+//! With a registry, the registry's clients are asked only once per schema: the id the registry
+//! gives a bundled schema under a topic's subject is learnt from the first record encoded, and
+//! a writer id whose schema is one of the bundled ones is read with the bundled reader, resolved
+//! once per process. Per record that spares a copy of the schema text, a subject lookup, a
+//! reader built anew and a copy of the datum (15% of the pipeline's CPU per record, see
+//! docs/benchmarks.md). Any other writer schema is read through the registry's decoder.
 
 use crate::contracts::{Contract, CONTRACTS};
 use apache_avro::types::Value;
@@ -12,6 +19,8 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// Why bytes could not be turned into a value, or a value into bytes.
@@ -62,7 +71,83 @@ pub enum Codec {
         url: String,
         encoder: Box<AvroEncoder>,
         decoder: Box<AvroDecoder>,
+        learnt: Box<LearntIds>,
     },
+}
+
+/// What the registry said once and the codec need not ask again.
+#[derive(Default)]
+pub struct LearntIds {
+    /// The id each bundled schema has under a topic's subject: (contract, topic, id).
+    writer: RwLock<Vec<(u32, String, u32)>>,
+    /// Per writer id: the bundled contract whose schema it is, or `None` for any other schema.
+    reader: RwLock<HashMap<u32, Option<&'static Contract>>>,
+}
+
+impl LearntIds {
+    fn writer_id(&self, topic: &str, contract: &Contract) -> Option<u32> {
+        let writer = self.writer.read().unwrap_or_else(|e| e.into_inner());
+        writer
+            .iter()
+            .find(|(c, t, _)| *c == contract.embedded_id && t == topic)
+            .map(|(_, _, id)| *id)
+    }
+
+    fn learn_writer_id(&self, topic: &str, contract: &Contract, id: u32) {
+        let mut writer = self.writer.write().unwrap_or_else(|e| e.into_inner());
+        if !writer
+            .iter()
+            .any(|(c, t, _)| *c == contract.embedded_id && t == topic)
+        {
+            writer.push((contract.embedded_id, topic.to_owned(), id));
+        }
+    }
+
+    fn reader(&self, id: u32) -> Option<Option<&'static Contract>> {
+        let reader = self.reader.read().unwrap_or_else(|e| e.into_inner());
+        reader.get(&id).copied()
+    }
+
+    fn learn_reader(&self, id: u32, contract: Option<&'static Contract>) {
+        let mut reader = self.reader.write().unwrap_or_else(|e| e.into_inner());
+        reader.insert(id, contract);
+    }
+}
+
+/// The bundled contract whose schema `schema_text` is, compared as JSON: a registry may
+/// reformat the text it was given, but a schema with any other field, type, logical type or
+/// default is another schema, read through the registry's decoder.
+fn bundled_contract_of(schema_text: &str) -> Option<&'static Contract> {
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    let registered = json(schema_text)?;
+    CONTRACTS
+        .iter()
+        .copied()
+        .find(|c| json(c.schema_text).as_ref() == Some(&registered))
+}
+
+/// One record in the wire format: the magic byte, `id`, and `value` written with `contract`'s
+/// bundled schema.
+fn frame(id: u32, contract: &Contract, value: Value) -> Result<Vec<u8>, CodecError> {
+    let datum = contract
+        .write_datum(value)
+        .map_err(|e| CodecError::Avro(e.to_string()))?;
+    let mut bytes = Vec::with_capacity(5 + datum.len());
+    bytes.push(0);
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend_from_slice(&datum);
+    Ok(bytes)
+}
+
+/// Reads the whole of `datum` as one record of `contract`'s bundled schema.
+fn read_whole(contract: &Contract, mut datum: &[u8]) -> Result<Value, CodecError> {
+    let value = contract
+        .read_datum(&mut datum)
+        .map_err(|e| CodecError::Avro(e.to_string()))?;
+    if !datum.is_empty() {
+        return Err(CodecError::TrailingBytes(datum.len()));
+    }
+    Ok(value)
 }
 
 impl std::fmt::Debug for Codec {
@@ -87,6 +172,7 @@ impl Codec {
             url: url.to_owned(),
             encoder: Box::new(AvroEncoder::new(settings()?)),
             decoder: Box::new(AvroDecoder::new(settings()?)),
+            learnt: Box::default(),
         })
     }
 
@@ -105,27 +191,31 @@ impl Codec {
         value: Value,
     ) -> Result<Vec<u8>, CodecError> {
         match self {
-            Codec::Embedded => {
-                let datum = contract
-                    .write_datum(value)
-                    .map_err(|e| CodecError::Avro(e.to_string()))?;
-                let mut bytes = Vec::with_capacity(5 + datum.len());
-                bytes.push(0);
-                bytes.extend_from_slice(&contract.embedded_id.to_be_bytes());
-                bytes.extend_from_slice(&datum);
-                Ok(bytes)
-            }
-            Codec::Registry { encoder, .. } => {
+            Codec::Embedded => frame(contract.embedded_id, contract, value),
+            Codec::Registry {
+                encoder, learnt, ..
+            } => {
+                if let Some(id) = learnt.writer_id(topic, contract) {
+                    return frame(id, contract, value);
+                }
                 let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
                     topic.to_owned(),
                     false,
                     SuppliedSchema::new(None, SchemaType::Avro, contract.schema_text.to_owned()),
                 );
-                let result = encoder.encode_value(value, &strategy).await;
-                if result.is_err() {
-                    encoder.remove_errors_from_cache();
+                let bytes = encoder
+                    .encode_value(value, &strategy)
+                    .await
+                    .inspect_err(|_| encoder.remove_errors_from_cache())
+                    .map_err(CodecError::from_registry)?;
+                if let Some(id) = bytes.get(1..5) {
+                    learnt.learn_writer_id(
+                        topic,
+                        contract,
+                        u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+                    );
                 }
-                result.map_err(CodecError::from_registry)
+                Ok(bytes)
             }
         }
     }
@@ -139,31 +229,45 @@ impl Codec {
         if bytes[0] != 0 {
             return Err(CodecError::NotWireFormat("magic byte is not 0"));
         }
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         match self {
             Codec::Embedded => {
-                let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
                 let contract = CONTRACTS
                     .iter()
                     .find(|c| c.embedded_id == id)
                     .ok_or(CodecError::UnknownSchemaId(id))?;
-                let mut datum = &bytes[5..];
-                let value = contract
-                    .read_datum(&mut datum)
-                    .map_err(|e| CodecError::Avro(e.to_string()))?;
-                if !datum.is_empty() {
-                    return Err(CodecError::TrailingBytes(datum.len()));
-                }
-                Ok(value)
+                read_whole(contract, &bytes[5..])
             }
-            Codec::Registry { decoder, .. } => match decoder.decode(Some(bytes)).await {
-                Ok(result) => Ok(result.value),
-                Err(e) => {
-                    if e.retriable {
-                        decoder.remove_errors_from_cache();
+            Codec::Registry {
+                decoder, learnt, ..
+            } => {
+                let bundled = match learnt.reader(id) {
+                    Some(bundled) => bundled,
+                    None => {
+                        let schema = decoder.get_schema(id).await.map_err(|e| {
+                            if e.retriable {
+                                decoder.remove_errors_from_cache();
+                            }
+                            CodecError::from_registry(e)
+                        })?;
+                        let bundled = bundled_contract_of(&schema.raw);
+                        learnt.learn_reader(id, bundled);
+                        bundled
                     }
-                    Err(CodecError::from_registry(e))
+                };
+                if let Some(contract) = bundled {
+                    return read_whole(contract, &bytes[5..]);
                 }
-            },
+                match decoder.decode(Some(bytes)).await {
+                    Ok(result) => Ok(result.value),
+                    Err(e) => {
+                        if e.retriable {
+                            decoder.remove_errors_from_cache();
+                        }
+                        Err(CodecError::from_registry(e))
+                    }
+                }
+            }
         }
     }
 }
@@ -233,6 +337,53 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, CodecError::Avro(_)));
+    }
+
+    #[test]
+    fn a_registered_schema_is_known_as_bundled_however_the_registry_formats_it() {
+        let reformatted: serde_json::Value =
+            serde_json::from_str(INVOICE_EVENT.schema_text).unwrap();
+        let compact = serde_json::to_string(&reformatted).unwrap();
+        assert_ne!(compact, INVOICE_EVENT.schema_text);
+        assert_eq!(
+            bundled_contract_of(&compact).map(|c| c.embedded_id),
+            Some(INVOICE_EVENT.embedded_id)
+        );
+    }
+
+    #[test]
+    fn a_schema_that_differs_in_anything_is_not_taken_for_a_bundled_one() {
+        let mut schema: serde_json::Value =
+            serde_json::from_str(INVOICE_EVENT.schema_text).unwrap();
+        schema["doc"] = "written by another ERP's release".into();
+        assert!(bundled_contract_of(&schema.to_string()).is_none());
+        assert!(bundled_contract_of("not json").is_none());
+    }
+
+    #[test]
+    fn a_writer_id_is_learnt_per_topic_and_contract() {
+        let learnt = LearntIds::default();
+        learnt.learn_writer_id("invoice-events", &INVOICE_EVENT, 41);
+        learnt.learn_writer_id("invoice-events", &INVOICE_EVENT, 99);
+        assert_eq!(learnt.writer_id("invoice-events", &INVOICE_EVENT), Some(41));
+        assert_eq!(learnt.writer_id("invoice-events-2", &INVOICE_EVENT), None);
+        assert_eq!(
+            learnt.writer_id("invoice-events", &PURCHASE_ORDER_EVENT),
+            None
+        );
+    }
+
+    #[test]
+    fn a_record_framed_with_a_learnt_id_reads_back_whole_and_trailing_bytes_are_refused() {
+        let value = convert::invoice_event_value(&invoice(), "e1", EventTime(7)).unwrap();
+        let mut bytes = frame(77, &INVOICE_EVENT, value.clone()).unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 77]);
+        assert_eq!(read_whole(&INVOICE_EVENT, &bytes[5..]), Ok(value));
+        bytes.push(0);
+        assert_eq!(
+            read_whole(&INVOICE_EVENT, &bytes[5..]),
+            Err(CodecError::TrailingBytes(1))
+        );
     }
 
     #[test]
