@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// How long a phase may take, in seconds, before the run fails.
     #[arg(long, default_value_t = 600)]
     limit_secs: u64,
+    /// Skip the warm-up: by default the pipeline first runs, unmeasured, over the stream of
+    /// its first 20 orgs, so the broker's JIT compiles its transactional paths before any
+    /// phase is timed.
+    #[arg(long)]
+    no_warm_up: bool,
     // Last: its help heading holds for what follows it.
     #[command(flatten)]
     stream: StreamArgs,
@@ -106,6 +111,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         },
         out_dir: args.out.clone(),
         limit: Duration::from_secs(args.limit_secs),
+        warm_up: !args.no_warm_up,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };

@@ -30,6 +30,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         phases: Phases::ALL,
         out_dir: out.path().to_path_buf(),
         limit: Duration::from_secs(120),
+        warm_up: true,
         progress: false,
         command: "p2p bench (test)".into(),
     };
@@ -39,7 +40,13 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
 
     assert_eq!(
         results.audited,
-        vec!["exactly-once", "at-least-once", "latency", "open-pos"]
+        vec![
+            "warm-up",
+            "exactly-once",
+            "at-least-once",
+            "latency",
+            "open-pos"
+        ]
     );
     let stream = results.stream.records;
     for run in [
@@ -73,9 +80,11 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         "| pipeline, at least once |",
         "## Latency at a fixed rate",
         "## Targets",
+        "other CPU ms per 1,000 records",
+        "the pipeline ran once, exactly once, over the stream of its first 20 orgs",
         "## Memory with open POs in state",
         "| 3000 |",
-        "Passed: exactly-once, at-least-once, latency, open-pos.",
+        "Passed: warm-up, exactly-once, at-least-once, latency, open-pos.",
     ] {
         assert!(
             report.contains(expected),

@@ -50,6 +50,9 @@ pub struct BenchConfig {
     pub out_dir: PathBuf,
     /// How long a phase may take before it is given up as failed.
     pub limit: Duration,
+    /// Run the pipeline once over a small stream before anything is measured (see
+    /// [`WARM_UP_ORGS`]).
+    pub warm_up: bool,
     /// Show progress bars (on a terminal).
     pub progress: bool,
     /// The command line that ran it, for the report.
@@ -124,6 +127,9 @@ pub struct Throughput {
     pub transactions: u64,
     /// CPU time of this process meanwhile.
     pub cpu: Duration,
+    /// The rest of the machine's busy CPU time meanwhile (with the broker on this machine: the
+    /// work the run gave the broker); `None` where the OS does not say.
+    pub other_cpu: Option<Duration>,
     /// Highest resident set size of this process seen meanwhile.
     pub peak_rss: u64,
     /// Records read by the runtimes in each second of the run.
@@ -237,12 +243,23 @@ impl Machine {
     }
 }
 
-/// This process's CPU time and resident memory.
+/// This process's CPU time and resident memory, and the rest of the machine's busy CPU.
 struct ProcessMeter {
     system: System,
     pid: Pid,
     peak_rss: u64,
     last: Option<Instant>,
+    /// This process's CPU time, and the machine's busy CPU time, when the meter started.
+    own_at_start: Duration,
+    machine_at_start: Option<Duration>,
+}
+
+/// CPU used since a meter started.
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    own: Duration,
+    /// The rest of the machine: the broker and the registry when they run beside it.
+    others: Option<Duration>,
 }
 
 impl ProcessMeter {
@@ -252,8 +269,10 @@ impl ProcessMeter {
             pid: Pid::from_u32(std::process::id()),
             peak_rss: 0,
             last: None,
+            own_at_start: Duration::ZERO,
+            machine_at_start: machine_busy(),
         };
-        meter.sample();
+        meter.own_at_start = meter.sample();
         meter
     }
 
@@ -274,6 +293,18 @@ impl ProcessMeter {
         }
     }
 
+    /// CPU used since the meter started, by this process and by the rest of the machine.
+    fn cpu(&mut self) -> CpuUse {
+        let own = self.sample().saturating_sub(self.own_at_start);
+        let machine = machine_busy()
+            .zip(self.machine_at_start)
+            .map(|(now, start)| now.saturating_sub(start));
+        CpuUse {
+            own,
+            others: machine.map(|m| m.saturating_sub(own)),
+        }
+    }
+
     /// Samples at most four times a second.
     fn tick(&mut self) {
         if self
@@ -283,6 +314,28 @@ impl ProcessMeter {
             self.sample();
         }
     }
+}
+
+/// The machine's busy CPU time since boot, all cores (Linux only: `None` elsewhere).
+fn machine_busy() -> Option<Duration> {
+    busy_of_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Busy time from `/proc/stat`'s first line: user, nice, system, irq, softirq and steal, in
+/// clock ticks of 1/100 s (USER_HZ, which the kernel fixes at 100 for this file).
+fn busy_of_proc_stat(stat: &str) -> Option<Duration> {
+    let line = stat.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice: already in user, nice]
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied())
+        .sum::<Option<u64>>()?;
+    Some(Duration::from_millis(busy * 10))
 }
 
 /// Runs the benchmark and writes its report; fails if any audit fails (after the report).
@@ -317,6 +370,24 @@ async fn run_phases(
     results: &mut BenchResults,
 ) -> Result<(), BenchError> {
     let state = tempfile::tempdir()?;
+    let p = config.phases;
+    if config.warm_up && (p.baseline || p.exactly_once || p.at_least_once || p.latency) {
+        let warm_up = Scenario::generate(&recent(&GeneratorConfig {
+            orgs: config.generator.orgs.min(WARM_UP_ORGS),
+            ..config.generator.clone()
+        }));
+        let run = pipeline(
+            config,
+            &warm_up,
+            tag,
+            WARM_UP,
+            Guarantee::ExactlyOnce,
+            state.path(),
+        )
+        .await?;
+        results.audited.push(WARM_UP);
+        say("warm-up (not measured)", Some(&run), None);
+    }
     if config.phases.baseline {
         results.baseline = Some(baseline(config, scenario, tag).await?);
         say("baseline (pass-through)", results.baseline.as_ref(), None);
@@ -378,6 +449,13 @@ async fn run_phases(
     }
     Ok(())
 }
+
+/// The warm-up phase's name: the pipeline, exactly once, over the stream of at most
+/// [`WARM_UP_ORGS`] orgs, audited and measured in nothing. A broker that has just started (as in
+/// CI) spends 15 to 30% of a core compiling its transactional paths (the JVM's C2) through the
+/// first phase that uses them, which would count against whichever phase ran first.
+pub const WARM_UP: &str = "warm-up";
+pub const WARM_UP_ORGS: usize = 20;
 
 /// The stream as it would be today: its events spread over the twelve hours that ended twelve
 /// hours ago, and its suppliers paid on receipt of the invoice. Fed at a fixed rate, records are
@@ -480,13 +558,12 @@ async fn baseline(
     };
     let bar = bar(config, "baseline", settings.expected);
     let mut meter = ProcessMeter::new();
-    let cpu_before = meter.sample();
     let measured = pass_through(&config.kafka, &settings, |n| {
         bar.set_position(n);
         meter.tick();
     })
     .await?;
-    let cpu = meter.sample().saturating_sub(cpu_before);
+    let cpu = meter.cpu();
     let peak_rss = meter.peak_rss;
     bar.finish_and_clear();
     let PassThrough {
@@ -506,7 +583,8 @@ async fn baseline(
         elapsed,
         records_read: records,
         transactions,
-        cpu,
+        cpu: cpu.own,
+        other_cpu: cpu.others,
         peak_rss,
         per_second: Vec::new(),
     })
@@ -525,7 +603,6 @@ async fn pipeline(
     let expected = Expected::of(scenario);
     let bar = bar(config, phase, expected.total());
     let mut meter = ProcessMeter::new();
-    let cpu_before = meter.sample();
     let mut timeline = Timeline::default();
     let finished = run_until_processed(
         &config.kafka,
@@ -541,7 +618,7 @@ async fn pipeline(
         },
     )
     .await?;
-    let cpu = meter.sample().saturating_sub(cpu_before);
+    let cpu = meter.cpu();
     bar.finish_and_clear();
     if !finished.completed {
         return Err(BenchError::TooSlow {
@@ -558,7 +635,8 @@ async fn pipeline(
         transactions: finished.progress.matching.batches
             + finished.progress.procurement.batches
             + finished.progress.payment.batches,
-        cpu,
+        cpu: cpu.own,
+        other_cpu: cpu.others,
         peak_rss: meter.peak_rss,
         per_second: timeline.per_second,
     })
@@ -754,7 +832,6 @@ async fn open_pos(config: &BenchConfig, tag: &str) -> Result<StateRun, BenchErro
     let bar = bar(config, OPEN_POS, expected.total());
     let mut meter = ProcessMeter::new();
     let rss_before = meter.peak_rss;
-    let cpu_before = meter.sample();
     let finished = run_until_processed(
         &config.kafka,
         config.codec.clone(),
@@ -768,7 +845,7 @@ async fn open_pos(config: &BenchConfig, tag: &str) -> Result<StateRun, BenchErro
         },
     )
     .await?;
-    let cpu = meter.sample().saturating_sub(cpu_before);
+    let cpu = meter.cpu().own;
     bar.finish_and_clear();
     if !finished.completed {
         return Err(BenchError::TooSlow {
@@ -875,4 +952,24 @@ async fn delete_run_topics(kafka: &KafkaProperties, tag: &str) -> Result<(), Kaf
     .await
     .map_err(|_| KafkaError::Canceled)??;
     delete_topic_names(kafka, &names).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_cpu_counts_user_system_interrupts_and_steal_but_not_idle_or_io_wait() {
+        let stat = "cpu  100 20 30 5000 400 6 7 8 50 0\ncpu0 50 10 15 2500 200 3 3 4 25 0\n";
+        // 100 + 20 + 30 + 6 + 7 + 8 ticks of 10 ms; guest time is already in user.
+        assert_eq!(busy_of_proc_stat(stat), Some(Duration::from_millis(1_710)));
+    }
+
+    #[test]
+    fn an_unreadable_proc_stat_gives_no_figure_rather_than_a_wrong_one() {
+        assert_eq!(busy_of_proc_stat(""), None);
+        assert_eq!(busy_of_proc_stat("intr 1 2 3"), None);
+        assert_eq!(busy_of_proc_stat("cpu 1 2 x 4"), None);
+        assert_eq!(busy_of_proc_stat("cpu 1 2"), None);
+    }
 }
