@@ -81,6 +81,11 @@ fn kafka_property(arg: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Orgs in the stream unless `--orgs` says otherwise: about 120,000 records, so that a
+/// throughput phase lasts seconds even at batches of 2,000 (with 20 orgs, the baseline was done
+/// in a tenth of a second, and a phase's start and end were most of what it measured).
+const BENCH_ORGS: usize = 200;
+
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut kafka = KafkaProperties::new();
     kafka.insert("bootstrap.servers".into(), args.bootstrap.clone());
@@ -91,10 +96,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Codec::registry(&args.registry_url)?
     };
     let defaults = RuntimeConfig::new("bench", kafka.clone(), PathBuf::new());
+    let generator = args.stream.generator(BENCH_ORGS)?;
+    println!(
+        "benchmark: {} orgs, {} POs on average, on {}; report in {}",
+        generator.orgs,
+        generator.pos_per_org,
+        args.bootstrap,
+        args.out.display()
+    );
     let config = BenchConfig {
         kafka,
         codec: Arc::new(codec),
-        generator: args.stream.generator()?,
+        generator,
         partitions: args.partitions,
         max_batch: args.max_batch.unwrap_or(defaults.max_batch),
         batch_linger: args
@@ -115,13 +128,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    println!(
-        "benchmark: {} orgs, {} POs on average, on {}; report in {}",
-        args.stream.orgs,
-        args.stream.pos_per_org,
-        args.bootstrap,
-        args.out.display()
-    );
     let results = run(config).await?;
     for target in results.targets() {
         let met = match target.met {

@@ -99,7 +99,7 @@ impl Default for MatchSection {
     fn default() -> Self {
         Self {
             tolerance_percent: Tolerance::DEFAULT_PERCENT.to_string(),
-            max_batch: 500,
+            max_batch: 2_000,
             batch_linger_ms: 20,
         }
     }

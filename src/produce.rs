@@ -35,24 +35,28 @@ fn positive_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Orgs in the stream unless `--orgs` says otherwise.
+const PRODUCE_ORGS: usize = 20;
+
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let config = PipelineConfig::load(&args.config)?;
     let codec = config.codec()?;
     // Dated around now and due at once: a pipeline reading it pays what it matches today.
-    let scenario = Scenario::generate(&recent(&args.stream.generator()?));
+    let generator = args.stream.generator(PRODUCE_ORGS)?;
+    let scenario = Scenario::generate(&recent(&generator));
     let records = &scenario.records;
     let bootstrap = &config.kafka["bootstrap.servers"];
     match args.rate {
         Some(rate) => println!(
             "producing {} records of {} orgs to {bootstrap} at {rate} records/s ({})",
             records.len(),
-            args.stream.orgs,
+            generator.orgs,
             codec.describe()
         ),
         None => println!(
             "producing {} records of {} orgs to {bootstrap} ({})",
             records.len(),
-            args.stream.orgs,
+            generator.orgs,
             codec.describe()
         ),
     }

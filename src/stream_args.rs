@@ -12,9 +12,9 @@ fn default() -> GeneratorConfig {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Generated stream")]
 pub struct StreamArgs {
-    /// Organisations (tenants) in the stream.
-    #[arg(long, default_value_t = 20)]
-    pub orgs: usize,
+    /// Organisations (tenants) in the stream [default: 200 for bench, 20 for produce].
+    #[arg(long)]
+    pub orgs: Option<usize>,
     /// Purchase orders per organisation, on average.
     #[arg(long, default_value_t = 100)]
     pub pos_per_org: usize,
@@ -57,11 +57,11 @@ pub struct StreamArgs {
 }
 
 impl StreamArgs {
-    /// The generator's configuration, checked.
-    pub fn generator(&self) -> anyhow::Result<GeneratorConfig> {
+    /// The generator's configuration, checked; `orgs` unless `--orgs` says otherwise.
+    pub fn generator(&self, orgs: usize) -> anyhow::Result<GeneratorConfig> {
         let config = GeneratorConfig {
             seed: self.seed,
-            orgs: self.orgs,
+            orgs: self.orgs.unwrap_or(orgs),
             pos_per_org: self.pos_per_org,
             org_size_skew: self.skew,
             price_over_tolerance_pct: self.price_over_pct,

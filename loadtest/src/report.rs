@@ -104,7 +104,7 @@ impl BenchResults {
                 " Before any phase was measured, the pipeline ran once, exactly once, over the \
                  stream of its first {} orgs (the warm-up: the broker's JIT compiles its \
                  transactional paths).",
-                crate::bench::WARM_UP_ORGS
+                crate::bench::SAMPLE_ORGS
             )
         } else {
             String::new()
@@ -185,12 +185,15 @@ impl BenchResults {
             let _ = writeln!(md, "\n## Latency at a fixed rate (exactly once)\n");
             let _ = writeln!(
                 md,
-                "Inputs stamped as they are sent, at {:.0} records/s asked ({:.0} achieved: the \
-                 orgs publish side by side, and an org's record of another topic than its last \
-                 one waits for that one to be on the broker, as an ERP's would). Each output, \
-                 from its timestamp (its input's, carried over) to a read_committed consumer \
-                 having it.\n",
-                run.rate, run.achieved
+                "The stream of the first {} orgs ({} records), inputs stamped as they are sent, \
+                 at {:.0} records/s asked ({:.0} achieved: the orgs publish side by side, and an \
+                 org's record of another topic than its last one waits for that one to be on the \
+                 broker, as an ERP's would). Each output, from its timestamp (its input's, \
+                 carried over) to a read_committed consumer having it.\n",
+                c.generator.orgs.min(crate::bench::SAMPLE_ORGS),
+                run.records,
+                run.rate,
+                run.achieved
             );
             let _ = writeln!(md, "| outputs | p50 | p95 | p99 | max |");
             let _ = writeln!(md, "|---:|---:|---:|---:|---:|");

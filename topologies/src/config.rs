@@ -217,7 +217,7 @@ impl RuntimeConfig {
             application_id: application_id.to_owned(),
             kafka,
             state_dir,
-            max_batch: 500,
+            max_batch: 2_000,
             batch_linger: Duration::from_millis(20),
             timer_interval: Duration::from_millis(500),
             max_task_idle: Duration::from_secs(30),
