@@ -124,6 +124,9 @@ pub struct Throughput {
     /// Records read by the pipeline's three runtimes together (each reads its inputs, and
     /// procurement and payment read what the match writes); the baseline reads each once.
     pub records_read: u64,
+    /// Records written: the pipeline's outputs, dead letters and changelog records; the
+    /// baseline's copies.
+    pub records_written: u64,
     pub transactions: u64,
     /// CPU time of this process meanwhile.
     pub cpu: Duration,
@@ -140,6 +143,11 @@ impl Throughput {
     /// Stream records per second.
     pub fn rate(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Records read and written per second: what the broker carried.
+    pub fn moved_rate(&self) -> f64 {
+        (self.records_read + self.records_written) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
@@ -591,6 +599,7 @@ async fn baseline(
         records,
         elapsed,
         records_read: records,
+        records_written: records,
         transactions,
         cpu: cpu.own,
         other_cpu: cpu.others,
@@ -641,6 +650,7 @@ async fn pipeline(
         records: scenario.records.len() as u64,
         elapsed: finished.elapsed,
         records_read: finished.progress.records_in(),
+        records_written: finished.progress.records_out(),
         transactions: finished.progress.matching.batches
             + finished.progress.procurement.batches
             + finished.progress.payment.batches,

@@ -147,6 +147,13 @@ impl Progress {
     pub fn records_in(&self) -> u64 {
         self.matching.records_in + self.procurement.records_in + self.payment.records_in
     }
+
+    /// Records written by the three runtimes together: outputs, dead letters, changelogs.
+    pub fn records_out(&self) -> u64 {
+        self.matching.records_written()
+            + self.procurement.records_written()
+            + self.payment.records_written()
+    }
 }
 
 /// How the runtimes are configured for a run.

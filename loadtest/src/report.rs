@@ -142,17 +142,23 @@ impl BenchResults {
                 "From the first record read to the last one done (the pipeline: every invoice \
                  decided, every payable one released into a payment run). \"Records read\" counts \
                  each runtime's reads: match, procurement and payment each read part of the \
-                 stream, and procurement and payment also read what the match writes. \"Other \
+                 stream, and procurement and payment also read what the match writes. \"Records \
+                 written\" counts outputs, dead letters and (exactly once) changelog records. \
+                 \"Moved per second\" is records read and written per second: what the broker \
+                 carries, whatever a record means. \"Other \
                  CPU\" is the rest of the machine's busy CPU meanwhile: with the broker and the \
                  registry on this machine, mostly the work the run gave them.\n"
             );
             let _ = writeln!(
                 md,
                 "| run | stream records/s | ratio to baseline | seconds | records read | \
-                 transactions | CPU ms per 1,000 records | other CPU ms per 1,000 records | \
+                 records written | moved per second (ratio) | transactions | CPU ms per 1,000 records | other CPU ms per 1,000 records | \
                  peak RSS |"
             );
-            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                md,
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
             for (name, run) in [
                 ("pass-through baseline", &self.baseline),
                 ("pipeline, exactly once", &self.exactly_once),
@@ -163,6 +169,13 @@ impl BenchResults {
                     .baseline
                     .as_ref()
                     .map_or("-".into(), |b| format!("{:.2}", run.rate() / b.rate()));
+                let moved = self.baseline.as_ref().map_or("-".into(), |b| {
+                    format!(
+                        "{:.0} ({:.2})",
+                        run.moved_rate(),
+                        run.moved_rate() / b.moved_rate()
+                    )
+                });
                 let per_thousand =
                     |cpu: std::time::Duration| cpu.as_secs_f64() * 1e6 / run.records.max(1) as f64;
                 let others = run
@@ -170,10 +183,12 @@ impl BenchResults {
                     .map_or("-".into(), |cpu| format!("{:.0}", per_thousand(cpu)));
                 let _ = writeln!(
                     md,
-                    "| {name} | {:.0} | {ratio} | {:.2} | {} | {} | {:.0} | {others} | {:.0} MiB |",
+                    "| {name} | {:.0} | {ratio} | {:.2} | {} | {} | {moved} | {} | {:.0} | \
+                     {others} | {:.0} MiB |",
                     run.rate(),
                     run.elapsed.as_secs_f64(),
                     run.records_read,
+                    run.records_written,
                     run.transactions,
                     per_thousand(run.cpu),
                     run.peak_rss as f64 / MIB

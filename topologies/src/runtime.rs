@@ -907,6 +907,7 @@ impl<T: Topology> Runtime<T> {
         let mut stats = output.stats;
         stats.records_in = batch.len() as u64;
         stats.batches = u64::from(!batch.is_empty());
+        stats.changelog_records = (committed_records - output.records.len()) as u64;
         for record in &output.records {
             *stats.records_out.entry(record.topic.clone()).or_default() += 1;
         }

@@ -20,6 +20,8 @@ pub struct StatsSnapshot {
     pub counts: BTreeMap<&'static str, u64>,
     /// Records produced, per topic (DLQs included).
     pub records_out: BTreeMap<String, u64>,
+    /// State changes written to the store's changelog (exactly once only).
+    pub changelog_records: u64,
 }
 
 impl StatsSnapshot {
@@ -29,6 +31,11 @@ impl StatsSnapshot {
 
     pub fn get(&self, name: &str) -> u64 {
         self.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// Records written: outputs, dead letters and changelog records.
+    pub fn records_written(&self) -> u64 {
+        self.records_out.values().sum::<u64>() + self.changelog_records
     }
 
     /// Records produced to `topic`.
@@ -45,6 +52,7 @@ impl StatsSnapshot {
         self.pending += other.pending;
         self.receipts_rejected += other.receipts_rejected;
         self.dead_lettered += other.dead_lettered;
+        self.changelog_records += other.changelog_records;
         let add = |into: &mut BTreeMap<&'static str, u64>, from: &BTreeMap<&'static str, u64>| {
             for (k, v) in from {
                 *into.entry(k).or_default() += v;
