@@ -157,36 +157,42 @@ impl Aligner {
             .retain(|p, _| groups.binary_search(p).is_ok());
         let mut taken = Vec::new();
         for partition in groups {
-            loop {
-                if taken.len() >= max {
-                    return taken;
-                }
-                let mut head: Option<(i64, &String)> = None;
+            if taken.len() >= max {
+                break;
+            }
+            // The group's buffers in the order of `topics`, out of the map while its records are
+            // taken: a record taken then costs no lookup, and an empty partition's lag is asked
+            // once per take, not once per record (each ask reaches into librdkafka).
+            let mut buffers: Vec<Option<VecDeque<InputRecord>>> = topics
+                .iter()
+                .map(|topic| self.queues.remove(&(topic.clone(), partition)))
+                .collect();
+            let mut waits_for: Vec<Option<Option<Duration>>> = vec![None; topics.len()];
+            while taken.len() < max {
+                let mut head: Option<(i64, usize)> = None;
                 let mut blocked: Option<Duration> = None;
-                for topic in topics {
-                    match self
-                        .queues
-                        .get(&(topic.clone(), partition))
-                        .and_then(VecDeque::front)
-                    {
+                for (i, topic) in topics.iter().enumerate() {
+                    match buffers[i].as_ref().and_then(VecDeque::front) {
                         Some(r) => {
                             let ts = r.timestamp.unwrap_or(i64::MIN);
                             if head.is_none_or(|(best, _)| ts < best) {
-                                head = Some((ts, topic));
+                                head = Some((ts, i));
                             }
                         }
                         None => {
-                            let next = self.next_offsets.get(&(topic.clone(), partition));
-                            let wait = match lag(topic, partition, next.copied()) {
-                                Lag::CaughtUp => None,
-                                Lag::Behind => Some(waits.behind),
-                                Lag::Unknown => Some(waits.unknown),
-                            };
+                            let wait = *waits_for[i].get_or_insert_with(|| {
+                                let next = self.next_offsets.get(&(topic.clone(), partition));
+                                match lag(topic, partition, next.copied()) {
+                                    Lag::CaughtUp => None,
+                                    Lag::Behind => Some(waits.behind),
+                                    Lag::Unknown => Some(waits.unknown),
+                                }
+                            });
                             blocked = blocked.max(wait);
                         }
                     }
                 }
-                let Some((_, topic)) = head else {
+                let Some((_, i)) = head else {
                     self.waiting_since.remove(&partition);
                     break;
                 };
@@ -198,13 +204,16 @@ impl Aligner {
                 } else {
                     self.waiting_since.remove(&partition);
                 }
-                let key = (topic.clone(), partition);
-                let record = self
-                    .queues
-                    .get_mut(&key)
+                let record = buffers[i]
+                    .as_mut()
                     .and_then(VecDeque::pop_front)
                     .expect("the head was just seen");
                 taken.push(record);
+            }
+            for (topic, buffer) in topics.iter().zip(buffers) {
+                if let Some(buffer) = buffer {
+                    self.queues.insert((topic.clone(), partition), buffer);
+                }
             }
         }
         taken
@@ -305,6 +314,50 @@ mod tests {
         let mut merged: Vec<i64> = merge_by_timestamp(batch).iter().map(|r| r.offset).collect();
         merged.sort();
         assert_eq!(merged, (0..50).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn batches_smaller_than_the_buffer_take_each_record_once_and_ask_an_empty_partitions_lag_once()
+    {
+        let mut aligner = Aligner::default();
+        for i in 0..40 {
+            aligner.push(record(
+                ["a", "b"][i % 2],
+                (i % 4 / 2) as i32,
+                i as i64,
+                i as i64,
+            ));
+        }
+        // "c" has nothing buffered: whether it holds a group back is asked of the consumer.
+        let topics: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let mut taken = Vec::new();
+        loop {
+            let asked = std::cell::Cell::new(0);
+            let batch = aligner.take(&topics, 15, Instant::now(), IdleWaits::NONE, |_, _, _| {
+                asked.set(asked.get() + 1);
+                Lag::CaughtUp
+            });
+            // At most once per empty partition of the groups the batch reached (3 topics, 2
+            // groups), never once per record taken (15 a batch).
+            assert!(asked.get() <= 6, "lag asked {} times", asked.get());
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= 15);
+            taken.extend(batch.into_iter().map(|r| r.offset));
+        }
+        let mut all = taken.clone();
+        all.sort();
+        assert_eq!(all, (0..40).collect::<Vec<i64>>(), "each record once");
+        // Per partition group, in event time (here the offset).
+        for group in [0, 1] {
+            let of_group: Vec<i64> = taken
+                .iter()
+                .copied()
+                .filter(|o| (o % 4 / 2) as i32 == group)
+                .collect();
+            assert!(of_group.is_sorted(), "{of_group:?}");
+        }
     }
 
     fn aligned_at(

@@ -802,7 +802,7 @@ impl<T: Topology> Runtime<T> {
         stats.records_in = batch.len() as u64;
         stats.batches = u64::from(!batch.is_empty());
         for record in &output.records {
-            *stats.records_out.entry(record.topic.clone()).or_default() += 1;
+            stats.count_out(&record.topic);
         }
 
         let committed_records = output.records.len();
@@ -909,7 +909,7 @@ impl<T: Topology> Runtime<T> {
         stats.batches = u64::from(!batch.is_empty());
         stats.changelog_records = (committed_records - output.records.len()) as u64;
         for record in &output.records {
-            *stats.records_out.entry(record.topic.clone()).or_default() += 1;
+            stats.count_out(&record.topic);
         }
         self.report(&stats, batch, committed_records, (started, processed));
         Ok(())

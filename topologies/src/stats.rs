@@ -33,6 +33,16 @@ impl StatsSnapshot {
         self.counts.get(name).copied().unwrap_or(0)
     }
 
+    /// Counts a record produced to `topic` (allocating its name only the first time).
+    pub fn count_out(&mut self, topic: &str) {
+        match self.records_out.get_mut(topic) {
+            Some(count) => *count += 1,
+            None => {
+                self.records_out.insert(topic.to_owned(), 1);
+            }
+        }
+    }
+
     /// Records written: outputs, dead letters and changelog records.
     pub fn records_written(&self) -> u64 {
         self.records_out.values().sum::<u64>() + self.changelog_records
