@@ -8,7 +8,7 @@
 //! gives a bundled schema under a topic's subject is learnt from the first record encoded, and
 //! a writer id whose schema is one of the bundled ones is read with the bundled reader, resolved
 //! once per process. Per record that spares a copy of the schema text, a subject lookup, a
-//! reader built anew and a copy of the datum (15% of the pipeline's CPU per record, see
+//! reader built anew and a copy of the datum (about 8% of the pipeline's CPU per record, see
 //! docs/benchmarks.md). Any other writer schema is read through the registry's decoder.
 
 use crate::contracts::{Contract, CONTRACTS};
