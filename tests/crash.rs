@@ -12,6 +12,8 @@
 //! CI runs a few kills. Soak: `P2P_CRASH_KILLS=40 cargo test --test crash -- --nocapture`.
 //! `P2P_CRASH_KEEP=<dir>` keeps each run's configurations, logs and state there (and the own
 //! broker's data) for a post-mortem.
+//! `P2P_CRASH_SEED=<seed>` replays a run's stream and the instants it was killed at (its report
+//! names the seed); the machine's timing still differs from run to run.
 //! `P2P_CRASH_GUARANTEE=at_least_once` runs the same tests on the weakened runtime (outputs,
 //! state and input offsets each committed on their own), which they must catch.
 
@@ -293,7 +295,10 @@ impl CrashRun {
     async fn new(kafka: KafkaProperties, test: &str) -> CrashRun {
         let topics = TestTopics::create_on(kafka.clone(), test, 4).await;
         keep_status_history(&kafka, &topics.po_status).await;
-        let seed: u64 = rand::rng().random();
+        let seed: u64 = std::env::var("P2P_CRASH_SEED")
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| rand::rng().random());
         let app = App::new(kafka, &topics);
         CrashRun {
             codec: registry_codec(),
