@@ -49,6 +49,15 @@ impl CodecError {
         matches!(self, CodecError::RegistryUnavailable(_))
     }
 
+    /// The registry client's error, after clearing what it cached of a transient one, so the
+    /// retry asks again.
+    fn from_decoder(decoder: &AvroDecoder, e: SRCError) -> Self {
+        if e.retriable {
+            decoder.remove_errors_from_cache();
+        }
+        Self::from_registry(e)
+    }
+
     fn from_registry(e: SRCError) -> Self {
         let text = match &e.cause {
             Some(cause) => format!("{}: {cause}", e.error),
@@ -124,6 +133,11 @@ fn bundled_contract_of(schema_text: &str) -> Option<&'static Contract> {
         .iter()
         .copied()
         .find(|c| json(c.schema_text).as_ref() == Some(&registered))
+}
+
+/// The schema id of a record in the wire format (bytes 1 to 4, big-endian).
+fn schema_id(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?))
 }
 
 /// One record in the wire format: the magic byte, `id`, and `value` written with `contract`'s
@@ -208,12 +222,8 @@ impl Codec {
                     .await
                     .inspect_err(|_| encoder.remove_errors_from_cache())
                     .map_err(CodecError::from_registry)?;
-                if let Some(id) = bytes.get(1..5) {
-                    learnt.learn_writer_id(
-                        topic,
-                        contract,
-                        u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
-                    );
+                if let Some(id) = schema_id(&bytes) {
+                    learnt.learn_writer_id(topic, contract, id);
                 }
                 Ok(bytes)
             }
@@ -229,7 +239,8 @@ impl Codec {
         if bytes[0] != 0 {
             return Err(CodecError::NotWireFormat("magic byte is not 0"));
         }
-        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let id =
+            schema_id(bytes).ok_or(CodecError::NotWireFormat("shorter than the 5-byte header"))?;
         match self {
             Codec::Embedded => {
                 let contract = CONTRACTS
@@ -244,12 +255,10 @@ impl Codec {
                 let bundled = match learnt.reader(id) {
                     Some(bundled) => bundled,
                     None => {
-                        let schema = decoder.get_schema(id).await.map_err(|e| {
-                            if e.retriable {
-                                decoder.remove_errors_from_cache();
-                            }
-                            CodecError::from_registry(e)
-                        })?;
+                        let schema = decoder
+                            .get_schema(id)
+                            .await
+                            .map_err(|e| CodecError::from_decoder(decoder, e))?;
                         let bundled = bundled_contract_of(&schema.raw);
                         learnt.learn_reader(id, bundled);
                         bundled
@@ -258,15 +267,11 @@ impl Codec {
                 if let Some(contract) = bundled {
                     return read_whole(contract, &bytes[5..]);
                 }
-                match decoder.decode(Some(bytes)).await {
-                    Ok(result) => Ok(result.value),
-                    Err(e) => {
-                        if e.retriable {
-                            decoder.remove_errors_from_cache();
-                        }
-                        Err(CodecError::from_registry(e))
-                    }
-                }
+                decoder
+                    .decode(Some(bytes))
+                    .await
+                    .map(|result| result.value)
+                    .map_err(|e| CodecError::from_decoder(decoder, e))
             }
         }
     }

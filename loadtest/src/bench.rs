@@ -650,7 +650,7 @@ async fn pipeline(
         records: scenario.records.len() as u64,
         elapsed: finished.elapsed,
         records_read: finished.progress.records_in(),
-        records_written: finished.progress.records_out(),
+        records_written: finished.progress.records_written(),
         transactions: finished.progress.matching.batches
             + finished.progress.procurement.batches
             + finished.progress.payment.batches,

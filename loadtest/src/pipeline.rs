@@ -149,7 +149,7 @@ impl Progress {
     }
 
     /// Records written by the three runtimes together: outputs, dead letters, changelogs.
-    pub fn records_out(&self) -> u64 {
+    pub fn records_written(&self) -> u64 {
         self.matching.records_written()
             + self.procurement.records_written()
             + self.payment.records_written()
