@@ -47,7 +47,7 @@ fn now() -> EventTime {
 
 /// Today in UTC, the date the pipeline's payment runs go by.
 fn today() -> NaiveDate {
-    date_of(now().0.div_euclid(86_400_000) as i32)
+    date_of(now().0.div_euclid(86_400_000) as i32).expect("today is a business date")
 }
 
 fn eur() -> Currency {
@@ -858,9 +858,10 @@ async fn a_bank_status_that_came_too_early_is_dead_lettered_and_replayed_once_it
         ))
     );
     assert!(
-        back.headers().is_some_and(|h| h
-            .iter()
-            .all(|h| !h.key.starts_with("dlq.") || h.key == HEADER_REPLAYED_FROM)),
+        back.headers()
+            .is_some_and(|h| h.iter().all(|h| !h.key.starts_with("dlq.")
+                || h.key == HEADER_REPLAYED_FROM
+                || h.key == dlq::HEADER_REPLAYED_FOR)),
         "the DLQ's own headers stay behind"
     );
     let all = dlq::inspect(
@@ -871,4 +872,151 @@ async fn a_bank_status_that_came_too_early_is_dead_lettered_and_replayed_once_it
     )
     .unwrap();
     assert_eq!(all.len(), 2, "the dead letters stay where they are");
+}
+
+/// Issue 21's reproducer: one valid Avro `supplier-master` record whose bank account changed
+/// on the first day an Avro date can name (i32::MIN days, long before any calendar) panicked
+/// `p2p run` on every restart, in every tenant. Now it is dead-lettered naming the field, and
+/// the pipeline goes on paying the other suppliers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplier_record_dated_before_any_calendar_is_dead_lettered_and_payments_go_on() {
+    let topics = TestTopics::create("far-past-supplier", 1).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = OrgId::random();
+    let mut config = OrgConfig::defaults(org.clone(), eur(), now());
+    config
+        .payment
+        .debtor_accounts
+        .insert(eur(), DEBTOR_IBAN.into());
+    tx.send(
+        &topics.org_config,
+        org.as_str(),
+        &ORG_CONFIG,
+        org_config_value(&config).unwrap(),
+    )
+    .await;
+    let hostile = payee("Long Ago Ltd", "NET 0");
+    let Value::Record(mut fields) = supplier_master_value(&org, &hostile, None, now()).unwrap()
+    else {
+        panic!("a record")
+    };
+    for (name, value) in &mut fields {
+        if name == "bank_account_changed_on" {
+            *value = Value::Union(1, Box::new(Value::Date(i32::MIN)));
+        }
+    }
+    tx.send(
+        &topics.supplier_master,
+        org.as_str(),
+        &SUPPLIER_MASTER,
+        Value::Record(fields),
+    )
+    .await;
+    let honest = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &honest).await;
+    let paid = matched(&org, &honest.supplier, dec!(410.00), eur());
+    tx.matched(&paid).await;
+
+    // The match reads supplier-master too (for tolerances): both must live through it.
+    let payment = Pipeline::payment(&topics, codec.clone());
+    let matching = Pipeline::start(&topics, codec.clone());
+    let seen = wait_until(&topics, &codec, "the honest supplier's payment run", |s| {
+        !s.instructions.is_empty() && !s.dead_letters.is_empty()
+    })
+    .await;
+    assert_eq!(seen.instructions.len(), 1);
+    assert_eq!(seen.instructions[0].payments[0].invoice, paid.invoice);
+    for letter in &seen.dead_letters {
+        assert_eq!(letter[dlq::HEADER_TOPIC], topics.supplier_master);
+        assert_eq!(letter[dlq::HEADER_REASON], "invalid-document");
+        assert!(
+            letter[dlq::HEADER_ERROR].contains("`bank_account_changed_on`"),
+            "{letter:?}"
+        );
+    }
+    // Both stop cleanly: neither panicked, neither stopped on the record.
+    let payment_stats = payment.stop().await;
+    matching.stop().await;
+    assert_eq!(payment_stats.get("payment runs"), 1);
+}
+
+/// A `po-events` record every topology reading the topic refuses is dead-lettered by each
+/// (three letters, each naming its processor), and replaying them all sends the record back
+/// once, marked for the three; each refuses it again, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_three_topologies_refuse_is_replayed_once() {
+    use p2p_topologies::dlq::{DlqSelection, HEADER_PROCESSOR, HEADER_REPLAYED_FOR};
+    let topics = TestTopics::create("dlq-once", 1).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = OrgId::random();
+    tx.producer
+        .send(
+            FutureRecord::to(&topics.po_events)
+                .key(org.as_str())
+                .payload(&b"not avro"[..]),
+            Timeout::After(Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let pipelines = [
+        Pipeline::start(&topics, codec.clone()),
+        Pipeline::procurement(&topics, codec.clone()),
+        Pipeline::payment(&topics, codec.clone()),
+    ];
+    let dlq_topic = Topics::dlq(&topics.po_events);
+    let letters = |n: usize| {
+        let dlq_topic = dlq_topic.clone();
+        async move {
+            poll(
+                &format!("{n} dead letters"),
+                || async {
+                    dlq::inspect(
+                        &kafka(),
+                        &dlq_topic,
+                        &DlqSelection::default(),
+                        Duration::from_secs(30),
+                    )
+                    .unwrap()
+                },
+                |l| l.len() >= n,
+            )
+            .await
+        }
+    };
+    let first = letters(3).await;
+    let mut processors: Vec<String> = first
+        .iter()
+        .map(|l| l.header(HEADER_PROCESSOR).unwrap())
+        .collect();
+    processors.sort();
+    assert_eq!(processors, ["match", "payment", "procurement"]);
+
+    let selected = dlq::replay(
+        &kafka(),
+        &dlq_topic,
+        &DlqSelection::default(),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(selected.len(), 3);
+    let again = letters(6).await;
+    let records = read_topic(&kafka(), &topics.po_events, Duration::from_secs(30)).unwrap();
+    assert_eq!(records.len(), 2, "the original and one replay");
+    let marked = records[1]
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == HEADER_REPLAYED_FOR))
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap();
+    let mut marked: Vec<&str> = marked.split(',').collect();
+    marked.sort();
+    assert_eq!(marked, ["match", "payment", "procurement"]);
+    for pipeline in pipelines {
+        pipeline.stop().await;
+    }
+    assert_eq!(again.len(), 6, "each refused the replay once");
 }

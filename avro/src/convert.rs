@@ -5,6 +5,7 @@
 
 use crate::decimal::{self, DecimalError};
 use apache_avro::types::Value;
+use chrono::NaiveDate;
 use p2p_processors::*;
 use rust_decimal::Decimal;
 
@@ -15,6 +16,9 @@ const QTY: (u32, u32) = (18, 4);
 const PRICE: (u32, u32) = (18, 6);
 const AMOUNT: (u32, u32) = (18, 4);
 const MEASURE: (u32, u32) = (28, 10);
+/// Most lines (or other entries) one document may carry. SAP caps a purchasing document's
+/// items well below this; a larger array is refused as `invalid-document`.
+pub const MAX_ENTRIES: usize = 1_000;
 
 /// Why an Avro value is not a valid document.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -57,6 +61,22 @@ pub enum DecodeError {
     UnknownEventType(String),
     #[error("a document needs at least one line")]
     NoLines,
+    #[error("field `{field}`: {count} entries, more than the {max} accepted")]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "field `{field}`: day {days} since 1970-01-01 is outside the dates accepted \
+         (1900-01-01 to 2199-12-31)"
+    )]
+    DateOutOfRange { field: &'static str, days: i32 },
+    #[error(
+        "field `{field}`: {millis} ms since 1970-01-01 is outside the times accepted \
+         (1900-01-01 to 2199-12-31)"
+    )]
+    TimestampOutOfRange { field: &'static str, millis: i64 },
     #[error("field `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -155,7 +175,12 @@ impl<'a> Record<'a> {
 
     fn timestamp(&self, field: &'static str) -> Result<EventTime, DecodeError> {
         match self.get(field)? {
-            Value::TimestampMillis(t) | Value::Long(t) => Ok(EventTime(*t)),
+            Value::TimestampMillis(t) | Value::Long(t) if payment::timestamp_accepted(*t) => {
+                Ok(EventTime(*t))
+            }
+            Value::TimestampMillis(t) | Value::Long(t) => {
+                Err(DecodeError::TimestampOutOfRange { field, millis: *t })
+            }
             _ => Err(DecodeError::WrongType {
                 field,
                 expected: "timestamp-millis",
@@ -174,7 +199,14 @@ impl<'a> Record<'a> {
         }
     }
 
-    fn decimal(&self, field: &'static str, scale: u32) -> Result<Decimal, DecodeError> {
+    /// A decimal written at the schema's `(precision, scale)`: more digits than the schema's
+    /// precision (a writer may put any bytes there) is refused, so arithmetic on what was read
+    /// stays far inside `Decimal`'s range.
+    fn decimal(
+        &self,
+        field: &'static str,
+        (precision, scale): (u32, u32),
+    ) -> Result<Decimal, DecodeError> {
         match self.get(field)? {
             Value::Decimal(d) => decimal::from_avro(d, scale),
             Value::Bytes(b) => decimal::from_twos_complement(b, scale),
@@ -185,19 +217,37 @@ impl<'a> Record<'a> {
                 })
             }
         }
+        .and_then(|value| decimal::within_precision(value, precision))
         .map_err(|source| DecodeError::InvalidDecimal { field, source })
     }
 
-    fn opt_decimal(&self, field: &'static str, scale: u32) -> Result<Option<Decimal>, DecodeError> {
+    fn opt_decimal(
+        &self,
+        field: &'static str,
+        decimal: (u32, u32),
+    ) -> Result<Option<Decimal>, DecodeError> {
         match self.opt(field) {
             None => Ok(None),
-            Some(_) => self.decimal(field, scale).map(Some),
+            Some(_) => self.decimal(field, decimal).map(Some),
         }
     }
 
+    /// A business date (Avro `date`), within [`payment::FIRST_DATE`] to [`payment::LAST_DATE`].
+    fn date(&self, field: &'static str) -> Result<NaiveDate, DecodeError> {
+        let days = self.int(field)?;
+        payment::date_of(days).ok_or(DecodeError::DateOutOfRange { field, days })
+    }
+
+    /// An array of at most [`MAX_ENTRIES`] items: a document of more lines than any ERP
+    /// sends would make each batch that touches it slow and its state huge.
     fn array(&self, field: &'static str) -> Result<&'a [Value], DecodeError> {
         match self.opt(field) {
             None => Ok(&[]),
+            Some(Value::Array(items)) if items.len() > MAX_ENTRIES => Err(DecodeError::TooMany {
+                field,
+                count: items.len(),
+                max: MAX_ENTRIES,
+            }),
             Some(Value::Array(items)) => Ok(items),
             Some(_) => Err(DecodeError::WrongType {
                 field,
@@ -248,7 +298,7 @@ impl<'a> Record<'a> {
     }
 
     fn quantity(&self, field: &'static str) -> Result<Quantity, DecodeError> {
-        Quantity::new(self.decimal(field, QTY.1)?)
+        Quantity::new(self.decimal(field, QTY)?)
             .map_err(|source| DecodeError::InvalidMoney { field, source })
     }
 
@@ -257,7 +307,7 @@ impl<'a> Record<'a> {
         field: &'static str,
         currency: Currency,
     ) -> Result<UnitPrice, DecodeError> {
-        UnitPrice::new(Money::new(self.decimal(field, PRICE.1)?, currency))
+        UnitPrice::new(Money::new(self.decimal(field, PRICE)?, currency))
             .map_err(|source| DecodeError::InvalidMoney { field, source })
     }
 
@@ -308,6 +358,7 @@ fn order_terms(
     if lines.is_empty() {
         return Err(DecodeError::NoLines);
     }
+    amounts_fit(currency, lines.iter().map(|l| (l.unit_price, l.quantity)))?;
     Ok((supplier, currency, lines))
 }
 
@@ -432,7 +483,58 @@ fn invoice_lines(r: &Record<'_>, currency: Currency) -> Result<Vec<InvoiceLine>,
                 unit_price: l.unit_price("unit_price", currency)?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, DecodeError>>()
+        .and_then(|lines| {
+            amounts_fit(currency, lines.iter().map(|l| (l.unit_price, l.quantity)))?;
+            Ok(lines)
+        })
+}
+
+/// The largest amount an output can carry (`AMOUNT`'s precision at its scale): a document
+/// whose lines come to more could be matched but never paid, so it is refused at the door.
+fn amount_limit() -> Decimal {
+    Decimal::from_i128_with_scale(10i128.pow(AMOUNT.0 - AMOUNT.1), 0)
+}
+
+/// Each line's amount and the lines' total fit what the outputs can carry.
+fn amounts_fit(
+    currency: Currency,
+    lines: impl IntoIterator<Item = (UnitPrice, Quantity)>,
+) -> Result<(), DecodeError> {
+    let limit = amount_limit();
+    let too_large = |amount: Decimal| DecodeError::Invalid {
+        field: "lines",
+        reason: format!(
+            "the lines come to {amount} {currency} or more, beyond the largest amount \
+             accepted ({limit} {currency})"
+        ),
+    };
+    let mut total = Decimal::ZERO;
+    for (price, quantity) in lines {
+        // Each factor is within its schema's precision, so the product cannot overflow.
+        let amount = price.money().amount() * quantity.value();
+        total = total
+            .checked_add(amount)
+            .filter(|t| t.abs() < limit)
+            .ok_or_else(|| too_large(total.saturating_add(amount)))?;
+    }
+    Ok(())
+}
+
+/// `total_amount`: within the schema's precision, and not negative (a credit memo says it is
+/// one with `document_type`, its amount is positive).
+fn document_total(r: &Record<'_>, currency: Currency) -> Result<Money, DecodeError> {
+    let total = r.decimal("total_amount", AMOUNT)?;
+    if total.is_sign_negative() && !total.is_zero() {
+        return Err(DecodeError::Invalid {
+            field: "total_amount",
+            reason: format!(
+                "{total} is negative; a credit memo carries a positive amount and \
+                 document_type CREDIT_MEMO"
+            ),
+        });
+    }
+    Ok(Money::new(total, currency))
 }
 
 /// Decodes an `InvoiceEvent`.
@@ -454,8 +556,8 @@ pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
             po: r.id("po_id", PurchaseOrderId::parse)?,
             currency,
             lines,
-            total: Money::new(r.decimal("total_amount", AMOUNT.1)?, currency),
-            invoice_date: r.int("invoice_date")?,
+            total: document_total(&r, currency)?,
+            invoice_date: payment::days_of(r.date("invoice_date")?),
             // A blank block key is no block, as in the ERPs that send one always.
             payment_block: r
                 .opt_string("payment_block")?
@@ -831,7 +933,7 @@ pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
     let lines = invoice_lines(&r, currency)?;
     let matched_at = r.timestamp("matched_at")?;
     let invoice_date = match r.opt("invoice_date") {
-        Some(_) => r.int("invoice_date")?,
+        Some(_) => payment::days_of(r.date("invoice_date")?),
         None => matched_at.0.div_euclid(86_400_000) as i32,
     };
     Ok(InvoiceMatched {
@@ -842,7 +944,7 @@ pub fn invoice_matched(value: &Value) -> Result<InvoiceMatched, DecodeError> {
         supplier: r.id("supplier_id", SupplierId::parse)?,
         number: InvoiceNumber::parse(r.string("invoice_number")?)
             .map_err(DecodeError::InvalidInvoiceNumber)?,
-        total: Money::new(r.decimal("total_amount", AMOUNT.1)?, currency),
+        total: Money::new(r.decimal("total_amount", AMOUNT)?, currency),
         lines,
         invoice_date,
         matched_at,
@@ -899,7 +1001,7 @@ pub fn matched_record(value: &Value) -> Result<MatchedRecord, DecodeError> {
         document_type: document_kind(&r)?,
         po_id: r.string("po_id")?.to_owned(),
         currency: r.string("currency")?.to_owned(),
-        total_amount: r.decimal("total_amount", AMOUNT.1)?,
+        total_amount: r.decimal("total_amount", AMOUNT)?,
         matched_at: r.timestamp("matched_at")?.0,
         warnings: reason_records(&r, "warnings", "MatchWarning")?,
         revision: revision(&r)?,
@@ -921,9 +1023,9 @@ fn reason_records(
                     .opt("line_number")
                     .map(|_| x.int("line_number"))
                     .transpose()?,
-                expected: x.opt_decimal("expected", MEASURE.1)?,
-                actual: x.opt_decimal("actual", MEASURE.1)?,
-                delta: x.opt_decimal("delta", MEASURE.1)?,
+                expected: x.opt_decimal("expected", MEASURE)?,
+                actual: x.opt_decimal("actual", MEASURE)?,
+                delta: x.opt_decimal("delta", MEASURE)?,
                 detail: x.string("detail")?.to_owned(),
             })
         })
@@ -939,7 +1041,7 @@ pub fn exception_record(value: &Value) -> Result<ExceptionRecord, DecodeError> {
         document_type: document_kind(&r)?,
         po_id: r.string("po_id")?.to_owned(),
         currency: r.string("currency")?.to_owned(),
-        total_amount: r.decimal("total_amount", AMOUNT.1)?,
+        total_amount: r.decimal("total_amount", AMOUNT)?,
         reasons,
         revision: revision(&r)?,
     })

@@ -49,6 +49,15 @@ pub fn from_twos_complement(bytes: &[u8], scale: u32) -> Result<Decimal, Decimal
         .map_err(|_| DecimalError::TooLarge(bytes.len()))
 }
 
+/// `value` if it has at most `precision` digits at its scale (the schema's bound, which a
+/// writer's bytes need not keep).
+pub fn within_precision(value: Decimal, precision: u32) -> Result<Decimal, DecimalError> {
+    if value.mantissa().unsigned_abs() >= 10u128.pow(precision) {
+        return Err(DecimalError::TooManyDigits { value, precision });
+    }
+    Ok(value)
+}
+
 fn minimal_twos_complement(v: i128) -> Vec<u8> {
     let bytes = v.to_be_bytes();
     let mut start = 0;

@@ -28,7 +28,10 @@ pub enum PaymentTerms {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("payment terms {0:?} are neither \"NET <days>\" nor \"<percent>/<days> NET <days>\"")]
+#[error(
+    "payment terms {0:?} are neither \"NET <days>\" nor \"<percent>/<days> NET <days>\" \
+     (at most 999 days, a discount below 100%)"
+)]
 pub struct TermsError(pub String);
 
 impl std::fmt::Display for PaymentTerms {
@@ -46,6 +49,9 @@ impl std::fmt::Display for PaymentTerms {
 }
 
 impl PaymentTerms {
+    /// Longest net period accepted: no ERP's terms run longer (SAP's stop at 999 days).
+    pub const MAX_DAYS: u32 = 999;
+
     /// Parses `NET30`, `Net 30`, `2/10 net 30`, `1.5/15 NET 45`.
     pub fn parse(text: &str) -> Result<Self, TermsError> {
         let err = || TermsError(text.to_owned());
@@ -55,6 +61,9 @@ impl PaymentTerms {
             None => return Err(err()),
         };
         let net_days: u32 = net.parse().map_err(|_| err())?;
+        if net_days > Self::MAX_DAYS {
+            return Err(err());
+        }
         if discount.is_empty() {
             return Ok(PaymentTerms::Net { days: net_days });
         }

@@ -19,6 +19,24 @@ pub const HEADER_TIMESTAMP: &str = "dlq.original.timestamp";
 pub const HEADER_PROCESSOR: &str = "dlq.processor";
 /// On a replayed record: the dead letter it came from, `<dlq topic>/<partition>/<offset>`.
 pub const HEADER_REPLAYED_FROM: &str = "dlq.replayed.from";
+/// On a replayed record: the processors that refused it, comma-separated. A topology not named
+/// passes the record over: it processed the record the first time, and must not twice.
+pub const HEADER_REPLAYED_FOR: &str = "dlq.replayed.for";
+
+/// Whether `processor` is to process `record`: any record, unless it is a replayed dead letter
+/// that only other processors refused.
+pub fn meant_for(record: &InputRecord, processor: &str) -> bool {
+    record
+        .headers
+        .iter()
+        .rev()
+        .find(|(k, _)| k == HEADER_REPLAYED_FOR)
+        .is_none_or(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .any(|p| p.trim() == processor)
+        })
+}
 
 /// Why a record went to the dead-letter queue (the `dlq.reason` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +53,9 @@ pub enum DlqReason {
     /// partitioner: the org's state lives with that other partition, possibly on another
     /// instance, so processing the record here would decide on stale state.
     WrongPartition,
+    /// Processing it panicked: a bug, caught so that the record cannot stop its partition
+    /// (or crash-loop the process); the panic's message is the error.
+    Panicked,
 }
 
 impl DlqReason {
@@ -45,6 +66,7 @@ impl DlqReason {
             DlqReason::KeyMismatch => "key-mismatch",
             DlqReason::Rejected => "rejected",
             DlqReason::WrongPartition => "wrong-partition",
+            DlqReason::Panicked => "panicked",
         }
     }
 }
@@ -59,7 +81,7 @@ pub fn dead_letter(
     let mut headers = input.headers.clone();
     let mut add = |k: &str, v: String| headers.push((k.to_owned(), v.into_bytes()));
     add(HEADER_REASON, reason.code().to_owned());
-    add(HEADER_ERROR, error.to_owned());
+    add(HEADER_ERROR, bounded(error));
     add(HEADER_TOPIC, input.topic.clone());
     add(HEADER_PARTITION, input.partition.to_string());
     add(HEADER_OFFSET, input.offset.to_string());
@@ -74,6 +96,17 @@ pub fn dead_letter(
         payload: input.payload.clone(),
         headers,
         timestamp: input.timestamp,
+    }
+}
+
+/// Most characters of an error kept in `dlq.error`: errors quote the value refused, and a
+/// hostile record's value may be megabytes (the record itself is in the dead letter).
+const MAX_ERROR_CHARS: usize = 2_000;
+
+fn bounded(error: &str) -> String {
+    match error.char_indices().nth(MAX_ERROR_CHARS) {
+        None => error.to_owned(),
+        Some((end, _)) => format!("{}… (cut at {MAX_ERROR_CHARS} characters)", &error[..end]),
     }
 }
 
@@ -116,6 +149,15 @@ impl DeadLetter {
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Where the record first was: its topic, partition and offset (from our headers).
+    fn original(&self) -> (Option<String>, Option<String>, Option<String>) {
+        (
+            self.header(HEADER_TOPIC),
+            self.header(HEADER_PARTITION),
+            self.header(HEADER_OFFSET),
+        )
     }
 
     /// The record as it first came, to send back to its topic: the same key and payload and
@@ -205,10 +247,52 @@ pub fn inspect(
     Ok(letters)
 }
 
+/// The records to send back for `letters`: one per original record, however many processors
+/// dead-lettered it (every topology reading a topic refuses a bad record on its own), each
+/// marked for the processors whose letters were selected ([`HEADER_REPLAYED_FOR`]), so that
+/// a topology that processed it the first time does not process it again.
+pub fn replays(letters: &[DeadLetter]) -> Result<Vec<OutputRecord>, ReplayError> {
+    let mut records: Vec<OutputRecord> = Vec::new();
+    let mut seen: Vec<((Option<String>, Option<String>, Option<String>), usize)> = Vec::new();
+    for letter in letters {
+        let processor = letter.header(HEADER_PROCESSOR).unwrap_or_default();
+        let original = letter.original();
+        let known = original.1.is_some() && original.2.is_some();
+        match seen.iter().find(|(o, _)| known && *o == original) {
+            Some((_, i)) => {
+                let record = &mut records[*i];
+                if let Some((_, processors)) = record
+                    .headers
+                    .iter_mut()
+                    .find(|(k, _)| k == HEADER_REPLAYED_FOR)
+                {
+                    if !String::from_utf8_lossy(processors)
+                        .split(',')
+                        .any(|p| p == processor)
+                    {
+                        processors.push(b',');
+                        processors.extend_from_slice(processor.as_bytes());
+                    }
+                }
+            }
+            None => {
+                let mut record = letter.replay()?;
+                record
+                    .headers
+                    .push((HEADER_REPLAYED_FOR.to_owned(), processor.into_bytes()));
+                seen.push((original, records.len()));
+                records.push(record);
+            }
+        }
+    }
+    Ok(records)
+}
+
 /// Sends the selected dead letters of `dlq_topic` back to the topics they came from, in order,
-/// keyed as they were (so each lands on its org's partition), and returns what was sent. Every
-/// letter is checked before any is sent: one with no original topic sends nothing. The dead
-/// letters stay where they are; a replayed record that fails again is dead-lettered again.
+/// keyed as they were (so each lands on its org's partition), each original record once, and
+/// returns the letters selected. Every letter is checked before any is sent: one with no
+/// original topic sends nothing. The dead letters stay where they are; a replayed record that
+/// fails again is dead-lettered again.
 pub async fn replay(
     kafka: &KafkaProperties,
     dlq_topic: &str,
@@ -216,10 +300,7 @@ pub async fn replay(
     timeout: Duration,
 ) -> Result<Vec<DeadLetter>, ReplayError> {
     let letters = inspect(kafka, dlq_topic, selection, timeout)?;
-    let records = letters
-        .iter()
-        .map(DeadLetter::replay)
-        .collect::<Result<Vec<_>, _>>()?;
+    let records = replays(&letters)?;
     let producer: FutureProducer = producer_config(kafka)
         .set("enable.idempotence", "true")
         // The Java client's partitioner, as the pipeline and ERPs produce with.
@@ -284,6 +365,91 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    fn refused_by(processor: &str, offset: i64) -> DeadLetter {
+        let input = InputRecord {
+            topic: "po-events".into(),
+            partition: 0,
+            offset: 4,
+            timestamp: Some(5),
+            key: Some(b"org_1".to_vec()),
+            payload: Some(b"not avro".to_vec()),
+            headers: vec![],
+        };
+        let dead = dead_letter(&input, DlqReason::Undecodable, "not avro", processor);
+        DeadLetter {
+            headers: dead.headers,
+            ..letter(&[], offset)
+        }
+    }
+
+    #[test]
+    fn a_record_refused_by_three_processors_is_replayed_once_for_the_three() {
+        let letters = [
+            refused_by("match", 10),
+            refused_by("procurement", 11),
+            refused_by("payment", 12),
+        ];
+        let records = replays(&letters).unwrap();
+        assert_eq!(records.len(), 1);
+        let record = &records[0];
+        let input = InputRecord {
+            topic: record.topic.clone(),
+            partition: 0,
+            offset: 99,
+            timestamp: record.timestamp,
+            key: Some(record.key.clone()),
+            payload: record.payload.clone(),
+            headers: record.headers.clone(),
+        };
+        for processor in ["match", "procurement", "payment"] {
+            assert!(meant_for(&input, processor), "{processor}");
+        }
+        // Only the letters selected: a processor that accepted it passes it over.
+        let records = replays(&letters[..1]).unwrap();
+        let input = InputRecord {
+            headers: records[0].headers.clone(),
+            ..input
+        };
+        assert!(meant_for(&input, "match"));
+        assert!(!meant_for(&input, "procurement"));
+        assert!(!meant_for(&input, "payment"));
+        // A record never dead-lettered is for everyone.
+        assert!(meant_for(
+            &InputRecord {
+                headers: vec![],
+                ..input
+            },
+            "payment"
+        ));
+    }
+
+    #[test]
+    fn a_huge_error_is_cut_in_the_header_not_in_the_record() {
+        let input = InputRecord {
+            topic: "po-events".into(),
+            partition: 0,
+            offset: 4,
+            timestamp: None,
+            key: None,
+            payload: Some(vec![1; 100_000]),
+            headers: vec![],
+        };
+        let error = format!(
+            "field `currency`: {:?} is not a currency",
+            "é".repeat(50_000)
+        );
+        let dead = dead_letter(&input, DlqReason::InvalidDocument, &error, "match");
+        let kept = DeadLetter {
+            headers: dead.headers,
+            ..letter(&[], 1)
+        };
+        let shown = kept.header(HEADER_ERROR).unwrap();
+        assert!(shown.starts_with("field `currency`: \"éé"));
+        assert!(shown.ends_with("(cut at 2000 characters)"), "{shown}");
+        assert!(shown.chars().count() < 2_100);
+        assert_eq!(dead.payload, input.payload, "the record is kept whole");
     }
 
     #[test]

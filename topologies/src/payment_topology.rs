@@ -27,8 +27,8 @@ use apache_avro::types::Value;
 use chrono::NaiveDate;
 use p2p_avro::contracts::{PAYMENT_INSTRUCTION, PAYMENT_SCHEDULE};
 use p2p_avro::convert::payment::{
-    date_of, supplier_master, BankStatusReport, InstructedPayment, PaymentInstructionRecord,
-    PaymentScheduleRecord, ScheduleEventKind,
+    clamped_date_of, supplier_master, BankStatusReport, InstructedPayment,
+    PaymentInstructionRecord, PaymentScheduleRecord, ScheduleEventKind,
 };
 use p2p_avro::convert::procurement::org_config;
 use p2p_avro::convert::{self, BlockedInvoice, DecodeError};
@@ -374,7 +374,7 @@ impl PaymentProcessor {
             None => (PaymentPolicy::defaults(), PaymentTerms::DEFAULT),
         };
         let payee = working.payee(org, &matched.supplier, terms)?;
-        let invoice_date = date_of(matched.invoice_date);
+        let invoice_date = clamped_date_of(matched.invoice_date);
         let mut payments = changes.org_payments(org, working)?;
         if let Some(mut payment) = existing {
             match payment.on_matched_again(matched, invoice_date, &payee, &policy) {
@@ -576,7 +576,8 @@ impl PaymentProcessor {
         working: &mut Working<'_>,
         output: &mut BatchOutput,
     ) -> Result<(), ProcessError> {
-        let execution_date = date_of(now.div_euclid(DAY_MS) as i32);
+        let execution_date =
+            clamped_date_of(now.div_euclid(DAY_MS).clamp(0, i64::from(i32::MAX)) as i32);
         for timer in working.store.due_timers(now, TIMERS_PER_BATCH)? {
             working.timers.cancel(&timer);
             if timer.name != RUN {

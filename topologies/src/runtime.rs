@@ -62,6 +62,14 @@ pub enum RuntimeError {
     Transaction(KafkaError),
     #[error("going back to the committed offsets after an aborted transaction: {0}")]
     Rewind(KafkaError),
+    #[error(
+        "the {topology} topology panicked firing its timers, with no record to blame: \
+         {message} (a bug; the timers are left as they were)"
+    )]
+    TimersPanicked {
+        topology: &'static str,
+        message: String,
+    },
     #[error("the runtime's task was cancelled (its tokio runtime is shutting down)")]
     Cancelled,
     #[error(
@@ -756,24 +764,45 @@ impl<T: Topology> Runtime<T> {
             .enumerate()
             .filter_map(|(i, record)| self.misplaced(record).map(|why| (i, why)))
             .collect();
-        let placed: std::borrow::Cow<'_, [InputRecord]> = if misplaced.is_empty() {
-            batch.into()
-        } else {
-            batch
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !misplaced.iter().any(|(m, _)| m == i))
-                .map(|(_, record)| record.clone())
-                .collect()
-        };
-        let mut output = match self
-            .topology
-            .process(&placed, wall_clock_millis(), &self.store)
-            .await
+        // A replayed dead letter that only other topologies refused was processed here the
+        // first time: passed over (its offset is committed with the batch).
+        let name = self.topology.name();
+        let passed_over = |record: &InputRecord| !crate::dlq::meant_for(record, name);
+        let placed: std::borrow::Cow<'_, [InputRecord]> =
+            if misplaced.is_empty() && !batch.iter().any(passed_over) {
+                batch.into()
+            } else {
+                batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, record)| {
+                        !misplaced.iter().any(|(m, _)| m == i) && !passed_over(record)
+                    })
+                    .map(|(_, record)| record.clone())
+                    .collect()
+            };
+        let mut output = match process_isolating_panics(
+            &self.topology,
+            &placed,
+            wall_clock_millis(),
+            &self.store,
+        )
+        .await
         {
             Ok(output) => output,
-            Err(ProcessError::Transient(e)) => return Err(BatchFailure::Retry(e.to_string())),
-            Err(ProcessError::State(e)) => return Err(Uncommitted::Fatal(e.into()).into()),
+            Err(Isolated::Process(ProcessError::Transient(e))) => {
+                return Err(BatchFailure::Retry(e.to_string()))
+            }
+            Err(Isolated::Process(ProcessError::State(e))) => {
+                return Err(Uncommitted::Fatal(e.into()).into())
+            }
+            Err(Isolated::TimersPanicked(message)) => {
+                return Err(Uncommitted::Fatal(RuntimeError::TimersPanicked {
+                    topology: self.topology.name(),
+                    message,
+                })
+                .into())
+            }
         };
         for (i, why) in &misplaced {
             output.dead_letter(
@@ -1421,6 +1450,94 @@ fn cached_high_watermark(consumer: &RuntimeConsumer, topic: &str, partition: i32
         .then_some(high)
 }
 
+/// Why a batch could not be processed, once panics are isolated.
+enum Isolated {
+    Process(ProcessError),
+    /// The timers panicked with no record in the batch: nothing to dead-letter.
+    TimersPanicked(String),
+}
+
+/// Processes `records` as `topology.process` does, except that a record whose processing
+/// panics is dead-lettered (`dlq.reason = panicked`, the panic's message as the error) and the
+/// batch processed again without it: one bad record never stops its partition nor, by a
+/// crash on every restart, the process. Processing writes nothing (its state changes come back
+/// in the output), so processing again is harmless. The culprit is the shortest prefix of the
+/// batch that panics, found by bisection: a dozen passes for a batch of 2,000.
+async fn process_isolating_panics<T: Topology>(
+    topology: &T,
+    records: &[InputRecord],
+    now: i64,
+    store: &Store,
+) -> Result<crate::topology::BatchOutput, Isolated> {
+    // Indices into `records` of the records dead-lettered, with their panics' messages.
+    let mut panicked: Vec<(usize, String)> = Vec::new();
+    loop {
+        let kept: Vec<usize> = (0..records.len())
+            .filter(|i| !panicked.iter().any(|(p, _)| p == i))
+            .collect();
+        let batch: std::borrow::Cow<'_, [InputRecord]> = if panicked.is_empty() {
+            records.into()
+        } else {
+            kept.iter().map(|&i| records[i].clone()).collect()
+        };
+        let message = match attempt(topology, &batch, now, store).await {
+            Ok(result) => {
+                let mut output = result.map_err(Isolated::Process)?;
+                for (i, message) in &panicked {
+                    let record = &records[*i];
+                    tracing::error!(
+                        topology = topology.name(),
+                        topic = %record.topic,
+                        partition = record.partition,
+                        offset = record.offset,
+                        panic = %message,
+                        "processing a record panicked; it goes to the dead-letter queue"
+                    );
+                    output.dead_letter(record, DlqReason::Panicked, message, topology.name());
+                }
+                return Ok(output);
+            }
+            Err(message) => message,
+        };
+        // The shortest prefix that panics ends with the culprit (a prefix of 0 records fires
+        // the timers only).
+        let (mut fine, mut panics, mut culprit_message) = (0usize, batch.len(), message);
+        if matches!(attempt(topology, &[], now, store).await, Err(_)) {
+            return Err(Isolated::TimersPanicked(culprit_message));
+        }
+        while panics - fine > 1 {
+            let middle = fine + (panics - fine) / 2;
+            match attempt(topology, &batch[..middle], now, store).await {
+                Ok(_) => fine = middle,
+                Err(message) => {
+                    panics = middle;
+                    culprit_message = message;
+                }
+            }
+        }
+        panicked.push((kept[panics - 1], culprit_message));
+    }
+}
+
+/// One pass of `topology.process`: `Err` with the panic's message if it panicked.
+async fn attempt<T: Topology>(
+    topology: &T,
+    records: &[InputRecord],
+    now: i64,
+    store: &Store,
+) -> Result<Result<crate::topology::BatchOutput, ProcessError>, String> {
+    std::panic::AssertUnwindSafe(topology.process(records, now, store))
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        })
+}
+
 /// The runtime's clock, read once per batch and handed to the topology: processors never read
 /// a clock themselves.
 fn wall_clock_millis() -> i64 {
@@ -1461,6 +1578,137 @@ fn to_input(message: &BorrowedMessage<'_>) -> InputRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A topology that panics on the records whose offsets it is told, and otherwise
+    /// forwards each record to `out`; `timers_panic` makes every pass panic.
+    struct Fragile {
+        panics_on: Vec<i64>,
+        timers_panic: bool,
+    }
+
+    impl Topology for Fragile {
+        fn name(&self) -> &'static str {
+            "fragile"
+        }
+
+        fn input_topics(&self) -> Vec<String> {
+            vec!["in".into()]
+        }
+
+        async fn process(
+            &self,
+            records: &[InputRecord],
+            _now: i64,
+            _store: &Store,
+        ) -> Result<crate::topology::BatchOutput, ProcessError> {
+            let mut output = crate::topology::BatchOutput::default();
+            for record in records {
+                if self.panics_on.contains(&record.offset) {
+                    panic!("cannot handle offset {}", record.offset);
+                }
+                output.records.push(crate::record::OutputRecord {
+                    topic: "out".into(),
+                    key: record.offset.to_string().into_bytes(),
+                    payload: None,
+                    headers: vec![],
+                    timestamp: None,
+                });
+            }
+            assert!(!self.timers_panic, "a timer's state is corrupt");
+            Ok(output)
+        }
+    }
+
+    fn offsets(n: i64) -> Vec<InputRecord> {
+        (0..n)
+            .map(|offset| InputRecord {
+                topic: "in".into(),
+                partition: 0,
+                offset,
+                timestamp: Some(offset),
+                key: None,
+                payload: None,
+                headers: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_whose_processing_panics_are_dead_lettered_and_the_rest_processed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "fragile").unwrap();
+        let topology = Fragile {
+            panics_on: vec![0, 37, 38, 1_999],
+            timers_panic: false,
+        };
+        let batch = offsets(2_000);
+        let output =
+            futures::executor::block_on(process_isolating_panics(&topology, &batch, 0, &store))
+                .unwrap_or_else(|_| panic!("the batch is processed"));
+        let processed: Vec<i64> = output
+            .records
+            .iter()
+            .filter(|r| r.topic == "out")
+            .map(|r| String::from_utf8_lossy(&r.key).parse().unwrap())
+            .collect();
+        let expected: Vec<i64> = (0..2_000)
+            .filter(|o| ![0, 37, 38, 1_999].contains(o))
+            .collect();
+        assert_eq!(processed, expected, "every other record, once, in order");
+        let mut dead: Vec<(String, String, String)> = output
+            .records
+            .iter()
+            .filter(|r| r.topic == "in.dlq")
+            .map(|r| {
+                let header = |name: &str| {
+                    r.headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        .unwrap()
+                };
+                (
+                    header(crate::dlq::HEADER_OFFSET),
+                    header(crate::dlq::HEADER_REASON),
+                    header(crate::dlq::HEADER_ERROR),
+                )
+            })
+            .collect();
+        dead.sort_by_key(|(offset, _, _)| offset.parse::<i64>().unwrap());
+        assert_eq!(
+            dead,
+            [0, 37, 38, 1_999]
+                .map(|o| (
+                    o.to_string(),
+                    "panicked".to_owned(),
+                    format!("cannot handle offset {o}")
+                ))
+                .to_vec()
+        );
+        assert_eq!(output.stats.dead_lettered, 4);
+    }
+
+    #[test]
+    fn a_panic_firing_timers_is_an_error_naming_it_not_a_dead_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "fragile").unwrap();
+        let topology = Fragile {
+            panics_on: vec![],
+            timers_panic: true,
+        };
+        let result = futures::executor::block_on(process_isolating_panics(
+            &topology,
+            &offsets(10),
+            0,
+            &store,
+        ));
+        match result {
+            Err(Isolated::TimersPanicked(message)) => {
+                assert_eq!(message, "a timer's state is corrupt")
+            }
+            _ => panic!("the timers' panic is reported"),
+        }
+    }
 
     #[test]
     fn producer_tuning_from_the_configuration_stands_and_its_guarantees_do_not_yield() {

@@ -10,14 +10,37 @@ use p2p_processors::tolerance_keys::ToleranceKeys;
 use p2p_processors::*;
 
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+/// The first business date the pipeline accepts: no ERP posts a document before it.
+pub const FIRST_DATE: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("a valid date");
+/// The last business date the pipeline accepts. Dates in this window plus any term, wait or
+/// cooling-off period the pipeline allows (at most a few years) stay far inside the calendar's
+/// range, so date arithmetic on input never overflows.
+pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2199, 12, 31).expect("a valid date");
+const DAY_MS: i64 = 86_400_000;
 
-/// Days since the Unix epoch (Avro `date`) as a calendar date.
-pub fn date_of(days: i32) -> NaiveDate {
-    if days >= 0 {
-        EPOCH + Days::new(days as u64)
+/// Days since the Unix epoch (Avro `date`) as a calendar date, if it is a business date
+/// (from [`FIRST_DATE`] to [`LAST_DATE`]).
+pub fn date_of(days: i32) -> Option<NaiveDate> {
+    let date = if days >= 0 {
+        EPOCH.checked_add_days(Days::new(days.unsigned_abs().into()))
     } else {
-        EPOCH - Days::new(days.unsigned_abs() as u64)
-    }
+        EPOCH.checked_sub_days(Days::new(days.unsigned_abs().into()))
+    }?;
+    (FIRST_DATE..=LAST_DATE).contains(&date).then_some(date)
+}
+
+/// `days` as a date, brought into the business window. For dates decoding has already kept
+/// in it (and the wall clock): state written before the window was enforced cannot panic.
+pub fn clamped_date_of(days: i32) -> NaiveDate {
+    date_of(days).unwrap_or(if days < 0 { FIRST_DATE } else { LAST_DATE })
+}
+
+/// Whether an instant (ms since the Unix epoch) falls on a business date: event times
+/// outside it are refused, so timers computed from them never overflow.
+pub fn timestamp_accepted(millis: i64) -> bool {
+    let first = i64::from(days_of(FIRST_DATE)) * DAY_MS;
+    let last = (i64::from(days_of(LAST_DATE)) + 1) * DAY_MS;
+    (first..last).contains(&millis)
 }
 
 /// A calendar date as days since the Unix epoch (Avro `date`).
@@ -26,7 +49,7 @@ pub fn days_of(date: NaiveDate) -> i32 {
 }
 
 fn opt_date(r: &Record<'_>, field: &'static str) -> Result<Option<NaiveDate>, DecodeError> {
-    r.opt(field).map(|_| r.int(field).map(date_of)).transpose()
+    r.opt(field).map(|_| r.date(field)).transpose()
 }
 
 fn opt_str(v: Option<&String>) -> Value {
@@ -250,7 +273,7 @@ impl PaymentScheduleRecord {
             .ok_or(DecodeError::UnknownEventType(symbol.to_owned()))?;
         let currency = r.currency("currency")?;
         let money = |field| -> Result<Option<Money>, DecodeError> {
-            Ok(r.opt_decimal(field, AMOUNT.1)?
+            Ok(r.opt_decimal(field, AMOUNT)?
                 .map(|a| Money::new(a, currency)))
         };
         Ok(Self {
@@ -356,7 +379,7 @@ impl PaymentInstructionRecord {
                     creditor_name: p.string("creditor_name")?.to_owned(),
                     creditor_iban: p.string("creditor_iban")?.to_owned(),
                     creditor_bic: p.opt_string("creditor_bic")?.map(str::to_owned),
-                    amount: Money::new(p.decimal("amount", AMOUNT.1)?, currency),
+                    amount: Money::new(p.decimal("amount", AMOUNT)?, currency),
                     remittance: p.string("remittance")?.to_owned(),
                 })
             })
@@ -366,8 +389,8 @@ impl PaymentInstructionRecord {
             org: r.id("org_id", OrgId::parse)?,
             currency,
             debtor_account: r.string("debtor_account")?.to_owned(),
-            execution_date: date_of(r.int("execution_date")?),
-            total: Money::new(r.decimal("total_amount", AMOUNT.1)?, currency),
+            execution_date: r.date("execution_date")?,
+            total: Money::new(r.decimal("total_amount", AMOUNT)?, currency),
             payments,
             created_at: r.timestamp("created_at")?,
         })
@@ -437,9 +460,16 @@ mod tests {
     #[test]
     fn dates_are_days_since_the_epoch_both_ways() {
         let d = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
-        assert_eq!(date_of(days_of(d)), d);
+        assert_eq!(date_of(days_of(d)), Some(d));
         assert_eq!(days_of(EPOCH), 0);
-        assert_eq!(date_of(-1), NaiveDate::from_ymd_opt(1969, 12, 31).unwrap());
+        assert_eq!(date_of(-1), NaiveDate::from_ymd_opt(1969, 12, 31));
+        // Outside the business window, and at the ends of the Avro int (the first panicked
+        // the payment topology on every restart): refused, never a panic.
+        assert_eq!(date_of(days_of(FIRST_DATE) - 1), None);
+        assert_eq!(date_of(days_of(LAST_DATE) + 1), None);
+        assert_eq!(date_of(i32::MIN), None);
+        assert_eq!(date_of(i32::MAX), None);
+        assert_eq!(clamped_date_of(i32::MIN), FIRST_DATE);
     }
 
     #[test]

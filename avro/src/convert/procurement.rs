@@ -14,6 +14,7 @@ use p2p_processors::procurement::ApprovalDecided;
 use p2p_processors::requisition::RequisitionDecided;
 use p2p_processors::tolerance_keys::{Combine, Limit, ToleranceKeys, ToleranceRule};
 use p2p_processors::*;
+use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
 const RATE: (u32, u32) = (28, 10);
@@ -194,6 +195,7 @@ pub fn requisition_event(value: &Value) -> Result<(RequisitionSubmitted, EventTi
     if lines.is_empty() {
         return Err(DecodeError::NoLines);
     }
+    super::amounts_fit(currency, lines.iter().map(|l| (l.unit_price, l.quantity)))?;
     let submitted = RequisitionSubmitted {
         org: r.id("org_id", OrgId::parse)?,
         requisition: r.id("requisition_id", RequisitionId::parse)?,
@@ -243,8 +245,8 @@ fn thresholds(
     l2: &'static str,
 ) -> Result<Thresholds, DecodeError> {
     Ok(Thresholds {
-        l1_max: r.decimal(l1, AMOUNT.1)?,
-        l2_max: r.decimal(l2, AMOUNT.1)?,
+        l1_max: r.decimal(l1, AMOUNT)?,
+        l2_max: r.decimal(l2, AMOUNT)?,
     })
 }
 
@@ -259,7 +261,16 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
     let mut rates = BTreeMap::new();
     for v in r.array("rates_to_base")? {
         let t = Record::of(v, "RateToBase")?;
-        rates.insert(t.currency("currency")?, t.decimal("rate", RATE.1)?);
+        let rate = t.decimal("rate", RATE)?;
+        if rate <= Decimal::ZERO || rate >= MAX_RATE.into() {
+            return Err(DecodeError::Invalid {
+                field: "rate",
+                reason: format!(
+                    "a rate to the base currency is above 0 and below {MAX_RATE}, got {rate}"
+                ),
+            });
+        }
+        rates.insert(t.currency("currency")?, rate);
     }
     let mut debtor_accounts = BTreeMap::new();
     for v in r.array("debtor_accounts")? {
@@ -272,11 +283,11 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
             let i = Record::of(v, "InstallmentSettings")?;
             let currency = i.currency("threshold_currency")?;
             let plan = InstallmentPlan {
-                markup_percent: i.decimal("markup_percent", 6)?,
-                installments: non_negative(&i, "count")?,
-                interval_days: non_negative(&i, "interval_days")?,
+                markup_percent: percent(&i, "markup_percent", (18, 6))?,
+                installments: at_most(&i, "count", MAX_INSTALLMENTS)?,
+                interval_days: at_most(&i, "interval_days", MAX_DAYS)?,
             };
-            let threshold = Money::new(i.decimal("threshold_amount", AMOUNT.1)?, currency);
+            let threshold = Money::new(i.decimal("threshold_amount", AMOUNT)?, currency);
             (Some(threshold), Some(plan))
         }
     };
@@ -285,7 +296,7 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
         org: r.id("org_id", OrgId::parse)?,
         payment: PaymentPolicy {
             capture_discounts: r.boolean_or("capture_discounts", false)?,
-            cooling_off_days: non_negative(&r, "cooling_off_days")?,
+            cooling_off_days: at_most(&r, "cooling_off_days", MAX_DAYS)?,
             installment_threshold,
             installment_plan,
             debtor_accounts,
@@ -294,7 +305,7 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
             field: "default_payment_terms",
             reason: e.to_string(),
         })?,
-        pending_wait_days: non_negative(&r, "pending_invoice_wait_days")?,
+        pending_wait_days: at_most(&r, "pending_invoice_wait_days", MAX_DAYS)?,
         tolerances: r
             .opt("tolerances")
             .map(|v| tolerance_keys(v).map(Box::new))
@@ -304,7 +315,7 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
             thresholds: thresholds(&r, "approval_l1_max", "approval_l2_max")?,
             thresholds_by_currency: by_currency,
             rates_to_base: rates,
-            sla_millis: r.long("approval_sla_millis")?,
+            sla_millis: approval_sla(&r)?,
         },
         updated_at: r.timestamp("updated_at")?,
     })
@@ -407,16 +418,17 @@ pub(super) fn tolerance_keys(value: &Value) -> Result<ToleranceKeys, DecodeError
 
 fn tolerance_limit(value: &Value) -> Result<Limit, DecodeError> {
     let limit = Record::of(value, "ToleranceLimit")?;
-    let not_negative = |field: &'static str, scale: u32| match limit.opt_decimal(field, scale)? {
-        Some(v) if v.is_sign_negative() && !v.is_zero() => Err(DecodeError::Invalid {
-            field,
-            reason: format!("a tolerance cannot be negative, got {v}"),
-        }),
-        v => Ok(v),
-    };
+    let not_negative =
+        |field: &'static str, decimal: (u32, u32)| match limit.opt_decimal(field, decimal)? {
+            Some(v) if v.is_sign_negative() && !v.is_zero() => Err(DecodeError::Invalid {
+                field,
+                reason: format!("a tolerance cannot be negative, got {v}"),
+            }),
+            v => Ok(v),
+        };
     Ok(Limit {
-        absolute: not_negative("absolute", TOLERANCE_ABSOLUTE.1)?,
-        percent: not_negative("percent", TOLERANCE_PERCENT.1)?,
+        absolute: not_negative("absolute", TOLERANCE_ABSOLUTE)?,
+        percent: not_negative("percent", TOLERANCE_PERCENT)?,
         combine: match limit
             .opt("combine")
             .map(|_| limit.symbol("combine"))
@@ -486,6 +498,59 @@ fn installments_value(policy: &PaymentPolicy) -> Result<Value, EncodeError> {
 }
 
 /// An int field that must not be negative (a count of days or installments).
+/// Most days any period of an org's settings may last (payment intervals, cooling-off, wait
+/// limits): ten years.
+const MAX_DAYS: u32 = 3_650;
+/// Most installments one plan may split a payment into.
+const MAX_INSTALLMENTS: u32 = 360;
+/// A rate to the base currency is below this (the weakest currencies trade at tens of
+/// thousands to the dollar).
+const MAX_RATE: u32 = 1_000_000_000;
+
+/// An approval step's SLA: from a minute to a year. Zero or less would escalate on every
+/// timer tick (the escalation re-arms at now plus the SLA), a huge one overflow the due time.
+fn approval_sla(r: &Record<'_>) -> Result<i64, DecodeError> {
+    const MINUTE: i64 = 60_000;
+    const YEAR: i64 = 365 * 86_400_000;
+    let field = "approval_sla_millis";
+    let sla = r.long(field)?;
+    if !(MINUTE..=YEAR).contains(&sla) {
+        return Err(DecodeError::Invalid {
+            field,
+            reason: format!("an approval SLA is from a minute to a year, got {sla} ms"),
+        });
+    }
+    Ok(sla)
+}
+
+/// A non-negative count of at most `max`.
+fn at_most(r: &Record<'_>, field: &'static str, max: u32) -> Result<u32, DecodeError> {
+    let value = non_negative(r, field)?;
+    if value > max {
+        return Err(DecodeError::Invalid {
+            field,
+            reason: format!("{value} is more than the {max} accepted"),
+        });
+    }
+    Ok(value)
+}
+
+/// A percentage from 0 to 100.
+fn percent(
+    r: &Record<'_>,
+    field: &'static str,
+    decimal: (u32, u32),
+) -> Result<Decimal, DecodeError> {
+    let value = r.decimal(field, decimal)?;
+    if value < Decimal::ZERO || value > Decimal::ONE_HUNDRED {
+        return Err(DecodeError::Invalid {
+            field,
+            reason: format!("a percentage is from 0 to 100, got {value}"),
+        });
+    }
+    Ok(value)
+}
+
 pub(super) fn non_negative(r: &Record<'_>, field: &'static str) -> Result<u32, DecodeError> {
     u32::try_from(r.int(field)?).map_err(|_| DecodeError::Invalid {
         field,
@@ -563,7 +628,7 @@ impl ApprovalRequestRecord {
             step: r.int("step")? as u32,
             steps: r.int("steps")? as u32,
             requester: r.id("requester_id", UserId::parse)?,
-            total: Money::new(r.decimal("total_amount", MEASURE.1)?, currency),
+            total: Money::new(r.decimal("total_amount", MEASURE)?, currency),
             due_at: r.timestamp("due_at")?,
             escalations: r.int("escalations")? as u32,
             occurred_at: r.timestamp("occurred_at")?,
