@@ -668,7 +668,7 @@ impl ProcurementProcessor {
                     of,
                     due_at,
                 } => (
-                    Some((RequestKind::Requested, *level, *step, *of, *due_at, 0)),
+                    Some((RequestKind::Requested, *level, *step, *of, *due_at, 0, None)),
                     audit(
                         AuditKind::ApprovalRequested,
                         format!("REQUEST_{level:?}"),
@@ -695,7 +695,15 @@ impl ProcurementProcessor {
                     let (step, of) = routed.open_step.unwrap_or((0, 0));
                     let due = routed.escalation_due.unwrap_or(at);
                     (
-                        Some((RequestKind::Escalated, *level, step, of, due, *escalations)),
+                        Some((
+                            RequestKind::Escalated,
+                            *level,
+                            step,
+                            of,
+                            due,
+                            *escalations,
+                            Some(*overdue_since),
+                        )),
                         audit(
                             AuditKind::Escalated,
                             format!("ESCALATE_{level:?}"),
@@ -709,7 +717,7 @@ impl ProcurementProcessor {
                     )
                 }
             };
-            if let Some((kind, level, step, steps, due_at, escalations)) = request {
+            if let Some((kind, level, step, steps, due_at, escalations, overdue_since)) = request {
                 // Every routed document was submitted, so it has a requester.
                 if let Some(requester) = routed.requester {
                     let request = ApprovalRequestRecord {
@@ -723,6 +731,7 @@ impl ProcurementProcessor {
                         total: routed.total,
                         due_at,
                         escalations,
+                        overdue_since,
                         occurred_at: at,
                     };
                     let value = request

@@ -507,17 +507,17 @@ const MAX_INSTALLMENTS: u32 = 360;
 /// thousands to the dollar).
 const MAX_RATE: u32 = 1_000_000_000;
 
-/// An approval step's SLA: from a minute to a year. Zero or less would escalate on every
+/// An approval step's SLA: from a second to a year. Zero or less would escalate on every
 /// timer tick (the escalation re-arms at now plus the SLA), a huge one overflow the due time.
 fn approval_sla(r: &Record<'_>) -> Result<i64, DecodeError> {
-    const MINUTE: i64 = 60_000;
+    const SECOND: i64 = 1_000;
     const YEAR: i64 = 365 * 86_400_000;
     let field = "approval_sla_millis";
     let sla = r.long(field)?;
-    if !(MINUTE..=YEAR).contains(&sla) {
+    if !(SECOND..=YEAR).contains(&sla) {
         return Err(DecodeError::Invalid {
             field,
-            reason: format!("an approval SLA is from a minute to a year, got {sla} ms"),
+            reason: format!("an approval SLA is from a second to a year, got {sla} ms"),
         });
     }
     Ok(sla)
@@ -581,6 +581,8 @@ pub struct ApprovalRequestRecord {
     pub total: Money,
     pub due_at: EventTime,
     pub escalations: u32,
+    /// An escalation: since when the step has been past its SLA.
+    pub overdue_since: Option<EventTime>,
     pub occurred_at: EventTime,
 }
 
@@ -608,6 +610,11 @@ impl ApprovalRequestRecord {
             ),
             ("due_at", Value::TimestampMillis(self.due_at.0)),
             ("escalations", Value::Int(self.escalations as i32)),
+            (
+                "overdue_since",
+                self.overdue_since
+                    .map_or_else(none, |t| some(Value::TimestampMillis(t.0))),
+            ),
             ("occurred_at", Value::TimestampMillis(self.occurred_at.0)),
         ]))
     }
@@ -631,6 +638,10 @@ impl ApprovalRequestRecord {
             total: Money::new(r.decimal("total_amount", MEASURE)?, currency),
             due_at: r.timestamp("due_at")?,
             escalations: r.int("escalations")? as u32,
+            overdue_since: r
+                .opt("overdue_since")
+                .map(|_| r.timestamp("overdue_since"))
+                .transpose()?,
             occurred_at: r.timestamp("occurred_at")?,
         })
     }
@@ -911,6 +922,7 @@ mod tests {
             total: Money::new(dec!(20000.123456), eur),
             due_at: EventTime(10),
             escalations: 1,
+            overdue_since: Some(EventTime(5)),
             occurred_at: EventTime(9),
         };
         let value = roundtrip(&APPROVAL_REQUEST, request.to_value().unwrap());
