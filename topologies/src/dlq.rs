@@ -110,6 +110,9 @@ fn bounded(error: &str) -> String {
     }
 }
 
+/// Where a dead letter's record first was (topic, partition, offset), as its headers say.
+type Origin = (Option<String>, Option<String>, Option<String>);
+
 /// A dead letter read back from its DLQ topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -152,7 +155,7 @@ impl DeadLetter {
     }
 
     /// Where the record first was: its topic, partition and offset (from our headers).
-    fn original(&self) -> (Option<String>, Option<String>, Option<String>) {
+    fn original(&self) -> Origin {
         (
             self.header(HEADER_TOPIC),
             self.header(HEADER_PARTITION),
@@ -253,7 +256,8 @@ pub fn inspect(
 /// a topology that processed it the first time does not process it again.
 pub fn replays(letters: &[DeadLetter]) -> Result<Vec<OutputRecord>, ReplayError> {
     let mut records: Vec<OutputRecord> = Vec::new();
-    let mut seen: Vec<((Option<String>, Option<String>, Option<String>), usize)> = Vec::new();
+    // Each original record's place, and the index of its replay in `records`.
+    let mut seen: Vec<(Origin, usize)> = Vec::new();
     for letter in letters {
         let processor = letter.header(HEADER_PROCESSOR).unwrap_or_default();
         let original = letter.original();

@@ -1502,7 +1502,7 @@ async fn process_isolating_panics<T: Topology>(
         // The shortest prefix that panics ends with the culprit (a prefix of 0 records fires
         // the timers only).
         let (mut fine, mut panics, mut culprit_message) = (0usize, batch.len(), message);
-        if matches!(attempt(topology, &[], now, store).await, Err(_)) {
+        if attempt(topology, &[], now, store).await.is_err() {
             return Err(Isolated::TimersPanicked(culprit_message));
         }
         while panics - fine > 1 {
