@@ -160,6 +160,30 @@ impl PipelineConfig {
         config
     }
 
+    /// Checks in seconds that the cluster answers, takes the credentials, and lets the
+    /// principal use `topics` and `groups`, naming the cause if not.
+    pub async fn check_cluster(&self, topics: &[&str], groups: &[String]) -> anyhow::Result<()> {
+        let kafka = self.kafka.clone();
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let groups = groups.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let needs = p2p_topologies::cluster::Needs {
+                topics: topics.iter().map(String::as_str).collect(),
+                groups,
+            };
+            p2p_topologies::cluster::check(&kafka, &needs, p2p_topologies::cluster::PATIENCE)
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// The consumer groups of the three topologies (their application ids).
+    pub fn groups(&self) -> Vec<String> {
+        ["match", "procurement", "payment"]
+            .map(|topology| self.runtime_config(topology).application_id)
+            .to_vec()
+    }
+
     pub fn match_config(&self) -> anyhow::Result<MatchConfig> {
         let percent: Decimal = self
             .matching

@@ -145,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = config::PipelineConfig::load(&config)?;
             let codec = config.codec()?;
+            config
+                .check_cluster(&config.topics.inputs(), &config.groups())
+                .await?;
             tracing::info!(schemas = %codec.describe(), "starting the procurement, match and payment topologies");
             let metrics = Metrics::new(3)?;
             let serving = metrics.serve(config.metrics_addr).await?;
@@ -195,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             let config = config::PipelineConfig::load(&config)?;
+            config.check_cluster(&[], &[]).await?;
             let created = p2p_topologies::admin::create_topics(
                 &config.kafka,
                 &config.topics,
@@ -221,7 +225,12 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
         DlqCommand::Inspect(args) => (args, false),
         DlqCommand::Replay(args) => (args, true),
     };
-    let config = config::PipelineConfig::load(&args.config)?;
+    let mut config = config::PipelineConfig::load(&args.config)?;
+    // Its reader's group id under the application id, so a prefixed ACL covers it.
+    config
+        .kafka
+        .insert("group.id".into(), config.application_id.clone());
+    config.check_cluster(&[args.topic.as_str()], &[]).await?;
     let timeout = std::time::Duration::from_secs(args.timeout_secs);
     let letters = if replaying {
         dlq::replay(&config.kafka, &args.topic, &args.selection(), timeout).await?

@@ -40,6 +40,7 @@ const PRODUCE_ORGS: usize = 20;
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let config = PipelineConfig::load(&args.config)?;
+    config.check_cluster(&config.topics.inputs(), &[]).await?;
     let codec = config.codec()?;
     // Dated around now and due at once: a pipeline reading it pays what it matches today.
     let generator = args.stream.generator(PRODUCE_ORGS)?;

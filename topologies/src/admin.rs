@@ -208,8 +208,11 @@ fn scan_topic(
 ) -> Result<(), ReadError> {
     // Partitions are assigned, never subscribed: the group id commits nothing and joins no
     // group, it only has to be there.
+    // Under the application id when the caller names one (`group.id`), so a prefixed ACL on
+    // it covers this reader too.
+    let prefix = kafka.get("group.id").map_or("p2p", String::as_str);
     let consumer: BaseConsumer = client_config(kafka)
-        .set("group.id", format!("p2p-read-{}", std::process::id()))
+        .set("group.id", format!("{prefix}-read-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()?;

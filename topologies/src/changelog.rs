@@ -101,7 +101,12 @@ pub fn restore(
 ) -> Result<BTreeMap<i32, u64>, ChangelogError> {
     let deadline = Instant::now() + timeout;
     let consumer: BaseConsumer = client_config(kafka)
-        .set("group.id", format!("p2p-restore-{}", std::process::id()))
+        // Under the changelog's name, and so under the application id: a prefixed ACL on it
+        // covers this reader too.
+        .set(
+            "group.id",
+            format!("{topic}-restore-{}", std::process::id()),
+        )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()?;

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod changelog;
+pub mod cluster;
 pub mod config;
 pub mod dlq;
 pub mod match_topology;
