@@ -110,3 +110,120 @@ fn a_bootstrap_address_that_does_not_resolve_is_named() {
         "{printed}"
     );
 }
+
+/// The secured broker of `deploy/local/kafka.sh secure-start` (SASL_SSL with SCRAM-SHA-512 on
+/// 127.0.0.1:9094, a CA made by the script, ACLs enforced), started once: its CA's PEM.
+fn secure_broker() -> &'static Path {
+    static CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/local/kafka.sh"
+            ))
+            .arg("secure-start")
+            .status()
+            .expect("kafka.sh runs");
+        assert!(status.success(), "the secured broker starts");
+        let cache = std::env::var("P2P_CACHE_DIR")
+            .unwrap_or_else(|_| format!("{}/.cache/p2p-pipeline", std::env::var("HOME").unwrap()));
+        Path::new(&cache).join("kafka-data-secure/tls/ca.pem")
+    })
+}
+
+/// Grants ACLs on the secured broker (`PRINCIPAL:RESOURCE_TYPE:PATTERN_TYPE:NAME:OPERATION`).
+fn grant(acls: &[String]) {
+    let status = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/local/kafka.sh"
+        ))
+        .arg("secure-grant")
+        .args(acls)
+        .status()
+        .expect("kafka.sh runs");
+    assert!(status.success(), "ACLs granted: {acls:?}");
+}
+
+/// A configuration for the secured broker as SCRAM user p2p with `password`.
+fn secure_config(dir: &Path, password: &str) -> std::path::PathBuf {
+    let ca = secure_broker().display().to_string();
+    config_with(
+        dir,
+        &[
+            ("bootstrap.servers", "127.0.0.1:9094"),
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "p2p"),
+            ("sasl.password", password),
+            ("ssl.ca.location", &ca),
+        ],
+    )
+}
+
+#[test]
+fn a_wrong_password_is_named_as_an_authentication_failure_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = secure_config(dir.path(), "not-the-password");
+    for args in COMMANDS {
+        let (status, printed) = p2p(args, &config);
+        assert!(!status.success(), "`p2p {}` succeeded", args.join(" "));
+        assert!(
+            printed.contains("authentication failed") && printed.contains("invalid credentials"),
+            "`p2p {}` printed: {printed}",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn a_principal_without_rights_on_an_input_topic_or_the_group_is_told_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("p2p-acl-{}-", uuid::Uuid::new_v4().simple());
+    // Every topic under the prefix but supplier-master, which lives elsewhere.
+    let elsewhere = format!(
+        "p2p-acl-other-{}-supplier-master",
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut topics = toml::Value::try_from(p2p_topologies::Topics::default()).unwrap();
+    for (_, name) in topics.as_table_mut().unwrap().iter_mut() {
+        *name = format!("{prefix}{}", name.as_str().unwrap()).into();
+    }
+    topics["supplier_master"] = elsewhere.clone().into();
+    let with_topics = |path: &Path, application_id: &str| {
+        let mut config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        config.insert("topics".into(), topics.clone());
+        config.insert("application_id".into(), application_id.into());
+        std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
+    };
+    let application = format!("{prefix}app");
+    // Created through the setup listener, whose anonymous principal is a super user.
+    let setup_dir = tempfile::tempdir().unwrap();
+    let setup = config_with(setup_dir.path(), &[("bootstrap.servers", "127.0.0.1:9095")]);
+    secure_broker();
+    with_topics(&setup, &application);
+    let (status, printed) = p2p(&["admin", "create-topics"], &setup);
+    assert!(status.success(), "{printed}");
+
+    let config = secure_config(dir.path(), "p2p-secret");
+    with_topics(&config, &application);
+    grant(&[format!("User:p2p:TOPIC:PREFIXED:{prefix}:ALL")]);
+    let (status, printed) = p2p(&["run"], &config);
+    assert!(!status.success());
+    assert!(
+        printed.contains(&format!("not authorised on topic {elsewhere}")),
+        "{printed}"
+    );
+
+    grant(&[format!("User:p2p:TOPIC:LITERAL:{elsewhere}:ALL")]);
+    let (status, printed) = p2p(&["run"], &config);
+    assert!(!status.success());
+    assert!(
+        printed.contains(&format!(
+            "not authorised on consumer group {application}-match"
+        )),
+        "{printed}"
+    );
+    assert!(!printed.contains("do not exist"), "{printed}");
+}

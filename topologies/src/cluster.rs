@@ -29,7 +29,7 @@ pub enum ClusterError {
     },
     #[error(
         "authentication failed: the brokers at {bootstrap} refused the credentials in [kafka] \
-         ({cause}); check sasl.mechanism, sasl.username and sasl.password"
+         ({cause}); check sasl.mechanisms, sasl.username and sasl.password"
     )]
     AuthenticationFailed { bootstrap: String, cause: String },
     #[error(
@@ -200,28 +200,34 @@ fn check_group(
             what: format!("group {group}"),
             source,
         })?;
-    match consumer.committed_offsets(partition, patience) {
-        Err(error)
-            if error.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed) =>
-        {
-            Err(ClusterError::GroupNotAuthorised {
-                group: group.to_owned(),
-            })
+    let group_refused =
+        |error: Option<RDKafkaErrorCode>| error == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
+    let refused = match consumer.committed_offsets(partition, patience) {
+        Err(error) => {
+            // Refused at the coordinator's lookup, the request only times out: what the
+            // broker said comes to the error callback.
+            let _ = consumer.poll(Duration::from_millis(100));
+            let heard = consumer
+                .context()
+                .errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            group_refused(error.rdkafka_error_code())
+                || heard.iter().any(|(code, _)| group_refused(Some(*code)))
         }
-        Ok(list)
-            if list.elements().iter().any(|e| {
-                e.error().err().and_then(|e| e.rdkafka_error_code())
-                    == Some(RDKafkaErrorCode::GroupAuthorizationFailed)
-            }) =>
-        {
-            Err(ClusterError::GroupNotAuthorised {
-                group: group.to_owned(),
-            })
-        }
-        // The topic does not exist yet, or the coordinator is still loading: not this
-        // check's to judge (the runtime says what is missing, and waits for what loads).
-        _ => Ok(()),
+        Ok(list) => list
+            .elements()
+            .iter()
+            .any(|e| group_refused(e.error().err().and_then(|e| e.rdkafka_error_code()))),
+    };
+    if refused {
+        return Err(ClusterError::GroupNotAuthorised {
+            group: group.to_owned(),
+        });
     }
+    // Otherwise the topic may not exist yet, or the coordinator still be loading: not this
+    // check's to judge (the runtime says what is missing, and waits for what loads).
+    Ok(())
 }
 
 #[cfg(test)]
