@@ -82,6 +82,20 @@ impl Sender {
             .expect("the broker takes the record");
     }
 
+    /// A record nobody can read, keyed by `org`, to `topic`.
+    async fn not_avro(&self, topic: &str, org: &OrgId) {
+        self.producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(org.as_str())
+                    .payload(&b"not avro"[..]),
+                Timeout::After(Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("the broker takes the record");
+    }
+
     async fn matched(&self, m: &InvoiceMatched) {
         let value = invoice_matched_value(m).unwrap();
         self.send(
@@ -803,16 +817,7 @@ async fn a_bank_status_that_came_too_early_is_dead_lettered_and_replayed_once_it
     // The bank's acceptance overtakes the match (a misrouted connector, say), and a record
     // nobody can read sits next to it.
     tx.bank(&org, &invoice.invoice, BankStatus::Accepted).await;
-    tx.producer
-        .send(
-            FutureRecord::to(&topics.payment_status)
-                .key(org.as_str())
-                .payload(&b"not avro"[..]),
-            Timeout::After(Duration::from_secs(30)),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    tx.not_avro(&topics.payment_status, &org).await;
     wait_until(&topics, &codec, "two dead letters", |s| {
         s.dead_letters.len() == 2
     })
@@ -883,19 +888,7 @@ async fn a_supplier_record_dated_before_any_calendar_is_dead_lettered_and_paymen
     let topics = TestTopics::create("far-past-supplier", 1).await;
     let codec = registry_codec();
     let tx = Sender::new(&topics, codec.clone());
-    let org = OrgId::random();
-    let mut config = OrgConfig::defaults(org.clone(), eur(), now());
-    config
-        .payment
-        .debtor_accounts
-        .insert(eur(), DEBTOR_IBAN.into());
-    tx.send(
-        &topics.org_config,
-        org.as_str(),
-        &ORG_CONFIG,
-        org_config_value(&config).unwrap(),
-    )
-    .await;
+    let org = org_paying_eur(&tx).await;
     let hostile = payee("Long Ago Ltd", "NET 0");
     let Value::Record(mut fields) = supplier_master_value(&org, &hostile, None, now()).unwrap()
     else {
@@ -951,16 +944,7 @@ async fn a_record_three_topologies_refuse_is_replayed_once() {
     let codec = registry_codec();
     let tx = Sender::new(&topics, codec.clone());
     let org = OrgId::random();
-    tx.producer
-        .send(
-            FutureRecord::to(&topics.po_events)
-                .key(org.as_str())
-                .payload(&b"not avro"[..]),
-            Timeout::After(Duration::from_secs(30)),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    tx.not_avro(&topics.po_events, &org).await;
     let pipelines = [
         Pipeline::start(&topics, codec.clone()),
         Pipeline::procurement(&topics, codec.clone()),
