@@ -17,6 +17,13 @@ pub const HEADER_PARTITION: &str = "dlq.original.partition";
 pub const HEADER_OFFSET: &str = "dlq.original.offset";
 pub const HEADER_TIMESTAMP: &str = "dlq.original.timestamp";
 pub const HEADER_PROCESSOR: &str = "dlq.processor";
+/// On a letter whose record was too large to keep: its size in bytes (the record itself is
+/// at its original topic, partition and offset, as long as that topic retains it).
+pub const HEADER_PAYLOAD_OMITTED: &str = "dlq.payload.omitted";
+/// Largest record value a dead letter keeps: below the producer's 1,000,000-byte default
+/// with room for the headers.
+const MAX_KEPT_PAYLOAD: usize = 900_000;
+
 /// On a replayed record: the dead letter it came from, `<dlq topic>/<partition>/<offset>`.
 pub const HEADER_REPLAYED_FROM: &str = "dlq.replayed.from";
 /// On a replayed record: the processors that refused it, comma-separated. A topology not named
@@ -90,10 +97,19 @@ pub fn dead_letter(
         input.timestamp.map_or_else(String::new, |t| t.to_string()),
     );
     add(HEADER_PROCESSOR, processor.to_owned());
+    // A record near Kafka's limit would, with our headers, be over it: the letter, refused by
+    // the producer, would fail its batch on every attempt. Its bytes stay on the input topic.
+    let size = input.payload.as_ref().map_or(0, Vec::len);
+    let payload = if size > MAX_KEPT_PAYLOAD {
+        add(HEADER_PAYLOAD_OMITTED, size.to_string());
+        None
+    } else {
+        input.payload.clone()
+    };
     OutputRecord {
         topic: Topics::dlq(&input.topic),
         key: input.key.clone().unwrap_or_default(),
-        payload: input.payload.clone(),
+        payload,
         headers,
         timestamp: input.timestamp,
     }
@@ -167,6 +183,14 @@ impl DeadLetter {
     /// the original record's own headers (ours, `dlq.*`, left behind), plus where it was
     /// replayed from.
     pub fn replay(&self) -> Result<OutputRecord, ReplayError> {
+        if let Some(size) = self.header(HEADER_PAYLOAD_OMITTED) {
+            return Err(ReplayError::PayloadOmitted {
+                dlq_topic: self.dlq_topic.clone(),
+                partition: self.partition,
+                offset: self.offset,
+                size,
+            });
+        }
         let topic = self
             .header(HEADER_TOPIC)
             .filter(|t| !t.is_empty())
@@ -226,6 +250,16 @@ pub enum ReplayError {
         dlq_topic: String,
         partition: i32,
         offset: i64,
+    },
+    #[error(
+        "{dlq_topic}[{partition}]@{offset} kept no copy of its record ({size} bytes, too large \
+         for a dead letter): it is at its original topic, partition and offset"
+    )]
+    PayloadOmitted {
+        dlq_topic: String,
+        partition: i32,
+        offset: i64,
+        size: String,
     },
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -454,6 +488,34 @@ mod tests {
         assert!(shown.ends_with("(cut at 2000 characters)"), "{shown}");
         assert!(shown.chars().count() < 2_100);
         assert_eq!(dead.payload, input.payload, "the record is kept whole");
+    }
+
+    #[test]
+    fn a_record_too_large_to_keep_is_named_by_its_place_and_never_replayed_empty() {
+        let input = InputRecord {
+            topic: "invoice-events".into(),
+            partition: 2,
+            offset: 17,
+            timestamp: Some(5),
+            key: Some(b"org_1".to_vec()),
+            payload: Some(vec![7; 1_000_000]),
+            headers: vec![],
+        };
+        let dead = dead_letter(&input, DlqReason::InvalidDocument, "too large", "match");
+        assert_eq!(dead.payload, None);
+        let kept = DeadLetter {
+            headers: dead.headers,
+            ..letter(&[], 3)
+        };
+        assert_eq!(
+            kept.header(HEADER_PAYLOAD_OMITTED).as_deref(),
+            Some("1000000")
+        );
+        assert_eq!(kept.header(HEADER_OFFSET).as_deref(), Some("17"));
+        assert!(matches!(
+            kept.replay(),
+            Err(ReplayError::PayloadOmitted { offset: 3, .. })
+        ));
     }
 
     #[test]

@@ -79,8 +79,21 @@ pub trait Topology: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BatchOutput, ProcessError>> + Send;
 }
 
+/// The largest record value accepted. A document's state and outputs are a few times its
+/// Avro encoding; one that came close to Kafka's 1 MB record limit would make a changelog or
+/// output record over it, and fail its batch's transaction on every attempt (the partition
+/// stopped). No ERP document comes near this (1,000 lines of 100 bytes are 100 KB).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
 /// Decodes a record's value; undecodable bytes are a DLQ entry, an unreachable registry a retry.
 pub async fn decode(codec: &Codec, record: &InputRecord) -> RecordResult<Value> {
+    let size = record.payload.as_ref().map_or(0, Vec::len);
+    if size > MAX_RECORD_BYTES {
+        return Ok(Err((
+            DlqReason::InvalidDocument,
+            format!("a record of {size} bytes, more than the {MAX_RECORD_BYTES} accepted"),
+        )));
+    }
     match codec.decode(record.payload.as_deref()).await {
         Ok(value) => Ok(Ok(value)),
         Err(e) if e.is_transient() => Err(ProcessError::Transient(e)),
@@ -111,4 +124,42 @@ pub fn check_key(record: &InputRecord, org: &OrgId) -> Result<(), (DlqReason, St
         DlqReason::KeyMismatch,
         format!("record key {key:?} is not the document's org_id {org}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: Vec<u8>) -> InputRecord {
+        InputRecord {
+            topic: "po-events".into(),
+            partition: 0,
+            offset: 1,
+            timestamp: None,
+            key: None,
+            payload: Some(payload),
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_record_too_large_for_its_state_to_fit_kafka_is_refused_by_size() {
+        let codec = Codec::Embedded;
+        let huge = record(vec![0; MAX_RECORD_BYTES + 1]);
+        let refused = futures::executor::block_on(decode(&codec, &huge)).unwrap();
+        assert_eq!(
+            refused,
+            Err((
+                DlqReason::InvalidDocument,
+                format!(
+                    "a record of {} bytes, more than the {MAX_RECORD_BYTES} accepted",
+                    MAX_RECORD_BYTES + 1
+                )
+            ))
+        );
+        // At the limit it is decoded (here: refused as what it is, not by size).
+        let at_limit = record(vec![0; MAX_RECORD_BYTES]);
+        let decoded = futures::executor::block_on(decode(&codec, &at_limit)).unwrap();
+        assert!(matches!(decoded, Err((DlqReason::Undecodable, _))));
+    }
 }
