@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use p2p_avro::Codec;
 use p2p_processors::Tolerance;
 use p2p_state::StateMemory;
-use p2p_topologies::{Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
+use p2p_topologies::{Clock, Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -52,9 +52,19 @@ pub struct PipelineConfig {
     /// filter blocks and memtables of every store, in one budget (ADR 0012). Default 256.
     #[serde(default = "default_state_memory_mib")]
     pub state_memory_mib: usize,
+    /// For trials only: the clock timers fire by (payment runs, escalations) runs this far
+    /// ahead of (or, negative, behind) the wall clock: `7d`, `36h`, `-90m`. `p2p run
+    /// --clock-offset` sets it too. Event times are what records say, untouched.
+    #[serde(default, deserialize_with = "clock_offset")]
+    pub clock_offset: Clock,
     /// The budget itself, made once and shared by every topology's store.
     #[serde(skip)]
     state_memory: std::sync::OnceLock<StateMemory>,
+}
+
+fn clock_offset<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Clock, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Clock::parse_offset(&text).map_err(serde::de::Error::custom)
 }
 
 /// The least state memory a configuration may give: RocksDB flushes its memtables at a
@@ -148,6 +158,7 @@ impl PipelineConfig {
         config.max_batch = self.matching.max_batch.max(1);
         config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
         config.instance_id = self.instance_id.clone();
+        config.clock = self.clock_offset;
         config.static_membership = self.static_membership;
         config.state_memory = self
             .state_memory

@@ -45,6 +45,10 @@ enum Command {
         /// TOML configuration (see deploy/local/pipeline.toml).
         #[arg(long, short)]
         config: PathBuf,
+        /// For trials: timers (payment runs, escalations) fire by a clock this far ahead of
+        /// the wall clock (`7d`, `36h`, `-90m`), to see today what is due next week.
+        #[arg(long, value_parser = p2p_topologies::Clock::parse_offset, allow_hyphen_values = true)]
+        clock_offset: Option<p2p_topologies::Clock>,
     },
     /// Benchmark on a real broker: a pass-through baseline, then the pipeline exactly once,
     /// at least once, and at a fixed rate for latency; audits every run and writes a report.
@@ -142,8 +146,20 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Run { config } => {
-            let config = config::PipelineConfig::load(&config)?;
+        Command::Run {
+            config,
+            clock_offset,
+        } => {
+            let mut config = config::PipelineConfig::load(&config)?;
+            if let Some(clock) = clock_offset {
+                config.clock_offset = clock;
+            }
+            if config.clock_offset != p2p_topologies::Clock::WALL {
+                tracing::warn!(
+                    offset_ms = config.clock_offset.offset_ms(),
+                    "timers fire by a clock offset from the wall clock (a trial, not production)"
+                );
+            }
             let codec = config.codec()?;
             config
                 .check_cluster(&config.topics.inputs(), &config.groups())

@@ -1004,3 +1004,33 @@ async fn a_record_three_topologies_refuse_is_replayed_once() {
     }
     assert_eq!(again.len(), 6, "each refused the replay once");
 }
+
+/// Issue 22, item 6: a payment due next week is seen in its run today, on a clock set a week
+/// ahead (`p2p run --clock-offset 7d`), without faking the process's time or waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_set_a_week_ahead_shows_next_weeks_payment_run_today() {
+    let topics = TestTopics::create("clock-offset", 1).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Weekly Widgets BV", "NET 7");
+    tx.supplier(&org, &supplier).await;
+    let invoice = matched(&org, &supplier.supplier, dec!(700.00), eur());
+    tx.matched(&invoice).await;
+    let week_ahead = p2p_topologies::Clock::parse_offset("7d").unwrap();
+    let payments = Pipeline::payment_by(&topics, codec.clone(), week_ahead);
+    let seen = wait_until(&topics, &codec, "next week's payment run", |s| {
+        !s.instructions.is_empty()
+    })
+    .await;
+    payments.stop().await;
+    let next_week = today().checked_add_days(Days::new(7)).unwrap();
+    assert_eq!(
+        seen.schedule[invoice.invoice.as_str()][0].pay_on,
+        Some(next_week)
+    );
+    assert_eq!(seen.instructions.len(), 1);
+    assert_eq!(seen.instructions[0].execution_date, next_week);
+    assert_eq!(seen.instructions[0].payments[0].invoice, invoice.invoice);
+    assert_eq!(seen.instructions[0].total, Money::new(dec!(700.00), eur()));
+}

@@ -171,10 +171,20 @@ impl Pipeline {
 
     /// The payment topology on `topics`, looking for due payment runs every 100 ms.
     pub fn payment(topics: &Topics, codec: Arc<Codec>) -> Pipeline {
+        Self::payment_by(topics, codec, p2p_topologies::Clock::WALL)
+    }
+
+    /// The payment topology, its payment runs due by `clock`.
+    pub fn payment_by(
+        topics: &Topics,
+        codec: Arc<Codec>,
+        clock: p2p_topologies::Clock,
+    ) -> Pipeline {
         let state = tempfile::tempdir().expect("temp dir");
         let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
         let mut config = RuntimeConfig::new(&app, kafka(), state.path().to_path_buf());
         config.timer_interval = Duration::from_millis(100);
+        config.clock = clock;
         let processor = PaymentProcessor::new(topics.clone(), codec);
         let runtime = Runtime::new(config, processor).expect("runtime starts");
         Self::run(runtime, state)

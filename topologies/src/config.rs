@@ -196,6 +196,79 @@ pub struct RuntimeConfig {
     /// The memory the runtime's store may use (block cache, index and filter blocks,
     /// memtables), shared with every store opened within the same budget (ADR 0012).
     pub state_memory: StateMemory,
+    /// The clock timers fire by (payment runs, escalations): the wall clock, moved by an
+    /// offset for trials.
+    pub clock: Clock,
+}
+
+/// The time the runtime hands its topologies: the wall clock plus an offset, so that a trial
+/// (or a test) can see the payment run due next week today, without faking the process's time.
+/// Event time (what records say) is not touched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    offset_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "clock offset {0:?} is not a signed whole number of days, hours, minutes or seconds \
+     (7d, -36h, 90m, 30s), of at most ten years"
+)]
+pub struct ClockOffsetError(pub String);
+
+impl Clock {
+    const MAX_OFFSET_MS: i64 = 3_650 * 86_400_000;
+
+    /// The wall clock.
+    pub const WALL: Clock = Clock { offset_ms: 0 };
+
+    /// The wall clock moved by `offset_ms`.
+    pub fn offset_by(offset_ms: i64) -> Result<Clock, ClockOffsetError> {
+        if offset_ms.abs() > Self::MAX_OFFSET_MS {
+            return Err(ClockOffsetError(format!("{offset_ms} ms")));
+        }
+        Ok(Clock { offset_ms })
+    }
+
+    /// Parses `7d`, `+36h`, `-90m`, `30s`.
+    pub fn parse_offset(text: &str) -> Result<Clock, ClockOffsetError> {
+        let error = || ClockOffsetError(text.to_owned());
+        let trimmed = text.trim();
+        let (sign, rest) = match trimmed.strip_prefix('-') {
+            Some(rest) => (-1, rest),
+            None => (1, trimmed.strip_prefix('+').unwrap_or(trimmed)),
+        };
+        let split = rest.len().checked_sub(1).ok_or_else(error)?;
+        let (number, unit) = rest.split_at(split);
+        let unit_ms = match unit {
+            "d" => 86_400_000,
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            _ => return Err(error()),
+        };
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(error());
+        }
+        let number: i64 = number.parse().map_err(|_| error())?;
+        let offset = number
+            .checked_mul(unit_ms)
+            .and_then(|ms| ms.checked_mul(sign))
+            .ok_or_else(error)?;
+        Clock::offset_by(offset).map_err(|_| error())
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms
+    }
+
+    /// Now, in ms since the Unix epoch.
+    pub fn now_millis(&self) -> i64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        wall + self.offset_ms
+    }
 }
 
 /// What a crash can do to a batch (Kafka Streams' `processing.guarantee`).
@@ -227,6 +300,7 @@ impl RuntimeConfig {
             instance_id: "0".into(),
             static_membership: true,
             state_memory: StateMemory::process_default(),
+            clock: Clock::WALL,
         }
     }
 
@@ -251,5 +325,51 @@ impl MatchConfig {
             topics: Topics::default(),
             tolerance: Tolerance::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_offsets_read_as_operators_write_them_and_nothing_else() {
+        let day = 86_400_000;
+        assert_eq!(Clock::parse_offset("7d").unwrap().offset_ms(), 7 * day);
+        assert_eq!(
+            Clock::parse_offset("+36h").unwrap().offset_ms(),
+            36 * 3_600_000
+        );
+        assert_eq!(
+            Clock::parse_offset("-90m").unwrap().offset_ms(),
+            -90 * 60_000
+        );
+        assert_eq!(Clock::parse_offset("30s").unwrap().offset_ms(), 30_000);
+        for bad in [
+            "",
+            "d",
+            "7",
+            "7 days",
+            "7w",
+            "1.5d",
+            "--1d",
+            "99999999999999d",
+            "3651d",
+        ] {
+            assert_eq!(
+                Clock::parse_offset(bad),
+                Err(ClockOffsetError(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_clock_runs_ahead_by_its_offset() {
+        let week = 7 * 86_400_000;
+        let ahead = Clock::offset_by(week).unwrap().now_millis();
+        let wall = Clock::WALL.now_millis();
+        // Read one after the other: a week apart, give or take the instant between.
+        assert!((ahead - wall - week).abs() < 60_000);
     }
 }

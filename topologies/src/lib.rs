@@ -20,7 +20,7 @@ pub mod stats;
 mod test_support;
 pub mod topology;
 
-pub use config::{Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
+pub use config::{Clock, Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 pub use match_topology::MatchProcessor;
 pub use metrics::Metrics;
 pub use payment_topology::PaymentProcessor;

@@ -16,7 +16,7 @@
 
 use crate::admin::{client_config, producer_config};
 use crate::changelog::{self, ChangelogError};
-use crate::config::{Guarantee, MatchConfig, RuntimeConfig};
+use crate::config::{Clock, Guarantee, MatchConfig, RuntimeConfig};
 use crate::dlq::DlqReason;
 use crate::match_topology::MatchProcessor;
 use crate::metrics::{BatchMetrics, Metrics};
@@ -38,7 +38,7 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,12 @@ const FETCH_WAIT_MAX_MS: &str = "100";
 /// Producers lost in a row (no batch committed in between) before the runtime gives up: an
 /// instance fenced again and again shares its instance id with another.
 const MAX_PRODUCER_REBUILDS: u32 = 5;
+/// How long the runtime waits for records while it owns partitions that have some to fetch,
+/// before it takes the fetch for stuck and goes back to the committed offsets. After a broker
+/// restart librdkafka could leave a newly assigned partition waiting for its committed offset
+/// for good (a request timed out, never sent again): the pipeline stood still, all its
+/// partitions behind, no error said.
+const FETCH_STALL: Duration = Duration::from_secs(20);
 /// How long restoring one changelog partition may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -221,6 +227,8 @@ impl<T: Topology> Runtime<T> {
         // The last batch was full: the buffer may hold the next one already, and waiting for a
         // record or a timer to look at it again would idle a runtime with a backlog in hand.
         let mut full = false;
+        // When a record last came (or the runtime last went back to the committed offsets).
+        let mut last_record = Instant::now();
         loop {
             let waiting = aligner.is_waiting();
             let first = tokio::select! {
@@ -231,11 +239,13 @@ impl<T: Topology> Runtime<T> {
                 // A partition group waits for a lagging partition: look again shortly.
                 _ = tokio::time::sleep(Duration::from_millis(20)), if waiting => None,
             };
-            let mut rebalanced = self.forget_revoked(&mut aligner, &mut owned, &mut restored);
+            let mut rebalanced =
+                self.forget_revoked(&mut aligner, &mut owned, &mut restored, &mut paused);
             match first {
                 None => {}
                 Some(Ok(message)) => {
                     receive_failures = 0;
+                    last_record = Instant::now();
                     self.buffer(&mut aligner, &mut paused, &message);
                     let deadline = Instant::now() + self.config.batch_linger;
                     // What librdkafka has fetched already is taken without waiting (each
@@ -251,10 +261,13 @@ impl<T: Topology> Runtime<T> {
                         };
                         match next {
                             Ok(Ok(message)) => {
-                                if self.forget_revoked(&mut aligner, &mut owned, &mut restored) {
+                                if self.forget_revoked(
+                                    &mut aligner,
+                                    &mut owned,
+                                    &mut restored,
+                                    &mut paused,
+                                ) {
                                     rebalanced = true;
-                                    // The new assignment starts unpaused (`Revocations`).
-                                    paused.clear();
                                 }
                                 self.buffer(&mut aligner, &mut paused, &message);
                             }
@@ -298,15 +311,26 @@ impl<T: Topology> Runtime<T> {
                 }
             }
             // A recv cut short by the linger deadline may have run a rebalance too.
-            rebalanced |= self.forget_revoked(&mut aligner, &mut owned, &mut restored);
+            rebalanced |= self.forget_revoked(&mut aligner, &mut owned, &mut restored, &mut paused);
             if rebalanced {
-                // The new assignment starts unpaused (`Revocations`).
-                paused.clear();
                 blocking(|| self.check_partition_counts())?;
             }
             blocking(|| owned.refresh(&self.consumer));
             aligner.retain(|topic, partition| owned.contains(topic, partition));
             blocking(|| self.restore_assigned(&owned, &mut restored))?;
+            if aligner.buffered() == 0
+                && last_record.elapsed() > FETCH_STALL
+                && blocking(|| owned.fetch_stalled(&self.consumer))
+            {
+                tracing::warn!(
+                    topology = self.topology.name(),
+                    seconds = FETCH_STALL.as_secs(),
+                    "partitions with records to fetch gave none for a while; going back to the committed offsets to start their fetch again"
+                );
+                self.rewind(&mut aligner, &mut owned, &mut paused).await?;
+                last_record = Instant::now();
+                continue;
+            }
             if !announced && owned.any() {
                 if let Some(metrics) = &self.metrics {
                     metrics.running(self.topology.name(), true);
@@ -595,11 +619,6 @@ impl<T: Topology> Runtime<T> {
         Ok(())
     }
 
-    /// Forgets what the rebalances since the last look made stale: the buffered records of
-    /// the revoked partitions (their positions went back to the committed offsets, so they
-    /// come again) and their stores (restored again if the partitions come back, with what
-    /// any other owner committed meanwhile).
-    /// Whether there was a rebalance.
     /// Buffers `message`, and pauses its partition once it holds `PARTITION_BUFFER` records.
     fn buffer(
         &self,
@@ -650,16 +669,28 @@ impl<T: Topology> Runtime<T> {
         }
     }
 
+    /// Forgets what the rebalances since the last look made stale: the buffered records of
+    /// the revoked partitions (their positions went back to the committed offsets, so they
+    /// come again) and their stores (restored again if the partitions come back, with what
+    /// any other owner committed meanwhile). Whether there was a rebalance.
+    ///
+    /// What it had paused is forgotten here, when the rebalance is seen, and nowhere later:
+    /// the new assignment starts unpaused (`Revocations` resumes it), and a partition paused
+    /// after this (its buffer full of the new assignment's records) must stay known as paused,
+    /// or nothing resumes it. (Forgotten at the end of the batch instead, such a partition
+    /// stayed paused for good: after a broker restart the whole pipeline stood still.)
     fn forget_revoked(
         &self,
         aligner: &mut Aligner,
         owned: &mut Owned,
         restored: &mut HashSet<i32>,
+        paused: &mut HashSet<(String, i32)>,
     ) -> bool {
         let revoked: HashSet<(String, i32)> = self.consumer.context().take().into_iter().collect();
         if revoked.is_empty() {
             return false;
         }
+        paused.clear();
         tracing::info!(
             topology = self.topology.name(),
             partitions = revoked.len(),
@@ -784,7 +815,7 @@ impl<T: Topology> Runtime<T> {
         let mut output = match process_isolating_panics(
             &self.topology,
             &placed,
-            wall_clock_millis(),
+            self.config.clock.now_millis(),
             &self.store,
         )
         .await
@@ -963,7 +994,8 @@ impl<T: Topology> Runtime<T> {
                 None => records_in.push((record.topic.clone(), 1)),
             }
         }
-        let now = wall_clock_millis();
+        // Records' ages are real: the clock's offset is for timers, not for latency.
+        let now = Clock::WALL.now_millis();
         let ages_ms: Vec<i64> = batch
             .iter()
             .filter_map(|r| r.timestamp)
@@ -1259,12 +1291,23 @@ async fn produce_in_order<'a>(
     producer: &FutureProducer,
     records: Vec<FutureRecord<'a, Vec<u8>, Vec<u8>>>,
 ) -> Result<Vec<(i32, i64)>, KafkaError> {
+    // Bounded: a producer that sends nothing (after a broker restart, say) would otherwise keep
+    // its queue full, and the batch wait on it for good, deaf to a shutdown, with nothing said.
+    // Past the deadline the batch fails like any failed transaction: aborted and redone.
+    let deadline = Instant::now() + TRANSACTION_TIMEOUT;
+    let timed_out = || KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
     let mut deliveries = Vec::with_capacity(records.len());
     for record in records {
-        deliveries.push(enqueue(producer, record).await?);
+        let delivery = tokio::time::timeout_at(deadline, enqueue(producer, record))
+            .await
+            .map_err(|_| timed_out())??;
+        deliveries.push(delivery);
     }
     let mut delivered = Vec::with_capacity(deliveries.len());
-    for delivery in join_all(deliveries).await {
+    let reports = tokio::time::timeout_at(deadline, join_all(deliveries))
+        .await
+        .map_err(|_| timed_out())?;
+    for delivery in reports {
         match delivery {
             Ok(Ok(d)) => delivered.push((d.partition, d.offset)),
             Ok(Err((error, _))) => return Err(error),
@@ -1388,6 +1431,25 @@ impl Owned {
 
     fn contains(&self, topic: &str, partition: i32) -> bool {
         self.partitions.contains(&(topic.to_owned(), partition))
+    }
+
+    /// Whether some owned partition has records to fetch (its end, as the broker gave it on
+    /// assignment or the last fetch reported, past the consumer's position, or a position not
+    /// known at all), while the runtime has none buffered: its fetch is not running.
+    fn fetch_stalled(&self, consumer: &RuntimeConsumer) -> bool {
+        let Ok(positions) = consumer.position() else {
+            return false;
+        };
+        self.partitions.iter().any(|(topic, partition)| {
+            let position =
+                positions
+                    .find_partition(topic, *partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            self.lag(consumer, topic, *partition, position) == Lag::Behind
+        })
     }
 
     fn any(&self) -> bool {
@@ -1536,14 +1598,6 @@ async fn attempt<T: Topology>(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_owned())
         })
-}
-
-/// The runtime's clock, read once per batch and handed to the topology: processors never read
-/// a clock themselves.
-fn wall_clock_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn backoff(attempt: u32) -> Duration {
