@@ -281,7 +281,18 @@ pub fn handle(
             .act(input.attempted())
             .map(|t| vec![ApprovalEvent::Transitioned(t)]),
     };
-    result.map_err(|a| refuse(state, a.into()))
+    result.map_err(|a| {
+        // What the lifecycle refused, when it did: a receipt attempts to receive in full or
+        // partially, as the quantities say, not always the one.
+        let attempted = match &a {
+            ApprovalError::Transition(rejected) => rejected.attempted,
+            _ => input.attempted(),
+        };
+        Refusal {
+            attempted,
+            ..refuse(state, a.into())
+        }
+    })
 }
 
 /// A PO's input that may convert the requisition it names: what the PO emits, and the

@@ -616,3 +616,13 @@ fn a_receipt_against_a_cancelled_or_unknown_po_is_refused() {
     assert_eq!(refused.state, Some(PoState::Cancelled));
     assert_eq!(refused.attempted, PoAction::ReceivePartially);
 }
+
+#[test]
+fn a_refused_receipt_names_what_it_attempted_receiving_in_full_or_partially() {
+    let mut state = None;
+    handle(&mut state, &issued(), None, T0).unwrap();
+    handle(&mut state, &cancelled(), None, T0).unwrap();
+    // Everything the PO ordered (its line of 10), at once.
+    let refused = handle(&mut state, &receipt(1, dec!(10), dec!(0)), None, T0).unwrap_err();
+    assert_eq!(refused.attempted, PoAction::ReceiveInFull);
+}
