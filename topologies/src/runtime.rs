@@ -930,11 +930,16 @@ impl<T: Topology> Runtime<T> {
                     .consumer
                     .group_metadata()
                     .ok_or(TransactionStep::NoGroupMetadata)?;
-                blocking(|| {
+                let offsets = offsets.clone();
+                bounded_transaction_call(producer, move |producer| {
                     producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-                })?;
+                })
+                .await?;
             }
-            blocking(|| producer.commit_transaction(TRANSACTION_TIMEOUT))?;
+            bounded_transaction_call(producer, |producer| {
+                producer.commit_transaction(TRANSACTION_TIMEOUT)
+            })
+            .await?;
             Ok::<_, TransactionStep>(written)
         }
         .await;
@@ -947,12 +952,29 @@ impl<T: Topology> Runtime<T> {
                     TransactionStep::NoGroupMetadata => {
                         Uncommitted::Aborted("the consumer has no group metadata yet".into())
                     }
+                    TransactionStep::Stuck(what) => {
+                        tracing::warn!(
+                            what,
+                            seconds = TRANSACTION_TIMEOUT.as_secs(),
+                            "librdkafka did not return from a transactional call in time; giving its producer up"
+                        );
+                        Uncommitted::ProducerLost(KafkaError::Canceled)
+                    }
                 };
                 // A lost producer is replaced, and its replacement aborts what it left open.
                 if matches!(failure, Uncommitted::Aborted(_)) {
-                    if let Err(abort) = blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT))
-                    {
-                        return Err(Uncommitted::ProducerLost(abort).into());
+                    let aborted = bounded_transaction_call(producer, |producer| {
+                        producer.abort_transaction(TRANSACTION_TIMEOUT)
+                    })
+                    .await;
+                    match aborted {
+                        Ok(()) => {}
+                        Err(TransactionStep::Kafka(abort)) => {
+                            return Err(Uncommitted::ProducerLost(abort).into())
+                        }
+                        Err(_) => {
+                            return Err(Uncommitted::ProducerLost(KafkaError::Canceled).into())
+                        }
                     }
                 }
                 return Err(failure.into());
@@ -1249,6 +1271,29 @@ enum TransactionStep {
     Kafka(KafkaError),
     Changelog(ChangelogError),
     NoGroupMetadata,
+    /// A transactional call of librdkafka's did not return in time: the producer is given up.
+    Stuck(&'static str),
+}
+
+/// Runs one of librdkafka's blocking transactional calls on a thread of its own and waits at
+/// most a little past the transaction timeout for it. librdkafka's
+/// `send_offsets_to_transaction` waits for its transaction manager without a bound of its own
+/// ("timeout is enforced by" the manager), and after a broker restart the manager could leave
+/// it waiting for good: the broker-restart soak found the match runtime blocked in it for
+/// minutes, deaf to a shutdown, its partitions processed by nobody. Past the limit the
+/// producer is taken for lost (a new one fences it and aborts what it left open); the thread
+/// still blocked holds a clone of it until librdkafka lets go.
+async fn bounded_transaction_call(
+    producer: &FutureProducer,
+    call: impl FnOnce(&FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+) -> Result<(), TransactionStep> {
+    const LIMIT: Duration = TRANSACTION_TIMEOUT.saturating_add(Duration::from_secs(5));
+    let producer = producer.clone();
+    match tokio::time::timeout(LIMIT, tokio::task::spawn_blocking(move || call(&producer))).await {
+        Ok(Ok(result)) => result.map_err(TransactionStep::Kafka),
+        Ok(Err(_)) => Err(TransactionStep::Kafka(KafkaError::Canceled)),
+        Err(_) => Err(TransactionStep::Stuck("a transactional call")),
+    }
 }
 
 impl From<KafkaError> for TransactionStep {
