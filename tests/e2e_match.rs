@@ -1186,13 +1186,17 @@ async fn records_an_erp_partitions_unlike_the_java_client_are_dead_lettered_not_
     // Each org's two records are either both on the partition the contract puts them on
     // (decided) or both elsewhere (dead-lettered): never decided where another instance may
     // hold the org's state.
+    // Each refused invoice's PO too: its dead letter may commit with a later batch.
     let observed = wait_for(&topics, &codec, "every invoice decided or refused", |o| {
-        let refused = o
-            .dead_letters
-            .iter()
-            .filter(|d| d.headers[dlq::HEADER_TOPIC] == topics.invoice_events)
-            .count();
-        invoices.iter().filter(|i| has_outcome(o, i)).count() + refused == invoices.len()
+        let refused = |topic: &str| {
+            o.dead_letters
+                .iter()
+                .filter(|d| d.headers[dlq::HEADER_TOPIC] == topic)
+                .count()
+        };
+        let invoices_refused = refused(&topics.invoice_events);
+        invoices.iter().filter(|i| has_outcome(o, i)).count() + invoices_refused == invoices.len()
+            && refused(&topics.po_events) == invoices_refused
     })
     .await;
     let mut misrouted = 0;
