@@ -9,12 +9,15 @@ use p2p_processors::payment::{BankStatus, Payee, PaymentTerms};
 use p2p_processors::tolerance_keys::ToleranceKeys;
 use p2p_processors::*;
 
+// invariant: constant dates, evaluated at compile time; an invalid one would not build.
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
 /// The first business date the pipeline accepts: no ERP posts a document before it.
+// invariant: evaluated at compile time, as EPOCH.
 pub const FIRST_DATE: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("a valid date");
 /// The last business date the pipeline accepts. Dates in this window plus any term, wait or
 /// cooling-off period the pipeline allows (at most a few years) stay far inside the calendar's
 /// range, so date arithmetic on input never overflows.
+// invariant: evaluated at compile time, as EPOCH.
 pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2199, 12, 31).expect("a valid date");
 const DAY_MS: i64 = 86_400_000;
 
