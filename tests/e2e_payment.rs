@@ -130,23 +130,32 @@ impl Sender {
             }],
             requisition: None,
         };
+        self.issue(&po).await;
+        po
+    }
+
+    async fn issue(&self, po: &PurchaseOrderIssued) {
         let event = PurchaseOrderEvent::Issued(po.clone());
         let value = purchase_order_event_value(&event, "e", now()).unwrap();
         self.send(
             &self.topics.po_events,
-            org.as_str(),
+            po.org.as_str(),
             &PURCHASE_ORDER_EVENT,
             value,
         )
         .await;
-        po
     }
 
     /// Everything the PO's line ordered, delivered at once.
     async fn received_in_full(&self, po: &PurchaseOrderIssued) {
+        self.received_in_full_as(po, GoodsReceiptId::random()).await
+    }
+
+    /// Everything the PO's line ordered, delivered at once on receipt `grn`.
+    async fn received_in_full_as(&self, po: &PurchaseOrderIssued, grn: GoodsReceiptId) {
         let receipt = GoodsReceived {
             org: po.org.clone(),
-            grn: GoodsReceiptId::random(),
+            grn,
             po: po.po.clone(),
             lines: vec![ReceiptLine {
                 line: LineNumber::new(1).unwrap(),
@@ -547,6 +556,12 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
 /// An org paying EUR from [`DEBTOR_IBAN`], published on `org-config`.
 async fn org_paying_eur(tx: &Sender) -> OrgId {
     let org = OrgId::random();
+    publish_org_paying_eur(tx, &org).await;
+    org
+}
+
+/// Publishes `org`'s settings: paying EUR from [`DEBTOR_IBAN`].
+async fn publish_org_paying_eur(tx: &Sender, org: &OrgId) {
     let mut config = OrgConfig::defaults(org.clone(), eur(), now());
     config
         .payment
@@ -555,7 +570,6 @@ async fn org_paying_eur(tx: &Sender) -> OrgId {
     let value = org_config_value(&config).unwrap();
     tx.send(&tx.topics.org_config, org.as_str(), &ORG_CONFIG, value)
         .await;
-    org
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1033,4 +1047,139 @@ async fn a_clock_set_a_week_ahead_shows_next_weeks_payment_run_today() {
     assert_eq!(seen.instructions[0].execution_date, next_week);
     assert_eq!(seen.instructions[0].payments[0].invoice, invoice.invoice);
     assert_eq!(seen.instructions[0].total, Money::new(dec!(700.00), eur()));
+}
+
+/// Issue 22, item 1: an SAP system's own ids, from the requisition to the bank's settlement,
+/// through all three topologies. Its PO and a requisition share a number (as SAP's separate
+/// number ranges allow), its invoice id has a `/`; an id no ERP would send (a control
+/// character in it) is dead-lettered naming its field, and the rest goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
+    use p2p_avro::contracts::REQUISITION_EVENT;
+    use p2p_avro::convert::procurement::{requisition_event_value, ApprovalRequestRecord};
+
+    let topics = TestTopics::create("erp-ids", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = OrgId::parse("1000").unwrap();
+    publish_org_paying_eur(&tx, &org).await;
+    let supplier = Payee {
+        supplier: SupplierId::parse("V100234").unwrap(),
+        ..payee("Acme Bolts GmbH", "NET 0")
+    };
+    tx.supplier(&org, &supplier).await;
+    let procurement = Pipeline::procurement(&topics, codec.clone());
+    let matching = Pipeline::start(&topics, codec.clone());
+    let payments = Pipeline::payment(&topics, codec.clone());
+
+    let number = "4500012345";
+    let requisition = RequisitionSubmitted {
+        org: org.clone(),
+        requisition: RequisitionId::parse(number).unwrap(),
+        requester: UserId::parse("JSMITH").unwrap(),
+        currency: eur(),
+        lines: vec![RequisitionLine {
+            line: LineNumber::new(1).unwrap(),
+            description: "forklift".into(),
+            quantity: Quantity::new(dec!(1)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(25000.00), eur())).unwrap(),
+        }],
+    };
+    let value = requisition_event_value(&requisition, "r", now()).unwrap();
+    tx.send(
+        &topics.requisition_events,
+        org.as_str(),
+        &REQUISITION_EVENT,
+        value,
+    )
+    .await;
+
+    let po = PurchaseOrderIssued {
+        org: org.clone(),
+        po: PurchaseOrderId::parse(number).unwrap(),
+        supplier: supplier.supplier.clone(),
+        currency: eur(),
+        lines: vec![PurchaseOrderLine {
+            line: LineNumber::new(1).unwrap(),
+            description: "pallets".into(),
+            quantity: Quantity::new(dec!(10)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
+            receipt_required: true,
+            inspection_required: false,
+        }],
+        requisition: None,
+    };
+    // First, the same PO under an id with a bell character in it: no ERP's.
+    let mut garbled =
+        purchase_order_event_value(&PurchaseOrderEvent::Issued(po.clone()), "x", now()).unwrap();
+    if let Value::Record(fields) = &mut garbled {
+        let po_id = fields.iter_mut().find(|(name, _)| name == "po_id").unwrap();
+        po_id.1 = Value::String("45000\u{7}12345".into());
+    }
+    tx.send(
+        &topics.po_events,
+        org.as_str(),
+        &PURCHASE_ORDER_EVENT,
+        garbled,
+    )
+    .await;
+    tx.issue(&po).await;
+    tx.received_in_full_as(&po, GoodsReceiptId::parse("5000012345").unwrap())
+        .await;
+    let invoice = InvoiceReceived {
+        invoice: InvoiceId::parse("INV-2026/0042").unwrap(),
+        number: InvoiceNumber::parse("0042").unwrap(),
+        ..invoice_for(&po, dec!(10))
+    };
+    tx.invoice(&invoice).await;
+
+    let seen = wait_until(&topics, &codec, "the invoice paid in a run", |s| {
+        !s.instructions.is_empty()
+            && s.dead_letters
+                .iter()
+                .any(|l| l[dlq::HEADER_TOPIC] == topics.po_events)
+    })
+    .await;
+    let run = &seen.instructions[0];
+    assert_eq!(run.org, org);
+    assert_eq!(run.payments.len(), 1);
+    assert_eq!(run.payments[0].invoice, invoice.invoice);
+    assert_eq!(run.payments[0].amount, Money::new(dec!(1000.00), eur()));
+    for letter in seen
+        .dead_letters
+        .iter()
+        .filter(|l| l[dlq::HEADER_TOPIC] == topics.po_events)
+    {
+        assert_eq!(letter[dlq::HEADER_REASON], "invalid-document");
+        assert!(
+            letter[dlq::HEADER_ERROR].contains("po_id"),
+            "{}",
+            letter[dlq::HEADER_ERROR]
+        );
+    }
+
+    tx.bank(&org, &invoice.invoice, BankStatus::Accepted).await;
+    tx.bank(&org, &invoice.invoice, BankStatus::Settled).await;
+    poll(
+        "the PO to become Paid and Closed",
+        || async { po_states(&topics, &codec).await.get(number).copied() },
+        |s| *s == Some((PoState::Closed, 6)),
+    )
+    .await;
+    // The requisition of the same number is its own document, waiting for its approver.
+    let mut requests = Vec::new();
+    for message in read_topic(&kafka(), &topics.approval_requests, Duration::from_secs(30)).unwrap()
+    {
+        let value = codec.decode(message.payload()).await.unwrap();
+        requests.push(ApprovalRequestRecord::from_value(&value).unwrap());
+    }
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.document == DocumentRef::Requisition(requisition.requisition.clone())),
+        "{requests:#?}"
+    );
+    payments.stop().await;
+    matching.stop().await;
+    procurement.stop().await;
 }

@@ -395,7 +395,7 @@ mod tests {
     fn an_invalid_org_id_is_reported_with_its_field() {
         let mut value = convert::invoice_event_value(&invoice(), "e1", EventTime(7)).unwrap();
         if let Value::Record(fields) = &mut value {
-            fields[1].1 = Value::String("acme".into());
+            fields[1].1 = Value::String("acme\u{0}".into());
         }
         let err = convert::invoice_event(&value).unwrap_err();
         assert!(matches!(

@@ -259,7 +259,7 @@ const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "SAR"];
 impl Scenario {
     pub fn generate(config: &GeneratorConfig) -> Scenario {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut ids = IdSource(rng.random());
+        let mut ids = IdSource::new(rng.random());
         let mut records = Vec::new();
         let mut planted = Vec::new();
         let mut lifecycles = BTreeMap::new();
@@ -276,18 +276,21 @@ impl Scenario {
             EventTime(clock)
         };
 
-        for org_pos in config.org_sizes() {
+        for (index, org_pos) in config.org_sizes().into_iter().enumerate() {
+            // Every other org publishes its ERP's own ids (ADR 0014), the rest UUIDs.
+            let erp = index % 2 == 1;
             let OrgSetup {
                 org,
                 currency,
                 suppliers,
-            } = OrgSetup::draw(config, &mut rng, &mut ids, &mut records, &mut tick);
+                ..
+            } = OrgSetup::draw(config, &mut rng, &mut ids, &mut records, &mut tick, erp);
             // Requesters, and one approver per level (authority L1, L2, L3).
-            let requesters: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
-            let approvers: Vec<UserId> = (0..3).map(|_| UserId::from_u128(ids.next())).collect();
+            let requesters: Vec<UserId> = (0..3).map(|_| ids.mint::<UserId>(erp)).collect();
+            let approvers: Vec<UserId> = (0..3).map(|_| ids.mint::<UserId>(erp)).collect();
             for n in 0..org_pos {
                 let shape = pick_shape(&mut rng, config);
-                let po = PurchaseOrderId::from_u128(ids.next());
+                let po = ids.mint::<PurchaseOrderId>(erp);
                 let supplier = suppliers[rng.random_range(0..suppliers.len())].clone();
                 let lines = po_lines(&mut rng, currency);
                 let requester = requesters[rng.random_range(0..requesters.len())].clone();
@@ -296,7 +299,7 @@ impl Scenario {
                 let requisition = if rng.random_range(0..100u32) < config.requisition_pct {
                     let submitted = RequisitionSubmitted {
                         org: org.clone(),
-                        requisition: RequisitionId::from_u128(ids.next()),
+                        requisition: ids.mint::<RequisitionId>(erp),
                         requester: requester.clone(),
                         currency,
                         lines: lines
@@ -408,7 +411,7 @@ impl Scenario {
                         .into_iter()
                         .map(|lines| GoodsReceived {
                             org: org.clone(),
-                            grn: GoodsReceiptId::from_u128(ids.next()),
+                            grn: ids.mint::<GoodsReceiptId>(erp),
                             po: po.clone(),
                             lines,
                             resolves: None,
@@ -417,7 +420,7 @@ impl Scenario {
                 } else {
                     vec![GoodsReceived {
                         org: org.clone(),
-                        grn: GoodsReceiptId::from_u128(ids.next()),
+                        grn: ids.mint::<GoodsReceiptId>(erp),
                         po: po.clone(),
                         lines: received,
                         resolves: None,
@@ -463,10 +466,10 @@ impl Scenario {
                 });
                 let invoice = InvoiceReceived {
                     org: org.clone(),
-                    invoice: InvoiceId::from_u128(ids.next()),
+                    invoice: ids.mint::<InvoiceId>(erp),
                     kind: DocumentKind::Invoice,
                     supplier,
-                    number: InvoiceNumber::parse(&format!("SI-{}-{n:05}", &org.as_str()[4..12]))
+                    number: InvoiceNumber::parse(&format!("SI-{}-{n:05}", org_tag(&org)))
                         .expect("non-empty"),
                     po: po.clone(),
                     currency,
@@ -482,7 +485,7 @@ impl Scenario {
                 let memo = match shape {
                     Shape::Credited(early) => {
                         let memo =
-                            credit_memo(&invoice, &mut rng, ids.next(), n, &mut fingerprints);
+                            credit_memo(&invoice, &mut rng, ids.mint(erp), n, &mut fingerprints);
                         planted.push((memo.invoice.clone(), Planted::Matched));
                         credit_memos += 1;
                         Some((memo, early))
@@ -559,7 +562,7 @@ impl Scenario {
                     // The supplier sends the same invoice again; the buyer's ERP registers it
                     // under a new id. It must never be paid.
                     let copy = InvoiceReceived {
-                        invoice: InvoiceId::from_u128(ids.next()),
+                        invoice: ids.mint::<InvoiceId>(erp),
                         ..invoice.clone()
                     };
                     planted.push((
@@ -575,7 +578,7 @@ impl Scenario {
                 let requester = requesters[rng.random_range(0..requesters.len())].clone();
                 let submitted = RequisitionSubmitted {
                     org: org.clone(),
-                    requisition: RequisitionId::from_u128(ids.next()),
+                    requisition: ids.mint::<RequisitionId>(erp),
                     requester: requester.clone(),
                     currency,
                     lines: vec![RequisitionLine {
@@ -641,6 +644,8 @@ struct OrgSetup {
     org: OrgId,
     currency: Currency,
     suppliers: Vec<SupplierId>,
+    /// Its documents carry its ERP's own ids, not UUIDs.
+    erp_ids: bool,
 }
 
 impl OrgSetup {
@@ -651,12 +656,12 @@ impl OrgSetup {
         ids: &mut IdSource,
         records: &mut Vec<ScenarioRecord>,
         tick: &mut impl FnMut(&mut ChaCha8Rng) -> EventTime,
+        erp_ids: bool,
     ) -> OrgSetup {
-        let org = OrgId::from_u128(ids.next());
+        let org = ids.mint::<OrgId>(erp_ids);
         let currency = Currency::parse(CURRENCIES[rng.random_range(0..CURRENCIES.len())])
             .expect("listed codes are ISO 4217");
-        let suppliers: Vec<SupplierId> =
-            (0..3).map(|_| SupplierId::from_u128(ids.next())).collect();
+        let suppliers: Vec<SupplierId> = (0..3).map(|_| ids.mint(erp_ids)).collect();
         // The org pays from one account in its currency; its suppliers are paid net 30.
         let debtor = format!("DE{:020}", ids.next() % 10u128.pow(20));
         let mut settings = OrgConfig::defaults(org.clone(), currency, tick(rng));
@@ -665,7 +670,7 @@ impl OrgSetup {
         for (i, supplier) in suppliers.iter().enumerate() {
             let payee = Payee {
                 supplier: supplier.clone(),
-                name: format!("Supplier {i} of {}", &org.as_str()[4..12]),
+                name: format!("Supplier {i} of {}", org_tag(&org)),
                 terms: config
                     .net_days
                     .map_or(PaymentTerms::DEFAULT, |days| PaymentTerms::Net { days }),
@@ -681,6 +686,7 @@ impl OrgSetup {
             org,
             currency,
             suppliers,
+            erp_ids,
         }
     }
 }
@@ -725,7 +731,7 @@ impl OpenPurchaseOrders {
     /// sizes do not apply).
     pub fn new(config: &GeneratorConfig, total: u64) -> OpenPurchaseOrders {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut ids = IdSource(rng.random());
+        let mut ids = IdSource::new(rng.random());
         let mut clock = config.start_ms;
         let gap_ms = config.gap_ms.clone();
         let mut tick = |rng: &mut ChaCha8Rng| {
@@ -734,7 +740,17 @@ impl OpenPurchaseOrders {
         };
         let mut preamble = Vec::new();
         let orgs = (0..config.orgs.max(1))
-            .map(|_| OrgSetup::draw(config, &mut rng, &mut ids, &mut preamble, &mut tick))
+            .map(|index| {
+                let erp_ids = index % 2 == 1;
+                OrgSetup::draw(
+                    config,
+                    &mut rng,
+                    &mut ids,
+                    &mut preamble,
+                    &mut tick,
+                    erp_ids,
+                )
+            })
             .collect();
         OpenPurchaseOrders {
             rng,
@@ -778,7 +794,7 @@ impl OpenPurchaseOrders {
             let setup = &self.orgs[(self.issued % self.orgs.len() as u64) as usize];
             let issued = PurchaseOrderIssued {
                 org: setup.org.clone(),
-                po: PurchaseOrderId::from_u128(self.ids.next()),
+                po: self.ids.mint(setup.erp_ids),
                 supplier: setup.suppliers[self.rng.random_range(0..setup.suppliers.len())].clone(),
                 currency: setup.currency,
                 lines: po_lines(&mut self.rng, setup.currency),
@@ -876,7 +892,7 @@ impl Fingerprints {
 fn credit_memo(
     invoice: &InvoiceReceived,
     rng: &mut ChaCha8Rng,
-    id: u128,
+    id: InvoiceId,
     n: usize,
     fingerprints: &mut Fingerprints,
 ) -> InvoiceReceived {
@@ -891,9 +907,9 @@ fn credit_memo(
         };
         let total = (credited * line.unit_price.money().amount()).round_dp(4);
         InvoiceReceived {
-            invoice: InvoiceId::from_u128(id),
+            invoice: id.clone(),
             kind: DocumentKind::CreditMemo,
-            number: InvoiceNumber::parse(&format!("CN-{}-{n:05}", &invoice.org.as_str()[4..12]))
+            number: InvoiceNumber::parse(&format!("CN-{}-{n:05}", org_tag(&invoice.org)))
                 .expect("non-empty"),
             lines: vec![line],
             total: Money::new(total, invoice.currency),
@@ -918,16 +934,55 @@ fn scaled(price: UnitPrice, percent: i64) -> UnitPrice {
     UnitPrice::new(Money::new(amount, money.currency())).expect("positive")
 }
 
-struct IdSource(u128);
+struct IdSource {
+    bits: u128,
+    /// Documents numbered the ERP's way so far (SAP numbers each kind from a range).
+    numbered: u64,
+}
 
 impl IdSource {
+    fn new(bits: u128) -> Self {
+        Self { bits, numbered: 0 }
+    }
+
     fn next(&mut self) -> u128 {
         // A Weyl sequence: distinct for 2^128 draws, reproducible from the seed.
-        self.0 = self
-            .0
+        self.bits = self
+            .bits
             .wrapping_add(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-        self.0
+        self.bits
     }
+
+    /// A new id of kind `T`: `<prefix>_<uuid>`, or where the org publishes its ERP's own ids
+    /// (`erp`), one shaped as an SAP system numbers it: company `ACME-0000012345`, vendor
+    /// `V100017`, PO `4500000018`, requisition `1000000019`, material document `5000000020`,
+    /// invoice `INV-2026/000021` (a `/` in it, as many ERPs' have), user `USER00022`.
+    fn mint<T: Identifier>(&mut self, erp: bool) -> T {
+        let bits = self.next();
+        if !erp {
+            return T::from_u128(bits);
+        }
+        self.numbered += 1;
+        let n = self.numbered;
+        let id = match T::PREFIX {
+            // The low 40 bits of a Weyl sequence never repeat within 2^40 draws: no two orgs
+            // of a run share an id, and runs from different seeds almost never do.
+            "org" => format!("ACME-{:013}", bits & ((1 << 40) - 1)),
+            "sup" => format!("V{}", 100_000 + n),
+            "po" => format!("45{n:08}"),
+            "req" => format!("10{n:08}"),
+            "grn" => format!("50{n:08}"),
+            "inv" => format!("INV-2026/{n:06}"),
+            _ => format!("USER{n:05}"),
+        };
+        T::parse(&id).expect("ERP-style ids are printable and short")
+    }
+}
+
+/// A short tag of `org` for generated invoice numbers and names: its id's last 8 characters.
+fn org_tag(org: &OrgId) -> &str {
+    let id = org.as_str();
+    &id[id.len().saturating_sub(8)..]
 }
 
 fn event_id(at: EventTime, kind: &str, id: &str) -> String {

@@ -43,11 +43,11 @@ enum InputKind {
     SupplierMaster,
 }
 
-/// The state entity of an org's configuration (no PO id looks like it).
+/// The state entity of an org's configuration (no PO's entity looks like it: ADR 0014).
 const CONFIG_ENTITY: &str = "config/org";
 /// The state key of a supplier's tolerance keys: entity `tol/<supplier id>`.
 fn supplier_tolerances_key(org: &OrgId, supplier: &SupplierId) -> StateKey {
-    StateKey::new(org, &format!("tol/{supplier}"))
+    StateKey::new(org, &format!("tol/{}", supplier.key_segment()))
 }
 /// Timer names of pending invoices' wait limits: `pending/<invoice id>`.
 const PENDING_TIMER: &str = "pending/";
@@ -154,7 +154,7 @@ impl Working<'_> {
         supplier: &SupplierId,
         entry: &str,
     ) -> Result<Option<InvoiceId>, StateError> {
-        let key = StateKey::new(org, &format!("dup/{supplier}"));
+        let key = StateKey::new(org, &format!("dup/{}", supplier.key_segment()));
         if !self.whole_registers.contains_key(&key) {
             let whole = self.store.get::<DuplicateRegister>(&key)?;
             self.whole_registers.insert(key.clone(), whole);
@@ -181,7 +181,7 @@ impl Working<'_> {
 
 /// Where one entry of `supplier`'s duplicate register is stored.
 fn register_entry_key(org: &OrgId, supplier: &SupplierId, entry: &str) -> StateKey {
-    StateKey::new(org, &format!("dup/{supplier}/{entry}"))
+    StateKey::new(org, &format!("dup/{}/{entry}", supplier.key_segment()))
 }
 
 impl MatchProcessor {
@@ -340,7 +340,7 @@ impl MatchProcessor {
             _ => {}
         }
 
-        let key = StateKey::new(org, decoded.input.po().as_str());
+        let key = StateKey::new(org, &decoded.input.po().state_entity());
         // Work on copies: if an output cannot be encoded, the state stays as it was.
         let mut state = working.load(&key, &decoded)?;
         // The supplier whose tolerance keys narrow the org's: the invoice's, or for what

@@ -103,25 +103,28 @@ struct PoPayments {
 }
 
 fn payment_key(org: &OrgId, invoice: &InvoiceId) -> StateKey {
-    StateKey::new(org, &format!("pay/{invoice}"))
+    StateKey::new(org, &format!("pay/{}", invoice.key_segment()))
 }
 fn po_key(org: &OrgId, po: &PurchaseOrderId) -> StateKey {
-    StateKey::new(org, &format!("po/{po}"))
+    StateKey::new(org, &format!("po/{}", po.key_segment()))
 }
 fn credit_key(
     org: &OrgId,
     supplier: &p2p_processors::SupplierId,
     currency: p2p_processors::Currency,
 ) -> StateKey {
-    StateKey::new(org, &format!("credit/{supplier}/{currency}"))
+    StateKey::new(
+        org,
+        &format!("credit/{}/{currency}", supplier.key_segment()),
+    )
 }
 fn supplier_key(org: &OrgId, supplier: &p2p_processors::SupplierId) -> StateKey {
-    StateKey::new(org, &format!("supplier/{supplier}"))
+    StateKey::new(org, &format!("supplier/{}", supplier.key_segment()))
 }
 /// The newest revision of an invoice's outcome that blocks it, read before any payment of it
 /// was scheduled: a match no newer than this schedules nothing.
 fn blocked_key(org: &OrgId, invoice: &InvoiceId) -> StateKey {
-    StateKey::new(org, &format!("blocked/{invoice}"))
+    StateKey::new(org, &format!("blocked/{}", invoice.key_segment()))
 }
 
 /// State values as JSON by key; `None`: deleted.

@@ -382,14 +382,14 @@ impl ProcurementProcessor {
         working: &mut Working<'_>,
         output: &mut BatchOutput,
     ) -> RecordResult<()> {
-        let key = StateKey::new(input.org(), input.po().as_str());
+        let key = StateKey::new(input.org(), &input.po().state_entity());
         let policy = working.approval_policy(input.org())?;
         let mut order = working.order(&key)?;
         let origin = match input {
             ProcurementInput::PurchaseOrder(event) => event.requisition(),
             _ => None,
         };
-        let origin_key = origin.map(|r| StateKey::new(input.org(), r.as_str()));
+        let origin_key = origin.map(|r| StateKey::new(input.org(), &r.state_entity()));
         let mut requisition = match &origin_key {
             Some(key) => working.requisition(key)?,
             None => None,
@@ -467,7 +467,7 @@ impl ProcurementProcessor {
         working: &mut Working<'_>,
         output: &mut BatchOutput,
     ) -> RecordResult<()> {
-        let key = StateKey::new(input.org(), input.requisition().as_str());
+        let key = StateKey::new(input.org(), &input.requisition().state_entity());
         let policy = working.approval_policy(input.org())?;
         let mut requisition = working.requisition(&key)?;
         let before = requisition
