@@ -1183,3 +1183,67 @@ async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
     matching.stop().await;
     procurement.stop().await;
 }
+
+/// Issue 22, item 2: invoices and a credit memo billed in fractions of a cent (as lines of
+/// 7 x 14.2857 are) are paid in cents: each rounded half-up once when it becomes payable, the
+/// difference on its record, the run's total the sum of its payments to the cent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_billed_in_fractions_of_a_cent_reach_the_bank_in_cents_and_add_up() {
+    let topics = TestTopics::create("minor-units", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let pipeline = Pipeline::payment(&topics, codec.clone());
+    let memo = InvoiceMatched {
+        kind: DocumentKind::CreditMemo,
+        ..matched(&org, &supplier.supplier, dec!(10.0050), eur())
+    };
+    let first = matched(&org, &supplier.supplier, dec!(99.9999), eur());
+    let second = matched(&org, &supplier.supplier, dec!(50.0049), eur());
+    for m in [&memo, &first, &second] {
+        tx.matched(m).await;
+    }
+    let seen = wait_until(&topics, &codec, "both invoices in a run", |s| {
+        s.instructions.iter().map(|i| i.payments.len()).sum::<usize>() == 2
+    })
+    .await;
+    pipeline.stop().await;
+
+    let cents = |m: &Money| m.amount().normalize().scale() <= 2;
+    for record in seen.schedule.values().flatten() {
+        for amount in [record.amount, record.discount].into_iter().flatten() {
+            assert!(cents(&amount), "{record:#?}");
+        }
+    }
+    let recorded = |invoice: &InvoiceId, kind| {
+        seen.schedule[invoice.as_str()]
+            .iter()
+            .find(|r| r.kind == kind)
+            .map(|r| (r.amount, r.rounding))
+            .unwrap()
+    };
+    let eur_amount = |a| Some(Money::new(a, eur()));
+    assert_eq!(
+        recorded(&first.invoice, ScheduleEventKind::Scheduled),
+        (eur_amount(dec!(100.00)), eur_amount(dec!(0.0001)))
+    );
+    assert_eq!(
+        recorded(&second.invoice, ScheduleEventKind::Scheduled),
+        (eur_amount(dec!(50.00)), eur_amount(dec!(-0.0049)))
+    );
+    assert_eq!(
+        recorded(&memo.invoice, ScheduleEventKind::CreditRecorded),
+        (eur_amount(dec!(10.01)), eur_amount(dec!(0.0050)))
+    );
+    let mut paid = Decimal::ZERO;
+    for run in &seen.instructions {
+        let sum: Decimal = run.payments.iter().map(|p| p.amount.amount()).sum();
+        assert!(run.payments.iter().all(|p| cents(&p.amount)), "{run:#?}");
+        assert_eq!(run.total.amount(), sum, "{run:#?}");
+        paid += sum;
+    }
+    // 100.00 + 50.00 less the credit of 10.01.
+    assert_eq!(paid, dec!(139.99));
+}

@@ -394,6 +394,14 @@ pub struct PaymentsObserved {
     pub instructed_totals: BTreeMap<String, Decimal>,
     /// Credit memos' amounts taken off each invoice's payment, exact.
     pub set_off: BTreeMap<String, Decimal>,
+    /// Amounts on `payment-schedule` or `payment-instructions` with more decimals than their
+    /// currency's minor unit, in words: a bank cannot pay them.
+    pub not_in_minor_units: Vec<String>,
+}
+
+/// `amount` has no more decimals than its currency's minor unit.
+fn in_minor_units(amount: &p2p_processors::Money) -> bool {
+    amount.amount().normalize().scale() <= amount.currency().minor_units()
 }
 
 /// Reads `payment-schedule` and `payment-instructions`.
@@ -419,6 +427,14 @@ pub async fn read_payments(
             .events
             .entry(format!("{:?}", record.kind))
             .or_default() += 1;
+        for amount in [record.amount, record.discount].iter().flatten() {
+            if !in_minor_units(amount) {
+                observed.not_in_minor_units.push(format!(
+                    "{}: {:?} of {amount} on payment-schedule",
+                    record.invoice, record.kind
+                ));
+            }
+        }
         if let (ScheduleEventKind::SetOff, Some(amount)) = (record.kind, record.amount) {
             *observed
                 .set_off
@@ -431,7 +447,18 @@ pub async fn read_payments(
         let run = PaymentInstructionRecord::from_value(&value)
             .map_err(decode_error(&topics.payment_instructions))?;
         observed.runs += 1;
+        if !in_minor_units(&run.total) {
+            observed
+                .not_in_minor_units
+                .push(format!("run {}: total {}", run.run_id, run.total));
+        }
         for payment in &run.payments {
+            if !in_minor_units(&payment.amount) {
+                observed.not_in_minor_units.push(format!(
+                    "{}: instructed {}",
+                    payment.invoice, payment.amount
+                ));
+            }
             *observed
                 .instructed
                 .entry(payment.invoice.to_string())
@@ -458,6 +485,22 @@ fn payable(observed: &Observed) -> impl Iterator<Item = (&String, &MatchedRecord
     })
 }
 
+/// What a bank is told to pay (or a memo credits) of `record`: its total rounded half-up to its
+/// currency's minor unit, as the payment topology rounds it, once (ADR 0015).
+fn payable_amount(record: &MatchedRecord) -> Decimal {
+    match p2p_processors::Currency::parse(&record.currency) {
+        Ok(currency) => {
+            p2p_processors::payment::payable(p2p_processors::Money::new(
+                record.total_amount,
+                currency,
+            ))
+            .0
+            .amount()
+        }
+        Err(_) => record.total_amount,
+    }
+}
+
 /// The POs every payable invoice of which was paid in full by credit set off against it
 /// (credit memos aside): settled with no bank payment.
 pub fn paid_by_credit(observed: &Observed, payments: &PaymentsObserved) -> BTreeSet<String> {
@@ -468,7 +511,7 @@ pub fn paid_by_credit(observed: &Observed, payments: &PaymentsObserved) -> BTree
         }
         let offset = payments.set_off.get(invoice).copied().unwrap_or_default();
         let all = by_credit.entry(record.po_id.as_str()).or_insert(true);
-        *all &= offset == record.total_amount && !payments.instructed.contains_key(invoice);
+        *all &= offset == payable_amount(record) && !payments.instructed.contains_key(invoice);
     }
     by_credit
         .into_iter()
@@ -478,17 +521,17 @@ pub fn paid_by_credit(observed: &Observed, payments: &PaymentsObserved) -> BTree
 }
 
 /// Every matched invoice paid exactly once, for exactly its matched total in its currency
-/// (by the bank, less any credit set off against it); no credit memo ever paid, and no more
+/// rounded to the currency's minor unit (by the bank, less any credit set off against it); no credit memo ever paid, and no more
 /// credit used than the memos gave: the disagreements, in words.
 pub fn audit_payments(observed: &Observed, payments: &PaymentsObserved) -> Vec<String> {
-    let mut disagreements = Vec::new();
+    let mut disagreements = payments.not_in_minor_units.clone();
     // Per currency: what invoices were matched for, less the credit set off against them.
     let mut matched_totals: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut credited: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut set_off: BTreeMap<String, Decimal> = BTreeMap::new();
     for (invoice, record) in payable(observed) {
         if record.document_type == DocumentKind::CreditMemo {
-            *credited.entry(record.currency.clone()).or_default() += record.total_amount;
+            *credited.entry(record.currency.clone()).or_default() += payable_amount(record);
             if payments.instructed.contains_key(invoice) {
                 disagreements.push(format!("{invoice}: a credit memo, instructed for payment"));
             }
@@ -496,11 +539,12 @@ pub fn audit_payments(observed: &Observed, payments: &PaymentsObserved) -> Vec<S
         }
         let offset = payments.set_off.get(invoice).copied().unwrap_or_default();
         *set_off.entry(record.currency.clone()).or_default() += offset;
-        *matched_totals.entry(record.currency.clone()).or_default() += record.total_amount - offset;
+        let payable = payable_amount(record);
+        *matched_totals.entry(record.currency.clone()).or_default() += payable - offset;
         match payments.instructed.get(invoice) {
             Some(1) => {}
             // Paid in full by credit: nothing for the bank.
-            None if offset == record.total_amount => {}
+            None if offset == payable => {}
             Some(n) => disagreements.push(format!("{invoice}: instructed {n} times")),
             None => disagreements.push(format!("{invoice}: matched but never instructed")),
         }
@@ -655,6 +699,24 @@ mod tests {
             .instructed_totals
             .insert("EUR".into(), dec!(699.99));
         assert_eq!(audit_payments(&observed(), &payments).len(), 1);
+    }
+
+    #[test]
+    fn an_invoice_billed_in_fractions_of_a_cent_reconciles_to_its_rounded_total_only() {
+        let observed = Observed {
+            matched: [matched("inv-1", DocumentKind::Invoice, dec!(99.9999))].into(),
+            ..Observed::default()
+        };
+        let paid = |amount| PaymentsObserved {
+            instructed: [("inv-1".to_owned(), 1)].into(),
+            instructed_totals: [("EUR".to_owned(), amount)].into(),
+            ..PaymentsObserved::default()
+        };
+        assert!(audit_payments(&observed, &paid(dec!(100.00))).is_empty());
+        assert_eq!(audit_payments(&observed, &paid(dec!(99.9999))).len(), 1);
+        let mut sub_cent = paid(dec!(100.00));
+        sub_cent.not_in_minor_units.push("inv-1: instructed 99.9999 EUR".into());
+        assert_eq!(audit_payments(&observed, &sub_cent).len(), 1);
     }
 
     fn held(invoice: &str, revision: u32) -> ExceptionRecord {

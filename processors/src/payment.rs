@@ -266,6 +266,9 @@ pub enum PaymentEvent {
         invoice: InvoiceId,
         parts: Vec<(NaiveDate, Money)>,
         discount: Option<Money>,
+        /// The payable amount less the invoiced one, if the invoice had more decimals than
+        /// its currency's minor unit: [`payable`].
+        rounding: Option<Money>,
     },
     Held(Hold),
     HoldReleased(Hold),
@@ -274,6 +277,7 @@ pub enum PaymentEvent {
         invoice: InvoiceId,
         parts: Vec<(NaiveDate, Money)>,
         discount: Option<Money>,
+        rounding: Option<Money>,
     },
     Released(Release),
     PartDisbursed(u32),
@@ -342,6 +346,20 @@ struct Plan {
     debtor_account: String,
     parts: Vec<(NaiveDate, Money)>,
     discount: Option<Money>,
+    rounding: Option<Money>,
+}
+
+/// What a bank can be told to pay of `invoiced`, and the rounding difference (payable less
+/// invoiced, `None` if nothing was rounded). An invoice's lines may carry more decimals than
+/// its currency's minor unit (EUR 99.9999); what leaves for a bank may not (ISO 4217: JPY 0,
+/// EUR 2, KWD 3). Rounded half-up (half away from zero), once, where an amount becomes
+/// payable: every part, discount, credit and run total after it is in minor units, so they
+/// add up exactly.
+pub fn payable(invoiced: Money) -> (Money, Option<Money>) {
+    let payable = invoiced.round_half_up();
+    let difference = payable.amount() - invoiced.amount();
+    let rounding = (!difference.is_zero()).then(|| Money::new(difference, invoiced.currency()));
+    (payable, rounding)
 }
 
 impl Plan {
@@ -357,9 +375,10 @@ impl Plan {
             .get(&currency)
             .ok_or(PaymentError::NoDebtorAccount(currency))?
             .clone();
+        let (total, rounding) = payable(matched.total);
         let due = payee
             .terms
-            .due(matched.total, invoice_date, policy.capture_discounts);
+            .due(total, invoice_date, policy.capture_discounts);
         let by_installments = match (policy.installment_threshold, policy.installment_plan) {
             (Some(threshold), Some(plan))
                 if threshold.currency() == currency
@@ -371,13 +390,14 @@ impl Plan {
         };
         let (parts, discount) = match by_installments {
             // Financed: no early-payment discount, the markup is the price of time.
-            Some(plan) => (plan.schedule(matched.total, due.pay_on), None),
+            Some(plan) => (plan.schedule(total, due.pay_on), None),
             None => (vec![(due.pay_on, due.amount)], due.discount),
         };
         Ok(Plan {
             debtor_account,
             parts,
             discount,
+            rounding,
         })
     }
 
@@ -431,6 +451,7 @@ impl Payment {
             invoice: matched.invoice.clone(),
             parts: plan.parts,
             discount: plan.discount,
+            rounding: plan.rounding,
         }];
         events.extend(payment.on_payee(payee));
         Ok(Some((payment, events)))
@@ -476,6 +497,7 @@ impl Payment {
                 invoice: self.invoice.clone(),
                 parts: plan.parts,
                 discount: plan.discount,
+                rounding: plan.rounding,
             });
         }
         self.revision = matched.revision;
@@ -602,7 +624,8 @@ impl Payment {
                     invoice: self.invoice.clone(),
                     supplier: self.supplier.clone(),
                     part: part.number,
-                    amount: part.amount,
+                    // A no-op but for parts planned before amounts were rounded (ADR 0015).
+                    amount: part.amount.round_half_up(),
                     debtor_account: self.debtor_account.clone(),
                     execution_date,
                 }));
@@ -766,11 +789,13 @@ impl SupplierCredit {
         if !self.recorded.insert(memo.invoice.clone()) {
             return Ok(false);
         }
-        if !memo.total.amount().is_zero() {
+        // Credit is money a bank would otherwise pay: in minor units, as payments are.
+        let (credit, _) = payable(memo.total);
+        if !credit.amount().is_zero() {
             self.open.push(OpenCredit {
                 memo: memo.invoice.clone(),
                 number: memo.number.clone(),
-                left: memo.total,
+                left: credit,
             });
         }
         Ok(true)
@@ -797,6 +822,12 @@ impl SupplierCredit {
         while let Some(credit) = self.open.first_mut() {
             if left.amount().is_zero() {
                 break;
+            }
+            // Credit recorded before amounts were rounded (ADR 0015) is rounded as it is used.
+            credit.left = credit.left.round_half_up();
+            if credit.left.amount().is_zero() {
+                self.open.remove(0);
+                continue;
             }
             let taken = if credit.left.amount() <= left.amount() {
                 credit.left

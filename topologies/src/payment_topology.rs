@@ -911,6 +911,7 @@ impl Changes {
             currency,
             amount: p.map(|p| p.amount),
             discount: None,
+            rounding: None,
             hold: None,
             detail,
             occurred_at: at,
@@ -923,10 +924,16 @@ impl Changes {
         for event in events {
             match event {
                 PaymentEvent::Scheduled {
-                    parts, discount, ..
+                    parts,
+                    discount,
+                    rounding,
+                    ..
                 }
                 | PaymentEvent::Amended {
-                    parts, discount, ..
+                    parts,
+                    discount,
+                    rounding,
+                    ..
                 } => {
                     let kind = if matches!(event, PaymentEvent::Amended { .. }) {
                         K::Amended
@@ -945,6 +952,7 @@ impl Changes {
                             currency: amount.currency(),
                             amount: Some(*amount),
                             discount: if i == 0 { *discount } else { None },
+                            rounding: if i == 0 { *rounding } else { None },
                             hold: None,
                             detail: format!("part {} of {}", i + 1, parts.len()),
                             occurred_at: at,
@@ -1036,7 +1044,8 @@ impl Changes {
         );
     }
 
-    /// A record about a matched document itself, for its whole amount (no part).
+    /// A record about a matched document itself, for its whole amount (no part), in the
+    /// currency's minor unit as everything on `payment-schedule` is.
     fn memo_record(
         &mut self,
         matched: &InvoiceMatched,
@@ -1044,6 +1053,7 @@ impl Changes {
         detail: String,
         at: EventTime,
     ) {
+        let (amount, rounding) = p2p_processors::payment::payable(matched.total);
         self.records.push(PaymentScheduleRecord {
             org: matched.org.clone(),
             invoice: matched.invoice.clone(),
@@ -1053,8 +1063,9 @@ impl Changes {
             part: None,
             pay_on: None,
             currency: matched.total.currency(),
-            amount: Some(matched.total),
+            amount: Some(amount),
             discount: None,
+            rounding,
             hold: None,
             detail,
             occurred_at: at,

@@ -224,6 +224,9 @@ pub struct PaymentScheduleRecord {
     pub currency: Currency,
     pub amount: Option<Money>,
     pub discount: Option<Money>,
+    /// Payable (or credited) less invoiced, where the invoice had more decimals than its
+    /// currency's minor unit.
+    pub rounding: Option<Money>,
     pub hold: Option<String>,
     pub detail: String,
     pub occurred_at: EventTime,
@@ -260,6 +263,7 @@ impl PaymentScheduleRecord {
             ("currency", s(self.currency)),
             ("amount", money("amount", self.amount)?),
             ("discount", money("discount", self.discount)?),
+            ("rounding", money("rounding", self.rounding)?),
             ("hold", opt_str(self.hold.as_ref())),
             ("detail", s(&self.detail)),
             ("occurred_at", Value::TimestampMillis(self.occurred_at.0)),
@@ -293,6 +297,7 @@ impl PaymentScheduleRecord {
             currency,
             amount: money("amount")?,
             discount: money("discount")?,
+            rounding: money("rounding")?,
             hold: r.opt_string("hold")?.map(str::to_owned),
             detail: r.string("detail")?.to_owned(),
             occurred_at: r.timestamp("occurred_at")?,
@@ -534,6 +539,7 @@ mod tests {
             currency: eur,
             amount: Some(Money::new(dec!(980.00), eur)),
             discount: Some(Money::new(dec!(20.00), eur)),
+            rounding: Some(Money::new(dec!(-0.0049), eur)),
             hold: None,
             detail: "2/10 NET 30".into(),
             occurred_at: EventTime(7),

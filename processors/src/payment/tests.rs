@@ -265,6 +265,7 @@ fn a_corrected_invoice_matched_again_before_release_is_planned_anew_on_its_new_a
             invoice: InvoiceId::from_u128(2),
             parts: vec![(date(2026, 3, 11), Money::new(dec!(88.20), eur()))],
             discount: Some(Money::new(dec!(1.80), eur())),
+            rounding: None,
         }]
     );
     assert_eq!(p.parts()[0].amount, Money::new(dec!(88.20), eur()));
@@ -892,6 +893,169 @@ proptest::proptest! {
                 proptest::prop_assert_eq!(amount(&shuffled), Money::new(total, eur()));
                 proptest::prop_assert_eq!(amount(&in_order), Money::new(total, eur()));
             }
+        }
+    }
+}
+
+/// `amount` has no more decimals than its currency's minor unit.
+fn in_minor_units(amount: Money) -> bool {
+    amount.amount().normalize().scale() <= amount.currency().minor_units()
+}
+
+#[test]
+fn an_invoice_billed_in_fractions_of_a_cent_is_paid_in_cents_and_the_difference_recorded() {
+    for (code, invoiced, paid, rounding) in [
+        ("EUR", dec!(99.9999), dec!(100.00), Some(dec!(0.0001))),
+        ("EUR", dec!(1234.5649), dec!(1234.56), Some(dec!(-0.0049))),
+        ("EUR", dec!(10.005), dec!(10.01), Some(dec!(0.005))),
+        ("EUR", dec!(10.00), dec!(10.00), None),
+        ("JPY", dec!(1234.5), dec!(1235), Some(dec!(0.5))),
+        ("KWD", dec!(10.1235), dec!(10.124), Some(dec!(0.0005))),
+    ] {
+        let currency = Currency::parse(code).unwrap();
+        let mut org_policy = policy();
+        org_policy
+            .debtor_accounts
+            .insert(currency, "KW81CBKU0000000000001234560101".into());
+        let invoice = InvoiceMatched {
+            total: Money::new(invoiced, currency),
+            ..matched(invoiced)
+        };
+        let (mut payment, events) =
+            Payment::schedule(None, &invoice, date(2026, 3, 1), &payee("NET 0"), &org_policy)
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            events[0],
+            PaymentEvent::Scheduled {
+                invoice: invoice.invoice.clone(),
+                parts: vec![(date(2026, 3, 1), Money::new(paid, currency))],
+                discount: None,
+                rounding: rounding.map(|r| Money::new(r, currency)),
+            },
+            "{code} {invoiced}"
+        );
+        let released = payment.release(date(2026, 3, 1), &payee("NET 0"), &org_policy);
+        assert!(
+            matches!(released.as_slice(), [PaymentEvent::Released(r)] if r.amount == Money::new(paid, currency)),
+            "{released:?}"
+        );
+    }
+}
+
+#[test]
+fn a_discount_on_an_amount_in_fractions_of_a_cent_is_taken_off_the_rounded_amount() {
+    let payment = scheduled(dec!(1234.5678), "2/10 NET 30");
+    // Payable 1234.57; 2% of it is 24.6914, 24.69; 1209.88 goes to the bank.
+    assert_eq!(payment.parts()[0].amount, eur_amount(dec!(1209.88)));
+}
+
+fn currency_strategy() -> impl proptest::strategy::Strategy<Value = Currency> {
+    proptest::prop_oneof![
+        proptest::strategy::Just("EUR"),
+        proptest::strategy::Just("JPY"),
+        proptest::strategy::Just("KWD"),
+        proptest::strategy::Just("BHD"),
+    ]
+    .prop_map(|code| Currency::parse(code).unwrap())
+}
+
+use proptest::strategy::Strategy as _;
+
+proptest::proptest! {
+    /// Issue 22, item 2: whatever decimals an invoice and its credit memos carry, every
+    /// amount that leaves for a bank is in the currency's minor unit; the parts and the
+    /// discount add up to the payable amount exactly, which differs from the invoiced one by
+    /// the recorded rounding, at most half a minor unit; installments add up to the rounded
+    /// cost plus markup; credit taken plus what is released is the part; a run's total is
+    /// the sum of its payments to the last unit.
+    #[test]
+    fn what_leaves_for_a_bank_is_in_minor_units_and_adds_up_exactly(
+        ten_thousandths in 1i64..10_000_000_000_000,
+        currency in currency_strategy(),
+        terms in proptest::prop_oneof![
+            proptest::strategy::Just("NET 0"),
+            proptest::strategy::Just("2/0 NET 30"),
+            proptest::strategy::Just("1.5/0 NET 45")
+        ],
+        financed in proptest::bool::ANY,
+        memos in proptest::collection::vec(1i64..1_000_000_000, 0..4),
+    ) {
+        let total = Decimal::new(ten_thousandths, 4);
+        let mut org_policy = policy();
+        org_policy.debtor_accounts.insert(currency, "DE89370400440532013000".into());
+        if financed {
+            org_policy.installment_threshold = Some(Money::new(dec!(0), currency));
+            org_policy.installment_plan = Some(InstallmentPlan {
+                markup_percent: dec!(3.7),
+                installments: 7,
+                interval_days: 0,
+            });
+        }
+        let invoice = InvoiceMatched { total: Money::new(total, currency), ..matched(total) };
+        let supplier = payee(terms);
+        let (mut payment, events) =
+            Payment::schedule(None, &invoice, date(2026, 3, 1), &supplier, &org_policy)
+                .unwrap()
+                .unwrap();
+        let PaymentEvent::Scheduled { parts, discount, rounding, .. } = &events[0] else {
+            panic!("first event is {:?}", events[0]);
+        };
+        let rounding = rounding.map_or(Decimal::ZERO, |r| r.amount());
+        let half_unit = Decimal::new(5, currency.minor_units() + 1);
+        proptest::prop_assert!(rounding.abs() <= half_unit);
+        let payable = total + rounding;
+        proptest::prop_assert!(in_minor_units(Money::new(payable, currency)));
+        for (_, part) in parts {
+            proptest::prop_assert!(in_minor_units(*part), "part {part}");
+        }
+        let parts_sum: Decimal = parts.iter().map(|(_, m)| m.amount()).sum();
+        if financed {
+            let cost_plus_markup =
+                Money::new(payable * dec!(103.7) / dec!(100), currency).round_half_up();
+            proptest::prop_assert_eq!(parts_sum, cost_plus_markup.amount());
+        } else {
+            let discount = discount.map_or(Decimal::ZERO, |d| d.amount());
+            proptest::prop_assert!(in_minor_units(Money::new(discount, currency)));
+            proptest::prop_assert_eq!(parts_sum + discount, payable);
+        }
+
+        let mut credit = SupplierCredit::new(currency);
+        for (i, memo) in memos.iter().enumerate() {
+            let memo = InvoiceMatched {
+                total: Money::new(Decimal::new(*memo, 4), currency),
+                ..credit_memo(100 + i as u128, Decimal::ZERO)
+            };
+            credit.record(&memo).unwrap();
+        }
+        let mut to_bank = Vec::new();
+        for release in payment.release(date(2026, 3, 1), &supplier, &org_policy) {
+            let PaymentEvent::Released(release) = release else { continue };
+            let part = release.amount;
+            let mut taken = Decimal::ZERO;
+            let mut sent = Decimal::ZERO;
+            for event in payment.set_off(release, &mut credit).unwrap() {
+                match event {
+                    PaymentEvent::CreditSetOff { offsets, .. } => {
+                        for o in offsets {
+                            proptest::prop_assert!(in_minor_units(o.amount));
+                            taken += o.amount.amount();
+                        }
+                    }
+                    PaymentEvent::Released(r) => {
+                        proptest::prop_assert!(in_minor_units(r.amount));
+                        sent += r.amount.amount();
+                        to_bank.push(r);
+                    }
+                    _ => {}
+                }
+            }
+            proptest::prop_assert_eq!(taken + sent, part.amount());
+        }
+        let sent: Decimal = to_bank.iter().map(|r| r.amount.amount()).sum();
+        for run in payment_runs(to_bank).unwrap() {
+            proptest::prop_assert!(in_minor_units(run.total));
+            proptest::prop_assert_eq!(run.total.amount(), sent);
         }
     }
 }
