@@ -1319,3 +1319,145 @@ async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_wit
         "{restarted:?}"
     );
 }
+
+/// Every `invoice-status` record, in order, as (key, record).
+async fn statuses(
+    topics: &p2p_topologies::Topics,
+    codec: &p2p_avro::Codec,
+) -> Vec<(String, p2p_avro::convert::status::InvoiceStatusRecord)> {
+    use rdkafka::message::Message;
+    let mut statuses = Vec::new();
+    for message in
+        p2p_loadtest::audit::read_topic(&kafka(), &topics.invoice_status, Duration::from_secs(30))
+            .unwrap()
+    {
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let value = codec.decode(message.payload()).await.unwrap();
+        let record = p2p_avro::convert::status::invoice_status_record(&value).unwrap();
+        statuses.push((key, record));
+    }
+    statuses
+}
+
+/// Issue 22, item 3: an invoice that waits for goods is on `invoice-status` the moment it
+/// arrives, saying per line what it waits for (expected, actual, delta); each receipt that
+/// changes that is a new status of a higher revision, and the match is the last. One for a PO
+/// not yet seen says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_invoice_is_visible_at_once_and_each_change_is_a_higher_revision() {
+    let topics = TestTopics::create("invoice-status", 2).await;
+    let codec = registry_codec();
+    let producer = erp_producer(&kafka()).unwrap();
+    let a = Org::new("EUR");
+    let po = a.po(&[(dec!(10), dec!(10.00), true)]);
+    let bill = a.invoice(&po, &[(1, dec!(10), dec!(10.00))], dec!(100.00));
+    let stray = a.invoice(
+        &a.po(&[(dec!(1), dec!(5.00), true)]),
+        &[(1, dec!(1), dec!(5.00))],
+        dec!(5.00),
+    );
+    let pipeline = Pipeline::start(&topics, codec.clone());
+    send_scripted(
+        &producer,
+        &codec,
+        &topics,
+        vec![issued(&po, 1), invoiced(&bill, 2), invoiced(&stray, 3)],
+    )
+    .await;
+    let of = |invoice: &InvoiceReceived,
+              statuses: &[(String, p2p_avro::convert::status::InvoiceStatusRecord)]| {
+        statuses
+            .iter()
+            .filter(|(_, s)| s.invoice_id == invoice.invoice.as_str())
+            .map(|(key, s)| (key.clone(), s.clone()))
+            .collect::<Vec<_>>()
+    };
+    let seen = poll(
+        "both invoices waiting",
+        || statuses(&topics, &codec),
+        |s| !of(&bill, s).is_empty() && !of(&stray, s).is_empty(),
+    )
+    .await;
+    let (key, waiting) = of(&bill, &seen).remove(0);
+    assert_eq!(key, format!("{}/{}", a.id, bill.invoice));
+    assert_eq!((waiting.status.as_str(), waiting.revision), ("WAITING", 1));
+    assert_eq!(waiting.outcome_revision, None);
+    assert_eq!(waiting.total_amount, dec!(100.00));
+    assert_eq!(waiting.waiting_for.len(), 1);
+    let goods = &waiting.waiting_for[0];
+    assert_eq!(
+        (
+            goods.reason.as_str(),
+            goods.line_number,
+            goods.expected,
+            goods.actual,
+            goods.delta
+        ),
+        (
+            "GOODS_NOT_RECEIVED",
+            Some(1),
+            Some(dec!(10)),
+            Some(dec!(0)),
+            Some(dec!(-10))
+        )
+    );
+    assert!(
+        goods.detail.contains("10 billed, 0 received"),
+        "{}",
+        goods.detail
+    );
+    let stray_status = &of(&stray, &seen)[0].1;
+    assert_eq!(stray_status.status, "WAITING");
+    assert_eq!(stray_status.waiting_for[0].reason, "PO_NOT_SEEN");
+
+    // Four of the ten come: still waiting, for six.
+    send_scripted(
+        &producer,
+        &codec,
+        &topics,
+        vec![received(&a.receipt(&po, &[(1, dec!(4))]), 4)],
+    )
+    .await;
+    let seen = poll(
+        "the partial receipt shown",
+        || statuses(&topics, &codec),
+        |s| of(&bill, s).len() == 2,
+    )
+    .await;
+    let part = &of(&bill, &seen)[1].1;
+    assert_eq!((part.status.as_str(), part.revision), ("WAITING", 2));
+    assert_eq!(
+        (part.waiting_for[0].actual, part.waiting_for[0].delta),
+        (Some(dec!(4)), Some(dec!(-6)))
+    );
+    // The rest: matched, and its status names the outcome it is.
+    send_scripted(
+        &producer,
+        &codec,
+        &topics,
+        vec![received(&a.receipt(&po, &[(1, dec!(6))]), 5)],
+    )
+    .await;
+    let seen = poll(
+        "the match shown",
+        || statuses(&topics, &codec),
+        |s| of(&bill, s).len() == 3,
+    )
+    .await;
+    let matched = &of(&bill, &seen)[2].1;
+    assert_eq!(
+        (
+            matched.status.as_str(),
+            matched.revision,
+            matched.outcome_revision
+        ),
+        ("MATCHED", 3, Some(1))
+    );
+    assert!(matched.waiting_for.is_empty());
+    let observed = wait_for(&topics, &codec, "the invoice matched", |o| {
+        o.matched.contains_key(bill.invoice.as_str())
+    })
+    .await;
+    assert_eq!(observed.matched[bill.invoice.as_str()][0].revision, 1);
+    pipeline.stop().await;
+}

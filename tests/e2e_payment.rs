@@ -1206,7 +1206,11 @@ async fn amounts_billed_in_fractions_of_a_cent_reach_the_bank_in_cents_and_add_u
         tx.matched(m).await;
     }
     let seen = wait_until(&topics, &codec, "both invoices in a run", |s| {
-        s.instructions.iter().map(|i| i.payments.len()).sum::<usize>() == 2
+        s.instructions
+            .iter()
+            .map(|i| i.payments.len())
+            .sum::<usize>()
+            == 2
     })
     .await;
     pipeline.stop().await;

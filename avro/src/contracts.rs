@@ -96,7 +96,13 @@ pub const REQUISITION_EVENT: Contract = Contract {
     embedded_id: 15,
 };
 
-pub const CONTRACTS: [&Contract; 15] = [
+pub const INVOICE_STATUS: Contract = Contract {
+    default_topic: "invoice-status",
+    schema_text: include_str!("../schemas/invoice_status.avsc"),
+    embedded_id: 16,
+};
+
+pub const CONTRACTS: [&Contract; 16] = [
     &PURCHASE_ORDER_EVENT,
     &GOODS_RECEIPT_EVENT,
     &INVOICE_EVENT,
@@ -112,6 +118,7 @@ pub const CONTRACTS: [&Contract; 15] = [
     &PAYMENT_SCHEDULE,
     &PAYMENT_INSTRUCTION,
     &REQUISITION_EVENT,
+    &INVOICE_STATUS,
 ];
 
 static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {

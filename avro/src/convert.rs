@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 
 pub mod payment;
 pub mod procurement;
+pub mod status;
 
 const QTY: (u32, u32) = (18, 4);
 const PRICE: (u32, u32) = (18, 6);

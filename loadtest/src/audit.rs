@@ -9,6 +9,7 @@ use p2p_avro::convert::payment::{
 use p2p_avro::convert::procurement::{
     ApprovalRequestRecord, AuditKind, AuditRecord, PoStatusRecord, RequestKind,
 };
+use p2p_avro::convert::status::InvoiceStatusRecord;
 use p2p_avro::convert::{self, ExceptionRecord, MatchedRecord};
 use p2p_avro::{Codec, CodecError};
 use p2p_processors::{
@@ -50,6 +51,8 @@ pub struct DeadLetter {
 pub struct Observed {
     pub matched: BTreeMap<String, Vec<MatchedRecord>>,
     pub exceptions: BTreeMap<String, Vec<ExceptionRecord>>,
+    /// `invoice-status`, every record (not compacted yet), by invoice id.
+    pub statuses: BTreeMap<String, Vec<InvoiceStatusRecord>>,
     pub dead_letters: Vec<DeadLetter>,
 }
 
@@ -90,6 +93,19 @@ pub async fn read_outputs(
         })?;
         observed
             .exceptions
+            .entry(record.invoice_id.clone())
+            .or_default()
+            .push(record);
+    }
+    for message in read_topic(kafka, &topics.invoice_status, timeout)? {
+        let value = codec.decode(message.payload()).await?;
+        let record =
+            convert::status::invoice_status_record(&value).map_err(|e| AuditError::Decode {
+                topic: topics.invoice_status.clone(),
+                error: e.to_string(),
+            })?;
+        observed
+            .statuses
             .entry(record.invoice_id.clone())
             .or_default()
             .push(record);
@@ -177,6 +193,12 @@ pub fn audit(planted: &[(InvoiceId, Planted)], observed: &Observed) -> Audit {
         // Decided more than once (blocked by hand, released, corrected): the newest stands.
         let newest_match = matched.and_then(|m| m.iter().map(|r| r.revision).max());
         let newest_exception = exceptions.and_then(|e| e.iter().map(|r| r.revision).max());
+        audit.disagreements.extend(status_disagreements(
+            id,
+            observed.statuses.get(id.as_str()),
+            newest_match,
+            newest_exception,
+        ));
         let (matched, exceptions) = match (newest_match, newest_exception) {
             (Some(m), Some(e)) if m > e => {
                 let held_by_hand = exceptions
@@ -246,6 +268,49 @@ pub fn audit(planted: &[(InvoiceId, Planted)], observed: &Observed) -> Audit {
         }
     }
     audit
+}
+
+/// Where `invoice-status` leaves an invoice, against its outcomes: a status for every invoice
+/// that arrived; a repeated revision identical but for its time (at-least-once may repeat
+/// one, a re-delivered invoice is answered again); the newest status the newest outcome
+/// (MATCHED or HELD naming its revision), or WAITING if none was decided.
+fn status_disagreements(
+    id: &InvoiceId,
+    statuses: Option<&Vec<InvoiceStatusRecord>>,
+    newest_match: Option<u32>,
+    newest_exception: Option<u32>,
+) -> Vec<String> {
+    let Some(statuses) = statuses.filter(|s| !s.is_empty()) else {
+        return vec![format!("{id}: no status on invoice-status")];
+    };
+    let mut found = Vec::new();
+    let mut by_revision: BTreeMap<u32, &InvoiceStatusRecord> = BTreeMap::new();
+    for status in statuses {
+        let first = *by_revision.entry(status.revision).or_insert(status);
+        let same = InvoiceStatusRecord {
+            updated_at: first.updated_at,
+            ..status.clone()
+        };
+        if &same != first {
+            found.push(format!(
+                "{id}: status revision {} published twice with different content",
+                status.revision
+            ));
+        }
+    }
+    let newest = by_revision.values().next_back().expect("non-empty");
+    let expected = match (newest_match, newest_exception) {
+        (Some(m), e) if e.is_none_or(|e| m > e) => ("MATCHED", Some(m)),
+        (_, Some(e)) => ("HELD", Some(e)),
+        _ => ("WAITING", None),
+    };
+    if (newest.status.as_str(), newest.outcome_revision) != expected {
+        found.push(format!(
+            "{id}: newest status {} of outcome {:?}, its outcomes say {expected:?}",
+            newest.status, newest.outcome_revision
+        ));
+    }
+    found
 }
 
 /// What the procurement topology wrote.
@@ -489,14 +554,12 @@ fn payable(observed: &Observed) -> impl Iterator<Item = (&String, &MatchedRecord
 /// currency's minor unit, as the payment topology rounds it, once (ADR 0015).
 fn payable_amount(record: &MatchedRecord) -> Decimal {
     match p2p_processors::Currency::parse(&record.currency) {
-        Ok(currency) => {
-            p2p_processors::payment::payable(p2p_processors::Money::new(
-                record.total_amount,
-                currency,
-            ))
-            .0
-            .amount()
-        }
+        Ok(currency) => p2p_processors::payment::payable(p2p_processors::Money::new(
+            record.total_amount,
+            currency,
+        ))
+        .0
+        .amount(),
         Err(_) => record.total_amount,
     }
 }
@@ -715,7 +778,9 @@ mod tests {
         assert!(audit_payments(&observed, &paid(dec!(100.00))).is_empty());
         assert_eq!(audit_payments(&observed, &paid(dec!(99.9999))).len(), 1);
         let mut sub_cent = paid(dec!(100.00));
-        sub_cent.not_in_minor_units.push("inv-1: instructed 99.9999 EUR".into());
+        sub_cent
+            .not_in_minor_units
+            .push("inv-1: instructed 99.9999 EUR".into());
         assert_eq!(audit_payments(&observed, &sub_cent).len(), 1);
     }
 
@@ -739,6 +804,29 @@ mod tests {
         }
     }
 
+    fn status(
+        invoice: &str,
+        revision: u32,
+        status: &str,
+        outcome: Option<u32>,
+    ) -> InvoiceStatusRecord {
+        InvoiceStatusRecord {
+            org_id: "org".into(),
+            invoice_id: invoice.into(),
+            document_type: DocumentKind::Invoice,
+            po_id: "po".into(),
+            invoice_number: "SI-1".into(),
+            currency: "EUR".into(),
+            total_amount: dec!(1000),
+            status: status.into(),
+            revision,
+            outcome_revision: outcome,
+            waiting_for: vec![],
+            reasons: vec![],
+            updated_at: i64::from(revision),
+        }
+    }
+
     #[test]
     fn of_an_invoices_outcomes_on_both_topics_the_newest_stands() {
         let id = InvoiceId::from_u128(7);
@@ -748,6 +836,14 @@ mod tests {
         let mut observed = Observed {
             matched: [(key.clone(), records)].into(),
             exceptions: [(key.clone(), vec![held(id.as_str(), 1)])].into(),
+            statuses: [(
+                key.clone(),
+                vec![
+                    status(id.as_str(), 1, "HELD", Some(1)),
+                    status(id.as_str(), 2, "MATCHED", Some(2)),
+                ],
+            )]
+            .into(),
             ..Observed::default()
         };
         let released = audit(&[(id.clone(), Planted::Matched)], &observed);
@@ -764,6 +860,16 @@ mod tests {
             .get_mut(&key)
             .unwrap()
             .push(held(id.as_str(), 3));
+        let behind = audit(
+            &[(id.clone(), Planted::Exception(vec![ReasonKind::ManualHold]))],
+            &observed,
+        );
+        assert_eq!(behind.disagreements.len(), 1, "{:?}", behind.disagreements);
+        observed
+            .statuses
+            .get_mut(&key)
+            .unwrap()
+            .push(status(id.as_str(), 3, "HELD", Some(3)));
         let blocked = audit(
             &[(id.clone(), Planted::Exception(vec![ReasonKind::ManualHold]))],
             &observed,
@@ -771,5 +877,32 @@ mod tests {
         assert!(blocked.passed(), "{:?}", blocked.disagreements);
         assert_eq!(blocked.exceptions, 1);
         assert!(audit_payments(&observed, &PaymentsObserved::default()).is_empty());
+    }
+
+    #[test]
+    fn an_invoice_without_a_status_or_with_a_revision_told_two_ways_fails_the_audit() {
+        let id = InvoiceId::from_u128(8);
+        let waiting = [(id.clone(), Planted::Pending)];
+        let none = audit(&waiting, &Observed::default());
+        assert_eq!(
+            none.disagreements,
+            vec![format!("{id}: no status on invoice-status")]
+        );
+        let twice = Observed {
+            statuses: [(
+                id.to_string(),
+                vec![
+                    status(id.as_str(), 1, "WAITING", None),
+                    // Answered again later (a re-delivered invoice): the same but its time.
+                    status(id.as_str(), 1, "WAITING", None),
+                    status(id.as_str(), 1, "HELD", Some(1)),
+                ],
+            )]
+            .into(),
+            ..Observed::default()
+        };
+        let found = audit(&waiting, &twice).disagreements;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("published twice"), "{found:?}");
     }
 }

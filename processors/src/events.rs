@@ -628,6 +628,42 @@ pub struct InvoicePending {
     pub waiting_for: Vec<PendingReason>,
 }
 
+/// Where one invoice (or credit memo) stands, published from the moment it arrives and again
+/// each time that changes: waiting (and for what), matched, or held. An AP clerk, a supplier
+/// portal or a data platform sees every document at once, as SAP posts an invoice blocked for
+/// quantity at once and releases it when the goods come (issue 22, item 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceStatusChanged {
+    pub org: OrgId,
+    pub invoice: InvoiceId,
+    pub kind: DocumentKind,
+    pub po: PurchaseOrderId,
+    pub supplier: SupplierId,
+    pub number: InvoiceNumber,
+    pub total: Money,
+    /// Counts this document's statuses, from 1: of two, the higher stands.
+    pub revision: u32,
+    pub status: InvoiceStatus,
+    pub at: EventTime,
+}
+
+/// An invoice's status: what the match has decided so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvoiceStatus {
+    /// Not decided yet: waiting for each of these.
+    Waiting(Vec<PendingReason>),
+    /// Matched, as `invoice-matched`'s record of `outcome_revision` says.
+    Matched {
+        outcome_revision: u32,
+        warnings: Vec<ExceptionReason>,
+    },
+    /// Held (blocked for payment), as `invoice-exceptions`' record of `outcome_revision` says.
+    Held {
+        outcome_revision: u32,
+        reasons: Vec<ExceptionReason>,
+    },
+}
+
 /// A document the match refuses, as a business event rather than a failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptRejected {
@@ -643,6 +679,8 @@ pub enum MatchOutput {
     Matched(InvoiceMatched),
     Exception(InvoiceException),
     Pending(InvoicePending),
+    /// Beside each outcome above, and when what a waiting invoice waits for changes.
+    Status(InvoiceStatusChanged),
     ReceiptRejected(ReceiptRejected),
     ReceiptDiscrepancy(GoodsReceiptDiscrepancy),
     DiscrepancyResolved(ReceiptDiscrepancyResolved),

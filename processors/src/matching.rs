@@ -114,6 +114,9 @@ struct InvoiceRecord {
     /// How many outcomes were decided for it (see `InvoiceMatched::revision`).
     #[serde(default)]
     revision: u32,
+    /// How many statuses were published for it (see `InvoiceStatusChanged::revision`).
+    #[serde(default)]
+    status_revision: u32,
 }
 
 impl InvoiceRecord {
@@ -131,7 +134,52 @@ impl InvoiceRecord {
                 e.revision = self.revision;
             }
         }
+        self.status_revision += 1;
         self.outcome = outcome;
+    }
+
+    /// Still waiting, perhaps for less: a new status when what it waits for changed.
+    fn wait(&mut self, still: InvoicePending, at: EventTime) -> Option<MatchOutput> {
+        let changed =
+            !matches!(&self.outcome, Outcome::Pending(p) if p.waiting_for == still.waiting_for);
+        self.outcome = Outcome::Pending(still);
+        changed.then(|| {
+            self.status_revision += 1;
+            self.status(at)
+        })
+    }
+
+    /// Where the invoice stands now.
+    fn status(&self, at: EventTime) -> MatchOutput {
+        let status = match &self.outcome {
+            Outcome::Pending(p) => InvoiceStatus::Waiting(p.waiting_for.clone()),
+            Outcome::Matched(m) => InvoiceStatus::Matched {
+                outcome_revision: m.revision,
+                warnings: m.warnings.clone(),
+            },
+            Outcome::Exception(e) => InvoiceStatus::Held {
+                outcome_revision: e.revision,
+                reasons: e.reasons.clone(),
+            },
+        };
+        let invoice = &self.invoice;
+        MatchOutput::Status(InvoiceStatusChanged {
+            org: invoice.org.clone(),
+            invoice: invoice.invoice.clone(),
+            kind: invoice.kind,
+            po: invoice.po.clone(),
+            supplier: invoice.supplier.clone(),
+            number: invoice.number.clone(),
+            total: invoice.total,
+            revision: self.status_revision,
+            status,
+            at,
+        })
+    }
+
+    /// Its outcome, and its status beside it.
+    fn outputs(&self, at: EventTime) -> [MatchOutput; 2] {
+        [self.outcome.to_output(), self.status(at)]
     }
 }
 
@@ -212,7 +260,7 @@ impl PurchaseOrderMatch {
         }
         reasons.extend(waiting_as_reasons(pending.waiting_for.clone()));
         record.decide(Outcome::Exception(exception(&record.invoice, reasons, at)));
-        vec![record.outcome.to_output()]
+        record.outputs(at).to_vec()
     }
 
     /// The PO's supplier, once the PO has been issued.
@@ -361,7 +409,7 @@ impl PurchaseOrderMatch {
                     vec![ExceptionReason::PoCancelled],
                     at,
                 )));
-                outputs.push(record.outcome.to_output());
+                outputs.extend(record.outputs(at));
             }
         }
         outputs
@@ -449,7 +497,7 @@ impl PurchaseOrderMatch {
         let index = match position {
             // Re-delivered unchanged: answer as before, consume nothing twice.
             Some(i) if self.invoices[i].invoice == *invoice => {
-                return Ok(vec![self.invoices[i].outcome.to_output()]);
+                return Ok(self.invoices[i].outputs(at).to_vec());
             }
             // A corrected invoice: undo what the old version counted, match it again.
             Some(i) => {
@@ -471,13 +519,14 @@ impl PurchaseOrderMatch {
                         waiting_for: vec![],
                     }),
                     revision: 0,
+                    status_revision: 0,
                 });
                 self.invoices.len() - 1
             }
         };
         let outcome = self.evaluate(&self.invoices[index], at, keys)?;
         self.settle(index, outcome);
-        let mut outputs = vec![self.invoices[index].outcome.to_output()];
+        let mut outputs = self.invoices[index].outputs(at).to_vec();
         // What is invoiced changed: a matched invoice is what credit memos waiting for it
         // need; a matched credit memo gives back room that waiting invoices may need.
         if let Outcome::Matched(matched) = &self.invoices[index].outcome {
@@ -515,13 +564,15 @@ impl PurchaseOrderMatch {
                         self.evaluate(&self.invoices[index], at, keys)?
                     }
                 };
-                match (&self.invoices[index].outcome, &outcome) {
-                    (Outcome::Pending(_), Outcome::Pending(_)) => {
-                        // Still waiting (perhaps for less): keep the details, report only
-                        // decisions.
-                        self.invoices[index].outcome = outcome;
+                let outcome = match (&self.invoices[index].outcome, outcome) {
+                    (Outcome::Pending(_), Outcome::Pending(still)) => {
+                        // Still waiting, perhaps for less: its status says so if it changed.
+                        outputs.extend(self.invoices[index].wait(still, at));
                         continue;
                     }
+                    (_, outcome) => outcome,
+                };
+                match (&self.invoices[index].outcome, &outcome) {
                     (Outcome::Exception(_), Outcome::Pending(_)) => continue,
                     (Outcome::Exception(held), Outcome::Exception(now))
                         if held.reasons == now.reasons =>
@@ -532,7 +583,7 @@ impl PurchaseOrderMatch {
                 }
                 matched_any |= matches!(outcome, Outcome::Matched(_));
                 self.settle(index, outcome);
-                outputs.push(self.invoices[index].outcome.to_output());
+                outputs.extend(self.invoices[index].outputs(at));
             }
             // A match changes what is invoiced, which a document earlier in arrival order may
             // have been waiting for (a credit memo for its invoice, an invoice for the room a

@@ -29,6 +29,8 @@ pub struct Topics {
     pub payment_status: String,
     pub invoice_matched: String,
     pub invoice_exceptions: String,
+    /// Compacted, where each invoice stands, keyed `<org_id>/<invoice_id>`.
+    pub invoice_status: String,
     pub approval_requests: String,
     /// Compacted, latest state per PO.
     pub po_status: String,
@@ -57,6 +59,7 @@ impl Topics {
             payment_status: name("payment-status"),
             invoice_matched: name("invoice-matched"),
             invoice_exceptions: name("invoice-exceptions"),
+            invoice_status: name("invoice-status"),
             approval_requests: name("approval-requests"),
             po_status: name("po-status"),
             audit_events: name("audit-events"),
@@ -124,6 +127,7 @@ impl Topics {
         vec![
             &self.invoice_matched,
             &self.invoice_exceptions,
+            &self.invoice_status,
             &self.approval_requests,
             &self.po_status,
             &self.audit_events,
@@ -134,7 +138,7 @@ impl Topics {
 
     /// Tables: compacted, the latest record per key is the value.
     pub fn compacted(&self) -> Vec<&str> {
-        vec![&self.org_config, &self.po_status]
+        vec![&self.org_config, &self.po_status, &self.invoice_status]
     }
 
     /// The dead-letter topic of an input topic.

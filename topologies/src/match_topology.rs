@@ -13,7 +13,7 @@ use crate::stats::StatsSnapshot;
 use crate::topology::{
     check_key, decode, not_an_input, BatchOutput, ProcessError, RecordResult, Topology,
 };
-use p2p_avro::contracts::{AUDIT_EVENT, INVOICE_EXCEPTION, INVOICE_MATCHED};
+use p2p_avro::contracts::{AUDIT_EVENT, INVOICE_EXCEPTION, INVOICE_MATCHED, INVOICE_STATUS};
 use p2p_avro::convert::payment::supplier_tolerances;
 use p2p_avro::convert::procurement::{org_config, AuditKind, AuditRecord};
 use p2p_avro::convert::{self, Decoded};
@@ -583,10 +583,29 @@ impl MatchProcessor {
                     self.receipt_audit(&r.org, &r.po, AuditKind::DiscrepancyResolved, detail, at);
                 (&self.topics.audit_events, &AUDIT_EVENT, &r.org, record)
             }
-            // Pending invoices have no topic; rejected receipts are audited by procurement.
+            // A pending invoice is seen by its status (below); rejected receipts are audited
+            // by procurement.
             MatchOutput::Pending(_) => {
                 stats.pending += 1;
                 return Ok(None);
+            }
+            // Keyed by document on a compacted topic, for lookup: not by org.
+            MatchOutput::Status(status) => {
+                stats.count("invoice statuses");
+                let value = convert::status::invoice_status_value(status)
+                    .map_err(|e| CodecError::Avro(e.to_string()))?;
+                let payload = self
+                    .codec
+                    .encode(&self.topics.invoice_status, &INVOICE_STATUS, value)
+                    .await?;
+                return Ok(Some(OutputRecord {
+                    topic: self.topics.invoice_status.clone(),
+                    key: convert::status::invoice_status_key(&status.org, &status.invoice)
+                        .into_bytes(),
+                    payload: Some(payload),
+                    headers: vec![],
+                    timestamp: None,
+                }));
             }
             // A receipt whose PO never came is refused here, where that is known; procurement
             // audits the receipts it refuses itself (a cancelled PO, a PO not yet issued).

@@ -659,9 +659,11 @@ pub struct PoStatusRecord {
 }
 
 impl PoStatusRecord {
-    /// The record key on the compacted topic: one record per PO survives compaction.
+    /// The record key on the compacted topic, `<org_id>/<po_id>`, each id escaped as a state
+    /// key segment (`/` as `%2F`, ADR 0014): one record per PO survives compaction, and no two
+    /// POs share a key.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.org, self.po)
+        format!("{}/{}", self.org.key_segment(), self.po.key_segment())
     }
 
     pub fn to_value(&self) -> Value {

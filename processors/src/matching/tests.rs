@@ -110,7 +110,16 @@ fn qty(value: Decimal) -> Quantity {
 const T0: EventTime = EventTime(1_700_000_000_000);
 
 fn apply(state: &mut PurchaseOrderMatch, input: MatchInput) -> Vec<MatchOutput> {
-    state.apply(&input, T0, &MatchContext::default()).unwrap()
+    decisions(state.apply(&input, T0, &MatchContext::default()).unwrap())
+}
+
+/// The outcomes among `outputs`, without the statuses published beside them (tested on their
+/// own below).
+fn decisions(outputs: Vec<MatchOutput>) -> Vec<MatchOutput> {
+    outputs
+        .into_iter()
+        .filter(|o| !matches!(o, MatchOutput::Status(_)))
+        .collect()
 }
 
 fn invoice(i: InvoiceReceived) -> MatchInput {
@@ -552,9 +561,10 @@ fn a_duplicate_is_an_exception_naming_the_original_and_consumes_nothing() {
         duplicate_of: Some(InvoiceId::from_u128(20)),
         ..MatchContext::default()
     };
-    let out = s
-        .apply(&invoice(f.invoice(21, dec!(50), dec!(10.00))), T0, &context)
-        .unwrap();
+    let out = decisions(
+        s.apply(&invoice(f.invoice(21, dec!(50), dec!(10.00))), T0, &context)
+            .unwrap(),
+    );
     assert_eq!(
         reasons(&out),
         vec![ExceptionReason::Duplicate {
@@ -563,9 +573,10 @@ fn a_duplicate_is_an_exception_naming_the_original_and_consumes_nothing() {
     );
     assert_eq!(s.invoiced(line(1)), qty(dec!(50)));
     // Re-delivered, the duplicate gets the same answer.
-    let again = s
-        .apply(&invoice(f.invoice(21, dec!(50), dec!(10.00))), T0, &context)
-        .unwrap();
+    let again = decisions(
+        s.apply(&invoice(f.invoice(21, dec!(50), dec!(10.00))), T0, &context)
+            .unwrap(),
+    );
     assert_eq!(again, out);
 }
 
@@ -578,9 +589,10 @@ fn a_duplicate_waiting_for_goods_is_an_exception_at_once_with_every_reason() {
         duplicate_of: Some(InvoiceId::from_u128(20)),
         ..MatchContext::default()
     };
-    let out = s
-        .apply(&invoice(f.invoice(21, dec!(5), dec!(10.00))), T0, &context)
-        .unwrap();
+    let out = decisions(
+        s.apply(&invoice(f.invoice(21, dec!(5), dec!(10.00))), T0, &context)
+            .unwrap(),
+    );
     let kinds: Vec<ReasonKind> = reasons(&out).iter().map(ExceptionReason::kind).collect();
     assert_eq!(kinds, vec![ReasonKind::Duplicate, ReasonKind::NotReceived]);
 }
@@ -592,7 +604,7 @@ fn a_pending_invoice_past_its_wait_limit_becomes_an_exception_naming_what_it_wai
     let mut early = f.state();
     apply(&mut early, invoice(f.invoice(20, dec!(5), dec!(10.00))));
     assert_eq!(early.pending().count(), 1);
-    let expired = early.expire_pending(&InvoiceId::from_u128(20), T0);
+    let expired = decisions(early.expire_pending(&InvoiceId::from_u128(20), T0));
     assert_eq!(
         reasons(&expired),
         vec![ExceptionReason::UnknownPurchaseOrder]
@@ -604,7 +616,7 @@ fn a_pending_invoice_past_its_wait_limit_becomes_an_exception_naming_what_it_wai
     apply(&mut waiting, f.issued());
     apply(&mut waiting, f.receipt(10, dec!(3), dec!(0)));
     apply(&mut waiting, invoice(f.invoice(21, dec!(5), dec!(10.00))));
-    let expired = waiting.expire_pending(&InvoiceId::from_u128(21), T0);
+    let expired = decisions(waiting.expire_pending(&InvoiceId::from_u128(21), T0));
     assert_eq!(
         reasons(&expired),
         vec![ExceptionReason::NotReceived {
@@ -629,8 +641,14 @@ fn the_wait_limit_leaves_a_decided_invoice_alone() {
     apply(&mut s, f.issued());
     apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
     apply(&mut s, invoice(f.invoice(20, dec!(5), dec!(10.00))));
-    assert_eq!(s.expire_pending(&InvoiceId::from_u128(20), T0), vec![]);
-    assert_eq!(s.expire_pending(&InvoiceId::from_u128(99), T0), vec![]);
+    assert_eq!(
+        decisions(s.expire_pending(&InvoiceId::from_u128(20), T0)),
+        vec![]
+    );
+    assert_eq!(
+        decisions(s.expire_pending(&InvoiceId::from_u128(99), T0)),
+        vec![]
+    );
 }
 
 #[test]
@@ -864,7 +882,7 @@ fn an_invoice_with_other_reasons_during_a_discrepancy_names_it_too_and_so_does_i
         ]
     );
     apply(&mut s, invoice(f.invoice(21, dec!(10), dec!(10.00))));
-    let expired = s.expire_pending(&InvoiceId::from_u128(21), T0);
+    let expired = decisions(s.expire_pending(&InvoiceId::from_u128(21), T0));
     assert_eq!(
         reasons(&expired),
         vec![ExceptionReason::ReceiptDiscrepancy { grn }]
@@ -951,7 +969,7 @@ fn a_four_way_line_is_invoiced_against_what_passed_inspection_not_what_was_recei
     // The other 40 were received but not accepted: a further bill waits, and at its wait
     // limit is an exception saying so.
     apply(&mut s, invoice(f.invoice(21, dec!(30), dec!(10.00))));
-    let expired = s.expire_pending(&InvoiceId::from_u128(21), T0);
+    let expired = decisions(s.expire_pending(&InvoiceId::from_u128(21), T0));
     assert_eq!(
         reasons(&expired),
         vec![ExceptionReason::NotAccepted {
@@ -1032,13 +1050,14 @@ fn an_orgs_absolute_price_limit_blocks_a_deviation_its_percent_would_allow() {
         percent: Some(dec!(2)),
         combine: Combine::And,
     });
-    let held = s
-        .apply(
+    let held = decisions(
+        s.apply(
             &invoice(f.invoice(20, dec!(10), dec!(10.10))),
             T0,
             &with_keys(keys, None),
         )
-        .unwrap();
+        .unwrap(),
+    );
     assert_eq!(
         reasons(&held)[0],
         ExceptionReason::PriceVariance {
@@ -1053,13 +1072,14 @@ fn an_orgs_absolute_price_limit_blocks_a_deviation_its_percent_would_allow() {
         percent: Some(dec!(2)),
         combine: Combine::Or,
     });
-    let ok = s
-        .apply(
+    let ok = decisions(
+        s.apply(
             &invoice(f.invoice(21, dec!(10), dec!(10.10))),
             T0,
             &with_keys(keys, None),
         )
-        .unwrap();
+        .unwrap(),
+    );
     assert!(
         matches!(ok.as_slice(), [MatchOutput::Matched(m)] if m.warnings.len() == 2),
         "{ok:?}"
@@ -1073,13 +1093,14 @@ fn a_supplier_narrowing_holds_what_the_org_would_pass() {
     apply(&mut s, f.issued());
     apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
     let strict_supplier = keys_with_price_block(Limit::EXACT);
-    let out = s
-        .apply(
+    let out = decisions(
+        s.apply(
             &invoice(f.invoice(20, dec!(10), dec!(10.01))),
             T0,
             &with_keys(ToleranceKeys::defaults(), Some(strict_supplier)),
         )
-        .unwrap();
+        .unwrap(),
+    );
     assert_eq!(reasons(&out)[0].kind(), ReasonKind::PriceVariance);
 }
 
@@ -1235,7 +1256,7 @@ fn a_credit_memo_for_more_than_was_ever_invoiced_is_an_exception_at_its_wait_lim
     apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
     apply(&mut s, invoice(f.invoice(20, dec!(5), dec!(10.00))));
     apply(&mut s, invoice(f.credit_memo(30, dec!(8), dec!(10.00))));
-    let expired = s.expire_pending(&InvoiceId::from_u128(30), T0);
+    let expired = decisions(s.expire_pending(&InvoiceId::from_u128(30), T0));
     assert_eq!(
         reasons(&expired),
         vec![ExceptionReason::QuantityVariance {
@@ -1331,4 +1352,108 @@ fn once_the_erp_closes_a_po_its_open_and_later_invoices_are_exceptions_and_match
         matched_kinds(&memo),
         vec![(InvoiceId::from_u128(30), DocumentKind::CreditMemo)]
     );
+}
+
+/// The statuses among `outputs`, as (revision, status).
+fn statuses(outputs: &[MatchOutput]) -> Vec<(u32, InvoiceStatus)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            MatchOutput::Status(s) => Some((s.revision, s.status.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn everything(state: &mut PurchaseOrderMatch, input: MatchInput) -> Vec<MatchOutput> {
+    state.apply(&input, T0, &MatchContext::default()).unwrap()
+}
+
+#[test]
+fn an_invoice_waiting_for_goods_is_visible_at_once_and_each_change_is_a_higher_revision() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    let waiting_for = |available| {
+        InvoiceStatus::Waiting(vec![PendingReason::Receipt {
+            line: line(1),
+            available: qty(available),
+            billed: qty(dec!(10)),
+        }])
+    };
+    // Posted at once, blocked for quantity: nothing received of the 10 billed.
+    let arrived = everything(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    assert_eq!(statuses(&arrived), vec![(1, waiting_for(dec!(0)))]);
+    let MatchOutput::Status(status) = &arrived[1] else {
+        panic!("{arrived:?}")
+    };
+    assert_eq!(
+        (&status.invoice, &status.number, status.total),
+        (
+            &InvoiceId::from_u128(20),
+            &InvoiceNumber::parse("INV-20").unwrap(),
+            Money::new(dec!(100.00), f.eur)
+        )
+    );
+    // Re-delivered: the same answer, the same revision.
+    let again = everything(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    assert_eq!(statuses(&again), vec![(1, waiting_for(dec!(0)))]);
+    // Part of the goods: still waiting, for less, and it says so.
+    let part = everything(&mut s, f.receipt(10, dec!(4), dec!(0)));
+    assert_eq!(statuses(&part), vec![(2, waiting_for(dec!(4)))]);
+    // A receipt for nothing it waits for changes nothing it shows.
+    let none = everything(&mut s, f.receipt(11, dec!(0), dec!(0)));
+    assert_eq!(statuses(&none), vec![]);
+    // The rest: matched, on invoice-matched as its first outcome.
+    let rest = everything(&mut s, f.receipt(12, dec!(6), dec!(0)));
+    assert_eq!(
+        statuses(&rest),
+        vec![(
+            3,
+            InvoiceStatus::Matched {
+                outcome_revision: 1,
+                warnings: vec![]
+            }
+        )]
+    );
+}
+
+#[test]
+fn an_invoice_before_its_po_waits_for_the_po_and_is_held_when_its_wait_limit_passes() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    let arrived = everything(&mut s, invoice(f.invoice(20, dec!(10), dec!(10.00))));
+    assert_eq!(
+        statuses(&arrived),
+        vec![(
+            1,
+            InvoiceStatus::Waiting(vec![PendingReason::PurchaseOrder])
+        )]
+    );
+    let expired = s.expire_pending(&InvoiceId::from_u128(20), T0);
+    assert!(matches!(
+        statuses(&expired).as_slice(),
+        [(2, InvoiceStatus::Held { outcome_revision: 1, reasons })]
+            if reasons.iter().any(|r| r.kind() == ReasonKind::UnknownPo)
+    ));
+}
+
+#[test]
+fn an_invoice_decided_at_once_has_its_status_beside_its_outcome() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(10), dec!(0)));
+    let over = everything(&mut s, invoice(f.invoice(20, dec!(10), dec!(12.00))));
+    assert!(matches!(
+        over.as_slice(),
+        [
+            MatchOutput::Exception(e),
+            MatchOutput::Status(InvoiceStatusChanged {
+                revision: 1,
+                status: InvoiceStatus::Held { outcome_revision: 1, reasons },
+                ..
+            })
+        ] if &e.reasons == reasons
+    ));
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::events::{EventTime, InvoiceLine};
 use crate::ids::InvoiceNumber;
+use proptest::strategy::Strategy as _;
 use rust_decimal_macros::dec;
 
 fn eur() -> Currency {
@@ -851,8 +852,6 @@ fn apply_outcome(p: &mut Payment, revision: u32, outcome: &Outcome) {
     }
 }
 
-use proptest::strategy::Strategy as _;
-
 proptest::proptest! {
     /// The match decides an invoice again and again (blocked by hand, released, corrected);
     /// its outcomes reach the payment from two topics, in any order and perhaps twice. The
@@ -921,10 +920,15 @@ fn an_invoice_billed_in_fractions_of_a_cent_is_paid_in_cents_and_the_difference_
             total: Money::new(invoiced, currency),
             ..matched(invoiced)
         };
-        let (mut payment, events) =
-            Payment::schedule(None, &invoice, date(2026, 3, 1), &payee("NET 0"), &org_policy)
-                .unwrap()
-                .unwrap();
+        let (mut payment, events) = Payment::schedule(
+            None,
+            &invoice,
+            date(2026, 3, 1),
+            &payee("NET 0"),
+            &org_policy,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(
             events[0],
             PaymentEvent::Scheduled {
@@ -959,8 +963,6 @@ fn currency_strategy() -> impl proptest::strategy::Strategy<Value = Currency> {
     ]
     .prop_map(|code| Currency::parse(code).unwrap())
 }
-
-use proptest::strategy::Strategy as _;
 
 proptest::proptest! {
     /// Issue 22, item 2: whatever decimals an invoice and its credit memos carry, every
