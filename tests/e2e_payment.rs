@@ -430,6 +430,11 @@ async fn matched_invoices_are_scheduled_held_released_in_runs_and_settled_once()
             (ScheduleEventKind::Held, Some("PO_DISPUTED".into())),
         ]
     );
+    // A sentence for the clerk, not a Rust name.
+    assert_eq!(
+        seen.schedule[held.invoice.as_str()][1].detail,
+        "held: the supplier is blocked for payment"
+    );
     let early_schedule = &seen.schedule[early.invoice.as_str()];
     assert_eq!(early_schedule.len(), 1, "{early_schedule:#?}");
     assert_eq!(
@@ -1250,4 +1255,91 @@ async fn amounts_billed_in_fractions_of_a_cent_reach_the_bank_in_cents_and_add_u
     }
     // 100.00 + 50.00 less the credit of 10.01.
     assert_eq!(paid, dec!(139.99));
+}
+
+/// Issue 22, item 4: an invoice held for price (10 at 11.00 against 10.00), then the
+/// supplier's credit memo for the difference (1.00 off each of the 10): the match nets them,
+/// releases the invoice (a new revision) and matches the memo; the payment pays the net,
+/// 100.00, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credit_memo_that_nets_a_held_invoice_within_tolerance_releases_it_and_the_net_is_paid_once(
+) {
+    let topics = TestTopics::create("netting", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let matching = Pipeline::start(&topics, codec.clone());
+    let payments = Pipeline::payment(&topics, codec.clone());
+
+    let po = tx
+        .issued_po(&org, &supplier.supplier, dec!(10), dec!(10.00))
+        .await;
+    tx.received_in_full(&po).await;
+    let overpriced = InvoiceReceived {
+        lines: vec![InvoiceLine {
+            line: LineNumber::new(1).unwrap(),
+            quantity: Quantity::new(dec!(10)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(11.00), eur())).unwrap(),
+        }],
+        total: Money::new(dec!(110.00), eur()),
+        ..invoice_for(&po, dec!(10))
+    };
+    tx.invoice(&overpriced).await;
+    let held = poll(
+        "the invoice held for price",
+        || exceptions(&topics, &codec),
+        |e| {
+            e.iter()
+                .any(|x| x.invoice_id == overpriced.invoice.as_str())
+        },
+    )
+    .await;
+    assert!(held
+        .iter()
+        .flat_map(|x| &x.reasons)
+        .any(|r| r.reason == "PRICE_VARIANCE"));
+
+    let memo = InvoiceReceived {
+        kind: DocumentKind::CreditMemo,
+        number: InvoiceNumber::parse("CN-0001").unwrap(),
+        lines: vec![InvoiceLine {
+            line: LineNumber::new(1).unwrap(),
+            quantity: Quantity::new(dec!(10)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(1.00), eur())).unwrap(),
+        }],
+        total: Money::new(dec!(10.00), eur()),
+        ..invoice_for(&po, dec!(10))
+    };
+    tx.invoice(&memo).await;
+    let seen = wait_until(&topics, &codec, "the net paid", |s| {
+        !s.instructions.is_empty()
+            && s.schedule.get(memo.invoice.as_str()).is_some_and(|r| {
+                r.iter()
+                    .any(|r| r.kind == ScheduleEventKind::CreditRecorded)
+            })
+    })
+    .await;
+    payments.stop().await;
+    matching.stop().await;
+
+    assert_eq!(seen.instructions.len(), 1, "{:#?}", seen.instructions);
+    let run = &seen.instructions[0];
+    assert_eq!(run.payments.len(), 1);
+    assert_eq!(run.payments[0].invoice, overpriced.invoice);
+    assert_eq!(run.payments[0].amount, Money::new(dec!(100.00), eur()));
+    assert_eq!(run.total, Money::new(dec!(100.00), eur()));
+    let kinds: Vec<ScheduleEventKind> = seen.schedule[overpriced.invoice.as_str()]
+        .iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ScheduleEventKind::Scheduled,
+            ScheduleEventKind::SetOff,
+            ScheduleEventKind::Released
+        ]
+    );
 }

@@ -653,6 +653,42 @@ async fn requisitions_are_routed_escalated_decided_and_converted_into_one_po() {
         ]
     );
     let entries = &seen.audit[wanted.requisition.as_str()];
+    // Texts a person reads (issue 22, item 5): words and ISO times, never Rust names or
+    // epoch milliseconds.
+    for entry in entries {
+        let detail = &entry.detail;
+        let longest_number = detail
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest_number < 10, "epoch milliseconds in {detail:?}");
+        for rust_name in [
+            "ManagerReview",
+            "ConvertToPo",
+            "StartReview",
+            "L1)",
+            "Approved ->",
+        ] {
+            assert!(!detail.contains(rust_name), "{rust_name} in {detail:?}");
+        }
+    }
+    let requested = entries
+        .iter()
+        .find(|e| e.kind == AuditKind::ApprovalRequested)
+        .unwrap();
+    assert!(
+        requested
+            .detail
+            .contains("needs an approver of level L1, due by 20")
+            && requested.detail.ends_with('Z'),
+        "{}",
+        requested.detail
+    );
+    assert_eq!(
+        entries.last().unwrap().detail,
+        "convert to PO: approved -> converted to PO"
+    );
     let last = entries.last().unwrap();
     assert_eq!(
         (
@@ -688,9 +724,9 @@ async fn requisitions_are_routed_escalated_decided_and_converted_into_one_po() {
     };
     let (refused, detail) = refusal(&too_early.po);
     assert_eq!(refused, AuditKind::Refused);
-    assert!(detail.contains("ManagerReview"), "{detail}");
+    assert!(detail.contains("is manager review"), "{detail}");
     let (_, detail) = refusal(&of_rejected.po);
-    assert!(detail.contains("Rejected"), "{detail}");
+    assert!(detail.contains("is rejected"), "{detail}");
     let (_, detail) = refusal(&second.po);
     assert!(
         detail.contains(&format!("already converted to {}", converted.po)),

@@ -111,11 +111,11 @@ impl ApprovalPolicy {
 pub enum ApprovalError {
     #[error(transparent)]
     Transition(#[from] PoTransitionRejected),
-    #[error("the purchase order is {0:?}, not awaiting approval")]
+    #[error("the purchase order is {0}, not awaiting approval")]
     NotAwaitingApproval(PoState),
     #[error(transparent)]
     RequisitionTransition(#[from] RequisitionTransitionRejected),
-    #[error("the requisition is {0:?}, not in manager review")]
+    #[error("the requisition is {0}, not in manager review")]
     NotInReview(RequisitionState),
     #[error("a document needs at least one line to be approved")]
     NoLines,

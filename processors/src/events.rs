@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EventTime(pub i64);
 
+/// ISO 8601 in UTC, to the second (`2026-12-04T09:30:00Z`), as people read it in texts.
+impl std::fmt::Display for EventTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match chrono::DateTime::from_timestamp_millis(self.0) {
+            Some(at) => write!(f, "{}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+            None => write!(f, "{} ms after 1970-01-01T00:00:00Z", self.0),
+        }
+    }
+}
+
 /// One line of a purchase order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseOrderLine {

@@ -110,21 +110,52 @@ impl PoAction {
     ];
 }
 
+/// A variant's name in words, as a person reads it: `AwaitingApproval` -> "awaiting approval",
+/// `ConvertToPo` -> "convert to PO".
+pub fn in_words(name: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() || words.is_empty() {
+            words.push(String::new());
+        }
+        if let Some(word) = words.last_mut() {
+            word.push(c.to_ascii_lowercase());
+        }
+    }
+    words
+        .into_iter()
+        .map(|w| if w == "po" { "PO".to_owned() } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl fmt::Display for PoState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(&in_words(&format!("{self:?}")))
     }
 }
 
 impl fmt::Display for PoAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(&in_words(&format!("{self:?}")))
+    }
+}
+
+impl fmt::Display for RequisitionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&in_words(&format!("{self:?}")))
+    }
+}
+
+impl fmt::Display for RequisitionAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&in_words(&format!("{self:?}")))
     }
 }
 
 /// A state machine: which action leads from which state to which.
-pub trait Transitions: Copy + Eq + fmt::Debug {
-    type Action: Copy + Eq + fmt::Debug;
+pub trait Transitions: Copy + Eq + fmt::Debug + fmt::Display {
+    type Action: Copy + Eq + fmt::Debug + fmt::Display;
     /// The state `action` leads to, or `None` if it is not allowed from here.
     fn after(self, action: Self::Action) -> Option<Self>;
 }
@@ -165,7 +196,7 @@ pub struct Transitioned<S: Transitions, Id> {
     serialize = "S: Serialize, S::Action: Serialize, Id: Serialize",
     deserialize = "S: Deserialize<'de>, S::Action: Deserialize<'de>, Id: Deserialize<'de>"
 ))]
-#[error("{id} is {current:?} (version {version}): cannot {attempted:?}")]
+#[error("{id} is {current} (version {version}): \"{attempted}\" is not allowed from there")]
 pub struct TransitionRejected<S: Transitions, Id: fmt::Display> {
     pub id: Id,
     pub current: S,

@@ -7,6 +7,7 @@ use crate::ids::*;
 use crate::money::*;
 use crate::tolerance::Tolerance;
 use crate::tolerance_keys::{EffectiveTolerances, Measure, Verdict};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -117,6 +118,10 @@ struct InvoiceRecord {
     /// How many statuses were published for it (see `InvoiceStatusChanged::revision`).
     #[serde(default)]
     status_revision: u32,
+    /// A credit memo matched by netting against a held invoice: its lines that credit value
+    /// (a price), not quantity, so give no quantity back when counted.
+    #[serde(default)]
+    value_credit_lines: Vec<LineNumber>,
 }
 
 impl InvoiceRecord {
@@ -502,7 +507,8 @@ impl PurchaseOrderMatch {
             // A corrected invoice: undo what the old version counted, match it again.
             Some(i) => {
                 if let Outcome::Matched(matched) = self.invoices[i].outcome.clone() {
-                    self.count_matched(&matched, Direction::Undo);
+                    let value_only = std::mem::take(&mut self.invoices[i].value_credit_lines);
+                    self.count_matched(&matched, &value_only, Direction::Undo);
                 }
                 self.invoices[i].invoice = invoice.clone();
                 self.invoices[i].duplicate_of = duplicate_of;
@@ -520,6 +526,7 @@ impl PurchaseOrderMatch {
                     }),
                     revision: 0,
                     status_revision: 0,
+                    value_credit_lines: vec![],
                 });
                 self.invoices.len() - 1
             }
@@ -535,6 +542,14 @@ impl PurchaseOrderMatch {
                 DocumentKind::CreditMemo => None,
             };
             outputs.extend(self.recheck(at, keys, waiting_ones)?);
+        } else {
+            // A credit memo may be what a held invoice needed, or this invoice what a waiting
+            // memo did: net them.
+            let netted = self.net_held(at, keys)?;
+            if !netted.is_empty() {
+                outputs.extend(netted);
+                outputs.extend(self.recheck(at, keys, None)?);
+            }
         }
         Ok(outputs)
     }
@@ -585,6 +600,9 @@ impl PurchaseOrderMatch {
                 self.settle(index, outcome);
                 outputs.extend(self.invoices[index].outputs(at));
             }
+            let netted = self.net_held(at, keys)?;
+            matched_any |= !netted.is_empty();
+            outputs.extend(netted);
             // A match changes what is invoiced, which a document earlier in arrival order may
             // have been waiting for (a credit memo for its invoice, an invoice for the room a
             // memo gives back): round again, over every kind, until nothing more matches.
@@ -600,17 +618,28 @@ impl PurchaseOrderMatch {
     /// gives back what it credits.
     fn settle(&mut self, index: usize, outcome: Outcome) {
         if let Outcome::Matched(matched) = &outcome {
-            self.count_matched(matched, Direction::Do);
+            let value_only = self.invoices[index].value_credit_lines.clone();
+            self.count_matched(matched, &value_only, Direction::Do);
         }
         self.invoices[index].decide(outcome);
     }
 
-    fn count_matched(&mut self, matched: &InvoiceMatched, direction: Direction) {
+    /// `value_only`: lines of a credit memo that credit a price, not quantity.
+    fn count_matched(
+        &mut self,
+        matched: &InvoiceMatched,
+        value_only: &[LineNumber],
+        direction: Direction,
+    ) {
         let adds = matches!(
             (matched.kind, direction),
             (DocumentKind::Invoice, Direction::Do) | (DocumentKind::CreditMemo, Direction::Undo)
         );
-        for line in &matched.lines {
+        for line in matched
+            .lines
+            .iter()
+            .filter(|l| !value_only.contains(&l.line))
+        {
             let progress = self.progress.entry(line.line).or_default();
             progress.invoiced = if adds {
                 progress.invoiced.plus(line.quantity)
@@ -618,6 +647,75 @@ impl PurchaseOrderMatch {
                 progress.invoiced.saturating_minus(line.quantity)
             };
         }
+    }
+
+    /// SAP's automatic release of a blocked invoice by a credit memo: each invoice held for
+    /// variances only (price, quantity, amount: nothing a person must decide, no duplicate,
+    /// no manual hold) is netted with the open credit memos of the PO that credit only lines
+    /// it bills (waiting for an invoice to credit, or held for variances themselves), in
+    /// arrival order. A memo line at the PO's price (within tolerance) gives quantity back; at
+    /// another price it credits value (a price correction: 10 units at 1.00 off). Where the
+    /// net (quantity, line amounts, total) passes the match rules, the invoice is matched as
+    /// billed and its memos as credited: the payment pays the invoice and sets the memos' credit
+    /// off against it, the net, once.
+    fn net_held(
+        &mut self,
+        at: EventTime,
+        keys: &EffectiveTolerances,
+    ) -> Result<Vec<MatchOutput>, MatchError> {
+        let Order::Open(order) = &self.order else {
+            return Ok(vec![]);
+        };
+        let order = order.clone();
+        let mut outputs = Vec::new();
+        for index in 0..self.invoices.len() {
+            let record = &self.invoices[index];
+            if record.invoice.kind != DocumentKind::Invoice
+                || record.duplicate_of.is_some()
+                || !held_for_variances_only(&record.outcome)
+            {
+                continue;
+            }
+            let billed: BTreeSet<LineNumber> =
+                record.invoice.lines.iter().map(|l| l.line).collect();
+            let memos: Vec<usize> = (0..self.invoices.len())
+                .filter(|&j| {
+                    let memo = &self.invoices[j];
+                    memo.invoice.kind == DocumentKind::CreditMemo
+                        && memo.duplicate_of.is_none()
+                        && memo.invoice.payment_block.is_none()
+                        && open_for_netting(&memo.outcome)
+                        && memo.invoice.lines.iter().all(|l| billed.contains(&l.line))
+                })
+                .collect();
+            if memos.is_empty() {
+                continue;
+            }
+            let Some(Netted { net, value_lines }) = netted(
+                &order,
+                &record.invoice,
+                memos.iter().map(|&j| &self.invoices[j].invoice),
+                keys,
+            )?
+            else {
+                continue;
+            };
+            let Outcome::Matched(net_match) = self.evaluate_rules(&net, at, keys)? else {
+                continue;
+            };
+            let invoice = matched(&self.invoices[index].invoice, at, net_match.warnings);
+            self.settle(index, Outcome::Matched(invoice));
+            // The memos' outcomes first: a payment reading them in order knows the credit
+            // before it schedules the invoice it nets.
+            for (&j, value_lines) in memos.iter().zip(value_lines) {
+                self.invoices[j].value_credit_lines = value_lines;
+                let memo = matched(&self.invoices[j].invoice, at, vec![]);
+                self.settle(j, Outcome::Matched(memo));
+                outputs.extend(self.invoices[j].outputs(at));
+            }
+            outputs.extend(self.invoices[index].outputs(at));
+        }
+        Ok(outputs)
     }
 
     /// The match of one invoice record: the rules below; a duplicate, and an invoice the
@@ -821,21 +919,136 @@ impl PurchaseOrderMatch {
         if !waiting.is_empty() {
             return Ok(Outcome::Pending(pending(invoice, waiting)));
         }
-        Ok(Outcome::Matched(InvoiceMatched {
-            org: invoice.org.clone(),
-            invoice: invoice.invoice.clone(),
-            kind: invoice.kind,
-            po: invoice.po.clone(),
-            supplier: invoice.supplier.clone(),
-            number: invoice.number.clone(),
-            total: invoice.total,
-            lines: invoice.lines.clone(),
-            invoice_date: invoice.invoice_date,
-            matched_at: at,
-            warnings,
-            revision: 0,
-        }))
+        Ok(Outcome::Matched(matched(invoice, at, warnings)))
     }
+}
+
+/// `invoice` matched as it was billed.
+fn matched(
+    invoice: &InvoiceReceived,
+    at: EventTime,
+    warnings: Vec<ExceptionReason>,
+) -> InvoiceMatched {
+    InvoiceMatched {
+        org: invoice.org.clone(),
+        invoice: invoice.invoice.clone(),
+        kind: invoice.kind,
+        po: invoice.po.clone(),
+        supplier: invoice.supplier.clone(),
+        number: invoice.number.clone(),
+        total: invoice.total,
+        lines: invoice.lines.clone(),
+        invoice_date: invoice.invoice_date,
+        matched_at: at,
+        warnings,
+        revision: 0,
+    }
+}
+
+/// The reasons a netting credit memo can resolve: variances of price, quantity and amount.
+fn is_variance(reason: &ExceptionReason) -> bool {
+    matches!(
+        reason,
+        ExceptionReason::PriceVariance { .. }
+            | ExceptionReason::QuantityVariance { .. }
+            | ExceptionReason::AmountVariance { .. }
+    )
+}
+
+/// Held, and only for variances a credit memo can net away.
+fn held_for_variances_only(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Exception(e) if !e.reasons.is_empty() && e.reasons.iter().all(is_variance))
+}
+
+/// A credit memo that may net against a held invoice: waiting for an invoice to credit, or
+/// held for variances only (a price credit is a price variance on its own).
+fn open_for_netting(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Pending(p) => {
+            !p.waiting_for.is_empty()
+                && p.waiting_for
+                    .iter()
+                    .all(|w| matches!(w, PendingReason::Invoice { .. }))
+        }
+        outcome => held_for_variances_only(outcome),
+    }
+}
+
+/// A held invoice less its credit memos, as one document; with, per memo, its lines that
+/// credit value only.
+struct Netted {
+    net: InvoiceReceived,
+    value_lines: Vec<Vec<LineNumber>>,
+}
+
+/// `invoice` less `memos`, as one document to match: per line, the quantity billed less what
+/// memos at the PO's price give back, and the amount billed less every memo line's amount;
+/// the total less the memos' totals. With it, for each memo, its lines that credit value only
+/// (at a price other than the PO's). `None` if a line would net to nothing billed but an
+/// amount, or to less than nothing: not a netting the match can judge.
+fn netted<'a>(
+    order: &PurchaseOrderIssued,
+    invoice: &InvoiceReceived,
+    memos: impl Iterator<Item = &'a InvoiceReceived>,
+    keys: &EffectiveTolerances,
+) -> Result<Option<Netted>, MatchError> {
+    let mut lines: BTreeMap<LineNumber, (Decimal, Decimal)> = BTreeMap::new();
+    for line in &invoice.lines {
+        let (quantity, amount) = lines.entry(line.line).or_default();
+        *quantity += line.quantity.value();
+        *amount += line.unit_price.money().times(line.quantity)?.amount();
+    }
+    let mut total = invoice.total;
+    let mut value_lines = Vec::new();
+    for memo in memos {
+        let mut value_only = Vec::new();
+        for line in &memo.lines {
+            let Some(po_line) = order.lines.iter().find(|l| l.line == line.line) else {
+                return Ok(None);
+            };
+            let price = line.unit_price.money();
+            let (quantity, amount) = lines.entry(line.line).or_default();
+            *amount -= price.times(line.quantity)?.amount();
+            let at_po_price = keys.verdict(
+                Measure::Price,
+                po_line.unit_price.money().amount(),
+                price.amount(),
+            ) != Verdict::Blocked;
+            if at_po_price {
+                *quantity -= line.quantity.value();
+            } else {
+                value_only.push(line.line);
+            }
+        }
+        total = total.checked_sub(memo.total)?;
+        value_lines.push(value_only);
+    }
+    let mut net_lines = Vec::new();
+    for (line, (quantity, amount)) in lines {
+        if quantity.is_zero() && amount.is_zero() {
+            continue;
+        }
+        if quantity <= Decimal::ZERO || amount < Decimal::ZERO {
+            return Ok(None);
+        }
+        let Some(unit) = amount.checked_div(quantity) else {
+            return Ok(None);
+        };
+        net_lines.push(InvoiceLine {
+            line,
+            quantity: Quantity::new(quantity)?,
+            unit_price: UnitPrice::new(Money::new(unit, invoice.currency))?,
+        });
+    }
+    if net_lines.is_empty() || total.amount() < Decimal::ZERO {
+        return Ok(None);
+    }
+    let net = InvoiceReceived {
+        lines: net_lines,
+        total,
+        ..invoice.clone()
+    };
+    Ok(Some(Netted { net, value_lines }))
 }
 
 /// Per line, never per total: each receipt line against what it was to bring (the

@@ -166,6 +166,21 @@ pub enum Hold {
 }
 
 impl Hold {
+    /// The hold in a sentence, for a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hold::PoDisputed => "its purchase order is disputed",
+            Hold::SupplierBlocked => "the supplier is blocked for payment",
+            Hold::BankAccountChanged => {
+                "the supplier's bank account changed within the org's cooling-off period"
+            }
+            Hold::NoCreditorAccount => "the supplier master has no bank account to pay to",
+            Hold::InvoiceBlocked => {
+                "the invoice is blocked: held by hand, or it failed its match again"
+            }
+        }
+    }
+
     /// `SupplierBlocked` -> `SUPPLIER_BLOCKED`.
     pub fn symbol(self) -> &'static str {
         match self {
@@ -196,6 +211,22 @@ pub enum PartStatus {
     Cancelled,
     /// Paid in full by the supplier's credit memos: never instructed, nothing for a bank.
     SetOff,
+}
+
+impl std::fmt::Display for PartStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartStatus::Scheduled => f.write_str("scheduled"),
+            PartStatus::Released { execution_date } => {
+                write!(f, "released in the run of {execution_date}")
+            }
+            PartStatus::Disbursed => f.write_str("accepted by the bank"),
+            PartStatus::Remitted => f.write_str("settled by the bank"),
+            PartStatus::Rejected { reason } => write!(f, "rejected by the bank ({reason})"),
+            PartStatus::Cancelled => f.write_str("cancelled"),
+            PartStatus::SetOff => f.write_str("paid by credit memos"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,11 +278,11 @@ pub enum PaymentError {
     CreditMemo(InvoiceId),
     #[error("payment has no part {0}")]
     UnknownPart(u32),
-    #[error("part {part} is {status:?}; a bank status for it is out of order")]
+    #[error("part {part} is {status}; a bank status for it is out of order")]
     UnexpectedBankStatus { part: u32, status: PartStatus },
     /// Money already went out on the old amount or date: the difference is for a credit memo
     /// or a further invoice, not for a changed payment.
-    #[error("invoice {invoice} was corrected after part {part} of its payment was {status:?}; settle the difference with a credit memo or a further invoice")]
+    #[error("invoice {invoice} was corrected after part {part} of its payment was {status}; settle the difference with a credit memo or a further invoice")]
     CorrectedAfterRelease {
         invoice: InvoiceId,
         part: u32,

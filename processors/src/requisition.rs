@@ -85,7 +85,7 @@ pub struct RequisitionRefusal {
 pub enum ConversionRefused {
     #[error("requisition {0} has not been submitted to this org")]
     UnknownRequisition(RequisitionId),
-    #[error("requisition {requisition} is {state:?}; only an approved requisition becomes a purchase order")]
+    #[error("requisition {requisition} is {state}; only an approved requisition becomes a purchase order")]
     NotApproved {
         requisition: RequisitionId,
         state: RequisitionState,

@@ -965,7 +965,12 @@ impl Changes {
                     } else {
                         K::HoldReleased
                     };
-                    self.schedule_record(payment, kind, None, format!("{hold:?}"), at);
+                    let detail = if kind == K::Held {
+                        format!("held: {}", hold.describe())
+                    } else {
+                        format!("hold released: no longer the case that {}", hold.describe())
+                    };
+                    self.schedule_record(payment, kind, None, detail, at);
                     if let Some(last) = self.records.last_mut() {
                         last.hold = Some(hold.symbol().to_owned());
                     }

@@ -198,6 +198,15 @@ trait SpelledTransition {
     fn spelled(&self) -> (String, String, String, u64);
     /// The `po-status` record it leads to, for a purchase order.
     fn status(&self, at: EventTime) -> Option<PoStatusRecord>;
+    /// The transition in words, for the audit trail's reader.
+    fn sentence(&self) -> String;
+}
+
+/// "receive partially: issued -> partially received".
+fn transition_sentence<S: p2p_processors::lifecycle::Transitions, Id>(
+    t: &p2p_processors::lifecycle::Transitioned<S, Id>,
+) -> String {
+    format!("{}: {} -> {}", t.action, t.from, t.to)
 }
 
 impl SpelledTransition for PurchaseOrderTransitioned {
@@ -220,6 +229,10 @@ impl SpelledTransition for PurchaseOrderTransitioned {
             updated_at: at,
         })
     }
+
+    fn sentence(&self) -> String {
+        transition_sentence(self)
+    }
 }
 
 impl SpelledTransition for RequisitionTransitioned {
@@ -234,6 +247,10 @@ impl SpelledTransition for RequisitionTransitioned {
 
     fn status(&self, _: EventTime) -> Option<PoStatusRecord> {
         None
+    }
+
+    fn sentence(&self) -> String {
+        transition_sentence(self)
     }
 }
 
@@ -651,7 +668,7 @@ impl ProcurementProcessor {
                         );
                     }
                     let (action, from, to, version) = t.spelled();
-                    let detail = format!("{from} -> {to}");
+                    let detail = t.sentence();
                     let mut entry = audit(
                         AuditKind::Transitioned,
                         action,
@@ -674,7 +691,7 @@ impl ProcurementProcessor {
                         format!("REQUEST_{level:?}"),
                         None,
                         None,
-                        format!("step {step} of {of} needs {level:?}, due at {}", due_at.0),
+                        format!("step {step} of {of} needs an approver of level {level:?}, due by {due_at}"),
                     ),
                 ),
                 ApprovalEvent::StepApproved { level, approver } => (
@@ -684,7 +701,7 @@ impl ProcurementProcessor {
                         format!("APPROVE_{level:?}"),
                         None,
                         None,
-                        format!("{approver} approved step {level:?}"),
+                        format!("{approver} approved the level {level:?} step"),
                     ),
                 ),
                 ApprovalEvent::Escalated {
@@ -710,8 +727,7 @@ impl ProcurementProcessor {
                             None,
                             None,
                             format!(
-                                "step {level:?} undecided since {} (escalation {escalations})",
-                                overdue_since.0
+                                "the level {level:?} step is undecided, overdue since {overdue_since} (escalation {escalations})"
                             ),
                         ),
                     )

@@ -162,7 +162,10 @@ fn the_named_methods_are_the_actions() {
 fn a_rejection_names_the_po_its_state_and_the_action_for_the_clerk() {
     let err = po_in(S::Closed).pay().unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("Closed") && text.contains("Pay") && text.contains(err.id.as_str()));
+    assert!(
+        text.contains("is closed") && text.contains("\"pay\"") && text.contains(err.id.as_str()),
+        "{text}"
+    );
 }
 
 proptest! {
@@ -278,4 +281,32 @@ fn the_requisition_methods_walk_the_happy_path_and_a_rejection_ends_it() {
     let mut rejected = requisition_in(RequisitionState::ManagerReview);
     assert_eq!(rejected.reject().unwrap().to, RequisitionState::Rejected);
     assert!(rejected.approve().is_err());
+}
+
+#[test]
+fn states_and_actions_read_as_words_and_a_refusal_as_a_sentence() {
+    assert_eq!(PoState::AwaitingApproval.to_string(), "awaiting approval");
+    assert_eq!(PoAction::ReceiveInFull.to_string(), "receive in full");
+    assert_eq!(
+        RequisitionState::ConvertedToPo.to_string(),
+        "converted to PO"
+    );
+    let refused = TransitionRejected::<PoState, PurchaseOrderId> {
+        id: PurchaseOrderId::parse("4500012345").unwrap(),
+        current: PoState::Cancelled,
+        attempted: PoAction::ReceiveInFull,
+        version: 3,
+    };
+    assert_eq!(
+        refused.to_string(),
+        "4500012345 is cancelled (version 3): \"receive in full\" is not allowed from there"
+    );
+}
+
+#[test]
+fn event_times_read_as_iso_dates() {
+    assert_eq!(
+        crate::events::EventTime(1_796_516_885_791).to_string(),
+        "2026-12-06T00:28:05Z"
+    );
 }

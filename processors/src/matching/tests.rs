@@ -1457,3 +1457,118 @@ fn an_invoice_decided_at_once_has_its_status_beside_its_outcome() {
         ] if &e.reasons == reasons
     ));
 }
+
+fn credit_memo(f: &Fixture, id: u128, quantity: Decimal, price: Decimal) -> InvoiceReceived {
+    InvoiceReceived {
+        kind: DocumentKind::CreditMemo,
+        number: InvoiceNumber::parse(&format!("CM-{id}")).unwrap(),
+        ..f.invoice(id, quantity, price)
+    }
+}
+
+/// The documents `outputs` matched, and the invoices they hold, by id.
+fn decided(outputs: &[MatchOutput]) -> Vec<(InvoiceId, &'static str, u32)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            MatchOutput::Matched(m) => Some((m.invoice.clone(), "matched", m.revision)),
+            MatchOutput::Exception(e) => Some((e.invoice.clone(), "held", e.revision)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_invoice_held_for_quantity_is_released_by_the_credit_memo_that_nets_it_within_tolerance() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    // 110 billed of the 100 ordered and received: held for quantity.
+    let held = apply(&mut s, invoice(f.invoice(20, dec!(110), dec!(10.00))));
+    assert_eq!(reasons(&held)[0].kind(), ReasonKind::QuantityVariance);
+    // The supplier credits 5: 105 is still over, so both wait.
+    let one = apply(&mut s, invoice(credit_memo(&f, 30, dec!(5), dec!(10.00))));
+    assert!(decided(&one).is_empty(), "{one:?}");
+    assert!(matches!(one.as_slice(), [MatchOutput::Pending(_)]));
+    // And another 5: 100 net, within. The invoice is released (its second outcome) and both
+    // memos matched; what is invoiced is the net.
+    let other = apply(&mut s, invoice(credit_memo(&f, 31, dec!(5), dec!(10.00))));
+    assert_eq!(
+        decided(&other)
+            .into_iter()
+            .filter(|(_, what, _)| *what == "matched")
+            .map(|(id, _, revision)| (id, revision))
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            (InvoiceId::from_u128(20), 2),
+            (InvoiceId::from_u128(30), 1),
+            (InvoiceId::from_u128(31), 1),
+        ])
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(100)));
+    // Nothing more may be billed: the line is invoiced in full.
+    let more = apply(&mut s, invoice(f.invoice(21, dec!(1), dec!(10.00))));
+    assert_eq!(reasons(&more)[0].kind(), ReasonKind::QuantityVariance);
+}
+
+#[test]
+fn an_invoice_held_for_price_is_released_by_a_credit_memo_for_the_difference() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(10), dec!(0)));
+    // 10 at 11.00 against 10.00: held for price (and amount).
+    let held = apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(11.00))));
+    assert!(reasons(&held).iter().all(|r| matches!(
+        r.kind(),
+        ReasonKind::PriceVariance | ReasonKind::AmountVariance
+    )));
+    // The supplier credits 1.00 on each of the 10: a price correction, no goods back.
+    let credit = apply(&mut s, invoice(credit_memo(&f, 30, dec!(10), dec!(1.00))));
+    let matched: Vec<InvoiceId> = decided(&credit)
+        .into_iter()
+        .filter(|(_, what, _)| *what == "matched")
+        .map(|(id, _, _)| id)
+        .collect();
+    // The memo first: a payment reading in order knows the credit before the invoice.
+    assert_eq!(
+        matched,
+        vec![InvoiceId::from_u128(30), InvoiceId::from_u128(20)]
+    );
+    // The 10 billed stay invoiced: a price credit gives no quantity back.
+    assert_eq!(s.invoiced(line(1)), qty(dec!(10)));
+}
+
+#[test]
+fn a_credit_memo_that_does_not_bring_the_net_within_tolerance_releases_nothing() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(10), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(10), dec!(12.00))));
+    // 0.50 off each: 11.50 is still 15 % over.
+    let credit = apply(&mut s, invoice(credit_memo(&f, 30, dec!(10), dec!(0.50))));
+    assert!(
+        decided(&credit).iter().all(|(_, what, _)| *what == "held"),
+        "{credit:?}"
+    );
+    assert_eq!(s.invoiced(line(1)), qty(dec!(0)));
+}
+
+#[test]
+fn a_manual_hold_or_a_duplicate_is_never_released_by_a_credit_memo() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(
+        &mut s,
+        invoice(InvoiceReceived {
+            payment_block: Some("query with the supplier".into()),
+            ..f.invoice(20, dec!(110), dec!(10.00))
+        }),
+    );
+    let credit = apply(&mut s, invoice(credit_memo(&f, 30, dec!(10), dec!(10.00))));
+    assert!(decided(&credit).is_empty(), "{credit:?}");
+}
