@@ -166,6 +166,41 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  released holds      {:>6}   (blocked by hand in the ERP, released, then matched)",
         audit.released_holds
     );
+    // Where each invoice stands, as a clerk or a supplier portal looks it up.
+    let newest: Vec<&p2p_avro::convert::status::InvoiceStatusRecord> = observed
+        .statuses
+        .values()
+        .filter_map(|s| s.iter().max_by_key(|r| r.revision))
+        .collect();
+    let mut by_status = std::collections::BTreeMap::new();
+    for status in &newest {
+        *by_status.entry(status.status.as_str()).or_insert(0usize) += 1;
+    }
+    println!(
+        "invoice-status (newest per invoice, {} statuses published in all)",
+        observed.statuses.values().map(Vec::len).sum::<usize>()
+    );
+    for (status, count) in &by_status {
+        println!("  {status:<19} {count:>6}");
+    }
+    if let Some(waiting) = newest.iter().find(|s| !s.waiting_for.is_empty()) {
+        println!(
+            "  e.g. {} of org {}: {}",
+            waiting.invoice_id, waiting.org_id, waiting.waiting_for[0].detail
+        );
+    }
+    // Orgs publishing their ERP's own ids, next to orgs publishing UUIDs.
+    if let Some(erp) = observed
+        .matched
+        .values()
+        .flatten()
+        .find(|m| !m.org_id.contains('_'))
+    {
+        println!(
+            "  ERP ids: org {} matched invoice {} against PO {}",
+            erp.org_id, erp.invoice_id, erp.po_id
+        );
+    }
     println!("exception reasons (invoices carrying each)");
     for (reason, count) in &audit.reasons {
         println!("  {reason:<19} {count:>6}");
@@ -240,8 +275,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!(
         "check: all {} requisitions, {} POs and {} invoices ended as the generator planted \
-         them; every matched invoice was instructed once, for its exact total in its currency \
-         less the credit memos set off against it; no credit memo was paid",
+         them; every matched invoice was instructed once, for its total in its currency rounded \
+         to the minor unit, less the credit memos set off against it; no credit memo was paid; \
+         every invoice's newest status is its newest outcome",
         scenario.requisitions.len(),
         scenario.lifecycles.len(),
         audit.invoices

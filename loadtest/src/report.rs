@@ -267,7 +267,8 @@ impl BenchResults {
             "Every pipeline run is read back under read_committed and checked against the \
              generator's plan: each invoice has its one planned outcome, each PO and \
              requisition its planned end, each matched invoice is instructed once for its \
-             exact total, no payment twice. Passed: {}.\n",
+             total rounded to the currency's minor unit, no payment twice, each invoice's \
+             newest status its newest outcome. Passed: {}.\n",
             if self.audited.is_empty() {
                 "none ran".to_owned()
             } else {
