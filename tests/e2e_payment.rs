@@ -1343,3 +1343,122 @@ async fn a_credit_memo_that_nets_a_held_invoice_within_tolerance_releases_it_and
         ]
     );
 }
+
+/// Issue 27, item 1: a supplier delivering against two POs bills both the same amount on the
+/// same day under two numbers: both are paid. A second invoice of that amount and day under
+/// another number on one PO looks like the first: held for review (`POSSIBLE_DUPLICATE`
+/// naming it), or, for an org that chose to be warned, matched with the warning and paid. The
+/// first's number again (spelled otherwise) is a `DUPLICATE`, never paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_amount_on_the_same_day_is_paid_per_po_held_as_a_look_alike_on_one_and_refused_by_reference(
+) {
+    use p2p_processors::duplicates::LookAlikes;
+    let topics = TestTopics::create("look-alikes", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let holding = org_paying_eur(&tx).await;
+    let warned = OrgId::random();
+    let mut config = OrgConfig::defaults(warned.clone(), eur(), now());
+    config
+        .payment
+        .debtor_accounts
+        .insert(eur(), DEBTOR_IBAN.into());
+    config.look_alikes = LookAlikes::Warn;
+    tx.send(
+        &topics.org_config,
+        warned.as_str(),
+        &ORG_CONFIG,
+        org_config_value(&config).unwrap(),
+    )
+    .await;
+    let matching = Pipeline::start(&topics, codec.clone());
+    let payments = Pipeline::payment(&topics, codec.clone());
+
+    let mut paid = Vec::new();
+    let mut held = Vec::new();
+    for org in [&holding, &warned] {
+        let supplier = payee("Acme Bolts GmbH", "NET 0");
+        tx.supplier(org, &supplier).await;
+        // Two POs of 20 pallets at 25.00, both delivered in full.
+        let a = tx
+            .issued_po(org, &supplier.supplier, dec!(20), dec!(25.00))
+            .await;
+        let b = tx
+            .issued_po(org, &supplier.supplier, dec!(20), dec!(25.00))
+            .await;
+        tx.received_in_full(&a).await;
+        tx.received_in_full(&b).await;
+        let numbered = |po: &PurchaseOrderIssued, number: &str| InvoiceReceived {
+            number: InvoiceNumber::parse(number).unwrap(),
+            ..invoice_for(po, dec!(10))
+        };
+        let first = numbered(&a, "SI-2026-0001");
+        let other_po = numbered(&b, "SI-2026-0002");
+        let look_alike = numbered(&a, "SI-2026-0003");
+        // Case, spaces and punctuation folded: the first's reference.
+        let same_number = numbered(&b, "si 2026 0001");
+        for invoice in [&first, &other_po, &look_alike, &same_number] {
+            tx.invoice(invoice).await;
+        }
+        paid.extend([first.invoice.clone(), other_po.invoice.clone()]);
+        if org == &warned {
+            paid.push(look_alike.invoice.clone());
+        } else {
+            held.push((
+                look_alike.invoice.clone(),
+                "POSSIBLE_DUPLICATE",
+                first.invoice.clone(),
+            ));
+        }
+        held.push((
+            same_number.invoice.clone(),
+            "DUPLICATE",
+            first.invoice.clone(),
+        ));
+    }
+
+    let seen = wait_until(&topics, &codec, "every payable invoice paid", |s| {
+        let instructed: Vec<&InvoiceId> = s
+            .instructions
+            .iter()
+            .flat_map(|i| i.payments.iter().map(|p| &p.invoice))
+            .collect();
+        paid.iter().all(|i| instructed.contains(&i))
+    })
+    .await;
+    let blocked = poll(
+        "the look-alike and the duplicates held",
+        || exceptions(&topics, &codec),
+        |e| {
+            held.iter()
+                .all(|(id, _, _)| e.iter().any(|x| x.invoice_id == id.as_str()))
+        },
+    )
+    .await;
+    payments.stop().await;
+    matching.stop().await;
+
+    let instructed: Vec<&InvoiceId> = seen
+        .instructions
+        .iter()
+        .flat_map(|i| i.payments.iter().map(|p| &p.invoice))
+        .collect();
+    assert_eq!(instructed.len(), paid.len(), "{instructed:?}");
+    for (invoice, reason, of) in &held {
+        assert!(!instructed.contains(&invoice), "{invoice} was paid");
+        let exception = blocked
+            .iter()
+            .find(|x| x.invoice_id == invoice.as_str())
+            .unwrap();
+        let reasons: Vec<&str> = exception
+            .reasons
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect();
+        assert_eq!(reasons, vec![*reason], "{exception:#?}");
+        assert!(
+            exception.reasons[0].detail.contains(of.as_str()),
+            "{exception:#?}"
+        );
+    }
+}

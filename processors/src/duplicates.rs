@@ -1,10 +1,13 @@
-//! Duplicate invoice detection, per supplier: an invoice is a duplicate of an earlier one of
-//! the same supplier when any of the org's rules finds them equal on every field the rule
-//! compares. The defaults are DOMAIN.md's two: the same (normalised) invoice reference, or the
-//! same currency, gross amount and invoice date. Credit memos are checked among credit memos.
-//! The same `invoice_id` again is a re-delivery or a correction, never a duplicate.
+//! Duplicate invoice detection, per supplier (ADR 0018). A **duplicate** is an earlier document
+//! of the same supplier with the same normalised invoice reference: never payable. A
+//! **look-alike** is an earlier document of the same supplier and purchase order with the same
+//! currency, gross amount and invoice date under another reference: held for a person's
+//! review by default, a warning or nothing as the org chooses. Documents of different POs are
+//! never look-alikes: each PO's cumulative match already stops goods being billed twice, and
+//! one price on one day across many POs is normal. Credit memos are checked among credit
+//! memos. The same `invoice_id` again is a re-delivery or a correction, never a duplicate.
 
-use crate::ids::{InvoiceId, InvoiceNumber, SupplierId};
+use crate::ids::{InvoiceId, InvoiceNumber, PurchaseOrderId, SupplierId};
 use crate::money::Money;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,27 +19,52 @@ pub enum DuplicateField {
     Currency,
     Amount,
     InvoiceDate,
+    PurchaseOrder,
 }
 
 /// A rule: documents equal on all these fields are duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DuplicateRule(pub Vec<DuplicateField>);
 
-/// The org's duplicate rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DuplicatePolicy {
-    pub rules: Vec<DuplicateRule>,
+/// What an org does with a look-alike (`look_alikes` in `org-config`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LookAlikes {
+    /// Held for a person's review (`POSSIBLE_DUPLICATE`), SAP's and Oracle's default.
+    #[default]
+    Hold,
+    /// Matched, with a `POSSIBLE_DUPLICATE` warning for the clerk.
+    Warn,
+    /// Not checked.
+    Off,
 }
 
-impl Default for DuplicatePolicy {
-    fn default() -> Self {
+/// What a rule finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finding {
+    Duplicate,
+    LookAlike,
+}
+
+/// The org's duplicate rules: the reference always, look-alikes unless switched off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicatePolicy {
+    pub look_alikes: LookAlikes,
+}
+
+impl DuplicatePolicy {
+    /// Each rule in force with its index (part of its register keys, so fixed forever) and
+    /// what it finds.
+    fn rules(&self) -> Vec<(usize, DuplicateRule, Finding)> {
         use DuplicateField::*;
-        Self {
-            rules: vec![
-                DuplicateRule(vec![Reference]),
-                DuplicateRule(vec![Currency, Amount, InvoiceDate]),
-            ],
+        let mut rules = vec![(0, DuplicateRule(vec![Reference]), Finding::Duplicate)];
+        if self.look_alikes != LookAlikes::Off {
+            rules.push((
+                1,
+                DuplicateRule(vec![Currency, Amount, InvoiceDate, PurchaseOrder]),
+                Finding::LookAlike,
+            ));
         }
+        rules
     }
 }
 
@@ -47,6 +75,7 @@ pub use crate::events::DocumentKind;
 pub struct InvoiceFacts {
     pub invoice: InvoiceId,
     pub supplier: SupplierId,
+    pub po: PurchaseOrderId,
     pub kind: DocumentKind,
     pub number: InvoiceNumber,
     pub gross: Money,
@@ -85,6 +114,7 @@ fn fingerprint(facts: &InvoiceFacts, rule: &DuplicateRule) -> String {
             DuplicateField::Currency => key.push_str(facts.gross.currency().as_str()),
             DuplicateField::Amount => key.push_str(&facts.gross.amount().normalize().to_string()),
             DuplicateField::InvoiceDate => key.push_str(&facts.invoice_date.to_string()),
+            DuplicateField::PurchaseOrder => key.push_str(facts.po.as_str()),
         }
     }
     key
@@ -108,12 +138,12 @@ pub struct DuplicateRegister {
     seen: BTreeMap<String, InvoiceId>,
 }
 
-/// An invoice found to repeat an earlier one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DuplicateFound {
-    pub invoice: InvoiceId,
-    pub duplicate_of: InvoiceId,
-    pub rule: DuplicateRule,
+/// What the register says of a document: the earlier one it duplicates, and the earlier one
+/// it looks like (at most one of each).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicatesFound {
+    pub duplicate_of: Option<InvoiceId>,
+    pub look_alike_of: Option<InvoiceId>,
 }
 
 impl DuplicateRegister {
@@ -121,10 +151,9 @@ impl DuplicateRegister {
     /// them the whole one has decides as the whole one would.
     pub fn keys(facts: &InvoiceFacts, policy: &DuplicatePolicy) -> Vec<String> {
         policy
-            .rules
+            .rules()
             .iter()
-            .enumerate()
-            .map(|(index, rule)| entry_key(index, facts, rule))
+            .map(|(index, rule, _)| entry_key(*index, facts, rule))
             .collect()
     }
 
@@ -145,28 +174,30 @@ impl DuplicateRegister {
         self.seen.iter()
     }
 
-    /// Registers `facts` and says whether an earlier, different document matches it.
-    pub fn check(
-        &mut self,
-        facts: &InvoiceFacts,
-        policy: &DuplicatePolicy,
-    ) -> Option<DuplicateFound> {
-        let mut found = None;
-        for (index, rule) in policy.rules.iter().enumerate() {
-            let key = entry_key(index, facts, rule);
+    /// Registers `facts` and says which earlier, different documents it duplicates or looks
+    /// like.
+    pub fn check(&mut self, facts: &InvoiceFacts, policy: &DuplicatePolicy) -> DuplicatesFound {
+        let mut found = DuplicatesFound::default();
+        for (index, rule, finding) in policy.rules() {
+            let key = entry_key(index, facts, &rule);
             match self.seen.get(&key) {
                 Some(first) if *first != facts.invoice => {
-                    found.get_or_insert_with(|| DuplicateFound {
-                        invoice: facts.invoice.clone(),
-                        duplicate_of: first.clone(),
-                        rule: rule.clone(),
-                    });
+                    let slot = match finding {
+                        Finding::Duplicate => &mut found.duplicate_of,
+                        Finding::LookAlike => &mut found.look_alike_of,
+                    };
+                    slot.get_or_insert_with(|| first.clone());
                 }
                 Some(_) => {}
                 None => {
                     self.seen.insert(key, facts.invoice.clone());
                 }
             }
+        }
+        // A duplicate is never paid, whatever anyone decides: that it also looks like one
+        // says nothing more.
+        if found.duplicate_of.is_some() {
+            found.look_alike_of = None;
         }
         found
     }
@@ -179,14 +210,30 @@ mod tests {
     use rust_decimal::Decimal;
     use rust_decimal_macros::dec;
 
+    /// Invoice `id` of supplier 7 against PO 1.
     fn facts(id: u128, number: &str, amount: Decimal, date: i32) -> InvoiceFacts {
         InvoiceFacts {
             invoice: InvoiceId::from_u128(id),
             supplier: SupplierId::from_u128(7),
+            po: PurchaseOrderId::from_u128(1),
             kind: DocumentKind::Invoice,
             number: InvoiceNumber::parse(number).unwrap(),
             gross: Money::new(amount, Currency::parse("EUR").unwrap()),
             invoice_date: date,
+        }
+    }
+
+    fn duplicate_of(id: u128) -> DuplicatesFound {
+        DuplicatesFound {
+            duplicate_of: Some(InvoiceId::from_u128(id)),
+            look_alike_of: None,
+        }
+    }
+
+    fn look_alike_of(id: u128) -> DuplicatesFound {
+        DuplicatesFound {
+            duplicate_of: None,
+            look_alike_of: Some(InvoiceId::from_u128(id)),
         }
     }
 
@@ -201,31 +248,46 @@ mod tests {
     }
 
     #[test]
-    fn the_same_reference_again_is_a_duplicate_whatever_the_amount() {
+    fn the_same_reference_again_is_a_duplicate_whatever_the_amount_or_po() {
         let mut register = DuplicateRegister::default();
         let policy = DuplicatePolicy::default();
-        assert_eq!(
-            register.check(&facts(1, "INV-0042", dec!(100), 20000), &policy),
-            None
-        );
-        let found = register
-            .check(&facts(2, "inv 42", dec!(250), 20010), &policy)
-            .unwrap();
-        assert_eq!(found.duplicate_of, InvoiceId::from_u128(1));
-        assert_eq!(found.rule, DuplicateRule(vec![DuplicateField::Reference]));
+        let first = facts(1, "INV-0042", dec!(100), 20000);
+        assert_eq!(register.check(&first, &policy), DuplicatesFound::default());
+        let again = InvoiceFacts {
+            po: PurchaseOrderId::from_u128(2),
+            ..facts(2, "inv 42", dec!(250), 20010)
+        };
+        assert_eq!(register.check(&again, &policy), duplicate_of(1));
     }
 
     #[test]
-    fn the_same_amount_and_date_under_another_reference_is_a_duplicate() {
+    fn the_same_amount_and_date_under_another_reference_on_the_same_po_only_looks_alike() {
         let mut register = DuplicateRegister::default();
         let policy = DuplicatePolicy::default();
         register.check(&facts(1, "A-1", dec!(999.90), 20000), &policy);
-        assert!(register
-            .check(&facts(2, "B-7", dec!(999.9), 20000), &policy)
-            .is_some());
-        assert!(register
-            .check(&facts(3, "C-8", dec!(999.90), 20001), &policy)
-            .is_none());
+        assert_eq!(
+            register.check(&facts(2, "B-7", dec!(999.9), 20000), &policy),
+            look_alike_of(1)
+        );
+        assert_eq!(
+            register.check(&facts(3, "C-8", dec!(999.90), 20001), &policy),
+            DuplicatesFound::default()
+        );
+    }
+
+    #[test]
+    fn a_supplier_billing_two_pos_the_same_amount_on_the_same_day_is_billing_correctly() {
+        let mut register = DuplicateRegister::default();
+        let policy = DuplicatePolicy::default();
+        register.check(&facts(1, "A-1", dec!(500), 20000), &policy);
+        let other_po = InvoiceFacts {
+            po: PurchaseOrderId::from_u128(2),
+            ..facts(2, "A-2", dec!(500), 20000)
+        };
+        assert_eq!(
+            register.check(&other_po, &policy),
+            DuplicatesFound::default()
+        );
     }
 
     #[test]
@@ -235,11 +297,11 @@ mod tests {
         register.check(&facts(1, "A-1", dec!(10), 20000), &policy);
         assert_eq!(
             register.check(&facts(1, "A-1", dec!(10), 20000), &policy),
-            None
+            DuplicatesFound::default()
         );
         assert_eq!(
             register.check(&facts(1, "A-1", dec!(12), 20000), &policy),
-            None
+            DuplicatesFound::default()
         );
     }
 
@@ -250,10 +312,10 @@ mod tests {
         register.check(&facts(1, "A-1", dec!(10), 20000), &policy);
         let mut memo = facts(2, "A-1", dec!(10), 20000);
         memo.kind = DocumentKind::CreditMemo;
-        assert_eq!(register.check(&memo, &policy), None);
+        assert_eq!(register.check(&memo, &policy), DuplicatesFound::default());
         let mut again = facts(3, "A-1", dec!(10), 20000);
         again.kind = DocumentKind::CreditMemo;
-        assert!(register.check(&again, &policy).is_some());
+        assert_eq!(register.check(&again, &policy), duplicate_of(2));
     }
 
     #[test]
@@ -280,11 +342,11 @@ mod tests {
                 &policy,
             );
         }
-        for (id, number, amount, duplicate_of) in [
-            (100, "inv 0007", dec!(99), Some(7)), // the reference of invoice 7
-            (101, "X-1", dec!(23), Some(13)),     // the amount and date of invoice 13
-            (102, "X-2", dec!(5), None),          // new
-            (7, "INV-7", dec!(17), None),         // invoice 7 again: not its own duplicate
+        for (id, number, amount, found) in [
+            (100, "inv 0007", dec!(99), duplicate_of(7)), // the reference of invoice 7
+            (101, "X-1", dec!(23), look_alike_of(13)),    // the amount and date of invoice 13
+            (102, "X-2", dec!(5), DuplicatesFound::default()), // new
+            (7, "INV-7", dec!(17), DuplicatesFound::default()), // invoice 7 again
         ] {
             let candidate = facts(id, number, amount, 20000);
             let keys = DuplicateRegister::keys(&candidate, &policy);
@@ -293,12 +355,8 @@ mod tests {
                     .filter_map(|k| whole.first_with(k).map(|first| (k.clone(), first.clone()))),
             );
             let mut copy = whole.clone();
-            let found = partial.check(&candidate, &policy);
-            assert_eq!(
-                found.as_ref().map(|f| f.duplicate_of.clone()),
-                duplicate_of.map(InvoiceId::from_u128)
-            );
-            assert_eq!(found, copy.check(&candidate, &policy));
+            assert_eq!(partial.check(&candidate, &policy), found);
+            assert_eq!(copy.check(&candidate, &policy), found);
             // What the check registers is among the keys it names.
             for (key, first) in partial.entries() {
                 assert!(keys.contains(key));
@@ -308,14 +366,19 @@ mod tests {
     }
 
     #[test]
-    fn an_org_can_switch_rules_off() {
+    fn an_org_can_switch_look_alikes_off_but_never_the_reference() {
         let mut register = DuplicateRegister::default();
-        let only_reference = DuplicatePolicy {
-            rules: vec![DuplicateRule(vec![DuplicateField::Reference])],
+        let off = DuplicatePolicy {
+            look_alikes: LookAlikes::Off,
         };
-        register.check(&facts(1, "A-1", dec!(10), 20000), &only_reference);
-        assert!(register
-            .check(&facts(2, "B-2", dec!(10), 20000), &only_reference)
-            .is_none());
+        register.check(&facts(1, "A-1", dec!(10), 20000), &off);
+        assert_eq!(
+            register.check(&facts(2, "B-2", dec!(10), 20000), &off),
+            DuplicatesFound::default()
+        );
+        assert_eq!(
+            register.check(&facts(3, "a 1", dec!(11), 20001), &off),
+            duplicate_of(1)
+        );
     }
 }

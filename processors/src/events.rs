@@ -383,6 +383,11 @@ pub enum ExceptionReason {
     },
     /// The ERP closed the PO (nothing more is to be delivered or billed on it).
     PoClosed,
+    /// Looks like an earlier document of the same supplier and PO: same currency, gross
+    /// amount and invoice date under another reference. For a person to review.
+    PossibleDuplicate {
+        of: InvoiceId,
+    },
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
@@ -402,11 +407,12 @@ pub enum ReasonKind {
     NotAccepted,
     ManualHold,
     PoClosed,
+    PossibleDuplicate,
 }
 
 impl ReasonKind {
     /// In the order of the Avro enum's symbols.
-    pub const ALL: [ReasonKind; 14] = [
+    pub const ALL: [ReasonKind; 15] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -421,6 +427,7 @@ impl ReasonKind {
         ReasonKind::NotAccepted,
         ReasonKind::ManualHold,
         ReasonKind::PoClosed,
+        ReasonKind::PossibleDuplicate,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -440,6 +447,7 @@ impl ReasonKind {
             ReasonKind::NotAccepted => "NOT_ACCEPTED",
             ReasonKind::ManualHold => "MANUAL_HOLD",
             ReasonKind::PoClosed => "PO_CLOSED",
+            ReasonKind::PossibleDuplicate => "POSSIBLE_DUPLICATE",
         }
     }
 
@@ -465,6 +473,7 @@ impl ExceptionReason {
             ExceptionReason::NotAccepted { .. } => ReasonKind::NotAccepted,
             ExceptionReason::ManualHold { .. } => ReasonKind::ManualHold,
             ExceptionReason::PoClosed => ReasonKind::PoClosed,
+            ExceptionReason::PossibleDuplicate { .. } => ReasonKind::PossibleDuplicate,
         }
     }
 
@@ -554,6 +563,10 @@ impl ExceptionReason {
             ExceptionReason::ManualHold { reason } => {
                 format!("blocked for payment by hand: {reason}")
             }
+            ExceptionReason::PossibleDuplicate { of } => format!(
+                "looks like invoice {of} of the same supplier and purchase order (same currency, \
+                 amount and invoice date under another reference): for review"
+            ),
         }
     }
 }

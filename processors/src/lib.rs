@@ -26,6 +26,6 @@ pub use lifecycle::{
     Requisition, RequisitionAction, RequisitionState, RequisitionTransitionRejected,
     RequisitionTransitioned, TransitionRejected, Transitioned, Transitions,
 };
-pub use matching::{MatchContext, MatchError, PurchaseOrderMatch};
+pub use matching::{LookAlike, MatchContext, MatchError, PurchaseOrderMatch};
 pub use money::*;
 pub use tolerance::Tolerance;

@@ -37,6 +37,16 @@ pub struct MatchContext {
     /// For an invoice: the earlier invoice of its supplier it duplicates, if any (found by
     /// the supplier's duplicate register, which the PO's state cannot see).
     pub duplicate_of: Option<InvoiceId>,
+    /// For an invoice: the earlier one of its supplier and PO it looks like, and what the
+    /// org does about it (ADR 0018).
+    pub look_alike: Option<LookAlike>,
+}
+
+/// An earlier document an invoice looks like, and whether that holds it or warns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookAlike {
+    pub of: InvoiceId,
+    pub hold: bool,
 }
 
 /// What is known of the order itself.
@@ -111,6 +121,8 @@ struct InvoiceRecord {
     invoice: InvoiceReceived,
     #[serde(default)]
     duplicate_of: Option<InvoiceId>,
+    #[serde(default)]
+    look_alike: Option<LookAlike>,
     outcome: Outcome,
     /// How many outcomes were decided for it (see `InvoiceMatched::revision`).
     #[serde(default)]
@@ -356,9 +368,7 @@ impl PurchaseOrderMatch {
                 PurchaseOrderEvent::Submitted(_) | PurchaseOrderEvent::Stepped(_),
             ) => Ok(vec![]),
             MatchInput::GoodsReceipt(receipt) => self.on_receipt(receipt, at, tolerance, keys),
-            MatchInput::Invoice(invoice) => {
-                self.on_invoice(invoice, context.duplicate_of.clone(), at, keys)
-            }
+            MatchInput::Invoice(invoice) => self.on_invoice(invoice, context, at, keys),
         }
     }
 
@@ -491,10 +501,12 @@ impl PurchaseOrderMatch {
     fn on_invoice(
         &mut self,
         invoice: &InvoiceReceived,
-        duplicate_of: Option<InvoiceId>,
+        context: &MatchContext,
         at: EventTime,
         keys: &EffectiveTolerances,
     ) -> Result<Vec<MatchOutput>, MatchError> {
+        let duplicate_of = context.duplicate_of.clone();
+        let look_alike = context.look_alike.clone();
         let position = self
             .invoices
             .iter()
@@ -512,12 +524,14 @@ impl PurchaseOrderMatch {
                 }
                 self.invoices[i].invoice = invoice.clone();
                 self.invoices[i].duplicate_of = duplicate_of;
+                self.invoices[i].look_alike = look_alike;
                 i
             }
             None => {
                 self.invoices.push(InvoiceRecord {
                     invoice: invoice.clone(),
                     duplicate_of,
+                    look_alike,
                     outcome: Outcome::Pending(InvoicePending {
                         org: invoice.org.clone(),
                         invoice: invoice.invoice.clone(),
@@ -727,7 +741,7 @@ impl PurchaseOrderMatch {
         at: EventTime,
         keys: &EffectiveTolerances,
     ) -> Result<Outcome, MatchError> {
-        let outcome = self.evaluate_rules(&record.invoice, at, keys)?;
+        let mut outcome = self.evaluate_rules(&record.invoice, at, keys)?;
         let mut reasons: Vec<ExceptionReason> =
             record
                 .duplicate_of
@@ -739,6 +753,16 @@ impl PurchaseOrderMatch {
                     }
                 }))
                 .collect();
+        if let Some(look_alike) = &record.look_alike {
+            let resembles = ExceptionReason::PossibleDuplicate {
+                of: look_alike.of.clone(),
+            };
+            match &mut outcome {
+                _ if look_alike.hold => reasons.push(resembles),
+                Outcome::Matched(m) => m.warnings.push(resembles),
+                _ => {}
+            }
+        }
         if reasons.is_empty() {
             return Ok(outcome);
         }

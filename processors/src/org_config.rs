@@ -2,6 +2,7 @@
 //! as values; an org that has published none runs on DOMAIN.md's defaults.
 
 use crate::approval::ApprovalPolicy;
+use crate::duplicates::LookAlikes;
 use crate::events::EventTime;
 use crate::ids::OrgId;
 use crate::money::Currency;
@@ -23,6 +24,9 @@ pub struct OrgConfig {
     /// The org's invoice tolerance keys; `None`: the pipeline's configured default.
     #[serde(default)]
     pub tolerances: Option<Box<ToleranceKeys>>,
+    /// What a look-alike invoice gets: held for review (default), a warning, or nothing.
+    #[serde(default)]
+    pub look_alikes: LookAlikes,
     pub updated_at: EventTime,
 }
 
@@ -39,6 +43,7 @@ impl OrgConfig {
             default_terms: PaymentTerms::DEFAULT,
             pending_wait_days: Self::DEFAULT_PENDING_WAIT_DAYS,
             tolerances: None,
+            look_alikes: LookAlikes::Hold,
             updated_at,
         }
     }

@@ -18,13 +18,13 @@ use p2p_avro::convert::payment::supplier_tolerances;
 use p2p_avro::convert::procurement::{org_config, AuditKind, AuditRecord};
 use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
-use p2p_processors::duplicates::{DuplicatePolicy, DuplicateRegister, InvoiceFacts};
+use p2p_processors::duplicates::{DuplicatePolicy, DuplicateRegister, InvoiceFacts, LookAlikes};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::tolerance_keys::{EffectiveTolerances, ToleranceKeys};
 use p2p_processors::{
-    DocumentRef, EventTime, GoodsReceiptId, InvoiceId, MatchContext, MatchInput, MatchOutput,
-    OrgId, PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, PurchaseOrderStep, SupplierId,
-    Tolerance,
+    DocumentRef, EventTime, GoodsReceiptId, InvoiceId, LookAlike, MatchContext, MatchInput,
+    MatchOutput, OrgId, PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, PurchaseOrderStep,
+    SupplierId, Tolerance,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
@@ -60,7 +60,6 @@ const TIMERS_PER_BATCH: usize = 1_000;
 pub struct MatchProcessor {
     topics: Topics,
     tolerance: Tolerance,
-    duplicates: DuplicatePolicy,
     codec: Arc<Codec>,
     /// The latest record timestamp processed: the clock of pending invoices' wait limits.
     stream_time: AtomicI64,
@@ -189,7 +188,6 @@ impl MatchProcessor {
         Self {
             topics,
             tolerance,
-            duplicates: DuplicatePolicy::default(),
             codec,
             stream_time: AtomicI64::new(i64::MIN),
         }
@@ -363,6 +361,7 @@ impl MatchProcessor {
                 supplier,
             },
             duplicate_of: None,
+            look_alike: None,
         };
         // An invoice is first checked against its supplier's earlier invoices.
         let mut register = None;
@@ -370,13 +369,24 @@ impl MatchProcessor {
             let facts = InvoiceFacts {
                 invoice: invoice.invoice.clone(),
                 supplier: invoice.supplier.clone(),
+                po: invoice.po.clone(),
                 kind: invoice.kind,
                 number: invoice.number.clone(),
                 gross: invoice.total,
                 invoice_date: invoice.invoice_date,
             };
-            let mut seen = working.register(org, &facts, &self.duplicates)?;
-            context.duplicate_of = seen.check(&facts, &self.duplicates).map(|d| d.duplicate_of);
+            let policy = DuplicatePolicy {
+                look_alikes: working
+                    .config(org)?
+                    .map_or(LookAlikes::default(), |c| c.look_alikes),
+            };
+            let mut seen = working.register(org, &facts, &policy)?;
+            let found = seen.check(&facts, &policy);
+            context.duplicate_of = found.duplicate_of;
+            context.look_alike = found.look_alike_of.map(|of| LookAlike {
+                of,
+                hold: policy.look_alikes == LookAlikes::Hold,
+            });
             register = Some((facts.supplier, seen));
         }
 

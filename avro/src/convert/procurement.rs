@@ -8,6 +8,7 @@ use super::{
 };
 use apache_avro::types::Value;
 use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision, Thresholds};
+use p2p_processors::duplicates::LookAlikes;
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{InstallmentPlan, PaymentPolicy, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
@@ -310,6 +311,14 @@ pub fn org_config(value: &Value) -> Result<OrgConfig, DecodeError> {
             .opt("tolerances")
             .map(|v| tolerance_keys(v).map(Box::new))
             .transpose()?,
+        look_alikes: match r.opt("look_alikes") {
+            None => LookAlikes::Hold,
+            Some(_) => match r.symbol("look_alikes")? {
+                "WARN" => LookAlikes::Warn,
+                "OFF" => LookAlikes::Off,
+                _ => LookAlikes::Hold,
+            },
+        },
         approval: ApprovalPolicy {
             base_currency: r.currency("base_currency")?,
             thresholds: thresholds(&r, "approval_l1_max", "approval_l2_max")?,
@@ -391,6 +400,14 @@ pub fn org_config_value(config: &OrgConfig) -> Result<Value, EncodeError> {
             match &config.tolerances {
                 Some(keys) => some(tolerance_keys_value(keys)?),
                 None => none(),
+            },
+        ),
+        (
+            "look_alikes",
+            match config.look_alikes {
+                LookAlikes::Hold => Value::Enum(0, "HOLD".into()),
+                LookAlikes::Warn => Value::Enum(1, "WARN".into()),
+                LookAlikes::Off => Value::Enum(2, "OFF".into()),
             },
         ),
         ("updated_at", Value::TimestampMillis(config.updated_at.0)),
@@ -885,6 +902,7 @@ mod tests {
             default_terms: PaymentTerms::parse("2/10 NET 30").unwrap(),
             pending_wait_days: OrgConfig::DEFAULT_PENDING_WAIT_DAYS,
             tolerances: None,
+            look_alikes: LookAlikes::Warn,
             updated_at: EventTime(5),
         };
         let back = org_config(&roundtrip(&ORG_CONFIG, org_config_value(&config).unwrap())).unwrap();

@@ -87,26 +87,25 @@ fn waiting_value(waiting: &PendingReason, po: &PurchaseOrderId) -> Result<Value,
             line,
             available,
             billed,
-        } => (
-            1,
-            none(),
-            quantities(line, *billed, *available)?,
-            format!(
-                "line {line}: {billed} billed, {available} received so far; waiting for the goods"
-            ),
-        ),
-        PendingReason::Inspection {
+        }
+        | PendingReason::Inspection {
             line,
             available,
             billed,
-        } => (
-            2,
-            none(),
-            quantities(line, *billed, *available)?,
-            format!(
-                "line {line}: {billed} billed, {available} through inspection so far; waiting for inspection"
-            ),
-        ),
+        } => {
+            let (kind, so_far, for_what) = match waiting {
+                PendingReason::Inspection { .. } => (2, "through inspection", "inspection"),
+                _ => (1, "received", "the goods"),
+            };
+            (
+                kind,
+                none(),
+                quantities(line, *billed, *available)?,
+                format!(
+                    "line {line}: {billed} billed, {available} {so_far} so far; waiting for {for_what}"
+                ),
+            )
+        }
         PendingReason::ReceiptDiscrepancy { grn } => (
             3,
             some(s(grn)),

@@ -1572,3 +1572,68 @@ fn a_manual_hold_or_a_duplicate_is_never_released_by_a_credit_memo() {
     let credit = apply(&mut s, invoice(credit_memo(&f, 30, dec!(10), dec!(10.00))));
     assert!(decided(&credit).is_empty(), "{credit:?}");
 }
+
+#[test]
+fn a_look_alike_is_held_for_review_or_matched_with_a_warning_as_the_org_chooses() {
+    let f = Fixture::new();
+    let resembling = |hold| MatchContext {
+        look_alike: Some(LookAlike {
+            of: InvoiceId::from_u128(20),
+            hold,
+        }),
+        ..MatchContext::default()
+    };
+    let possible_duplicate = ExceptionReason::PossibleDuplicate {
+        of: InvoiceId::from_u128(20),
+    };
+    for hold in [true, false] {
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+        apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+        let out = decisions(
+            s.apply(
+                &invoice(f.invoice(21, dec!(50), dec!(10.00))),
+                T0,
+                &resembling(hold),
+            )
+            .unwrap(),
+        );
+        if hold {
+            assert_eq!(reasons(&out), vec![possible_duplicate.clone()]);
+            // Held, it consumes nothing: the PO's quantity stays for the next invoice.
+            assert_eq!(s.invoiced(line(1)), qty(dec!(50)));
+        } else {
+            assert!(
+                matches!(out.as_slice(), [MatchOutput::Matched(m)] if m.warnings == vec![possible_duplicate.clone()]),
+                "{out:?}"
+            );
+            assert_eq!(s.invoiced(line(1)), qty(dec!(100)));
+        }
+    }
+}
+
+#[test]
+fn a_held_look_alike_is_never_released_by_a_credit_memo() {
+    let f = Fixture::new();
+    let mut s = f.state();
+    apply(&mut s, f.issued());
+    apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+    apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+    let context = MatchContext {
+        look_alike: Some(LookAlike {
+            of: InvoiceId::from_u128(20),
+            hold: true,
+        }),
+        ..MatchContext::default()
+    };
+    s.apply(&invoice(f.invoice(21, dec!(55), dec!(10.00))), T0, &context)
+        .unwrap();
+    let credit = apply(&mut s, invoice(credit_memo(&f, 30, dec!(5), dec!(10.00))));
+    assert!(
+        !decided(&credit)
+            .iter()
+            .any(|(id, what, _)| *id == InvoiceId::from_u128(21) && *what == "matched"),
+        "{credit:?}"
+    );
+}

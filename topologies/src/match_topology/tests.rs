@@ -157,6 +157,7 @@ fn a_duplicate_of_an_invoice_in_a_register_stored_whole_before_adr_0011_is_found
         &InvoiceFacts {
             invoice: earlier,
             supplier: harness.supplier.clone(),
+            po: PurchaseOrderId::random(),
             kind: DocumentKind::Invoice,
             number: InvoiceNumber::parse("SI-77").unwrap(),
             gross: Money::new(Decimal::from(1), Currency::parse("EUR").unwrap()),
