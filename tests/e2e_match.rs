@@ -102,6 +102,7 @@ impl Org {
     ) -> InvoiceReceived {
         InvoiceReceived {
             payment_block: None,
+            posted_by: None,
             org: self.id.clone(),
             kind: DocumentKind::Invoice,
             invoice: InvoiceId::random(),

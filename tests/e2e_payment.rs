@@ -675,6 +675,7 @@ fn invoice_for(po: &PurchaseOrderIssued, quantity: Decimal) -> InvoiceReceived {
         total: Money::new(quantity * price.money().amount(), eur()),
         invoice_date: days_of(today()),
         payment_block: None,
+        posted_by: None,
     }
 }
 
@@ -771,6 +772,7 @@ async fn a_manual_hold_keeps_an_invoice_from_payment_until_released_and_a_correc
     .await;
     let released = InvoiceReceived {
         payment_block: None,
+        posted_by: None,
         ..first_blocked.clone()
     };
     tx.invoice(&released).await;
@@ -1461,4 +1463,235 @@ async fn the_same_amount_on_the_same_day_is_paid_per_po_held_as_a_look_alike_on_
             "{exception:#?}"
         );
     }
+}
+
+/// Issue 27, items 2 and 3, on the real broker: people decide what the match holds. A
+/// look-alike is released by "not a duplicate" and paid once; a price variance is refused to
+/// the invoice's own poster and to an approver without the authority, then accepted by one
+/// with it and paid; a held invoice is rejected and never paid, and the next one is; a
+/// decision delivered twice is taken once; one sent before its invoice waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audited_and_once() {
+    use p2p_avro::contracts::INVOICE_DECISION;
+    use p2p_avro::convert::procurement::{AuditKind, AuditRecord};
+    use p2p_avro::convert::status::invoice_decision_value;
+    use p2p_processors::approval::ApprovalLevel;
+    use p2p_processors::decisions::{DecisionAction, InvoiceDecision};
+
+    let topics = TestTopics::create("decisions", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let matching = Pipeline::start(&topics, codec.clone());
+    let payments = Pipeline::payment(&topics, codec.clone());
+    let decide =
+        |id: &str, invoice: &InvoiceReceived, by: &str, authority, action| InvoiceDecision {
+            id: id.into(),
+            invoice: invoice.invoice.clone(),
+            po: invoice.po.clone(),
+            by: UserId::parse(by).unwrap(),
+            authority,
+            action,
+            reason_code: "CHECKED".into(),
+            comment: Some("with the buyer".into()),
+        };
+    let send = |d: InvoiceDecision| {
+        let (tx, org, topics) = (&tx, org.clone(), topics.clone());
+        async move {
+            let value = invoice_decision_value(&org, &d, now());
+            tx.send(
+                &topics.invoice_decisions,
+                org.as_str(),
+                &INVOICE_DECISION,
+                value,
+            )
+            .await;
+        }
+    };
+
+    // A look-alike: the same amount and day on one PO under another number.
+    let po = tx
+        .issued_po(&org, &supplier.supplier, dec!(20), dec!(25.00))
+        .await;
+    tx.received_in_full(&po).await;
+    let first = invoice_for(&po, dec!(10));
+    let look_alike = invoice_for(&po, dec!(10));
+    // A price variance of 10 % (11,000.00: it needs level L2), posted by CLERK1.
+    let priced = tx
+        .issued_po(&org, &supplier.supplier, dec!(1000), dec!(10.00))
+        .await;
+    tx.received_in_full(&priced).await;
+    let over = InvoiceReceived {
+        lines: vec![InvoiceLine {
+            line: LineNumber::new(1).unwrap(),
+            quantity: Quantity::new(dec!(1000)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(11.00), eur())).unwrap(),
+        }],
+        total: Money::new(dec!(11000.00), eur()),
+        posted_by: Some(UserId::parse("CLERK1").unwrap()),
+        ..invoice_for(&priced, dec!(1000))
+    };
+    // A held invoice to reject, on a PO of its own, and the right one after it; the
+    // rejection is sent before its invoice.
+    let other = tx
+        .issued_po(&org, &supplier.supplier, dec!(5), dec!(40.00))
+        .await;
+    tx.received_in_full(&other).await;
+    let wrong = InvoiceReceived {
+        lines: vec![InvoiceLine {
+            line: LineNumber::new(1).unwrap(),
+            quantity: Quantity::new(dec!(5)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(60.00), eur())).unwrap(),
+        }],
+        total: Money::new(dec!(300.00), eur()),
+        ..invoice_for(&other, dec!(5))
+    };
+    let right = invoice_for(&other, dec!(5));
+    send(decide(
+        "d-reject",
+        &wrong,
+        "BUYER1",
+        ApprovalLevel::L1,
+        DecisionAction::Reject,
+    ))
+    .await;
+    for invoice in [&first, &look_alike, &over, &wrong] {
+        tx.invoice(invoice).await;
+    }
+    let not_a_duplicate = decide(
+        "d-lookalike",
+        &look_alike,
+        "CLERK2",
+        ApprovalLevel::L1,
+        DecisionAction::NotADuplicate,
+    );
+    send(not_a_duplicate.clone()).await;
+    send(not_a_duplicate).await;
+    send(decide(
+        "d-own",
+        &over,
+        "CLERK1",
+        ApprovalLevel::L3,
+        DecisionAction::AcceptVariance,
+    ))
+    .await;
+    send(decide(
+        "d-weak",
+        &over,
+        "BUYER2",
+        ApprovalLevel::L1,
+        DecisionAction::AcceptVariance,
+    ))
+    .await;
+    send(decide(
+        "d-accept",
+        &over,
+        "BUYER3",
+        ApprovalLevel::L2,
+        DecisionAction::AcceptVariance,
+    ))
+    .await;
+    tx.invoice(&right).await;
+
+    let paid = [&first, &look_alike, &over, &right];
+    let seen = wait_until(
+        &topics,
+        &codec,
+        "the released and accepted invoices paid",
+        |s| {
+            let instructed: Vec<&InvoiceId> = s
+                .instructions
+                .iter()
+                .flat_map(|i| i.payments.iter().map(|p| &p.invoice))
+                .collect();
+            paid.iter().all(|i| instructed.contains(&&i.invoice))
+        },
+    )
+    .await;
+    let audit = poll(
+        "every decision audited",
+        || async {
+            let mut entries = Vec::new();
+            for message in
+                read_topic(&kafka(), &topics.audit_events, Duration::from_secs(30)).unwrap()
+            {
+                let value = codec.decode(message.payload()).await.unwrap();
+                entries.push(AuditRecord::from_value(&value).unwrap());
+            }
+            entries
+        },
+        |entries| {
+            entries
+                .iter()
+                .filter(|e| e.action == "DECIDE_INVOICE")
+                .count()
+                >= 5
+        },
+    )
+    .await;
+    payments.stop().await;
+    matching.stop().await;
+
+    // Paid once each; the rejected one never.
+    let instructed: Vec<&InvoiceId> = seen
+        .instructions
+        .iter()
+        .flat_map(|i| i.payments.iter().map(|p| &p.invoice))
+        .collect();
+    assert_eq!(instructed.len(), paid.len(), "{instructed:?}");
+    assert!(!instructed.contains(&&wrong.invoice));
+    let decisions: Vec<(AuditKind, String)> = audit
+        .iter()
+        .filter(|e| e.action == "DECIDE_INVOICE")
+        .map(|e| (e.kind, e.detail.clone()))
+        .collect();
+    let taken = |id: &InvoiceId| {
+        decisions
+            .iter()
+            .filter(|(kind, detail)| {
+                *kind == AuditKind::InvoiceDecided && detail.contains(id.as_str())
+            })
+            .count()
+    };
+    let refused: Vec<&String> = decisions
+        .iter()
+        .filter(|(kind, _)| *kind == AuditKind::Refused)
+        .map(|(_, detail)| detail)
+        .collect();
+    // "Not a duplicate" delivered twice: taken once.
+    assert_eq!(taken(&look_alike.invoice), 1, "{decisions:#?}");
+    assert_eq!(taken(&over.invoice), 1, "{decisions:#?}");
+    assert_eq!(taken(&wrong.invoice), 1, "{decisions:#?}");
+    assert_eq!(refused.len(), 2, "{decisions:#?}");
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.contains("d-own") && d.contains("segregation of duties")),
+        "{refused:#?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.contains("d-weak") && d.contains("needs level L2")),
+        "{refused:#?}"
+    );
+    // The decision is on the invoice's published state: who, what, why, when.
+    let mut newest = None;
+    for message in read_topic(&kafka(), &topics.invoice_status, Duration::from_secs(30)).unwrap() {
+        let value = codec.decode(message.payload()).await.unwrap();
+        let status = p2p_avro::convert::status::invoice_status_record(&value).unwrap();
+        if status.invoice_id == look_alike.invoice.as_str() {
+            newest = Some(status);
+        }
+    }
+    let newest = newest.unwrap();
+    assert_eq!(newest.status, "MATCHED");
+    assert_eq!(newest.decisions.len(), 1, "{newest:#?}");
+    assert!(
+        newest.decisions[0]
+            .starts_with("CLERK2 marked it as not a duplicate (CHECKED): with the buyer at 20"),
+        "{newest:#?}"
+    );
 }

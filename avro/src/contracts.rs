@@ -102,7 +102,13 @@ pub const INVOICE_STATUS: Contract = Contract {
     embedded_id: 16,
 };
 
-pub const CONTRACTS: [&Contract; 16] = [
+pub const INVOICE_DECISION: Contract = Contract {
+    default_topic: "invoice-decisions",
+    schema_text: include_str!("../schemas/invoice_decision.avsc"),
+    embedded_id: 17,
+};
+
+pub const CONTRACTS: [&Contract; 17] = [
     &PURCHASE_ORDER_EVENT,
     &GOODS_RECEIPT_EVENT,
     &INVOICE_EVENT,
@@ -119,6 +125,7 @@ pub const CONTRACTS: [&Contract; 16] = [
     &PAYMENT_INSTRUCTION,
     &REQUISITION_EVENT,
     &INVOICE_STATUS,
+    &INVOICE_DECISION,
 ];
 
 static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {

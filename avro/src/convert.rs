@@ -565,6 +565,7 @@ pub fn invoice_event(value: &Value) -> Result<Decoded, DecodeError> {
                 .map(str::trim)
                 .filter(|reason| !reason.is_empty())
                 .map(str::to_owned),
+            posted_by: r.opt_id("posted_by", UserId::parse)?,
         }),
         occurred_at: r.timestamp("occurred_at")?,
     })
@@ -794,6 +795,10 @@ pub fn invoice_event_value(
                 .payment_block
                 .as_ref()
                 .map_or_else(none, |reason| some(s(reason))),
+        ),
+        (
+            "posted_by",
+            event.posted_by.as_ref().map_or_else(none, |by| some(s(by))),
         ),
     ]))
 }

@@ -289,6 +289,7 @@ mod tests {
         let eur = Currency::parse("EUR").unwrap();
         InvoiceReceived {
             payment_block: None,
+            posted_by: None,
             org: OrgId::from_u128(1),
             invoice: InvoiceId::from_u128(2),
             kind: DocumentKind::CreditMemo,

@@ -823,6 +823,7 @@ mod tests {
             outcome_revision: outcome,
             waiting_for: vec![],
             reasons: vec![],
+            decisions: vec![],
             updated_at: i64::from(revision),
         }
     }

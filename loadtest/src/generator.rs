@@ -478,6 +478,8 @@ impl Scenario {
                     invoice_date: (at.0 / 86_400_000) as i32,
                     payment_block: matches!(shape, Shape::Held(_))
                         .then(|| "price under negotiation with the supplier".to_owned()),
+                    // The AP clerk who posts it: one of the org's requesters.
+                    posted_by: Some(requesters[n % requesters.len()].clone()),
                 };
                 let planted_outcome = expect.clone();
                 planted.push((invoice.invoice.clone(), expect));
@@ -553,6 +555,7 @@ impl Scenario {
                     // The clerk releases it: the ERP sends the invoice again, unblocked.
                     let released = InvoiceReceived {
                         payment_block: None,
+                        posted_by: None,
                         ..invoice.clone()
                     };
                     let at = tick(&mut rng);
@@ -914,6 +917,7 @@ fn credit_memo(
             lines: vec![line],
             total: Money::new(total, invoice.currency),
             payment_block: None,
+            posted_by: None,
             ..invoice.clone()
         }
     };

@@ -292,6 +292,9 @@ pub struct InvoiceReceived {
     /// invoice is held whatever the match finds, until it is re-sent without one (the release).
     #[serde(default)]
     pub payment_block: Option<String>,
+    /// Who posted it in the ERP: never the one to decide on its holds (segregation of duties).
+    #[serde(default)]
+    pub posted_by: Option<UserId>,
 }
 
 /// Any document that feeds the match of one purchase order.
@@ -388,10 +391,15 @@ pub enum ExceptionReason {
     PossibleDuplicate {
         of: InvoiceId,
     },
+    /// A person rejected it: never payable.
+    Rejected {
+        by: UserId,
+        reason: String,
+    },
 }
 
 /// The kind of an exception reason, as reported on the wire and in metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ReasonKind {
     PriceVariance,
     QuantityVariance,
@@ -408,11 +416,12 @@ pub enum ReasonKind {
     ManualHold,
     PoClosed,
     PossibleDuplicate,
+    Rejected,
 }
 
 impl ReasonKind {
     /// In the order of the Avro enum's symbols.
-    pub const ALL: [ReasonKind; 15] = [
+    pub const ALL: [ReasonKind; 16] = [
         ReasonKind::PriceVariance,
         ReasonKind::QuantityVariance,
         ReasonKind::AmountVariance,
@@ -428,6 +437,7 @@ impl ReasonKind {
         ReasonKind::ManualHold,
         ReasonKind::PoClosed,
         ReasonKind::PossibleDuplicate,
+        ReasonKind::Rejected,
     ];
 
     /// The Avro enum symbol and metric label.
@@ -448,6 +458,7 @@ impl ReasonKind {
             ReasonKind::ManualHold => "MANUAL_HOLD",
             ReasonKind::PoClosed => "PO_CLOSED",
             ReasonKind::PossibleDuplicate => "POSSIBLE_DUPLICATE",
+            ReasonKind::Rejected => "REJECTED",
         }
     }
 
@@ -474,6 +485,7 @@ impl ExceptionReason {
             ExceptionReason::ManualHold { .. } => ReasonKind::ManualHold,
             ExceptionReason::PoClosed => ReasonKind::PoClosed,
             ExceptionReason::PossibleDuplicate { .. } => ReasonKind::PossibleDuplicate,
+            ExceptionReason::Rejected { .. } => ReasonKind::Rejected,
         }
     }
 
@@ -567,6 +579,9 @@ impl ExceptionReason {
                 "looks like invoice {of} of the same supplier and purchase order (same currency, \
                  amount and invoice date under another reference): for review"
             ),
+            ExceptionReason::Rejected { by, reason } => {
+                format!("rejected by {by}: {reason}; never to be paid")
+            }
         }
     }
 }
@@ -667,6 +682,8 @@ pub struct InvoiceStatusChanged {
     /// Counts this document's statuses, from 1: of two, the higher stands.
     pub revision: u32,
     pub status: InvoiceStatus,
+    /// People's decisions on it so far: who decided what, why and when.
+    pub decisions: Vec<String>,
     pub at: EventTime,
 }
 

@@ -6,6 +6,7 @@
 //! (`EventTime`), so replaying the same inputs always yields the same outputs.
 
 pub mod approval;
+pub mod decisions;
 pub mod duplicates;
 pub mod events;
 pub mod ids;
@@ -26,6 +27,6 @@ pub use lifecycle::{
     Requisition, RequisitionAction, RequisitionState, RequisitionTransitionRejected,
     RequisitionTransitioned, TransitionRejected, Transitioned, Transitions,
 };
-pub use matching::{LookAlike, MatchContext, MatchError, PurchaseOrderMatch};
+pub use matching::{DecisionOutcome, LookAlike, MatchContext, MatchError, PurchaseOrderMatch};
 pub use money::*;
 pub use tolerance::Tolerance;

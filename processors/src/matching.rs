@@ -2,6 +2,8 @@
 //! the outcome of every invoice. `PurchaseOrderMatch::apply` is the whole rule book: state plus
 //! one document in, the outcomes it causes out.
 
+use crate::approval::{ApprovalError, ApprovalLevel};
+use crate::decisions::{releasable, waived_by, DecisionAction, DecisionRefused, InvoiceDecision};
 use crate::events::*;
 use crate::ids::*;
 use crate::money::*;
@@ -40,6 +42,18 @@ pub struct MatchContext {
     /// For an invoice: the earlier one of its supplier and PO it looks like, and what the
     /// org does about it (ADR 0018).
     pub look_alike: Option<LookAlike>,
+}
+
+/// What became of a person's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionOutcome {
+    /// Taken: the invoice decided again (a new revision and status).
+    Applied(Vec<MatchOutput>),
+    /// Taken before: nothing changes.
+    Repeated,
+    /// Its invoice has not come yet: kept until it does, or the wait limit refuses it.
+    Parked,
+    Refused(DecisionRefused),
 }
 
 /// An earlier document an invoice looks like, and whether that holds it or warns.
@@ -134,6 +148,18 @@ struct InvoiceRecord {
     /// (a price), not quantity, so give no quantity back when counted.
     #[serde(default)]
     value_credit_lines: Vec<LineNumber>,
+    /// Holds people waived (released, accepted, not a duplicate), as they stood then.
+    #[serde(default)]
+    waived: Vec<ExceptionReason>,
+    /// The ids of the decisions taken on it: the same one again changes nothing.
+    #[serde(default)]
+    decided: Vec<String>,
+    /// Who decided what and why, for its status.
+    #[serde(default)]
+    decisions: Vec<String>,
+    /// Rejected by a person (`ExceptionReason::Rejected`): never payable.
+    #[serde(default)]
+    rejected: Option<ExceptionReason>,
 }
 
 impl InvoiceRecord {
@@ -190,6 +216,7 @@ impl InvoiceRecord {
             total: invoice.total,
             revision: self.status_revision,
             status,
+            decisions: self.decisions.clone(),
             at,
         })
     }
@@ -220,6 +247,9 @@ pub struct PurchaseOrderMatch {
     /// The ERP closed the PO: no invoice of it matches any more (its credit memos still do).
     #[serde(default)]
     closed: bool,
+    /// People's decisions on invoices not seen yet, waiting for them.
+    #[serde(default)]
+    early_decisions: Vec<InvoiceDecision>,
 }
 
 impl PurchaseOrderMatch {
@@ -234,6 +264,7 @@ impl PurchaseOrderMatch {
             unchecked: Vec::new(),
             invoices: Vec::new(),
             closed: false,
+            early_decisions: Vec::new(),
         }
     }
 
@@ -541,6 +572,10 @@ impl PurchaseOrderMatch {
                     revision: 0,
                     status_revision: 0,
                     value_credit_lines: vec![],
+                    waived: vec![],
+                    decided: vec![],
+                    decisions: vec![],
+                    rejected: None,
                 });
                 self.invoices.len() - 1
             }
@@ -734,44 +769,225 @@ impl PurchaseOrderMatch {
 
     /// The match of one invoice record: the rules below; a duplicate, and an invoice the
     /// clerk blocked by hand, are exceptions whatever else is found (reported first, with
-    /// every other reason).
+    /// every other reason). A rejected invoice is only rejected. Holds a person waived
+    /// (ADR 0019) are warnings while the facts stay within what was waived.
     fn evaluate(
         &self,
         record: &InvoiceRecord,
         at: EventTime,
         keys: &EffectiveTolerances,
     ) -> Result<Outcome, MatchError> {
-        let mut outcome = self.evaluate_rules(&record.invoice, at, keys)?;
-        let mut reasons: Vec<ExceptionReason> =
-            record
-                .duplicate_of
-                .iter()
-                .map(|of| ExceptionReason::Duplicate { of: of.clone() })
-                .chain(record.invoice.payment_block.iter().map(|reason| {
-                    ExceptionReason::ManualHold {
+        let invoice = &record.invoice;
+        if let Some(rejected) = &record.rejected {
+            return Ok(Outcome::Exception(exception(
+                invoice,
+                vec![rejected.clone()],
+                at,
+            )));
+        }
+        let outcome = self.evaluate_rules(invoice, at, keys)?;
+        let is_waived = |r: &ExceptionReason| record.waived.iter().any(|w| waived_by(r, w));
+        let mut warnings = Vec::new();
+        let mut holds: Vec<ExceptionReason> = record
+            .duplicate_of
+            .iter()
+            .map(|of| ExceptionReason::Duplicate { of: of.clone() })
+            .chain(
+                invoice
+                    .payment_block
+                    .iter()
+                    .map(|reason| ExceptionReason::ManualHold {
                         reason: reason.clone(),
-                    }
-                }))
-                .collect();
+                    }),
+            )
+            .collect();
         if let Some(look_alike) = &record.look_alike {
             let resembles = ExceptionReason::PossibleDuplicate {
                 of: look_alike.of.clone(),
             };
-            match &mut outcome {
-                _ if look_alike.hold => reasons.push(resembles),
-                Outcome::Matched(m) => m.warnings.push(resembles),
-                _ => {}
+            if look_alike.hold {
+                holds.push(resembles);
+            } else {
+                warnings.push(resembles);
             }
         }
-        if reasons.is_empty() {
-            return Ok(outcome);
+        let (waived, mut holds): (Vec<_>, Vec<_>) = holds.into_iter().partition(is_waived);
+        warnings.extend(waived);
+        let outcome = match outcome {
+            Outcome::Exception(mut e) => {
+                let (waived, kept): (Vec<_>, Vec<_>) = e.reasons.into_iter().partition(is_waived);
+                warnings.extend(waived);
+                if kept.is_empty() {
+                    Outcome::Matched(matched(invoice, at, vec![]))
+                } else {
+                    e.reasons = kept;
+                    Outcome::Exception(e)
+                }
+            }
+            other => other,
+        };
+        if holds.is_empty() {
+            return Ok(match outcome {
+                Outcome::Matched(mut m) => {
+                    m.warnings.extend(warnings);
+                    Outcome::Matched(m)
+                }
+                other => other,
+            });
         }
         match outcome {
-            Outcome::Exception(e) => reasons.extend(e.reasons),
-            Outcome::Pending(p) => reasons.extend(waiting_as_reasons(p.waiting_for)),
+            Outcome::Exception(e) => holds.extend(e.reasons),
+            Outcome::Pending(p) => holds.extend(waiting_as_reasons(p.waiting_for)),
             Outcome::Matched(_) => {}
         }
-        Ok(Outcome::Exception(exception(&record.invoice, reasons, at)))
+        Ok(Outcome::Exception(exception(invoice, holds, at)))
+    }
+
+    /// A person's decision on one of this PO's invoices (ADR 0019). Checked first: a
+    /// duplicate by reference or a rejected invoice takes no decision, its poster may not
+    /// decide, and the person's authority must cover the invoice's total as it would an
+    /// approval. Then the holds it names are waived (or the invoice rejected) and the
+    /// invoice decided again: a released one is matched with a new revision. The same
+    /// decision again changes nothing; one for an invoice not seen yet waits for it.
+    pub fn decide(
+        &mut self,
+        decision: &InvoiceDecision,
+        authority_needed: impl Fn(Money) -> Result<ApprovalLevel, ApprovalError>,
+        at: EventTime,
+        context: &MatchContext,
+    ) -> Result<DecisionOutcome, MatchError> {
+        let Some(index) = self
+            .invoices
+            .iter()
+            .position(|r| r.invoice.invoice == decision.invoice)
+        else {
+            if !self.early_decisions.iter().any(|d| d.id == decision.id) {
+                self.early_decisions.push(decision.clone());
+            }
+            return Ok(DecisionOutcome::Parked);
+        };
+        let record = &self.invoices[index];
+        let invoice = record.invoice.invoice.clone();
+        if record.decided.contains(&decision.id) {
+            return Ok(DecisionOutcome::Repeated);
+        }
+        let refuse = |why| Ok(DecisionOutcome::Refused(why));
+        if record.rejected.is_some() {
+            return refuse(DecisionRefused::AlreadyRejected(invoice));
+        }
+        if let Some(of) = &record.duplicate_of {
+            let of = of.clone();
+            return refuse(DecisionRefused::Duplicate { invoice, of });
+        }
+        if record.invoice.posted_by.as_ref() == Some(&decision.by) {
+            let by = decision.by.clone();
+            return refuse(DecisionRefused::OwnInvoice { by, invoice });
+        }
+        let total = record.invoice.total;
+        let needed = match authority_needed(total) {
+            Ok(needed) => needed,
+            Err(source) => return refuse(DecisionRefused::Policy { invoice, source }),
+        };
+        if decision.authority < needed {
+            return refuse(DecisionRefused::NoAuthority {
+                by: decision.by.clone(),
+                invoice,
+                total,
+                held: decision.authority,
+                needed,
+            });
+        }
+        let holds: Vec<ExceptionReason> = match &record.outcome {
+            Outcome::Exception(e) => e.reasons.clone(),
+            _ => vec![],
+        };
+        let named = |kind: ReasonKind| -> Vec<ExceptionReason> {
+            holds.iter().filter(|r| r.kind() == kind).cloned().collect()
+        };
+        let waive: Vec<ExceptionReason> = match decision.action {
+            DecisionAction::Reject => vec![],
+            DecisionAction::NotADuplicate => named(ReasonKind::PossibleDuplicate),
+            DecisionAction::AcceptVariance => {
+                holds.iter().filter(|r| is_variance(r)).cloned().collect()
+            }
+            DecisionAction::Release(Some(kind)) if !releasable(kind) => {
+                return refuse(DecisionRefused::NotReleasable {
+                    hold: kind.symbol(),
+                })
+            }
+            DecisionAction::Release(Some(kind)) => named(kind),
+            DecisionAction::Release(None) => holds
+                .iter()
+                .filter(|r| releasable(r.kind()))
+                .cloned()
+                .collect(),
+        };
+        if decision.action != DecisionAction::Reject && waive.is_empty() {
+            return refuse(match decision.action {
+                DecisionAction::NotADuplicate => DecisionRefused::NoSuchHold {
+                    invoice,
+                    hold: ReasonKind::PossibleDuplicate.symbol(),
+                },
+                DecisionAction::Release(Some(kind)) => DecisionRefused::NoSuchHold {
+                    invoice,
+                    hold: kind.symbol(),
+                },
+                _ => DecisionRefused::NothingToDecide(invoice),
+            });
+        }
+        if decision.action == DecisionAction::Reject {
+            // What it consumed of the PO is free for the next invoice.
+            if let Outcome::Matched(matched) = self.invoices[index].outcome.clone() {
+                let value_only = self.invoices[index].value_credit_lines.clone();
+                self.count_matched(&matched, &value_only, Direction::Undo);
+            }
+            self.invoices[index].rejected = Some(ExceptionReason::Rejected {
+                by: decision.by.clone(),
+                reason: decision.reason_code.clone(),
+            });
+        }
+        let record = &mut self.invoices[index];
+        if decision.action == DecisionAction::NotADuplicate {
+            record.look_alike = None;
+        }
+        record.waived.extend(waive);
+        record.decided.push(decision.id.clone());
+        record
+            .decisions
+            .push(format!("{} at {at}", decision.describe()));
+        let outcome = self.evaluate(&self.invoices[index], at, &context.tolerances)?;
+        self.settle(index, outcome);
+        let mut outputs = self.invoices[index].outputs(at).to_vec();
+        if let Outcome::Matched(matched) = &self.invoices[index].outcome {
+            // As when an invoice matches: credit memos waiting for it may match now.
+            if matched.kind == DocumentKind::Invoice {
+                outputs.extend(self.recheck(
+                    at,
+                    &context.tolerances,
+                    Some(DocumentKind::CreditMemo),
+                )?);
+            }
+        } else if decision.action == DecisionAction::Reject {
+            // Room given back: waiting invoices of the PO may match now.
+            outputs.extend(self.recheck(at, &context.tolerances, None)?);
+        }
+        Ok(DecisionOutcome::Applied(outputs))
+    }
+
+    /// The decisions parked for `invoice`, which has just arrived: the caller decides them.
+    pub fn take_early_decisions(&mut self, invoice: &InvoiceId) -> Vec<InvoiceDecision> {
+        let (for_it, others) = std::mem::take(&mut self.early_decisions)
+            .into_iter()
+            .partition(|d| &d.invoice == invoice);
+        self.early_decisions = others;
+        for_it
+    }
+
+    /// The wait limit of a decision parked for an invoice that never came: refused.
+    pub fn expire_decision(&mut self, id: &str) -> Option<DecisionRefused> {
+        let position = self.early_decisions.iter().position(|d| d.id == id)?;
+        let decision = self.early_decisions.remove(position);
+        Some(DecisionRefused::UnknownInvoice(decision.invoice))
     }
 
     /// The match rules themselves. Read state, change nothing. Each comparison's verdict
@@ -969,14 +1185,10 @@ fn matched(
     }
 }
 
-/// The reasons a netting credit memo can resolve: variances of price, quantity and amount.
+/// The reasons a netting credit memo can resolve, and a person accepts as variances: of price,
+/// quantity and amount.
 fn is_variance(reason: &ExceptionReason) -> bool {
-    matches!(
-        reason,
-        ExceptionReason::PriceVariance { .. }
-            | ExceptionReason::QuantityVariance { .. }
-            | ExceptionReason::AmountVariance { .. }
-    )
+    crate::decisions::is_variance(reason.kind())
 }
 
 /// Held, and only for variances a credit memo can net away.

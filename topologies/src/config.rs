@@ -21,6 +21,8 @@ pub struct Topics {
     pub grn_events: String,
     pub invoice_events: String,
     pub approval_decisions: String,
+    /// People's decisions on invoices the match holds (ADR 0019).
+    pub invoice_decisions: String,
     /// Compacted table, latest settings per org.
     pub org_config: String,
     /// Table of supplier payment master data, keyed by org (kept, not compacted: ADR 0005).
@@ -54,6 +56,7 @@ impl Topics {
             grn_events: name("grn-events"),
             invoice_events: name("invoice-events"),
             approval_decisions: name("approval-decisions"),
+            invoice_decisions: name("invoice-decisions"),
             org_config: name("org-config"),
             supplier_master: name("supplier-master"),
             payment_status: name("payment-status"),
@@ -77,6 +80,7 @@ impl Topics {
             &self.invoice_events,
             &self.org_config,
             &self.supplier_master,
+            &self.invoice_decisions,
         ]
     }
 
@@ -116,6 +120,7 @@ impl Topics {
             &self.grn_events,
             &self.invoice_events,
             &self.approval_decisions,
+            &self.invoice_decisions,
             &self.org_config,
             &self.supplier_master,
             &self.payment_status,

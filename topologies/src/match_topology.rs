@@ -14,17 +14,19 @@ use crate::topology::{
     check_key, decode, not_an_input, BatchOutput, ProcessError, RecordResult, Topology,
 };
 use p2p_avro::contracts::{AUDIT_EVENT, INVOICE_EXCEPTION, INVOICE_MATCHED, INVOICE_STATUS};
+use p2p_avro::convert;
 use p2p_avro::convert::payment::supplier_tolerances;
 use p2p_avro::convert::procurement::{org_config, AuditKind, AuditRecord};
-use p2p_avro::convert::{self, Decoded};
 use p2p_avro::{Codec, CodecError};
+use p2p_processors::approval::ApprovalPolicy;
+use p2p_processors::decisions::InvoiceDecision;
 use p2p_processors::duplicates::{DuplicatePolicy, DuplicateRegister, InvoiceFacts, LookAlikes};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::tolerance_keys::{EffectiveTolerances, ToleranceKeys};
 use p2p_processors::{
-    DocumentRef, EventTime, GoodsReceiptId, InvoiceId, LookAlike, MatchContext, MatchInput,
-    MatchOutput, OrgId, PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch, PurchaseOrderStep,
-    SupplierId, Tolerance,
+    DecisionOutcome, DocumentRef, EventTime, GoodsReceiptId, InvoiceId, LookAlike, MatchContext,
+    MatchInput, MatchOutput, OrgId, PurchaseOrderEvent, PurchaseOrderId, PurchaseOrderMatch,
+    PurchaseOrderStep, SupplierId, Tolerance, UserId,
 };
 use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
 use std::collections::HashMap;
@@ -41,6 +43,7 @@ enum InputKind {
     Invoice,
     OrgConfig,
     SupplierMaster,
+    Decision,
 }
 
 /// The state entity of an org's configuration (no PO's entity looks like it: ADR 0014).
@@ -53,6 +56,8 @@ fn supplier_tolerances_key(org: &OrgId, supplier: &SupplierId) -> StateKey {
 const PENDING_TIMER: &str = "pending/";
 /// Timer names of receipts waiting for their PO: `receipt/<grn id>`.
 const RECEIPT_TIMER: &str = "receipt/";
+/// Timer names of people's decisions waiting for their invoice: `decision/<decision id>`.
+const DECISION_TIMER: &str = "decision/";
 const DAY_MS: i64 = 86_400_000;
 /// Most wait limits expired in one batch; the rest in the next.
 const TIMERS_PER_BATCH: usize = 1_000;
@@ -167,14 +172,16 @@ impl Working<'_> {
     fn load(
         &mut self,
         key: &StateKey,
-        decoded: &Decoded,
+        org: &OrgId,
+        po: &PurchaseOrderId,
     ) -> Result<PurchaseOrderMatch, StateError> {
         if let Some(state) = self.states.get(key) {
             return Ok(state.clone());
         }
-        Ok(self.store.get(key)?.unwrap_or_else(|| {
-            PurchaseOrderMatch::new(decoded.input.org().clone(), decoded.input.po().clone())
-        }))
+        Ok(self
+            .store
+            .get(key)?
+            .unwrap_or_else(|| PurchaseOrderMatch::new(org.clone(), po.clone())))
     }
 }
 
@@ -204,6 +211,8 @@ impl MatchProcessor {
             Some(InputKind::OrgConfig)
         } else if topic == self.topics.supplier_master {
             Some(InputKind::SupplierMaster)
+        } else if topic == self.topics.invoice_decisions {
+            Some(InputKind::Decision)
         } else {
             None
         }
@@ -290,6 +299,45 @@ impl MatchProcessor {
             Err(dead) => return Ok(Err(dead)),
         };
         let decoded = match kind {
+            InputKind::Decision => {
+                let (org, decision, at) = match convert::status::invoice_decision(&value) {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err((DlqReason::InvalidDocument, e.to_string()))),
+                };
+                if let Err(dead) = check_key(record, &org) {
+                    return Ok(Err(dead));
+                }
+                let key = StateKey::new(&org, &decision.po.state_entity());
+                let mut state = working.load(&key, &org, &decision.po)?;
+                let context = self.context(working, &org, state.supplier().cloned())?;
+                let mut encoded = Vec::new();
+                let parked = self
+                    .decide(
+                        &mut state,
+                        &decision,
+                        at,
+                        &context,
+                        working,
+                        &mut encoded,
+                        stats,
+                    )
+                    .await?;
+                if parked {
+                    let days = working
+                        .config(&org)?
+                        .map_or(OrgConfig::DEFAULT_PENDING_WAIT_DAYS, |c| {
+                            c.pending_wait_days
+                        });
+                    working.timers.schedule(&Timer {
+                        due: at.0 + i64::from(days) * DAY_MS,
+                        owner: key.clone(),
+                        name: format!("{DECISION_TIMER}{}", decision.id),
+                    });
+                }
+                working.states.insert(key, state);
+                out.extend(encoded);
+                return Ok(Ok(()));
+            }
             InputKind::PurchaseOrder => convert::purchase_order_event(&value),
             InputKind::GoodsReceipt => convert::goods_receipt_event(&value),
             InputKind::Invoice => convert::invoice_event(&value),
@@ -340,7 +388,7 @@ impl MatchProcessor {
 
         let key = StateKey::new(org, &decoded.input.po().state_entity());
         // Work on copies: if an output cannot be encoded, the state stays as it was.
-        let mut state = working.load(&key, &decoded)?;
+        let mut state = working.load(&key, org, decoded.input.po())?;
         // The supplier whose tolerance keys narrow the org's: the invoice's, or for what
         // re-checks the PO's invoices (receipts, a change order) the PO's.
         let supplier = match &decoded.input {
@@ -439,6 +487,26 @@ impl MatchProcessor {
                 name,
             });
         }
+        // Decisions people took before the invoice came are taken now.
+        if let MatchInput::Invoice(invoice) = &decoded.input {
+            for decision in state.take_early_decisions(&invoice.invoice) {
+                self.decide(
+                    &mut state,
+                    &decision,
+                    decoded.occurred_at,
+                    &context,
+                    working,
+                    &mut encoded,
+                    stats,
+                )
+                .await?;
+                working.timers.cancel(&Timer {
+                    due: 0,
+                    owner: key.clone(),
+                    name: format!("{DECISION_TIMER}{}", decision.id),
+                });
+            }
+        }
         working.states.insert(key, state);
         if let Some((supplier, seen)) = register {
             for (entry, first) in seen.entries() {
@@ -472,6 +540,34 @@ impl MatchProcessor {
             let Some(mut state) = working.existing(&timer.owner)? else {
                 continue;
             };
+            if let Some(id) = timer.name.strip_prefix(DECISION_TIMER) {
+                if let Some(refused) = state.expire_decision(id) {
+                    let (org, po) = (state.org().clone(), state.po().clone());
+                    let audit = self.decision_audit(
+                        &org,
+                        &po,
+                        AuditKind::Refused,
+                        format!("decision {id} refused: {refused}"),
+                        None,
+                        EventTime(timer.due),
+                    );
+                    let payload = self
+                        .codec
+                        .encode(&self.topics.audit_events, &AUDIT_EVENT, audit)
+                        .await
+                        .map_err(ProcessError::Transient)?;
+                    output.records.push(OutputRecord {
+                        topic: self.topics.audit_events.clone(),
+                        key: org.as_str().as_bytes().to_vec(),
+                        payload: Some(payload),
+                        headers: vec![],
+                        timestamp: None,
+                    });
+                    output.stats.count("decisions refused");
+                    working.states.insert(timer.owner.clone(), state);
+                }
+                continue;
+            }
             let outputs = if let Some(invoice) = timer.name.strip_prefix(PENDING_TIMER) {
                 match InvoiceId::parse(invoice) {
                     Ok(invoice) => state.expire_pending(&invoice, EventTime(timer.due)),
@@ -504,6 +600,126 @@ impl MatchProcessor {
             }
         }
         Ok(())
+    }
+
+    /// What matching a document of `org`'s needs besides the PO's state: the tolerance keys
+    /// in force (the org's, narrowed by `supplier`'s).
+    fn context(
+        &self,
+        working: &mut Working<'_>,
+        org: &OrgId,
+        supplier: Option<SupplierId>,
+    ) -> Result<MatchContext, StateError> {
+        let supplier = match supplier {
+            Some(supplier) => working.supplier_tolerances(org, &supplier)?,
+            None => None,
+        };
+        Ok(MatchContext {
+            receipt_tolerance: self.tolerance,
+            tolerances: EffectiveTolerances {
+                org: working
+                    .tolerances(org)?
+                    .unwrap_or_else(|| ToleranceKeys::blocking_past(self.tolerance.as_percent())),
+                supplier,
+            },
+            duplicate_of: None,
+            look_alike: None,
+        })
+    }
+
+    /// Takes a person's decision on `state`'s invoice, encoding what it changed and its audit
+    /// entry (taken or refused) into `out`. `true` if it waits for its invoice.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        state: &mut PurchaseOrderMatch,
+        decision: &InvoiceDecision,
+        at: EventTime,
+        context: &MatchContext,
+        working: &mut Working<'_>,
+        out: &mut Vec<OutputRecord>,
+        stats: &mut StatsSnapshot,
+    ) -> Result<bool, ProcessError> {
+        let org = state.org().clone();
+        let approval = working.config(&org)?.map(|c| c.approval.clone());
+        let authority_needed = |total: p2p_processors::Money| match &approval {
+            Some(policy) => policy.level_for(total),
+            None => ApprovalPolicy::defaults(total.currency()).level_for(total),
+        };
+        let outcome = state
+            .decide(decision, authority_needed, at, context)
+            .map_err(|e| ProcessError::Transient(CodecError::Avro(e.to_string())))?;
+        let (kind, detail, outputs) = match outcome {
+            DecisionOutcome::Parked => return Ok(true),
+            DecisionOutcome::Repeated => return Ok(false),
+            DecisionOutcome::Applied(outputs) => {
+                stats.count("decisions taken");
+                (
+                    AuditKind::InvoiceDecided,
+                    format!("invoice {}: {}", decision.invoice, decision.describe()),
+                    outputs,
+                )
+            }
+            DecisionOutcome::Refused(why) => {
+                stats.count("decisions refused");
+                (
+                    AuditKind::Refused,
+                    format!(
+                        "decision {} on invoice {} refused: {why}",
+                        decision.id, decision.invoice
+                    ),
+                    vec![],
+                )
+            }
+        };
+        for output in &outputs {
+            if let Some(record) = self
+                .encode(output, at, stats)
+                .await
+                .map_err(ProcessError::Transient)?
+            {
+                out.push(record);
+            }
+        }
+        let audit = self.decision_audit(&org, state.po(), kind, detail, Some(&decision.by), at);
+        let payload = self
+            .codec
+            .encode(&self.topics.audit_events, &AUDIT_EVENT, audit)
+            .await
+            .map_err(ProcessError::Transient)?;
+        out.push(OutputRecord {
+            topic: self.topics.audit_events.clone(),
+            key: org.as_str().as_bytes().to_vec(),
+            payload: Some(payload),
+            headers: vec![],
+            timestamp: None,
+        });
+        Ok(false)
+    }
+
+    /// An audit entry of a decision on an invoice, on its PO's trail.
+    fn decision_audit(
+        &self,
+        org: &OrgId,
+        po: &PurchaseOrderId,
+        kind: AuditKind,
+        detail: String,
+        actor: Option<&UserId>,
+        at: EventTime,
+    ) -> apache_avro::types::Value {
+        AuditRecord {
+            org: org.clone(),
+            entity: DocumentRef::PurchaseOrder(po.clone()),
+            kind,
+            action: "DECIDE_INVOICE".to_owned(),
+            from_state: None,
+            to_state: None,
+            version: 0,
+            actor: actor.cloned(),
+            detail,
+            occurred_at: at,
+        }
+        .to_value()
     }
 
     fn receipt_audit(

@@ -738,9 +738,11 @@ pub enum AuditKind {
     /// A receipt of the PO disagrees with what was expected (from the match).
     ReceiptDiscrepancy,
     DiscrepancyResolved,
+    /// A person's decision on an invoice of the PO was taken (ADR 0019).
+    InvoiceDecided,
 }
 
-const AUDIT_KINDS: [(AuditKind, &str); 7] = [
+const AUDIT_KINDS: [(AuditKind, &str); 8] = [
     (AuditKind::Transitioned, "TRANSITIONED"),
     (AuditKind::Refused, "REFUSED"),
     (AuditKind::ApprovalRequested, "APPROVAL_REQUESTED"),
@@ -748,6 +750,7 @@ const AUDIT_KINDS: [(AuditKind, &str); 7] = [
     (AuditKind::Escalated, "ESCALATED"),
     (AuditKind::ReceiptDiscrepancy, "RECEIPT_DISCREPANCY"),
     (AuditKind::DiscrepancyResolved, "DISCREPANCY_RESOLVED"),
+    (AuditKind::InvoiceDecided, "INVOICE_DECIDED"),
 ];
 
 /// An `AuditEvent` about a purchase order or a requisition.

@@ -50,6 +50,10 @@ pub fn invoice_status_value(status: &InvoiceStatusChanged) -> Result<Value, Enco
         ),
         ("waiting_for", Value::Array(waiting)),
         ("reasons", reasons_value(reasons)?),
+        (
+            "decisions",
+            Value::Array(status.decisions.iter().map(s).collect()),
+        ),
         ("updated_at", Value::TimestampMillis(status.at.0)),
     ]))
 }
@@ -167,6 +171,7 @@ pub struct InvoiceStatusRecord {
     pub outcome_revision: Option<u32>,
     pub waiting_for: Vec<WaitingRecord>,
     pub reasons: Vec<ReasonRecord>,
+    pub decisions: Vec<String>,
     pub updated_at: i64,
 }
 
@@ -207,6 +212,115 @@ pub fn invoice_status_record(value: &Value) -> Result<InvoiceStatusRecord, Decod
             .transpose()?,
         waiting_for,
         reasons: reason_records(&r, "reasons", "ExceptionReason")?,
+        decisions: r
+            .array("decisions")?
+            .iter()
+            .map(|v| match v {
+                Value::String(text) => Ok(text.clone()),
+                _ => Err(DecodeError::Invalid {
+                    field: "decisions",
+                    reason: "a decision is a string".into(),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
         updated_at: r.timestamp("updated_at")?.0,
     })
+}
+
+/// An `InvoiceDecision` as the match reads it, with its org and time.
+pub fn invoice_decision(
+    value: &Value,
+) -> Result<(OrgId, p2p_processors::decisions::InvoiceDecision, EventTime), DecodeError> {
+    use p2p_processors::approval::ApprovalLevel;
+    use p2p_processors::decisions::{DecisionAction, InvoiceDecision};
+    let r = Record::of(value, "InvoiceDecision")?;
+    let authority = match r.symbol("authority")? {
+        "L1" => ApprovalLevel::L1,
+        "L2" => ApprovalLevel::L2,
+        _ => ApprovalLevel::L3,
+    };
+    let action = match r.symbol("decision")? {
+        "RELEASE_HOLD" => {
+            let hold = r.opt_string("hold")?.ok_or(DecodeError::Invalid {
+                field: "hold",
+                reason: "RELEASE_HOLD names the hold it releases".into(),
+            })?;
+            let kind = ReasonKind::from_symbol(hold).ok_or_else(|| DecodeError::Invalid {
+                field: "hold",
+                reason: format!("{hold:?} is no hold the match gives"),
+            })?;
+            DecisionAction::Release(Some(kind))
+        }
+        "RELEASE_ALL" => DecisionAction::Release(None),
+        "ACCEPT_VARIANCE" => DecisionAction::AcceptVariance,
+        "NOT_A_DUPLICATE" => DecisionAction::NotADuplicate,
+        "REJECT" => DecisionAction::Reject,
+        other => return Err(DecodeError::UnknownEventType(other.to_owned())),
+    };
+    let text = |field: &'static str, value: &str| -> Result<String, DecodeError> {
+        let value = value.trim();
+        if value.is_empty() || value.chars().count() > 2_000 {
+            return Err(DecodeError::Invalid {
+                field,
+                reason: "between 1 and 2,000 characters".into(),
+            });
+        }
+        Ok(value.to_owned())
+    };
+    let decision_id = text("decision_id", r.string("decision_id")?)?;
+    let reason_code = text("reason_code", r.string("reason_code")?)?;
+    let comment = match r.opt_string("comment")? {
+        Some(c) if !c.trim().is_empty() => Some(text("comment", c)?),
+        _ => None,
+    };
+    Ok((
+        r.id("org_id", OrgId::parse)?,
+        InvoiceDecision {
+            id: decision_id,
+            invoice: r.id("invoice_id", InvoiceId::parse)?,
+            po: r.id("po_id", PurchaseOrderId::parse)?,
+            by: r.id("decided_by", UserId::parse)?,
+            authority,
+            action,
+            reason_code,
+            comment,
+        },
+        r.timestamp("occurred_at")?,
+    ))
+}
+
+/// An `InvoiceDecision` value, as an AP front end would publish it.
+pub fn invoice_decision_value(
+    org: &OrgId,
+    decision: &p2p_processors::decisions::InvoiceDecision,
+    at: EventTime,
+) -> Value {
+    use p2p_processors::decisions::DecisionAction;
+    let (index, symbol, hold) = match decision.action {
+        DecisionAction::Release(Some(kind)) => (0, "RELEASE_HOLD", some(s(kind.symbol()))),
+        DecisionAction::Release(None) => (1, "RELEASE_ALL", none()),
+        DecisionAction::AcceptVariance => (2, "ACCEPT_VARIANCE", none()),
+        DecisionAction::NotADuplicate => (3, "NOT_A_DUPLICATE", none()),
+        DecisionAction::Reject => (4, "REJECT", none()),
+    };
+    let authority = decision.authority as u32;
+    record(vec![
+        ("decision_id", s(&decision.id)),
+        ("org_id", s(org)),
+        ("invoice_id", s(&decision.invoice)),
+        ("po_id", s(&decision.po)),
+        ("decided_by", s(&decision.by)),
+        (
+            "authority",
+            Value::Enum(authority, format!("{:?}", decision.authority)),
+        ),
+        ("decision", Value::Enum(index, symbol.into())),
+        ("hold", hold),
+        ("reason_code", s(&decision.reason_code)),
+        (
+            "comment",
+            decision.comment.as_ref().map_or_else(none, |c| some(s(c))),
+        ),
+        ("occurred_at", Value::TimestampMillis(at.0)),
+    ])
 }

@@ -85,6 +85,7 @@ impl Fixture {
     fn invoice(&self, id: u128, quantity: Decimal, price: Decimal) -> InvoiceReceived {
         InvoiceReceived {
             payment_block: None,
+            posted_by: None,
             org: self.org.clone(),
             invoice: InvoiceId::from_u128(id),
             kind: DocumentKind::Invoice,
@@ -1636,4 +1637,300 @@ fn a_held_look_alike_is_never_released_by_a_credit_memo() {
             .any(|(id, what, _)| *id == InvoiceId::from_u128(21) && *what == "matched"),
         "{credit:?}"
     );
+}
+
+mod decisions {
+    use super::*;
+    use crate::approval::{ApprovalError, ApprovalLevel};
+    use crate::decisions::{DecisionAction, DecisionRefused, InvoiceDecision};
+
+    fn decision(
+        id: &str,
+        invoice: u128,
+        by: &str,
+        authority: ApprovalLevel,
+        action: DecisionAction,
+    ) -> InvoiceDecision {
+        InvoiceDecision {
+            id: id.into(),
+            invoice: InvoiceId::from_u128(invoice),
+            po: PurchaseOrderId::from_u128(2),
+            by: UserId::parse(by).unwrap(),
+            authority,
+            action,
+            reason_code: "AGREED".into(),
+            comment: Some("checked with the buyer".into()),
+        }
+    }
+
+    /// L1 up to 10,000, L2 up to 50,000, L3 above (DOMAIN.md's defaults).
+    fn needed(total: Money) -> Result<ApprovalLevel, ApprovalError> {
+        Ok(if total.amount() <= dec!(10000) {
+            ApprovalLevel::L1
+        } else if total.amount() <= dec!(50000) {
+            ApprovalLevel::L2
+        } else {
+            ApprovalLevel::L3
+        })
+    }
+
+    fn decide(s: &mut PurchaseOrderMatch, d: &InvoiceDecision) -> DecisionOutcome {
+        s.decide(d, needed, T0, &MatchContext::default()).unwrap()
+    }
+
+    fn applied(outcome: DecisionOutcome) -> Vec<MatchOutput> {
+        match outcome {
+            DecisionOutcome::Applied(outputs) => decisions(outputs),
+            other => panic!("expected the decision applied, got {other:?}"),
+        }
+    }
+
+    fn refused(outcome: DecisionOutcome) -> DecisionRefused {
+        match outcome {
+            DecisionOutcome::Refused(why) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// A PO of 100 at 10.00, all received, and invoice 20 billing 100 at 11.00: held for
+    /// price and amount, posted by CLERK1.
+    fn held_for_price(f: &Fixture) -> PurchaseOrderMatch {
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+        let held = apply(
+            &mut s,
+            invoice(InvoiceReceived {
+                posted_by: Some(UserId::parse("CLERK1").unwrap()),
+                ..f.invoice(20, dec!(100), dec!(11.00))
+            }),
+        );
+        assert_eq!(reasons(&held)[0].kind(), ReasonKind::PriceVariance);
+        s
+    }
+
+    #[test]
+    fn an_accepted_price_variance_releases_the_invoice_once_with_a_new_revision() {
+        let f = Fixture::new();
+        let mut s = held_for_price(&f);
+        let accept = decision(
+            "d1",
+            20,
+            "BUYER1",
+            ApprovalLevel::L1,
+            DecisionAction::AcceptVariance,
+        );
+        let out = applied(decide(&mut s, &accept));
+        assert!(
+            matches!(out.as_slice(), [MatchOutput::Matched(m)] if m.revision == 2
+                && m.warnings.iter().any(|w| w.kind() == ReasonKind::PriceVariance)),
+            "{out:?}"
+        );
+        assert_eq!(s.invoiced(line(1)), qty(dec!(100)));
+        // The same decision again changes nothing.
+        assert_eq!(decide(&mut s, &accept), DecisionOutcome::Repeated);
+        // A later fact within what was accepted leaves it matched: a receipt, nothing billed.
+        assert!(apply(&mut s, f.receipt(11, dec!(0), dec!(0))).is_empty());
+    }
+
+    #[test]
+    fn the_poster_or_an_approver_without_the_authority_is_refused_with_the_reason() {
+        let f = Fixture::new();
+        let mut s = held_for_price(&f);
+        let own = decision(
+            "d1",
+            20,
+            "CLERK1",
+            ApprovalLevel::L3,
+            DecisionAction::AcceptVariance,
+        );
+        assert!(matches!(
+            refused(decide(&mut s, &own)),
+            DecisionRefused::OwnInvoice { .. }
+        ));
+        // 1,100.00 needs L1; a bigger invoice on another PO would need more.
+        let mut big = f.state();
+        apply(&mut big, f.issued());
+        apply(&mut big, f.receipt(10, dec!(100), dec!(0)));
+        apply(&mut big, invoice(f.invoice(21, dec!(100), dec!(600.00))));
+        let weak = decision(
+            "d2",
+            21,
+            "BUYER1",
+            ApprovalLevel::L2,
+            DecisionAction::AcceptVariance,
+        );
+        assert!(matches!(
+            refused(decide(&mut big, &weak)),
+            DecisionRefused::NoAuthority {
+                needed: ApprovalLevel::L3,
+                held: ApprovalLevel::L2,
+                ..
+            }
+        ));
+        // Nothing changed for either.
+        assert_eq!(s.invoiced(line(1)), qty(dec!(0)));
+    }
+
+    #[test]
+    fn a_rejected_invoice_is_never_payable_and_gives_its_quantity_back() {
+        let f = Fixture::new();
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+        apply(&mut s, invoice(f.invoice(20, dec!(100), dec!(10.00))));
+        assert_eq!(s.invoiced(line(1)), qty(dec!(100)));
+        let reject = decision(
+            "d1",
+            20,
+            "BUYER1",
+            ApprovalLevel::L1,
+            DecisionAction::Reject,
+        );
+        let out = applied(decide(&mut s, &reject));
+        assert!(matches!(
+            out.as_slice(),
+            [MatchOutput::Exception(e)] if e.revision == 2 && e.reasons.len() == 1
+                && e.reasons[0].kind() == ReasonKind::Rejected
+        ));
+        assert_eq!(s.invoiced(line(1)), qty(dec!(0)));
+        // Its quantity is free for the next invoice.
+        assert!(matches!(
+            apply(&mut s, invoice(f.invoice(21, dec!(100), dec!(10.00)))).as_slice(),
+            [MatchOutput::Matched(_)]
+        ));
+        // And nothing releases it.
+        let release = decision(
+            "d2",
+            20,
+            "BUYER2",
+            ApprovalLevel::L3,
+            DecisionAction::Release(None),
+        );
+        assert!(matches!(
+            refused(decide(&mut s, &release)),
+            DecisionRefused::AlreadyRejected(_)
+        ));
+    }
+
+    #[test]
+    fn a_look_alike_marked_not_a_duplicate_is_released_and_a_duplicate_never_is() {
+        let f = Fixture::new();
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+        apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+        let look_alike = MatchContext {
+            look_alike: Some(LookAlike {
+                of: InvoiceId::from_u128(20),
+                hold: true,
+            }),
+            ..MatchContext::default()
+        };
+        s.apply(
+            &invoice(f.invoice(21, dec!(50), dec!(10.00))),
+            T0,
+            &look_alike,
+        )
+        .unwrap();
+        let not_a_duplicate = decision(
+            "d1",
+            21,
+            "CLERK2",
+            ApprovalLevel::L1,
+            DecisionAction::NotADuplicate,
+        );
+        assert!(matches!(
+            applied(decide(&mut s, &not_a_duplicate)).as_slice(),
+            [MatchOutput::Matched(m)] if m.invoice == InvoiceId::from_u128(21)
+        ));
+        let duplicate = MatchContext {
+            duplicate_of: Some(InvoiceId::from_u128(20)),
+            ..MatchContext::default()
+        };
+        s.apply(
+            &invoice(f.invoice(22, dec!(1), dec!(10.00))),
+            T0,
+            &duplicate,
+        )
+        .unwrap();
+        for action in [
+            DecisionAction::Release(None),
+            DecisionAction::NotADuplicate,
+            DecisionAction::AcceptVariance,
+        ] {
+            let d = decision("d9", 22, "CFO", ApprovalLevel::L3, action);
+            assert!(matches!(
+                refused(decide(&mut s, &d)),
+                DecisionRefused::Duplicate { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_decision_before_its_invoice_waits_for_it_and_one_for_no_invoice_is_refused_at_the_limit() {
+        let f = Fixture::new();
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+        let early = decision(
+            "d1",
+            20,
+            "BUYER1",
+            ApprovalLevel::L1,
+            DecisionAction::AcceptVariance,
+        );
+        assert_eq!(decide(&mut s, &early), DecisionOutcome::Parked);
+        assert_eq!(decide(&mut s, &early), DecisionOutcome::Parked);
+        apply(&mut s, invoice(f.invoice(20, dec!(100), dec!(11.00))));
+        let parked = s.take_early_decisions(&InvoiceId::from_u128(20));
+        assert_eq!(parked, vec![early.clone()]);
+        assert!(matches!(
+            applied(decide(&mut s, &parked[0])).as_slice(),
+            [MatchOutput::Matched(_)]
+        ));
+        let stray = decision(
+            "d2",
+            99,
+            "BUYER1",
+            ApprovalLevel::L1,
+            DecisionAction::Reject,
+        );
+        assert_eq!(decide(&mut s, &stray), DecisionOutcome::Parked);
+        assert_eq!(
+            s.expire_decision("d2"),
+            Some(DecisionRefused::UnknownInvoice(InvoiceId::from_u128(99)))
+        );
+        assert_eq!(s.expire_decision("d2"), None);
+    }
+
+    #[test]
+    fn an_accepted_quantity_holds_again_when_a_correction_bills_beyond_it() {
+        let f = Fixture::new();
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+        // 110 billed of the 100 ordered: held for quantity, then accepted.
+        apply(&mut s, invoice(f.invoice(20, dec!(110), dec!(10.00))));
+        let accept = decision(
+            "d1",
+            20,
+            "BUYER1",
+            ApprovalLevel::L1,
+            DecisionAction::AcceptVariance,
+        );
+        assert!(matches!(
+            applied(decide(&mut s, &accept)).as_slice(),
+            [MatchOutput::Matched(_)]
+        ));
+        // The supplier corrects the invoice to 120: beyond the 110 accepted.
+        let corrected = apply(&mut s, invoice(f.invoice(20, dec!(120), dec!(10.00))));
+        assert_eq!(reasons(&corrected)[0].kind(), ReasonKind::QuantityVariance);
+        // Corrected to 105: within what was accepted.
+        let within = apply(&mut s, invoice(f.invoice(20, dec!(105), dec!(10.00))));
+        assert!(
+            matches!(within.as_slice(), [MatchOutput::Matched(_)]),
+            "{within:?}"
+        );
+    }
 }

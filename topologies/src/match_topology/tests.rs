@@ -95,6 +95,7 @@ impl Harness {
         self.feed(&topic, &PURCHASE_ORDER_EVENT, value);
         let invoice = InvoiceReceived {
             payment_block: None,
+            posted_by: None,
             org: self.org.clone(),
             kind: DocumentKind::Invoice,
             invoice,
