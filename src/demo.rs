@@ -148,6 +148,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         audit_count("Transitioned"),
         audit_count("Refused"),
     );
+    println!(
+        "people's decisions on held invoices: {} taken (variances accepted, manual holds \
+         released, over-billed invoices rejected), on audit-events and each invoice's status",
+        audit_count("InvoiceDecided"),
+    );
 
     let (observed, audit) = (&checked.observed, &checked.audit);
     println!();

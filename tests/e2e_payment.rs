@@ -772,7 +772,6 @@ async fn a_manual_hold_keeps_an_invoice_from_payment_until_released_and_a_correc
     .await;
     let released = InvoiceReceived {
         payment_block: None,
-        posted_by: None,
         ..first_blocked.clone()
     };
     tx.invoice(&released).await;

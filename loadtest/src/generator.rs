@@ -4,11 +4,12 @@
 
 use apache_avro::types::Value;
 use p2p_avro::contracts::{
-    Contract, APPROVAL_DECISION, GOODS_RECEIPT_EVENT, INVOICE_EVENT, ORG_CONFIG,
+    Contract, APPROVAL_DECISION, GOODS_RECEIPT_EVENT, INVOICE_DECISION, INVOICE_EVENT, ORG_CONFIG,
     PURCHASE_ORDER_EVENT, REQUISITION_EVENT, SUPPLIER_MASTER,
 };
 use p2p_avro::convert;
 use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
+use p2p_processors::decisions::{DecisionAction, InvoiceDecision};
 use p2p_processors::org_config::OrgConfig;
 use p2p_processors::payment::{Payee, PaymentTerms};
 use p2p_processors::procurement::ApprovalDecided;
@@ -31,10 +32,12 @@ pub enum InputTopic {
     ApprovalDecisions,
     OrgConfigs,
     SupplierMasters,
+    /// People's decisions on held invoices.
+    InvoiceDecisions,
 }
 
 impl InputTopic {
-    pub const ALL: [InputTopic; 7] = [
+    pub const ALL: [InputTopic; 8] = [
         InputTopic::Requisitions,
         InputTopic::PurchaseOrders,
         InputTopic::GoodsReceipts,
@@ -42,6 +45,7 @@ impl InputTopic {
         InputTopic::ApprovalDecisions,
         InputTopic::OrgConfigs,
         InputTopic::SupplierMasters,
+        InputTopic::InvoiceDecisions,
     ];
 }
 
@@ -461,6 +465,24 @@ impl Scenario {
                     }
                     _ => {}
                 }
+                // Every other invoice held for price or by hand is resolved by the org's L3
+                // approver (accepted, released); every other one over-billing the quantity is
+                // rejected (chosen by position, not drawn).
+                let decision = match shape {
+                    Shape::PriceOver if n % 2 == 0 => Some(DecisionAction::AcceptVariance),
+                    Shape::Held(false) if n % 2 == 0 => {
+                        Some(DecisionAction::Release(Some(ReasonKind::ManualHold)))
+                    }
+                    Shape::QuantityOver if n % 2 == 0 => Some(DecisionAction::Reject),
+                    _ => None,
+                };
+                match decision {
+                    Some(DecisionAction::Reject) => {
+                        expect = Planted::Exception(vec![ReasonKind::Rejected]);
+                    }
+                    Some(_) => expect = Planted::Matched,
+                    None => {}
+                }
                 let total = billed.iter().fold(Decimal::ZERO, |sum, l| {
                     sum + l.quantity.value() * l.unit_price.money().amount()
                 });
@@ -551,11 +573,24 @@ impl Scenario {
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::invoice(memo, at));
                 }
+                if let Some(action) = decision {
+                    let decided = InvoiceDecision {
+                        id: format!("decision-of-{}", invoice.invoice),
+                        invoice: invoice.invoice.clone(),
+                        po: po.clone(),
+                        by: approvers[2].clone(),
+                        authority: ApprovalLevel::L3,
+                        action,
+                        reason_code: "REVIEWED".into(),
+                        comment: Some("checked with the buyer and the supplier".into()),
+                    };
+                    let at = tick(&mut rng);
+                    records.push(ScenarioRecord::invoice_decision(&org, &decided, at));
+                }
                 if shape == Shape::Held(true) {
                     // The clerk releases it: the ERP sends the invoice again, unblocked.
                     let released = InvoiceReceived {
                         payment_block: None,
-                        posted_by: None,
                         ..invoice.clone()
                     };
                     let at = tick(&mut rng);
@@ -917,7 +952,6 @@ fn credit_memo(
             lines: vec![line],
             total: Money::new(total, invoice.currency),
             payment_block: None,
-            posted_by: None,
             ..invoice.clone()
         }
     };
@@ -1119,6 +1153,23 @@ impl ScenarioRecord {
     }
 
     /// An `invoice-events` record.
+    /// A person's decision on a held invoice of `org`'s.
+    pub fn invoice_decision(
+        org: &OrgId,
+        decision: &InvoiceDecision,
+        at: EventTime,
+    ) -> ScenarioRecord {
+        ScenarioRecord {
+            topic: InputTopic::InvoiceDecisions,
+            key: org.to_string(),
+            payload: Payload::Document(
+                convert::status::invoice_decision_value(org, decision, at),
+                &INVOICE_DECISION,
+            ),
+            timestamp: at,
+        }
+    }
+
     pub fn invoice(invoice: &InvoiceReceived, at: EventTime) -> ScenarioRecord {
         let value = convert::invoice_event_value(
             invoice,

@@ -62,6 +62,7 @@ impl Expected {
                 I::GoodsReceipts,
                 I::Invoices,
                 I::OrgConfigs,
+                I::InvoiceDecisions,
             ]),
             procurement_inputs: count(&[
                 I::Requisitions,

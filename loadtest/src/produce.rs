@@ -45,6 +45,7 @@ pub fn topic_name(topics: &Topics, topic: InputTopic) -> &str {
         InputTopic::ApprovalDecisions => &topics.approval_decisions,
         InputTopic::OrgConfigs => &topics.org_config,
         InputTopic::SupplierMasters => &topics.supplier_master,
+        InputTopic::InvoiceDecisions => &topics.invoice_decisions,
     }
 }
 

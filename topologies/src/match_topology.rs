@@ -396,21 +396,7 @@ impl MatchProcessor {
             MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(issued)) => Some(&issued.supplier),
             _ => state.supplier(),
         };
-        let supplier = match supplier {
-            Some(supplier) => working.supplier_tolerances(org, supplier)?,
-            None => None,
-        };
-        let mut context = MatchContext {
-            receipt_tolerance: self.tolerance,
-            tolerances: EffectiveTolerances {
-                org: working
-                    .tolerances(org)?
-                    .unwrap_or_else(|| ToleranceKeys::blocking_past(self.tolerance.as_percent())),
-                supplier,
-            },
-            duplicate_of: None,
-            look_alike: None,
-        };
+        let mut context = self.context(working, org, supplier.cloned())?;
         // An invoice is first checked against its supplier's earlier invoices.
         let mut register = None;
         if let MatchInput::Invoice(invoice) = &decoded.input {

@@ -45,6 +45,8 @@ impl Pools {
     fn new(rng: &mut StdRng) -> Pools {
         let mut two =
             |prefix: &str| [0, 1].map(|_| format!("{prefix}_{}", uuid_of(rng.random::<u128>())));
+        // Who posts an invoice is sometimes who decides on it.
+        let clerks = two("usr");
         Pools {
             orgs: two("org"),
             ids: vec![
@@ -56,6 +58,8 @@ impl Pools {
                 ("requester_id", two("usr")),
                 ("approver_id", two("usr")),
                 ("user_id", two("usr")),
+                ("decided_by", clerks.clone()),
+                ("posted_by", clerks),
             ],
         }
     }
