@@ -150,7 +150,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!(
         "people's decisions on held invoices: {} taken (variances accepted, manual holds \
-         released, over-billed invoices rejected), on audit-events and each invoice's status",
+         released, look-alike credit memos found not duplicates, over-billed invoices \
+         rejected), on audit-events and each invoice's status",
         audit_count("InvoiceDecided"),
     );
 

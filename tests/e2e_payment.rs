@@ -1521,6 +1521,24 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
     let priced = tx
         .issued_po(&org, &supplier.supplier, dec!(1000), dec!(10.00))
         .await;
+    // The PO's approver (as approval-decisions says) may not decide on its invoices either.
+    let approved = p2p_processors::procurement::ApprovalDecided {
+        org: org.clone(),
+        po: priced.po.clone(),
+        decision: p2p_processors::approval::Decision {
+            approver: UserId::parse("APPROVER7").unwrap(),
+            authority: ApprovalLevel::L3,
+            approve: true,
+        },
+    };
+    tx.send(
+        &topics.approval_decisions,
+        org.as_str(),
+        &p2p_avro::contracts::APPROVAL_DECISION,
+        p2p_avro::convert::procurement::approval_decision_value(&approved, "a-1", now()),
+    )
+    .await;
+
     tx.received_in_full(&priced).await;
     let over = InvoiceReceived {
         lines: vec![InvoiceLine {
@@ -1568,6 +1586,14 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
     );
     send(not_a_duplicate.clone()).await;
     send(not_a_duplicate).await;
+    send(decide(
+        "d-approver",
+        &over,
+        "APPROVER7",
+        ApprovalLevel::L3,
+        DecisionAction::AcceptVariance,
+    ))
+    .await;
     send(decide(
         "d-own",
         &over,
@@ -1626,7 +1652,7 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
                 .iter()
                 .filter(|e| e.action == "DECIDE_INVOICE")
                 .count()
-                >= 5
+                >= 6
         },
     )
     .await;
@@ -1663,7 +1689,13 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
     assert_eq!(taken(&look_alike.invoice), 1, "{decisions:#?}");
     assert_eq!(taken(&over.invoice), 1, "{decisions:#?}");
     assert_eq!(taken(&wrong.invoice), 1, "{decisions:#?}");
-    assert_eq!(refused.len(), 2, "{decisions:#?}");
+    assert_eq!(refused.len(), 3, "{decisions:#?}");
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.contains("d-approver") && d.contains("requested or approved purchase order")),
+        "{refused:#?}"
+    );
     assert!(
         refused
             .iter()

@@ -292,6 +292,9 @@ impl Scenario {
             // Requesters, and one approver per level (authority L1, L2, L3).
             let requesters: Vec<UserId> = (0..3).map(|_| ids.mint::<UserId>(erp)).collect();
             let approvers: Vec<UserId> = (0..3).map(|_| ids.mint::<UserId>(erp)).collect();
+            // The AP manager who decides on held invoices: never one who requested or approved
+            // the PO (segregation of duties), with authority for any amount.
+            let ap_manager: UserId = ids.mint(erp);
             for n in 0..org_pos {
                 let shape = pick_shape(&mut rng, config);
                 let po = ids.mint::<PurchaseOrderId>(erp);
@@ -465,8 +468,8 @@ impl Scenario {
                     }
                     _ => {}
                 }
-                // Every other invoice held for price or by hand is resolved by the org's L3
-                // approver (accepted, released); every other one over-billing the quantity is
+                // Every other invoice held for price or by hand is resolved by the org's AP
+                // manager (accepted, released: look-alikes below); every other one over-billing the quantity is
                 // rejected (chosen by position, not drawn).
                 let decision = match shape {
                     Shape::PriceOver if n % 2 == 0 => Some(DecisionAction::AcceptVariance),
@@ -572,13 +575,42 @@ impl Scenario {
                 if let Some((memo, false)) = &memo {
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::invoice(memo, at));
+                    // Every other such supplier credits the same again the same day under
+                    // another number: a look-alike, held for review until the AP manager
+                    // finds it is not a duplicate; then it credits as well.
+                    let room = invoice.lines[0].quantity.value()
+                        >= memo.lines[0].quantity.value() * Decimal::TWO;
+                    if n % 2 == 0 && room {
+                        let again = InvoiceReceived {
+                            invoice: ids.mint::<InvoiceId>(erp),
+                            number: InvoiceNumber::parse(&format!("{}-R", memo.number))
+                                .expect("non-empty"),
+                            ..memo.clone()
+                        };
+                        planted.push((again.invoice.clone(), Planted::Matched));
+                        credit_memos += 1;
+                        let decided = InvoiceDecision {
+                            id: format!("decision-of-{}", again.invoice),
+                            invoice: again.invoice.clone(),
+                            po: po.clone(),
+                            by: ap_manager.clone(),
+                            authority: ApprovalLevel::L3,
+                            action: DecisionAction::NotADuplicate,
+                            reason_code: "SECOND_RETURN".into(),
+                            comment: Some("two deliveries found damaged".into()),
+                        };
+                        let at = tick(&mut rng);
+                        records.push(ScenarioRecord::invoice(&again, at));
+                        let at = tick(&mut rng);
+                        records.push(ScenarioRecord::invoice_decision(&org, &decided, at));
+                    }
                 }
                 if let Some(action) = decision {
                     let decided = InvoiceDecision {
                         id: format!("decision-of-{}", invoice.invoice),
                         invoice: invoice.invoice.clone(),
                         po: po.clone(),
-                        by: approvers[2].clone(),
+                        by: ap_manager.clone(),
                         authority: ApprovalLevel::L3,
                         action,
                         reason_code: "REVIEWED".into(),

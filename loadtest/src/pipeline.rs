@@ -63,6 +63,7 @@ impl Expected {
                 I::Invoices,
                 I::OrgConfigs,
                 I::InvoiceDecisions,
+                I::ApprovalDecisions,
             ]),
             procurement_inputs: count(&[
                 I::Requisitions,

@@ -89,6 +89,8 @@ pub enum DecisionRefused {
         "{by} posted invoice {invoice}: someone else must decide on it (segregation of duties)"
     )]
     OwnInvoice { by: UserId, invoice: InvoiceId },
+    #[error("{by} requested or approved purchase order {po}: someone else must decide on its invoices (segregation of duties)")]
+    OwnPurchaseOrder { by: UserId, po: PurchaseOrderId },
     #[error("the authority needed for invoice {invoice} cannot be worked out: {source}")]
     Policy {
         invoice: InvoiceId,

@@ -250,6 +250,10 @@ pub struct PurchaseOrderMatch {
     /// People's decisions on invoices not seen yet, waiting for them.
     #[serde(default)]
     early_decisions: Vec<InvoiceDecision>,
+    /// Who asked for the PO and who acted on its approval: never the ones to decide on its
+    /// invoices' holds (segregation of duties).
+    #[serde(default)]
+    requested_or_approved_by: BTreeSet<UserId>,
 }
 
 impl PurchaseOrderMatch {
@@ -265,6 +269,7 @@ impl PurchaseOrderMatch {
             invoices: Vec::new(),
             closed: false,
             early_decisions: Vec::new(),
+            requested_or_approved_by: BTreeSet::new(),
         }
     }
 
@@ -883,6 +888,10 @@ impl PurchaseOrderMatch {
             let by = decision.by.clone();
             return refuse(DecisionRefused::OwnInvoice { by, invoice });
         }
+        if self.requested_or_approved_by.contains(&decision.by) {
+            let (by, po) = (decision.by.clone(), self.po.clone());
+            return refuse(DecisionRefused::OwnPurchaseOrder { by, po });
+        }
         let total = record.invoice.total;
         let needed = match authority_needed(total) {
             Ok(needed) => needed,
@@ -955,7 +964,19 @@ impl PurchaseOrderMatch {
         record
             .decisions
             .push(format!("{} at {at}", decision.describe()));
-        let outcome = self.evaluate(&self.invoices[index], at, &context.tolerances)?;
+        let outcome = match self.evaluate(&self.invoices[index], at, &context.tolerances)? {
+            // A held invoice never goes back to waiting (its outcome stands on
+            // invoice-exceptions): what it still waits for holds it.
+            Outcome::Pending(p) => {
+                let mut reasons = Vec::new();
+                if p.waiting_for.contains(&PendingReason::PurchaseOrder) {
+                    reasons.push(ExceptionReason::UnknownPurchaseOrder);
+                }
+                reasons.extend(waiting_as_reasons(p.waiting_for));
+                Outcome::Exception(exception(&self.invoices[index].invoice, reasons, at))
+            }
+            outcome => outcome,
+        };
         self.settle(index, outcome);
         let mut outputs = self.invoices[index].outputs(at).to_vec();
         if let Outcome::Matched(matched) = &self.invoices[index].outcome {
@@ -972,6 +993,11 @@ impl PurchaseOrderMatch {
             outputs.extend(self.recheck(at, &context.tolerances, None)?);
         }
         Ok(DecisionOutcome::Applied(outputs))
+    }
+
+    /// `user` asked for this PO, or acted on its approval (approving or rejecting a step).
+    pub fn note_requester_or_approver(&mut self, user: &UserId) {
+        self.requested_or_approved_by.insert(user.clone());
     }
 
     /// The decisions parked for `invoice`, which has just arrived: the caller decides them.

@@ -72,7 +72,8 @@ impl Topics {
     }
 
     /// Inputs of the match topology: the documents, the org settings (wait limits, tolerance
-    /// keys) and the supplier master (suppliers' narrower tolerance keys).
+    /// keys), the supplier master (suppliers' narrower tolerance keys), people's decisions on
+    /// invoices, and approval decisions (who approved a PO may not decide on its invoices).
     pub fn match_inputs(&self) -> Vec<&str> {
         vec![
             &self.po_events,
@@ -81,6 +82,7 @@ impl Topics {
             &self.org_config,
             &self.supplier_master,
             &self.invoice_decisions,
+            &self.approval_decisions,
         ]
     }
 

@@ -44,6 +44,8 @@ enum InputKind {
     OrgConfig,
     SupplierMaster,
     Decision,
+    /// Who acted on a PO's approval: never the one to decide on its invoices.
+    ApprovalDecision,
 }
 
 /// The state entity of an org's configuration (no PO's entity looks like it: ADR 0014).
@@ -213,6 +215,8 @@ impl MatchProcessor {
             Some(InputKind::SupplierMaster)
         } else if topic == self.topics.invoice_decisions {
             Some(InputKind::Decision)
+        } else if topic == self.topics.approval_decisions {
+            Some(InputKind::ApprovalDecision)
         } else {
             None
         }
@@ -299,6 +303,23 @@ impl MatchProcessor {
             Err(dead) => return Ok(Err(dead)),
         };
         let decoded = match kind {
+            InputKind::ApprovalDecision => {
+                let decided = match convert::procurement::approval_decision(&value) {
+                    Ok((decided, _)) => decided,
+                    Err(e) => return Ok(Err((DlqReason::InvalidDocument, e.to_string()))),
+                };
+                let convert::procurement::Decided::PurchaseOrder(decided) = decided else {
+                    return Ok(Ok(()));
+                };
+                if let Err(dead) = check_key(record, &decided.org) {
+                    return Ok(Err(dead));
+                }
+                let key = StateKey::new(&decided.org, &decided.po.state_entity());
+                let mut state = working.load(&key, &decided.org, &decided.po)?;
+                state.note_requester_or_approver(&decided.decision.approver);
+                working.states.insert(key, state);
+                return Ok(Ok(()));
+            }
             InputKind::Decision => {
                 let (org, decision, at) = match convert::status::invoice_decision(&value) {
                     Ok(found) => found,
@@ -377,7 +398,14 @@ impl MatchProcessor {
         // Approval and lifecycle steps are the procurement topology's; nothing to match, but
         // for a close: the PO takes no more invoices.
         match &decoded.input {
-            MatchInput::PurchaseOrder(PurchaseOrderEvent::Submitted(_)) => return Ok(Ok(())),
+            // Who asked for it: never the one to decide on its invoices.
+            MatchInput::PurchaseOrder(PurchaseOrderEvent::Submitted(submitted)) => {
+                let key = StateKey::new(org, &submitted.po.state_entity());
+                let mut state = working.load(&key, org, &submitted.po)?;
+                state.note_requester_or_approver(&submitted.requester);
+                working.states.insert(key, state);
+                return Ok(Ok(()));
+            }
             MatchInput::PurchaseOrder(PurchaseOrderEvent::Stepped(s))
                 if s.step != PurchaseOrderStep::Closed =>
             {

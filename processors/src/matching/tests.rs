@@ -1710,6 +1710,38 @@ mod decisions {
     }
 
     #[test]
+    fn who_requested_or_approved_the_po_may_not_decide_on_its_invoices() {
+        let f = Fixture::new();
+        let mut s = held_for_price(&f);
+        s.note_requester_or_approver(&UserId::parse("REQUESTER1").unwrap());
+        s.note_requester_or_approver(&UserId::parse("APPROVER1").unwrap());
+        for (id, by) in [("d1", "REQUESTER1"), ("d2", "APPROVER1")] {
+            let d = decision(
+                id,
+                20,
+                by,
+                ApprovalLevel::L3,
+                DecisionAction::AcceptVariance,
+            );
+            assert!(matches!(
+                refused(decide(&mut s, &d)),
+                DecisionRefused::OwnPurchaseOrder { .. }
+            ));
+        }
+        let other = decision(
+            "d3",
+            20,
+            "BUYER9",
+            ApprovalLevel::L1,
+            DecisionAction::AcceptVariance,
+        );
+        assert!(matches!(
+            decide(&mut s, &other),
+            DecisionOutcome::Applied(_)
+        ));
+    }
+
+    #[test]
     fn an_accepted_price_variance_releases_the_invoice_once_with_a_new_revision() {
         let f = Fixture::new();
         let mut s = held_for_price(&f);
@@ -1902,6 +1934,52 @@ mod decisions {
             Some(DecisionRefused::UnknownInvoice(InvoiceId::from_u128(99)))
         );
         assert_eq!(s.expire_decision("d2"), None);
+    }
+
+    #[test]
+    fn a_look_alike_released_while_its_goods_are_missing_stays_held_for_them_until_they_come() {
+        let f = Fixture::new();
+        let mut s = f.state();
+        apply(&mut s, f.issued());
+        apply(&mut s, invoice(f.invoice(20, dec!(50), dec!(10.00))));
+        let look_alike = MatchContext {
+            look_alike: Some(LookAlike {
+                of: InvoiceId::from_u128(20),
+                hold: true,
+            }),
+            ..MatchContext::default()
+        };
+        s.apply(
+            &invoice(f.invoice(21, dec!(50), dec!(10.00))),
+            T0,
+            &look_alike,
+        )
+        .unwrap();
+        let d = decision(
+            "d1",
+            21,
+            "CLERK2",
+            ApprovalLevel::L1,
+            DecisionAction::NotADuplicate,
+        );
+        let out = decide(&mut s, &d);
+        let DecisionOutcome::Applied(outputs) = out else {
+            panic!("{out:?}")
+        };
+        // Held still (never back to waiting: its hold stands on invoice-exceptions), now only
+        // for the goods, with its status saying so.
+        assert!(matches!(
+            statuses(&outputs).as_slice(),
+            [(2, InvoiceStatus::Held { outcome_revision: 2, reasons })]
+                if reasons.iter().all(|r| r.kind() == ReasonKind::NotReceived)
+        ));
+        let goods = apply(&mut s, f.receipt(10, dec!(100), dec!(0)));
+        assert!(
+            goods
+                .iter()
+                .any(|o| matches!(o, MatchOutput::Matched(m) if m.invoice == InvoiceId::from_u128(21) && m.revision == 3)),
+            "{goods:?}"
+        );
     }
 
     #[test]
