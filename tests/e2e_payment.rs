@@ -1566,6 +1566,11 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
         ..invoice_for(&other, dec!(5))
     };
     let right = invoice_for(&other, dec!(5));
+    // The first invoice's reference again, on another PO: a duplicate, whatever is decided.
+    let duplicate = InvoiceReceived {
+        number: first.number.clone(),
+        ..invoice_for(&other, dec!(1))
+    };
     send(decide(
         "d-reject",
         &wrong,
@@ -1574,7 +1579,7 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
         DecisionAction::Reject,
     ))
     .await;
-    for invoice in [&first, &look_alike, &over, &wrong] {
+    for invoice in [&first, &look_alike, &over, &wrong, &duplicate] {
         tx.invoice(invoice).await;
     }
     let not_a_duplicate = decide(
@@ -1618,6 +1623,14 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
         DecisionAction::AcceptVariance,
     ))
     .await;
+    send(decide(
+        "d-duplicate",
+        &duplicate,
+        "BUYER3",
+        ApprovalLevel::L3,
+        DecisionAction::Release(None),
+    ))
+    .await;
     tx.invoice(&right).await;
 
     let paid = [&first, &look_alike, &over, &right];
@@ -1652,7 +1665,7 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
                 .iter()
                 .filter(|e| e.action == "DECIDE_INVOICE")
                 .count()
-                >= 6
+                >= 7
         },
     )
     .await;
@@ -1667,6 +1680,7 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
         .collect();
     assert_eq!(instructed.len(), paid.len(), "{instructed:?}");
     assert!(!instructed.contains(&&wrong.invoice));
+    assert!(!instructed.contains(&&duplicate.invoice));
     let decisions: Vec<(AuditKind, String)> = audit
         .iter()
         .filter(|e| e.action == "DECIDE_INVOICE")
@@ -1689,7 +1703,13 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
     assert_eq!(taken(&look_alike.invoice), 1, "{decisions:#?}");
     assert_eq!(taken(&over.invoice), 1, "{decisions:#?}");
     assert_eq!(taken(&wrong.invoice), 1, "{decisions:#?}");
-    assert_eq!(refused.len(), 3, "{decisions:#?}");
+    assert_eq!(refused.len(), 4, "{decisions:#?}");
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.contains("d-duplicate") && d.contains("never paid, whatever anyone decides")),
+        "{refused:#?}"
+    );
     assert!(
         refused
             .iter()
