@@ -589,16 +589,13 @@ impl Scenario {
                         };
                         planted.push((again.invoice.clone(), Planted::Matched));
                         credit_memos += 1;
-                        let decided = InvoiceDecision {
-                            id: format!("decision-of-{}", again.invoice),
-                            invoice: again.invoice.clone(),
-                            po: po.clone(),
-                            by: ap_manager.clone(),
-                            authority: ApprovalLevel::L3,
-                            action: DecisionAction::NotADuplicate,
-                            reason_code: "SECOND_RETURN".into(),
-                            comment: Some("two deliveries found damaged".into()),
-                        };
+                        let decided = decided_by(
+                            &ap_manager,
+                            &again,
+                            DecisionAction::NotADuplicate,
+                            "SECOND_RETURN",
+                            "two deliveries found damaged",
+                        );
                         let at = tick(&mut rng);
                         records.push(ScenarioRecord::invoice(&again, at));
                         let at = tick(&mut rng);
@@ -606,16 +603,13 @@ impl Scenario {
                     }
                 }
                 if let Some(action) = decision {
-                    let decided = InvoiceDecision {
-                        id: format!("decision-of-{}", invoice.invoice),
-                        invoice: invoice.invoice.clone(),
-                        po: po.clone(),
-                        by: ap_manager.clone(),
-                        authority: ApprovalLevel::L3,
+                    let decided = decided_by(
+                        &ap_manager,
+                        &invoice,
                         action,
-                        reason_code: "REVIEWED".into(),
-                        comment: Some("checked with the buyer and the supplier".into()),
-                    };
+                        "REVIEWED",
+                        "checked with the buyer and the supplier",
+                    );
                     let at = tick(&mut rng);
                     records.push(ScenarioRecord::invoice_decision(&org, &decided, at));
                 }
@@ -1046,6 +1040,26 @@ impl IdSource {
             _ => format!("USER{n:05}"),
         };
         T::parse(&id).expect("ERP-style ids are printable and short")
+    }
+}
+
+/// The org's AP manager's decision on `invoice`, with authority for any amount.
+fn decided_by(
+    manager: &UserId,
+    invoice: &InvoiceReceived,
+    action: DecisionAction,
+    reason_code: &str,
+    comment: &str,
+) -> InvoiceDecision {
+    InvoiceDecision {
+        id: format!("decision-of-{}", invoice.invoice),
+        invoice: invoice.invoice.clone(),
+        po: invoice.po.clone(),
+        by: manager.clone(),
+        authority: ApprovalLevel::L3,
+        action,
+        reason_code: reason_code.to_owned(),
+        comment: Some(comment.to_owned()),
     }
 }
 

@@ -60,6 +60,8 @@ const PENDING_TIMER: &str = "pending/";
 const RECEIPT_TIMER: &str = "receipt/";
 /// Timer names of people's decisions waiting for their invoice: `decision/<decision id>`.
 const DECISION_TIMER: &str = "decision/";
+/// The audit action of a person's decision on an invoice (taken or refused).
+const DECIDE_INVOICE: &str = "DECIDE_INVOICE";
 const DAY_MS: i64 = 86_400_000;
 /// Most wait limits expired in one batch; the rest in the next.
 const TIMERS_PER_BATCH: usize = 1_000;
@@ -557,12 +559,13 @@ impl MatchProcessor {
             if let Some(id) = timer.name.strip_prefix(DECISION_TIMER) {
                 if let Some(refused) = state.expire_decision(id) {
                     let (org, po) = (state.org().clone(), state.po().clone());
-                    let audit = self.decision_audit(
+                    let audit = self.po_audit(
                         &org,
                         &po,
                         AuditKind::Refused,
-                        format!("decision {id} refused: {refused}"),
+                        DECIDE_INVOICE,
                         None,
+                        format!("decision {id} refused: {refused}"),
                         EventTime(timer.due),
                     );
                     let payload = self
@@ -695,7 +698,15 @@ impl MatchProcessor {
                 out.push(record);
             }
         }
-        let audit = self.decision_audit(&org, state.po(), kind, detail, Some(&decision.by), at);
+        let audit = self.po_audit(
+            &org,
+            state.po(),
+            kind,
+            DECIDE_INVOICE,
+            Some(&decision.by),
+            detail,
+            at,
+        );
         let payload = self
             .codec
             .encode(&self.topics.audit_events, &AUDIT_EVENT, audit)
@@ -711,21 +722,24 @@ impl MatchProcessor {
         Ok(false)
     }
 
-    /// An audit entry of a decision on an invoice, on its PO's trail.
-    fn decision_audit(
+    /// An entry on the audit trail of `po`: `action` `RECEIVE` for its receipts,
+    /// `DECIDE_INVOICE` for people's decisions on its invoices.
+    #[allow(clippy::too_many_arguments)]
+    fn po_audit(
         &self,
         org: &OrgId,
         po: &PurchaseOrderId,
         kind: AuditKind,
-        detail: String,
+        action: &str,
         actor: Option<&UserId>,
+        detail: String,
         at: EventTime,
     ) -> apache_avro::types::Value {
         AuditRecord {
             org: org.clone(),
             entity: DocumentRef::PurchaseOrder(po.clone()),
             kind,
-            action: "DECIDE_INVOICE".to_owned(),
+            action: action.to_owned(),
             from_state: None,
             to_state: None,
             version: 0,
@@ -744,19 +758,7 @@ impl MatchProcessor {
         detail: String,
         at: EventTime,
     ) -> apache_avro::types::Value {
-        AuditRecord {
-            org: org.clone(),
-            entity: DocumentRef::PurchaseOrder(po.clone()),
-            kind,
-            action: "RECEIVE".to_owned(),
-            from_state: None,
-            to_state: None,
-            version: 0,
-            actor: None,
-            detail,
-            occurred_at: at,
-        }
-        .to_value()
+        self.po_audit(org, po, kind, "RECEIVE", None, detail, at)
     }
 
     async fn encode(
