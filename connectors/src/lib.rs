@@ -4,3 +4,9 @@
 //!
 //! Owns: translating external formats to and from the pipeline's topics. Must not touch:
 //! business rules (`p2p-processors`) or the runtime's state.
+//!
+//! So far (issue 23): the pain.001.001.09 file of a payment run (`pain001`), with the bank
+//! identifiers it carries checked (`bank_ids`).
+
+pub mod bank_ids;
+pub mod pain001;
