@@ -39,6 +39,40 @@ pub struct Run {
     pub payments: Vec<RunPayment>,
 }
 
+impl Run {
+    /// The run the payment topology instructed on `payment-instructions`, paid from the
+    /// account of `debtor_name` (the org's legal name; `org-config` does not carry it yet)
+    /// whose bank's BIC is `debtor_bic`, if known.
+    pub fn from_instruction(
+        instruction: &p2p_avro::convert::payment::PaymentInstructionRecord,
+        debtor_name: &str,
+        debtor_bic: Option<&str>,
+    ) -> Run {
+        Run {
+            run_id: instruction.run_id.clone(),
+            debtor_name: debtor_name.to_owned(),
+            debtor_iban: instruction.debtor_account.clone(),
+            debtor_bic: debtor_bic.map(str::to_owned),
+            currency: instruction.currency,
+            execution_date: instruction.execution_date,
+            total: instruction.total,
+            payments: instruction
+                .payments
+                .iter()
+                .map(|p| RunPayment {
+                    invoice: p.invoice.clone(),
+                    part: p.part,
+                    creditor_name: p.creditor_name.clone(),
+                    creditor_iban: p.creditor_iban.clone(),
+                    creditor_bic: p.creditor_bic.clone(),
+                    amount: p.amount,
+                    remittance: p.remittance.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A pain.001 file, and how its ids map back to the run (pain.002 answers name them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pain001 {

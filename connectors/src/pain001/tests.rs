@@ -190,3 +190,41 @@ fn text_in_sepa_characters_keeps_what_a_bank_reads() {
     assert_ne!(short_id("A B"), "A B");
     assert_eq!(short_id(&"9".repeat(36)), short_id(&"9".repeat(36)));
 }
+
+#[test]
+fn a_run_the_payment_topology_instructed_becomes_a_valid_file() {
+    use p2p_avro::convert::payment::{InstructedPayment, PaymentInstructionRecord};
+    use p2p_processors::{EventTime, OrgId, SupplierId};
+    let eur = currency("EUR");
+    let instruction = PaymentInstructionRecord {
+        run_id: "1000/EUR/DE89370400440532013000/2026-12-04/INV-2026/0042/1".into(),
+        org: OrgId::parse("1000").unwrap(),
+        currency: eur,
+        debtor_account: "DE89370400440532013000".into(),
+        execution_date: NaiveDate::from_ymd_opt(2026, 12, 4).unwrap(),
+        total: Money::new(dec!(1000.00), eur),
+        payments: vec![InstructedPayment {
+            invoice: InvoiceId::parse("INV-2026/0042").unwrap(),
+            part: 1,
+            supplier: SupplierId::parse("V100234").unwrap(),
+            creditor_name: "Acme Bolts GmbH".into(),
+            creditor_iban: "DE02120300000000202051".into(),
+            creditor_bic: Some("BYLADEM1001".into()),
+            amount: Money::new(dec!(1000.00), eur),
+            remittance: "0042".into(),
+        }],
+        created_at: EventTime(1_796_516_885_791),
+    };
+    let run = Run::from_instruction(&instruction, "ACME Industries AG", Some("COBADEFF"));
+    let file = pain001(&run, created()).unwrap();
+    validate(&file.xml).unwrap();
+    assert!(file.xml.contains("<BICFI>COBADEFF</BICFI>"));
+    assert_eq!(
+        file.end_to_end,
+        vec![(
+            "INV-2026/0042/1".to_owned(),
+            InvoiceId::parse("INV-2026/0042").unwrap(),
+            1
+        )]
+    );
+}
