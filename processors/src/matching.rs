@@ -720,6 +720,14 @@ impl PurchaseOrderMatch {
         let Order::Open(order) = &self.order else {
             return Ok(vec![]);
         };
+        // Run on every re-check: most POs hold nothing a memo could net, so nothing is copied.
+        if !self
+            .invoices
+            .iter()
+            .any(|r| r.invoice.kind == DocumentKind::Invoice && held_for_variances_only(&r.outcome))
+        {
+            return Ok(vec![]);
+        }
         let order = order.clone();
         let mut outputs = Vec::new();
         for index in 0..self.invoices.len() {

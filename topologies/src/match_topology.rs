@@ -334,7 +334,7 @@ impl MatchProcessor {
                 let mut state = working.load(&key, &org, &decision.po)?;
                 let context = self.context(working, &org, state.supplier().cloned())?;
                 let mut encoded = Vec::new();
-                let parked = self
+                let parked = match self
                     .decide(
                         &mut state,
                         &decision,
@@ -344,7 +344,11 @@ impl MatchProcessor {
                         &mut encoded,
                         stats,
                     )
-                    .await?;
+                    .await?
+                {
+                    Ok(parked) => parked,
+                    Err(e) => return Ok(Err((DlqReason::Rejected, e.to_string()))),
+                };
                 if parked {
                     let days = working
                         .config(&org)?
@@ -505,22 +509,22 @@ impl MatchProcessor {
         }
         // Decisions people took before the invoice came are taken now.
         if let MatchInput::Invoice(invoice) = &decoded.input {
+            // Their wait-limit timers, when they fire, find nothing parked and do nothing.
             for decision in state.take_early_decisions(&invoice.invoice) {
-                self.decide(
-                    &mut state,
-                    &decision,
-                    decoded.occurred_at,
-                    &context,
-                    working,
-                    &mut encoded,
-                    stats,
-                )
-                .await?;
-                working.timers.cancel(&Timer {
-                    due: 0,
-                    owner: key.clone(),
-                    name: format!("{DECISION_TIMER}{}", decision.id),
-                });
+                if let Err(e) = self
+                    .decide(
+                        &mut state,
+                        &decision,
+                        decoded.occurred_at,
+                        &context,
+                        working,
+                        &mut encoded,
+                        stats,
+                    )
+                    .await?
+                {
+                    return Ok(Err((DlqReason::Rejected, e.to_string())));
+                }
             }
         }
         working.states.insert(key, state);
@@ -645,7 +649,9 @@ impl MatchProcessor {
     }
 
     /// Takes a person's decision on `state`'s invoice, encoding what it changed and its audit
-    /// entry (taken or refused) into `out`. `true` if it waits for its invoice.
+    /// entry (taken or refused) into `out`. `Ok(true)` if it waits for its invoice; the inner
+    /// `Err` if the match cannot decide it (the record is dead-lettered, as a document the
+    /// match rejects is, not retried forever).
     #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
@@ -656,19 +662,20 @@ impl MatchProcessor {
         working: &mut Working<'_>,
         out: &mut Vec<OutputRecord>,
         stats: &mut StatsSnapshot,
-    ) -> Result<bool, ProcessError> {
+    ) -> Result<Result<bool, p2p_processors::MatchError>, ProcessError> {
         let org = state.org().clone();
         let approval = working.config(&org)?.map(|c| c.approval.clone());
         let authority_needed = |total: p2p_processors::Money| match &approval {
             Some(policy) => policy.level_for(total),
             None => ApprovalPolicy::defaults(total.currency()).level_for(total),
         };
-        let outcome = state
-            .decide(decision, authority_needed, at, context)
-            .map_err(|e| ProcessError::Transient(CodecError::Avro(e.to_string())))?;
+        let outcome = match state.decide(decision, authority_needed, at, context) {
+            Ok(outcome) => outcome,
+            Err(e) => return Ok(Err(e)),
+        };
         let (kind, detail, outputs) = match outcome {
-            DecisionOutcome::Parked => return Ok(true),
-            DecisionOutcome::Repeated => return Ok(false),
+            DecisionOutcome::Parked => return Ok(Ok(true)),
+            DecisionOutcome::Repeated => return Ok(Ok(false)),
             DecisionOutcome::Applied(outputs) => {
                 stats.count("decisions taken");
                 (
@@ -719,7 +726,7 @@ impl MatchProcessor {
             headers: vec![],
             timestamp: None,
         });
-        Ok(false)
+        Ok(Ok(false))
     }
 
     /// An entry on the audit trail of `po`: `action` `RECEIVE` for its receipts,

@@ -234,10 +234,12 @@ pub fn invoice_decision(
     use p2p_processors::approval::ApprovalLevel;
     use p2p_processors::decisions::{DecisionAction, InvoiceDecision};
     let r = Record::of(value, "InvoiceDecision")?;
+    // Never a default: an authority the pipeline does not know grants nothing.
     let authority = match r.symbol("authority")? {
         "L1" => ApprovalLevel::L1,
         "L2" => ApprovalLevel::L2,
-        _ => ApprovalLevel::L3,
+        "L3" => ApprovalLevel::L3,
+        other => return Err(DecodeError::UnknownEventType(other.to_owned())),
     };
     let action = match r.symbol("decision")? {
         "RELEASE_HOLD" => {

@@ -65,17 +65,16 @@ fn validate(xml: &str) -> Result<(), String> {
 fn a_sepa_run_is_a_valid_pain001_with_ids_a_bank_takes_and_traces_back() {
     // Printed for whoever wants to see one: `cargo test -p p2p-connectors -- --nocapture`.
     let long_invoice = "INV-2026/000021-FOR-THE-SECOND-DELIVERY-OF-PALLETS";
-    let file = pain001(
-        &run(
+    let sepa_run = || {
+        run(
             "EUR",
             vec![
                 payment("INV-2026/0042", 1, dec!(1209.80), "EUR"),
                 payment(long_invoice, 2, dec!(0.05), "EUR"),
             ],
-        ),
-        created(),
-    )
-    .unwrap();
+        )
+    };
+    let file = pain001(&sepa_run(), created()).unwrap();
     validate(&file.xml).unwrap();
     // The schema is really checked: the same file without its payments is not valid.
     let start = file.xml.find("<CdtTrfTxInf>").unwrap();
@@ -106,17 +105,7 @@ fn a_sepa_run_is_a_valid_pain001_with_ids_a_bank_takes_and_traces_back() {
         InvoiceId::parse(long_invoice).unwrap()
     );
     assert_eq!(file.msg_id.len(), 32);
-    let again = pain001(
-        &run(
-            "EUR",
-            vec![
-                payment("INV-2026/0042", 1, dec!(1209.80), "EUR"),
-                payment(long_invoice, 2, dec!(0.05), "EUR"),
-            ],
-        ),
-        created(),
-    )
-    .unwrap();
+    let again = pain001(&sepa_run(), created()).unwrap();
     assert_eq!(again, file);
     println!("{}", file.xml);
 }
