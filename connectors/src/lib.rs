@@ -6,7 +6,10 @@
 //! business rules (`p2p-processors`) or the runtime's state.
 //!
 //! So far (issue 23): the pain.001.001.09 file of a payment run (`pain001`), with the bank
-//! identifiers it carries checked (`bank_ids`).
+//! identifiers it carries checked (`bank_ids`); banks' pain.002 status reports read and
+//! resolved to answers per payment (`pain002`); both checked against their XSD (`xsd`).
 
 pub mod bank_ids;
 pub mod pain001;
+pub mod pain002;
+pub mod xsd;
