@@ -61,6 +61,29 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The bank connector: each run on payment-instructions as a pain.001 file to its bank
+    /// (HTTPS, resent until answered, never paid twice), the bank's acknowledgement and its
+    /// pain.002 reports (webhook or inbox directory) back to payment-status.
+    BankConnector {
+        /// TOML configuration (see deploy/local/bank-connector.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// A simulated bank to point the connector at: takes pain.001 files, answers, posts
+    /// pain.002 reports back, and injects faults on command (POST /faults).
+    BankSim {
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        listen: std::net::SocketAddr,
+        /// The connector's webhook, e.g. http://127.0.0.1:9899/pain002.
+        #[arg(long)]
+        report_url: Option<String>,
+        /// How long after a file each of its two reports (accepted, then settled) is posted.
+        #[arg(long, default_value_t = 2_000)]
+        report_delay_ms: u64,
+        /// Reject every n-th payment (AC04, account closed); 0 rejects none.
+        #[arg(long, default_value_t = 0)]
+        reject_every: u32,
+    },
     /// Dead-letter queues: see what is in one, send records back to where they came from.
     Dlq {
         #[command(subcommand)]
@@ -228,6 +251,27 @@ async fn main() -> anyhow::Result<()> {
                 println!("created {} topic(s): {}", created.len(), created.join(", "));
             }
             Ok(())
+        }
+        Command::BankConnector { config } => {
+            let config = p2p_connectors::connector::ConnectorConfig::load(&config)?;
+            p2p_connectors::connector::run(config, shutdown_signal()).await
+        }
+        Command::BankSim {
+            listen,
+            report_url,
+            report_delay_ms,
+            reject_every,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            tracing::info!(%listen, "simulated bank: POST /pain001, POST /faults, GET /state");
+            let config = p2p_connectors::bank_sim::SimConfig {
+                report_url,
+                report_delay_ms,
+                reject_every,
+            };
+            Ok(p2p_connectors::bank_sim::serve(listener, config).await?)
         }
         Command::Bench(args) => bench::bench(args).await,
         Command::Produce(args) => produce::produce(args).await,

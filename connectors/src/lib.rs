@@ -10,6 +10,8 @@
 //! resolved to answers per payment (`pain002`); both checked against their XSD (`xsd`).
 
 pub mod bank_ids;
+pub mod bank_sim;
+pub mod connector;
 pub mod delivery;
 pub mod ledger;
 pub mod pain001;

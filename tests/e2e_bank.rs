@@ -1,0 +1,321 @@
+//! The bank connector on the real broker against the simulated bank: payment runs on
+//! `payment-instructions` become pain.001 files at the bank, and the bank's acknowledgements
+//! and pain.002 reports come back on `payment-status`, each payment executed once while the
+//! bank fails, loses acknowledgements and reports twice.
+
+mod common;
+
+use common::{kafka, poll, registry_codec, TestTopics};
+use p2p_avro::contracts::PAYMENT_INSTRUCTION;
+use p2p_avro::convert::payment::{BankStatusReport, InstructedPayment, PaymentInstructionRecord};
+use p2p_connectors::bank_sim::{self, SimConfig, SimState};
+use p2p_connectors::connector::{self, ConnectorConfig, ConnectorTopics};
+use p2p_connectors::delivery::{AccountConfig, BankConfig, BreakerConfig, RetryConfig};
+use p2p_loadtest::audit::read_topic;
+use p2p_loadtest::produce::erp_producer;
+use p2p_processors::payment::BankStatus;
+use p2p_processors::*;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rust_decimal_macros::dec;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const DEBTOR_IBAN: &str = "DE89370400440532013000";
+
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+/// A run of `n` payments of the SAP-style org `1000`, as the payment topology instructs it.
+fn run(sequence: u32, n: u32) -> PaymentInstructionRecord {
+    let org = OrgId::parse("1000").unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let payments: Vec<InstructedPayment> = (1..=n)
+        .map(|i| InstructedPayment {
+            invoice: InvoiceId::parse(&format!("INV-2026/{sequence:03}{i:03}")).unwrap(),
+            part: 1,
+            supplier: SupplierId::parse("V100234").unwrap(),
+            creditor_name: "Müller & Söhne Schraubenwerk GmbH".into(),
+            creditor_iban: "DE02120300000000202051".into(),
+            creditor_bic: Some("BYLADEM1001".into()),
+            amount: Money::new(dec!(1209.80) + rust_decimal::Decimal::from(i), eur()),
+            remittance: format!("Rechnung 5100{sequence:03}{i:03}"),
+        })
+        .collect();
+    let total = payments.iter().map(|p| p.amount.amount()).sum();
+    PaymentInstructionRecord {
+        run_id: format!("{org}/EUR/{DEBTOR_IBAN}/{today}/{sequence}"),
+        org,
+        currency: eur(),
+        debtor_account: DEBTOR_IBAN.into(),
+        execution_date: today,
+        total: Money::new(total, eur()),
+        payments,
+        created_at: EventTime(chrono::Utc::now().timestamp_millis()),
+    }
+}
+
+struct Bank {
+    url: String,
+}
+
+impl Bank {
+    async fn start(report_url: String, reject_every: u32) -> Bank {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let config = SimConfig {
+            report_url: Some(report_url),
+            report_delay_ms: 300,
+            reject_every,
+        };
+        tokio::spawn(bank_sim::serve(listener, config));
+        Bank { url }
+    }
+
+    async fn faults(&self, faults: serde_json::Value) {
+        reqwest::Client::new()
+            .post(format!("{}/faults", self.url))
+            .body(faults.to_string())
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+
+    async fn state(&self) -> SimState {
+        let body = reqwest::get(format!("{}/state", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn config(topics: &TestTopics, id: &str, listen: SocketAddr, bank_url: &str) -> ConnectorConfig {
+    let mut kafka = kafka();
+    kafka.insert("transaction.timeout.ms".into(), "60000".into());
+    ConnectorConfig {
+        connector_id: id.into(),
+        schema_registry_url: Some(common::services().registry_url.clone()),
+        kafka,
+        topics: ConnectorTopics {
+            payment_instructions: topics.payment_instructions.clone(),
+            payment_status: topics.payment_status.clone(),
+            deliveries: format!("{id}-deliveries"),
+            refused_reports: format!("{id}-reports.dlq"),
+        },
+        listen,
+        inbox_dir: None,
+        banks: vec![BankConfig {
+            name: "simulated-bank".into(),
+            endpoint: format!("{bank_url}/pain001"),
+            client_certificate: None,
+            client_key: None,
+            ca_certificate: None,
+            auth_token_env: None,
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 1_000,
+            cut_off: None,
+            retry: RetryConfig {
+                first_backoff_ms: 50,
+                max_backoff_ms: 400,
+            },
+            breaker: BreakerConfig {
+                failures: 3,
+                open_ms: 300,
+            },
+            accounts: vec![AccountConfig {
+                iban: DEBTOR_IBAN.into(),
+                holder: "ACME Industries AG".into(),
+                bic: Some("COBADEFFXXX".into()),
+            }],
+        }],
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start(config: ConnectorConfig) -> Running {
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(connector::run(config, async move {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Every status published per (invoice, part), in order.
+async fn statuses(topic: &str) -> BTreeMap<(String, u32), Vec<BankStatus>> {
+    let codec = registry_codec();
+    let mut seen: BTreeMap<(String, u32), Vec<BankStatus>> = BTreeMap::new();
+    for message in read_topic(&kafka(), topic, Duration::from_secs(30)).unwrap() {
+        let value = codec.decode(message.payload()).await.unwrap();
+        let report = BankStatusReport::from_value(&value).unwrap();
+        seen.entry((report.invoice.to_string(), report.part))
+            .or_default()
+            .push(report.status);
+    }
+    seen
+}
+
+fn is_final(history: &[BankStatus]) -> bool {
+    matches!(
+        history.last(),
+        Some(BankStatus::Settled | BankStatus::Rejected(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_faults() {
+    let topics = TestTopics::create("bank", 2).await;
+    let codec = registry_codec();
+    let id = format!(
+        "bank-connector-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let listen = free_port();
+    let bank = Bank::start(format!("http://{listen}/pain002"), 4).await;
+    // The bank starts badly: two 500s, then an acknowledgement lost past the sender's
+    // timeout; every report is posted twice.
+    bank.faults(serde_json::json!({
+        "fail_next": 2, "lose_acks": 1, "lost_ack_ms": 2500, "duplicate_reports": true
+    }))
+    .await;
+
+    let producer = erp_producer(&kafka()).unwrap();
+    let send = |instruction: PaymentInstructionRecord| {
+        let (producer, codec, topic) = (&producer, &codec, &topics.payment_instructions);
+        async move {
+            let value = instruction.to_value().unwrap();
+            let bytes = codec
+                .encode(topic, &PAYMENT_INSTRUCTION, value)
+                .await
+                .unwrap();
+            producer
+                .send(
+                    FutureRecord::to(topic)
+                        .key(instruction.org.as_str())
+                        .payload(&bytes),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let runs: Vec<PaymentInstructionRecord> = (1..=3).map(|s| run(s, 4)).collect();
+    for r in &runs {
+        send(r.clone()).await;
+    }
+    // A re-delivered instruction (the same run id) and one for an account at no configured
+    // bank.
+    send(runs[0].clone()).await;
+    let mut stranger = run(9, 1);
+    stranger.debtor_account = "GB82WEST12345698765432".into();
+    stranger.run_id = format!("1000/EUR/GB82WEST12345698765432/x/{}", 9);
+    send(stranger).await;
+
+    let connector = start(config(&topics, &id, listen, &bank.url));
+    let payments = 12;
+    let seen = poll(
+        "every payment's final status",
+        || statuses(&topics.payment_status),
+        |s| s.len() == payments && s.values().all(|h| is_final(h)),
+    )
+    .await;
+    // Reports may still be on their way (each is posted twice): let them land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    connector.stop().await;
+
+    let state = bank.state().await;
+    assert_eq!(state.files.len(), 3, "one file per run: {state:#?}");
+    assert_eq!(state.executed.len(), payments);
+    assert!(
+        state.executed.values().all(|&n| n == 1),
+        "a payment executed twice: {state:#?}"
+    );
+    assert!(state.refused_while_down >= 2, "{state:#?}");
+    assert!(
+        state.duplicates_answered >= 1,
+        "the file whose acknowledgement was lost was sent again and answered as a duplicate"
+    );
+    let seen_after = statuses(&topics.payment_status).await;
+    assert_eq!(
+        seen, seen_after,
+        "reports posted twice published nothing twice"
+    );
+    let rejected = seen
+        .values()
+        .filter(|h| matches!(h.last(), Some(BankStatus::Rejected(_))))
+        .count();
+    assert_eq!(rejected, state.rejected.len());
+    assert_eq!(rejected, 3, "every 4th of 12");
+    for ((invoice, _), history) in &seen {
+        match history.as_slice() {
+            [BankStatus::Accepted, BankStatus::Settled] => {}
+            [BankStatus::Accepted, BankStatus::Rejected(reason)]
+            | [BankStatus::Rejected(reason)] => {
+                assert_eq!(reason, "AC04: Account closed", "{invoice}")
+            }
+            other => panic!("{invoice}: {other:?}"),
+        }
+    }
+    let dead = read_topic(
+        &kafka(),
+        &p2p_topologies::Topics::dlq(&topics.payment_instructions),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(
+        dead.len(),
+        1,
+        "the run for an account at no configured bank"
+    );
+
+    // Restarted, with the ledger read back: nothing is sent again, and a report about a file
+    // the connector never sent is refused with a clear answer.
+    let connector = start(config(&topics, &id, listen, &bank.url));
+    send(runs[1].clone()).await;
+    let refused = poll(
+        "the webhook",
+        || async {
+            let xml =
+                bank_sim::pain002_report("R-X", "NEVER-SENT", &[("B".into(), "E".into(), "ACSC")]);
+            reqwest::Client::new()
+                .post(format!("http://{listen}/pain002"))
+                .body(xml)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        },
+        |s| s.is_some(),
+    )
+    .await;
+    assert_eq!(refused, Some(422));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    connector.stop().await;
+    assert_eq!(bank.state().await.files.len(), 3, "no file sent twice");
+    assert_eq!(statuses(&topics.payment_status).await, seen);
+}
