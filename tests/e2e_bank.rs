@@ -20,6 +20,7 @@ use rdkafka::producer::FutureRecord;
 use rust_decimal_macros::dec;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -318,4 +319,188 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
     connector.stop().await;
     assert_eq!(bank.state().await.files.len(), 3, "no file sent twice");
     assert_eq!(statuses(&topics.payment_status).await, seen);
+}
+
+/// `config` as the TOML file `p2p bank-connector --config` reads.
+fn config_file(config: &ConnectorConfig, dir: &std::path::Path) -> std::path::PathBuf {
+    let bank = &config.banks[0];
+    let kafka: String = config
+        .kafka
+        .iter()
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
+        .collect();
+    let text = format!(
+        r#"connector_id = "{id}"
+schema_registry_url = "{registry}"
+listen = "{listen}"
+
+[kafka]
+{kafka}
+[topics]
+payment_instructions = "{instructions}"
+payment_status = "{status}"
+deliveries = "{deliveries}"
+refused_reports = "{refused}"
+
+[[banks]]
+name = "{name}"
+endpoint = "{endpoint}"
+connect_timeout_ms = {connect}
+request_timeout_ms = {request}
+retry = {{ first_backoff_ms = 50, max_backoff_ms = 400 }}
+breaker = {{ failures = 3, open_ms = 300 }}
+
+[[banks.accounts]]
+iban = "{iban}"
+holder = "ACME Industries AG"
+bic = "COBADEFFXXX"
+"#,
+        id = config.connector_id,
+        registry = config.schema_registry_url.as_deref().unwrap(),
+        listen = config.listen,
+        instructions = config.topics.payment_instructions,
+        status = config.topics.payment_status,
+        deliveries = config.topics.deliveries,
+        refused = config.topics.refused_reports,
+        name = bank.name,
+        endpoint = bank.endpoint,
+        connect = bank.connect_timeout_ms,
+        request = bank.request_timeout_ms,
+        iban = DEBTOR_IBAN,
+    );
+    let path = dir.join("bank-connector.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The connector as operators run it: the `p2p` binary, its log appended to `log`.
+fn spawn_connector(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(["bank-connector", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the p2p binary")
+}
+
+/// Kills (`P2P_BANK_KILLS`, default 4) of the connector process at random instants
+/// (`P2P_BANK_SEED` replays them) while runs arrive, the bank loses acknowledgements and posts
+/// every report twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_at_random_instants_the_connector_pays_nothing_twice_and_loses_nothing() {
+    use rand::{Rng, SeedableRng};
+    let kills: usize = std::env::var("P2P_BANK_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("P2P_BANK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("P2P_BANK_SEED={seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+
+    let topics = TestTopics::create("bank-kill", 2).await;
+    let codec = registry_codec();
+    let id = format!(
+        "bank-kill-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let listen = free_port();
+    let bank = Bank::start(format!("http://{listen}/pain002"), 5).await;
+    bank.faults(serde_json::json!({
+        "lose_acks": 3, "lost_ack_ms": 1500, "duplicate_reports": true
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&config(&topics, &id, listen, &bank.url), dir.path());
+    let log = dir.path().join("connector.log");
+
+    let runs = 8u32;
+    let per_run = 5u32;
+    let producing = {
+        let (topic, codec) = (topics.payment_instructions.clone(), codec.clone());
+        tokio::spawn(async move {
+            let producer = erp_producer(&kafka()).unwrap();
+            for sequence in 1..=runs {
+                let instruction = run(sequence, per_run);
+                let bytes = codec
+                    .encode(
+                        &topic,
+                        &PAYMENT_INSTRUCTION,
+                        instruction.to_value().unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key("1000").payload(&bytes),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        })
+    };
+    for _ in 0..kills {
+        let mut child = spawn_connector(&config, &log);
+        let after = Duration::from_millis(rng.random_range(300..3_000));
+        tokio::time::sleep(after).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    producing.await.unwrap();
+    let mut child = spawn_connector(&config, &log);
+    let payments = (runs * per_run) as usize;
+    let seen = poll(
+        "every payment's final status",
+        || statuses(&topics.payment_status),
+        |s| s.len() == payments && s.values().all(|h| is_final(h)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let state = bank.state().await;
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let resent_after_restart = log
+        .lines()
+        .filter(|l| l.contains("delivery ledger restored") && !l.contains("unanswered=0"))
+        .count();
+    eprintln!(
+        "{kills} kills; restarts finding unanswered files: {resent_after_restart}; duplicates \
+         the bank answered: {}",
+        state.duplicates_answered
+    );
+    assert_eq!(state.files.len(), runs as usize, "{state:#?}\n{log}");
+    assert_eq!(state.executed.len(), payments);
+    assert!(
+        state.executed.values().all(|&n| n == 1),
+        "a payment executed twice: {state:#?}"
+    );
+    for ((invoice, _), history) in &seen {
+        assert!(
+            matches!(
+                history.as_slice(),
+                [BankStatus::Accepted, BankStatus::Settled]
+                    | [BankStatus::Accepted, BankStatus::Rejected(_)]
+                    | [BankStatus::Rejected(_)]
+            ),
+            "{invoice}: {history:?} (a status published twice, or out of order)"
+        );
+    }
+    let rejected = seen
+        .values()
+        .filter(|h| matches!(h.last(), Some(BankStatus::Rejected(_))))
+        .count();
+    assert_eq!(rejected, state.rejected.len());
 }

@@ -278,8 +278,11 @@ pub async fn run(
         unanswered = ledger.values().filter(|d| !d.is_answered()).count(),
         "delivery ledger restored"
     );
+    // Static membership: a restarted connector (same id) takes its partitions back at once,
+    // not after the session of the one it replaces (killed, say) times out.
     let consumer: StreamConsumer = client_config(&config.kafka)
         .set("group.id", &config.connector_id)
+        .set("group.instance.id", &config.connector_id)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
