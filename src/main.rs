@@ -83,6 +83,11 @@ enum Command {
         /// Reject every n-th payment (AC04, account closed); 0 rejects none.
         #[arg(long, default_value_t = 0)]
         reject_every: u32,
+        /// Serve HTTPS, demanding a client certificate: a fresh CA, server and client
+        /// certificate are written here, for the connector's `ca_certificate`,
+        /// `client_certificate` and `client_key`.
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
     },
     /// Dead-letter queues: see what is in one, send records back to where they came from.
     Dlq {
@@ -261,17 +266,30 @@ async fn main() -> anyhow::Result<()> {
             report_url,
             report_delay_ms,
             reject_every,
+            tls_dir,
         } => {
+            use p2p_connectors::{bank_sim, tls};
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;
-            tracing::info!(%listen, "simulated bank: POST /pain001, POST /faults, GET /state");
-            let config = p2p_connectors::bank_sim::SimConfig {
+            let config = bank_sim::SimConfig {
                 report_url,
                 report_delay_ms,
                 reject_every,
             };
-            Ok(p2p_connectors::bank_sim::serve(listener, config).await?)
+            match tls_dir {
+                None => {
+                    tracing::info!(%listen, "simulated bank on http: POST /pain001, POST /faults, GET /state");
+                    Ok(bank_sim::serve(listener, config).await?)
+                }
+                Some(dir) => {
+                    let pki = tls::Pki::generate().context("generating certificates")?;
+                    let files = pki.write(&dir).context("writing certificates")?;
+                    tracing::info!(%listen, ca = %files.ca.display(), client_certificate = %files.client_certificate.display(), client_key = %files.client_key.display(), "simulated bank on https, client certificates required: POST /pain001, POST /faults, GET /state");
+                    let acceptor = pki.acceptor().context("TLS")?;
+                    Ok(bank_sim::serve(tls::TlsListener::new(listener, acceptor), config).await?)
+                }
+            }
         }
         Command::Bench(args) => bench::bench(args).await,
         Command::Produce(args) => produce::produce(args).await,

@@ -504,3 +504,114 @@ async fn killed_at_random_instants_the_connector_pays_nothing_twice_and_loses_no
         .count();
     assert_eq!(rejected, state.rejected.len());
 }
+
+/// Two banks, one of them down: its breaker opens, the other bank's payments flow
+/// meanwhile, and once it is back its files go through, each payment once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
+    const OTHER_IBAN: &str = "GB82WEST12345698765432";
+    let topics = TestTopics::create("bank-down", 2).await;
+    let codec = registry_codec();
+    let id = format!(
+        "bank-down-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let listen = free_port();
+    let up = Bank::start(format!("http://{listen}/pain002"), 0).await;
+    let down = Bank::start(format!("http://{listen}/pain002"), 0).await;
+    down.faults(serde_json::json!({ "down": true })).await;
+    let mut config = config(&topics, &id, listen, &up.url);
+    let mut other = config.banks[0].clone();
+    other.name = "bank-b".into();
+    other.endpoint = format!("{}/pain001", down.url);
+    other.accounts[0].iban = OTHER_IBAN.into();
+    config.banks.push(other);
+
+    let producer = erp_producer(&kafka()).unwrap();
+    let mut expected = Vec::new();
+    for sequence in 1..=4u32 {
+        let mut instruction = run(sequence, 2);
+        if sequence % 2 == 0 {
+            instruction.debtor_account = OTHER_IBAN.into();
+            instruction.run_id = instruction.run_id.replace(DEBTOR_IBAN, OTHER_IBAN);
+        }
+        expected.extend(
+            instruction
+                .payments
+                .iter()
+                .map(|p| (p.invoice.to_string(), sequence % 2 == 0)),
+        );
+        let bytes = codec
+            .encode(
+                &topics.payment_instructions,
+                &PAYMENT_INSTRUCTION,
+                instruction.to_value().unwrap(),
+            )
+            .await
+            .unwrap();
+        producer
+            .send(
+                FutureRecord::to(&topics.payment_instructions)
+                    .key("1000")
+                    .payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let connector = start(config);
+    let at_the_bank_that_is_up = |s: &BTreeMap<(String, u32), Vec<BankStatus>>| {
+        expected
+            .iter()
+            .filter(|(_, at_b)| !at_b)
+            .all(|(invoice, _)| s.get(&(invoice.clone(), 1)).is_some_and(|h| is_final(h)))
+    };
+    let seen = poll(
+        "the payments at the bank that is up",
+        || statuses(&topics.payment_status),
+        at_the_bank_that_is_up,
+    )
+    .await;
+    assert!(
+        expected
+            .iter()
+            .filter(|(_, at_b)| *at_b)
+            .all(|(invoice, _)| !seen.contains_key(&(invoice.clone(), 1))),
+        "nothing from the bank that is down: {seen:#?}"
+    );
+    let metrics = poll(
+        "bank-b's breaker open",
+        || async {
+            reqwest::get(format!("http://{listen}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        },
+        |m| m.contains("p2p_bank_breaker_state{bank=\"bank-b\"} 2"),
+    )
+    .await;
+    assert!(metrics.contains("p2p_bank_breaker_state{bank=\"simulated-bank\"} 0"));
+    assert!(metrics.contains("p2p_bank_files_acknowledged_total{bank=\"simulated-bank\"} 2"));
+
+    down.faults(serde_json::json!({ "down": false })).await;
+    let seen = poll(
+        "every payment's final status",
+        || statuses(&topics.payment_status),
+        |s| s.len() == expected.len() && s.values().all(|h| is_final(h)),
+    )
+    .await;
+    connector.stop().await;
+    assert!(seen
+        .values()
+        .all(|h| h == &[BankStatus::Accepted, BankStatus::Settled]));
+    let (up, down) = (up.state().await, down.state().await);
+    assert_eq!((up.files.len(), down.files.len()), (2, 2));
+    assert!(up
+        .executed
+        .values()
+        .chain(down.executed.values())
+        .all(|&n| n == 1));
+    assert!(down.refused_while_down >= 3, "{down:#?}");
+}

@@ -63,8 +63,13 @@ struct Bank {
     http: reqwest::Client,
 }
 
-/// Serves the simulated bank on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, config: SimConfig) -> std::io::Result<()> {
+/// Serves the simulated bank on `listener` (plain TCP, or [`crate::tls::TlsListener`] for
+/// HTTPS with client certificates) until the process ends.
+pub async fn serve<L>(listener: L, config: SimConfig) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let bank = Arc::new(Bank {
         config,
         faults: Mutex::default(),

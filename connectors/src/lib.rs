@@ -16,4 +16,5 @@ pub mod delivery;
 pub mod ledger;
 pub mod pain001;
 pub mod pain002;
+pub mod tls;
 pub mod xsd;
