@@ -5,12 +5,12 @@
 
 mod common;
 
+use common::bank::{config, free_port, start, Bank, DEBTOR_IBAN};
 use common::{kafka, poll, registry_codec, TestTopics};
 use p2p_avro::contracts::PAYMENT_INSTRUCTION;
 use p2p_avro::convert::payment::{BankStatusReport, InstructedPayment, PaymentInstructionRecord};
-use p2p_connectors::bank_sim::{self, SimConfig, SimState};
-use p2p_connectors::connector::{self, ConnectorConfig, ConnectorTopics};
-use p2p_connectors::delivery::{AccountConfig, BankConfig, BreakerConfig, RetryConfig};
+use p2p_connectors::bank_sim;
+use p2p_connectors::connector::ConnectorConfig;
 use p2p_loadtest::audit::read_topic;
 use p2p_loadtest::produce::erp_producer;
 use p2p_processors::payment::BankStatus;
@@ -19,12 +19,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rust_decimal_macros::dec;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tokio::sync::oneshot;
-
-const DEBTOR_IBAN: &str = "DE89370400440532013000";
 
 fn eur() -> Currency {
     Currency::parse("EUR").unwrap()
@@ -56,114 +52,6 @@ fn run(sequence: u32, n: u32) -> PaymentInstructionRecord {
         total: Money::new(total, eur()),
         payments,
         created_at: EventTime(chrono::Utc::now().timestamp_millis()),
-    }
-}
-
-struct Bank {
-    url: String,
-}
-
-impl Bank {
-    async fn start(report_url: String, reject_every: u32) -> Bank {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let config = SimConfig {
-            report_url: Some(report_url),
-            report_delay_ms: 300,
-            reject_every,
-        };
-        tokio::spawn(bank_sim::serve(listener, config));
-        Bank { url }
-    }
-
-    async fn faults(&self, faults: serde_json::Value) {
-        reqwest::Client::new()
-            .post(format!("{}/faults", self.url))
-            .body(faults.to_string())
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
-    }
-
-    async fn state(&self) -> SimState {
-        let body = reqwest::get(format!("{}/state", self.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn config(topics: &TestTopics, id: &str, listen: SocketAddr, bank_url: &str) -> ConnectorConfig {
-    let mut kafka = kafka();
-    kafka.insert("transaction.timeout.ms".into(), "60000".into());
-    ConnectorConfig {
-        connector_id: id.into(),
-        schema_registry_url: Some(common::services().registry_url.clone()),
-        kafka,
-        topics: ConnectorTopics {
-            payment_instructions: topics.payment_instructions.clone(),
-            payment_status: topics.payment_status.clone(),
-            deliveries: format!("{id}-deliveries"),
-            refused_reports: format!("{id}-reports.dlq"),
-        },
-        listen,
-        inbox_dir: None,
-        banks: vec![BankConfig {
-            name: "simulated-bank".into(),
-            endpoint: format!("{bank_url}/pain001"),
-            client_certificate: None,
-            client_key: None,
-            ca_certificate: None,
-            auth_token_env: None,
-            connect_timeout_ms: 1_000,
-            request_timeout_ms: 1_000,
-            cut_off: None,
-            retry: RetryConfig {
-                first_backoff_ms: 50,
-                max_backoff_ms: 400,
-            },
-            breaker: BreakerConfig {
-                failures: 3,
-                open_ms: 300,
-            },
-            accounts: vec![AccountConfig {
-                iban: DEBTOR_IBAN.into(),
-                holder: "ACME Industries AG".into(),
-                bic: Some("COBADEFFXXX".into()),
-            }],
-        }],
-    }
-}
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-fn start(config: ConnectorConfig) -> Running {
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(connector::run(config, async move {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
     }
 }
 

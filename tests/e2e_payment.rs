@@ -558,6 +558,82 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
     procurement.stop().await;
 }
 
+/// The same PO paid for real: its payment run goes to the bank connector, as a pain.001 file
+/// to the simulated bank, whose acknowledgement and pain.002 reports come back on
+/// `payment-status` until the PO is Paid and Closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_po_is_paid_and_closed_through_the_bank_connector_and_a_simulated_bank() {
+    use common::bank;
+    let topics = TestTopics::create("po-bank", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Müller & Söhne Schraubenwerk GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let listen = bank::free_port();
+    let the_bank = bank::Bank::start(format!("http://{listen}/pain002"), 0).await;
+    let connector_id = format!(
+        "po-bank-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let connector = bank::start(bank::config(&topics, &connector_id, listen, &the_bank.url));
+    let procurement = Pipeline::procurement(&topics, codec.clone());
+    let payments = Pipeline::payment(&topics, codec.clone());
+
+    let po = tx
+        .issued_po(&org, &supplier.supplier, dec!(10), dec!(100.00))
+        .await;
+    tx.received_in_full(&po).await;
+    let mut invoice = matched(&org, &supplier.supplier, dec!(1000.00), eur());
+    invoice.po = po.po.clone();
+    invoice.lines = vec![InvoiceLine {
+        line: LineNumber::new(1).unwrap(),
+        quantity: Quantity::new(dec!(10)).unwrap(),
+        unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
+    }];
+    tx.matched(&invoice).await;
+
+    let state_of_po = || async {
+        po_states(&topics, &codec)
+            .await
+            .get(po.po.as_str())
+            .copied()
+    };
+    poll("the PO to become Paid and Closed", state_of_po, |s| {
+        *s == Some((PoState::Closed, 6))
+    })
+    .await;
+    let seen = wait_until(&topics, &codec, "the settlement", |s| {
+        s.kinds(&invoice.invoice)
+            .iter()
+            .any(|k| k.0 == ScheduleEventKind::Settled)
+    })
+    .await;
+    connector.stop().await;
+    payments.stop().await;
+    procurement.stop().await;
+    assert_eq!(
+        seen.kinds(&invoice.invoice),
+        vec![
+            kind(ScheduleEventKind::Scheduled),
+            kind(ScheduleEventKind::Released),
+            kind(ScheduleEventKind::Disbursed),
+            kind(ScheduleEventKind::Remitted),
+            kind(ScheduleEventKind::Settled),
+        ]
+    );
+    let at_the_bank = the_bank.state().await;
+    assert_eq!(at_the_bank.files.len(), 1);
+    assert_eq!(
+        at_the_bank.executed.into_iter().collect::<Vec<_>>(),
+        vec![(
+            p2p_connectors::pain001::short_id(&format!("{}/1", invoice.invoice)),
+            1
+        )],
+        "the invoice's one part, paid once (its end-to-end id mapped to SEPA's characters)"
+    );
+}
+
 /// An org paying EUR from [`DEBTOR_IBAN`], published on `org-config`.
 async fn org_paying_eur(tx: &Sender) -> OrgId {
     let org = OrgId::random();

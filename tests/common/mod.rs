@@ -11,6 +11,8 @@ use p2p_topologies::{
     KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime,
     RuntimeConfig, Topics, Topology,
 };
+pub mod bank;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,120 @@
+//! The simulated bank and the bank connector, in the test's process, for end-to-end tests.
+
+use super::{kafka, services};
+use p2p_connectors::bank_sim::{self, SimConfig, SimState};
+use p2p_connectors::connector::{self, ConnectorConfig, ConnectorTopics};
+use p2p_connectors::delivery::{AccountConfig, BankConfig, BreakerConfig, RetryConfig};
+use p2p_topologies::Topics;
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+
+/// The tests' debtor account, at the simulated bank.
+pub const DEBTOR_IBAN: &str = "DE89370400440532013000";
+
+pub struct Bank {
+    pub url: String,
+}
+
+impl Bank {
+    pub async fn start(report_url: String, reject_every: u32) -> Bank {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let config = SimConfig {
+            report_url: Some(report_url),
+            report_delay_ms: 300,
+            reject_every,
+        };
+        tokio::spawn(bank_sim::serve(listener, config));
+        Bank { url }
+    }
+
+    pub async fn faults(&self, faults: serde_json::Value) {
+        reqwest::Client::new()
+            .post(format!("{}/faults", self.url))
+            .body(faults.to_string())
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+
+    pub async fn state(&self) -> SimState {
+        let body = reqwest::get(format!("{}/state", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn config(topics: &Topics, id: &str, listen: SocketAddr, bank_url: &str) -> ConnectorConfig {
+    let mut kafka = kafka();
+    kafka.insert("transaction.timeout.ms".into(), "60000".into());
+    ConnectorConfig {
+        connector_id: id.into(),
+        schema_registry_url: Some(services().registry_url.clone()),
+        kafka,
+        topics: ConnectorTopics {
+            payment_instructions: topics.payment_instructions.clone(),
+            payment_status: topics.payment_status.clone(),
+            deliveries: format!("{id}-deliveries"),
+            refused_reports: format!("{id}-reports.dlq"),
+        },
+        listen,
+        inbox_dir: None,
+        banks: vec![BankConfig {
+            name: "simulated-bank".into(),
+            endpoint: format!("{bank_url}/pain001"),
+            client_certificate: None,
+            client_key: None,
+            ca_certificate: None,
+            auth_token_env: None,
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 1_000,
+            cut_off: None,
+            retry: RetryConfig {
+                first_backoff_ms: 50,
+                max_backoff_ms: 400,
+            },
+            breaker: BreakerConfig {
+                failures: 3,
+                open_ms: 300,
+            },
+            accounts: vec![AccountConfig {
+                iban: DEBTOR_IBAN.into(),
+                holder: "ACME Industries AG".into(),
+                bic: Some("COBADEFFXXX".into()),
+            }],
+        }],
+    }
+}
+
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn start(config: ConnectorConfig) -> Running {
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(connector::run(config, async move {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
