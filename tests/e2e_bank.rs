@@ -503,3 +503,137 @@ async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
         .all(|&n| n == 1));
     assert!(down.refused_while_down >= 3, "{down:#?}");
 }
+
+/// A bank that delivers its pain.002 reports as files (SFTP, EBICS download) into the inbox
+/// directory, and has a cut-off already past today.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_dropped_in_the_inbox_are_read_once_and_broken_ones_set_aside_with_why() {
+    use p2p_connectors::ledger::Delivery;
+    let topics = TestTopics::create("bank-inbox", 2).await;
+    let codec = registry_codec();
+    let id = format!(
+        "bank-inbox-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let listen = free_port();
+    let bank = Bank::start_silent().await;
+    let inbox = tempfile::tempdir().unwrap();
+    let mut config = config(&topics, &id, listen, &bank.url);
+    config.inbox_dir = Some(inbox.path().to_owned());
+    config.banks[0].cut_off = chrono::NaiveTime::from_hms_opt(0, 0, 0);
+    let connector = start(config.clone());
+
+    let instruction = run(1, 3);
+    let bytes = codec
+        .encode(
+            &topics.payment_instructions,
+            &PAYMENT_INSTRUCTION,
+            instruction.to_value().unwrap(),
+        )
+        .await
+        .unwrap();
+    erp_producer(&kafka())
+        .unwrap()
+        .send(
+            FutureRecord::to(&topics.payment_instructions)
+                .key("1000")
+                .payload(&bytes),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let accepted = poll(
+        "the acknowledgement",
+        || statuses(&topics.payment_status),
+        |s| s.len() == 3,
+    )
+    .await;
+    assert!(accepted.values().all(|h| h == &[BankStatus::Accepted]));
+
+    // The ledger says the run was moved past the cut-off to the next business day.
+    let ledger = read_topic(&kafka(), &config.topics.deliveries, Duration::from_secs(30)).unwrap();
+    let delivery: Delivery =
+        serde_json::from_slice(ledger.last().unwrap().payload().unwrap()).unwrap();
+    let moved = delivery.date_moved.clone().expect("moved past the cut-off");
+    assert_eq!(moved.from, instruction.execution_date);
+    assert!(moved.to > moved.from);
+    assert!(moved.why.contains("cut-off"), "{}", moved.why);
+    assert!(delivery.file.contains(&format!("<Dt>{}</Dt>", moved.to)));
+
+    let statuses_of = |status: &'static str| -> Vec<(String, String, &'static str)> {
+        delivery
+            .payments
+            .iter()
+            .map(|p| {
+                (
+                    delivery.payment_information_id.clone(),
+                    p.end_to_end_id.clone(),
+                    status,
+                )
+            })
+            .collect()
+    };
+    let settled = bank_sim::pain002_report("STMT-1", &delivery.msg_id, &statuses_of("ACSC"));
+    std::fs::write(inbox.path().join("01-settled.xml"), &settled).unwrap();
+    std::fs::write(inbox.path().join("02-settled-again.xml"), &settled).unwrap();
+    std::fs::write(
+        inbox.path().join("03-cut-off.xml"),
+        &settled[..settled.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(
+        inbox.path().join("04-someone-elses.xml"),
+        bank_sim::pain002_report("STMT-2", "NOT-OURS", &statuses_of("ACSC")),
+    )
+    .unwrap();
+    let done = inbox.path().join("done");
+    let refused = inbox.path().join("refused");
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    poll(
+        "every inbox file read",
+        || async { (names(&done), names(&refused)) },
+        |(done, refused)| done.len() == 2 && refused.len() == 4,
+    )
+    .await;
+    assert_eq!(names(&done), ["01-settled.xml", "02-settled-again.xml"]);
+    let reason = std::fs::read_to_string(refused.join("03-cut-off.xml.reason")).unwrap();
+    assert!(reason.contains("well-formed"), "{reason}");
+    let reason = std::fs::read_to_string(refused.join("04-someone-elses.xml.reason")).unwrap();
+    assert_eq!(
+        reason,
+        "the report answers message NOT-OURS, which this connector never sent"
+    );
+    let seen = poll(
+        "the settlements",
+        || statuses(&topics.payment_status),
+        |s| s.values().all(|h| is_final(h)),
+    )
+    .await;
+    connector.stop().await;
+    assert!(
+        seen.values()
+            .all(|h| h == &[BankStatus::Accepted, BankStatus::Settled]),
+        "the report dropped twice settled each payment once: {seen:#?}"
+    );
+    let letters = read_topic(
+        &kafka(),
+        &config.topics.refused_reports,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(
+        letters.len(),
+        2,
+        "both refused reports kept, with their text"
+    );
+}

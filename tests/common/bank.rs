@@ -16,11 +16,22 @@ pub struct Bank {
 }
 
 impl Bank {
+    /// A bank posting its reports to `report_url`, rejecting every `reject_every`-th
+    /// payment.
     pub async fn start(report_url: String, reject_every: u32) -> Bank {
+        Self::with(Some(report_url), reject_every).await
+    }
+
+    /// A bank that posts no reports (it delivers them as files, say).
+    pub async fn start_silent() -> Bank {
+        Self::with(None, 0).await
+    }
+
+    async fn with(report_url: Option<String>, reject_every: u32) -> Bank {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let config = SimConfig {
-            report_url: Some(report_url),
+            report_url,
             report_delay_ms: 300,
             reject_every,
         };
