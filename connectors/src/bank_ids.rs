@@ -9,6 +9,13 @@ pub enum BankIdError {
     IbanLength(String),
     #[error("IBAN {0:?} does not start with a country code and two check digits")]
     IbanShape(String),
+    #[error("IBAN {iban:?} has {actual} characters; an IBAN of {country} has {expected}")]
+    IbanCountryLength {
+        iban: String,
+        country: String,
+        expected: usize,
+        actual: usize,
+    },
     #[error("IBAN {0:?} fails its check digits (mod 97): a typo?")]
     IbanCheckDigits(String),
     #[error("BIC {0:?} is not 8 or 11 characters: bank (4 letters), country (2), location (2), branch (3, optional)")]
@@ -30,20 +37,66 @@ pub fn check_iban(iban: &str) -> Result<String, BankIdError> {
     {
         return Err(BankIdError::IbanShape(iban.to_owned()));
     }
-    // The first four characters moved to the end, letters as 10..35: the number mod 97 is 1.
-    let remainder = bytes[4..].iter().chain(&bytes[..4]).fold(0u32, |acc, &b| {
-        let value = if b.is_ascii_digit() {
-            u32::from(b - b'0')
-        } else {
-            u32::from(b - b'A') + 10
-        };
-        let shifted = if value >= 10 { acc * 100 } else { acc * 10 };
-        (shifted + value) % 97
-    });
-    if remainder != 1 {
+    if let Some(expected) = country_length(&compact[..2]) {
+        if compact.len() != expected {
+            return Err(BankIdError::IbanCountryLength {
+                iban: iban.to_owned(),
+                country: compact[..2].to_owned(),
+                expected,
+                actual: compact.len(),
+            });
+        }
+    }
+    // The first four characters moved to the end: the number mod 97 is 1.
+    if mod97(bytes[4..].iter().chain(&bytes[..4])) != 1 {
         return Err(BankIdError::IbanCheckDigits(iban.to_owned()));
     }
     Ok(compact)
+}
+
+/// The IBAN of `country`'s account `bban` (letters and digits), its check digits computed.
+pub fn iban_of(country: &str, bban: &str) -> String {
+    let country = country.to_ascii_uppercase();
+    let bban = bban.to_ascii_uppercase();
+    let rest = format!("{country}00");
+    let check = 98 - mod97(bban.as_bytes().iter().chain(rest.as_bytes()));
+    format!("{country}{check:02}{bban}")
+}
+
+/// The number the characters spell (letters as 10..35) mod 97.
+fn mod97<'a>(chars: impl Iterator<Item = &'a u8>) -> u32 {
+    chars.fold(0u32, |acc, &b| {
+        let value = if b.is_ascii_digit() {
+            u32::from(b - b'0')
+        } else {
+            u32::from(b.to_ascii_uppercase() - b'A') + 10
+        };
+        let shifted = if value >= 10 { acc * 100 } else { acc * 10 };
+        (shifted + value) % 97
+    })
+}
+
+/// The IBAN length of the SEPA countries (and a few more), from the SWIFT IBAN registry.
+fn country_length(country: &str) -> Option<usize> {
+    Some(match country {
+        "NO" => 15,
+        "BE" => 16,
+        "DK" | "FI" | "FO" | "GL" | "NL" => 18,
+        "SI" => 19,
+        "AT" | "EE" | "KZ" | "LT" | "LU" => 20,
+        "CH" | "HR" | "LI" | "LV" => 21,
+        "BG" | "DE" | "GB" | "GE" | "IE" | "ME" | "RS" => 22,
+        "AE" | "GI" | "IL" => 23,
+        "AD" | "CZ" | "ES" | "MD" | "PK" | "RO" | "SA" | "SE" | "SK" | "TN" | "VG" => 24,
+        "PT" => 25,
+        "IS" | "TR" => 26,
+        "FR" | "GR" | "IT" | "MC" | "MR" | "SM" => 27,
+        "AL" | "AZ" | "CY" | "DO" | "GT" | "HU" | "LB" | "PL" => 28,
+        "BR" | "PS" | "QA" => 29,
+        "JO" | "KW" | "MU" => 30,
+        "MT" => 31,
+        _ => return None,
+    })
 }
 
 /// The BIC in upper case, if it is one.
@@ -93,6 +146,40 @@ mod tests {
             check_iban("1289370400440532013000"),
             Err(BankIdError::IbanShape(_))
         ));
+    }
+
+    #[test]
+    fn an_iban_one_digit_short_for_its_country_is_refused_and_minted_ones_pass() {
+        // A German IBAN whose check digits still work out, one digit short: mod 97 alone
+        // would take it.
+        let short = iban_of("DE", "3704004405320130");
+        assert!(matches!(
+            check_iban(&short),
+            Err(BankIdError::IbanCountryLength {
+                expected: 22,
+                actual: 20,
+                ..
+            })
+        ));
+        assert_eq!(
+            iban_of("DE", "370400440532013000"),
+            "DE89370400440532013000"
+        );
+        assert_eq!(
+            iban_of("GB", "WEST12345698765432"),
+            "GB82WEST12345698765432"
+        );
+        for bban in [
+            "000000000000000001",
+            "999999999999999999",
+            "100000000000000000",
+        ] {
+            assert!(check_iban(&iban_of("DE", bban)).is_ok(), "{bban}");
+        }
+        assert!(
+            check_iban("XK051212012345678906").is_ok(),
+            "a country not listed: mod 97 only"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use p2p_avro::contracts::{
     PURCHASE_ORDER_EVENT, REQUISITION_EVENT, SUPPLIER_MASTER,
 };
 use p2p_avro::convert;
+use p2p_connectors::bank_ids::iban_of;
 use p2p_processors::approval::{ApprovalLevel, ApprovalPolicy, Decision};
 use p2p_processors::decisions::{DecisionAction, InvoiceDecision};
 use p2p_processors::org_config::OrgConfig;
@@ -727,7 +728,9 @@ impl OrgSetup {
             .expect("listed codes are ISO 4217");
         let suppliers: Vec<SupplierId> = (0..3).map(|_| ids.mint(erp_ids)).collect();
         // The org pays from one account in its currency; its suppliers are paid net 30.
-        let debtor = format!("DE{:020}", ids.next() % 10u128.pow(20));
+        // Accounts a bank takes (check digits and length right), so runs go the whole way
+        // through the bank connector.
+        let debtor = iban_of("DE", &format!("{:018}", ids.next() % 10u128.pow(18)));
         let mut settings = OrgConfig::defaults(org.clone(), currency, tick(rng));
         settings.payment.debtor_accounts.insert(currency, debtor);
         records.push(ScenarioRecord::org_config(&settings));
@@ -739,7 +742,10 @@ impl OrgSetup {
                     .net_days
                     .map_or(PaymentTerms::DEFAULT, |days| PaymentTerms::Net { days }),
                 blocked: false,
-                iban: Some(format!("GB{:020}", ids.next() % 10u128.pow(20))),
+                iban: Some(iban_of(
+                    "GB",
+                    &format!("NWBK{:014}", ids.next() % 10u128.pow(14)),
+                )),
                 bic: None,
                 bank_account_changed_on: None,
             };
