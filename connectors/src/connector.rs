@@ -49,6 +49,10 @@ pub struct ConnectorConfig {
     pub kafka: KafkaProperties,
     #[serde(default)]
     pub topics: ConnectorTopics,
+    /// Replicas of the topics the connector creates (its ledger, its dead letters): 3 on a
+    /// production cluster.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
     /// Where the banks' pain.002 webhook (`POST /pain002`), `/metrics` and `/healthz` are
     /// served.
     #[serde(default = "default_listen")]
@@ -86,6 +90,10 @@ fn default_connector_id() -> String {
     "p2p-bank-connector".into()
 }
 
+fn default_replication() -> i32 {
+    1
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9899))
 }
@@ -110,7 +118,7 @@ impl ConnectorConfig {
         let mut seen = HashMap::new();
         for bank in &self.banks {
             anyhow::ensure!(
-                !bank.accounts.is_empty(),
+                !bank.accounts.is_empty() || bank.takes_unlisted_accounts,
                 "bank {}: no accounts to pay from",
                 bank.name
             );
@@ -476,20 +484,32 @@ impl Ledger {
         if self.deliveries.contains_key(&instruction.run_id) {
             return Ok(None);
         }
-        let (bank, account) = self
-            .config
-            .banks
-            .iter()
-            .find_map(|b| b.account(&instruction.debtor_account).map(|a| (b, a)))
-            .ok_or_else(|| {
-                (
-                    DlqReason::Rejected,
-                    format!(
-                        "no [[banks]] account is {}: configure the bank it is at, then replay this dead letter",
-                        instruction.debtor_account
-                    ),
-                )
-            })?;
+        let listed = self.config.banks.iter().find_map(|b| {
+            b.account(&instruction.debtor_account)
+                .map(|a| (b, a.clone()))
+        });
+        let unlisted = || {
+            let bank = self
+                .config
+                .banks
+                .iter()
+                .find(|b| b.takes_unlisted_accounts)?;
+            let account = crate::delivery::AccountConfig {
+                iban: instruction.debtor_account.clone(),
+                holder: format!("Org {}", instruction.org),
+                bic: None,
+            };
+            Some((bank, account))
+        };
+        let (bank, account) = listed.or_else(unlisted).ok_or_else(|| {
+            (
+                DlqReason::Rejected,
+                format!(
+                    "no [[banks]] account is {}: configure the bank it is at, then replay this dead letter",
+                    instruction.debtor_account
+                ),
+            )
+        })?;
         let mut run = Run::from_instruction(&instruction, &account.holder, account.bic.as_deref());
         let date_moved = crate::delivery::execution_date(run.execution_date, now, bank.cut_off)
             .map(|(to, why)| {
@@ -757,22 +777,29 @@ async fn create_topics(config: &ConnectorConfig) -> anyhow::Result<()> {
     let admin: AdminClient<_> = client_config(&config.kafka).create()?;
     let max = MAX_LEDGER_RECORD.to_string();
     let instructions_dlq = p2p_topologies::Topics::dlq(&config.topics.payment_instructions);
+    let replication = || TopicReplication::Fixed(config.replication_factor);
     let topics = [
-        NewTopic::new(&config.topics.deliveries, 1, TopicReplication::Fixed(1))
+        NewTopic::new(&config.topics.deliveries, 1, replication())
             .set("cleanup.policy", "compact")
             .set("max.message.bytes", &max),
-        NewTopic::new(
-            &config.topics.refused_reports,
-            1,
-            TopicReplication::Fixed(1),
-        )
-        .set("max.message.bytes", &max),
-        NewTopic::new(&instructions_dlq, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(&config.topics.refused_reports, 1, replication())
+            .set("max.message.bytes", &max),
+        NewTopic::new(&instructions_dlq, 1, replication()),
     ];
-    for result in admin
-        .create_topics(topics.iter(), &AdminOptions::new())
-        .await?
-    {
+    // Only what is missing: a cluster whose ACLs let the connector use its topics but not
+    // create them (or the demo's embedded Kafka, which has no admin API) is fine as it is.
+    let metadata =
+        tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, Duration::from_secs(30)))
+            .context("reading the cluster's topics (is the broker reachable?)")?;
+    let existing: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    let missing: Vec<&NewTopic> = topics
+        .iter()
+        .filter(|t| !existing.contains(&t.name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for result in admin.create_topics(missing, &AdminOptions::new()).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
@@ -977,5 +1004,49 @@ async fn watch_inbox(dir: PathBuf, ledger: mpsc::Sender<Command>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> ConnectorConfig {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/local/bank-connector.toml");
+        ConnectorConfig::load(&path).unwrap()
+    }
+
+    #[test]
+    fn the_local_configuration_reads_and_what_would_only_fail_later_is_refused_now() {
+        let config = local();
+        assert_eq!(config.banks[0].accounts[0].holder, "ACME Industries AG");
+        assert_eq!(
+            config.banks[0].cut_off,
+            chrono::NaiveTime::from_hms_opt(15, 0, 0)
+        );
+        let refused = |config: ConnectorConfig| config.check().unwrap_err().to_string();
+
+        let mut two_banks = local();
+        let mut other = two_banks.banks[0].clone();
+        other.name = "other".into();
+        two_banks.banks.push(other);
+        assert_eq!(
+            refused(two_banks),
+            "account DE89370400440532013000 is at two banks: simulated-bank and other"
+        );
+        let mut typo = local();
+        typo.banks[0].accounts[0].iban = "DE89370400440532013001".into();
+        assert!(refused(typo).contains("DE89370400440532013001"));
+        let mut nothing = local();
+        nothing.banks[0].accounts.clear();
+        nothing.banks[0].takes_unlisted_accounts = false;
+        assert_eq!(
+            refused(nothing),
+            "bank simulated-bank: no accounts to pay from"
+        );
+        let mut none = local();
+        none.banks.clear();
+        assert_eq!(refused(none), "no [[banks]]: nothing to deliver to");
     }
 }

@@ -39,7 +39,13 @@ pub struct BankConfig {
     #[serde(default)]
     pub breaker: BreakerConfig,
     /// The accounts paid from at this bank: a run goes to the bank of its debtor account.
+    #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+    /// For trials (the simulated bank): runs from accounts listed at no bank come here too,
+    /// their holder named after the org. Never for a real bank: a run would go to a bank
+    /// that does not hold its account.
+    #[serde(default)]
+    pub takes_unlisted_accounts: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -299,7 +299,13 @@ pub fn pain001(run: &Run, created: DateTime<Utc>) -> Result<Pain001, Pain001Erro
             },
         },
     };
-    let body = quick_xml::se::to_string_with_root("Document", &document)
+    // Indented: the bank reads it the same, and an operator reading one in the ledger can.
+    let mut body = String::new();
+    let mut serializer = quick_xml::se::Serializer::with_root(&mut body, Some("Document"))
+        .map_err(|e| Pain001Error::Xml(e.to_string()))?;
+    serializer.indent(' ', 2);
+    document
+        .serialize(serializer)
         .map_err(|e| Pain001Error::Xml(e.to_string()))?;
     Ok(Pain001 {
         msg_id,

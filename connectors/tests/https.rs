@@ -24,6 +24,7 @@ fn bank(endpoint: String) -> BankConfig {
         cut_off: None,
         retry: RetryConfig::default(),
         breaker: BreakerConfig::default(),
+        takes_unlisted_accounts: false,
         accounts: vec![AccountConfig {
             iban: "DE89370400440532013000".into(),
             holder: "ACME Industries AG".into(),

@@ -184,7 +184,8 @@ impl PipelineSettings {
         }
     }
 
-    fn runtime(&self, role: &str, kafka: &KafkaProperties) -> RuntimeConfig {
+    /// The configuration of the runtime of `role` (`match`, `procurement`, `payment`).
+    pub fn runtime(&self, role: &str, kafka: &KafkaProperties) -> RuntimeConfig {
         RuntimeConfig {
             guarantee: self.guarantee,
             max_batch: self.max_batch,

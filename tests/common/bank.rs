@@ -83,6 +83,7 @@ pub fn config(topics: &Topics, id: &str, listen: SocketAddr, bank_url: &str) -> 
         },
         listen,
         inbox_dir: None,
+        replication_factor: 1,
         banks: vec![BankConfig {
             name: "simulated-bank".into(),
             endpoint: format!("{bank_url}/pain001"),
@@ -97,6 +98,7 @@ pub fn config(topics: &Topics, id: &str, listen: SocketAddr, bank_url: &str) -> 
                 first_backoff_ms: 50,
                 max_backoff_ms: 400,
             },
+            takes_unlisted_accounts: false,
             breaker: BreakerConfig {
                 failures: 3,
                 open_ms: 300,
