@@ -81,6 +81,7 @@ pub async fn through_the_bank(
         topics: connector_topics,
         listen: webhook,
         inbox_dir: None,
+        webhook_tls: None,
         replication_factor: 1,
         banks: vec![BankConfig {
             name: "simulated-bank".into(),

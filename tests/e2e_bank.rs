@@ -87,9 +87,10 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
     let listen = free_port();
     let bank = Bank::start(format!("http://{listen}/pain002"), 4).await;
     // The bank starts badly: two 500s, then an acknowledgement lost past the sender's
-    // timeout; every report is posted twice.
+    // timeout, then a connection dropped mid-answer; every report is posted twice.
     bank.faults(serde_json::json!({
-        "fail_next": 2, "lose_acks": 1, "lost_ack_ms": 2500, "duplicate_reports": true
+        "fail_next": 2, "lose_acks": 1, "lost_ack_ms": 2500, "drop_connections": 1,
+        "duplicate_reports": true
     }))
     .await;
 
@@ -140,14 +141,19 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
     let state = bank.state().await;
     assert_eq!(state.files.len(), 3, "one file per run: {state:#?}");
     assert_eq!(state.executed.len(), payments);
+    assert_eq!(
+        state.invalid_files, 0,
+        "every file valid against the pain.001 XSD"
+    );
     assert!(
         state.executed.values().all(|&n| n == 1),
         "a payment executed twice: {state:#?}"
     );
     assert!(state.refused_while_down >= 2, "{state:#?}");
     assert!(
-        state.duplicates_answered >= 1,
-        "the file whose acknowledgement was lost was sent again and answered as a duplicate"
+        state.duplicates_answered >= 2,
+        "the files whose acknowledgement was lost or cut off were sent again and answered as \
+         duplicates: {state:#?}"
     );
     let seen_after = statuses(&topics.payment_status).await;
     assert_eq!(
@@ -371,6 +377,10 @@ async fn killed_at_random_instants_the_connector_pays_nothing_twice_and_loses_no
     );
     assert_eq!(state.files.len(), runs as usize, "{state:#?}\n{log}");
     assert_eq!(state.executed.len(), payments);
+    assert_eq!(
+        state.invalid_files, 0,
+        "every file valid against the pain.001 XSD"
+    );
     assert!(
         state.executed.values().all(|&n| n == 1),
         "a payment executed twice: {state:#?}"
@@ -496,6 +506,7 @@ async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
         .all(|h| h == &[BankStatus::Accepted, BankStatus::Settled]));
     let (up, down) = (up.state().await, down.state().await);
     assert_eq!((up.files.len(), down.files.len()), (2, 2));
+    assert_eq!((up.invalid_files, down.invalid_files), (0, 0));
     assert!(up
         .executed
         .values()
@@ -636,4 +647,66 @@ async fn reports_dropped_in_the_inbox_are_read_once_and_broken_ones_set_aside_wi
         2,
         "both refused reports kept, with their text"
     );
+}
+
+/// The webhook over HTTPS, taking reports only from a bank with a certificate its CA issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_webhook_over_mutual_tls_takes_reports_only_from_a_certified_bank() {
+    use p2p_connectors::connector::WebhookTls;
+    use p2p_connectors::tls::Pki;
+    let topics = TestTopics::create("bank-tls", 1).await;
+    let id = format!(
+        "bank-tls-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let listen = free_port();
+    let pki = Pki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = pki.write(dir.path()).unwrap();
+    let mut config = config(&topics, &id, listen, "http://127.0.0.1:1");
+    config.webhook_tls = Some(WebhookTls {
+        certificate: files.server_certificate.clone(),
+        key: files.server_key.clone(),
+        client_ca: Some(files.ca.clone()),
+    });
+    let connector = start(config);
+    let ca = reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap();
+    let identity = reqwest::Identity::from_pkcs8_pem(
+        pki.client_certificate.as_bytes(),
+        pki.client_key.as_bytes(),
+    )
+    .unwrap();
+    let report = bank_sim::pain002_report("R-1", "NEVER-SENT", &[("B".into(), "E".into(), "ACSC")]);
+    let post = |client: reqwest::Client| {
+        let report = report.clone();
+        async move {
+            client
+                .post(format!("https://{listen}/pain002"))
+                .body(report)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let certified = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .identity(identity)
+        .build()
+        .unwrap();
+    let answered = poll(
+        "the webhook over https",
+        || post(certified.clone()),
+        |r| r.is_ok(),
+    )
+    .await;
+    assert_eq!(answered.unwrap(), 422, "heard, and refused: no such file");
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    assert!(
+        post(anonymous).await.is_err(),
+        "no client certificate, no connection"
+    );
+    connector.stop().await;
 }

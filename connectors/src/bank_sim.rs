@@ -39,6 +39,9 @@ pub struct Faults {
     /// sender's timeout, the acknowledgement is lost.
     pub lose_acks: u32,
     pub lost_ack_ms: u64,
+    /// Take the next n files and break the connection mid-answer: the sender sees a dropped
+    /// connection, not knowing the bank has the file.
+    pub drop_connections: u32,
     /// Post every report twice.
     pub duplicate_reports: bool,
 }
@@ -113,8 +116,9 @@ async fn set_faults(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode,
     )
 }
 
-async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode, String) {
-    let (delay, failing, lost_ack) = {
+async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (delay, failing, lost_ack, dropped) = {
         let mut faults = bank.faults.lock().unwrap();
         let failing = if faults.down {
             Some(StatusCode::SERVICE_UNAVAILABLE)
@@ -128,12 +132,21 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode, 
             faults.lose_acks -= 1;
             Duration::from_millis(faults.lost_ack_ms)
         });
-        (Duration::from_millis(faults.delay_ms), failing, lost_ack)
+        let dropped = failing.is_none() && lost_ack.is_none() && faults.drop_connections > 0;
+        if dropped {
+            faults.drop_connections -= 1;
+        }
+        (
+            Duration::from_millis(faults.delay_ms),
+            failing,
+            lost_ack,
+            dropped,
+        )
     };
     tokio::time::sleep(delay).await;
     if let Some(status) = failing {
         bank.state.lock().unwrap().refused_while_down += 1;
-        return (status, "the bank is unavailable".into());
+        return (status, "the bank is unavailable").into_response();
     }
     let file = {
         let body = body.clone();
@@ -151,7 +164,8 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode, 
             return (
                 StatusCode::BAD_REQUEST,
                 format!("invalid pain.001: {error}"),
-            );
+            )
+                .into_response();
         }
     };
     let msg_id = file.grp_hdr.msg_id.clone();
@@ -189,11 +203,18 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode, 
     if let Some(hold) = lost_ack {
         tokio::time::sleep(hold).await;
     }
+    if dropped {
+        // Headers out, then the body fails: the connection is broken mid-answer.
+        let broken = futures::stream::once(async {
+            Err::<axum::body::Bytes, _>(std::io::Error::other("connection dropped"))
+        });
+        return axum::response::Response::new(axum::body::Body::from_stream(broken));
+    }
     let answer = serde_json::json!({ "reference": reference, "duplicate": !new }).to_string();
     if new {
-        (StatusCode::CREATED, answer)
+        (StatusCode::CREATED, answer).into_response()
     } else {
-        (StatusCode::CONFLICT, answer)
+        (StatusCode::CONFLICT, answer).into_response()
     }
 }
 

@@ -57,10 +57,24 @@ pub struct ConnectorConfig {
     /// served.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Serve the webhook over HTTPS with this certificate, and, with `client_ca`, only to
+    /// banks presenting a certificate it issued. Without it, plain HTTP (behind a TLS ingress).
+    pub webhook_tls: Option<WebhookTls>,
     /// A directory the banks' pain.002 files are dropped into (SFTP, EBICS download): each
     /// file is read, then moved to `done/` or, refused, to `refused/` with its reason beside.
     pub inbox_dir: Option<PathBuf>,
     pub banks: Vec<BankConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTls {
+    /// PEM, the chain after the certificate.
+    pub certificate: PathBuf,
+    /// PEM (PKCS#8 or the key's own format).
+    pub key: PathBuf,
+    /// PEM CA(s) whose client certificates are accepted.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,12 +331,35 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving POST /pain002, /metrics and /healthz");
-    tasks.0.push(tokio::spawn(serve_webhook(
-        listener,
-        commands.clone(),
-        metrics.clone(),
-    )));
+    let addr = listener.local_addr()?;
+    match &config.webhook_tls {
+        None => {
+            tracing::info!(%addr, "serving POST /pain002, /metrics and /healthz over http");
+            tasks.0.push(tokio::spawn(serve_webhook(
+                listener,
+                commands.clone(),
+                metrics.clone(),
+            )));
+        }
+        Some(tls) => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let client_ca = tls.client_ca.as_ref().map(read).transpose()?;
+            let acceptor = crate::tls::acceptor(
+                &read(&tls.certificate)?,
+                &read(&tls.key)?,
+                client_ca.as_deref(),
+            )
+            .context("the webhook's TLS certificate and key")?;
+            tracing::info!(%addr, client_certificates = client_ca.is_some(), "serving POST /pain002, /metrics and /healthz over https");
+            tasks.0.push(tokio::spawn(serve_webhook(
+                crate::tls::TlsListener::new(listener, acceptor),
+                commands.clone(),
+                metrics.clone(),
+            )));
+        }
+    }
     if let Some(dir) = &config.inbox_dir {
         tasks
             .0
@@ -474,11 +511,11 @@ impl Ledger {
         input: &InputRecord,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<Delivery>, (DlqReason, String)> {
-        let value = self
-            .codec
-            .decode(input.payload.as_deref())
-            .await
-            .map_err(|e| (DlqReason::Undecodable, e.to_string()))?;
+        let value = patiently("reading a payment instruction", || {
+            self.codec.decode(input.payload.as_deref())
+        })
+        .await
+        .map_err(|e| (DlqReason::Undecodable, e.to_string()))?;
         let instruction = PaymentInstructionRecord::from_value(&value)
             .map_err(|e| (DlqReason::InvalidDocument, e.to_string()))?;
         if self.deliveries.contains_key(&instruction.run_id) {
@@ -693,10 +730,10 @@ impl Ledger {
                 occurred_at: EventTime(delivery.updated_at),
             };
             let topic = &self.config.topics.payment_status;
-            let payload = self
-                .codec
-                .encode(topic, &PAYMENT_STATUS, report.to_value())
-                .await?;
+            let payload = patiently("writing a payment status", || {
+                self.codec.encode(topic, &PAYMENT_STATUS, report.to_value())
+            })
+            .await?;
             records.push(OutputRecord {
                 topic: topic.clone(),
                 key: delivery.org_id.as_bytes().to_vec(),
@@ -750,6 +787,28 @@ impl Ledger {
         tokio::task::block_in_place(|| self.producer.commit_transaction(TRANSACTION_TIMEOUT))
             .context("committing the transaction")?;
         Ok(())
+    }
+}
+
+/// `attempt` until it succeeds or fails for good: a schema registry that is unavailable is
+/// waited for (backing off to 10 s), never a reason to dead-letter an instruction.
+async fn patiently<T, F>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, p2p_avro::CodecError>
+where
+    F: std::future::Future<Output = Result<T, p2p_avro::CodecError>>,
+{
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what}: the schema registry is unavailable; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            result => return result,
+        }
     }
 }
 
@@ -894,11 +953,11 @@ async fn bank_sender(
     }
 }
 
-async fn serve_webhook(
-    listener: tokio::net::TcpListener,
-    ledger: mpsc::Sender<Command>,
-    metrics: ConnectorMetrics,
-) {
+async fn serve_webhook<L>(listener: L, ledger: mpsc::Sender<Command>, metrics: ConnectorMetrics)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     use axum::extract::State;
     use axum::http::StatusCode;
     use axum::routing::{get, post};

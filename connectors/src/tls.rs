@@ -1,7 +1,7 @@
-//! TLS for the simulated bank: a throwaway PKI (a CA, a server certificate for 127.0.0.1 and
-//! localhost, a client certificate for the connector) and an HTTPS listener that demands the
-//! client's certificate, as a bank's host-to-host endpoint does. With it a user tries the
-//! connector's mutual TLS locally before pointing it at a real bank.
+//! TLS for the simulated bank and the connector's webhook: a throwaway PKI (a CA, a server
+//! certificate for 127.0.0.1 and localhost, a client certificate) and an HTTPS listener that
+//! may demand the client's certificate, as a bank's host-to-host endpoint does. With it a user
+//! tries the connector's mutual TLS locally before pointing it at a real bank.
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
@@ -156,14 +156,37 @@ impl Pki {
     /// A TLS acceptor serving the server certificate and requiring a client certificate
     /// issued by the CA.
     pub fn acceptor(&self) -> Result<SslAcceptor, openssl::error::ErrorStack> {
-        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-        builder.set_certificate(&*X509::from_pem(self.server_certificate.as_bytes())?)?;
-        builder.set_private_key(&*PKey::private_key_from_pem(self.server_key.as_bytes())?)?;
-        let ca = X509::from_pem(self.ca.as_bytes())?;
-        builder.cert_store_mut().add_cert(ca)?;
-        builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-        Ok(builder.build())
+        acceptor(
+            self.server_certificate.as_bytes(),
+            self.server_key.as_bytes(),
+            Some(self.ca.as_bytes()),
+        )
     }
+}
+
+/// A TLS acceptor serving `certificate` (PEM, its chain after it) with `key` (PEM), and, given
+/// `client_ca` (PEM), accepting only clients with a certificate it issued.
+pub fn acceptor(
+    certificate: &[u8],
+    key: &[u8],
+    client_ca: Option<&[u8]>,
+) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    let mut chain = X509::stack_from_pem(certificate)?.into_iter();
+    if let Some(leaf) = chain.next() {
+        builder.set_certificate(&leaf)?;
+    }
+    for intermediate in chain {
+        builder.add_extra_chain_cert(intermediate)?;
+    }
+    builder.set_private_key(&*PKey::private_key_from_pem(key)?)?;
+    if let Some(ca) = client_ca {
+        for ca in X509::stack_from_pem(ca)? {
+            builder.cert_store_mut().add_cert(ca)?;
+        }
+        builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    Ok(builder.build())
 }
 
 /// A listener whose connections are TLS, handshaken before they are served; connections

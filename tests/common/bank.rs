@@ -83,6 +83,7 @@ pub fn config(topics: &Topics, id: &str, listen: SocketAddr, bank_url: &str) -> 
         },
         listen,
         inbox_dir: None,
+        webhook_tls: None,
         replication_factor: 1,
         banks: vec![BankConfig {
             name: "simulated-bank".into(),
