@@ -174,18 +174,7 @@ impl PipelineConfig {
     /// Checks in seconds that the cluster answers, takes the credentials, and lets the
     /// principal use `topics` and `groups`, naming the cause if not.
     pub async fn check_cluster(&self, topics: &[&str], groups: &[String]) -> anyhow::Result<()> {
-        let kafka = self.kafka.clone();
-        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
-        let groups = groups.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let needs = p2p_topologies::cluster::Needs {
-                topics: topics.iter().map(String::as_str).collect(),
-                groups,
-            };
-            p2p_topologies::cluster::check(&kafka, &needs, p2p_topologies::cluster::PATIENCE)
-        })
-        .await??;
-        Ok(())
+        check_cluster(&self.kafka, topics, groups).await
     }
 
     /// The consumer groups of the three topologies (their application ids).
@@ -207,6 +196,28 @@ impl PipelineConfig {
             tolerance: Tolerance::percent(percent)?,
         })
     }
+}
+
+/// Checks within seconds that the cluster `kafka` points at answers, takes the credentials and
+/// lets the principal use `topics` and `groups` (`p2p_topologies::cluster::check`), so a
+/// command names what is wrong instead of hanging.
+pub async fn check_cluster(
+    kafka: &KafkaProperties,
+    topics: &[&str],
+    groups: &[String],
+) -> anyhow::Result<()> {
+    let kafka = kafka.clone();
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let groups = groups.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let needs = p2p_topologies::cluster::Needs {
+            topics: topics.iter().map(String::as_str).collect(),
+            groups,
+        };
+        p2p_topologies::cluster::check(&kafka, &needs, p2p_topologies::cluster::PATIENCE)
+    })
+    .await??;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use p2p_avro::convert::procurement::PoStatusRecord;
 use p2p_avro::Codec;
 use p2p_connectors::bank_sim::{self, SimConfig, SimState};
 use p2p_connectors::connector::{self, ConnectorConfig, ConnectorTopics};
-use p2p_connectors::delivery::{AccountConfig, BankConfig, BreakerConfig, RetryConfig};
+use p2p_connectors::delivery::{AccountConfig, BankConfig};
 use p2p_loadtest::audit::{read_payments, read_topic};
 use p2p_loadtest::pipeline::PipelineSettings;
 use p2p_processors::payment::BankStatus;
@@ -74,38 +74,22 @@ pub async fn through_the_bank(
             reject_every: 0,
         },
     ));
-    let config = ConnectorConfig {
-        connector_id: "p2p-demo-bank-connector".into(),
-        schema_registry_url: None,
-        kafka: kafka.clone(),
-        topics: connector_topics,
-        listen: webhook,
-        inbox_dir: None,
-        webhook_tls: None,
-        replication_factor: 1,
-        banks: vec![BankConfig {
-            name: "simulated-bank".into(),
-            endpoint: format!("{bank_url}/pain001"),
-            client_certificate: None,
-            client_key: None,
-            ca_certificate: None,
-            auth_token_env: None,
-            connect_timeout_ms: 2_000,
-            request_timeout_ms: 10_000,
-            cut_off: None,
-            retry: RetryConfig::default(),
-            breaker: BreakerConfig::default(),
-            takes_unlisted_accounts: false,
-            accounts: holders
-                .iter()
-                .map(|(iban, holder)| AccountConfig {
-                    iban: iban.clone(),
-                    holder: holder.clone(),
-                    bic: None,
-                })
-                .collect(),
-        }],
-    };
+    let accounts = holders
+        .iter()
+        .map(|(iban, holder)| AccountConfig {
+            iban: iban.clone(),
+            holder: holder.clone(),
+            bic: None,
+        })
+        .collect();
+    let simulated = BankConfig::new("simulated-bank", &format!("{bank_url}/pain001"), accounts);
+    let mut config = ConnectorConfig::new(
+        "p2p-demo-bank-connector",
+        kafka.clone(),
+        webhook,
+        vec![simulated],
+    );
+    config.topics = connector_topics;
     config.check().context("the demo's bank accounts")?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -262,21 +262,17 @@ async fn main() -> anyhow::Result<()> {
             let config = p2p_connectors::connector::ConnectorConfig::load(&config)?;
             // As `run` does: a broker that does not answer, refuses the credentials or hides
             // the topics is named within seconds, not after a transaction times out.
-            let kafka = config.kafka.clone();
-            let topics = [
-                config.topics.payment_instructions.clone(),
-                config.topics.payment_status.clone(),
-                config.topics.deliveries.clone(),
-            ];
-            let groups = vec![config.connector_id.clone()];
-            tokio::task::spawn_blocking(move || {
-                let needs = p2p_topologies::cluster::Needs {
-                    topics: topics.iter().map(String::as_str).collect(),
-                    groups,
-                };
-                p2p_topologies::cluster::check(&kafka, &needs, p2p_topologies::cluster::PATIENCE)
-            })
-            .await??;
+            let topics = config.topics.clone();
+            config::check_cluster(
+                &config.kafka,
+                &[
+                    &topics.payment_instructions,
+                    &topics.payment_status,
+                    &topics.deliveries,
+                ],
+                std::slice::from_ref(&config.connector_id),
+            )
+            .await?;
             p2p_connectors::connector::run(config, shutdown_signal()).await
         }
         Command::BankSim {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::bank::{config, free_port, start, Bank, DEBTOR_IBAN};
+use common::bank::{config, connector_id, free_port, start, Bank, DEBTOR_IBAN};
 use common::{kafka, poll, registry_codec, TestTopics};
 use p2p_avro::contracts::PAYMENT_INSTRUCTION;
 use p2p_avro::convert::payment::{BankStatusReport, InstructedPayment, PaymentInstructionRecord};
@@ -55,6 +55,42 @@ fn run(sequence: u32, n: u32) -> PaymentInstructionRecord {
     }
 }
 
+/// Publishes payment instructions as the payment topology does (Avro, keyed by org).
+#[derive(Clone)]
+struct Instructions {
+    producer: rdkafka::producer::FutureProducer,
+    codec: std::sync::Arc<p2p_avro::Codec>,
+    topic: String,
+}
+
+impl Instructions {
+    fn to(topic: &str) -> Instructions {
+        Instructions {
+            producer: erp_producer(&kafka()).unwrap(),
+            codec: registry_codec(),
+            topic: topic.to_owned(),
+        }
+    }
+
+    async fn send(&self, instruction: &PaymentInstructionRecord) {
+        let value = instruction.to_value().unwrap();
+        let bytes = self
+            .codec
+            .encode(&self.topic, &PAYMENT_INSTRUCTION, value)
+            .await
+            .unwrap();
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .key(instruction.org.as_str())
+                    .payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// Every status published per (invoice, part), in order.
 async fn statuses(topic: &str) -> BTreeMap<(String, u32), Vec<BankStatus>> {
     let codec = registry_codec();
@@ -79,11 +115,7 @@ fn is_final(history: &[BankStatus]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_faults() {
     let topics = TestTopics::create("bank", 2).await;
-    let codec = registry_codec();
-    let id = format!(
-        "bank-connector-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let id = connector_id("bank-connector");
     let listen = free_port();
     let bank = Bank::start(format!("http://{listen}/pain002"), 4).await;
     // The bank starts badly: two 500s, then an acknowledgement lost past the sender's
@@ -94,37 +126,18 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
     }))
     .await;
 
-    let producer = erp_producer(&kafka()).unwrap();
-    let send = |instruction: PaymentInstructionRecord| {
-        let (producer, codec, topic) = (&producer, &codec, &topics.payment_instructions);
-        async move {
-            let value = instruction.to_value().unwrap();
-            let bytes = codec
-                .encode(topic, &PAYMENT_INSTRUCTION, value)
-                .await
-                .unwrap();
-            producer
-                .send(
-                    FutureRecord::to(topic)
-                        .key(instruction.org.as_str())
-                        .payload(&bytes),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-        }
-    };
+    let instructions = Instructions::to(&topics.payment_instructions);
     let runs: Vec<PaymentInstructionRecord> = (1..=3).map(|s| run(s, 4)).collect();
     for r in &runs {
-        send(r.clone()).await;
+        instructions.send(r).await;
     }
     // A re-delivered instruction (the same run id) and one for an account at no configured
     // bank.
-    send(runs[0].clone()).await;
+    instructions.send(&runs[0]).await;
     let mut stranger = run(9, 1);
     stranger.debtor_account = "GB82WEST12345698765432".into();
     stranger.run_id = format!("1000/EUR/GB82WEST12345698765432/x/{}", 9);
-    send(stranger).await;
+    instructions.send(&stranger).await;
 
     let connector = start(config(&topics, &id, listen, &bank.url));
     let payments = 12;
@@ -191,7 +204,7 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
     // Restarted, with the ledger read back: nothing is sent again, and a report about a file
     // the connector never sent is refused with a clear answer.
     let connector = start(config(&topics, &id, listen, &bank.url));
-    send(runs[1].clone()).await;
+    instructions.send(&runs[1]).await;
     let refused = poll(
         "the webhook",
         || async {
@@ -302,11 +315,7 @@ async fn killed_at_random_instants_the_connector_pays_nothing_twice_and_loses_no
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
 
     let topics = TestTopics::create("bank-kill", 2).await;
-    let codec = registry_codec();
-    let id = format!(
-        "bank-kill-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let id = connector_id("bank-kill");
     let listen = free_port();
     let bank = Bank::start(format!("http://{listen}/pain002"), 5).await;
     bank.faults(serde_json::json!({
@@ -320,26 +329,10 @@ async fn killed_at_random_instants_the_connector_pays_nothing_twice_and_loses_no
     let runs = 8u32;
     let per_run = 5u32;
     let producing = {
-        let (topic, codec) = (topics.payment_instructions.clone(), codec.clone());
+        let instructions = Instructions::to(&topics.payment_instructions);
         tokio::spawn(async move {
-            let producer = erp_producer(&kafka()).unwrap();
             for sequence in 1..=runs {
-                let instruction = run(sequence, per_run);
-                let bytes = codec
-                    .encode(
-                        &topic,
-                        &PAYMENT_INSTRUCTION,
-                        instruction.to_value().unwrap(),
-                    )
-                    .await
-                    .unwrap();
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key("1000").payload(&bytes),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .unwrap();
+                instructions.send(&run(sequence, per_run)).await;
                 tokio::time::sleep(Duration::from_millis(400)).await;
             }
         })
@@ -409,11 +402,7 @@ async fn killed_at_random_instants_the_connector_pays_nothing_twice_and_loses_no
 async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
     const OTHER_IBAN: &str = "GB82WEST12345698765432";
     let topics = TestTopics::create("bank-down", 2).await;
-    let codec = registry_codec();
-    let id = format!(
-        "bank-down-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let id = connector_id("bank-down");
     let listen = free_port();
     let up = Bank::start(format!("http://{listen}/pain002"), 0).await;
     let down = Bank::start(format!("http://{listen}/pain002"), 0).await;
@@ -425,7 +414,7 @@ async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
     other.accounts[0].iban = OTHER_IBAN.into();
     config.banks.push(other);
 
-    let producer = erp_producer(&kafka()).unwrap();
+    let instructions = Instructions::to(&topics.payment_instructions);
     let mut expected = Vec::new();
     for sequence in 1..=4u32 {
         let mut instruction = run(sequence, 2);
@@ -439,23 +428,7 @@ async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
                 .iter()
                 .map(|p| (p.invoice.to_string(), sequence % 2 == 0)),
         );
-        let bytes = codec
-            .encode(
-                &topics.payment_instructions,
-                &PAYMENT_INSTRUCTION,
-                instruction.to_value().unwrap(),
-            )
-            .await
-            .unwrap();
-        producer
-            .send(
-                FutureRecord::to(&topics.payment_instructions)
-                    .key("1000")
-                    .payload(&bytes),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
+        instructions.send(&instruction).await;
     }
     let connector = start(config);
     let at_the_bank_that_is_up = |s: &BTreeMap<(String, u32), Vec<BankStatus>>| {
@@ -521,11 +494,7 @@ async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
 async fn reports_dropped_in_the_inbox_are_read_once_and_broken_ones_set_aside_with_why() {
     use p2p_connectors::ledger::Delivery;
     let topics = TestTopics::create("bank-inbox", 2).await;
-    let codec = registry_codec();
-    let id = format!(
-        "bank-inbox-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let id = connector_id("bank-inbox");
     let listen = free_port();
     let bank = Bank::start_silent().await;
     let inbox = tempfile::tempdir().unwrap();
@@ -535,24 +504,9 @@ async fn reports_dropped_in_the_inbox_are_read_once_and_broken_ones_set_aside_wi
     let connector = start(config.clone());
 
     let instruction = run(1, 3);
-    let bytes = codec
-        .encode(
-            &topics.payment_instructions,
-            &PAYMENT_INSTRUCTION,
-            instruction.to_value().unwrap(),
-        )
-        .await
-        .unwrap();
-    erp_producer(&kafka())
-        .unwrap()
-        .send(
-            FutureRecord::to(&topics.payment_instructions)
-                .key("1000")
-                .payload(&bytes),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
+    Instructions::to(&topics.payment_instructions)
+        .send(&instruction)
+        .await;
     let accepted = poll(
         "the acknowledgement",
         || statuses(&topics.payment_status),
@@ -655,10 +609,7 @@ async fn the_webhook_over_mutual_tls_takes_reports_only_from_a_certified_bank() 
     use p2p_connectors::connector::WebhookTls;
     use p2p_connectors::tls::Pki;
     let topics = TestTopics::create("bank-tls", 1).await;
-    let id = format!(
-        "bank-tls-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let id = connector_id("bank-tls");
     let listen = free_port();
     let pki = Pki::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();

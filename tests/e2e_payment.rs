@@ -515,20 +515,7 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
     let procurement = Pipeline::procurement(&topics, codec.clone());
     let payments = Pipeline::payment(&topics, codec.clone());
 
-    // Issued by its ERP (approved there): 10 pallets at 100.00, all delivered at once.
-    let po = tx
-        .issued_po(&org, &supplier.supplier, dec!(10), dec!(100.00))
-        .await;
-    tx.received_in_full(&po).await;
-    // As the match topology writes it once the invoice matched.
-    let mut invoice = matched(&org, &supplier.supplier, dec!(1000.00), eur());
-    invoice.po = po.po.clone();
-    invoice.lines = vec![InvoiceLine {
-        line: LineNumber::new(1).unwrap(),
-        quantity: Quantity::new(dec!(10)).unwrap(),
-        unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
-    }];
-    tx.matched(&invoice).await;
+    let (po, invoice) = received_and_matched(&tx, &org, &supplier.supplier).await;
 
     let released = wait_until(&topics, &codec, "the payment released", |s| {
         !s.instructions.is_empty()
@@ -543,17 +530,8 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
 
     tx.bank(&org, &invoice.invoice, BankStatus::Accepted).await;
     tx.bank(&org, &invoice.invoice, BankStatus::Settled).await;
-    let state_of_po = || async {
-        po_states(&topics, &codec)
-            .await
-            .get(po.po.as_str())
-            .copied()
-    };
     // Received, billed and paid in full: paid, then closed.
-    poll("the PO to become Paid and Closed", state_of_po, |s| {
-        *s == Some((PoState::Closed, 6))
-    })
-    .await;
+    until_closed(&topics, &codec, &po.po).await;
     payments.stop().await;
     procurement.stop().await;
 }
@@ -572,37 +550,14 @@ async fn a_po_is_paid_and_closed_through_the_bank_connector_and_a_simulated_bank
     tx.supplier(&org, &supplier).await;
     let listen = bank::free_port();
     let the_bank = bank::Bank::start(format!("http://{listen}/pain002"), 0).await;
-    let connector_id = format!(
-        "po-bank-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let connector_id = bank::connector_id("po-bank");
     let connector = bank::start(bank::config(&topics, &connector_id, listen, &the_bank.url));
     let procurement = Pipeline::procurement(&topics, codec.clone());
     let payments = Pipeline::payment(&topics, codec.clone());
 
-    let po = tx
-        .issued_po(&org, &supplier.supplier, dec!(10), dec!(100.00))
-        .await;
-    tx.received_in_full(&po).await;
-    let mut invoice = matched(&org, &supplier.supplier, dec!(1000.00), eur());
-    invoice.po = po.po.clone();
-    invoice.lines = vec![InvoiceLine {
-        line: LineNumber::new(1).unwrap(),
-        quantity: Quantity::new(dec!(10)).unwrap(),
-        unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
-    }];
-    tx.matched(&invoice).await;
+    let (po, invoice) = received_and_matched(&tx, &org, &supplier.supplier).await;
 
-    let state_of_po = || async {
-        po_states(&topics, &codec)
-            .await
-            .get(po.po.as_str())
-            .copied()
-    };
-    poll("the PO to become Paid and Closed", state_of_po, |s| {
-        *s == Some((PoState::Closed, 6))
-    })
-    .await;
+    until_closed(&topics, &codec, &po.po).await;
     let seen = wait_until(&topics, &codec, "the settlement", |s| {
         s.kinds(&invoice.invoice)
             .iter()
@@ -632,6 +587,35 @@ async fn a_po_is_paid_and_closed_through_the_bank_connector_and_a_simulated_bank
         )],
         "the invoice's one part, paid once (its end-to-end id mapped to SEPA's characters)"
     );
+}
+
+/// A PO issued by its ERP (approved there) for 10 pallets at 100.00, all delivered at once,
+/// and its invoice for 1000.00 matched, as the match topology writes it.
+async fn received_and_matched(
+    tx: &Sender,
+    org: &OrgId,
+    supplier: &SupplierId,
+) -> (PurchaseOrderIssued, InvoiceMatched) {
+    let po = tx.issued_po(org, supplier, dec!(10), dec!(100.00)).await;
+    tx.received_in_full(&po).await;
+    let mut invoice = matched(org, supplier, dec!(1000.00), eur());
+    invoice.po = po.po.clone();
+    invoice.lines = vec![InvoiceLine {
+        line: LineNumber::new(1).unwrap(),
+        quantity: Quantity::new(dec!(10)).unwrap(),
+        unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
+    }];
+    tx.matched(&invoice).await;
+    (po, invoice)
+}
+
+/// Waits for `po` to be paid and then closed (version 6 after issue, receipt, invoice).
+async fn until_closed(topics: &Topics, codec: &Codec, po: &PurchaseOrderId) {
+    let state_of_po = || async { po_states(topics, codec).await.get(po.as_str()).copied() };
+    poll("the PO to become Paid and Closed", state_of_po, |s| {
+        *s == Some((PoState::Closed, 6))
+    })
+    .await;
 }
 
 /// An org paying EUR from [`DEBTOR_IBAN`], published on `org-config`.

@@ -27,7 +27,7 @@ use p2p_topologies::record::{InputRecord, OutputRecord};
 use p2p_topologies::KafkaProperties;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -113,6 +113,27 @@ fn default_listen() -> SocketAddr {
 }
 
 impl ConnectorConfig {
+    /// A connector `connector_id` on `kafka`, serving its webhook on `listen`, delivering to
+    /// `banks`; the rest as a config file leaving it out would have it.
+    pub fn new(
+        connector_id: &str,
+        kafka: KafkaProperties,
+        listen: SocketAddr,
+        banks: Vec<BankConfig>,
+    ) -> Self {
+        Self {
+            connector_id: connector_id.to_owned(),
+            schema_registry_url: None,
+            kafka,
+            topics: ConnectorTopics::default(),
+            replication_factor: default_replication(),
+            listen,
+            webhook_tls: None,
+            inbox_dir: None,
+            banks,
+        }
+    }
+
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -450,18 +471,7 @@ impl Ledger {
                 }
                 Some(command) = commands.recv() => self.command(command).await?,
                 message = self.consumer.recv() => {
-                    let input = {
-                        let message = message.context("consuming payment instructions")?;
-                        InputRecord {
-                            topic: message.topic().to_owned(),
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            timestamp: message.timestamp().to_millis(),
-                            key: message.key().map(<[u8]>::to_vec),
-                            payload: message.payload().map(<[u8]>::to_vec),
-                            headers: message.headers().map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default(),
-                        }
-                    };
+                    let input = InputRecord::of(&message.context("consuming payment instructions")?);
                     self.instruction(input).await?;
                 }
             }

@@ -101,6 +101,27 @@ fn default_request_timeout_ms() -> u64 {
 }
 
 impl BankConfig {
+    /// A bank at `endpoint` holding `accounts`, the rest as a config file leaving it out
+    /// would have it: no client certificate, no token, no cut-off, default timeouts, retries
+    /// and breaker.
+    pub fn new(name: &str, endpoint: &str, accounts: Vec<AccountConfig>) -> Self {
+        Self {
+            name: name.to_owned(),
+            endpoint: endpoint.to_owned(),
+            client_certificate: None,
+            client_key: None,
+            ca_certificate: None,
+            auth_token_env: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            cut_off: None,
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+            accounts,
+            takes_unlisted_accounts: false,
+        }
+    }
+
     pub fn account(&self, iban: &str) -> Option<&AccountConfig> {
         let wanted = compact(iban);
         self.accounts.iter().find(|a| compact(&a.iban) == wanted)

@@ -3,34 +3,25 @@
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use p2p_connectors::bank_sim::{self, SimConfig};
-use p2p_connectors::delivery::{
-    AccountConfig, BankClient, BankConfig, BreakerConfig, Outcome, RetryConfig,
-};
+use p2p_connectors::delivery::{AccountConfig, BankClient, BankConfig, Outcome};
 use p2p_connectors::pain001::{pain001, Run, RunPayment};
 use p2p_connectors::tls::{Pki, TlsListener};
 use p2p_processors::{Currency, InvoiceId, Money};
 use rust_decimal_macros::dec;
 
 fn bank(endpoint: String) -> BankConfig {
-    BankConfig {
-        name: "tls-bank".into(),
-        endpoint,
-        client_certificate: None,
-        client_key: None,
-        ca_certificate: None,
-        auth_token_env: None,
-        connect_timeout_ms: 2_000,
-        request_timeout_ms: 5_000,
-        cut_off: None,
-        retry: RetryConfig::default(),
-        breaker: BreakerConfig::default(),
-        takes_unlisted_accounts: false,
-        accounts: vec![AccountConfig {
+    let mut bank = BankConfig::new(
+        "tls-bank",
+        &endpoint,
+        vec![AccountConfig {
             iban: "DE89370400440532013000".into(),
             holder: "ACME Industries AG".into(),
             bic: None,
         }],
-    }
+    );
+    bank.connect_timeout_ms = 2_000;
+    bank.request_timeout_ms = 5_000;
+    bank
 }
 
 fn file() -> (String, String) {

@@ -61,6 +61,11 @@ impl Bank {
     }
 }
 
+/// A connector id (its group and transactional id) unique to one test.
+pub fn connector_id(test: &str) -> String {
+    format!("{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
 pub fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -71,46 +76,34 @@ pub fn free_port() -> SocketAddr {
 pub fn config(topics: &Topics, id: &str, listen: SocketAddr, bank_url: &str) -> ConnectorConfig {
     let mut kafka = kafka();
     kafka.insert("transaction.timeout.ms".into(), "60000".into());
-    ConnectorConfig {
-        connector_id: id.into(),
-        schema_registry_url: Some(services().registry_url.clone()),
-        kafka,
-        topics: ConnectorTopics {
-            payment_instructions: topics.payment_instructions.clone(),
-            payment_status: topics.payment_status.clone(),
-            deliveries: format!("{id}-deliveries"),
-            refused_reports: format!("{id}-reports.dlq"),
-        },
-        listen,
-        inbox_dir: None,
-        webhook_tls: None,
-        replication_factor: 1,
-        banks: vec![BankConfig {
-            name: "simulated-bank".into(),
-            endpoint: format!("{bank_url}/pain001"),
-            client_certificate: None,
-            client_key: None,
-            ca_certificate: None,
-            auth_token_env: None,
-            connect_timeout_ms: 1_000,
-            request_timeout_ms: 1_000,
-            cut_off: None,
-            retry: RetryConfig {
-                first_backoff_ms: 50,
-                max_backoff_ms: 400,
-            },
-            takes_unlisted_accounts: false,
-            breaker: BreakerConfig {
-                failures: 3,
-                open_ms: 300,
-            },
-            accounts: vec![AccountConfig {
-                iban: DEBTOR_IBAN.into(),
-                holder: "ACME Industries AG".into(),
-                bic: Some("COBADEFFXXX".into()),
-            }],
+    let mut bank = BankConfig::new(
+        "simulated-bank",
+        &format!("{bank_url}/pain001"),
+        vec![AccountConfig {
+            iban: DEBTOR_IBAN.into(),
+            holder: "ACME Industries AG".into(),
+            bic: Some("COBADEFFXXX".into()),
         }],
-    }
+    );
+    bank.connect_timeout_ms = 1_000;
+    bank.request_timeout_ms = 1_000;
+    bank.retry = RetryConfig {
+        first_backoff_ms: 50,
+        max_backoff_ms: 400,
+    };
+    bank.breaker = BreakerConfig {
+        failures: 3,
+        open_ms: 300,
+    };
+    let mut config = ConnectorConfig::new(id, kafka, listen, vec![bank]);
+    config.schema_registry_url = Some(services().registry_url.clone());
+    config.topics = ConnectorTopics {
+        payment_instructions: topics.payment_instructions.clone(),
+        payment_status: topics.payment_status.clone(),
+        deliveries: format!("{id}-deliveries"),
+        refused_reports: format!("{id}-reports.dlq"),
+    };
+    config
 }
 
 pub struct Running {

@@ -17,6 +17,35 @@ pub struct InputRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl InputRecord {
+    /// The consumed `message`, owned.
+    pub fn of<M: rdkafka::message::Message>(message: &M) -> InputRecord {
+        use rdkafka::message::Headers;
+        InputRecord {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputRecord {
