@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use p2p_loadtest::bench::recent;
-use p2p_loadtest::produce::{erp_producer, produce_at_rate, produce_records};
+use p2p_loadtest::produce::{
+    erp_producer, erp_producer_lingering, produce_at_rate, produce_records,
+};
 use p2p_loadtest::{Planted, Scenario};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,7 +63,11 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             codec.describe()
         ),
     }
-    let producer = erp_producer(&config.kafka).context("creating the producer")?;
+    let producer = match args.rate {
+        Some(_) => erp_producer(&config.kafka),
+        None => erp_producer_lingering(&config.kafka, 0),
+    }
+    .context("creating the producer")?;
     let started = Instant::now();
     let produced = match args.rate {
         Some(rate) => {

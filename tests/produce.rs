@@ -183,3 +183,50 @@ async fn a_record_of_another_writers_schema_is_read_through_the_registry() {
         Err(CodecError::TrailingBytes(1))
     );
 }
+
+/// The loader without a rate sends orgs side by side: each org's records still reach every
+/// topic in the stream's order, whatever the other orgs do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_keeps_each_orgs_order_on_every_topic() {
+    use p2p_loadtest::produce::{erp_producer_lingering, produce_records};
+    use rdkafka::message::Message;
+    use std::collections::BTreeMap;
+    let topics = TestTopics::create("loader-order", 2).await;
+    let codec = registry_codec();
+    let scenario = Scenario::generate(&GeneratorConfig {
+        orgs: 6,
+        pos_per_org: 15,
+        ..GeneratorConfig::default()
+    });
+    let producer = erp_producer_lingering(&kafka(), 0).unwrap();
+    let sent = produce_records(&producer, &codec, &topics, &scenario.records)
+        .await
+        .unwrap();
+    assert_eq!(sent, scenario.records.len());
+    // What the stream says each (topic, org) holds, in order: key and timestamp, then what
+    // each topic holds in offset order.
+    let mut planned: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    for record in &scenario.records {
+        let topic = topic_name(&topics, record.topic).to_owned();
+        planned
+            .entry((topic, record.key.clone()))
+            .or_default()
+            .push(record.timestamp.0);
+    }
+    let mut landed: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    let names: std::collections::BTreeSet<String> =
+        planned.keys().map(|(t, _)| t.clone()).collect();
+    for topic in names {
+        for message in
+            p2p_loadtest::audit::read_topic(&kafka(), &topic, std::time::Duration::from_secs(30))
+                .unwrap()
+        {
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+            landed
+                .entry((topic.clone(), key))
+                .or_default()
+                .push(message.timestamp().to_millis().unwrap());
+        }
+    }
+    assert_eq!(landed, planned);
+}

@@ -25,9 +25,19 @@ pub enum ProduceError {
 /// A producer configured as an ERP should configure one: idempotent, acks=all, murmur2;
 /// `linger.ms` 5 unless `kafka` says otherwise.
 pub fn erp_producer(kafka: &KafkaProperties) -> Result<FutureProducer, KafkaError> {
+    erp_producer_lingering(kafka, 5)
+}
+
+/// [`erp_producer`] lingering `linger_ms` unless `kafka` says otherwise. 0 for a feed that
+/// waits for each run of records before the next ([`produce_records`]): lingering would only
+/// add to every wait, and what queues while a request is in flight is batched anyway.
+pub fn erp_producer_lingering(
+    kafka: &KafkaProperties,
+    linger_ms: u32,
+) -> Result<FutureProducer, KafkaError> {
     let mut config = producer_config(kafka);
     if !kafka.contains_key("linger.ms") {
-        config.set("linger.ms", "5");
+        config.set("linger.ms", linger_ms.to_string());
     }
     config
         .set("enable.idempotence", "true")
@@ -61,16 +71,18 @@ pub async fn produce_scenario(
 }
 
 /// Produces `records` (a slice of a scenario, to feed it as a steady stream to a running
-/// pipeline) as ERPs publish them: a record goes out only once every earlier record of another
-/// topic is on the broker, as a receipt is published only after the PO it is against. Sent
-/// side by side, a later record could become visible first, and a consumer cannot tell.
+/// pipeline) as ERPs publish them: a record goes out only once every earlier record of its
+/// org on another topic is on the broker, as a receipt is published only after the PO it is
+/// against. Sent side by side, a later record could become visible first, and a consumer
+/// cannot tell. Orgs are independent (every topic is keyed by org), so they are sent side by
+/// side, each at its own pace.
 pub async fn produce_records(
     producer: &FutureProducer,
     codec: &Codec,
     topics: &Topics,
     records: &[ScenarioRecord],
 ) -> Result<usize, ProduceError> {
-    produce(producer, codec, topics, records, Order::Total).await
+    produce(producer, codec, topics, records, Order::PerOrg).await
 }
 
 /// How much of a scenario's order the broker must show.
@@ -78,8 +90,9 @@ pub async fn produce_records(
 enum Order {
     /// Each topic's records in order.
     PerTopic,
-    /// And across topics: no record visible before an earlier one of another topic.
-    Total,
+    /// And across an org's topics: no record visible before an earlier one of its org on
+    /// another topic.
+    PerOrg,
 }
 
 /// A record ready to send: topic, key, value bytes, timestamp.
@@ -117,31 +130,55 @@ async fn produce(
     order: Order,
 ) -> Result<usize, ProduceError> {
     let encoded = encode(codec, topics, records).await?;
-    // Runs of records sent side by side: at most 1,000, of one topic when the order is total.
-    let mut start = 0;
-    while start < encoded.len() {
-        let first_topic = encoded[start].0;
-        let end = encoded[start..]
-            .iter()
-            .take(1_000)
-            .position(|Encoded(topic, ..)| order == Order::Total && *topic != first_topic)
-            .map_or((start + 1_000).min(encoded.len()), |n| start + n);
-        let sends = encoded[start..end]
-            .iter()
-            .map(|Encoded(topic, key, bytes, ts)| {
-                producer.send(
-                    FutureRecord::to(topic)
-                        .key(*key)
-                        .payload(bytes)
-                        .timestamp(*ts),
-                    Timeout::Never,
-                )
+    let send = |record| send_one(producer, record);
+    match order {
+        // Chunks of 1,000 side by side: the broker keeps each topic's order per partition
+        // (idempotent producer), and nothing else is asked.
+        Order::PerTopic => {
+            for chunk in encoded.chunks(1_000) {
+                try_join_all(chunk.iter().map(send)).await?;
+            }
+        }
+        // Per org, runs of same-topic records, each run acknowledged before the org's next;
+        // all orgs at once, so the waits overlap instead of adding up.
+        Order::PerOrg => {
+            let mut orgs: Vec<(&[u8], Vec<&Encoded<'_>>)> = Vec::new();
+            let mut index: std::collections::HashMap<&[u8], usize> =
+                std::collections::HashMap::new();
+            for record in &encoded {
+                let at = *index.entry(record.1).or_insert_with(|| {
+                    orgs.push((record.1, Vec::new()));
+                    orgs.len() - 1
+                });
+                orgs[at].1.push(record);
+            }
+            let per_org = orgs.iter().map(|(_, records)| async move {
+                for run in records.chunk_by(|a, b| a.0 == b.0) {
+                    try_join_all(run.iter().map(|r| send(r))).await?;
+                }
+                Ok::<(), ProduceError>(())
             });
-        try_join_all(sends).await.map_err(|(e, _)| e)?;
-        start = end;
+            try_join_all(per_org).await?;
+        }
     }
     producer.flush(Timeout::After(Duration::from_secs(30)))?;
     Ok(encoded.len())
+}
+
+/// Sends `record`, once: `Ok` when the broker has it.
+async fn send_one(producer: &FutureProducer, record: &Encoded<'_>) -> Result<(), ProduceError> {
+    let Encoded(topic, key, bytes, ts) = record;
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(*key)
+                .payload(bytes)
+                .timestamp(*ts),
+            Timeout::Never,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e.into())
 }
 
 /// Produces `records` paced at `rate` records per second, each stamped with the wall clock as
