@@ -489,7 +489,13 @@ impl Ledger {
         )?;
         let now = chrono::Utc::now();
         let prepared = match self.prepare(&input, now).await {
-            Ok(Some(delivery)) => Ok(delivery),
+            Ok(Some(delivery)) => {
+                // Kafka would refuse the record, the transaction fail, and the restarted
+                // connector meet the same run again: refused here, once, with why.
+                let record = self.ledger_record(&delivery)?;
+                let size = record.payload.as_ref().map_or(0, Vec::len);
+                fits_the_ledger(size).map(|()| (delivery, record))
+            }
             Ok(None) => {
                 // Recorded before (a replayed or re-delivered instruction): nothing to send.
                 self.commit(Vec::new(), Some(offsets)).await?;
@@ -498,8 +504,7 @@ impl Ledger {
             Err(refusal) => Err(refusal),
         };
         match prepared {
-            Ok(delivery) => {
-                let record = self.ledger_record(&delivery)?;
+            Ok((delivery, record)) => {
                 self.commit(vec![record], Some(offsets)).await?;
                 tracing::info!(run = %delivery.run_id, bank = %delivery.bank, msg_id = %delivery.msg_id, payments = delivery.payments.len(), "run recorded; sending its file");
                 self.by_msg_id
@@ -840,6 +845,23 @@ fn transactional_producer(config: &ConnectorConfig) -> anyhow::Result<FutureProd
 /// The largest ledger record: a run's whole file (about 600 bytes a payment before lz4).
 const MAX_LEDGER_RECORD: usize = 16 << 20;
 
+/// Whether a ledger record of `size` bytes fits, with room for its key and headers.
+fn fits_the_ledger(size: usize) -> Result<(), (DlqReason, String)> {
+    const ROOM: usize = 64 << 10;
+    if size + ROOM <= MAX_LEDGER_RECORD {
+        Ok(())
+    } else {
+        Err((
+            DlqReason::Rejected,
+            format!(
+                "the run's file and its ledger record take {size} bytes, more than the \
+                 ledger's {} MiB: split the run (fewer payments per run) and replay it",
+                MAX_LEDGER_RECORD >> 20
+            ),
+        ))
+    }
+}
+
 async fn create_topics(config: &ConnectorConfig) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
@@ -1084,6 +1106,14 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy/local/bank-connector.toml");
         ConnectorConfig::load(&path).unwrap()
+    }
+
+    #[test]
+    fn a_run_too_large_for_the_ledger_is_refused_with_why_not_retried_forever() {
+        assert_eq!(fits_the_ledger(4 << 20), Ok(()));
+        let (reason, why) = fits_the_ledger(MAX_LEDGER_RECORD).unwrap_err();
+        assert_eq!(reason, DlqReason::Rejected);
+        assert!(why.contains("split the run"), "{why}");
     }
 
     #[test]
