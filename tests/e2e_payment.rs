@@ -536,11 +536,12 @@ async fn a_po_is_received_invoiced_paid_when_the_bank_settles_and_then_closed() 
     procurement.stop().await;
 }
 
-/// The same PO paid for real: its payment run goes to the bank connector, as a pain.001 file
-/// to the simulated bank, whose acknowledgement and pain.002 reports come back on
-/// `payment-status` until the PO is Paid and Closed.
+/// Two such POs paid for real: their payment run goes to the bank connector, as a pain.001
+/// file to the simulated bank, whose acknowledgement and pain.002 reports come back on
+/// `payment-status`. The bank settles one payment (its PO is Paid and Closed) and rejects the
+/// other (AC04, account closed), which ends Rejected with the bank's reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_po_is_paid_and_closed_through_the_bank_connector_and_a_simulated_bank() {
+async fn a_po_is_paid_and_closed_through_the_bank_connector_and_a_rejected_payment_says_why() {
     use common::bank;
     let topics = TestTopics::create("po-bank", 2).await;
     let codec = registry_codec();
@@ -549,26 +550,40 @@ async fn a_po_is_paid_and_closed_through_the_bank_connector_and_a_simulated_bank
     let supplier = payee("Müller & Söhne Schraubenwerk GmbH", "NET 0");
     tx.supplier(&org, &supplier).await;
     let listen = bank::free_port();
-    let the_bank = bank::Bank::start(format!("http://{listen}/pain002"), 0).await;
+    // Every second payment the bank is sent is rejected.
+    let the_bank = bank::Bank::start(format!("http://{listen}/pain002"), 2).await;
     let connector_id = bank::connector_id("po-bank");
     let connector = bank::start(bank::config(&topics, &connector_id, listen, &the_bank.url));
     let procurement = Pipeline::procurement(&topics, codec.clone());
     let payments = Pipeline::payment(&topics, codec.clone());
 
-    let (po, invoice) = received_and_matched(&tx, &org, &supplier.supplier).await;
-
-    until_closed(&topics, &codec, &po.po).await;
-    let seen = wait_until(&topics, &codec, "the settlement", |s| {
-        s.kinds(&invoice.invoice)
-            .iter()
-            .any(|k| k.0 == ScheduleEventKind::Settled)
+    let first = received_and_matched(&tx, &org, &supplier.supplier).await;
+    let second = received_and_matched(&tx, &org, &supplier.supplier).await;
+    let ended = |s: &Seen, invoice: &InvoiceId| {
+        s.kinds(invoice).last().is_some_and(|k| {
+            matches!(
+                k.0,
+                ScheduleEventKind::Settled | ScheduleEventKind::Rejected
+            )
+        })
+    };
+    let seen = wait_until(&topics, &codec, "both payments to end", |s| {
+        ended(s, &first.1.invoice) && ended(s, &second.1.invoice)
     })
     .await;
+    let last = |invoice: &InvoiceId| seen.kinds(invoice).last().unwrap().0;
+    let ((paid_po, paid), (rejected_po, rejected)) =
+        if last(&first.1.invoice) == ScheduleEventKind::Settled {
+            (first, second)
+        } else {
+            (second, first)
+        };
+    until_closed(&topics, &codec, &paid_po.po).await;
     connector.stop().await;
     payments.stop().await;
     procurement.stop().await;
     assert_eq!(
-        seen.kinds(&invoice.invoice),
+        seen.kinds(&paid.invoice),
         vec![
             kind(ScheduleEventKind::Scheduled),
             kind(ScheduleEventKind::Released),
@@ -577,15 +592,30 @@ async fn a_po_is_paid_and_closed_through_the_bank_connector_and_a_simulated_bank
             kind(ScheduleEventKind::Settled),
         ]
     );
-    let at_the_bank = the_bank.state().await;
-    assert_eq!(at_the_bank.files.len(), 1);
+    let rejection = seen.schedule[rejected.invoice.as_str()].last().unwrap();
+    assert_eq!(rejection.kind, ScheduleEventKind::Rejected);
+    assert!(
+        rejection.detail.contains("AC04: Account closed"),
+        "{}",
+        rejection.detail
+    );
+    let states = po_states(&topics, &codec).await;
     assert_eq!(
-        at_the_bank.executed.into_iter().collect::<Vec<_>>(),
-        vec![(
-            p2p_connectors::pain001::short_id(&format!("{}/1", invoice.invoice)),
-            1
-        )],
-        "the invoice's one part, paid once (its end-to-end id mapped to SEPA's characters)"
+        states.get(rejected_po.po.as_str()),
+        Some(&(PoState::Invoiced, 4)),
+        "a PO whose payment the bank rejected is not paid"
+    );
+    let at_the_bank = the_bank.state().await;
+    let mut executed: Vec<(String, u32)> = at_the_bank.executed.into_iter().collect();
+    executed.sort();
+    let mut expected: Vec<(String, u32)> = [&paid.invoice, &rejected.invoice]
+        .iter()
+        .map(|i| (p2p_connectors::pain001::short_id(&format!("{i}/1")), 1))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        executed, expected,
+        "each invoice's one part sent once (its end-to-end id mapped to SEPA's characters)"
     );
 }
 

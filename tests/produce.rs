@@ -184,8 +184,8 @@ async fn a_record_of_another_writers_schema_is_read_through_the_registry() {
     );
 }
 
-/// The loader without a rate sends orgs side by side: each org's records still reach every
-/// topic in the stream's order, whatever the other orgs do.
+/// The loader without a rate sends partitions side by side: each org's records still reach
+/// every topic in the stream's order, and each partition holds its records in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loader_keeps_each_orgs_order_on_every_topic() {
     use p2p_loadtest::produce::{erp_producer_lingering, produce_records};
@@ -213,20 +213,38 @@ async fn the_loader_keeps_each_orgs_order_on_every_topic() {
             .or_default()
             .push(record.timestamp.0);
     }
+    // And each partition in the stream's order, whatever its orgs: consumers align topics by
+    // timestamp, so a partition out of time order would show a receipt before its PO.
+    let mut planned_partitions: BTreeMap<(String, i32), Vec<i64>> = BTreeMap::new();
+    for record in &scenario.records {
+        let topic = topic_name(&topics, record.topic).to_owned();
+        let partition = p2p_state::murmur2::partition_for(record.key.as_bytes(), 2) as i32;
+        planned_partitions
+            .entry((topic, partition))
+            .or_default()
+            .push(record.timestamp.0);
+    }
     let mut landed: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    let mut landed_partitions: BTreeMap<(String, i32), Vec<i64>> = BTreeMap::new();
     let names: std::collections::BTreeSet<String> =
         planned.keys().map(|(t, _)| t.clone()).collect();
     for topic in names {
-        for message in
+        let messages =
             p2p_loadtest::audit::read_topic(&kafka(), &topic, std::time::Duration::from_secs(30))
-                .unwrap()
-        {
+                .unwrap();
+        for message in messages {
             let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+            let timestamp = message.timestamp().to_millis().unwrap();
             landed
                 .entry((topic.clone(), key))
                 .or_default()
-                .push(message.timestamp().to_millis().unwrap());
+                .push(timestamp);
+            landed_partitions
+                .entry((topic.clone(), message.partition()))
+                .or_default()
+                .push(timestamp);
         }
     }
     assert_eq!(landed, planned);
+    assert_eq!(landed_partitions, planned_partitions);
 }

@@ -74,8 +74,9 @@ pub async fn produce_scenario(
 /// pipeline) as ERPs publish them: a record goes out only once every earlier record of its
 /// org on another topic is on the broker, as a receipt is published only after the PO it is
 /// against. Sent side by side, a later record could become visible first, and a consumer
-/// cannot tell. Orgs are independent (every topic is keyed by org), so they are sent side by
-/// side, each at its own pace.
+/// cannot tell. Each partition's records stay in the stream's order; partitions are
+/// independent (every topic is keyed by org and has the same count), so they are sent side by
+/// side.
 pub async fn produce_records(
     producer: &FutureProducer,
     codec: &Codec,
@@ -90,8 +91,8 @@ pub async fn produce_records(
 enum Order {
     /// Each topic's records in order.
     PerTopic,
-    /// And across an org's topics: no record visible before an earlier one of its org on
-    /// another topic.
+    /// And per partition across topics: no record visible before an earlier one of its
+    /// partition (so of its org) on another topic.
     PerOrg,
 }
 
@@ -139,30 +140,50 @@ async fn produce(
                 try_join_all(chunk.iter().map(send)).await?;
             }
         }
-        // Per org, runs of same-topic records, each run acknowledged before the org's next;
-        // all orgs at once, so the waits overlap instead of adding up.
+        // The stream split by partition (every topic has the same count, keyed by org): per
+        // partition, runs of same-topic records, each acknowledged before the next, so each
+        // partition holds its records in the stream's order (consumers align topics by
+        // timestamp, as Kafka Streams does) and no record is visible before an earlier one of
+        // its org on another topic. The partitions go side by side, so their waits overlap.
         Order::PerOrg => {
-            let mut orgs: Vec<(&[u8], Vec<&Encoded<'_>>)> = Vec::new();
-            let mut index: std::collections::HashMap<&[u8], usize> =
-                std::collections::HashMap::new();
+            let partitions = partition_count(producer, &encoded)?;
+            let mut groups: Vec<Vec<&Encoded<'_>>> = vec![Vec::new(); partitions as usize];
             for record in &encoded {
-                let at = *index.entry(record.1).or_insert_with(|| {
-                    orgs.push((record.1, Vec::new()));
-                    orgs.len() - 1
-                });
-                orgs[at].1.push(record);
+                groups[p2p_state::murmur2::partition_for(record.1, partitions) as usize]
+                    .push(record);
             }
-            let per_org = orgs.iter().map(|(_, records)| async move {
+            let per_partition = groups.iter().map(|records| async move {
                 for run in records.chunk_by(|a, b| a.0 == b.0) {
                     try_join_all(run.iter().map(|r| send(r))).await?;
                 }
                 Ok::<(), ProduceError>(())
             });
-            try_join_all(per_org).await?;
+            try_join_all(per_partition).await?;
         }
     }
     producer.flush(Timeout::After(Duration::from_secs(30)))?;
     Ok(encoded.len())
+}
+
+/// The partition count the topics of `records` share; 1 (one ordered stream) if they do not.
+fn partition_count(
+    producer: &FutureProducer,
+    records: &[Encoded<'_>],
+) -> Result<u32, ProduceError> {
+    let topics: std::collections::BTreeSet<&str> = records.iter().map(|r| r.0).collect();
+    let mut counts = std::collections::BTreeSet::new();
+    for topic in topics {
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        for t in metadata.topics() {
+            counts.insert(t.partitions().len() as u32);
+        }
+    }
+    Ok(match counts.iter().collect::<Vec<_>>().as_slice() {
+        [count] if **count > 0 => **count,
+        _ => 1,
+    })
 }
 
 /// Sends `record`, once: `Ok` when the broker has it.
