@@ -105,6 +105,19 @@ async fn statuses(topic: &str) -> BTreeMap<(String, u32), Vec<BankStatus>> {
     seen
 }
 
+/// The statuses on `topic` once `payments` payments have each had their final one.
+async fn every_payment_ended(
+    topic: &str,
+    payments: usize,
+) -> BTreeMap<(String, u32), Vec<BankStatus>> {
+    poll(
+        "every payment's final status",
+        || statuses(topic),
+        |s| s.len() == payments && s.values().all(|h| is_final(h)),
+    )
+    .await
+}
+
 fn is_final(history: &[BankStatus]) -> bool {
     matches!(
         history.last(),
@@ -141,12 +154,7 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
 
     let connector = start(config(&topics, &id, listen, &bank.url));
     let payments = 12;
-    let seen = poll(
-        "every payment's final status",
-        || statuses(&topics.payment_status),
-        |s| s.len() == payments && s.values().all(|h| is_final(h)),
-    )
-    .await;
+    let seen = every_payment_ended(&topics.payment_status, payments).await;
     // Reports may still be on their way (each is posted twice): let them land.
     tokio::time::sleep(Duration::from_secs(2)).await;
     connector.stop().await;
@@ -347,12 +355,7 @@ async fn killed_at_random_instants_the_connector_pays_nothing_twice_and_loses_no
     producing.await.unwrap();
     let mut child = spawn_connector(&config, &log);
     let payments = (runs * per_run) as usize;
-    let seen = poll(
-        "every payment's final status",
-        || statuses(&topics.payment_status),
-        |s| s.len() == payments && s.values().all(|h| is_final(h)),
-    )
-    .await;
+    let seen = every_payment_ended(&topics.payment_status, payments).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -467,12 +470,7 @@ async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
     assert!(metrics.contains("p2p_bank_files_acknowledged_total{bank=\"simulated-bank\"} 2"));
 
     down.faults(serde_json::json!({ "down": false })).await;
-    let seen = poll(
-        "every payment's final status",
-        || statuses(&topics.payment_status),
-        |s| s.len() == expected.len() && s.values().all(|h| is_final(h)),
-    )
-    .await;
+    let seen = every_payment_ended(&topics.payment_status, expected.len()).await;
     connector.stop().await;
     assert!(seen
         .values()

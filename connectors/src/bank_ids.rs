@@ -22,13 +22,18 @@ pub enum BankIdError {
     Bic(String),
 }
 
-/// The IBAN in its electronic form (no spaces, upper case), if it is one.
-pub fn check_iban(iban: &str) -> Result<String, BankIdError> {
-    let compact: String = iban
-        .chars()
+/// `iban` in the electronic form (no spaces, upper case), checked or not: how two ways of
+/// writing one account compare equal.
+pub fn electronic_form(iban: &str) -> String {
+    iban.chars()
         .filter(|c| !c.is_whitespace())
         .collect::<String>()
-        .to_ascii_uppercase();
+        .to_ascii_uppercase()
+}
+
+/// The IBAN in its electronic form (no spaces, upper case), if it is one.
+pub fn check_iban(iban: &str) -> Result<String, BankIdError> {
+    let compact = electronic_form(iban);
     if !(15..=34).contains(&compact.len()) || !compact.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(BankIdError::IbanLength(iban.to_owned()));
     }

@@ -88,7 +88,7 @@ where
         .route(
             "/state",
             get(|State(bank): State<Arc<Bank>>| async move {
-                serde_json::to_string(&*bank.state.lock().unwrap()).unwrap_or_default()
+                serde_json::to_string(&*bank.state()).unwrap_or_default()
             }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
@@ -96,11 +96,27 @@ where
     axum::serve(listener, app).await
 }
 
+impl Bank {
+    // A handler that panicked holding a lock leaves counters and switches, nothing half
+    // written: the next request goes on with them.
+    fn state(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 async fn set_faults(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode, String) {
     let Ok(faults) = serde_json::from_str::<serde_json::Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "faults are a JSON object".into());
     };
-    let mut current = bank.faults.lock().unwrap();
+    let mut current = bank.faults();
     let mut merged = serde_json::to_value(&*current).unwrap_or_default();
     if let (Some(merged), Some(new)) = (merged.as_object_mut(), faults.as_object()) {
         for (k, v) in new {
@@ -119,7 +135,7 @@ async fn set_faults(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode,
 async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (delay, failing, lost_ack, dropped) = {
-        let mut faults = bank.faults.lock().unwrap();
+        let mut faults = bank.faults();
         let failing = if faults.down {
             Some(StatusCode::SERVICE_UNAVAILABLE)
         } else if faults.fail_next > 0 {
@@ -145,7 +161,7 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::respons
     };
     tokio::time::sleep(delay).await;
     if let Some(status) = failing {
-        bank.state.lock().unwrap().refused_while_down += 1;
+        bank.state().refused_while_down += 1;
         return (status, "the bank is unavailable").into_response();
     }
     let file = {
@@ -160,7 +176,7 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::respons
     let file = match file {
         Ok(file) => file.initiation,
         Err(error) => {
-            bank.state.lock().unwrap().invalid_files += 1;
+            bank.state().invalid_files += 1;
             return (
                 StatusCode::BAD_REQUEST,
                 format!("invalid pain.001: {error}"),
@@ -170,7 +186,7 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::respons
     };
     let msg_id = file.grp_hdr.msg_id.clone();
     let (reference, new) = {
-        let mut state = bank.state.lock().unwrap();
+        let mut state = bank.state();
         if let Some(reference) = state.files.get(&msg_id).cloned() {
             state.duplicates_answered += 1;
             (reference, false)
@@ -183,7 +199,7 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::respons
     if new {
         let mut outcomes = Vec::new();
         {
-            let mut state = bank.state.lock().unwrap();
+            let mut state = bank.state();
             for block in &file.pmt_inf {
                 for tx in &block.cdt_trf_tx_inf {
                     let id = tx.pmt_id.end_to_end_id.clone();
@@ -242,7 +258,7 @@ async fn report(bank: Arc<Bank>, msg_id: String, outcomes: Vec<(String, String, 
             continue;
         }
         let xml = pain002_report(&format!("{msg_id}-R{round}"), &msg_id, &statuses);
-        let copies = if bank.faults.lock().unwrap().duplicate_reports {
+        let copies = if bank.faults().duplicate_reports {
             2
         } else {
             1
@@ -258,7 +274,7 @@ async fn post_until_taken(bank: &Bank, url: &str, xml: &str) {
     for _ in 0..600 {
         match bank.http.post(url).body(xml.to_owned()).send().await {
             Ok(answer) if answer.status().is_success() => {
-                bank.state.lock().unwrap().reports_posted += 1;
+                bank.state().reports_posted += 1;
                 return;
             }
             Ok(answer) if answer.status().is_client_error() => {

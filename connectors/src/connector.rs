@@ -277,9 +277,11 @@ enum Command {
         outcome: Outcome,
         attempts: u32,
     },
-    /// A pain.002 received (`source`: the webhook, or the inbox file's name).
+    /// A pain.002 received (`source`: the webhook, or the inbox file's name), already read
+    /// (by whoever received it: checking it against its XSD is no work for the ledger's owner).
     Report {
         xml: String,
+        parsed: Result<pain002::StatusReport, pain002::Pain002Error>,
         source: String,
         reply: oneshot::Sender<Result<ReportApplied, ReportRefused>>,
     },
@@ -629,8 +631,13 @@ impl Ledger {
                 tracing::info!(run = %run_id, state = ?delivery.state, statuses = updates.len(), "bank answered");
                 self.deliveries.insert(run_id, delivery);
             }
-            Command::Report { xml, source, reply } => {
-                let result = self.report(&xml, &source).await?;
+            Command::Report {
+                xml,
+                parsed,
+                source,
+                reply,
+            } => {
+                let result = self.report(&xml, parsed, &source).await?;
                 let outcome = match &result {
                     Ok(applied) if applied.already_applied => "repeated",
                     Ok(_) => "applied",
@@ -648,14 +655,9 @@ impl Ledger {
     async fn report(
         &mut self,
         xml: &str,
+        parsed: Result<pain002::StatusReport, pain002::Pain002Error>,
         source: &str,
     ) -> anyhow::Result<Result<ReportApplied, ReportRefused>> {
-        let parsed = {
-            let xml = xml.to_owned();
-            tokio::task::spawn_blocking(move || pain002::parse(&xml))
-                .await
-                .context("reading a status report")?
-        };
         let applied = parsed.map_err(ReportRefused::from).and_then(|report| {
             let run_id = self
                 .by_msg_id
@@ -1039,9 +1041,20 @@ async fn submit(
     xml: String,
     source: String,
 ) -> Result<ReportApplied, ReportRefused> {
+    let parsed = {
+        let xml = xml.clone();
+        tokio::task::spawn_blocking(move || pain002::parse(&xml))
+            .await
+            .map_err(|_| ReportRefused::Stopping)?
+    };
     let (reply, answer) = oneshot::channel();
     ledger
-        .send(Command::Report { xml, source, reply })
+        .send(Command::Report {
+            xml,
+            parsed,
+            source,
+            reply,
+        })
         .await
         .map_err(|_| ReportRefused::Stopping)?;
     answer.await.map_err(|_| ReportRefused::Stopping)?

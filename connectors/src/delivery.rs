@@ -123,16 +123,12 @@ impl BankConfig {
     }
 
     pub fn account(&self, iban: &str) -> Option<&AccountConfig> {
-        let wanted = compact(iban);
-        self.accounts.iter().find(|a| compact(&a.iban) == wanted)
+        use crate::bank_ids::electronic_form;
+        let wanted = electronic_form(iban);
+        self.accounts
+            .iter()
+            .find(|a| electronic_form(&a.iban) == wanted)
     }
-}
-
-fn compact(iban: &str) -> String {
-    iban.chars()
-        .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
 }
 
 /// The execution date a run for `requested` gets when delivered at `now` to a bank with

@@ -33,6 +33,8 @@ impl Schema {
 pub fn validate(schema: Schema, xml: &str) -> Result<(), Vec<String>> {
     use libxml::parser::{Parser, ParserOptions};
     use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
+    use std::cell::RefCell;
+    use std::collections::hash_map::{Entry, HashMap};
     let describe = |errors: Vec<libxml::error::StructuredError>| -> Vec<String> {
         errors
             .into_iter()
@@ -55,9 +57,23 @@ pub fn validate(schema: Schema, xml: &str) -> Result<(), Vec<String>> {
     let document = Parser::default()
         .parse_string_with_options(xml, options)
         .map_err(|e| vec![format!("not well-formed XML: {e}")])?;
-    let mut parser = SchemaParserContext::from_buffer(schema.text());
-    let mut context = SchemaValidationContext::from_parser(&mut parser).map_err(describe)?;
-    context.validate_document(&document).map_err(describe)
+    // Each schema compiled once per thread (libxml2's contexts stay on the thread that made
+    // them), not once per file.
+    thread_local! {
+        static CONTEXTS: RefCell<HashMap<Schema, SchemaValidationContext>> =
+            RefCell::new(HashMap::new());
+    }
+    CONTEXTS.with(|contexts| {
+        let mut contexts = contexts.borrow_mut();
+        let context = match contexts.entry(schema) {
+            Entry::Occupied(compiled) => compiled.into_mut(),
+            Entry::Vacant(slot) => {
+                let mut parser = SchemaParserContext::from_buffer(schema.text());
+                slot.insert(SchemaValidationContext::from_parser(&mut parser).map_err(describe)?)
+            }
+        };
+        context.validate_document(&document).map_err(describe)
+    })
 }
 
 #[cfg(test)]
