@@ -16,5 +16,5 @@ pub mod timers;
 
 pub use key::{org_of_raw_key, KeyGroup, StateKey, KEY_GROUPS};
 pub use memory::StateMemory;
-pub use store::{Serves, StateError, Store, StoreBatch};
+pub use store::{decode_value, encode_value, Serves, StateError, Store, StoreBatch};
 pub use timers::Timer;

@@ -96,12 +96,12 @@ mod tests {
     /// Writes `bytes` of state into `store`, in batches of a megabyte, as a runtime would.
     fn fill(store: &Store, prefix: &str, bytes: usize) {
         let org = OrgId::from_u128(7);
-        let value = format!("\"{}\"", "x".repeat(1_000));
+        let value = crate::encode_value(&"x".repeat(1_000)).unwrap();
         for chunk in 0..bytes / MIB {
             let mut batch = StoreBatch::default();
             for i in 0..MIB / value.len() {
                 let key = StateKey::new(&org, &format!("{prefix}/{chunk}/{i}"));
-                batch.put_json(&key, value.as_bytes());
+                batch.put_encoded(&key, value.clone());
             }
             store.write(batch).unwrap();
         }

@@ -42,7 +42,7 @@ use p2p_processors::{
     DocumentKind, EventTime, InvoiceId, InvoiceMatched, OrgId, PoState, PurchaseOrderEvent,
     PurchaseOrderId, PurchaseOrderStep,
 };
-use p2p_state::{StateError, StateKey, Store, StoreBatch, Timer};
+use p2p_state::{decode_value, encode_value, StateError, StateKey, Store, StoreBatch, Timer};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -67,11 +67,8 @@ struct OrgPayments {
     #[serde(default)]
     run_queue: RunQueue,
     /// The queue as the layout before ADR 0011 kept it, whole: moved to `run_queue` when read.
-    #[serde(
-        default,
-        rename = "queue",
-        skip_serializing_if = "WholeRunQueue::is_empty"
-    )]
+    /// (Always written, if empty: a state value is an array of its fields, ADR 0022.)
+    #[serde(default, rename = "queue")]
     whole_queue: WholeRunQueue,
     run_timer: Option<i64>,
     unscheduled: Vec<InvoiceMatched>,
@@ -81,12 +78,6 @@ struct OrgPayments {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct WholeRunQueue {
     due: BTreeMap<NaiveDate, BTreeSet<InvoiceId>>,
-}
-
-impl WholeRunQueue {
-    fn is_empty(&self) -> bool {
-        self.due.is_empty()
-    }
 }
 
 /// Where the invoice waiting in `slot` of the org's run queue is kept.
@@ -127,7 +118,7 @@ fn blocked_key(org: &OrgId, invoice: &InvoiceId) -> StateKey {
     StateKey::new(org, &format!("blocked/{}", invoice.key_segment()))
 }
 
-/// State values as JSON by key; `None`: deleted.
+/// State values as the store encodes them, by key; `None`: deleted.
 type Values = HashMap<StateKey, Option<Vec<u8>>>;
 
 /// The value of `key` in `values`: `None` if it is not there (then the store has it).
@@ -135,21 +126,12 @@ fn value_in<T: DeserializeOwned>(
     values: &Values,
     key: &StateKey,
 ) -> Option<Result<Option<T>, StateError>> {
-    let json = values.get(key)?;
-    Some(json.as_deref().map_or(Ok(None), |json| {
-        serde_json::from_slice(json)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                store: PROCESSOR.into(),
-                reason: e.to_string(),
-            })
-    }))
-}
-
-fn json_of<T: Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
-    serde_json::to_vec(value).map_err(|e| StateError::Encode {
-        reason: e.to_string(),
-    })
+    let encoded = values.get(key)?;
+    Some(
+        encoded
+            .as_deref()
+            .map_or(Ok(None), |bytes| decode_value(PROCESSOR, bytes).map(Some)),
+    )
 }
 
 /// Every state a batch touches: read once, written once at the end.
@@ -165,7 +147,7 @@ impl Working<'_> {
     }
 
     fn put<T: Serialize>(&mut self, key: StateKey, value: &T) -> Result<(), StateError> {
-        self.values.insert(key, Some(json_of(value)?));
+        self.values.insert(key, Some(encode_value(value)?));
         Ok(())
     }
 
@@ -868,7 +850,7 @@ impl Changes {
     }
 
     fn put<T: Serialize>(&mut self, key: StateKey, value: &T) -> Result<(), StateError> {
-        self.values.insert(key, Some(json_of(value)?));
+        self.values.insert(key, Some(encode_value(value)?));
         Ok(())
     }
 
@@ -1129,10 +1111,10 @@ impl Topology for PaymentProcessor {
         self.fire_runs(now, &mut working, &mut output).await?;
         let Working { values, timers, .. } = working;
         let mut state = timers;
-        for (key, json) in &values {
-            match json {
-                Some(json) => state.put_json(key, json),
-                None => state.delete(key),
+        for (key, encoded) in values {
+            match encoded {
+                Some(encoded) => state.put_encoded(&key, encoded),
+                None => state.delete(&key),
             }
         }
         output.state = state;

@@ -403,10 +403,10 @@ fn payments_queued_whole_before_adr_0011_are_paid_by_their_run() {
     }
     legacy.put(&key, &payments).unwrap();
     h.store.write(legacy).unwrap();
-    let stored: serde_json::Value = h.store.get(&key).unwrap().unwrap();
+    let stored: OrgPayments = h.store.get(&key).unwrap().unwrap();
     assert!(
-        stored["queue"]["due"].is_object(),
-        "kept as before: {stored}"
+        !stored.whole_queue.due.is_empty(),
+        "kept as before: {stored:?}"
     );
 
     // A third invoice scheduled meanwhile joins them.
