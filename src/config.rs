@@ -52,6 +52,10 @@ pub struct PipelineConfig {
     /// filter blocks and memtables of every store, in one budget (ADR 0012). Default 256.
     #[serde(default = "default_state_memory_mib")]
     pub state_memory_mib: usize,
+    /// Workers per topology, each a consumer of its group with its own producer, store and
+    /// share of the partitions, side by side (ADR 0023). Default: the machine's cores.
+    #[serde(default = "p2p_topologies::config::default_workers")]
+    pub workers: usize,
     /// For trials only: the clock timers fire by (payment runs, escalations) runs this far
     /// ahead of (or, negative, behind) the wall clock: `7d`, `36h`, `-90m`. `p2p run
     /// --clock-offset` sets it too. Event times are what records say, untouched.
@@ -128,6 +132,9 @@ impl PipelineConfig {
         if !config.kafka.contains_key("bootstrap.servers") {
             bail!("{}: [kafka] needs \"bootstrap.servers\"", path.display());
         }
+        if config.workers == 0 {
+            bail!("{}: workers is 0, at least 1 is needed", path.display());
+        }
         if config.state_memory_mib < MIN_STATE_MEMORY_MIB {
             bail!(
                 "{}: state_memory_mib is {}, at least {MIN_STATE_MEMORY_MIB} is needed",
@@ -159,6 +166,7 @@ impl PipelineConfig {
         config.batch_linger = Duration::from_millis(self.matching.batch_linger_ms);
         config.instance_id = self.instance_id.clone();
         config.clock = self.clock_offset;
+        config.workers = self.workers.max(1);
         config.static_membership = self.static_membership;
         config.state_memory = self
             .state_memory

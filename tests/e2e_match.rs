@@ -1464,3 +1464,100 @@ async fn a_waiting_invoice_is_visible_at_once_and_each_change_is_a_higher_revisi
     assert_eq!(observed.matched[bill.invoice.as_str()][0].revision, 1);
     pipeline.stop().await;
 }
+
+/// Two workers of one runtime share its partitions (ADR 0023): both join the group, both keep
+/// state for theirs, and the stream ends as planted, each invoice decided once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
+    let topics = TestTopics::create("two-workers", 4).await;
+    let codec = registry_codec();
+    let scenario = Scenario::generate(&GeneratorConfig {
+        seed: 11,
+        orgs: 8,
+        pos_per_org: 10,
+        ..GeneratorConfig::default()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = p2p_topologies::MatchConfig::new(&app, kafka(), state.path().to_path_buf());
+    config.topics = (*topics).clone();
+    config.runtime.workers = 2;
+    let runtime = p2p_topologies::MatchRuntime::for_match(config, codec.clone()).unwrap();
+    let pipeline = Pipeline::run(runtime, tempfile::tempdir().unwrap());
+    // Both workers join the group and each gets partitions before the stream comes.
+    let holding = poll(
+        "both workers holding partitions",
+        || async { members_holding_partitions(&app) },
+        |holding| *holding == 2,
+    )
+    .await;
+    assert_eq!(holding, 2);
+    let producer = erp_producer(&kafka()).unwrap();
+    produce_scenario(&producer, &codec, &topics, &scenario)
+        .await
+        .expect("produced");
+    let decided = scenario
+        .planted
+        .iter()
+        .filter(|(_, p)| *p != p2p_loadtest::Planted::Pending)
+        .count();
+    let observed = wait_for(&topics, &codec, "every decided invoice", |o| {
+        o.matched.len() + o.exceptions.len() >= decided
+    })
+    .await;
+    let stats = pipeline.stop().await;
+
+    let report = audit(&scenario.planted, &observed);
+    assert!(report.passed(), "{:#?}", report.disagreements);
+    assert!(
+        stats.records_in
+            >= [
+                InputTopic::PurchaseOrders,
+                InputTopic::GoodsReceipts,
+                InputTopic::Invoices
+            ]
+            .into_iter()
+            .map(|topic| scenario.count(topic) as u64)
+            .sum::<u64>(),
+        "the runtime's counts are both workers' together: {stats:?}"
+    );
+    // Each worker kept state for its partitions (flushed to tables when it closed: no
+    // write-ahead log under exactly once).
+    for store in [
+        state.path().join(&app).join("match"),
+        state.path().join("worker-1").join(&app).join("match"),
+    ] {
+        let tables = std::fs::read_dir(&store)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sst"))
+            })
+            .count();
+        assert!(tables > 0, "{} holds state", store.display());
+    }
+}
+
+/// The members of consumer group `group` that hold at least one partition.
+fn members_holding_partitions(group: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let admin: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka()["bootstrap.servers"])
+        .create()
+        .unwrap();
+    let Ok(groups) = admin.fetch_group_list(Some(group), Duration::from_secs(10)) else {
+        return 0;
+    };
+    groups.groups().first().map_or(0, |g| {
+        g.members()
+            .iter()
+            .filter(|m| {
+                // The consumer protocol's assignment: version (i16), then its topics (i32
+                // count, ...): a member without partitions has none.
+                m.assignment()
+                    .and_then(|a| a.get(2..6))
+                    .is_some_and(|count| i32::from_be_bytes(count.try_into().unwrap()) > 0)
+            })
+            .count()
+    })
+}

@@ -210,6 +210,9 @@ pub struct RuntimeConfig {
     /// The clock timers fire by (payment runs, escalations): the wall clock, moved by an
     /// offset for trials.
     pub clock: Clock,
+    /// Workers side by side, each with a share of the partitions (ADR 0023). Default: the
+    /// machine's cores. More workers than partitions leave some idle.
+    pub workers: usize,
 }
 
 /// The time the runtime hands its topologies: the wall clock plus an offset, so that a trial
@@ -312,13 +315,37 @@ impl RuntimeConfig {
             static_membership: true,
             state_memory: StateMemory::process_default(),
             clock: Clock::WALL,
+            workers: default_workers(),
         }
+    }
+
+    /// The configuration of worker `index`: worker 0 is what a single worker was (its group
+    /// instance id, transactional id and store stay where they were, so an upgrade keeps
+    /// them); worker `k` appends `.worker-k` to the ids and keeps its store under
+    /// `<state_dir>/worker-k`.
+    pub fn for_worker(&self, index: usize) -> RuntimeConfig {
+        let mut config = self.clone();
+        if index == 0 {
+            return config;
+        }
+        let suffix = format!(".worker-{index}");
+        config.instance_id.push_str(&suffix);
+        if let Some(id) = config.kafka.get_mut("group.instance.id") {
+            id.push_str(&suffix);
+        }
+        config.state_dir = config.state_dir.join(format!("worker-{index}"));
+        config
     }
 
     /// `<application_id>-<store>-changelog`.
     pub fn changelog_topic(&self, store: &str) -> String {
         format!("{}-{store}-changelog", self.application_id)
     }
+}
+
+/// The machine's cores, as Kafka Streams' users set `num.stream.threads`.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Everything the match runtime needs to run.
@@ -382,5 +409,24 @@ mod tests {
         let wall = Clock::WALL.now_millis();
         // Read one after the other: a week apart, give or take the instant between.
         assert!((ahead - wall - week).abs() < 60_000);
+    }
+
+    #[test]
+    fn worker_0_keeps_a_single_workers_ids_and_store_and_the_others_get_their_own() {
+        let mut kafka = KafkaProperties::new();
+        kafka.insert("group.instance.id".into(), "pod-3".into());
+        let mut config = RuntimeConfig::new("p2p-match", kafka, "/var/lib/p2p".into());
+        config.instance_id = "pod-3".into();
+        let first = config.for_worker(0);
+        assert_eq!(first.instance_id, "pod-3");
+        assert_eq!(first.state_dir, std::path::PathBuf::from("/var/lib/p2p"));
+        let second = config.for_worker(1);
+        assert_eq!(second.instance_id, "pod-3.worker-1");
+        assert_eq!(second.kafka["group.instance.id"], "pod-3.worker-1");
+        assert_eq!(
+            second.state_dir,
+            std::path::PathBuf::from("/var/lib/p2p/worker-1")
+        );
+        assert!(default_workers() >= 1);
     }
 }

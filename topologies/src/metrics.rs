@@ -7,6 +7,7 @@ use crate::stats::StatsSnapshot;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,7 +36,13 @@ pub struct Metrics {
     /// Runtimes expected, and how many of them run: ready when all do.
     expected: usize,
     runs: AtomicUsize,
+    /// Each worker's part of a gauge summed over a topology's workers (lag, state size), by
+    /// gauge, topology and topic.
+    worker_parts: std::sync::Mutex<WorkerParts>,
 }
+
+/// By (gauge, topology, topic): each worker's part.
+type WorkerParts = BTreeMap<(&'static str, String, String), BTreeMap<usize, i64>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -170,6 +177,7 @@ impl Metrics {
             running,
             expected: runtimes,
             runs: AtomicUsize::new(0),
+            worker_parts: std::sync::Mutex::new(BTreeMap::new()),
             registry,
         }))
     }
@@ -255,17 +263,35 @@ impl Metrics {
     }
 
     /// Records on the broker that `topology` has not processed yet, on `topic`.
-    pub fn lag(&self, topology: &str, topic: &str, records: i64) {
+    pub fn lag(&self, topology: &str, topic: &str, worker: usize, records: i64) {
+        let total = self.summed("lag", topology, topic, worker, records);
         self.consumer_lag
             .with_label_values(&[topology, topic])
-            .set(records);
+            .set(total);
     }
 
-    /// The estimated size of `topology`'s local state.
-    pub fn state_size(&self, topology: &str, bytes: u64) {
-        self.state_bytes
-            .with_label_values(&[topology])
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    /// The estimated size of `worker`'s store of `topology` (the gauge: all its workers').
+    pub fn state_size(&self, topology: &str, worker: usize, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let total = self.summed("state", topology, "", worker, bytes);
+        self.state_bytes.with_label_values(&[topology]).set(total);
+    }
+
+    /// Records `worker`'s part and gives the sum of all workers' parts.
+    fn summed(
+        &self,
+        gauge: &'static str,
+        topology: &str,
+        topic: &str,
+        worker: usize,
+        part: i64,
+    ) -> i64 {
+        let mut parts = self.worker_parts.lock().unwrap_or_else(|e| e.into_inner());
+        let workers = parts
+            .entry((gauge, topology.to_owned(), topic.to_owned()))
+            .or_default();
+        workers.insert(worker, part);
+        workers.values().fold(0i64, |sum, v| sum.saturating_add(*v))
     }
 
     /// The memory the process's stores hold within their budget.

@@ -133,10 +133,61 @@ const FETCH_STALL: Duration = Duration::from_secs(20);
 /// How long restoring one changelog partition may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Drives one topology against a Kafka cluster.
+/// Drives one topology against a Kafka cluster: `RuntimeConfig::workers` workers side by
+/// side, each a consumer of the topology's group with its own producer (transactional id),
+/// store and share of the partitions, as Kafka Streams runs stream threads (ADR 0023). A
+/// worker's batches go through consume, process, produce and commit one after another; the
+/// workers overlap, so one processes while another waits for its commit.
 pub struct Runtime<T: Topology> {
+    workers: Vec<Worker<T>>,
+    stats: Arc<Stats>,
+}
+
+/// Whether any worker of a topology has partitions (the topology counts as running for
+/// `/readyz` while one has): the first to announce itself says so, the last to leave says
+/// it no longer is.
+#[derive(Default)]
+struct Presence {
+    workers: std::sync::atomic::AtomicUsize,
+}
+
+/// One worker's announcement, withdrawn when dropped (however the worker ends).
+struct Announced {
+    presence: Arc<Presence>,
+    metrics: Arc<Metrics>,
+    topology: &'static str,
+}
+
+impl Presence {
+    fn announce(self: &Arc<Self>, metrics: &Arc<Metrics>, topology: &'static str) -> Announced {
+        use std::sync::atomic::Ordering;
+        if self.workers.fetch_add(1, Ordering::SeqCst) == 0 {
+            metrics.running(topology, true);
+        }
+        Announced {
+            presence: self.clone(),
+            metrics: metrics.clone(),
+            topology,
+        }
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.presence.workers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.metrics.running(self.topology, false);
+        }
+    }
+}
+
+/// One worker of a runtime: a consumer, a producer and a store, one batch at a time.
+struct Worker<T: Topology> {
+    /// Which of the runtime's workers (0 keeps the ids and store path of a single worker).
+    index: usize,
     config: RuntimeConfig,
-    topology: T,
+    topology: Arc<T>,
+    presence: Arc<Presence>,
     store: Store,
     consumer: RuntimeConsumer,
     producer: FutureProducer,
@@ -164,6 +215,92 @@ impl MatchRuntime {
 
 impl<T: Topology> Runtime<T> {
     pub fn new(config: RuntimeConfig, topology: T) -> Result<Self, RuntimeError> {
+        let topology = Arc::new(topology);
+        let stats = Arc::new(Stats::default());
+        let presence = Arc::new(Presence::default());
+        let workers = (0..config.workers.max(1))
+            .map(|index| {
+                Worker::new(
+                    index,
+                    config.for_worker(index),
+                    topology.clone(),
+                    stats.clone(),
+                    presence.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { workers, stats })
+    }
+
+    /// Reports to `metrics` (shared by the runtimes of one process).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        for worker in &mut self.workers {
+            worker.metrics = Some(metrics.clone());
+        }
+        self
+    }
+
+    /// Counters of all its workers, readable while the runtime runs.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` completes, each worker finishing the batch in hand first. A
+    /// worker that fails stops the others (an operator restarts the whole, never a part).
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<StatsSnapshot, RuntimeError> {
+        if self.workers.len() == 1 {
+            let worker = self.workers.remove(0);
+            return worker.run(shutdown).await;
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut running = tokio::task::JoinSet::new();
+        for worker in self.workers {
+            let mut stopped = stopped.clone();
+            running.spawn(worker.run(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        tokio::pin!(shutdown);
+        let mut failure = None;
+        let mut asked_to_stop = false;
+        while !running.is_empty() {
+            tokio::select! {
+                _ = &mut shutdown, if !asked_to_stop => {
+                    asked_to_stop = true;
+                    let _ = stop.send(true);
+                }
+                Some(ended) = running.join_next() => {
+                    let result = match ended {
+                        Ok(result) => result,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => Err(RuntimeError::Cancelled),
+                    };
+                    if let Err(error) = result {
+                        failure.get_or_insert(error);
+                    }
+                    // One ended, by shutdown or failure: the others stop too.
+                    let _ = stop.send(true);
+                }
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(self.stats.snapshot()),
+        }
+    }
+}
+
+impl<T: Topology> Worker<T> {
+    fn new(
+        index: usize,
+        config: RuntimeConfig,
+        topology: Arc<T>,
+        stats: Arc<Stats>,
+        presence: Arc<Presence>,
+    ) -> Result<Self, RuntimeError> {
         let store = Store::open_within(
             &config.state_dir.join(&config.application_id),
             topology.name(),
@@ -178,12 +315,14 @@ impl<T: Topology> Runtime<T> {
         let consumer = consumer(&config)?;
         let producer = producer(&config)?;
         Ok(Self {
+            index,
             config,
             topology,
+            presence,
             store,
             consumer,
             producer,
-            stats: Arc::new(Stats::default()),
+            stats,
             metrics: None,
             changelog: None,
             observed: std::sync::Mutex::new(None),
@@ -191,19 +330,8 @@ impl<T: Topology> Runtime<T> {
         })
     }
 
-    /// Reports to `metrics` (shared by the runtimes of one process).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Counters, readable while the runtime runs.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
     /// Runs until `shutdown` completes, finishing the batch in hand first.
-    pub async fn run(
+    async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<StatsSnapshot, RuntimeError> {
@@ -217,7 +345,7 @@ impl<T: Topology> Runtime<T> {
         subscribe(&self.consumer, &topics)?;
         let mut restored: HashSet<i32> = HashSet::new();
         // Ready (for /readyz) once it has partitions and their stores are restored.
-        let mut announced = false;
+        let mut announced: Option<Option<Announced>> = None;
         let has_timers = self.topology.has_timers();
         let mut aligner = Aligner::default();
         let mut owned = Owned::default();
@@ -335,11 +463,12 @@ impl<T: Topology> Runtime<T> {
                 last_record = Instant::now();
                 continue;
             }
-            if !announced && owned.any() {
-                if let Some(metrics) = &self.metrics {
-                    metrics.running(self.topology.name(), true);
-                }
-                announced = true;
+            if announced.is_none() && owned.any() {
+                announced = Some(
+                    self.metrics
+                        .as_ref()
+                        .map(|metrics| self.presence.announce(metrics, self.topology.name())),
+                );
             }
             let positions = std::cell::OnceCell::new();
             let batch = aligner.take(
@@ -395,10 +524,12 @@ impl<T: Topology> Runtime<T> {
                 Err(Uncommitted::Fatal(e)) => return Err(e),
             }
         }
-        if let (true, Some(metrics)) = (announced, &self.metrics) {
-            metrics.running(self.topology.name(), false);
-        }
-        tracing::info!(topology = self.topology.name(), "runtime stopped");
+        drop(announced);
+        tracing::info!(
+            topology = self.topology.name(),
+            worker = self.index,
+            "runtime stopped"
+        );
         Ok(self.stats.snapshot())
     }
 
@@ -817,7 +948,7 @@ impl<T: Topology> Runtime<T> {
                     .collect()
             };
         let mut output = match process_isolating_panics(
-            &self.topology,
+            &*self.topology,
             &placed,
             self.config.clock.now_millis(),
             &self.store,
@@ -1069,12 +1200,15 @@ impl<T: Topology> Runtime<T> {
                     }
                 }
             }
-            for (topic, records) in &lag {
-                metrics.lag(name, topic, *records);
+            // Every input topic, 0 where this worker has no partition of it now: the gauge
+            // sums the workers' parts, and a part left from before a rebalance would stay.
+            for topic in self.topology.input_topics() {
+                let records = lag.get(&topic).copied().unwrap_or(0);
+                metrics.lag(name, &topic, self.index, records);
             }
         }
         if let Some(bytes) = self.store.estimated_bytes() {
-            metrics.state_size(name, bytes);
+            metrics.state_size(name, self.index, bytes);
         }
         if let Some(bytes) = self.store.memory_bytes() {
             metrics.state_memory(bytes);
