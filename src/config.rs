@@ -53,7 +53,7 @@ pub struct PipelineConfig {
     #[serde(default = "default_state_memory_mib")]
     pub state_memory_mib: usize,
     /// Workers per topology, each a consumer of its group with its own producer, store and
-    /// share of the partitions, side by side (ADR 0023). Default: the machine's cores.
+    /// share of the partitions, side by side (ADR 0023). Default: 1.
     #[serde(default = "p2p_topologies::config::default_workers")]
     pub workers: usize,
     /// For trials only: the clock timers fire by (payment runs, escalations) runs this far

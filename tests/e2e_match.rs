@@ -1521,8 +1521,7 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
             .sum::<u64>(),
         "the runtime's counts are both workers' together: {stats:?}"
     );
-    // Each worker kept state for its partitions (flushed to tables when it closed: no
-    // write-ahead log under exactly once).
+    // Each worker kept state for its partitions (flushed to tables when it closed).
     for store in [
         state.path().join(&app).join("match"),
         state.path().join("worker-1").join(&app).join("match"),

@@ -81,9 +81,6 @@ pub struct Store {
     /// Which raw keys this instance serves now (the orgs of its assigned partitions); `None`:
     /// all of them.
     serving: std::sync::RwLock<Option<Serves>>,
-    /// RocksDB's write-ahead log: off for a store rebuilt from a changelog (see
-    /// [`Store::recovered_from_changelog`]).
-    write_ahead_log: bool,
 }
 
 /// Whether a raw key (state or timer) belongs to what an instance serves.
@@ -186,24 +183,9 @@ impl Store {
             name: name.to_owned(),
             db,
             serving: std::sync::RwLock::new(None),
-            write_ahead_log: true,
         })
     }
 
-    /// The store's writes are recovered from a changelog after a crash (exactly once), so
-    /// RocksDB's write-ahead log is left out, as Kafka Streams leaves it out: every state
-    /// write was written to disk twice (log, then table), and the log was 4% of the match's
-    /// CPU (docs/benchmarks.md). A crash loses what was not flushed yet, the checkpoints
-    /// written with it too (one write batch, and RocksDB keeps a prefix of them): the store
-    /// then restores from the older checkpoint it has. Closing the store flushes.
-    pub fn recovered_from_changelog(mut self) -> Self {
-        self.write_ahead_log = false;
-        self
-    }
-
-    /// Serves only the keys `serves` accepts from now on. The store may still hold state of
-    /// partitions given up in a rebalance (to restore them from where they were if they come
-    /// back); their new owner fires their timers, never this instance.
     pub fn serve_only(&self, serves: Serves) {
         *self.serving.write().unwrap_or_else(|e| e.into_inner()) = Some(serves);
     }
@@ -289,14 +271,10 @@ impl Store {
         for (key, value) in &batch.meta {
             writes.put(key, value);
         }
-        let mut options = rocksdb::WriteOptions::default();
-        options.disable_wal(!self.write_ahead_log);
-        self.db
-            .write_opt(writes, &options)
-            .map_err(|source| StateError::Write {
-                store: self.name.clone(),
-                source,
-            })
+        self.db.write(writes).map_err(|source| StateError::Write {
+            store: self.name.clone(),
+            source,
+        })
     }
 
     /// Raw entries with `from <= key < to`, in key order.

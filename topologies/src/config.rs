@@ -210,8 +210,8 @@ pub struct RuntimeConfig {
     /// The clock timers fire by (payment runs, escalations): the wall clock, moved by an
     /// offset for trials.
     pub clock: Clock,
-    /// Workers side by side, each with a share of the partitions (ADR 0023). Default: the
-    /// machine's cores. More workers than partitions leave some idle.
+    /// Workers side by side, each with a share of the partitions (ADR 0023). Default: 1.
+    /// More workers than partitions leave some idle.
     pub workers: usize,
 }
 
@@ -343,9 +343,12 @@ impl RuntimeConfig {
     }
 }
 
-/// The machine's cores, as Kafka Streams' users set `num.stream.threads`.
+/// One worker unless configured (ADR 0023): each worker keeps a store of its own, and a
+/// restart may give a worker partitions its sibling held before, which it then restores from
+/// the changelog (the crash test caught restarts replaying what was already local). The
+/// machine's cores become the default once the workers of an instance share their stores.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    1
 }
 
 /// Everything the match runtime needs to run.

@@ -306,10 +306,6 @@ impl<T: Topology> Worker<T> {
             topology.name(),
             &config.state_memory,
         )?;
-        let store = match config.guarantee {
-            Guarantee::ExactlyOnce => store.recovered_from_changelog(),
-            Guarantee::AtLeastOnce => store,
-        };
         // Subscribed by `run`, once the topics are known to fit the state: a consumer dropped
         // while it joins its group can hang in rust-rdkafka's close.
         let consumer = consumer(&config)?;
