@@ -186,6 +186,9 @@ impl Store {
         })
     }
 
+    /// Serves only the keys `serves` accepts from now on. The store may still hold state of
+    /// partitions given up in a rebalance (to restore them from where they were if they come
+    /// back); their new owner fires their timers, never this instance.
     pub fn serve_only(&self, serves: Serves) {
         *self.serving.write().unwrap_or_else(|e| e.into_inner()) = Some(serves);
     }
@@ -260,6 +263,7 @@ impl Store {
         decode_value(&self.name, &bytes).map(Some)
     }
 
+    /// Applies every write of `batch` atomically.
     pub fn write(&self, batch: StoreBatch) -> Result<()> {
         let mut writes = rocksdb::WriteBatch::default();
         for (key, value) in &batch.changes {

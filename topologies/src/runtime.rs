@@ -341,6 +341,8 @@ impl<T: Topology> Worker<T> {
         subscribe(&self.consumer, &topics)?;
         let mut restored: HashSet<i32> = HashSet::new();
         // Ready (for /readyz) once it has partitions and their stores are restored.
+        // `None` until it has partitions; then its announcement (none without metrics),
+        // withdrawn when dropped, however the worker ends.
         let mut announced: Option<Option<Announced>> = None;
         let has_timers = self.topology.has_timers();
         let mut aligner = Aligner::default();
