@@ -166,7 +166,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!(
         "  pending on arrival  {:>6}   (read before their PO or goods; decided later or still pending)",
-        finished.progress.matching.pending
+        finished
+            .progress
+            .matching
+            .labelled(p2p_topologies::match_topology::INVOICE_OUTCOMES, "pending")
     );
     println!(
         "  released holds      {:>6}   (blocked by hand in the ERP, released, then matched)",

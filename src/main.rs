@@ -12,9 +12,7 @@ mod stream_args;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use p2p_topologies::{
-    joined, MatchRuntime, Metrics, PaymentProcessor, ProcurementProcessor, Runtime,
-};
+use p2p_topologies::{joined, Metrics, PaymentProcessor, ProcurementProcessor, Runtime};
 use std::path::PathBuf;
 
 /// jemalloc for everything the process allocates, RocksDB's and librdkafka's memory too (its
@@ -197,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
             let metrics = Metrics::new(3)?;
             let serving = metrics.serve(config.metrics_addr).await?;
             tracing::info!(%serving, "serving /metrics, /healthz and /readyz");
-            let matching = MatchRuntime::for_match(config.match_config()?, codec.clone())
+            let matching = p2p_topologies::match_runtime(config.match_config()?, codec.clone())
                 .context("starting the match runtime")?
                 .with_metrics(metrics.clone());
             let procurement = Runtime::new(

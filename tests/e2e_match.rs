@@ -638,7 +638,11 @@ async fn an_over_delivery_blocks_the_pos_invoices_until_a_later_receipt_resolves
     assert!(observed.matched.contains_key(bill.invoice.as_str()));
     assert!(!observed.exceptions.contains_key(bill.invoice.as_str()));
     // Enough was received when it came, yet it waited for the discrepancy to be resolved.
-    assert_eq!(stats.pending, 1, "the invoice waited");
+    assert_eq!(
+        stats.labelled(p2p_topologies::match_topology::INVOICE_OUTCOMES, "pending"),
+        1,
+        "the invoice waited"
+    );
     assert_eq!(stats.get("receipt discrepancies"), 1);
     assert_eq!(stats.get("receipt discrepancies resolved"), 1);
 
@@ -1240,7 +1244,7 @@ async fn records_an_erp_partitions_unlike_the_java_client_are_dead_lettered_not_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_without_the_state() {
-    use p2p_topologies::{MatchConfig, MatchRuntime, RuntimeError};
+    use p2p_topologies::{MatchConfig, RuntimeError};
     let topics = TestTopics::create("grown", 2).await;
     let codec = registry_codec();
     let state = tempfile::tempdir().unwrap();
@@ -1252,7 +1256,7 @@ async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_wit
         .runtime
         .kafka
         .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
-    let runtime = MatchRuntime::for_match(config.clone(), codec.clone()).unwrap();
+    let runtime = p2p_topologies::match_runtime(config.clone(), codec.clone()).unwrap();
     let running = tokio::spawn(runtime.run(std::future::pending()));
 
     let org = Org::new("EUR");
@@ -1306,7 +1310,7 @@ async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_wit
         "{ended:?}"
     );
     // Restarted, it refuses to start on state partitioned otherwise.
-    let restarted = MatchRuntime::for_match(config, codec)
+    let restarted = p2p_topologies::match_runtime(config, codec)
         .unwrap()
         .run(std::future::pending())
         .await;
@@ -1482,7 +1486,7 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
     let mut config = p2p_topologies::MatchConfig::new(&app, kafka(), state.path().to_path_buf());
     config.topics = (*topics).clone();
     config.runtime.workers = 2;
-    let runtime = p2p_topologies::MatchRuntime::for_match(config, codec.clone()).unwrap();
+    let runtime = p2p_topologies::match_runtime(config, codec.clone()).unwrap();
     let pipeline = Pipeline::run(runtime, tempfile::tempdir().unwrap());
     // Both workers join the group and each gets partitions before the stream comes.
     let holding = poll(

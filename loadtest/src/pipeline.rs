@@ -7,7 +7,7 @@ use crate::Planted;
 use p2p_avro::Codec;
 use p2p_topologies::metrics::MetricsError;
 use p2p_topologies::{
-    joined, Guarantee, KafkaProperties, MatchConfig, MatchRuntime, Metrics, PaymentProcessor,
+    joined, Guarantee, KafkaProperties, MatchConfig, Metrics, PaymentProcessor,
     ProcurementProcessor, Runtime, RuntimeConfig, RuntimeError, StatsSnapshot, Topics,
 };
 use std::path::PathBuf;
@@ -229,7 +229,7 @@ pub async fn run_until_processed(
     );
     matching.runtime = settings.runtime("match", kafka);
     matching.topics = topics.clone();
-    let matching = MatchRuntime::for_match(matching, codec.clone())?;
+    let matching = p2p_topologies::match_runtime(matching, codec.clone())?;
     let procurement = Runtime::new(
         settings.runtime("procurement", kafka),
         ProcurementProcessor::new(topics.clone(), codec.clone()),

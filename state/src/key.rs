@@ -33,9 +33,10 @@ impl KeyGroup {
     }
 }
 
-/// The org a raw store key belongs to: a state key's own, a timer's its owner's. `None` for
+/// The owner (the org, in P2P) a raw store key belongs to, whose bytes the partitioner hashes:
+/// a state key's own, a timer's its owner's. `None` for
 /// anything else (the store's own bookkeeping).
-pub fn org_of_raw_key(key: &[u8]) -> Option<&[u8]> {
+pub fn owner_of_raw_key(key: &[u8]) -> Option<&[u8]> {
     let state_key = match key.first()? {
         0..=3 => key,
         &crate::timers::TIMER_PREFIX => {

@@ -14,7 +14,7 @@ pub mod murmur2;
 pub mod store;
 pub mod timers;
 
-pub use key::{org_of_raw_key, KeyGroup, StateKey, KEY_GROUPS};
+pub use key::{owner_of_raw_key, KeyGroup, StateKey, KEY_GROUPS};
 pub use memory::StateMemory;
 pub use store::{decode_value, encode_value, Serves, StateError, Store, StoreBatch};
 pub use timers::Timer;

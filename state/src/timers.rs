@@ -184,7 +184,7 @@ mod tests {
         );
         let org = OrgId::from_u128(1);
         store.serve_only(std::sync::Arc::new(move |key: &[u8]| {
-            crate::org_of_raw_key(key) == Some(org.as_str().as_bytes())
+            crate::owner_of_raw_key(key) == Some(org.as_str().as_bytes())
         }));
         assert_eq!(
             store.due_timers(100, 2).unwrap(),

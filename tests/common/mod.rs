@@ -156,7 +156,7 @@ impl Pipeline {
         let state = tempfile::tempdir().expect("temp dir");
         let mut config = MatchConfig::new(app, kafka(), state.path().to_path_buf());
         config.topics = topics.clone();
-        let runtime = MatchRuntime::for_match(config, codec).expect("runtime starts");
+        let runtime = p2p_topologies::match_runtime(config, codec).expect("runtime starts");
         (runtime, state)
     }
 

@@ -1,30 +1,36 @@
-//! Topologies: which topics feed which processors and where their outputs go, and the runtime
-//! that drives them (consume, process, produce, commit).
+//! The P2P topologies: which topics feed which processors and where their outputs go (match,
+//! procurement, payment), each a [`Topology`] the engine (`p2p-engine`) runs.
 //!
-//! Owns: all Kafka I/O, batching, dead-lettering and offset commits. Must not touch: business
-//! rules (it calls `p2p-processors`) or the byte layout of state (it goes through `p2p-state`).
+//! Owns: topic names, decoding and encoding records for the processors, which counters and
+//! DLQ reasons a document earns. Must not touch: business rules (it calls `p2p-processors`),
+//! Kafka I/O (the engine's) or the byte layout of state (`p2p-state`'s).
 
 pub mod admin;
-pub mod changelog;
-pub mod cluster;
 pub mod config;
-pub mod dlq;
 pub mod match_topology;
-pub mod metrics;
 pub mod payment_topology;
 pub mod procurement_topology;
-pub mod record;
-pub mod runtime;
-pub mod stats;
 #[cfg(test)]
 mod test_support;
 pub mod topology;
 
+// The engine's modules, where the CLI, the load tests and the tests have always found them.
+pub use p2p_engine::{changelog, cluster, dlq, metrics, record, runtime, stats};
+
 pub use config::{Clock, Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
-pub use match_topology::MatchProcessor;
+pub use match_topology::{MatchProcessor, MatchRuntime};
 pub use metrics::Metrics;
 pub use payment_topology::PaymentProcessor;
 pub use procurement_topology::ProcurementProcessor;
-pub use runtime::{joined, MatchRuntime, Runtime, RuntimeError};
+pub use runtime::{joined, Runtime, RuntimeError};
 pub use stats::{Stats, StatsSnapshot};
 pub use topology::Topology;
+
+use p2p_avro::Codec;
+use std::sync::Arc;
+
+/// The match topology's runtime.
+pub fn match_runtime(config: MatchConfig, codec: Arc<Codec>) -> Result<MatchRuntime, RuntimeError> {
+    let processor = MatchProcessor::new(config.topics.clone(), config.tolerance, codec);
+    Runtime::new(config.runtime, processor)
+}

@@ -66,6 +66,29 @@ const DAY_MS: i64 = 86_400_000;
 /// Most wait limits expired in one batch; the rest in the next.
 const TIMERS_PER_BATCH: usize = 1_000;
 
+/// The counter family of invoice outcomes (`matched`, `exception`, `pending`).
+pub const INVOICE_OUTCOMES: &str = "invoice_outcomes";
+/// The counter family of exception reasons (`PRICE_VARIANCE`, `DUPLICATE`, ...).
+pub const EXCEPTION_REASONS: &str = "invoice_exception_reasons";
+
+const COUNTERS: [p2p_engine::CounterFamily; 2] = [
+    p2p_engine::CounterFamily {
+        family: INVOICE_OUTCOMES,
+        name: "p2p_invoice_outcomes_total",
+        help: "Match outcomes: matched, exception, pending",
+        label: "outcome",
+    },
+    p2p_engine::CounterFamily {
+        family: EXCEPTION_REASONS,
+        name: "p2p_invoice_exception_reasons_total",
+        help: "Exception reasons reported, per reason",
+        label: "reason",
+    },
+];
+
+/// The match topology's runtime.
+pub type MatchRuntime = p2p_engine::Runtime<MatchProcessor>;
+
 pub struct MatchProcessor {
     topics: Topics,
     tolerance: Tolerance,
@@ -471,7 +494,7 @@ impl MatchProcessor {
             {
                 Ok(Some(r)) => encoded.push(r),
                 Ok(None) => {}
-                Err(e) if e.is_transient() => return Err(ProcessError::Transient(e)),
+                Err(e) if e.is_transient() => return Err(ProcessError::transient(e)),
                 Err(e) => {
                     return Ok(Err((
                         DlqReason::Rejected,
@@ -576,7 +599,7 @@ impl MatchProcessor {
                         .codec
                         .encode(&self.topics.audit_events, &AUDIT_EVENT, audit)
                         .await
-                        .map_err(ProcessError::Transient)?;
+                        .map_err(ProcessError::transient)?;
                     output.records.push(OutputRecord {
                         topic: self.topics.audit_events.clone(),
                         key: org.as_str().as_bytes().to_vec(),
@@ -611,7 +634,7 @@ impl MatchProcessor {
                     Ok(Some(r)) => encoded.push(r),
                     Ok(None) => {}
                     // Our own exception always fits its schema; anything else is retried.
-                    Err(e) => return Err(ProcessError::Transient(e)),
+                    Err(e) => return Err(ProcessError::transient(e)),
                 }
             }
             output.records.extend(encoded);
@@ -700,7 +723,7 @@ impl MatchProcessor {
             if let Some(record) = self
                 .encode(output, at, stats)
                 .await
-                .map_err(ProcessError::Transient)?
+                .map_err(ProcessError::transient)?
             {
                 out.push(record);
             }
@@ -718,7 +741,7 @@ impl MatchProcessor {
             .codec
             .encode(&self.topics.audit_events, &AUDIT_EVENT, audit)
             .await
-            .map_err(ProcessError::Transient)?;
+            .map_err(ProcessError::transient)?;
         out.push(OutputRecord {
             topic: self.topics.audit_events.clone(),
             key: org.as_str().as_bytes().to_vec(),
@@ -776,7 +799,7 @@ impl MatchProcessor {
     ) -> Result<Option<OutputRecord>, CodecError> {
         let (topic, contract, org, value) = match output {
             MatchOutput::Matched(m) => {
-                stats.matched += 1;
+                stats.count_labelled(INVOICE_OUTCOMES, "matched");
                 let value = convert::invoice_matched_value(m)
                     .map_err(|e| CodecError::Avro(e.to_string()))?;
                 (
@@ -787,12 +810,9 @@ impl MatchProcessor {
                 )
             }
             MatchOutput::Exception(e) => {
-                stats.exceptions += 1;
+                stats.count_labelled(INVOICE_OUTCOMES, "exception");
                 for reason in &e.reasons {
-                    *stats
-                        .exception_reasons
-                        .entry(reason.kind().symbol())
-                        .or_default() += 1;
+                    stats.count_labelled(EXCEPTION_REASONS, reason.kind().symbol());
                 }
                 let value = convert::invoice_exception_value(e)
                     .map_err(|e| CodecError::Avro(e.to_string()))?;
@@ -835,7 +855,7 @@ impl MatchProcessor {
             // A pending invoice is seen by its status (below); rejected receipts are audited
             // by procurement.
             MatchOutput::Pending(_) => {
-                stats.pending += 1;
+                stats.count_labelled(INVOICE_OUTCOMES, "pending");
                 return Ok(None);
             }
             // Keyed by document on a compacted topic, for lookup: not by org.
@@ -861,13 +881,13 @@ impl MatchProcessor {
             MatchOutput::ReceiptRejected(r)
                 if r.reason == p2p_processors::ExceptionReason::UnknownPurchaseOrder =>
             {
-                stats.receipts_rejected += 1;
+                stats.count("receipts rejected");
                 let detail = format!("goods receipt {} rejected: {}", r.grn, r.reason.describe());
                 let record = self.receipt_audit(&r.org, &r.po, AuditKind::Refused, detail, at);
                 (&self.topics.audit_events, &AUDIT_EVENT, &r.org, record)
             }
             MatchOutput::ReceiptRejected(_) => {
-                stats.receipts_rejected += 1;
+                stats.count("receipts rejected");
                 return Ok(None);
             }
         };
@@ -885,6 +905,10 @@ impl MatchProcessor {
 impl Topology for MatchProcessor {
     fn name(&self) -> &'static str {
         PROCESSOR
+    }
+
+    fn counters(&self) -> &'static [p2p_engine::CounterFamily] {
+        &COUNTERS
     }
 
     fn input_topics(&self) -> Vec<String> {

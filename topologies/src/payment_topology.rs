@@ -323,7 +323,7 @@ impl PaymentProcessor {
         }
         let encoded = match self.encode_all(&changes.records).await {
             Ok(records) => records,
-            Err(e) if e.is_transient() => return Err(ProcessError::Transient(e)),
+            Err(e) if e.is_transient() => return Err(ProcessError::transient(e)),
             Err(e) => {
                 return Ok(Err((
                     DlqReason::Rejected,
@@ -633,11 +633,11 @@ impl PaymentProcessor {
             let mut records = self
                 .encode_all(&changes.records)
                 .await
-                .map_err(ProcessError::Transient)?;
+                .map_err(ProcessError::transient)?;
             for instruction in &instructions {
                 let value = instruction
                     .to_value()
-                    .map_err(|e| ProcessError::Transient(CodecError::Avro(e.to_string())))?;
+                    .map_err(|e| ProcessError::transient(CodecError::Avro(e.to_string())))?;
                 records.push(
                     self.encode(
                         &self.topics.payment_instructions,
@@ -646,7 +646,7 @@ impl PaymentProcessor {
                         value,
                     )
                     .await
-                    .map_err(ProcessError::Transient)?,
+                    .map_err(ProcessError::transient)?,
                 );
                 output.stats.count("payment runs");
             }

@@ -526,7 +526,7 @@ impl ProcurementProcessor {
     /// input goes to the DLQ (our outputs always fit our schemas, so this is a bug).
     fn unencodable(&self, e: CodecError) -> RecordResult<()> {
         if e.is_transient() {
-            return Err(ProcessError::Transient(e));
+            return Err(ProcessError::transient(e));
         }
         Ok(Err((
             DlqReason::Rejected,
@@ -571,7 +571,7 @@ impl ProcurementProcessor {
             };
             match fired {
                 Ok(()) => {}
-                Err(e) if e.is_transient() => return Err(ProcessError::Transient(e)),
+                Err(e) if e.is_transient() => return Err(ProcessError::transient(e)),
                 // Our own outputs always fit our schemas; if one ever did not, the timer is
                 // kept rather than losing the escalation.
                 Err(e) => {

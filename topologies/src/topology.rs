@@ -1,83 +1,12 @@
-//! What a topology is to the runtime: the topics it reads, and one step that turns a batch of
-//! records (and the timers due by now) into output records and one state write batch. The
-//! runtime does all the I/O around that step; a topology never touches Kafka.
+//! What the P2P topologies share on top of the engine's [`Topology`] trait (re-exported here):
+//! decoding a record's Avro value and checking that its key is its document's org.
 
-use crate::dlq::{dead_letter, DlqReason};
-use crate::record::{InputRecord, OutputRecord};
-use crate::stats::StatsSnapshot;
 use apache_avro::types::Value;
-use p2p_avro::{Codec, CodecError};
+use p2p_avro::Codec;
+use p2p_engine::dlq::DlqReason;
+use p2p_engine::record::InputRecord;
+pub use p2p_engine::topology::*;
 use p2p_processors::OrgId;
-use p2p_state::{StateError, Store, StoreBatch};
-use std::future::Future;
-
-/// A batch could not be processed now and must be retried as a whole.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    #[error("transient: {0}")]
-    Transient(CodecError),
-    #[error(transparent)]
-    State(#[from] StateError),
-}
-
-/// What one batch produced.
-#[derive(Default)]
-pub struct BatchOutput {
-    pub records: Vec<OutputRecord>,
-    pub state: StoreBatch,
-    pub stats: StatsSnapshot,
-}
-
-impl BatchOutput {
-    /// Sends `record` to its DLQ with `reason`, and counts it.
-    pub fn dead_letter(
-        &mut self,
-        record: &InputRecord,
-        reason: DlqReason,
-        error: &str,
-        processor: &str,
-    ) {
-        self.records
-            .push(dead_letter(record, reason, error, processor));
-        self.stats.dead_lettered += 1;
-        *self.stats.dlq_reasons.entry(reason.code()).or_default() += 1;
-    }
-
-    /// Gives the records produced since the first `produced_before` the event time of `input`,
-    /// the record they came of (those that have one keep it).
-    pub fn stamp_since(&mut self, produced_before: usize, input: &InputRecord) {
-        for record in &mut self.records[produced_before..] {
-            record.timestamp = record.timestamp.or(input.timestamp);
-        }
-    }
-}
-
-/// A record's fate: `Ok(Ok(v))` go on, `Ok(Err(..))` to the DLQ, `Err(..)` retry the batch.
-pub type RecordResult<T> = Result<Result<T, (DlqReason, String)>, ProcessError>;
-
-/// One processing step of a topology.
-pub trait Topology: Send + Sync + 'static {
-    /// The processor's name in DLQ headers and logs; also its store's directory name.
-    fn name(&self) -> &'static str;
-
-    /// The topics it consumes (co-partitioned, keyed by org_id).
-    fn input_topics(&self) -> Vec<String>;
-
-    /// Whether it keeps timers (the runtime then wakes up to fire them when idle).
-    fn has_timers(&self) -> bool {
-        false
-    }
-
-    /// Processes `records` in order, then fires the timers due at `now` (wall-clock ms).
-    /// Nothing is written to `store` here: the runtime applies `BatchOutput::state` once the
-    /// outputs are safely produced.
-    fn process(
-        &self,
-        records: &[InputRecord],
-        now: i64,
-        store: &Store,
-    ) -> impl Future<Output = Result<BatchOutput, ProcessError>> + Send;
-}
 
 /// The largest record value accepted. A document's state and outputs are a few times its
 /// Avro encoding; one that came close to Kafka's 1 MB record limit would make a changelog or
@@ -96,7 +25,7 @@ pub async fn decode(codec: &Codec, record: &InputRecord) -> RecordResult<Value> 
     }
     match codec.decode(record.payload.as_deref()).await {
         Ok(value) => Ok(Ok(value)),
-        Err(e) if e.is_transient() => Err(ProcessError::Transient(e)),
+        Err(e) if e.is_transient() => Err(ProcessError::transient(e)),
         Err(e) => Ok(Err((DlqReason::Undecodable, e.to_string()))),
     }
 }

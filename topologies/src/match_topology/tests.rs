@@ -54,12 +54,7 @@ impl Harness {
         let output = block_on(self.processor.process(&[record], T, &self.store)).unwrap();
         assert_eq!(output.stats.dead_lettered, 0, "nothing here is bad input");
         let fed = Fed {
-            duplicates: output
-                .stats
-                .exception_reasons
-                .get("DUPLICATE")
-                .copied()
-                .unwrap_or(0),
+            duplicates: output.stats.labelled(EXCEPTION_REASONS, "DUPLICATE"),
             state_bytes: state_bytes(&output.state),
         };
         self.store.write(output.state).unwrap();

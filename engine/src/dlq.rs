@@ -2,8 +2,8 @@
 //! where from, so a DLQ can be inspected and replayed without guessing. Inspecting and replaying
 //! them (the `dlq` subcommands) lives here too.
 
-use crate::admin::{producer_config, read_topic, ReadError};
-use crate::config::{KafkaProperties, Topics};
+use crate::config::KafkaProperties;
+use crate::kafka::{producer_config, read_topic, ReadError};
 use crate::record::{InputRecord, OutputRecord};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -45,6 +45,11 @@ pub fn meant_for(record: &InputRecord, processor: &str) -> bool {
         })
 }
 
+/// The dead-letter topic of an input topic: `<topic>.dlq`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
 /// Why a record went to the dead-letter queue (the `dlq.reason` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DlqReason {
@@ -52,12 +57,12 @@ pub enum DlqReason {
     Undecodable,
     /// Decoded, but not a valid document (bad id, unknown currency, no lines, ...).
     InvalidDocument,
-    /// The record key is not the org_id of the document it carries.
+    /// The record key is not the key group (the owner, an org in P2P) of what it carries.
     KeyMismatch,
     /// The processor refused the document outright (not a business outcome).
     Rejected,
-    /// On a partition other than the one its key (the org) hashes to with the Java client's
-    /// partitioner: the org's state lives with that other partition, possibly on another
+    /// On a partition other than the one its key hashes to with the Java client's
+    /// partitioner: the key's state lives with that other partition, possibly on another
     /// instance, so processing the record here would decide on stale state.
     WrongPartition,
     /// Processing it panicked: a bug, caught so that the record cannot stop its partition
@@ -107,7 +112,7 @@ pub fn dead_letter(
         input.payload.clone()
     };
     OutputRecord {
-        topic: Topics::dlq(&input.topic),
+        topic: dlq_topic(&input.topic),
         key: input.key.clone().unwrap_or_default(),
         payload,
         headers,
@@ -327,7 +332,7 @@ pub fn replays(letters: &[DeadLetter]) -> Result<Vec<OutputRecord>, ReplayError>
 }
 
 /// Sends the selected dead letters of `dlq_topic` back to the topics they came from, in order,
-/// keyed as they were (so each lands on its org's partition), each original record once, and
+/// keyed as they were (so each lands on its key's partition), each original record once, and
 /// returns the letters selected. Every letter is checked before any is sent: one with no
 /// original topic sends nothing. The dead letters stay where they are; a replayed record that
 /// fails again is dead-lettered again.
@@ -341,7 +346,7 @@ pub async fn replay(
     let records = replays(&letters)?;
     let producer: FutureProducer = producer_config(kafka)
         .set("enable.idempotence", "true")
-        // The Java client's partitioner, as the pipeline and ERPs produce with.
+        // The Java client's partitioner, as the pipeline and its upstreams produce with.
         .set("partitioner", "murmur2_random")
         .create()?;
     for record in &records {

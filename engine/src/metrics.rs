@@ -19,8 +19,8 @@ pub struct Metrics {
     records_in: IntCounterVec,
     records_out: IntCounterVec,
     dead_letters: IntCounterVec,
-    invoice_outcomes: IntCounterVec,
-    exception_reasons: IntCounterVec,
+    /// The labelled counters the topologies declare (`Topology::counters`), by family.
+    families: std::sync::Mutex<BTreeMap<&'static str, IntCounterVec>>,
     events: IntCounterVec,
     batch_records: HistogramVec,
     process_seconds: HistogramVec,
@@ -39,6 +39,19 @@ pub struct Metrics {
     /// Each worker's part of a gauge summed over a topology's workers (lag, state size), by
     /// gauge, topology and topic.
     worker_parts: std::sync::Mutex<WorkerParts>,
+}
+
+/// A labelled counter a topology counts in (`StatsSnapshot::count_labelled(family, label)`),
+/// exported as `name{label="..."}`.
+#[derive(Debug, Clone, Copy)]
+pub struct CounterFamily {
+    /// What the topology counts under (`StatsSnapshot::labelled`'s first key).
+    pub family: &'static str,
+    /// The metric's full name, `_total` last.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The label's name.
+    pub label: &'static str,
 }
 
 /// By (gauge, topology, topic): each worker's part.
@@ -134,19 +147,10 @@ impl Metrics {
                 "Records sent to a dead-letter queue, per reason",
                 &["topology", "reason"],
             )?,
-            invoice_outcomes: counter(
-                "p2p_invoice_outcomes_total",
-                "Match outcomes: matched, exception, pending",
-                &["outcome"],
-            )?,
-            exception_reasons: counter(
-                "p2p_invoice_exception_reasons_total",
-                "Exception reasons reported, per reason",
-                &["reason"],
-            )?,
+            families: std::sync::Mutex::new(BTreeMap::new()),
             events: counter(
                 "p2p_events_total",
-                "What the topologies did, per kind (transitions, refusals, holds, payment runs, ...)",
+                "What the topologies did, per kind (as each topology names it)",
                 &["topology", "event"],
             )?,
             batch_records: histogram(
@@ -182,6 +186,18 @@ impl Metrics {
         }))
     }
 
+    /// Registers `family` (once, however many runtimes declare it).
+    pub fn declare(&self, family: &CounterFamily) -> Result<(), MetricsError> {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        if families.contains_key(family.family) {
+            return Ok(());
+        }
+        let counter = IntCounterVec::new(Opts::new(family.name, family.help), &[family.label])?;
+        self.registry.register(Box::new(counter.clone()))?;
+        families.insert(family.family, counter);
+        Ok(())
+    }
+
     /// One committed batch of `topology`: what it counted and how long it took.
     pub fn batch(&self, topology: &str, batch: &BatchMetrics<'_>) {
         let stats = batch.stats;
@@ -200,21 +216,14 @@ impl Metrics {
                 .with_label_values(&[topology, reason])
                 .inc_by(*n);
         }
-        for (outcome, n) in [
-            ("matched", stats.matched),
-            ("exception", stats.exceptions),
-            ("pending", stats.pending),
-        ] {
-            if n > 0 {
-                self.invoice_outcomes
-                    .with_label_values(&[outcome])
-                    .inc_by(n);
+        if !stats.labelled.is_empty() {
+            let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+            for ((family, label), n) in &stats.labelled {
+                // A family no topology declared is not exported (nor an error: a count).
+                if let Some(counter) = families.get(family) {
+                    counter.with_label_values(&[label]).inc_by(*n);
+                }
             }
-        }
-        for (reason, n) in &stats.exception_reasons {
-            self.exception_reasons
-                .with_label_values(&[reason])
-                .inc_by(*n);
         }
         for (event, n) in &stats.counts {
             self.events.with_label_values(&[topology, event]).inc_by(*n);
@@ -375,4 +384,60 @@ pub struct BatchMetrics<'a> {
     pub committed_records: usize,
     /// Per input record: milliseconds from its timestamp to the batch's commit.
     pub ages_ms: &'a [i64],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTCOMES: CounterFamily = CounterFamily {
+        family: "outcomes",
+        name: "p2p_outcomes_total",
+        help: "What became of the documents",
+        label: "outcome",
+    };
+
+    fn batch_of(stats: &StatsSnapshot) -> BatchMetrics<'_> {
+        BatchMetrics {
+            stats,
+            records_in: &[],
+            processing: Duration::ZERO,
+            committing: Duration::ZERO,
+            committed_records: 0,
+            ages_ms: &[],
+        }
+    }
+
+    #[test]
+    fn a_topologys_declared_counters_are_exported_under_its_names_and_undeclared_ones_are_not() {
+        let metrics = Metrics::new(1).unwrap();
+        metrics.declare(&OUTCOMES).unwrap();
+        // Declared again by a second runtime of the same topology: one family still.
+        metrics.declare(&OUTCOMES).unwrap();
+        let mut stats = StatsSnapshot::default();
+        stats.count_labelled("outcomes", "settled");
+        stats.count_labelled("outcomes", "settled");
+        stats.count_labelled("outcomes", "held");
+        stats.count_labelled("undeclared", "anything");
+        stats.count("reminders sent");
+        metrics.batch("billing", &batch_of(&stats));
+
+        let text = metrics.render();
+        assert!(
+            text.contains("p2p_outcomes_total{outcome=\"settled\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2p_outcomes_total{outcome=\"held\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2p_events_total{event=\"reminders sent\",topology=\"billing\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("undeclared") && !text.contains("anything"),
+            "{text}"
+        );
+    }
 }

@@ -116,7 +116,8 @@ impl IdleWaits {
 /// its partitions has nothing buffered but is behind or not fetched yet (its next record may
 /// be earlier than every buffered one), for a bounded time, then goes on with what it has; a
 /// caught-up partition holds nothing back. Without this, a backlog fetched topic by
-/// topic would process a PO's approval before its submission, or its issue before its approval.
+/// topic would process a document's approval before its submission, or its issue before its
+/// approval.
 #[derive(Debug, Default)]
 pub struct Aligner {
     queues: BTreeMap<(String, i32), VecDeque<InputRecord>>,
@@ -181,7 +182,7 @@ impl Aligner {
         groups.dedup();
         // A group with nothing buffered waits for nothing. Its clock would otherwise outlive
         // a revocation (which drops its records) and, when the partitions come back, count
-        // the wait as long over: a PO's issue would go before its approvals still in flight.
+        // the wait as long over: a document's issue would go before its approvals still in flight.
         self.waiting_since
             .retain(|p, _| groups.binary_search(p).is_ok());
         let mut taken = Vec::new();

@@ -1,13 +1,14 @@
 //! Store changelogs: every state write of a batch goes, in the batch's transaction, to the
-//! store's compacted changelog topic, on the partition of the org it belongs to (its key
-//! group), so the partition that owns an org's input owns its state. On assignment a store
+//! store's compacted changelog topic, on the partition of the owner it belongs to (the key its
+//! input records carry; its key group), so the partition that owns an owner's input owns its
+//! state. On assignment a store
 //! catches up on those partitions from its checkpoint, kept in the store with the data, to the
 //! end: nothing after a clean stop, the tail after a crash, everything for a lost directory.
 
-use crate::admin::{client_config, watermarks, PositionAsks, ReadError};
 use crate::config::KafkaProperties;
+use crate::kafka::{client_config, watermarks, PositionAsks, ReadError};
 use p2p_state::murmur2::partition_for;
-use p2p_state::{org_of_raw_key, StateError, Store, StoreBatch};
+use p2p_state::{owner_of_raw_key, StateError, Store, StoreBatch};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -44,8 +45,8 @@ pub enum ChangelogError {
         partition: i32,
         seconds: u64,
     },
-    #[error("a state key of no org reached the changelog (the store's own keys never should)")]
-    KeyWithoutOrg,
+    #[error("a state key of no owner reached the changelog (the store's own keys never should)")]
+    KeyWithoutOwner,
 }
 
 impl ChangelogError {
@@ -62,10 +63,10 @@ impl ChangelogError {
 }
 
 /// The partition of the changelog a raw store key goes to, with `partitions` partitions: the
-/// one its org's records are on in every co-partitioned input topic (the Java partitioner).
+/// one its owner's records are on in every co-partitioned input topic (the Java partitioner).
 pub fn partition_of(key: &[u8], partitions: i32) -> Result<i32, ChangelogError> {
-    let org = org_of_raw_key(key).ok_or(ChangelogError::KeyWithoutOrg)?;
-    Ok(partition_for(org, partitions.max(1) as u32) as i32)
+    let owner = owner_of_raw_key(key).ok_or(ChangelogError::KeyWithoutOwner)?;
+    Ok(partition_for(owner, partitions.max(1) as u32) as i32)
 }
 
 /// Creates the compacted changelog `topic` with `partitions` partitions unless it exists.

@@ -3,8 +3,8 @@
 //! the cause, instead of a transaction timeout 30 s later under librdkafka's retries (or a
 //! producer waiting out its 5-minute delivery timeout on a broker that will never answer).
 
-use crate::admin::client_config;
 use crate::config::KafkaProperties;
+use crate::kafka::client_config;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

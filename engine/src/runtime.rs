@@ -3,7 +3,7 @@
 //!
 //! Exactly once (the default, `Guarantee::ExactlyOnce`): one Kafka transaction per batch holds
 //! its outputs, its state changes (sent to the store's compacted changelog, on the partition of
-//! the org they belong to) and its input offsets, sent with the consumer group's metadata so a
+//! the key they belong to) and its input offsets, sent with the consumer group's metadata so a
 //! zombie is fenced. Local RocksDB state is written only after the commit, together with the
 //! changelog offsets it now holds (its checkpoint), so it never holds an uncommitted write. On
 //! assignment a store catches up from its checkpoint to the end of the changelog: nothing after
@@ -14,18 +14,16 @@
 //! transactional offsets): outputs, then state, then offsets; a crash replays the batch, and the
 //! state makes the replay harmless for consumers that key on document ids.
 
-use crate::admin::{client_config, producer_config};
 use crate::changelog::{self, ChangelogError};
-use crate::config::{Clock, Guarantee, MatchConfig, RuntimeConfig};
+use crate::config::{Clock, Guarantee, RuntimeConfig};
 use crate::dlq::DlqReason;
-use crate::match_topology::MatchProcessor;
+use crate::kafka::{client_config, producer_config};
 use crate::metrics::{BatchMetrics, Metrics};
 use crate::record::{Aligner, IdleWaits, InputRecord, Lag};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::topology::{ProcessError, Topology};
 use futures::future::join_all;
 use futures::FutureExt;
-use p2p_avro::Codec;
 use p2p_state::murmur2::partition_for;
 use p2p_state::{StateError, Store};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -73,7 +71,7 @@ pub enum RuntimeError {
     #[error("the runtime's task was cancelled (its tokio runtime is shutting down)")]
     Cancelled,
     #[error(
-        "the input topics are not co-partitioned (partition counts {counts:?}): an org's \
+        "the input topics are not co-partitioned (partition counts {counts:?}): a key's \
          records would sit on different partitions of different topics, out of reach of its \
          state; give them all the same partition count"
     )]
@@ -86,7 +84,7 @@ pub enum RuntimeError {
     #[error(
         "the input topics have {inputs} partitions, the state's changelog {changelog} has \
          {changelog_partitions}: partitions were added since the state was built, and moving \
-         each org's state to its new partition is not supported yet; the runtime stops rather \
+         each key's state to its new partition is not supported yet; the runtime stops rather \
          than decide on state it does not hold (nothing is lost: the records wait)"
     )]
     PartitionCountChanged {
@@ -112,7 +110,7 @@ const TRANSACTION_TIMEOUT_MS: &str = "10000";
 /// may first wait out `fetch.wait.max.ms` on partitions with nothing new. So a paused
 /// partition is resumed while it still holds a few batches (`RESUME_BELOW`): the fetch
 /// overlaps their processing. (Paused at 1,000 and resumed at 500, the benchmark's largest
-/// org's partition went at 1,000 records per fetch wait, 2,000 a second against 15,000 before
+/// owner's partition went at 1,000 records per fetch wait, 2,000 a second against 15,000 before
 /// it.) The bound on memory: 5,000 records a partition, about 2.5 MB at 500 bytes a record.
 const PARTITION_BUFFER: usize = 5_000;
 /// A paused partition holding fewer records than this is resumed.
@@ -199,18 +197,8 @@ struct Worker<T: Topology> {
     /// When lag and state size were last reported.
     observed: std::sync::Mutex<Option<Instant>>,
     /// Each input topic's partition count (known once `run` has looked): a record must be on
-    /// the partition its org hashes to, where the org's state is.
+    /// the partition its key hashes to, where the key's state is.
     input_partitions: HashMap<String, i32>,
-}
-
-/// The match topology's runtime.
-pub type MatchRuntime = Runtime<MatchProcessor>;
-
-impl MatchRuntime {
-    pub fn for_match(config: MatchConfig, codec: Arc<Codec>) -> Result<Self, RuntimeError> {
-        let processor = MatchProcessor::new(config.topics.clone(), config.tolerance, codec);
-        Runtime::new(config.runtime, processor)
-    }
 }
 
 impl<T: Topology> Runtime<T> {
@@ -234,6 +222,13 @@ impl<T: Topology> Runtime<T> {
 
     /// Reports to `metrics` (shared by the runtimes of one process).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        if let Some(worker) = self.workers.first() {
+            for family in worker.topology.counters() {
+                if let Err(error) = metrics.declare(family) {
+                    tracing::warn!(%error, metric = family.name, "a topology's counter is not exported");
+                }
+            }
+        }
         for worker in &mut self.workers {
             worker.metrics = Some(metrics.clone());
         }
@@ -533,7 +528,7 @@ impl<T: Topology> Worker<T> {
 
     /// The store's changelog topic, created (compacted, as many partitions as the inputs) if
     /// it does not exist yet. An existing changelog must have as many partitions as the
-    /// inputs: its partition `p` holds the state of the orgs on their partition `p`.
+    /// inputs: its partition `p` holds the state of the keys on their partition `p`.
     async fn ensure_changelog(&self) -> Result<(String, i32), RuntimeError> {
         let topic = self.config.changelog_topic(self.topology.name());
         let inputs = co_partitioned(&self.input_partitions)?.max(1);
@@ -654,7 +649,7 @@ impl<T: Topology> Worker<T> {
             .unwrap_or(0))
     }
 
-    /// Why `record` is not on the partition its key (its org) hashes to, if it is not. A
+    /// Why `record` is not on the partition its key hashes to, if it is not. A
     /// record without a key is left to the topology, which refuses it.
     fn misplaced(&self, record: &InputRecord) -> Option<String> {
         let key = record.key.as_deref()?;
@@ -675,7 +670,7 @@ impl<T: Topology> Worker<T> {
     }
 
     /// Restores the store for every partition number newly assigned (each input topic's
-    /// partition `p` holds the same orgs as changelog partition `p`), before any of their
+    /// partition `p` holds the same keys as changelog partition `p`), before any of their
     /// records is processed; forgets the revoked ones, to restore them if they come back.
     fn restore_assigned(
         &self,
@@ -841,7 +836,7 @@ impl<T: Topology> Worker<T> {
         true
     }
 
-    /// Lets the store serve only the orgs of `numbers`: the state of other partitions it still
+    /// Lets the store serve only the keys of `numbers`: the state of other partitions it still
     /// holds is stale (another instance owns them), and their timers must not fire here.
     fn serve_only(&self, numbers: HashSet<i32>, partitions: i32) {
         self.store.serve_only(Arc::new(move |key: &[u8]| {
@@ -1303,7 +1298,7 @@ pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         // Range assigns the same partition numbers of co-partitioned topics to the same
-        // member, which the join by org needs (cooperative-sticky does not promise that).
+        // member, which a join by key needs (cooperative-sticky does not promise that).
         .set("partition.assignment.strategy", "range");
     if !config.kafka.contains_key("fetch.wait.max.ms") {
         consumer_config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
@@ -1350,7 +1345,7 @@ pub fn producer_settings(config: &RuntimeConfig) -> ClientConfig {
     producer_config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // The Java client's partitioner, so ERPs on any client agree with us on partitions.
+        // The Java client's partitioner, so upstreams on any client agree with us on partitions.
         .set("partitioner", "murmur2_random");
     // Tuning, not correctness: what `[kafka]` sets stands.
     for (key, default) in [("linger.ms", "5"), ("compression.type", "lz4")] {
@@ -1415,7 +1410,7 @@ enum TransactionStep {
 /// most a little past the transaction timeout for it. librdkafka's
 /// `send_offsets_to_transaction` waits for its transaction manager without a bound of its own
 /// ("timeout is enforced by" the manager), and after a broker restart the manager could leave
-/// it waiting for good: the broker-restart soak found the match runtime blocked in it for
+/// it waiting for good: the broker-restart soak found a runtime blocked in it for
 /// minutes, deaf to a shutdown, its partitions processed by nobody. Past the limit the
 /// producer is taken for lost (a new one fences it and aborts what it left open); the thread
 /// still blocked holds a clone of it until librdkafka lets go.
@@ -1467,7 +1462,7 @@ fn co_partitioned(counts: &HashMap<String, i32>) -> Result<i32, RuntimeError> {
 /// Hands `records` to the producer one after the other, in their order, and waits until all
 /// are delivered: where each went (partition, offset), in their order. A record the full
 /// queue refuses is retried before any after it is handed over (`FutureProducer::send`
-/// would let those go first: a PO's later status could then land before its earlier one).
+/// would let those go first: a document's later status could then land before its earlier one).
 async fn produce_in_order<'a>(
     producer: &FutureProducer,
     records: Vec<FutureRecord<'a, Vec<u8>, Vec<u8>>>,
@@ -1559,7 +1554,7 @@ struct Owned {
     /// the broker gave it on assignment. librdkafka's cached one may be older: from when this
     /// member owned the partition before, and another has since processed records past it.
     /// Trusting that would take the partition for caught up, and process another topic's
-    /// later records first (a PO's issue before its approvals).
+    /// later records first (a document's issue before its approvals).
     ends: HashMap<(String, i32), i64>,
 }
 
@@ -1637,7 +1632,7 @@ impl Owned {
         !self.partitions.is_empty()
     }
 
-    /// The partition numbers owned, whatever the topic (co-partitioned: the same orgs).
+    /// The partition numbers owned, whatever the topic (co-partitioned: the same keys).
     fn partition_numbers(&self) -> std::collections::BTreeSet<i32> {
         self.partitions.iter().map(|(_, p)| *p).collect()
     }
@@ -1926,7 +1921,7 @@ mod tests {
 
     #[test]
     fn producer_tuning_from_the_configuration_stands_and_its_guarantees_do_not_yield() {
-        let mut kafka = crate::KafkaProperties::new();
+        let mut kafka = crate::config::KafkaProperties::new();
         kafka.insert("bootstrap.servers".into(), "127.0.0.1:9092".into());
         kafka.insert("linger.ms".into(), "1".into());
         kafka.insert("acks".into(), "1".into());
