@@ -1469,8 +1469,9 @@ async fn a_waiting_invoice_is_visible_at_once_and_each_change_is_a_higher_revisi
     pipeline.stop().await;
 }
 
-/// Two workers of one runtime share its partitions (ADR 0023): both join the group, both keep
-/// state for theirs, and the stream ends as planted, each invoice decided once.
+/// Two workers of one runtime share its partitions (ADR 0023): both join the group, the stream
+/// ends as planted, each invoice decided once, and their state is in one store, where a worker
+/// that gets its sibling's partitions finds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
     let topics = TestTopics::create("two-workers", 4).await;
@@ -1486,6 +1487,8 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
     let mut config = p2p_topologies::MatchConfig::new(&app, kafka(), state.path().to_path_buf());
     config.topics = (*topics).clone();
     config.runtime.workers = 2;
+    // Members that leave on a stop, so that the restart below gets every partition at once.
+    config.runtime.static_membership = false;
     let runtime = p2p_topologies::match_runtime(config, codec.clone()).unwrap();
     let pipeline = Pipeline::run(runtime, tempfile::tempdir().unwrap());
     // Both workers join the group and each gets partitions before the stream comes.
@@ -1525,24 +1528,34 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
             .sum::<u64>(),
         "the runtime's counts are both workers' together: {stats:?}"
     );
-    // Each worker kept state for its partitions: bytes in its store's tables or its log.
-    for store in [
-        state.path().join(&app).join("match"),
-        state.path().join("worker-1").join(&app).join("match"),
-    ] {
-        let bytes: u64 = std::fs::read_dir(&store)
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| {
-                e.path()
-                    .extension()
-                    .is_some_and(|x| x == "sst" || x == "log")
-            })
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        assert!(bytes > 0, "{} holds state", store.display());
-    }
+    // The workers kept their state in one store: restarted with one worker, which gets every
+    // partition (both workers' before), it restores nothing; it is all local already.
+    let mut config = p2p_topologies::MatchConfig::new(&app, kafka(), state.path().to_path_buf());
+    config.topics = (*topics).clone();
+    config.runtime.workers = 1;
+    config.runtime.static_membership = false;
+    let runtime = p2p_topologies::match_runtime(config, codec.clone()).unwrap();
+    let counts = runtime.stats();
+    let pipeline = Pipeline::run(runtime, tempfile::tempdir().unwrap());
+    let restored = poll(
+        "the single worker restoring its partitions",
+        || async {
+            counts
+                .snapshot()
+                .counts
+                .get("changelog records restored")
+                .copied()
+        },
+        |restored| restored.is_some(),
+    )
+    .await;
+    pipeline.stop().await;
+    assert_eq!(
+        restored,
+        Some(0),
+        "every partition's state was in the shared store"
+    );
+    assert!(!state.path().join("worker-1").exists());
 }
 
 /// The members of consumer group `group` that hold at least one partition.

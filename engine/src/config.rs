@@ -161,9 +161,8 @@ impl RuntimeConfig {
     }
 
     /// The configuration of worker `index`: worker 0 is what a single worker was (its group
-    /// instance id, transactional id and store stay where they were, so an upgrade keeps
-    /// them); worker `k` appends `.worker-k` to the ids and keeps its store under
-    /// `<state_dir>/worker-k`.
+    /// instance id and transactional id stay what they were, so an upgrade keeps them); worker
+    /// `k` appends `.worker-k` to the ids. The workers share one store (ADR 0023).
     pub fn for_worker(&self, index: usize) -> RuntimeConfig {
         let mut config = self.clone();
         if index == 0 {
@@ -174,7 +173,6 @@ impl RuntimeConfig {
         if let Some(id) = config.kafka.get_mut("group.instance.id") {
             id.push_str(&suffix);
         }
-        config.state_dir = config.state_dir.join(format!("worker-{index}"));
         config
     }
 
@@ -184,12 +182,10 @@ impl RuntimeConfig {
     }
 }
 
-/// One worker unless configured (ADR 0023): each worker keeps a store of its own, and a
-/// restart may give a worker partitions its sibling held before, which it then restores from
-/// the changelog (the crash test caught restarts replaying what was already local). The
-/// machine's cores become the default once the workers of an instance share their stores.
+/// As many workers as the machine has cores (ADR 0023), as Kafka Streams is advised to run
+/// a stream thread per core.
 pub fn default_workers() -> usize {
-    1
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 #[cfg(test)]
@@ -238,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn worker_0_keeps_a_single_workers_ids_and_store_and_the_others_get_their_own() {
+    fn worker_0_keeps_a_single_workers_ids_and_the_others_get_their_own_but_share_its_store() {
         let mut kafka = KafkaProperties::new();
         kafka.insert("group.instance.id".into(), "pod-3".into());
         let mut config = RuntimeConfig::new("p2p-match", kafka, "/var/lib/p2p".into());
@@ -249,10 +245,8 @@ mod tests {
         let second = config.for_worker(1);
         assert_eq!(second.instance_id, "pod-3.worker-1");
         assert_eq!(second.kafka["group.instance.id"], "pod-3.worker-1");
-        assert_eq!(
-            second.state_dir,
-            std::path::PathBuf::from("/var/lib/p2p/worker-1")
-        );
+        // One store for all: the state directory is the runtime's.
+        assert_eq!(second.state_dir, std::path::PathBuf::from("/var/lib/p2p"));
         assert!(default_workers() >= 1);
     }
 }

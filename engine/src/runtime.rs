@@ -206,6 +206,12 @@ impl<T: Topology> Runtime<T> {
         let topology = Arc::new(topology);
         let stats = Arc::new(Stats::default());
         let presence = Arc::new(Presence::default());
+        // One store for all the workers (ADR 0023): where a single worker kept it.
+        let store = Store::open_within(
+            &config.state_dir.join(&config.application_id),
+            topology.name(),
+            &config.state_memory,
+        )?;
         let workers = (0..config.workers.max(1))
             .map(|index| {
                 Worker::new(
@@ -214,6 +220,7 @@ impl<T: Topology> Runtime<T> {
                     topology.clone(),
                     stats.clone(),
                     presence.clone(),
+                    store.share(),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -295,12 +302,8 @@ impl<T: Topology> Worker<T> {
         topology: Arc<T>,
         stats: Arc<Stats>,
         presence: Arc<Presence>,
+        store: Store,
     ) -> Result<Self, RuntimeError> {
-        let store = Store::open_within(
-            &config.state_dir.join(&config.application_id),
-            topology.name(),
-            &config.state_memory,
-        )?;
         // Subscribed by `run`, once the topics are known to fit the state: a consumer dropped
         // while it joins its group can hang in rust-rdkafka's close.
         let consumer = consumer(&config)?;
@@ -678,6 +681,13 @@ impl<T: Topology> Worker<T> {
         restored: &mut HashSet<i32>,
     ) -> Result<(), RuntimeError> {
         let Some((topic, partitions)) = &self.changelog else {
+            // At least once: no changelog to restore from; the shared store holds what the
+            // instance kept. Each worker serves (fires the timers of) its own partitions.
+            let numbers: HashSet<i32> = owned.partition_numbers().into_iter().collect();
+            if numbers != *restored {
+                *restored = numbers;
+                self.serve_only(restored.clone(), self.served_partitions());
+            }
             return Ok(());
         };
         let numbers = owned.partition_numbers();
@@ -828,16 +838,23 @@ impl<T: Topology> Worker<T> {
         for (_, partition) in &revoked {
             restored.remove(partition);
         }
-        if let Some((_, partitions)) = &self.changelog {
-            self.serve_only(restored.clone(), *partitions);
-        }
+        self.serve_only(restored.clone(), self.served_partitions());
         // Learn the new assignment, and where its partitions start, afresh.
         *owned = Owned::default();
         true
     }
 
-    /// Lets the store serve only the keys of `numbers`: the state of other partitions it still
-    /// holds is stale (another instance owns them), and their timers must not fire here.
+    /// The partition count of the inputs (co-partitioned), and of the changelog.
+    fn served_partitions(&self) -> i32 {
+        match &self.changelog {
+            Some((_, partitions)) => *partitions,
+            None => self.input_partitions.values().copied().max().unwrap_or(1),
+        }
+    }
+
+    /// Lets this worker's handle on the store serve only the keys of `numbers`: the state of
+    /// other partitions the store holds is another worker's, or stale (another instance owns
+    /// them), and their timers must not fire here.
     fn serve_only(&self, numbers: HashSet<i32>, partitions: i32) {
         self.store.serve_only(Arc::new(move |key: &[u8]| {
             changelog::partition_of(key, partitions).is_ok_and(|p| numbers.contains(&p))
@@ -1201,7 +1218,8 @@ impl<T: Topology> Worker<T> {
             }
         }
         if let Some(bytes) = self.store.estimated_bytes() {
-            metrics.state_size(name, self.index, bytes);
+            // The workers share one store: each reports all of it, as one part (not summed).
+            metrics.state_size(name, 0, bytes);
         }
         if let Some(bytes) = self.store.memory_bytes() {
             metrics.state_memory(bytes);

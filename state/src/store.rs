@@ -74,11 +74,12 @@ pub type Result<T, E = StateError> = std::result::Result<T, E>;
 /// A key and value as RocksDB stores them.
 pub(crate) type RawEntry = (Box<[u8]>, Box<[u8]>);
 
-/// One RocksDB database per store, in `<state dir>/<store name>`.
+/// One RocksDB database per store, in `<state dir>/<store name>`. Handles made by
+/// [`Store::share`] reach the same database, each with its own set of keys served.
 pub struct Store {
     name: String,
-    db: rocksdb::DB,
-    /// Which raw keys this instance serves now (the orgs of its assigned partitions); `None`:
+    db: std::sync::Arc<rocksdb::DB>,
+    /// Which raw keys this handle serves now (the owners of its assigned partitions); `None`:
     /// all of them.
     serving: std::sync::RwLock<Option<Serves>>,
 }
@@ -181,9 +182,21 @@ impl Store {
         })?;
         Ok(Self {
             name: name.to_owned(),
-            db,
+            db: std::sync::Arc::new(db),
             serving: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Another handle on the same database, serving no key until told otherwise. The
+    /// workers of one runtime share their store this way: a partition that moves from one to
+    /// another finds its state where it was, and each fires only its own partitions' timers.
+    /// Their writes never meet: a partition has one owner at a time, and its keys are its own.
+    pub fn share(&self) -> Store {
+        Store {
+            name: self.name.clone(),
+            db: self.db.clone(),
+            serving: std::sync::RwLock::new(Some(std::sync::Arc::new(|_: &[u8]| false))),
+        }
     }
 
     /// Serves only the keys `serves` accepts from now on. The store may still hold state of

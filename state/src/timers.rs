@@ -96,6 +96,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Serves;
     use p2p_processors::OrgId;
 
     fn timer(due: i64, entity: &str, name: &str) -> Timer {
@@ -210,5 +211,41 @@ mod tests {
         );
         assert_eq!(store.due_timers(i64::MAX, 10).unwrap().len(), 1);
         assert!(owner.as_bytes()[0] < TIMER_PREFIX);
+    }
+
+    #[test]
+    fn workers_sharing_a_store_see_each_others_writes_and_fire_only_their_own_timers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "s").unwrap();
+        let first = store.share();
+        let second = store.share();
+        let of = |org: u128, due, entity: &str| Timer {
+            due,
+            owner: StateKey::new(&OrgId::from_u128(org), entity),
+            name: "x".into(),
+        };
+        // Written through one worker's handle, state is the other's to read when its
+        // partition moves there.
+        let key = StateKey::new(&OrgId::from_u128(1), "po_a");
+        let mut batch = StoreBatch::default();
+        batch.put(&key, &"state").unwrap();
+        first.write(batch).unwrap();
+        assert_eq!(
+            second.get::<String>(&key).unwrap().as_deref(),
+            Some("state")
+        );
+        schedule(&first, &[of(1, 1, "a"), of(2, 2, "b")]);
+        // Before an assignment a worker's handle fires nothing.
+        assert!(first.due_timers(100, 10).unwrap().is_empty());
+        let serve = |org: u128| -> Serves {
+            let org = OrgId::from_u128(org);
+            std::sync::Arc::new(move |key: &[u8]| {
+                crate::owner_of_raw_key(key) == Some(org.as_str().as_bytes())
+            })
+        };
+        first.serve_only(serve(1));
+        second.serve_only(serve(2));
+        assert_eq!(first.due_timers(100, 10).unwrap(), vec![of(1, 1, "a")]);
+        assert_eq!(second.due_timers(100, 10).unwrap(), vec![of(2, 2, "b")]);
     }
 }
