@@ -114,6 +114,9 @@ struct Working<'s> {
     configs: HashMap<StateKey, Option<OrgConfig>>,
     /// Suppliers' own tolerance keys; `None`: the supplier has none (the org's apply).
     supplier_keys: HashMap<StateKey, Option<ToleranceKeys>>,
+    /// The configs and supplier keys a record of this batch set: the only ones written (the
+    /// others were merely read, and writing them back would put each on the changelog again).
+    published: std::collections::HashSet<StateKey>,
     timers: StoreBatch,
 }
 
@@ -262,6 +265,7 @@ impl MatchProcessor {
             whole_registers: HashMap::new(),
             configs: HashMap::new(),
             supplier_keys: HashMap::new(),
+            published: std::collections::HashSet::new(),
             timers: StoreBatch::default(),
         };
         let mut output = BatchOutput::default();
@@ -289,6 +293,7 @@ impl MatchProcessor {
             registered,
             configs,
             supplier_keys,
+            published,
             timers,
             ..
         } = working;
@@ -301,13 +306,12 @@ impl MatchProcessor {
                 output.state.put(key, first)?;
             }
         }
-        for (key, config) in &configs {
-            if let Some(config) = config {
+        for key in &published {
+            if let Some(Some(config)) = configs.get(key) {
                 output.state.put(key, config)?;
+            } else if let Some(keys) = supplier_keys.get(key) {
+                output.state.put(key, keys)?;
             }
-        }
-        for (key, keys) in &supplier_keys {
-            output.state.put(key, keys)?;
         }
         Ok(output)
     }
@@ -400,6 +404,7 @@ impl MatchProcessor {
                     return Ok(Err(dead));
                 }
                 let key = StateKey::new(&config.org, CONFIG_ENTITY);
+                working.published.insert(key.clone());
                 working.configs.insert(key, Some(config));
                 return Ok(Ok(()));
             }
@@ -412,6 +417,7 @@ impl MatchProcessor {
                     return Ok(Err(dead));
                 }
                 let key = supplier_tolerances_key(&org, &supplier);
+                working.published.insert(key.clone());
                 working.supplier_keys.insert(key, keys);
                 return Ok(Ok(()));
             }

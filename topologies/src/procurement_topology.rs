@@ -62,6 +62,9 @@ struct Working<'s> {
     orders: HashMap<StateKey, Option<PurchaseOrderApproval>>,
     requisitions: HashMap<StateKey, Option<RequisitionApproval>>,
     configs: HashMap<StateKey, Option<OrgConfig>>,
+    /// The keys a record or timer of this batch changed: the only ones written (the others
+    /// were merely read, and writing them back would put each on the changelog again).
+    changed: std::collections::HashSet<StateKey>,
     timers: StoreBatch,
 }
 
@@ -368,6 +371,7 @@ impl ProcurementProcessor {
                     return Ok(Err(dead));
                 }
                 let key = StateKey::new(&config.org, CONFIG_ENTITY);
+                working.changed.insert(key.clone());
                 working.configs.insert(key, Some(config));
                 output.stats.count("org configs");
                 Ok(Ok(()))
@@ -448,8 +452,10 @@ impl ProcurementProcessor {
             .as_ref()
             .and_then(PurchaseOrderApproval::escalation_due);
         working.reschedule(ESCALATION, &key, before, after);
+        working.changed.insert(key.clone());
         working.orders.insert(key, order);
         if let (Ok((_, Some(_))), Some(key)) = (&outcome, origin_key) {
+            working.changed.insert(key.clone());
             working.requisitions.insert(key, requisition);
         }
         Ok(Ok(()))
@@ -518,6 +524,7 @@ impl ProcurementProcessor {
             .as_ref()
             .and_then(RequisitionApproval::escalation_due);
         working.reschedule(REQUISITION_ESCALATION, &key, before, after);
+        working.changed.insert(key.clone());
         working.requisitions.insert(key, requisition);
         Ok(Ok(()))
     }
@@ -549,6 +556,7 @@ impl ProcurementProcessor {
                         let fired = self.escalate(&mut order, &timer, now, working, output);
                         let fired = fired.await?;
                         if fired.is_ok() {
+                            working.changed.insert(timer.owner.clone());
                             working.orders.insert(timer.owner.clone(), Some(order));
                         }
                         fired
@@ -561,6 +569,7 @@ impl ProcurementProcessor {
                         let fired = fired.await?;
                         if fired.is_ok() {
                             let owner = timer.owner.clone();
+                            working.changed.insert(owner.clone());
                             working.requisitions.insert(owner, Some(requisition));
                         }
                         fired
@@ -879,6 +888,7 @@ impl Topology for ProcurementProcessor {
             orders: HashMap::new(),
             requisitions: HashMap::new(),
             configs: HashMap::new(),
+            changed: std::collections::HashSet::new(),
             timers: StoreBatch::default(),
         };
         let mut output = BatchOutput::default();
@@ -897,22 +907,17 @@ impl Topology for ProcurementProcessor {
             orders,
             requisitions,
             configs,
+            changed,
             timers,
             ..
         } = working;
         let mut state = timers;
-        for (key, order) in &orders {
-            if let Some(order) = order {
+        for key in &changed {
+            if let Some(Some(order)) = orders.get(key) {
                 state.put(key, order)?;
-            }
-        }
-        for (key, requisition) in &requisitions {
-            if let Some(requisition) = requisition {
+            } else if let Some(Some(requisition)) = requisitions.get(key) {
                 state.put(key, requisition)?;
-            }
-        }
-        for (key, config) in &configs {
-            if let Some(config) = config {
+            } else if let Some(Some(config)) = configs.get(key) {
                 state.put(key, config)?;
             }
         }
