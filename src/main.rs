@@ -195,9 +195,10 @@ async fn main() -> anyhow::Result<()> {
             let metrics = Metrics::new(3)?;
             let serving = metrics.serve(config.metrics_addr).await?;
             tracing::info!(%serving, "serving /metrics, /healthz and /readyz");
-            let matching = p2p_topologies::match_runtime(config.match_config()?, codec.clone())
-                .context("starting the match runtime")?
-                .with_metrics(metrics.clone());
+            let matching =
+                p2p_topologies::MatchRuntime::for_match(config.match_config()?, codec.clone())
+                    .context("starting the match runtime")?
+                    .with_metrics(metrics.clone());
             let procurement = Runtime::new(
                 config.runtime_config("procurement"),
                 ProcurementProcessor::new(config.topics.clone(), codec.clone()),

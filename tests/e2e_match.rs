@@ -1256,7 +1256,7 @@ async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_wit
         .runtime
         .kafka
         .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
-    let runtime = p2p_topologies::match_runtime(config.clone(), codec.clone()).unwrap();
+    let runtime = p2p_topologies::MatchRuntime::for_match(config.clone(), codec.clone()).unwrap();
     let running = tokio::spawn(runtime.run(std::future::pending()));
 
     let org = Org::new("EUR");
@@ -1310,7 +1310,7 @@ async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_wit
         "{ended:?}"
     );
     // Restarted, it refuses to start on state partitioned otherwise.
-    let restarted = p2p_topologies::match_runtime(config, codec)
+    let restarted = p2p_topologies::MatchRuntime::for_match(config, codec)
         .unwrap()
         .run(std::future::pending())
         .await;
@@ -1489,7 +1489,7 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
     config.runtime.workers = 2;
     // Members that leave on a stop, so that the restart below gets every partition at once.
     config.runtime.static_membership = false;
-    let runtime = p2p_topologies::match_runtime(config, codec.clone()).unwrap();
+    let runtime = p2p_topologies::MatchRuntime::for_match(config, codec.clone()).unwrap();
     let pipeline = Pipeline::run(runtime, tempfile::tempdir().unwrap());
     // Both workers join the group and each gets partitions before the stream comes.
     let holding = poll(
@@ -1534,7 +1534,7 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
     config.topics = (*topics).clone();
     config.runtime.workers = 1;
     config.runtime.static_membership = false;
-    let runtime = p2p_topologies::match_runtime(config, codec.clone()).unwrap();
+    let runtime = p2p_topologies::MatchRuntime::for_match(config, codec.clone()).unwrap();
     let counts = runtime.stats();
     let pipeline = Pipeline::run(runtime, tempfile::tempdir().unwrap());
     let restored = poll(

@@ -229,7 +229,7 @@ pub async fn run_until_processed(
     );
     matching.runtime = settings.runtime("match", kafka);
     matching.topics = topics.clone();
-    let matching = p2p_topologies::match_runtime(matching, codec.clone())?;
+    let matching = p2p_topologies::MatchRuntime::for_match(matching, codec.clone())?;
     let procurement = Runtime::new(
         settings.runtime("procurement", kafka),
         ProcurementProcessor::new(topics.clone(), codec.clone()),

@@ -8,8 +8,8 @@ use p2p_avro::Codec;
 use p2p_loadtest::audit::{read_outputs, Observed};
 use p2p_topologies::admin::{create_topics, delete_topics};
 use p2p_topologies::{
-    KafkaProperties, MatchConfig, MatchRuntime, PaymentProcessor, ProcurementProcessor, Runtime,
-    RuntimeConfig, Topics, Topology,
+    KafkaProperties, MatchConfig, MatchProcessor, MatchRuntime, PaymentProcessor,
+    ProcurementProcessor, Runtime, RuntimeConfig, Topics, Topology,
 };
 pub mod bank;
 
@@ -136,7 +136,10 @@ impl Pipeline {
         Self::run(runtime.with_metrics(metrics), state)
     }
 
-    fn matching(topics: &Topics, codec: Arc<Codec>) -> (MatchRuntime, tempfile::TempDir) {
+    fn matching(
+        topics: &Topics,
+        codec: Arc<Codec>,
+    ) -> (Runtime<MatchProcessor>, tempfile::TempDir) {
         let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
         Self::matching_as(&app, topics, codec)
     }
@@ -152,11 +155,11 @@ impl Pipeline {
         app: &str,
         topics: &Topics,
         codec: Arc<Codec>,
-    ) -> (MatchRuntime, tempfile::TempDir) {
+    ) -> (Runtime<MatchProcessor>, tempfile::TempDir) {
         let state = tempfile::tempdir().expect("temp dir");
         let mut config = MatchConfig::new(app, kafka(), state.path().to_path_buf());
         config.topics = topics.clone();
-        let runtime = p2p_topologies::match_runtime(config, codec).expect("runtime starts");
+        let runtime = MatchRuntime::for_match(config, codec).expect("runtime starts");
         (runtime, state)
     }
 

@@ -25,12 +25,3 @@ pub use procurement_topology::ProcurementProcessor;
 pub use runtime::{joined, Runtime, RuntimeError};
 pub use stats::{Stats, StatsSnapshot};
 pub use topology::Topology;
-
-use p2p_avro::Codec;
-use std::sync::Arc;
-
-/// The match topology's runtime.
-pub fn match_runtime(config: MatchConfig, codec: Arc<Codec>) -> Result<MatchRuntime, RuntimeError> {
-    let processor = MatchProcessor::new(config.topics.clone(), config.tolerance, codec);
-    Runtime::new(config.runtime, processor)
-}

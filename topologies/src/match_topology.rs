@@ -86,8 +86,19 @@ const COUNTERS: [p2p_engine::CounterFamily; 2] = [
     },
 ];
 
-/// The match topology's runtime.
-pub type MatchRuntime = p2p_engine::Runtime<MatchProcessor>;
+/// Builds the match topology's runtime, a `Runtime<MatchProcessor>`: `MatchRuntime::for_match`,
+/// as the CLI, the tests and the Kafka Streams benchmark's `match-only` start it.
+pub struct MatchRuntime;
+
+impl MatchRuntime {
+    pub fn for_match(
+        config: crate::MatchConfig,
+        codec: Arc<Codec>,
+    ) -> Result<p2p_engine::Runtime<MatchProcessor>, p2p_engine::RuntimeError> {
+        let processor = MatchProcessor::new(config.topics.clone(), config.tolerance, codec);
+        p2p_engine::Runtime::new(config.runtime, processor)
+    }
+}
 
 pub struct MatchProcessor {
     topics: Topics,
