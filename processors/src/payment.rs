@@ -941,6 +941,12 @@ impl RunQueue {
     }
 }
 
+/// Most payments in one run. A run is one `payment-instructions` record, which carries every
+/// payment (about 200 bytes each): the contract refuses an array of more than 1,000 entries
+/// (`p2p_avro::convert::MAX_ENTRIES`), and Kafka a record over 1 MB by default. A date with
+/// more releases for one org and account goes out as several runs, each its own file.
+pub const MAX_RUN_PAYMENTS: usize = 1_000;
+
 /// A payment run: released parts of one org, currency, debtor account and execution date,
 /// which a bank connector turns into one pain.001 payment information block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -953,7 +959,8 @@ pub struct PaymentRun {
     pub total: Money,
 }
 
-/// Groups releases into runs; the order of releases within a run is kept.
+/// Groups releases into runs of at most [`MAX_RUN_PAYMENTS`] payments; the order of releases
+/// is kept within a run and across the runs a group is split into.
 pub fn payment_runs(releases: Vec<Release>) -> Result<Vec<PaymentRun>, MoneyError> {
     let mut runs: BTreeMap<(OrgId, Currency, String, NaiveDate), Vec<Release>> = BTreeMap::new();
     for release in releases {
@@ -965,23 +972,23 @@ pub fn payment_runs(releases: Vec<Release>) -> Result<Vec<PaymentRun>, MoneyErro
         );
         runs.entry(key).or_default().push(release);
     }
-    runs.into_iter()
-        .map(
-            |((org, currency, debtor_account, execution_date), releases)| {
-                let total = releases
-                    .iter()
-                    .try_fold(Money::zero(currency), |sum, r| sum.checked_add(r.amount))?;
-                Ok(PaymentRun {
-                    org,
-                    currency,
-                    debtor_account,
-                    execution_date,
-                    releases,
-                    total,
-                })
-            },
-        )
-        .collect()
+    let mut out = Vec::with_capacity(runs.len());
+    for ((org, currency, debtor_account, execution_date), releases) in runs {
+        for releases in releases.chunks(MAX_RUN_PAYMENTS) {
+            let total = releases
+                .iter()
+                .try_fold(Money::zero(currency), |sum, r| sum.checked_add(r.amount))?;
+            out.push(PaymentRun {
+                org: org.clone(),
+                currency,
+                debtor_account: debtor_account.clone(),
+                execution_date,
+                releases: releases.to_vec(),
+                total,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+// A run's payments fit one instruction record, as its readers (the bank connector) accept it.
+const _: () = assert!(p2p_processors::payment::MAX_RUN_PAYMENTS <= p2p_avro::convert::MAX_ENTRIES);
+
 /// Name of this processor in DLQ headers and logs, and of its store.
 pub const PROCESSOR: &str = "payment";
 const RUN: &str = "payment-run";
@@ -658,7 +661,8 @@ impl PaymentProcessor {
         Ok(())
     }
 
-    /// Groups the releases of one run date into runs (org, currency, debtor account, date).
+    /// Groups the releases of one run date into runs (org, currency, debtor account, date; at
+    /// most `MAX_RUN_PAYMENTS` each, which the instruction's contract accepts).
     fn instructions(
         &self,
         org: &OrgId,

@@ -457,6 +457,35 @@ fn runs_group_by_org_currency_debtor_account_and_date_and_total_exactly() {
 }
 
 #[test]
+fn a_date_with_more_releases_than_one_run_carries_goes_out_as_several_each_totalled() {
+    // A large org's month-end: 2,345 invoices of one supplier due the same day.
+    let releases: Vec<Release> = (1..=2_345u32)
+        .map(|n| Release {
+            org: OrgId::from_u128(1),
+            invoice: InvoiceId::random(),
+            supplier: SupplierId::from_u128(4),
+            part: 1,
+            amount: Money::new(Decimal::new(i64::from(n), 2), eur()),
+            debtor_account: "A".to_owned(),
+            execution_date: date(2026, 4, 30),
+        })
+        .collect();
+    let runs = payment_runs(releases.clone()).unwrap();
+    let sizes: Vec<usize> = runs.iter().map(|r| r.releases.len()).collect();
+    assert_eq!(sizes, vec![MAX_RUN_PAYMENTS, MAX_RUN_PAYMENTS, 345]);
+    // Every release once, in order, and each run's total is its own releases' sum.
+    let paid: Vec<&Release> = runs.iter().flat_map(|r| &r.releases).collect();
+    assert_eq!(paid, releases.iter().collect::<Vec<_>>());
+    for run in &runs {
+        let sum: Decimal = run.releases.iter().map(|r| r.amount.amount()).sum();
+        assert_eq!(run.total, Money::new(sum, eur()));
+    }
+    // 0.01 + ... + 23.45 EUR: 27,506.85 in all, to the cent.
+    let all: Decimal = runs.iter().map(|r| r.total.amount()).sum();
+    assert_eq!(all, dec!(27506.85));
+}
+
+#[test]
 fn a_run_takes_what_is_due_and_a_held_payment_re_enters_the_next_run() {
     let mut payment = scheduled(dec!(100), "NET 30");
     let due = payment.next_due().unwrap();

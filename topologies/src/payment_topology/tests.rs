@@ -82,6 +82,22 @@ impl Harness {
         output.stats.get("parts released")
     }
 
+    /// The payment instructions the runs due at `now` send to the bank connector, read back
+    /// as the connector reads them.
+    fn instructions_at(&mut self, now: i64) -> Vec<PaymentInstructionRecord> {
+        let output = block_on(self.processor.process(&[], now, &self.store)).unwrap();
+        self.store.write(output.state).unwrap();
+        output
+            .records
+            .iter()
+            .filter(|r| r.topic == self.topics.payment_instructions)
+            .map(|r| {
+                let value = block_on(Codec::Embedded.decode(r.payload.as_deref())).unwrap();
+                PaymentInstructionRecord::from_value(&value).expect("the connector reads it")
+            })
+            .collect()
+    }
+
     fn paying_eur(&mut self, org: &OrgId) {
         let mut config = OrgConfig::defaults(org.clone(), eur(), EventTime(NOW));
         config
@@ -378,6 +394,36 @@ fn the_thousandth_payment_waiting_for_its_run_writes_no_more_state_than_the_firs
         0,
         "and nothing is left waiting"
     );
+}
+
+#[test]
+fn a_run_of_more_payments_than_one_instruction_carries_goes_out_as_several_the_bank_can_read() {
+    let mut h = Harness::new();
+    let org = h.paying_org();
+    for n in 1..=1_001 {
+        h.matched(&matched_invoice(n));
+    }
+    let payment: Payment = h
+        .store
+        .get(&payment_key(&org, &InvoiceId::from_u128(1_001)))
+        .unwrap()
+        .unwrap();
+    let due = payment.next_due().unwrap();
+    // One instruction of 1,001 payments was refused by its own readers (more than the 1,000
+    // entries the contract accepts): the bank connector dead-lettered the whole run.
+    let instructions = h.instructions_at(midnight(due));
+    let sizes: Vec<usize> = instructions.iter().map(|i| i.payments.len()).collect();
+    assert_eq!(sizes, vec![1_000, 1]);
+    assert_ne!(instructions[0].run_id, instructions[1].run_id);
+    for instruction in &instructions {
+        let sum: Decimal = instruction.payments.iter().map(|p| p.amount.amount()).sum();
+        assert_eq!(instruction.total.amount(), sum);
+    }
+    let paid: HashSet<&InvoiceId> = instructions
+        .iter()
+        .flat_map(|i| i.payments.iter().map(|p| &p.invoice))
+        .collect();
+    assert_eq!(paid.len(), 1_001, "each invoice paid once");
 }
 
 #[test]
