@@ -92,6 +92,10 @@ pub enum RuntimeError {
         changelog_partitions: i32,
         inputs: i32,
     },
+    #[error(
+        "the consumer group split partitions {partitions:?} of the input topics between members          for longer than {seconds} s: a key's records of one topic would be processed away from          its records of another. The runtime uses the `range` assignor, which never splits          co-partitioned topics; with `group.protocol = consumer` the broker assigns, so leave          `group.remote.assignor` unset (the runtime sets `range`) or set it to `range`"
+    )]
+    AssignmentSplit { partitions: Vec<i32>, seconds: u64 },
 }
 
 /// How long a transaction step (init, offsets, commit, abort) may take.
@@ -338,6 +342,8 @@ impl<T: Topology> Worker<T> {
         let topics = self.topology.input_topics();
         subscribe(&self.consumer, &topics)?;
         let mut restored: HashSet<i32> = HashSet::new();
+        // Since when the assignment has split co-partitioned partitions, if it does.
+        let mut split_since: Option<Instant> = None;
         // Ready (for /readyz) once it has partitions and their stores are restored.
         // `None` until it has partitions; then its announcement (none without metrics),
         // withdrawn when dropped, however the worker ends.
@@ -445,6 +451,22 @@ impl<T: Topology> Worker<T> {
             }
             blocking(|| owned.refresh(&self.consumer));
             aligner.retain(|topic, partition| owned.contains(topic, partition));
+            // Each partition number owned must be owned on every input topic (co-partitioned):
+            // a split assignment waits (an assignment arriving in steps), then stops the runtime.
+            let split = owned.split(&topics);
+            if !split.is_empty() {
+                let since = *split_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.config.max_task_idle {
+                    return Err(RuntimeError::AssignmentSplit {
+                        partitions: split.into_iter().collect(),
+                        seconds: self.config.max_task_idle.as_secs(),
+                    });
+                }
+                tracing::warn!(partitions = ?split, "the group's assignment splits co-partitioned partitions between members; waiting for it to settle");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            split_since = None;
             blocking(|| self.restore_assigned(&owned, &mut restored))?;
             if aligner.buffered() == 0
                 && last_record.elapsed() > FETCH_STALL
@@ -1303,6 +1325,22 @@ impl ConsumerContext for Revocations {
     }
 }
 
+/// The partition numbers of which `owned` holds some of `topics`' partitions but not all.
+fn split_partitions(
+    owned: &HashSet<(String, i32)>,
+    topics: &[String],
+) -> std::collections::BTreeSet<i32> {
+    owned
+        .iter()
+        .map(|(_, p)| *p)
+        .filter(|p| {
+            !topics
+                .iter()
+                .all(|topic| owned.contains(&(topic.clone(), *p)))
+        })
+        .collect()
+}
+
 /// The runtime's consumer settings: read_committed, offsets committed only by the runtime, a
 /// static member of the group when so configured. (The benchmark's baseline uses them too.)
 pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
@@ -1318,11 +1356,34 @@ pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
         // Range assigns the same partition numbers of co-partitioned topics to the same
         // member, which a join by key needs (cooperative-sticky does not promise that).
         .set("partition.assignment.strategy", "range");
+    // Under the consumer group protocol of KIP-848 the broker assigns, and ignores the
+    // setting above: its `range` assignor keeps co-partitioned topics together, `uniform`
+    // does not. An operator's choice stands (and is checked on each assignment).
+    let kip848 = config
+        .kafka
+        .get("group.protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("consumer"));
+    if kip848 {
+        consumer_config.remove("partition.assignment.strategy");
+        if !config.kafka.contains_key("group.remote.assignor") {
+            consumer_config.set("group.remote.assignor", "range");
+        }
+    }
     if !config.kafka.contains_key("fetch.wait.max.ms") {
         consumer_config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     }
+    // librdkafka prefetches up to 64 MiB per consumer under a backlog. A runtime's workers
+    // share that: with one consumer per worker, the whole would grow with the cores (the
+    // 10-million-open-PO benchmark went from 609 to 1,090 MiB with two workers).
+    if config.workers > 1 && !config.kafka.contains_key("queued.max.messages.kbytes") {
+        let share = PREFETCH_KBYTES / config.workers.min(64) as u64;
+        consumer_config.set("queued.max.messages.kbytes", share.to_string());
+    }
     consumer_config
 }
+
+/// librdkafka's default `queued.max.messages.kbytes`: what one consumer may prefetch.
+const PREFETCH_KBYTES: u64 = 65_536;
 
 fn consumer(config: &RuntimeConfig) -> Result<RuntimeConsumer, RuntimeError> {
     let consumer: RuntimeConsumer = consumer_settings(config)
@@ -1650,6 +1711,12 @@ impl Owned {
         !self.partitions.is_empty()
     }
 
+    /// The partition numbers owned on some of `topics` but not on all of them: a group
+    /// assignor that split co-partitioned topics between members.
+    fn split(&self, topics: &[String]) -> std::collections::BTreeSet<i32> {
+        split_partitions(&self.partitions, topics)
+    }
+
     /// The partition numbers owned, whatever the topic (co-partitioned: the same keys).
     fn partition_numbers(&self) -> std::collections::BTreeSet<i32> {
         self.partitions.iter().map(|(_, p)| *p).collect()
@@ -1935,6 +2002,72 @@ mod tests {
             }
             _ => panic!("the timers' panic is reported"),
         }
+    }
+
+    #[test]
+    fn an_assignment_owning_a_partition_number_on_some_inputs_only_is_split() {
+        let topics = vec!["po".to_owned(), "invoice".to_owned()];
+        let owned = |pairs: &[(&str, i32)]| -> HashSet<(String, i32)> {
+            pairs.iter().map(|(t, p)| ((*t).to_owned(), *p)).collect()
+        };
+        // What range gives: the same numbers of every topic.
+        let together = owned(&[("po", 0), ("invoice", 0), ("po", 2), ("invoice", 2)]);
+        assert!(split_partitions(&together, &topics).is_empty());
+        // What a uniform assignor may give: a topic's partitions on one member.
+        let apart = owned(&[("po", 0), ("po", 1), ("invoice", 1)]);
+        assert_eq!(split_partitions(&apart, &topics), BTreeSet::from([0]));
+        assert!(split_partitions(&HashSet::new(), &topics).is_empty());
+    }
+
+    #[test]
+    fn a_runtimes_workers_share_one_consumers_prefetch_unless_configured() {
+        let mut kafka = crate::config::KafkaProperties::new();
+        kafka.insert("bootstrap.servers".into(), "127.0.0.1:9092".into());
+        let mut config = RuntimeConfig::new("app", kafka, Default::default());
+        config.workers = 1;
+        assert_eq!(
+            consumer_settings(&config).get("queued.max.messages.kbytes"),
+            None
+        );
+        config.workers = 2;
+        assert_eq!(
+            consumer_settings(&config).get("queued.max.messages.kbytes"),
+            Some("32768")
+        );
+        config
+            .kafka
+            .insert("queued.max.messages.kbytes".into(), "100000".into());
+        assert_eq!(
+            consumer_settings(&config).get("queued.max.messages.kbytes"),
+            Some("100000")
+        );
+    }
+
+    #[test]
+    fn under_the_kip_848_protocol_the_broker_is_asked_for_its_range_assignor() {
+        let mut kafka = crate::config::KafkaProperties::new();
+        kafka.insert("bootstrap.servers".into(), "127.0.0.1:9092".into());
+        let classic = consumer_settings(&RuntimeConfig::new(
+            "app",
+            kafka.clone(),
+            Default::default(),
+        ));
+        assert_eq!(classic.get("partition.assignment.strategy"), Some("range"));
+        assert_eq!(classic.get("group.remote.assignor"), None);
+
+        kafka.insert("group.protocol".into(), "consumer".into());
+        let kip848 = consumer_settings(&RuntimeConfig::new(
+            "app",
+            kafka.clone(),
+            Default::default(),
+        ));
+        assert_eq!(kip848.get("partition.assignment.strategy"), None);
+        assert_eq!(kip848.get("group.remote.assignor"), Some("range"));
+
+        // An operator's choice stands; the assignment check catches a split it makes.
+        kafka.insert("group.remote.assignor".into(), "uniform".into());
+        let chosen = consumer_settings(&RuntimeConfig::new("app", kafka, Default::default()));
+        assert_eq!(chosen.get("group.remote.assignor"), Some("uniform"));
     }
 
     #[test]
