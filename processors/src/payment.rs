@@ -973,8 +973,10 @@ pub fn payment_runs(releases: Vec<Release>) -> Result<Vec<PaymentRun>, MoneyErro
         runs.entry(key).or_default().push(release);
     }
     let mut out = Vec::with_capacity(runs.len());
-    for ((org, currency, debtor_account, execution_date), releases) in runs {
-        for releases in releases.chunks(MAX_RUN_PAYMENTS) {
+    for ((org, currency, debtor_account, execution_date), mut releases) in runs {
+        while !releases.is_empty() {
+            // The first MAX_RUN_PAYMENTS in order, moved (not copied) into this run.
+            let rest = releases.split_off(releases.len().min(MAX_RUN_PAYMENTS));
             let total = releases
                 .iter()
                 .try_fold(Money::zero(currency), |sum, r| sum.checked_add(r.amount))?;
@@ -983,7 +985,7 @@ pub fn payment_runs(releases: Vec<Release>) -> Result<Vec<PaymentRun>, MoneyErro
                 currency,
                 debtor_account: debtor_account.clone(),
                 execution_date,
-                releases: releases.to_vec(),
+                releases: std::mem::replace(&mut releases, rest),
                 total,
             });
         }
