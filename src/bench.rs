@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// How long a batch waits to fill, in ms; default: the runtime's.
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Workers per topology (partitions processed in parallel); default: the runtime's.
+    #[arg(long)]
+    workers: Option<usize>,
     /// Records per second in the latency phase; default: half the exactly-once throughput.
     #[arg(long)]
     rate: Option<f64>,
@@ -110,6 +113,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         generator,
         partitions: args.partitions,
         max_batch: args.max_batch.unwrap_or(defaults.max_batch),
+        workers: args.workers.unwrap_or(defaults.workers).max(1),
         batch_linger: args
             .linger_ms
             .map_or(defaults.batch_linger, Duration::from_millis),

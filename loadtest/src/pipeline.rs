@@ -168,6 +168,8 @@ pub struct PipelineSettings {
     pub max_batch: usize,
     pub batch_linger: Duration,
     pub timer_interval: Duration,
+    /// Workers per runtime.
+    pub workers: usize,
 }
 
 impl PipelineSettings {
@@ -181,6 +183,7 @@ impl PipelineSettings {
             max_batch: defaults.max_batch,
             batch_linger: defaults.batch_linger,
             timer_interval: defaults.timer_interval,
+            workers: defaults.workers,
         }
     }
 
@@ -191,6 +194,7 @@ impl PipelineSettings {
             max_batch: self.max_batch,
             batch_linger: self.batch_linger,
             timer_interval: self.timer_interval,
+            workers: self.workers,
             ..RuntimeConfig::new(
                 &format!("{}-{role}", self.application_id),
                 kafka.clone(),
