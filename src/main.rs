@@ -152,6 +152,19 @@ enum AdminCommand {
         #[arg(long, default_value_t = 1)]
         replication: i32,
     },
+    /// Grow every P2P topic and changelog to `--to` partitions. With `--dry-run`, reads the
+    /// changelogs and prints which key groups and how many orgs would move where, and how
+    /// much state; shrinking is refused.
+    GrowPartitions {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new partition count, more than the topics have.
+        #[arg(long)]
+        to: u32,
+        /// Plan only: print what would move, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[tokio::main]
@@ -256,6 +269,44 @@ async fn main() -> anyhow::Result<()> {
                 println!("created {} topic(s): {}", created.len(), created.join(", "));
             }
             Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::GrowPartitions {
+                    config,
+                    to,
+                    dry_run,
+                },
+        } => {
+            let config = config::PipelineConfig::load(&config)?;
+            config.check_cluster(&[], &[]).await?;
+            let changelogs: Vec<String> = ["match", "procurement", "payment"]
+                .iter()
+                .map(|topology| config.runtime_config(topology).changelog_topic(topology))
+                .collect();
+            let kafka = config.kafka.clone();
+            let topics = config.topics.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                p2p_topologies::admin::plan_growth(
+                    &kafka,
+                    &topics,
+                    &changelogs,
+                    to,
+                    std::time::Duration::from_secs(600),
+                )
+            })
+            .await??;
+            println!("{}", p2p_topologies::growth::describe(report.growth));
+            for plan in &report.plans {
+                print!("{plan}");
+            }
+            for absent in &report.absent {
+                println!("{absent}: not there (no state kept exactly once yet): nothing to move");
+            }
+            if dry_run {
+                return Ok(());
+            }
+            Err(p2p_topologies::admin::GrowError::NotYetCarriedOut.into())
         }
         Command::BankConnector { config } => {
             let config = p2p_connectors::connector::ConnectorConfig::load(&config)?;

@@ -25,6 +25,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         partitions: 2,
         max_batch: 500,
         batch_linger: Duration::from_millis(20),
+        workers: 2,
         rate: Some(200.0),
         open_pos: 3_000,
         phases: Phases::ALL,

@@ -149,7 +149,7 @@ pub fn count_topic(
 }
 
 /// Hands every record of `topic` committed so far to `each`, in each partition's order.
-fn scan_topic(
+pub fn scan_topic(
     kafka: &KafkaProperties,
     topic: &str,
     timeout: Duration,

@@ -12,6 +12,7 @@ pub mod changelog;
 pub mod cluster;
 pub mod config;
 pub mod dlq;
+pub mod growth;
 pub mod kafka;
 pub mod metrics;
 pub mod record;

@@ -59,3 +59,102 @@ pub async fn create_topics(
 pub async fn delete_topics(kafka: &KafkaProperties, topics: &Topics) -> Result<(), KafkaError> {
     delete_topic_names(kafka, &topics.all()).await
 }
+
+/// Why `grow-partitions` did not plan or carry out a growth.
+#[derive(Debug, thiserror::Error)]
+pub enum GrowError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Growth(#[from] p2p_engine::growth::GrowthError),
+    #[error("input topics missing: {}", .0.join(", "))]
+    MissingTopics(Vec<String>),
+    #[error(
+        "the input topics do not share one partition count ({0}): an earlier growth was left \
+         half done, or another tool changed them; every input must have the same count first"
+    )]
+    NotCoPartitioned(String),
+    #[error(
+        "growing is planned only (--dry-run) for now: the runtimes do not yet move state to \
+         new partitions, and stop with PartitionCountChanged when an input grows (issue 25, \
+         ADR 0025)"
+    )]
+    NotYetCarriedOut,
+}
+
+/// What growing every P2P topic to `to` partitions would move: the growth (from the inputs'
+/// shared count), and for each of `changelogs` that exists, its plan.
+pub struct GrowthReport {
+    pub growth: p2p_engine::growth::Growth,
+    pub plans: Vec<p2p_engine::growth::GrowthPlan>,
+    /// Changelogs not there (a topology that never ran exactly once): no state to move.
+    pub absent: Vec<String>,
+}
+
+/// Plans the growth of `topics` to `to` partitions: reads the inputs' partition counts (they
+/// must share one), then each changelog's live state to its end.
+pub fn plan_growth(
+    kafka: &KafkaProperties,
+    topics: &Topics,
+    changelogs: &[String],
+    to: u32,
+    timeout: std::time::Duration,
+) -> Result<GrowthReport, GrowError> {
+    use p2p_engine::growth::{ChangelogCensus, Growth};
+    let inputs = topics.inputs();
+    let mut wanted: Vec<&str> = inputs.clone();
+    wanted.extend(changelogs.iter().map(String::as_str));
+    let counts = partition_counts(kafka, &wanted)?;
+    let mut missing: Vec<String> = inputs
+        .iter()
+        .filter(|t| counts.get(**t).copied().unwrap_or(0) == 0)
+        .map(|t| (*t).to_owned())
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(GrowError::MissingTopics(missing));
+    }
+    let shared: std::collections::BTreeSet<i32> = inputs.iter().map(|t| counts[*t]).collect();
+    if shared.len() > 1 {
+        let mut listed: Vec<String> = inputs
+            .iter()
+            .map(|t| format!("{t}: {}", counts[*t]))
+            .collect();
+        listed.sort();
+        return Err(GrowError::NotCoPartitioned(listed.join(", ")));
+    }
+    let from = shared.into_iter().next().unwrap_or(0).max(0) as u32;
+    let growth = Growth::new(from, to)?;
+    let mut plans = Vec::new();
+    let mut absent = Vec::new();
+    for changelog in changelogs {
+        if counts.get(changelog).copied().unwrap_or(0) == 0 {
+            absent.push(changelog.clone());
+            continue;
+        }
+        plans.push(ChangelogCensus::read(kafka, changelog, timeout)?.plan(growth));
+    }
+    Ok(GrowthReport {
+        growth,
+        plans,
+        absent,
+    })
+}
+
+/// Each of `topics`' partition count (absent: not there), from one metadata request.
+fn partition_counts(
+    kafka: &KafkaProperties,
+    topics: &[&str],
+) -> Result<std::collections::HashMap<String, i32>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config(kafka).create()?;
+    let metadata = consumer.fetch_metadata(None, std::time::Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.contains(&t.name()) && t.error().is_none())
+        .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+        .collect())
+}

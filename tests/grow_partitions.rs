@@ -1,0 +1,135 @@
+//! `p2p admin grow-partitions` on the real broker (issue 25, ADR 0025): after the match has
+//! decided a generated stream on 4 partitions, `--dry-run` plans growing to 8 and to 12 from
+//! the match's changelog (every org whose partition changes moves, no other), shrinking is
+//! refused, and the growth itself is refused, changing nothing, until the runtimes move state.
+
+mod common;
+
+use common::{kafka, registry_codec, services, wait_for, Pipeline, TestTopics};
+use p2p_loadtest::audit::audit;
+use p2p_loadtest::bench::recent;
+use p2p_loadtest::generator::Payload;
+use p2p_loadtest::produce::{erp_producer, produce_scenario};
+use p2p_loadtest::{GeneratorConfig, Scenario};
+use p2p_state::murmur2::partition_for;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn grow(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(["admin", "grow-partitions", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("p2p admin grow-partitions runs")
+}
+
+/// The orgs of `orgs` whose partition differs between `from` and `to` partitions.
+fn moving(orgs: &BTreeSet<String>, from: u32, to: u32) -> usize {
+    orgs.iter()
+        .filter(|o| partition_for(o.as_bytes(), from) != partition_for(o.as_bytes(), to))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is_refused() {
+    let topics = TestTopics::create("grow", 4).await;
+    let app = format!("p2p-grow-{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = toml::Table::new();
+    config.insert("application_id".into(), app.clone().into());
+    config.insert("state_dir".into(), dir.path().display().to_string().into());
+    config.insert(
+        "schema_registry_url".into(),
+        services().registry_url.clone().into(),
+    );
+    config.insert("kafka".into(), toml::Value::try_from(kafka()).unwrap());
+    config.insert("topics".into(), toml::Value::try_from(&*topics).unwrap());
+    let config_path = dir.path().join("pipeline.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+
+    let scenario = Scenario::generate(&recent(&GeneratorConfig {
+        seed: 25,
+        orgs: 16,
+        pos_per_org: 4,
+        org_size_skew: 0.0,
+        ..GeneratorConfig::default()
+    }));
+    let orgs: BTreeSet<String> = scenario
+        .records
+        .iter()
+        .filter(|r| matches!(r.payload, Payload::Document(..)))
+        .map(|r| r.key.clone())
+        .collect();
+    let codec = registry_codec();
+    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &scenario)
+        .await
+        .expect("the stream is produced");
+    // The match as the configuration's pipeline runs it: its changelog is the one planned.
+    let pipeline = Pipeline::start_as(&format!("{app}-match"), &topics, codec.clone());
+    wait_for(&topics, &codec, "every invoice as planted", |o| {
+        audit(&scenario.planted, o).passed()
+    })
+    .await;
+    pipeline.stop().await;
+
+    let changelog = format!("{app}-match-match-changelog");
+    for (to, header) in [
+        (
+            8,
+            "growing from 4 to 8 partitions: 512 of the 1024 key groups move whole",
+        ),
+        (
+            12,
+            "growing from 4 to 12 partitions: 12 does not divide 1024",
+        ),
+    ] {
+        let output = grow(&config_path, &["--to", &to.to_string(), "--dry-run"]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(header), "{stdout}");
+        let movers = moving(&orgs, 4, to);
+        assert!(
+            movers > 0 && movers < orgs.len(),
+            "{movers} of {} orgs",
+            orgs.len()
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{changelog}:")))
+            .unwrap_or_else(|| panic!("no plan of {changelog}: {stdout}"));
+        assert!(
+            line.contains(&format!("keys of {movers} owners move")),
+            "{movers} orgs change partition from 4 to {to}: {line}"
+        );
+        // Procurement and payment never ran: no changelog, nothing to move.
+        assert!(
+            stdout.contains(&format!(
+                "{app}-procurement-procurement-changelog: not there"
+            )),
+            "{stdout}"
+        );
+    }
+
+    let shrink = grow(&config_path, &["--to", "2", "--dry-run"]);
+    assert!(!shrink.status.success());
+    let stderr = String::from_utf8_lossy(&shrink.stderr);
+    assert!(stderr.contains("shrinking is refused"), "{stderr}");
+
+    let real = grow(&config_path, &["--to", "8"]);
+    assert!(!real.status.success());
+    let stderr = String::from_utf8_lossy(&real.stderr);
+    assert!(stderr.contains("planned only"), "{stderr}");
+    // Nothing grew.
+    let again = grow(&config_path, &["--to", "8", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("growing from 4 to 8"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}
