@@ -1558,6 +1558,68 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
     assert!(!state.path().join("worker-1").exists());
 }
 
+/// Under the KIP-848 consumer group protocol the broker assigns, not the client's `range`
+/// assignor: the runtime asks for the broker's `range`, which keeps each partition number of
+/// the co-partitioned inputs on one member, and checks every assignment (a split would stop
+/// it). Two instances of two workers each share the partitions, and the stream ends as planted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_kip_848_protocol_two_instances_keep_each_orgs_records_together() {
+    let topics = TestTopics::create("kip-848", 4).await;
+    let codec = registry_codec();
+    let scenario = Scenario::generate(&GeneratorConfig {
+        seed: 13,
+        orgs: 8,
+        pos_per_org: 10,
+        ..GeneratorConfig::default()
+    });
+    let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+    let instance = |id: &str| {
+        let mut kafka = kafka();
+        kafka.insert("group.protocol".into(), "consumer".into());
+        let state = tempfile::tempdir().unwrap();
+        let mut config = p2p_topologies::MatchConfig::new(&app, kafka, state.path().to_path_buf());
+        config.topics = (*topics).clone();
+        config.runtime.workers = 2;
+        config.runtime.instance_id = id.to_owned();
+        config.runtime.static_membership = false;
+        let metrics = p2p_topologies::Metrics::new(1).unwrap();
+        let runtime = p2p_topologies::MatchRuntime::for_match(config, codec.clone())
+            .unwrap()
+            .with_metrics(metrics.clone());
+        (Pipeline::run(runtime, state), metrics)
+    };
+    let (first, first_ready) = instance("a");
+    let (second, second_ready) = instance("b");
+    // Both hold partitions (ready: assigned and restored) before the stream comes.
+    poll(
+        "both instances holding partitions",
+        || async { (first_ready.ready(), second_ready.ready()) },
+        |ready| *ready == (true, true),
+    )
+    .await;
+    let producer = erp_producer(&kafka()).unwrap();
+    produce_scenario(&producer, &codec, &topics, &scenario)
+        .await
+        .expect("produced");
+    let decided = scenario
+        .planted
+        .iter()
+        .filter(|(_, p)| *p != p2p_loadtest::Planted::Pending)
+        .count();
+    let observed = wait_for(&topics, &codec, "every decided invoice", |o| {
+        o.matched.len() + o.exceptions.len() >= decided
+    })
+    .await;
+    // Both stop cleanly: neither met a split assignment.
+    let stats = [first.stop().await, second.stop().await];
+    let report = audit(&scenario.planted, &observed);
+    assert!(report.passed(), "{:#?}", report.disagreements);
+    assert!(
+        stats.iter().all(|s| s.records_in > 0),
+        "both instances held partitions: {stats:?}"
+    );
+}
+
 /// The members of consumer group `group` that hold at least one partition.
 fn members_holding_partitions(group: &str) -> usize {
     use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -846,11 +846,16 @@ impl<T: Topology> Worker<T> {
         restored: &mut HashSet<i32>,
         paused: &mut HashSet<(String, i32)>,
     ) -> bool {
-        let revoked: HashSet<(String, i32)> = self.consumer.context().take().into_iter().collect();
+        let (rebalanced, revoked) = self.consumer.context().take();
         if revoked.is_empty() {
-            return false;
+            // Partitions only given (an incremental rebalance): nothing to forget, but the
+            // partition counts are looked at again.
+            return rebalanced;
         }
-        paused.clear();
+        let revoked: HashSet<(String, i32)> = revoked.into_iter().collect();
+        // Every partition under the eager protocol; under the incremental one those kept
+        // stay paused in librdkafka, so they stay known as paused here.
+        paused.retain(|partition| !revoked.contains(partition));
         tracing::info!(
             topology = self.topology.name(),
             partitions = revoked.len(),
@@ -1270,15 +1275,31 @@ type RuntimeConsumer = StreamConsumer<Revocations>;
 /// taken away and given back before the runtime noticed: what the runtime buffered of a
 /// revoked partition is fetched again (processing the buffered copy too would do it twice),
 /// and its store may have missed what another owner committed meanwhile.
-#[derive(Default)]
 struct Revocations {
     revoked: std::sync::Mutex<Vec<(String, i32)>>,
+    /// A rebalance ran (partitions given, taken or both) since the last look.
+    rebalanced: std::sync::atomic::AtomicBool,
+    /// The group rebalances incrementally (KIP-848's consumer protocol): a rebalance names
+    /// only the partitions given or taken, and the others stay as they were, paused or not.
+    incremental: bool,
 }
 
 impl Revocations {
-    /// The partitions revoked since the last call.
-    fn take(&self) -> Vec<(String, i32)> {
-        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    fn new(incremental: bool) -> Self {
+        Revocations {
+            revoked: std::sync::Mutex::default(),
+            rebalanced: std::sync::atomic::AtomicBool::new(false),
+            incremental,
+        }
+    }
+
+    /// Whether a rebalance ran since the last call, and the partitions it revoked.
+    fn take(&self) -> (bool, Vec<(String, i32)>) {
+        let rebalanced = self
+            .rebalanced
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        let revoked = std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        (rebalanced || !revoked.is_empty(), revoked)
     }
 }
 
@@ -1286,23 +1307,30 @@ impl ClientContext for Revocations {}
 
 impl ConsumerContext for Revocations {
     // Runs inside the consumer's poll (the runtime's `recv`): every record that poll or a later
-    // one returns is of the new assignment. The runtime always uses the eager `range`
-    // assignor, so it assigns and unassigns in full. (rust-rdkafka's default asks librdkafka
-    // for the rebalance protocol first, a call that never returns once the consumer is being
-    // closed mid-rebalance: a runtime that stopped during a rebalance hung in its drop.)
+    // one returns is of the new assignment. Under the classic protocol the runtime uses the
+    // eager `range` assignor, so it assigns and unassigns in full; under KIP-848's consumer
+    // protocol it assigns and unassigns the partitions named (librdkafka refuses a full
+    // assign there). The protocol is known from the configuration: rust-rdkafka's default
+    // asks librdkafka for it, a call that never returns once the consumer is being closed
+    // mid-rebalance (a runtime that stopped during a rebalance hung in its drop).
     fn rebalance(
         &self,
         base_consumer: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
+        self.rebalanced
+            .store(true, std::sync::atomic::Ordering::Release);
         let assigned = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // A partition paused under an earlier assignment would stay paused: the
                 // runtime forgets what it paused when it sees the rebalance.
-                base_consumer
-                    .assign(partitions)
-                    .and_then(|()| base_consumer.resume(partitions))
+                if self.incremental {
+                    base_consumer.incremental_assign(partitions)
+                } else {
+                    base_consumer.assign(partitions)
+                }
+                .and_then(|()| base_consumer.resume(partitions))
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
@@ -1312,11 +1340,19 @@ impl ConsumerContext for Revocations {
                         .iter()
                         .map(|e| (e.topic().to_owned(), e.partition())),
                 );
-                base_consumer.unassign()
+                if self.incremental {
+                    base_consumer.incremental_unassign(partitions)
+                } else {
+                    base_consumer.unassign()
+                }
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance failed; giving up the assignment");
-                base_consumer.unassign()
+                if self.incremental {
+                    base_consumer.incremental_unassign(partitions)
+                } else {
+                    base_consumer.unassign()
+                }
             }
         };
         if let Err(error) = assigned {
@@ -1359,11 +1395,7 @@ pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
     // Under the consumer group protocol of KIP-848 the broker assigns, and ignores the
     // setting above: its `range` assignor keeps co-partitioned topics together, `uniform`
     // does not. An operator's choice stands (and is checked on each assignment).
-    let kip848 = config
-        .kafka
-        .get("group.protocol")
-        .is_some_and(|p| p.eq_ignore_ascii_case("consumer"));
-    if kip848 {
+    if is_kip848(&config.kafka) {
         consumer_config.remove("partition.assignment.strategy");
         if !config.kafka.contains_key("group.remote.assignor") {
             consumer_config.set("group.remote.assignor", "range");
@@ -1382,12 +1414,20 @@ pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
     consumer_config
 }
 
+/// Whether the consumers join under KIP-848's consumer group protocol (`group.protocol =
+/// consumer`): the broker assigns, incrementally.
+fn is_kip848(kafka: &crate::KafkaProperties) -> bool {
+    kafka
+        .get("group.protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("consumer"))
+}
+
 /// librdkafka's default `queued.max.messages.kbytes`: what one consumer may prefetch.
 const PREFETCH_KBYTES: u64 = 65_536;
 
 fn consumer(config: &RuntimeConfig) -> Result<RuntimeConsumer, RuntimeError> {
     let consumer: RuntimeConsumer = consumer_settings(config)
-        .create_with_context(Revocations::default())
+        .create_with_context(Revocations::new(is_kip848(&config.kafka)))
         .map_err(|source| RuntimeError::Client {
             client: "consumer",
             source,
