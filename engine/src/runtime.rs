@@ -467,7 +467,13 @@ impl<T: Topology> Worker<T> {
                 continue;
             }
             split_since = None;
-            blocking(|| self.restore_assigned(&owned, &mut restored))?;
+            let mut keep_member = || self.poll_while_restoring(&mut aligner, &mut paused);
+            blocking(|| self.restore_assigned(&owned, &mut restored, &mut keep_member))?;
+            if self.consumer.context().pending() {
+                // A rebalance ran during the restore: it is applied before any batch.
+                full = true;
+                continue;
+            }
             if aligner.buffered() == 0
                 && last_record.elapsed() > FETCH_STALL
                 && blocking(|| owned.fetch_stalled(&self.consumer))
@@ -701,6 +707,7 @@ impl<T: Topology> Worker<T> {
         &self,
         owned: &Owned,
         restored: &mut HashSet<i32>,
+        keep_member: &mut dyn FnMut(),
     ) -> Result<(), RuntimeError> {
         let Some((topic, partitions)) = &self.changelog else {
             // At least once: no changelog to restore from; the shared store holds what the
@@ -732,6 +739,10 @@ impl<T: Topology> Worker<T> {
         let mut total = 0u64;
         let mut progress = |applied: u64, remaining: i64| {
             total += applied;
+            // A restore may take longer than max.poll.interval.ms: the group consumer is
+            // polled between RocksDB batches, as Kafka Streams polls while it restores, or
+            // librdkafka would leave the group and the restore would start over elsewhere.
+            keep_member();
             if let Some(metrics) = &self.metrics {
                 metrics.restoring(name, applied, remaining);
             }
@@ -777,6 +788,22 @@ impl<T: Topology> Worker<T> {
         restored.extend(new);
         self.serve_only(restored.clone(), *partitions);
         Ok(())
+    }
+
+    /// Polls the group consumer without waiting, buffering what it returns (the partitions it
+    /// fills are paused as usual): a member that polls stays in its group.
+    fn poll_while_restoring(&self, aligner: &mut Aligner, paused: &mut HashSet<(String, i32)>) {
+        // Bounded: librdkafka's prefetch, and the pauses, bound what can come.
+        for _ in 0..PARTITION_BUFFER {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => self.buffer(aligner, paused, &message),
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "the consumer reports an error while restoring");
+                    break;
+                }
+                None => break,
+            }
+        }
     }
 
     /// Buffers `message`, and pauses its partition once it holds `PARTITION_BUFFER` records.
@@ -853,6 +880,10 @@ impl<T: Topology> Worker<T> {
             return rebalanced;
         }
         let revoked: HashSet<(String, i32)> = revoked.into_iter().collect();
+        self.stats.add(&StatsSnapshot {
+            counts: [("rebalances that took partitions", 1)].into(),
+            ..StatsSnapshot::default()
+        });
         // Every partition under the eager protocol; under the incremental one those kept
         // stay paused in librdkafka, so they stay known as paused here.
         paused.retain(|partition| !revoked.contains(partition));
@@ -1291,6 +1322,11 @@ impl Revocations {
             rebalanced: std::sync::atomic::AtomicBool::new(false),
             incremental,
         }
+    }
+
+    /// Whether a rebalance ran since the last look, without taking it.
+    fn pending(&self) -> bool {
+        self.rebalanced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether a rebalance ran since the last call, and the partitions it revoked.
