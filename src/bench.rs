@@ -40,7 +40,8 @@ pub struct BenchArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// Phases to run (comma-separated): baseline, exactly-once, at-least-once, latency, and
-    /// open-pos (not by default: it loads `--open-pos` POs, and takes minutes).
+    /// open-pos (not by default: it loads `--open-pos` POs, and takes minutes) and scale (not by
+    /// default: instances 1 -> 3 -> 1 under a fixed-rate stream for about two minutes).
     #[arg(
         long,
         value_delimiter = ',',
@@ -73,6 +74,7 @@ enum Phase {
     AtLeastOnce,
     Latency,
     OpenPos,
+    Scale,
 }
 
 fn kafka_property(arg: &str) -> Result<(String, String), String> {
@@ -125,6 +127,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             at_least_once: args.phases.contains(&Phase::AtLeastOnce),
             latency: args.phases.contains(&Phase::Latency),
             open_pos: args.phases.contains(&Phase::OpenPos),
+            scale: args.phases.contains(&Phase::Scale),
         },
         out_dir: args.out.clone(),
         limit: Duration::from_secs(args.limit_secs),

@@ -46,6 +46,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
             "exactly-once",
             "at-least-once",
             "latency",
+            "scale",
             "open-pos"
         ]
     );
@@ -93,7 +94,10 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         "the pipeline ran once, exactly once, over the stream of its first 20 orgs",
         "## Memory with open POs in state",
         "| 3000 |",
-        "Passed: warm-up, exactly-once, at-least-once, latency, open-pos.",
+        "## Scaling instances under load",
+        "| 1 -> 3 |",
+        "| 3 -> 1 |",
+        "Passed: warm-up, exactly-once, at-least-once, latency, scale, open-pos.",
     ] {
         assert!(
             report.contains(expected),
@@ -106,8 +110,14 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
     let targets = results.targets();
     let met = targets.iter().filter(|t| t.met.is_some()).count();
     assert_eq!(
-        met, 3,
-        "three targets are judged at any scale, the 10M-PO one only at 10M"
+        met, 4,
+        "four targets are judged at any scale, the 10M-PO one only at 10M"
+    );
+    let scale = results.scale.as_ref().expect("the scale phase ran");
+    assert_eq!(scale.moves.len(), 2);
+    assert!(
+        scale.moves.iter().any(|m| !m.pauses.is_empty()),
+        "outputs were read during the moves: {scale:?}"
     );
     let rss = targets.iter().find(|t| t.name.starts_with("RSS")).unwrap();
     assert!(rss.measured.contains("with 3000 open POs"), "{rss:?}");

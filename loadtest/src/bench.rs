@@ -70,6 +70,8 @@ pub struct Phases {
     pub latency: bool,
     /// The pipeline's memory with `open_pos` POs in its state.
     pub open_pos: bool,
+    /// Instances added and removed (1 -> 3 -> 1) under a fixed-rate stream: the pauses.
+    pub scale: bool,
 }
 
 impl Phases {
@@ -79,6 +81,7 @@ impl Phases {
         at_least_once: true,
         latency: true,
         open_pos: true,
+        scale: true,
     };
 }
 
@@ -199,6 +202,7 @@ pub struct BenchResults {
     pub at_least_once: Option<Throughput>,
     pub latency: Option<LatencyRun>,
     pub open_pos: Option<StateRun>,
+    pub scale: Option<crate::scale::ScaleRun>,
     /// Phases whose outputs were audited and passed.
     pub audited: Vec<&'static str>,
 }
@@ -372,6 +376,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchResults, BenchError> {
         at_least_once: None,
         latency: None,
         open_pos: None,
+        scale: None,
         audited: Vec::new(),
     };
     let outcome = run_phases(&config, &scenario, &tag, &mut results).await;
@@ -394,7 +399,7 @@ async fn run_phases(
     let p = config.phases;
     let warm_up = config.warm_up && (p.baseline || p.exactly_once || p.at_least_once || p.latency);
     // The stream of the first orgs: the warm-up's, and the latency phase's.
-    let sample = (warm_up || p.latency).then(|| {
+    let sample = (warm_up || p.latency || p.scale).then(|| {
         Scenario::generate(&recent(&GeneratorConfig {
             orgs: config.generator.orgs.min(SAMPLE_ORGS),
             ..config.generator.clone()
@@ -456,6 +461,21 @@ async fn run_phases(
             run.latencies.all.len()
         );
         results.latency = Some(run);
+    }
+    if let (true, Some(sample)) = (config.phases.scale, &sample) {
+        let run = scale(config, sample, tag).await?;
+        results.audited.push(SCALE);
+        println!(
+            "scale (exactly once, {} records at {:.0}/s, instances 1 -> 3 -> 1): longest pause \
+             {} ms (longest wait before any move {} ms); restored {} then {} changelog records",
+            run.records,
+            run.rate,
+            run.longest_pause_ms(),
+            run.steady_gap_ms,
+            run.moves[0].restored,
+            run.moves[1].restored
+        );
+        results.scale = Some(run);
     }
     if config.phases.open_pos {
         let run = open_pos(config, tag).await?;
@@ -1004,4 +1024,160 @@ mod tests {
         assert_eq!(busy_of_proc_stat("cpu 1 2 x 4"), None);
         assert_eq!(busy_of_proc_stat("cpu 1 2"), None);
     }
+}
+
+/// The scale phase's name.
+const SCALE: &str = "scale";
+/// How long the scale phase's feed lasts unless `--rate` says otherwise: long enough for a
+/// move's pauses to show after it.
+const SCALE_FEED: Duration = Duration::from_secs(120);
+
+/// Changelog records an instance's runtimes restored so far.
+fn restored(progress: &Progress) -> u64 {
+    const RESTORED: &str = "changelog records restored";
+    progress.matching.get(RESTORED)
+        + progress.procurement.get(RESTORED)
+        + progress.payment.get(RESTORED)
+}
+
+/// What several instances did, added up.
+fn sum(parts: &[&Progress]) -> Progress {
+    let totals: [p2p_topologies::Stats; 3] = Default::default();
+    for part in parts {
+        totals[0].add(&part.matching);
+        totals[1].add(&part.procurement);
+        totals[2].add(&part.payment);
+    }
+    Progress {
+        ready: parts.iter().all(|p| p.ready),
+        matching: totals[0].snapshot(),
+        procurement: totals[1].snapshot(),
+        payment: totals[2].snapshot(),
+    }
+}
+
+/// Instances added and removed, 1 -> 3 at a fifth of the feed and 3 -> 1 at half of it (the
+/// two leave gracefully), while `scenario` is fed at a fixed rate; then audited.
+async fn scale(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+) -> Result<crate::scale::ScaleRun, BenchError> {
+    use crate::pipeline::Instance;
+    use crate::scale::{pauses, percentiles, ScaleMove, ScaleRun};
+    let topics = phase_topics(config, scenario, tag, SCALE, true).await?;
+    let records = scenario.records.len() as u64;
+    let rate = config
+        .rate
+        .unwrap_or(records as f64 / SCALE_FEED.as_secs_f64())
+        .max(1.0);
+    let feeding = Duration::from_secs_f64(records as f64 / rate);
+    let expected = Expected::of(scenario);
+    let states = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let instance = |i: usize| {
+        let settings = PipelineSettings {
+            instance_id: format!("{SCALE}-{i}"),
+            ..settings(config, tag, SCALE, Guarantee::ExactlyOnce, states[i].path())
+        };
+        Instance::start(&config.kafka, config.codec.clone(), &topics, &settings)
+    };
+    let first = instance(0)?;
+    let waited = Instant::now();
+    while !first.progress().ready {
+        if waited.elapsed() > Duration::from_secs(60) || first.ended() {
+            return Err(BenchError::NotReady {
+                phase: SCALE,
+                limit: Duration::from_secs(60),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let outputs: Vec<String> = topics.outputs().into_iter().map(str::to_owned).collect();
+    let reader = spawn_reader(&config.kafka, outputs, stop.clone());
+    let clock = Instant::now();
+    let feed = {
+        let (kafka, codec, topics) = (config.kafka.clone(), config.codec.clone(), topics.clone());
+        let records = scenario.records.clone();
+        tokio::spawn(async move {
+            let producer = erp_producer(&kafka)?;
+            produce_at_rate(&producer, &codec, &topics, &records, rate, |_| {}).await
+        })
+    };
+    let bar = bar(config, SCALE, 3);
+    tokio::time::sleep_until((clock + feeding / 5).into()).await;
+    let out_at = clock.elapsed();
+    let before_out = restored(&first.progress());
+    let (second, third) = (instance(1)?, instance(2)?);
+    bar.inc(1);
+    tokio::time::sleep_until((clock + feeding / 2).into()).await;
+    let in_at = clock.elapsed();
+    let restored_out = restored(&first.progress()) - before_out
+        + restored(&second.progress())
+        + restored(&third.progress());
+    let before_in = restored(&first.progress());
+    let left = [second.stop().await?, third.stop().await?];
+    bar.inc(1);
+    feed.await
+        .map_err(|e| BenchError::Thread(e.to_string()))??;
+    let limit = config.limit + feeding;
+    let mut completed = false;
+    while clock.elapsed() < limit && !first.ended() {
+        let now = first.progress();
+        if expected.reached(&topics, &sum(&[&now, &left[0], &left[1]])) {
+            completed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restored_in = restored(&first.progress()) - before_in;
+    let last = first.stop().await?;
+    bar.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
+    let latencies = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .map_err(|e| BenchError::Thread(e.to_string()))?
+        .map_err(|_| BenchError::Thread("the scale phase's reader panicked".into()))??;
+    if !completed {
+        return Err(BenchError::TooSlow {
+            phase: SCALE,
+            limit,
+            shortfall: expected.shortfall(&sum(&[&last, &left[0], &left[1]])),
+        });
+    }
+    audit(config, scenario, &topics, SCALE).await?;
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    let end = millis(clock.elapsed());
+    let steady_gap_ms = pauses(&latencies, 0, millis(out_at))
+        .into_values()
+        .max()
+        .unwrap_or(0);
+    let window = |from: Duration, to: u32, change: &str, restored: u64| {
+        let (p99_ms, max_ms) = percentiles(
+            &latencies,
+            from.as_secs() as usize,
+            (to / 1000 + 1) as usize,
+        );
+        ScaleMove {
+            change: change.to_owned(),
+            at: from,
+            pauses: pauses(&latencies, millis(from), to),
+            restored,
+            p99_ms,
+            max_ms,
+        }
+    };
+    Ok(ScaleRun {
+        records,
+        rate,
+        steady_gap_ms,
+        moves: vec![
+            window(out_at, millis(in_at), "1 -> 3", restored_out),
+            window(in_at, end, "3 -> 1", restored_in),
+        ],
+    })
 }

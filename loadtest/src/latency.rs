@@ -28,6 +28,11 @@ pub struct Latencies {
     pub all: Histogram<u64>,
     /// Per second since the reader started: outputs read, and their latencies.
     pub per_second: Vec<Histogram<u64>>,
+    /// Per partition number (outputs are keyed by org, so on the partition number of the
+    /// inputs they came of): when each of its outputs was read, in ms since the reader
+    /// started, in order, and its latency in ms. Under a steady feed, a partition whose
+    /// topology stood still for a while shows it as the latency of its next outputs.
+    pub reads: std::collections::BTreeMap<i32, Vec<(u32, u32)>>,
 }
 
 impl Latencies {
@@ -75,6 +80,7 @@ fn read(
     let mut latencies = Latencies {
         all: histogram(),
         per_second: Vec::new(),
+        reads: std::collections::BTreeMap::new(),
     };
     // Once stopped: where each partition ends, then read up to there.
     let mut ends: Option<Vec<((String, i32), i64)>> = None;
@@ -87,6 +93,14 @@ fn read(
             Some(Ok(message)) => {
                 let read_at = now_millis();
                 if let Some(timestamp) = message.timestamp().to_millis() {
+                    latencies
+                        .reads
+                        .entry(message.partition())
+                        .or_default()
+                        .push((
+                            u32::try_from((read_at - started).max(0)).unwrap_or(u32::MAX),
+                            u32::try_from((read_at - timestamp).max(0)).unwrap_or(u32::MAX),
+                        ));
                     let second = usize::try_from((read_at - started).max(0) / 1000).unwrap_or(0);
                     latencies.record(second, u64::try_from(read_at - timestamp).unwrap_or(0));
                 }

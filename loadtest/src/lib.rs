@@ -16,5 +16,6 @@ pub mod latency;
 pub mod pipeline;
 pub mod produce;
 pub mod report;
+pub mod scale;
 
 pub use generator::{GeneratorConfig, GeneratorConfigError, Planted, Scenario, ScenarioRecord};

@@ -170,6 +170,8 @@ pub struct PipelineSettings {
     pub timer_interval: Duration,
     /// Workers per runtime.
     pub workers: usize,
+    /// The instance's id (its transactional ids and static group membership).
+    pub instance_id: String,
 }
 
 impl PipelineSettings {
@@ -184,6 +186,7 @@ impl PipelineSettings {
             batch_linger: defaults.batch_linger,
             timer_interval: defaults.timer_interval,
             workers: defaults.workers,
+            instance_id: defaults.instance_id,
         }
     }
 
@@ -195,6 +198,7 @@ impl PipelineSettings {
             batch_linger: self.batch_linger,
             timer_interval: self.timer_interval,
             workers: self.workers,
+            instance_id: self.instance_id.clone(),
             ..RuntimeConfig::new(
                 &format!("{}-{role}", self.application_id),
                 kafka.clone(),
@@ -215,6 +219,95 @@ pub struct Finished {
     pub progress: Progress,
 }
 
+/// One instance of the pipeline in this process: its three runtimes, running until stopped.
+pub struct Instance {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: [tokio::task::JoinHandle<Result<StatsSnapshot, RuntimeError>>; 3],
+    stats: [Arc<p2p_topologies::Stats>; 3],
+    metrics: Arc<Metrics>,
+}
+
+impl Instance {
+    /// Starts the three runtimes on `topics` with `settings` (their instance id and state
+    /// directory among them).
+    pub fn start(
+        kafka: &KafkaProperties,
+        codec: Arc<Codec>,
+        topics: &Topics,
+        settings: &PipelineSettings,
+    ) -> Result<Instance, PipelineError> {
+        let mut matching = MatchConfig::new(
+            &format!("{}-match", settings.application_id),
+            kafka.clone(),
+            settings.state_dir.clone(),
+        );
+        matching.runtime = settings.runtime("match", kafka);
+        matching.topics = topics.clone();
+        let matching = p2p_topologies::MatchRuntime::for_match(matching, codec.clone())?;
+        let procurement = Runtime::new(
+            settings.runtime("procurement", kafka),
+            ProcurementProcessor::new(topics.clone(), codec.clone()),
+        )?;
+        let payment = Runtime::new(
+            settings.runtime("payment", kafka),
+            PaymentProcessor::new(topics.clone(), codec),
+        )?;
+        // As `p2p run` has them: measured with the metrics it always keeps.
+        let metrics = Metrics::new(3)?;
+        let matching = matching.with_metrics(metrics.clone());
+        let procurement = procurement.with_metrics(metrics.clone());
+        let payment = payment.with_metrics(metrics.clone());
+        let stats = [matching.stats(), procurement.stats(), payment.stats()];
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        let tasks = [
+            tokio::spawn(matching.run(until_stopped())),
+            tokio::spawn(procurement.run(until_stopped())),
+            tokio::spawn(payment.run(until_stopped())),
+        ];
+        Ok(Instance {
+            stop,
+            tasks,
+            stats,
+            metrics,
+        })
+    }
+
+    /// What its runtimes have done so far.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            ready: self.metrics.ready(),
+            matching: self.stats[0].snapshot(),
+            procurement: self.stats[1].snapshot(),
+            payment: self.stats[2].snapshot(),
+        }
+    }
+
+    /// Whether a runtime has ended (failed, since none was asked to stop).
+    pub fn ended(&self) -> bool {
+        self.tasks.iter().any(|t| t.is_finished())
+    }
+
+    /// Stops the runtimes (each finishes its batch in hand) and returns what they did.
+    pub async fn stop(self) -> Result<Progress, PipelineError> {
+        let _ = self.stop.send(true);
+        let [matching, procurement, payment] = self.tasks;
+        let (matching, procurement, payment) =
+            tokio::try_join!(joined(matching), joined(procurement), joined(payment))?;
+        Ok(Progress {
+            ready: false,
+            matching,
+            procurement,
+            payment,
+        })
+    }
+}
+
 /// Runs the three runtimes on `topics` until `expected` is reached or `limit` has passed,
 /// then stops them (each finishes its batch in hand). `watch` sees the progress as it goes.
 pub async fn run_until_processed(
@@ -226,51 +319,12 @@ pub async fn run_until_processed(
     limit: Duration,
     mut watch: impl FnMut(&Progress),
 ) -> Result<Finished, PipelineError> {
-    let mut matching = MatchConfig::new(
-        &format!("{}-match", settings.application_id),
-        kafka.clone(),
-        settings.state_dir.clone(),
-    );
-    matching.runtime = settings.runtime("match", kafka);
-    matching.topics = topics.clone();
-    let matching = p2p_topologies::MatchRuntime::for_match(matching, codec.clone())?;
-    let procurement = Runtime::new(
-        settings.runtime("procurement", kafka),
-        ProcurementProcessor::new(topics.clone(), codec.clone()),
-    )?;
-    let payment = Runtime::new(
-        settings.runtime("payment", kafka),
-        PaymentProcessor::new(topics.clone(), codec),
-    )?;
-    // As `p2p run` has them: measured with the metrics it always keeps.
-    let metrics = Metrics::new(3)?;
-    let matching = matching.with_metrics(metrics.clone());
-    let procurement = procurement.with_metrics(metrics.clone());
-    let payment = payment.with_metrics(metrics.clone());
-    let stats = [matching.stats(), procurement.stats(), payment.stats()];
-    let progress = || Progress {
-        ready: metrics.ready(),
-        matching: stats[0].snapshot(),
-        procurement: stats[1].snapshot(),
-        payment: stats[2].snapshot(),
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
-    let tasks = (
-        tokio::spawn(matching.run(until_stopped())),
-        tokio::spawn(procurement.run(until_stopped())),
-        tokio::spawn(payment.run(until_stopped())),
-    );
+    let instance = Instance::start(kafka, codec, topics, settings)?;
     let started = Instant::now();
     let mut first_batch = None;
     let mut completed = false;
     while started.elapsed() < limit {
-        let last = progress();
+        let last = instance.progress();
         watch(&last);
         if first_batch.is_none() && last.records_in() > 0 {
             first_batch = Some(Instant::now());
@@ -280,23 +334,15 @@ pub async fn run_until_processed(
             break;
         }
         // A runtime that failed ends the run now, with its error.
-        if tasks.0.is_finished() || tasks.1.is_finished() || tasks.2.is_finished() {
+        if instance.ended() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = first_batch.map_or(started.elapsed(), |t| t.elapsed());
-    let _ = stop.send(true);
-    let (matching, procurement, payment) =
-        tokio::try_join!(joined(tasks.0), joined(tasks.1), joined(tasks.2))?;
     Ok(Finished {
         completed,
         elapsed,
-        progress: Progress {
-            ready: false,
-            matching,
-            procurement,
-            payment,
-        },
+        progress: instance.stop().await?,
     })
 }
