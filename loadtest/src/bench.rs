@@ -467,13 +467,15 @@ async fn run_phases(
         results.audited.push(SCALE);
         println!(
             "scale (exactly once, {} records at {:.0}/s, instances 1 -> 3 -> 1): longest pause \
-             {} ms (longest wait before any move {} ms); restored {} then {} changelog records",
+             {} ms (longest wait before any move {} ms); restored {} then {} changelog records \
+             (the changelogs hold {})",
             run.records,
             run.rate,
             run.longest_pause_ms(),
             run.steady_gap_ms,
             run.moves[0].restored,
-            run.moves[1].restored
+            run.moves[1].restored,
+            run.changelog_records
         );
         results.scale = Some(run);
     }
@@ -1150,6 +1152,19 @@ async fn scale(
         });
     }
     audit(config, scenario, &topics, SCALE).await?;
+    let mut changelog_records = 0;
+    for role in ["match", "procurement", "payment"] {
+        let changelog = settings(config, tag, SCALE, Guarantee::ExactlyOnce, states[0].path())
+            .runtime(role, &config.kafka)
+            .changelog_topic(role);
+        let kafka = config.kafka.clone();
+        changelog_records += tokio::task::spawn_blocking(move || {
+            count_topic(&kafka, &changelog, Duration::from_secs(60))
+        })
+        .await
+        .map_err(|e| BenchError::Thread(e.to_string()))?
+        .map_err(crate::audit::AuditError::from)?;
+    }
     let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     let end = millis(clock.elapsed());
     let steady_gap_ms = pauses(&latencies, 0, millis(out_at))
@@ -1175,6 +1190,7 @@ async fn scale(
         records,
         rate,
         steady_gap_ms,
+        changelog_records,
         moves: vec![
             window(out_at, millis(in_at), "1 -> 3", restored_out),
             window(in_at, end, "3 -> 1", restored_in),

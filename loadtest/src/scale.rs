@@ -35,6 +35,9 @@ pub struct ScaleRun {
     /// The longest wait of any partition's input before the first move: what a pause
     /// compares with.
     pub steady_gap_ms: u64,
+    /// Records in the three changelogs at the end, all partitions: what restoring every
+    /// partition from nothing would read.
+    pub changelog_records: u64,
     pub moves: Vec<ScaleMove>,
 }
 
