@@ -1499,19 +1499,7 @@ async fn two_workers_share_the_partitions_and_every_invoice_is_decided_once() {
     )
     .await;
     assert_eq!(holding, 2);
-    let producer = erp_producer(&kafka()).unwrap();
-    produce_scenario(&producer, &codec, &topics, &scenario)
-        .await
-        .expect("produced");
-    let decided = scenario
-        .planted
-        .iter()
-        .filter(|(_, p)| *p != p2p_loadtest::Planted::Pending)
-        .count();
-    let observed = wait_for(&topics, &codec, "every decided invoice", |o| {
-        o.matched.len() + o.exceptions.len() >= decided
-    })
-    .await;
+    let observed = produce_and_await_decisions(&topics, &codec, &scenario).await;
     let stats = pipeline.stop().await;
 
     let report = audit(&scenario.planted, &observed);
@@ -1597,19 +1585,7 @@ async fn under_the_kip_848_protocol_two_instances_keep_each_orgs_records_togethe
         |ready| *ready == (true, true),
     )
     .await;
-    let producer = erp_producer(&kafka()).unwrap();
-    produce_scenario(&producer, &codec, &topics, &scenario)
-        .await
-        .expect("produced");
-    let decided = scenario
-        .planted
-        .iter()
-        .filter(|(_, p)| *p != p2p_loadtest::Planted::Pending)
-        .count();
-    let observed = wait_for(&topics, &codec, "every decided invoice", |o| {
-        o.matched.len() + o.exceptions.len() >= decided
-    })
-    .await;
+    let observed = produce_and_await_decisions(&topics, &codec, &scenario).await;
     // Both stop cleanly: neither met a split assignment.
     let stats = [first.stop().await, second.stop().await];
     let report = audit(&scenario.planted, &observed);
@@ -1618,6 +1594,27 @@ async fn under_the_kip_848_protocol_two_instances_keep_each_orgs_records_togethe
         stats.iter().all(|s| s.records_in > 0),
         "both instances held partitions: {stats:?}"
     );
+}
+
+/// Produces `scenario` and waits until every invoice it plants to be decided has an outcome.
+async fn produce_and_await_decisions(
+    topics: &p2p_topologies::Topics,
+    codec: &std::sync::Arc<p2p_avro::Codec>,
+    scenario: &Scenario,
+) -> Observed {
+    let producer = erp_producer(&kafka()).unwrap();
+    produce_scenario(&producer, codec, topics, scenario)
+        .await
+        .expect("produced");
+    let decided = scenario
+        .planted
+        .iter()
+        .filter(|(_, p)| *p != p2p_loadtest::Planted::Pending)
+        .count();
+    wait_for(topics, codec, "every decided invoice", |o| {
+        o.matched.len() + o.exceptions.len() >= decided
+    })
+    .await
 }
 
 /// The members of consumer group `group` that hold at least one partition.

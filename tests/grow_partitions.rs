@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kafka, registry_codec, services, wait_for, Pipeline, TestTopics};
+use common::{kafka, pipeline_toml, registry_codec, wait_for, Pipeline, TestTopics};
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
 use p2p_loadtest::generator::Payload;
@@ -37,17 +37,7 @@ async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is
     let topics = TestTopics::create("grow", 4).await;
     let app = format!("p2p-grow-{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
-    let mut config = toml::Table::new();
-    config.insert("application_id".into(), app.clone().into());
-    config.insert("state_dir".into(), dir.path().display().to_string().into());
-    config.insert(
-        "schema_registry_url".into(),
-        services().registry_url.clone().into(),
-    );
-    config.insert("kafka".into(), toml::Value::try_from(kafka()).unwrap());
-    config.insert("topics".into(), toml::Value::try_from(&*topics).unwrap());
-    let config_path = dir.path().join("pipeline.toml");
-    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let config_path = pipeline_toml(dir.path(), &topics, Some(&app));
 
     let scenario = Scenario::generate(&recent(&GeneratorConfig {
         seed: 25,

@@ -5,7 +5,9 @@
 mod common;
 
 use apache_avro::types::Value;
-use common::{kafka, registry_codec, services, unique_topics, wait_for, Pipeline, TestTopics};
+use common::{
+    kafka, pipeline_toml, registry_codec, services, unique_topics, wait_for, Pipeline, TestTopics,
+};
 use p2p_avro::contracts::Contract;
 use p2p_avro::CodecError;
 use p2p_loadtest::audit::audit;
@@ -24,16 +26,7 @@ use std::process::Command;
 async fn produce_feeds_a_configured_pipeline_the_stream_it_planted_at_a_fixed_rate() {
     let topics = TestTopics::create("produce", 2).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = toml::Table::new();
-    config.insert("state_dir".into(), dir.path().display().to_string().into());
-    config.insert(
-        "schema_registry_url".into(),
-        services().registry_url.clone().into(),
-    );
-    config.insert("kafka".into(), toml::Value::try_from(kafka()).unwrap());
-    config.insert("topics".into(), toml::Value::try_from(&*topics).unwrap());
-    let config_path = dir.path().join("pipeline.toml");
-    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let config_path = pipeline_toml(dir.path(), &topics, None);
 
     let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
         .args(["produce", "--config"])

@@ -266,3 +266,26 @@ pub async fn wait_for(
         .await
         .expect("done only holds for a reading")
 }
+
+/// A pipeline configuration file in `dir` for `topics` on the test broker and registry, with
+/// `application_id` if given: what an operator passes to `p2p ... --config`.
+pub fn pipeline_toml(
+    dir: &Path,
+    topics: &Topics,
+    application_id: Option<&str>,
+) -> std::path::PathBuf {
+    let mut config = toml::Table::new();
+    if let Some(id) = application_id {
+        config.insert("application_id".into(), id.into());
+    }
+    config.insert("state_dir".into(), dir.display().to_string().into());
+    config.insert(
+        "schema_registry_url".into(),
+        services().registry_url.clone().into(),
+    );
+    config.insert("kafka".into(), toml::Value::try_from(kafka()).unwrap());
+    config.insert("topics".into(), toml::Value::try_from(topics).unwrap());
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    path
+}
