@@ -307,6 +307,178 @@ pub fn describe(growth: Growth) -> String {
     )
 }
 
+/// One entry of an application's growth log (ADR 0025): a compacted topic of one partition
+/// that every runtime reads whole before it restores, so it knows, before it reads a single
+/// state record, which partitions have moved their state out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrowthEntry {
+    /// The topology's topics grow (or grew) from `from` to `to` partitions.
+    Grown { from: u32, to: u32 },
+    /// Old partition `partition` has moved out every key it no longer holds at `to`.
+    MovedOut { partition: u32, to: u32 },
+    /// New partition `partition` has what old partition `source` had for it at `to`.
+    Arrived {
+        partition: u32,
+        source: u32,
+        to: u32,
+    },
+}
+
+/// Why a growth log record could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrowthLogError {
+    #[error("growth log key {0:?} is not <kind>/<topology>/<partitions>")]
+    Key(String),
+    #[error("growth log value of {key:?} is not the 4-byte partition count it grows to")]
+    Value { key: String },
+}
+
+impl GrowthEntry {
+    /// The record's key (a compacted log keeps the newest per key) and value.
+    pub fn encode(&self, topology: &str) -> (String, Vec<u8>) {
+        match *self {
+            GrowthEntry::Grown { from, to } => (
+                format!("grown/{topology}/{from}"),
+                to.to_be_bytes().to_vec(),
+            ),
+            GrowthEntry::MovedOut { partition, to } => (
+                format!("moved-out/{topology}/{partition}"),
+                to.to_be_bytes().to_vec(),
+            ),
+            GrowthEntry::Arrived {
+                partition,
+                source,
+                to,
+            } => (
+                format!("arrived/{topology}/{partition}/{source}"),
+                to.to_be_bytes().to_vec(),
+            ),
+        }
+    }
+
+    /// The topology and entry of a record; an error for one no runtime wrote.
+    pub fn decode(key: &str, value: &[u8]) -> Result<(String, GrowthEntry), GrowthLogError> {
+        let to = <[u8; 4]>::try_from(value)
+            .map(u32::from_be_bytes)
+            .map_err(|_| GrowthLogError::Value {
+                key: key.to_owned(),
+            })?;
+        let bad = || GrowthLogError::Key(key.to_owned());
+        let parts: Vec<&str> = key.split('/').collect();
+        let number = |i: usize| -> Result<u32, GrowthLogError> {
+            parts.get(i).and_then(|p| p.parse().ok()).ok_or_else(bad)
+        };
+        let entry = match (parts.first().copied(), parts.len()) {
+            (Some("grown"), 3) => GrowthEntry::Grown {
+                from: number(2)?,
+                to,
+            },
+            (Some("moved-out"), 3) => GrowthEntry::MovedOut {
+                partition: number(2)?,
+                to,
+            },
+            (Some("arrived"), 4) => GrowthEntry::Arrived {
+                partition: number(2)?,
+                source: number(3)?,
+                to,
+            },
+            _ => return Err(bad()),
+        };
+        let topology = parts.get(1).filter(|t| !t.is_empty()).ok_or_else(bad)?;
+        Ok(((*topology).to_owned(), entry))
+    }
+}
+
+/// What a topology's growth log says, folded: its newest growth, which old partitions have
+/// moved out for it and which new partitions have what each source had for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrowthState {
+    growth: Option<Growth>,
+    moved_out: std::collections::BTreeSet<u32>,
+    arrived: std::collections::BTreeSet<(u32, u32)>,
+    /// Moves recorded for another growth than the newest (an earlier one's, or a later one's
+    /// read before its growth record): kept apart until the growth they belong to is known.
+    other: Vec<GrowthEntry>,
+}
+
+impl GrowthState {
+    /// Folds in one entry, in the log's order.
+    pub fn apply(&mut self, entry: GrowthEntry) {
+        match entry {
+            GrowthEntry::Grown { from, to } => {
+                let Ok(growth) = Growth::new(from, to) else {
+                    return;
+                };
+                if self.growth.is_some_and(|g| g.to >= to) {
+                    return;
+                }
+                self.growth = Some(growth);
+                self.moved_out.clear();
+                self.arrived.clear();
+                for earlier in std::mem::take(&mut self.other) {
+                    self.apply(earlier);
+                }
+            }
+            GrowthEntry::MovedOut { partition, to } => match self.growth {
+                Some(g) if g.to == to => {
+                    self.moved_out.insert(partition);
+                }
+                _ => self.other.push(entry),
+            },
+            GrowthEntry::Arrived {
+                partition,
+                source,
+                to,
+            } => match self.growth {
+                Some(g) if g.to == to => {
+                    self.arrived.insert((partition, source));
+                }
+                _ => self.other.push(entry),
+            },
+        }
+    }
+
+    pub fn growth(&self) -> Option<Growth> {
+        self.growth
+    }
+
+    /// Whether old partition `partition` has moved its state out for the newest growth.
+    pub fn moved_out(&self, partition: u32) -> bool {
+        self.moved_out.contains(&partition)
+    }
+
+    /// The sources whose state new partition `partition` still waits for (none once all
+    /// have arrived, or with no growth).
+    pub fn awaiting(&self, partition: u32) -> Vec<u32> {
+        let Some(growth) = self.growth else {
+            return Vec::new();
+        };
+        growth
+            .sources_of(partition)
+            .into_iter()
+            .filter(|&source| source != partition && !self.arrived.contains(&(partition, source)))
+            .collect()
+    }
+
+    /// Whether a changelog record of `owner` read on `partition` is the owner's state, with
+    /// `partitions` partitions now: from its home, or, during a growth, from its old home
+    /// until that has moved out (the new one holds none of it before). A stale copy or a
+    /// tombstone on a partition the owner left never counts, whatever order partitions are
+    /// restored in.
+    pub fn applies(&self, owner: &[u8], partition: u32, partitions: u32) -> bool {
+        let home = partition_for(owner, partitions);
+        if partition == home {
+            return true;
+        }
+        match self.growth {
+            Some(growth) if growth.to == partitions => {
+                partition == partition_for(owner, growth.from) && !self.moved_out(partition)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +576,96 @@ mod tests {
         let plan = census.plan(Growth::new(4, 8).unwrap());
         assert_eq!(plan.misplaced_keys, 1);
         assert!(plan.moves.is_empty());
+    }
+
+    #[test]
+    fn growth_log_entries_read_back_as_written_and_foreign_ones_are_refused() {
+        for entry in [
+            GrowthEntry::Grown { from: 8, to: 12 },
+            GrowthEntry::MovedOut {
+                partition: 7,
+                to: 12,
+            },
+            GrowthEntry::Arrived {
+                partition: 3,
+                source: 7,
+                to: 12,
+            },
+        ] {
+            let (key, value) = entry.encode("match");
+            assert_eq!(
+                GrowthEntry::decode(&key, &value),
+                Ok(("match".to_owned(), entry))
+            );
+        }
+        assert!(matches!(
+            GrowthEntry::decode("grown/match/8", b"12"),
+            Err(GrowthLogError::Value { .. })
+        ));
+        assert!(matches!(
+            GrowthEntry::decode("shrunk/match/8", &4u32.to_be_bytes()),
+            Err(GrowthLogError::Key(_))
+        ));
+    }
+
+    /// 8 -> 12: partitions 3 and 7 each send keys to the other. Whatever order their
+    /// changelogs are read in, an owner's state counts from its old home until that moved
+    /// out, then from its new home only.
+    #[test]
+    fn a_moved_owners_state_counts_from_one_home_at_a_time() {
+        let mut state = GrowthState::default();
+        state.apply(GrowthEntry::Grown { from: 8, to: 12 });
+        let crossing = |from: u32, to: u32| {
+            (0..100_000u128)
+                .map(|n| OrgId::from_u128(n).as_str().to_owned())
+                .find(|o| {
+                    partition_for(o.as_bytes(), 8) == from && partition_for(o.as_bytes(), 12) == to
+                })
+                .expect("such an org exists")
+        };
+        let (seven_to_three, three_to_seven) = (crossing(7, 3), crossing(3, 7));
+        for (owner, old, new) in [(&seven_to_three, 7, 3), (&three_to_seven, 3, 7)] {
+            assert!(state.applies(owner.as_bytes(), old, 12), "before the move");
+            assert!(state.applies(owner.as_bytes(), new, 12));
+            assert!(!state.applies(owner.as_bytes(), 0, 12));
+        }
+        assert_eq!(state.awaiting(3), vec![7]);
+        state.apply(GrowthEntry::MovedOut {
+            partition: 7,
+            to: 12,
+        });
+        state.apply(GrowthEntry::Arrived {
+            partition: 3,
+            source: 7,
+            to: 12,
+        });
+        assert!(
+            !state.applies(seven_to_three.as_bytes(), 7, 12),
+            "moved out"
+        );
+        assert!(state.applies(seven_to_three.as_bytes(), 3, 12));
+        assert!(
+            state.applies(three_to_seven.as_bytes(), 3, 12),
+            "3 has not moved"
+        );
+        assert!(state.awaiting(3).is_empty());
+        assert_eq!(state.awaiting(11), vec![3, 7]);
+        // Without a growth (or after one, under its count), only the home counts.
+        assert!(!GrowthState::default().applies(seven_to_three.as_bytes(), 7, 12));
+    }
+
+    #[test]
+    fn moves_read_before_their_growth_count_once_it_is_known() {
+        let mut state = GrowthState::default();
+        state.apply(GrowthEntry::MovedOut {
+            partition: 1,
+            to: 8,
+        });
+        assert!(!state.moved_out(1));
+        state.apply(GrowthEntry::Grown { from: 4, to: 8 });
+        assert!(state.moved_out(1));
+        // An older growth's record changes nothing.
+        state.apply(GrowthEntry::Grown { from: 2, to: 4 });
+        assert_eq!(state.growth(), Some(Growth::new(4, 8).unwrap()));
     }
 }
