@@ -280,23 +280,34 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let config = config::PipelineConfig::load(&config)?;
             config.check_cluster(&[], &[]).await?;
-            let changelogs: Vec<String> = ["match", "procurement", "payment"]
-                .iter()
-                .map(|topology| config.runtime_config(topology).changelog_topic(topology))
-                .collect();
+            let stores: Vec<p2p_topologies::admin::TopologyStore> =
+                ["match", "procurement", "payment"]
+                    .iter()
+                    .map(|topology| {
+                        let runtime = config.runtime_config(topology);
+                        p2p_topologies::admin::TopologyStore {
+                            topology: (*topology).to_owned(),
+                            changelog: runtime.changelog_topic(topology),
+                            growth_log: runtime.growth_log_topic(),
+                        }
+                    })
+                    .collect();
             let kafka = config.kafka.clone();
             let topics = config.topics.clone();
             let report = tokio::task::spawn_blocking(move || {
                 p2p_topologies::admin::plan_growth(
                     &kafka,
                     &topics,
-                    &changelogs,
+                    &stores,
                     to,
                     std::time::Duration::from_secs(600),
                 )
             })
             .await??;
             println!("{}", p2p_topologies::growth::describe(report.growth));
+            for (topology, log) in &report.logs {
+                println!("{topology}: {log}");
+            }
             for plan in &report.plans {
                 print!("{plan}");
             }

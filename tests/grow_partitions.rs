@@ -1,7 +1,8 @@
 //! `p2p admin grow-partitions` on the real broker (issue 25, ADR 0025): after the match has
 //! decided a generated stream on 4 partitions, `--dry-run` plans growing to 8 and to 12 from
-//! the match's changelog (every org whose partition changes moves, no other), shrinking is
-//! refused, and the growth itself is refused, changing nothing, until the runtimes move state.
+//! the match's changelog (every org whose partition changes moves, no other), shows what each
+//! topology's growth log records, shrinking is refused, and the growth itself is refused,
+//! changing nothing, until the runtimes move state.
 
 mod common;
 
@@ -12,6 +13,7 @@ use p2p_loadtest::generator::Payload;
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_state::murmur2::partition_for;
+use p2p_topologies::growth::{append_log, ensure_log, GrowthEntry};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -105,6 +107,46 @@ async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is
             "{stdout}"
         );
     }
+
+    // The growth log: none yet; then what a growth under way would have written to it.
+    let first = grow(&config_path, &["--to", "8", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("match: no growth recorded"), "{stdout}");
+    let log = format!("{app}-match-growth");
+    ensure_log(&kafka(), &log, 1)
+        .await
+        .expect("growth log created");
+    append_log(
+        &kafka(),
+        &log,
+        "match",
+        &[
+            GrowthEntry::Grown { from: 4, to: 8 },
+            GrowthEntry::MovedOut {
+                partition: 1,
+                to: 8,
+            },
+            GrowthEntry::Arrived {
+                partition: 5,
+                source: 1,
+                to: 8,
+            },
+        ],
+    )
+    .expect("entries appended");
+    let under_way = grow(&config_path, &["--to", "8", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&under_way.stdout);
+    assert!(
+        stdout.contains(
+            "match: growth 4 -> 8 recorded; moved out: 1; waiting for state: 4 (from 0); \
+             6 (from 2); 7 (from 3)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("procurement: no growth recorded"),
+        "{stdout}"
+    );
 
     let shrink = grow(&config_path, &["--to", "2", "--dry-run"]);
     assert!(!shrink.status.success());

@@ -176,6 +176,11 @@ impl RuntimeConfig {
         config
     }
 
+    /// `<application_id>-growth`: the growth log of the runtime's store (ADR 0025).
+    pub fn growth_log_topic(&self) -> String {
+        format!("{}-growth", self.application_id)
+    }
+
     /// `<application_id>-<store>-changelog`.
     pub fn changelog_topic(&self, store: &str) -> String {
         format!("{}-{store}-changelog", self.application_id)

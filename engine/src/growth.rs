@@ -479,6 +479,120 @@ impl GrowthState {
     }
 }
 
+/// Why a growth log could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum GrowthLogIoError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("creating the growth log: {0}")]
+    Create(#[from] crate::changelog::ChangelogError),
+    #[error("growth log {topic}: {source}")]
+    Entry {
+        topic: String,
+        source: GrowthLogError,
+    },
+}
+
+/// What `topic` (a growth log; none there reads as no growth) says of `topology`.
+pub fn read_log(
+    kafka: &KafkaProperties,
+    topic: &str,
+    topology: &str,
+    timeout: Duration,
+) -> Result<GrowthState, GrowthLogIoError> {
+    let mut state = GrowthState::default();
+    let mut refused = None;
+    scan_topic(kafka, topic, timeout, |message| {
+        let (Some(key), Some(value)) = (message.key(), message.payload()) else {
+            return;
+        };
+        match GrowthEntry::decode(&String::from_utf8_lossy(key), value) {
+            Ok((of, entry)) if of == topology => state.apply(entry),
+            Ok(_) => {}
+            Err(error) => {
+                refused.get_or_insert(error);
+            }
+        }
+    })?;
+    match refused {
+        Some(source) => Err(GrowthLogIoError::Entry {
+            topic: topic.to_owned(),
+            source,
+        }),
+        None => Ok(state),
+    }
+}
+
+/// Creates the growth log `topic` (compacted, one partition) unless it exists.
+pub async fn ensure_log(
+    kafka: &KafkaProperties,
+    topic: &str,
+    replication: i32,
+) -> Result<(), GrowthLogIoError> {
+    crate::changelog::ensure_topic(kafka, topic, 1, replication).await?;
+    Ok(())
+}
+
+/// Appends `entries` of `topology` to the growth log `topic`, each acknowledged by every
+/// in-sync replica before this returns. (The runtime's moves write theirs in the move's
+/// transaction instead.)
+pub fn append_log(
+    kafka: &KafkaProperties,
+    topic: &str,
+    topology: &str,
+    entries: &[GrowthEntry],
+) -> Result<(), GrowthLogIoError> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = crate::kafka::producer_config(kafka)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    for entry in entries {
+        let (key, value) = entry.encode(topology);
+        producer
+            .send(BaseRecord::to(topic).key(&key).payload(&value).partition(0))
+            .map_err(|(error, _)| error)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+impl fmt::Display for GrowthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(growth) = self.growth else {
+            return write!(f, "no growth recorded");
+        };
+        let moved: Vec<String> = self.moved_out.iter().map(u32::to_string).collect();
+        let waiting: Vec<String> = (0..growth.to)
+            .filter_map(|q| {
+                let sources = self.awaiting(q);
+                (!sources.is_empty()).then(|| {
+                    let sources: Vec<String> = sources.iter().map(u32::to_string).collect();
+                    format!("{q} (from {})", sources.join(", "))
+                })
+            })
+            .collect();
+        write!(
+            f,
+            "growth {} -> {} recorded; moved out: {}; waiting for state: {}",
+            growth.from,
+            growth.to,
+            if moved.is_empty() {
+                "none".to_owned()
+            } else {
+                moved.join(", ")
+            },
+            if waiting.is_empty() {
+                "none".to_owned()
+            } else {
+                waiting.join("; ")
+            }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

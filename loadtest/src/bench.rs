@@ -1008,26 +1008,6 @@ async fn delete_run_topics(kafka: &KafkaProperties, tag: &str) -> Result<(), Kaf
     delete_topic_names(kafka, &names).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn busy_cpu_counts_user_system_interrupts_and_steal_but_not_idle_or_io_wait() {
-        let stat = "cpu  100 20 30 5000 400 6 7 8 50 0\ncpu0 50 10 15 2500 200 3 3 4 25 0\n";
-        // 100 + 20 + 30 + 6 + 7 + 8 ticks of 10 ms; guest time is already in user.
-        assert_eq!(busy_of_proc_stat(stat), Some(Duration::from_millis(1_710)));
-    }
-
-    #[test]
-    fn an_unreadable_proc_stat_gives_no_figure_rather_than_a_wrong_one() {
-        assert_eq!(busy_of_proc_stat(""), None);
-        assert_eq!(busy_of_proc_stat("intr 1 2 3"), None);
-        assert_eq!(busy_of_proc_stat("cpu 1 2 x 4"), None);
-        assert_eq!(busy_of_proc_stat("cpu 1 2"), None);
-    }
-}
-
 /// The scale phase's name.
 const SCALE: &str = "scale";
 /// How long the scale phase's feed lasts unless `--rate` says otherwise: long enough for a
@@ -1196,4 +1176,24 @@ async fn scale(
             window(in_at, end, "3 -> 1", restored_in),
         ],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_cpu_counts_user_system_interrupts_and_steal_but_not_idle_or_io_wait() {
+        let stat = "cpu  100 20 30 5000 400 6 7 8 50 0\ncpu0 50 10 15 2500 200 3 3 4 25 0\n";
+        // 100 + 20 + 30 + 6 + 7 + 8 ticks of 10 ms; guest time is already in user.
+        assert_eq!(busy_of_proc_stat(stat), Some(Duration::from_millis(1_710)));
+    }
+
+    #[test]
+    fn an_unreadable_proc_stat_gives_no_figure_rather_than_a_wrong_one() {
+        assert_eq!(busy_of_proc_stat(""), None);
+        assert_eq!(busy_of_proc_stat("intr 1 2 3"), None);
+        assert_eq!(busy_of_proc_stat("cpu 1 2 x 4"), None);
+        assert_eq!(busy_of_proc_stat("cpu 1 2"), None);
+    }
 }

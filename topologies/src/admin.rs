@@ -69,6 +69,8 @@ pub enum GrowError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Growth(#[from] p2p_engine::growth::GrowthError),
+    #[error(transparent)]
+    GrowthLog(#[from] p2p_engine::growth::GrowthLogIoError),
     #[error("input topics missing: {}", .0.join(", "))]
     MissingTopics(Vec<String>),
     #[error(
@@ -88,20 +90,30 @@ pub enum GrowError {
 /// shared count), and for each of `changelogs` that exists, its plan.
 pub struct GrowthReport {
     pub growth: p2p_engine::growth::Growth,
+    /// Per topology, what its growth log says (a growth under way, its moves).
+    pub logs: Vec<(String, p2p_engine::growth::GrowthState)>,
     pub plans: Vec<p2p_engine::growth::GrowthPlan>,
     /// Changelogs not there (a topology that never ran exactly once): no state to move.
     pub absent: Vec<String>,
 }
 
+/// A topology's stores as `grow-partitions` sees them: its name, changelog and growth log.
+pub struct TopologyStore {
+    pub topology: String,
+    pub changelog: String,
+    pub growth_log: String,
+}
+
 /// Plans the growth of `topics` to `to` partitions: reads the inputs' partition counts (they
-/// must share one), then each changelog's live state to its end.
+/// must share one), then each topology's growth log and changelog's live state to its end.
 pub fn plan_growth(
     kafka: &KafkaProperties,
     topics: &Topics,
-    changelogs: &[String],
+    stores: &[TopologyStore],
     to: u32,
     timeout: std::time::Duration,
 ) -> Result<GrowthReport, GrowError> {
+    let changelogs: Vec<String> = stores.iter().map(|s| s.changelog.clone()).collect();
     use p2p_engine::growth::{ChangelogCensus, Growth};
     let inputs = topics.inputs();
     let mut wanted: Vec<&str> = inputs.clone();
@@ -127,9 +139,15 @@ pub fn plan_growth(
     }
     let from = shared.into_iter().next().unwrap_or(0).max(0) as u32;
     let growth = Growth::new(from, to)?;
+    let mut logs = Vec::new();
+    for store in stores {
+        let state =
+            p2p_engine::growth::read_log(kafka, &store.growth_log, &store.topology, timeout)?;
+        logs.push((store.topology.clone(), state));
+    }
     let mut plans = Vec::new();
     let mut absent = Vec::new();
-    for changelog in changelogs {
+    for changelog in &changelogs {
         if counts.get(changelog).copied().unwrap_or(0) == 0 {
             absent.push(changelog.clone());
             continue;
@@ -138,6 +156,7 @@ pub fn plan_growth(
     }
     Ok(GrowthReport {
         growth,
+        logs,
         plans,
         absent,
     })
