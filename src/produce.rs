@@ -43,6 +43,20 @@ const PRODUCE_ORGS: usize = 20;
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let config = PipelineConfig::load(&args.config)?;
     config.check_cluster(&config.topics.inputs(), &[]).await?;
+    // Named before any record is sent: the broker would refuse the first record of a missing
+    // topic with a bare UnknownTopicOrPartition.
+    let (kafka, topics) = (config.kafka.clone(), config.topics.clone());
+    let missing = tokio::task::spawn_blocking(move || {
+        p2p_topologies::admin::missing_topics(&kafka, &topics.inputs())
+    })
+    .await??;
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "input topics missing: {}; create them with `p2p admin create-topics --config {}`",
+            missing.join(", "),
+            args.config.display()
+        );
+    }
     let codec = config.codec()?;
     // Dated around now and due at once: a pipeline reading it pays what it matches today.
     let generator = args.stream.generator(PRODUCE_ORGS)?;

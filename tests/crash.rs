@@ -39,6 +39,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TOPOLOGIES: [&str; 3] = ["procurement", "match", "payment"];
+/// Partitions of every topic of the crash tests.
+const PARTITIONS: i32 = 4;
 
 /// How many times the pipeline is killed (`P2P_CRASH_KILLS`, default: CI's few).
 fn kills() -> usize {
@@ -246,11 +248,42 @@ impl Process {
             log_tail: tail(&log),
             wiped: self.wiped,
             restored: restored(&log),
-            restored_all: log.matches("store restored").count() >= TOPOLOGIES.len(),
+            restored_all: restored_all(&log),
             changelog_records: self.changelog_records,
             exit,
         }
     }
+}
+
+/// Whether a process's log says every topology restored every partition (its workers each
+/// log the partitions they restored: one line per topology is not enough).
+fn restored_all(log: &str) -> bool {
+    let mut restored: std::collections::HashMap<&str, std::collections::BTreeSet<i32>> =
+        std::collections::HashMap::new();
+    for line in log.lines().filter(|l| l.contains("store restored")) {
+        let Some(topology) = line
+            .split("topology=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let partitions = line
+            .split("partitions=[")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap_or("");
+        restored.entry(topology).or_default().extend(
+            partitions
+                .split(',')
+                .filter_map(|p| p.trim().parse::<i32>().ok()),
+        );
+    }
+    TOPOLOGIES.iter().all(|topology| {
+        restored
+            .get(topology)
+            .is_some_and(|partitions| (0..PARTITIONS).all(|p| partitions.contains(&p)))
+    })
 }
 
 /// The changelog records a process's log says it restored.
@@ -293,7 +326,7 @@ struct CrashRun {
 
 impl CrashRun {
     async fn new(kafka: KafkaProperties, test: &str) -> CrashRun {
-        let topics = TestTopics::create_on(kafka.clone(), test, 4).await;
+        let topics = TestTopics::create_on(kafka.clone(), test, PARTITIONS).await;
         keep_status_history(&kafka, &topics.po_status).await;
         let seed: u64 = std::env::var("P2P_CRASH_SEED")
             .ok()
@@ -801,4 +834,25 @@ async fn a_broker_restart_mid_run_loses_nothing_and_does_nothing_twice() {
         &ended,
         &outcome,
     );
+}
+
+#[test]
+fn a_restore_counts_as_whole_only_when_every_topology_restored_every_partition() {
+    let line = |topology: &str, partitions: &str| {
+        format!(
+            "2026-12-04T21:56:52Z  INFO store restored topology=\"{topology}\" \
+             changelog=x-{topology}-changelog partitions=[{partitions}] applied=3 seconds=0.1\n"
+        )
+    };
+    let mut log = String::new();
+    for topology in TOPOLOGIES {
+        log.push_str(&line(topology, "0, 1"));
+    }
+    // One worker of each topology done, the other not yet.
+    assert!(!restored_all(&log));
+    for topology in TOPOLOGIES {
+        log.push_str(&line(topology, "2, 3"));
+    }
+    assert!(restored_all(&log));
+    assert_eq!(restored(&log), 18);
 }

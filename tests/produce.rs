@@ -241,3 +241,27 @@ async fn the_loader_keeps_each_orgs_order_on_every_topic() {
     assert_eq!(landed, planned);
     assert_eq!(landed_partitions, planned_partitions);
 }
+
+/// Topics that are not there are named, with the command that makes them, before anything
+/// is sent (the broker alone would say UnknownTopicOrPartition at the first record).
+#[test]
+fn produce_to_topics_not_there_names_them_and_how_to_create_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Named, never created.
+    let topics = unique_topics("produce-missing");
+    let config_path = pipeline_toml(dir.path(), &topics, None);
+    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(["produce", "--config"])
+        .arg(&config_path)
+        .args(["--orgs", "1", "--pos-per-org", "1"])
+        .output()
+        .expect("p2p produce runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("input topics missing:")
+            && stderr.contains(&topics.po_events)
+            && stderr.contains("p2p admin create-topics --config"),
+        "{stderr}"
+    );
+}

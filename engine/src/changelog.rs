@@ -47,6 +47,10 @@ pub enum ChangelogError {
     },
     #[error("a state key of no owner reached the changelog (the store's own keys never should)")]
     KeyWithoutOwner,
+    /// The caller asked to stop (its partitions were reassigned while it restored): what was
+    /// applied is checkpointed, nothing more is.
+    #[error("the restore was stopped: the partitions were reassigned")]
+    Interrupted,
 }
 
 impl ChangelogError {
@@ -91,14 +95,15 @@ pub async fn ensure_topic(
 /// Brings `store` up to the end of `topic` on each of `partitions`, from each one's
 /// checkpoint, in one pass over all of them. Returns how many changes it applied per
 /// partition. `progress` hears of each RocksDB batch written: the changes it applied, and the
-/// changelog offsets still to go.
+/// changelog offsets still to go; when it answers `false`, the restore stops there
+/// ([`ChangelogError::Interrupted`]) and writes nothing more.
 pub fn restore(
     kafka: &KafkaProperties,
     store: &Store,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
-    progress: &mut dyn FnMut(u64, i64),
+    progress: &mut dyn FnMut(u64, i64) -> bool,
 ) -> Result<BTreeMap<i32, u64>, ChangelogError> {
     let deadline = Instant::now() + timeout;
     let consumer: BaseConsumer = client_config(kafka)
@@ -184,7 +189,9 @@ pub fn restore(
                 .filter(|(p, _)| !done.contains(p))
                 .map(|(_, (next, high))| high - next)
                 .sum();
-            progress(in_batch as u64, remaining);
+            if !progress(in_batch as u64, remaining) {
+                return Err(ChangelogError::Interrupted);
+            }
             in_batch = 0;
         }
         for partition in done {
@@ -206,7 +213,7 @@ pub fn restore(
                     }
                     store.write(std::mem::take(&mut batch))?;
                     let remaining = behind.values().map(|(next, high)| high - next).sum();
-                    progress(in_batch as u64, remaining);
+                    let _ = progress(in_batch as u64, remaining);
                 }
                 return Err(ChangelogError::RestoreStalled {
                     topic: topic.to_owned(),

@@ -467,7 +467,10 @@ impl<T: Topology> Worker<T> {
                 continue;
             }
             split_since = None;
-            let mut keep_member = || self.poll_while_restoring(&mut aligner, &mut paused);
+            let mut keep_member = || {
+                self.poll_while_restoring(&mut aligner, &mut paused);
+                !self.consumer.context().pending()
+            };
             blocking(|| self.restore_assigned(&owned, &mut restored, &mut keep_member))?;
             if self.consumer.context().pending() {
                 // A rebalance ran during the restore: it is applied before any batch.
@@ -707,7 +710,7 @@ impl<T: Topology> Worker<T> {
         &self,
         owned: &Owned,
         restored: &mut HashSet<i32>,
-        keep_member: &mut dyn FnMut(),
+        keep_member: &mut dyn FnMut() -> bool,
     ) -> Result<(), RuntimeError> {
         let Some((topic, partitions)) = &self.changelog else {
             // At least once: no changelog to restore from; the shared store holds what the
@@ -742,13 +745,17 @@ impl<T: Topology> Worker<T> {
             // A restore may take longer than max.poll.interval.ms: the group consumer is
             // polled between RocksDB batches, as Kafka Streams polls while it restores, or
             // librdkafka would leave the group and the restore would start over elsewhere.
-            keep_member();
+            // A rebalance that poll runs stops the restore at once: the partitions may be
+            // another worker's now, and this one must not write their old state over what
+            // that one restores and processes in the shared store.
+            let go_on = keep_member();
             if let Some(metrics) = &self.metrics {
                 metrics.restoring(name, applied, remaining);
             }
             if remaining > 0 {
                 tracing::info!(topology = name, changelog = %topic, applied, remaining, "restoring");
             }
+            go_on
         };
         // A restore that stalls (its consumer lost in a broker restart, say) starts again on
         // a new consumer, from the checkpoint the last one reached.
@@ -764,6 +771,12 @@ impl<T: Topology> Worker<T> {
                 &mut progress,
             ) {
                 Ok(_) => break,
+                Err(changelog::ChangelogError::Interrupted) => {
+                    // Nothing is marked restored: the next look restores what is still owned,
+                    // from the checkpoints this attempt wrote.
+                    tracing::info!(topology = name, changelog = %topic, "restore stopped by a rebalance");
+                    return Ok(());
+                }
                 Err(error) if error.is_transient() && !left.is_zero() => {
                     attempt += 1;
                     tracing::warn!(topology = name, changelog = %topic, %error, attempt, "restore failed; starting it again from its checkpoint");

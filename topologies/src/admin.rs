@@ -162,6 +162,19 @@ pub fn plan_growth(
     })
 }
 
+/// Those of `topics` the cluster does not have, from one metadata request.
+pub fn missing_topics(kafka: &KafkaProperties, topics: &[&str]) -> Result<Vec<String>, KafkaError> {
+    let counts = partition_counts(kafka, topics)?;
+    let mut missing: Vec<String> = topics
+        .iter()
+        .filter(|t| counts.get(**t).copied().unwrap_or(0) == 0)
+        .map(|t| (*t).to_owned())
+        .collect();
+    missing.sort();
+    missing.dedup();
+    Ok(missing)
+}
+
 /// Each of `topics`' partition count (absent: not there), from one metadata request.
 fn partition_counts(
     kafka: &KafkaProperties,
