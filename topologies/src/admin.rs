@@ -113,19 +113,13 @@ pub fn plan_growth(
     to: u32,
     timeout: std::time::Duration,
 ) -> Result<GrowthReport, GrowError> {
-    let changelogs: Vec<String> = stores.iter().map(|s| s.changelog.clone()).collect();
     use p2p_engine::growth::{ChangelogCensus, Growth};
     let inputs = topics.inputs();
     let mut wanted: Vec<&str> = inputs.clone();
-    wanted.extend(changelogs.iter().map(String::as_str));
+    wanted.extend(stores.iter().map(|s| s.changelog.as_str()));
     let counts = partition_counts(kafka, &wanted)?;
-    let mut missing: Vec<String> = inputs
-        .iter()
-        .filter(|t| counts.get(**t).copied().unwrap_or(0) == 0)
-        .map(|t| (*t).to_owned())
-        .collect();
+    let missing = absent_from(&counts, &inputs);
     if !missing.is_empty() {
-        missing.sort();
         return Err(GrowError::MissingTopics(missing));
     }
     let shared: std::collections::BTreeSet<i32> = inputs.iter().map(|t| counts[*t]).collect();
@@ -147,12 +141,12 @@ pub fn plan_growth(
     }
     let mut plans = Vec::new();
     let mut absent = Vec::new();
-    for changelog in &changelogs {
-        if counts.get(changelog).copied().unwrap_or(0) == 0 {
-            absent.push(changelog.clone());
-            continue;
+    for store in stores {
+        if absent_from(&counts, &[&store.changelog]).is_empty() {
+            plans.push(ChangelogCensus::read(kafka, &store.changelog, timeout)?.plan(growth));
+        } else {
+            absent.push(store.changelog.clone());
         }
-        plans.push(ChangelogCensus::read(kafka, changelog, timeout)?.plan(growth));
     }
     Ok(GrowthReport {
         growth,
@@ -164,7 +158,11 @@ pub fn plan_growth(
 
 /// Those of `topics` the cluster does not have, from one metadata request.
 pub fn missing_topics(kafka: &KafkaProperties, topics: &[&str]) -> Result<Vec<String>, KafkaError> {
-    let counts = partition_counts(kafka, topics)?;
+    Ok(absent_from(&partition_counts(kafka, topics)?, topics))
+}
+
+/// Those of `topics` that `counts` has no partitions of, sorted, each once.
+fn absent_from(counts: &std::collections::HashMap<String, i32>, topics: &[&str]) -> Vec<String> {
     let mut missing: Vec<String> = topics
         .iter()
         .filter(|t| counts.get(**t).copied().unwrap_or(0) == 0)
@@ -172,7 +170,7 @@ pub fn missing_topics(kafka: &KafkaProperties, topics: &[&str]) -> Result<Vec<St
         .collect();
     missing.sort();
     missing.dedup();
-    Ok(missing)
+    missing
 }
 
 /// Each of `topics`' partition count (absent: not there), from one metadata request.
