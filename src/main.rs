@@ -280,6 +280,15 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let config = config::PipelineConfig::load(&config)?;
             config.check_cluster(&[], &[]).await?;
+            let inputs_of = |topology: &str| -> Vec<String> {
+                let topics = &config.topics;
+                let inputs = match topology {
+                    "match" => topics.match_inputs(),
+                    "procurement" => topics.procurement_inputs(),
+                    _ => topics.payment_inputs(),
+                };
+                inputs.into_iter().map(str::to_owned).collect()
+            };
             let stores: Vec<p2p_topologies::admin::TopologyStore> =
                 ["match", "procurement", "payment"]
                     .iter()
@@ -289,21 +298,26 @@ async fn main() -> anyhow::Result<()> {
                             topology: (*topology).to_owned(),
                             changelog: runtime.changelog_topic(topology),
                             growth_log: runtime.growth_log_topic(),
+                            inputs: inputs_of(topology),
+                            replication: runtime.changelog_replication,
                         }
                     })
                     .collect();
             let kafka = config.kafka.clone();
             let topics = config.topics.clone();
-            let report = tokio::task::spawn_blocking(move || {
-                p2p_topologies::admin::plan_growth(
-                    &kafka,
-                    &topics,
-                    &stores,
-                    to,
-                    std::time::Duration::from_secs(600),
-                )
-            })
-            .await??;
+            let report = {
+                let (kafka, topics, stores) = (kafka.clone(), topics.clone(), stores.clone());
+                tokio::task::spawn_blocking(move || {
+                    p2p_topologies::admin::plan_growth(
+                        &kafka,
+                        &topics,
+                        &stores,
+                        to,
+                        std::time::Duration::from_secs(600),
+                    )
+                })
+                .await??
+            };
             println!("{}", p2p_topologies::growth::describe(report.growth));
             for (topology, log) in &report.logs {
                 println!("{topology}: {log}");
@@ -317,7 +331,18 @@ async fn main() -> anyhow::Result<()> {
             if dry_run {
                 return Ok(());
             }
-            Err(p2p_topologies::admin::GrowError::NotYetCarriedOut.into())
+            let grown =
+                p2p_topologies::admin::carry_out_growth(&kafka, &topics, &stores, &report).await?;
+            println!(
+                "grew {} topic(s) to {to} partitions, the inputs last: {}",
+                grown.len(),
+                grown.join(", ")
+            );
+            println!(
+                "the runtimes decide each old partition's backlog, then move its state out; \
+                 `--dry-run` shows what still waits"
+            );
+            Ok(())
         }
         Command::BankConnector { config } => {
             let config = p2p_connectors::connector::ConnectorConfig::load(&config)?;

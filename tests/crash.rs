@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{kafka, registry_codec, services, TestTopics, PATIENCE};
+use common::{kafka, registry_codec, services, state_left_behind, TestTopics, PATIENCE};
 use p2p_avro::convert::procurement::{AuditKind, AuditRecord, PoStatusRecord};
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{
@@ -163,6 +163,29 @@ impl App {
                     .map_or(0, |r| r.len() as u64)
             })
             .sum()
+    }
+
+    /// `p2p admin grow-partitions --to <to>`, run again while the last growth is under way
+    /// (it refuses a new one until then).
+    async fn grow(&self, to: u32) {
+        let started = Instant::now();
+        loop {
+            let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
+                .args(["admin", "grow-partitions", "--config"])
+                .arg(self.config("admin"))
+                .args(["--to", &to.to_string()])
+                .output()
+                .expect("p2p admin grow-partitions runs");
+            if output.status.success() {
+                return;
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("has not finished") && started.elapsed() < PATIENCE,
+                "growing to {to}: {stderr}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     fn changelogs(&self) -> Vec<String> {
@@ -367,23 +390,35 @@ async fn keep_status_history(kafka: &KafkaProperties, topic: &str) {
     }
 }
 
-/// Feeds `scenario` as a steady stream: a fortieth of it every half second.
+/// Feeds `scenario` as a steady stream: a fortieth of it every half second. With a `gate`,
+/// each slice is sent holding it, by a producer made for the slice (one that knows the
+/// topics' partition counts as they are then).
 fn feed(
     kafka: &KafkaProperties,
     scenario: &Scenario,
     topics: &Topics,
     codec: Arc<Codec>,
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
 ) -> tokio::task::JoinHandle<()> {
     let (slices, pause) = (40, Duration::from_millis(500));
     let records = scenario.records.clone();
     let (kafka, topics) = (kafka.clone(), topics.clone());
     tokio::spawn(async move {
-        let producer = erp_producer(&kafka).expect("producer");
+        let mut producer = erp_producer(&kafka).expect("producer");
         let size = records.len().div_ceil(slices);
         for slice in records.chunks(size) {
+            let held = match &gate {
+                Some(gate) => {
+                    let held = gate.clone().lock_owned().await;
+                    producer = erp_producer(&kafka).expect("producer");
+                    Some(held)
+                }
+                None => None,
+            };
             produce_records(&producer, &codec, &topics, slice)
                 .await
                 .expect("produced");
+            drop(held);
             tokio::time::sleep(pause).await;
         }
     })
@@ -677,7 +712,7 @@ async fn killed_at_random_instants_the_pipeline_loses_nothing_and_does_nothing_t
         app,
         mut rng,
     } = CrashRun::new(kafka(), "crash").await;
-    let feeding = feed(&kafka(), &scenario, &topics, codec.clone());
+    let feeding = feed(&kafka(), &scenario, &topics, codec.clone(), None);
     let mut ended = Vec::new();
     let exactly_once = app.guarantee == "exactly_once";
     for run in 0..kills() {
@@ -716,7 +751,7 @@ async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
         app,
         mut rng,
     } = CrashRun::new(kafka(), "rebalance").await;
-    let feeding = feed(&kafka(), &scenario, &topics, codec.clone());
+    let feeding = feed(&kafka(), &scenario, &topics, codec.clone(), None);
     let mut pause = |from_ms, to_ms| Duration::from_millis(rng.random_range(from_ms..to_ms));
     let mut ended = Vec::new();
 
@@ -746,6 +781,76 @@ async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
         &ended,
         &outcome,
     );
+}
+
+// Issue 25: the partitions grow twice while ERPs publish, 4 -> 8 (a multiple) and then 8 -> 12
+// (not one), under three instances, two of them killed (SIGKILL) at random instants during each
+// growth and restarted: every old partition's state moves once, in its transaction, whoever
+// holds it when. The ERPs pause while the command runs and learn the new count before they go
+// on: records an ERP sends to an org's old partition after the growth (stragglers) are
+// forwarded and may be decided after a later record of the org (ADR 0025), which could change
+// an outcome; tests/e2e_match.rs forwards one and checks it.
+//
+// On demand (`cargo test --test crash -- --ignored`), not yet in CI: with seed
+// 16217386791860359205 it ends with one PO's approvals refused before its submission reached
+// procurement (issue 25's note), a forwarded record overtaken, cause not found yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "on demand: one PO's events overtaken after a growth, under investigation (issue 25)"]
+async fn partitions_grown_twice_under_kill_9_lose_nothing_and_do_nothing_twice() {
+    let CrashRun {
+        topics,
+        codec,
+        seed,
+        scenario,
+        app,
+        mut rng,
+    } = CrashRun::new(kafka(), "grow").await;
+    if app.guarantee != "exactly_once" {
+        return; // at least once, a growth stops the runtimes (README)
+    }
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let feeding = feed(
+        &kafka(),
+        &scenario,
+        &topics,
+        codec.clone(),
+        Some(gate.clone()),
+    );
+    let instances = ["a", "b", "c"];
+    let mut running: Vec<Process> = instances.iter().map(|i| app.start(i, 0, false)).collect();
+    let mut starts = [1usize; 3];
+    let mut ended = Vec::new();
+    for to in [8, 12] {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
+        {
+            let _paused = gate.lock().await;
+            app.grow(to).await;
+        }
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(200..3_000))).await;
+            let victim = rng.random_range(0..instances.len());
+            let mut killed = running.remove(victim);
+            killed.assert_running();
+            ended.push(killed.kill());
+            running.insert(victim, app.start(instances[victim], starts[victim], false));
+            starts[victim] += 1;
+        }
+    }
+    feeding.await.expect("fed");
+    let mut settling: Vec<&mut Process> = running.iter_mut().collect();
+    let outcome = settle(&kafka(), &scenario, &topics, &codec, &mut settling).await;
+    for process in running {
+        ended.push(process.terminate());
+    }
+    report(
+        &format!("grown 4 -> 8 -> 12 under three instances, four killed (seed {seed})"),
+        &ended,
+        &outcome,
+    );
+    for changelog in app.changelogs() {
+        let left = state_left_behind(&kafka(), &changelog, 12);
+        assert!(left.is_empty(), "{changelog}: state left behind: {left:?}");
+    }
 }
 
 /// A broker of the test's own (so restarting it disturbs no other test), started by the

@@ -1242,14 +1242,20 @@ async fn records_an_erp_partitions_unlike_the_java_client_are_dead_lettered_not_
     pipeline.stop().await;
 }
 
+/// Another tool (here the admin API) grows the inputs from 2 to 4 partitions under a running
+/// instance (ADR 0025): it takes the growth up, moves the state of the orgs whose partition
+/// changed, and decides their invoices on it: one produced by a producer that knows the new
+/// count (to the new partition), one by a producer that does not yet (a straggler on the old
+/// partition, forwarded). Nothing waits forever on a PO it no longer finds, nothing is
+/// dead-lettered, and a restart finds the state where it now is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_without_the_state() {
-    use p2p_topologies::{MatchConfig, RuntimeError};
+async fn partitions_added_by_another_tool_carry_each_orgs_state_to_its_new_partition() {
+    use p2p_state::murmur2::partition_for;
     let topics = TestTopics::create("grown", 2).await;
     let codec = registry_codec();
     let state = tempfile::tempdir().unwrap();
     let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
-    let mut config = MatchConfig::new(&app, kafka(), state.path().to_path_buf());
+    let mut config = p2p_topologies::MatchConfig::new(&app, kafka(), state.path().to_path_buf());
     config.topics = topics.clone();
     // Partition changes reach a client with its next metadata refresh (5 minutes by default).
     config
@@ -1257,26 +1263,51 @@ async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_wit
         .kafka
         .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
     let runtime = p2p_topologies::MatchRuntime::for_match(config.clone(), codec.clone()).unwrap();
-    let running = tokio::spawn(runtime.run(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(runtime.run(async {
+        let _ = stopped.await;
+    }));
 
-    let org = Org::new("EUR");
-    let po = org.po(&[(dec!(1), dec!(100.00), false)]);
-    let invoice = org.invoice(&po, &[(1, dec!(1), dec!(100.00))], dec!(100.00));
-    let producer = erp_producer(&kafka()).unwrap();
+    // Orgs that move from their partition of 2 to another of 4, and one that stays.
+    let org_moving = |moves: bool| loop {
+        let org = Org::new("EUR");
+        let key = org.id.as_str().as_bytes();
+        if (partition_for(key, 2) != partition_for(key, 4)) == moves {
+            return org;
+        }
+    };
+    let (direct, straggler, stayer) = (org_moving(true), org_moving(true), org_moving(false));
+    let orgs = [&direct, &straggler, &stayer];
+    let pos: Vec<_> = orgs
+        .iter()
+        .map(|org| org.po(&[(dec!(3), dec!(60.00), false)]))
+        .collect();
+    let invoices: Vec<_> = orgs
+        .iter()
+        .zip(&pos)
+        .map(|(org, po)| org.invoice(po, &[(1, dec!(1), dec!(60.00))], dec!(60.00)))
+        .collect();
+    let second: Vec<_> = orgs
+        .iter()
+        .zip(&pos)
+        .map(|(org, po)| org.invoice(po, &[(1, dec!(2), dec!(60.00))], dec!(120.00)))
+        .collect();
+    let stale_producer = erp_producer(&kafka()).unwrap();
     send_scripted(
-        &producer,
+        &stale_producer,
         &codec,
         &topics,
-        vec![issued(&po, 0), invoiced(&invoice, 10)],
+        pos.iter()
+            .zip(&invoices)
+            .flat_map(|(po, invoice)| [issued(po, 0), invoiced(invoice, 10)])
+            .collect(),
     )
     .await;
-    wait_for(&topics, &codec, "the invoice decided", |o| {
-        has_outcome(o, &invoice)
+    wait_for(&topics, &codec, "the first invoices decided", |o| {
+        invoices.iter().all(|invoice| has_outcome(o, invoice))
     })
     .await;
 
-    // The operator grows the inputs from 2 to 4 partitions: each org's records now go where
-    // murmur2 mod 4 puts them, and its state is on changelog partition (murmur2 mod 2).
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         p2p_topologies::admin::client_config(&kafka())
             .create()
@@ -1293,38 +1324,104 @@ async fn partitions_added_under_a_running_instance_stop_it_before_it_decides_wit
     {
         result.unwrap();
     }
-
-    let ended = tokio::time::timeout(PATIENCE, running)
-        .await
-        .expect("the runtime stops")
-        .expect("without a panic");
-    assert!(
-        matches!(
-            ended,
-            Err(RuntimeError::PartitionCountChanged {
-                changelog_partitions: 2,
-                inputs: 4,
-                ..
-            })
-        ),
-        "{ended:?}"
-    );
-    // Restarted, it refuses to start on state partitioned otherwise.
-    let restarted = p2p_topologies::MatchRuntime::for_match(config, codec)
-        .unwrap()
-        .run(std::future::pending())
+    // The runtime takes the growth up within its metadata refresh (10 s): it records the
+    // growth, and the inputs' ends, in its growth log.
+    let log = format!("{app}-growth");
+    let _ = common::poll(
+        "the growth taken up",
+        || {
+            let log = log.clone();
+            async move {
+                p2p_topologies::growth::read_log(&kafka(), &log, "match", Duration::from_secs(10))
+                    .map(|state| state.growth().map(|g| (g.from(), g.to())))
+                    .map_err(|e| e.to_string())
+            }
+        },
+        |read| matches!(read, Ok(Some((2, 4)))),
+    )
+    .await;
+    // The second invoice of each PO, for the rest of its quantity: decided on the PO's
+    // state (without it, it would wait for a PO it never finds). The straggler's producer
+    // still partitions by 2: it lands past the end recorded, and goes on.
+    let fresh_producer = erp_producer(&kafka()).unwrap();
+    for (producer, index) in [
+        (&fresh_producer, 0),
+        (&fresh_producer, 2),
+        (&stale_producer, 1),
+    ] {
+        send_scripted(
+            producer,
+            &codec,
+            &topics,
+            vec![invoiced(&second[index], 20)],
+        )
         .await;
+    }
+    let observed = wait_for(&topics, &codec, "the second invoices decided", |o| {
+        second.iter().all(|invoice| has_outcome(o, invoice))
+    })
+    .await;
+    for invoice in &second {
+        assert!(
+            observed.matched.contains_key(invoice.invoice.as_str()),
+            "{} decided on its PO's state: {:?}",
+            invoice.invoice,
+            observed.exceptions.get(invoice.invoice.as_str())
+        );
+    }
+    assert!(!running.is_finished(), "the runtime goes on");
     assert!(
-        matches!(
-            restarted,
-            Err(RuntimeError::PartitionCountChanged {
-                changelog_partitions: 2,
-                inputs: 4,
-                ..
-            })
-        ),
-        "{restarted:?}"
+        observed.dead_letters.is_empty(),
+        "nothing dead-lettered: {:?}",
+        observed.dead_letters
     );
+    let _ = stop.send(());
+    let stats = running.await.unwrap().expect("it stops cleanly");
+    assert!(
+        stats
+            .counts
+            .get("state keys moved to new partitions")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats
+            .counts
+            .get("records forwarded to their owner's new partition")
+            .copied(),
+        Some(1),
+        "the straggler went on: {stats:?}"
+    );
+
+    // Restarted, it finds each org's state on its new partition: a third invoice of the
+    // moved PO is over-invoiced (the PO's quantity of 3 is invoiced already), not waiting
+    // for a PO it cannot find.
+    let third = direct.invoice(&pos[0], &[(1, dec!(2), dec!(60.00))], dec!(120.00));
+    let restarted = p2p_topologies::MatchRuntime::for_match(config, codec.clone()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(restarted.run(async {
+        let _ = stopped.await;
+    }));
+    send_scripted(&fresh_producer, &codec, &topics, vec![invoiced(&third, 30)]).await;
+    let observed = wait_for(&topics, &codec, "the third invoice decided", |o| {
+        has_outcome(o, &third)
+    })
+    .await;
+    let reasons: Vec<&str> = observed
+        .exceptions
+        .get(third.invoice.as_str())
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e.reasons.iter().map(|r| r.reason.as_str()))
+        .collect();
+    assert!(
+        reasons.contains(&"QUANTITY_VARIANCE"),
+        "the moved state says the PO is fully invoiced: {reasons:?}"
+    );
+    let _ = stop.send(());
+    running.await.unwrap().expect("it stops cleanly");
 }
 
 /// Every `invoice-status` record, in order, as (key, record).

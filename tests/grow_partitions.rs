@@ -1,12 +1,14 @@
 //! `p2p admin grow-partitions` on the real broker (issue 25, ADR 0025): after the match has
 //! decided a generated stream on 4 partitions, `--dry-run` plans growing to 8 and to 12 from
 //! the match's changelog (every org whose partition changes moves, no other), shows what each
-//! topology's growth log records, shrinking is refused, and the growth itself is refused,
-//! changing nothing, until the runtimes move state.
+//! topology's growth log records, and shrinking is refused; then the growth itself, twice,
+//! with the match running and ERPs publishing: 4 -> 8 (a multiple) and 8 -> 12 (not one).
 
 mod common;
 
-use common::{kafka, pipeline_toml, registry_codec, wait_for, Pipeline, TestTopics};
+use common::{
+    kafka, pipeline_toml, registry_codec, state_left_behind, wait_for, Pipeline, TestTopics,
+};
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
 use p2p_loadtest::generator::Payload;
@@ -130,6 +132,7 @@ async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is
                 partition: 5,
                 source: 1,
                 to: 8,
+                copies_from: 0,
             },
         ],
     )
@@ -153,15 +156,159 @@ async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is
     let stderr = String::from_utf8_lossy(&shrink.stderr);
     assert!(stderr.contains("shrinking is refused"), "{stderr}");
 
-    let real = grow(&config_path, &["--to", "8"]);
-    assert!(!real.status.success());
-    let stderr = String::from_utf8_lossy(&real.stderr);
-    assert!(stderr.contains("planned only"), "{stderr}");
-    // Nothing grew.
-    let again = grow(&config_path, &["--to", "8", "--dry-run"]);
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("growing from 4 to 8"),
-        "{}",
-        String::from_utf8_lossy(&again.stdout)
+    // A growth under way (recorded above, partitions 0, 2 and 3 not moved out) refuses
+    // another.
+    let refused = grow(&config_path, &["--to", "12"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("has not finished"), "{stderr}");
+}
+
+/// The records of `scenario` of the orgs `orgs` accepts, in their order.
+fn records_of(scenario: &Scenario, orgs: impl Fn(&str) -> bool) -> Scenario {
+    Scenario {
+        records: scenario
+            .records
+            .iter()
+            .filter(|r| orgs(&r.key))
+            .cloned()
+            .collect(),
+        ..Scenario::default()
+    }
+}
+
+/// What `--dry-run` prints of the match's growth log.
+fn growth_log_line(config: &Path) -> String {
+    let output = grow(config, &["--to", "1024", "--dry-run"]);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.starts_with("match: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits until the match has moved every old partition's state out for the growth to `to`.
+async fn growth_done(config: &Path, from: u32, to: u32) {
+    let moved: Vec<String> = (0..from).map(|p| p.to_string()).collect();
+    let done = format!(
+        "match: growth {from} -> {to} recorded; moved out: {}; waiting for state: none",
+        moved.join(", ")
     );
+    let started = std::time::Instant::now();
+    loop {
+        let line = growth_log_line(config);
+        if line == done {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(180),
+            "the growth to {to} did not finish: {line}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Grows the partitions twice while the match runs and ERPs publish: 4 -> 8 while the first
+/// orgs' backlog is still being decided, then 8 -> 12. The first orgs' POs are decided before
+/// the growths and their invoices after both, on the state that moved (twice for some);
+/// orgs first seen between the growths and after them are decided on their new partitions.
+/// Ends with the audit (every invoice decided once, as planted) and no org's state left on a
+/// changelog partition it no longer hashes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with_it() {
+    let topics = TestTopics::create("grow-live", 4).await;
+    let app = format!("p2p-grow-{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = pipeline_toml(dir.path(), &topics, Some(&app));
+    let scenario = Scenario::generate(&recent(&GeneratorConfig {
+        seed: 2512,
+        orgs: 30,
+        pos_per_org: 5,
+        org_size_skew: 0.0,
+        ..GeneratorConfig::default()
+    }));
+    let orgs: Vec<String> = scenario
+        .records
+        .iter()
+        .map(|r| r.key.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let third = orgs.len() / 3;
+    let (first, between) = (&orgs[..third], &orgs[third..2 * third]);
+    let early = records_of(&scenario, |o| first.iter().any(|f| f == o));
+    // The first orgs' records in two: their POs before the growths, the rest after both.
+    let split = early.records.len() / 2;
+    let before = Scenario {
+        records: early.records[..split].to_vec(),
+        ..Scenario::default()
+    };
+    let after_first = Scenario {
+        records: early.records[split..].to_vec(),
+        ..Scenario::default()
+    };
+    let codec = registry_codec();
+    let pipeline = Pipeline::start_as(&format!("{app}-match"), &topics, codec.clone());
+    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &before)
+        .await
+        .expect("the first records are produced");
+
+    let grown = grow(&config_path, &["--to", "8"]);
+    assert!(
+        grown.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&grown.stdout),
+        String::from_utf8_lossy(&grown.stderr)
+    );
+    // A producer made now partitions by 8.
+    produce_scenario(
+        &erp_producer(&kafka()).unwrap(),
+        &codec,
+        &topics,
+        &records_of(&scenario, |o| between.iter().any(|b| b == o)),
+    )
+    .await
+    .expect("the records between the growths are produced");
+    growth_done(&config_path, 4, 8).await;
+
+    let grown = grow(&config_path, &["--to", "12"]);
+    assert!(
+        grown.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&grown.stdout),
+        String::from_utf8_lossy(&grown.stderr)
+    );
+    let fresh = erp_producer(&kafka()).unwrap();
+    produce_scenario(&fresh, &codec, &topics, &after_first)
+        .await
+        .expect("the first orgs' later records are produced");
+    produce_scenario(
+        &fresh,
+        &codec,
+        &topics,
+        &records_of(&scenario, |o| {
+            !first.iter().any(|f| f == o) && !between.iter().any(|b| b == o)
+        }),
+    )
+    .await
+    .expect("the last orgs' records are produced");
+    let observed = wait_for(&topics, &codec, "every invoice as planted", |o| {
+        audit(&scenario.planted, o).passed()
+    })
+    .await;
+    // The generator's undecodable records are dead-lettered as planted; nothing for its
+    // partition.
+    let misplaced: Vec<_> = observed
+        .dead_letters
+        .iter()
+        .filter(|d| d.headers[p2p_topologies::dlq::HEADER_REASON] != "undecodable")
+        .collect();
+    assert!(misplaced.is_empty(), "{misplaced:?}");
+    growth_done(&config_path, 8, 12).await;
+    pipeline.stop().await;
+
+    // No state left where its org no longer hashes to.
+    let changelog = format!("{app}-match-match-changelog");
+    let misplaced = state_left_behind(&kafka(), &changelog, 12);
+    assert!(misplaced.is_empty(), "state left behind: {misplaced:?}");
 }

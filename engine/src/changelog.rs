@@ -92,17 +92,70 @@ pub async fn ensure_topic(
     Ok(())
 }
 
+/// Which changelog records a restore applies, and whether it moves the checkpoints.
+pub struct Reading<'a> {
+    /// Whether the record of this key read on this partition is applied.
+    pub applies: &'a dyn Fn(i32, &[u8]) -> bool,
+    pub checkpoints: bool,
+}
+
+impl Reading<'static> {
+    /// Every record, checkpointed: a restore with no growth under way.
+    pub const ALL: Reading<'static> = Reading {
+        applies: &|_, _| true,
+        checkpoints: true,
+    };
+}
+
+/// Grows `topic` to `partitions` partitions, unless it has as many already.
+pub async fn grow_topic(
+    kafka: &KafkaProperties,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), ChangelogError> {
+    use rdkafka::admin::NewPartitions;
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
+    let new = NewPartitions::new(topic, partitions as usize);
+    for result in admin
+        .create_partitions([&new], &AdminOptions::new())
+        .await?
+    {
+        match result {
+            Ok(_) => {}
+            // Already that many (a growth carried out again after a crash): nothing to do.
+            Err((_, RDKafkaErrorCode::InvalidPartitions)) => {
+                let consumer: BaseConsumer = client_config(kafka).create()?;
+                let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                let has = metadata
+                    .topics()
+                    .first()
+                    .map_or(0, |t| t.partitions().len() as i32);
+                if has < partitions {
+                    return Err(KafkaError::AdminOp(RDKafkaErrorCode::InvalidPartitions).into());
+                }
+            }
+            Err((_, code)) => return Err(KafkaError::AdminOp(code).into()),
+        }
+    }
+    Ok(())
+}
+
 /// Brings `store` up to the end of `topic` on each of `partitions`, from each one's
 /// checkpoint, in one pass over all of them. Returns how many changes it applied per
 /// partition. `progress` hears of each RocksDB batch written: the changes it applied, and the
 /// changelog offsets still to go; when it answers `false`, the restore stops there
 /// ([`ChangelogError::Interrupted`]) and writes nothing more.
+///
+/// `reading` says which records to apply (all of them, but during a growth those of an owner
+/// whose state is elsewhere: ADR 0025), and whether the pass advances the checkpoints: a
+/// sweep, which applies only some owners' records, leaves them where they were.
 pub fn restore(
     kafka: &KafkaProperties,
     store: &Store,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
+    reading: &Reading<'_>,
     progress: &mut dyn FnMut(u64, i64) -> bool,
 ) -> Result<BTreeMap<i32, u64>, ChangelogError> {
     let deadline = Instant::now() + timeout;
@@ -138,6 +191,7 @@ pub fn restore(
     consumer.assign(&assignment)?;
     let mut batch = StoreBatch::default();
     let mut in_batch = 0usize;
+    let mut applied_in_batch = 0u64;
     let mut progressed = Instant::now();
     let mut asks = PositionAsks::new();
     while !behind.is_empty() {
@@ -148,9 +202,14 @@ pub fn restore(
             let message = message?;
             let partition = message.partition();
             if let Some(key) = message.key() {
-                batch.restore(key, message.payload());
+                // Records passed over count towards the batch too: its end is where the
+                // group consumer is polled.
                 in_batch += 1;
-                *applied.entry(partition).or_default() += 1;
+                if (reading.applies)(partition, key) {
+                    batch.restore(key, message.payload());
+                    applied_in_batch += 1;
+                    *applied.entry(partition).or_default() += 1;
+                }
             }
             if let Some((next, _)) = behind.get_mut(&partition) {
                 *next = message.offset() + 1;
@@ -180,8 +239,10 @@ pub fn restore(
         }
         if in_batch >= RESTORE_BATCH || (!done.is_empty() && in_batch > 0) {
             // The checkpoint of every partition this batch holds changes of.
-            for (&partition, (next, _)) in &behind {
-                batch.checkpoint(topic, partition, *next);
+            if reading.checkpoints {
+                for (&partition, (next, _)) in &behind {
+                    batch.checkpoint(topic, partition, *next);
+                }
             }
             store.write(std::mem::take(&mut batch))?;
             let remaining = behind
@@ -189,10 +250,11 @@ pub fn restore(
                 .filter(|(p, _)| !done.contains(p))
                 .map(|(_, (next, high))| high - next)
                 .sum();
-            if !progress(in_batch as u64, remaining) {
+            if !progress(applied_in_batch, remaining) {
                 return Err(ChangelogError::Interrupted);
             }
             in_batch = 0;
+            applied_in_batch = 0;
         }
         for partition in done {
             behind.remove(&partition);
@@ -208,12 +270,14 @@ pub fn restore(
             if progressed.elapsed() > RESTORE_STALL {
                 // What was applied is checkpointed: the next attempt goes on from there.
                 if in_batch > 0 {
-                    for (&partition, (next, _)) in &behind {
-                        batch.checkpoint(topic, partition, *next);
+                    if reading.checkpoints {
+                        for (&partition, (next, _)) in &behind {
+                            batch.checkpoint(topic, partition, *next);
+                        }
                     }
                     store.write(std::mem::take(&mut batch))?;
                     let remaining = behind.values().map(|(next, high)| high - next).sum();
-                    let _ = progress(in_batch as u64, remaining);
+                    let _ = progress(applied_in_batch, remaining);
                 }
                 return Err(ChangelogError::RestoreStalled {
                     topic: topic.to_owned(),

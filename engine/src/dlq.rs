@@ -30,19 +30,24 @@ pub const HEADER_REPLAYED_FROM: &str = "dlq.replayed.from";
 /// passes the record over: it processed the record the first time, and must not twice.
 pub const HEADER_REPLAYED_FOR: &str = "dlq.replayed.for";
 
+/// On a growth's straggler forwarded to its owner's new partition (ADR 0025): the processor
+/// that forwarded it, the only one to process this copy. Each processor reading the topic
+/// forwards its own copy, so each decides the record once, whatever the others do.
+pub const HEADER_FORWARDED_FOR: &str = "p2p.forwarded.for";
+
 /// Whether `processor` is to process `record`: any record, unless it is a replayed dead letter
-/// that only other processors refused.
+/// that only other processors refused, or a straggler another processor forwarded.
 pub fn meant_for(record: &InputRecord, processor: &str) -> bool {
-    record
-        .headers
-        .iter()
-        .rev()
-        .find(|(k, _)| k == HEADER_REPLAYED_FOR)
-        .is_none_or(|(_, v)| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .any(|p| p.trim() == processor)
-        })
+    let named = |header: &str| {
+        record
+            .headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == header)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    named(HEADER_REPLAYED_FOR).is_none_or(|v| v.split(',').any(|p| p.trim() == processor))
+        && named(HEADER_FORWARDED_FOR).is_none_or(|v| v == processor)
 }
 
 /// The dead-letter topic of an input topic: `<topic>.dlq`.
@@ -462,10 +467,18 @@ mod tests {
         assert!(meant_for(
             &InputRecord {
                 headers: vec![],
-                ..input
+                ..input.clone()
             },
             "payment"
         ));
+        // A straggler's copy forwarded by one processor is that processor's alone: each
+        // reader of the topic forwards (and decides) its own.
+        let forwarded = InputRecord {
+            headers: vec![(HEADER_FORWARDED_FOR.to_owned(), b"procurement".to_vec())],
+            ..input
+        };
+        assert!(meant_for(&forwarded, "procurement"));
+        assert!(!meant_for(&forwarded, "match"));
     }
 
     #[test]

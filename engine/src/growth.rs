@@ -316,11 +316,21 @@ pub enum GrowthEntry {
     Grown { from: u32, to: u32 },
     /// Old partition `partition` has moved out every key it no longer holds at `to`.
     MovedOut { partition: u32, to: u32 },
-    /// New partition `partition` has what old partition `source` had for it at `to`.
+    /// New partition `partition` has what old partition `source` had for it at `to`: its
+    /// changelog holds the copies from offset `copies_from` on (`i64::MAX`: nothing came).
     Arrived {
         partition: u32,
         source: u32,
         to: u32,
+        copies_from: i64,
+    },
+    /// Input `topic`'s old partition `partition` held records up to (not including) `offset`
+    /// when its topics grew to `to`: its backlog, decided where its state was, before the move.
+    End {
+        topic: String,
+        partition: u32,
+        to: u32,
+        offset: i64,
     },
 }
 
@@ -329,7 +339,10 @@ pub enum GrowthEntry {
 pub enum GrowthLogError {
     #[error("growth log key {0:?} is not <kind>/<topology>/<partitions>")]
     Key(String),
-    #[error("growth log value of {key:?} is not the 4-byte partition count it grows to")]
+    #[error(
+        "growth log value of {key:?} is not the 4-byte partition count it grows to (and, for an \
+         end, the 8-byte offset)"
+    )]
     Value { key: String },
 }
 
@@ -337,6 +350,16 @@ impl GrowthEntry {
     /// The record's key (a compacted log keeps the newest per key) and value.
     pub fn encode(&self, topology: &str) -> (String, Vec<u8>) {
         match *self {
+            GrowthEntry::End {
+                ref topic,
+                partition,
+                to,
+                offset,
+            } => {
+                let mut value = to.to_be_bytes().to_vec();
+                value.extend_from_slice(&offset.to_be_bytes());
+                (format!("end/{topology}/{topic}/{partition}"), value)
+            }
             GrowthEntry::Grown { from, to } => (
                 format!("grown/{topology}/{from}"),
                 to.to_be_bytes().to_vec(),
@@ -349,15 +372,32 @@ impl GrowthEntry {
                 partition,
                 source,
                 to,
-            } => (
-                format!("arrived/{topology}/{partition}/{source}"),
-                to.to_be_bytes().to_vec(),
-            ),
+                copies_from,
+            } => {
+                let mut value = to.to_be_bytes().to_vec();
+                value.extend_from_slice(&copies_from.to_be_bytes());
+                (format!("arrived/{topology}/{partition}/{source}"), value)
+            }
         }
     }
 
     /// The topology and entry of a record; an error for one no runtime wrote.
     pub fn decode(key: &str, value: &[u8]) -> Result<(String, GrowthEntry), GrowthLogError> {
+        let with_offset = key.starts_with("end/") || key.starts_with("arrived/");
+        let (value, offset) = match (with_offset, value.len()) {
+            (true, 12) => {
+                let offset = <[u8; 8]>::try_from(&value[4..])
+                    .map(i64::from_be_bytes)
+                    .ok();
+                (&value[..4], offset)
+            }
+            (true, _) => {
+                return Err(GrowthLogError::Value {
+                    key: key.to_owned(),
+                })
+            }
+            (false, _) => (value, None),
+        };
         let to = <[u8; 4]>::try_from(value)
             .map(u32::from_be_bytes)
             .map_err(|_| GrowthLogError::Value {
@@ -381,6 +421,13 @@ impl GrowthEntry {
                 partition: number(2)?,
                 source: number(3)?,
                 to,
+                copies_from: offset.ok_or_else(bad)?,
+            },
+            (Some("end"), 4) if !parts[2].is_empty() => GrowthEntry::End {
+                topic: parts[2].to_owned(),
+                partition: number(3)?,
+                to,
+                offset: offset.ok_or_else(bad)?,
             },
             _ => return Err(bad()),
         };
@@ -395,7 +442,12 @@ impl GrowthEntry {
 pub struct GrowthState {
     growth: Option<Growth>,
     moved_out: std::collections::BTreeSet<u32>,
-    arrived: std::collections::BTreeSet<(u32, u32)>,
+    /// (partition, source) -> the offset of the partition's changelog the copies start at.
+    arrived: BTreeMap<(u32, u32), i64>,
+    /// Each input partition's backlog end per growth (`to`, topic, partition): the smallest
+    /// recorded counts (the command records them; a runtime that finds a growth done by
+    /// another tool records its own).
+    ends: BTreeMap<(u32, String, u32), i64>,
     /// Moves recorded for another growth than the newest (an earlier one's, or a later one's
     /// read before its growth record): kept apart until the growth they belong to is known.
     other: Vec<GrowthEntry>,
@@ -429,13 +481,167 @@ impl GrowthState {
                 partition,
                 source,
                 to,
+                copies_from,
             } => match self.growth {
                 Some(g) if g.to == to => {
-                    self.arrived.insert((partition, source));
+                    self.arrived.insert((partition, source), copies_from);
                 }
                 _ => self.other.push(entry),
             },
+            GrowthEntry::End {
+                topic,
+                partition,
+                to,
+                offset,
+            } => {
+                let end = self.ends.entry((to, topic, partition)).or_insert(offset);
+                *end = (*end).min(offset);
+            }
         }
+    }
+
+    /// Whether the newest growth is still under way: some old partition has not moved out.
+    pub fn unfinished(&self) -> Option<Growth> {
+        self.growth
+            .filter(|g| (0..g.from).any(|p| !self.moved_out(p)))
+    }
+
+    /// Where input `topic`'s old partition `partition` ended when the inputs grew to the
+    /// newest growth's count, if recorded.
+    pub fn end_of(&self, topic: &str, partition: u32) -> Option<i64> {
+        let growth = self.growth?;
+        self.ends
+            .get(&(growth.to, topic.to_owned(), partition))
+            .copied()
+    }
+
+    /// Whether an end is recorded for every old partition of each of `topics`.
+    pub fn ends_recorded(&self, topics: &[String]) -> bool {
+        self.growth.is_none_or(|g| {
+            topics
+                .iter()
+                .all(|t| (0..g.from).all(|p| self.end_of(t, p).is_some()))
+        })
+    }
+
+    /// The growth whose count is `partitions`, if that is the newest one: the one the
+    /// placement rules below follow.
+    fn current(&self, partitions: u32) -> Option<Growth> {
+        self.growth.filter(|g| g.to == partitions)
+    }
+
+    /// The changelog partition that holds `owner`'s state now, with `partitions` partitions:
+    /// its old home while that has not moved out, its new one after (and without a growth).
+    pub fn state_home(&self, owner: &[u8], partitions: u32) -> u32 {
+        let home = partition_for(owner, partitions);
+        match self.current(partitions) {
+            Some(growth) => {
+                let old = partition_for(owner, growth.from);
+                if old != home && !self.moved_out(old) {
+                    old
+                } else {
+                    home
+                }
+            }
+            None => home,
+        }
+    }
+
+    /// Where the copies `source` sent to `partition` start on its changelog, once arrived.
+    pub fn copies_from(&self, partition: u32, source: u32) -> Option<i64> {
+        self.arrived.get(&(partition, source)).copied()
+    }
+
+    /// The new partitions old partition `partition` sends state to (itself excluded).
+    pub fn targets_of(&self, partition: u32) -> Vec<u32> {
+        let Some(growth) = self.growth else {
+            return Vec::new();
+        };
+        (0..growth.to)
+            .filter(|&q| q != partition && growth.sources_of(q).contains(&partition))
+            .collect()
+    }
+
+    /// Where a record of `key` read at `offset` of input `topic`'s partition `partition`
+    /// is decided, with `partitions` partitions now.
+    pub fn route(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        key: &[u8],
+        partitions: u32,
+    ) -> Route {
+        let home = partition_for(key, partitions);
+        if let Some(growth) = self.current(partitions) {
+            let old = partition_for(key, growth.from);
+            let backlog = partition < growth.from
+                && !self.moved_out(partition)
+                && self
+                    .end_of(topic, partition)
+                    .is_some_and(|end| offset < end);
+            if backlog {
+                // Produced before the growth: decided where its state is, under the old count.
+                return if old == partition {
+                    Route::Here
+                } else {
+                    Route::Misplaced { expected: old }
+                };
+            }
+            if home != partition && old == partition {
+                return Route::Forward { to: home };
+            }
+        }
+        if home == partition {
+            Route::Here
+        } else {
+            Route::Misplaced { expected: home }
+        }
+    }
+
+    /// The partitions a worker owning `owned` (with `partitions` partitions now) takes records
+    /// of only below an offset, and which offset per input topic: those still waiting for
+    /// state from another partition take nothing (offset 0), unless they are old partitions
+    /// still deciding their backlog, which they take up to its end.
+    pub fn limits(
+        &self,
+        owned: impl IntoIterator<Item = u32>,
+        topics: &[String],
+        partitions: u32,
+    ) -> Vec<(String, u32, i64)> {
+        let Some(growth) = self.current(partitions) else {
+            return Vec::new();
+        };
+        let mut limits = Vec::new();
+        for partition in owned {
+            if self.awaiting(partition).is_empty() {
+                continue;
+            }
+            let draining = partition < growth.from && !self.moved_out(partition);
+            for topic in topics {
+                let limit = if draining {
+                    self.end_of(topic, partition).unwrap_or(0)
+                } else {
+                    0
+                };
+                limits.push((topic.clone(), partition, limit));
+            }
+        }
+        limits
+    }
+
+    /// Whether `partition` is an old partition that still has to move its state out (after
+    /// deciding its backlog), with `partitions` partitions now.
+    pub fn to_move_out(&self, partition: u32, partitions: u32) -> bool {
+        self.current(partitions)
+            .is_some_and(|g| partition < g.from && !self.moved_out(partition))
+    }
+
+    /// The owners whose state arrives on `partition` from another one in the newest growth.
+    pub fn arrives_on(&self, owner: &[u8], partition: u32) -> bool {
+        self.growth.is_some_and(|g| {
+            partition_for(owner, g.to) == partition && partition_for(owner, g.from) != partition
+        })
     }
 
     pub fn growth(&self) -> Option<Growth> {
@@ -456,27 +662,34 @@ impl GrowthState {
         growth
             .sources_of(partition)
             .into_iter()
-            .filter(|&source| source != partition && !self.arrived.contains(&(partition, source)))
+            .filter(|&source| {
+                source != partition && !self.arrived.contains_key(&(partition, source))
+            })
             .collect()
     }
 
     /// Whether a changelog record of `owner` read on `partition` is the owner's state, with
-    /// `partitions` partitions now: from its home, or, during a growth, from its old home
-    /// until that has moved out (the new one holds none of it before). A stale copy or a
-    /// tombstone on a partition the owner left never counts, whatever order partitions are
-    /// restored in.
+    /// `partitions` partitions now: only from where its state is (`state_home`), its old
+    /// home until that has moved out, its new one after. A stale copy or a tombstone on a
+    /// partition the owner left never counts, whatever order partitions are restored in; nor
+    /// does what its new home kept of it from an older growth (its values then, and the
+    /// tombstones of that move: read while the state is still at the old home, they would
+    /// delete, in a store the workers share, the keys the old home's worker decides on).
     pub fn applies(&self, owner: &[u8], partition: u32, partitions: u32) -> bool {
-        let home = partition_for(owner, partitions);
-        if partition == home {
-            return true;
-        }
-        match self.growth {
-            Some(growth) if growth.to == partitions => {
-                partition == partition_for(owner, growth.from) && !self.moved_out(partition)
-            }
-            _ => false,
-        }
+        partition == self.state_home(owner, partitions)
     }
+}
+
+/// Where a record is decided during (or after) a growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// On the partition it was read from.
+    Here,
+    /// A straggler: produced to its org's old partition after the state moved, it goes on to
+    /// its new one, in the batch's transaction.
+    Forward { to: u32 },
+    /// Its producer partitions differently: dead-lettered as `wrong-partition`.
+    Misplaced { expected: u32 },
 }
 
 /// Why a growth log could not be read or written.
@@ -704,6 +917,7 @@ mod tests {
                 partition: 3,
                 source: 7,
                 to: 12,
+                copies_from: 0,
             },
         ] {
             let (key, value) = entry.encode("match");
@@ -740,7 +954,10 @@ mod tests {
         let (seven_to_three, three_to_seven) = (crossing(7, 3), crossing(3, 7));
         for (owner, old, new) in [(&seven_to_three, 7, 3), (&three_to_seven, 3, 7)] {
             assert!(state.applies(owner.as_bytes(), old, 12), "before the move");
-            assert!(state.applies(owner.as_bytes(), new, 12));
+            assert!(
+                !state.applies(owner.as_bytes(), new, 12),
+                "what the new home holds of it is from an older growth"
+            );
             assert!(!state.applies(owner.as_bytes(), 0, 12));
         }
         assert_eq!(state.awaiting(3), vec![7]);
@@ -752,6 +969,7 @@ mod tests {
             partition: 3,
             source: 7,
             to: 12,
+            copies_from: 0,
         });
         assert!(
             !state.applies(seven_to_three.as_bytes(), 7, 12),
@@ -766,6 +984,156 @@ mod tests {
         assert_eq!(state.awaiting(11), vec![3, 7]);
         // Without a growth (or after one, under its count), only the home counts.
         assert!(!GrowthState::default().applies(seven_to_three.as_bytes(), 7, 12));
+    }
+
+    /// An org that moves from 1 to 5 when 4 partitions grow to 8, and one that stays on 1.
+    fn mover_and_stayer() -> (String, String) {
+        let find = |moves: bool| {
+            (0..100_000u128)
+                .map(|n| OrgId::from_u128(n).as_str().to_owned())
+                .find(|o| {
+                    partition_for(o.as_bytes(), 4) == 1
+                        && (partition_for(o.as_bytes(), 8) == 5) == moves
+                })
+                .expect("such an org exists")
+        };
+        (find(true), find(false))
+    }
+
+    fn grown_4_to_8() -> GrowthState {
+        let mut state = GrowthState::default();
+        state.apply(GrowthEntry::Grown { from: 4, to: 8 });
+        for partition in 0..4 {
+            state.apply(GrowthEntry::End {
+                topic: "invoices".into(),
+                partition,
+                to: 8,
+                offset: 100,
+            });
+        }
+        state
+    }
+
+    #[test]
+    fn the_backlog_is_decided_where_the_state_is_and_later_stragglers_go_on_to_the_new_partition() {
+        let (mover, stayer) = mover_and_stayer();
+        let mut state = grown_4_to_8();
+        let route = |state: &GrowthState, org: &str, partition: u32, offset: i64| {
+            state.route("invoices", partition, offset, org.as_bytes(), 8)
+        };
+        // Produced before the growth (below the end recorded): decided on 1, where the state is.
+        assert_eq!(route(&state, &mover, 1, 99), Route::Here);
+        assert_eq!(state.state_home(mover.as_bytes(), 8), 1);
+        // Produced after, by a producer that had not learnt the new count yet: a straggler.
+        assert_eq!(route(&state, &mover, 1, 100), Route::Forward { to: 5 });
+        assert_eq!(route(&state, &stayer, 1, 100), Route::Here);
+        // On its new partition, it is at home; on any other, misplaced.
+        assert_eq!(route(&state, &mover, 5, 0), Route::Here);
+        assert_eq!(
+            route(&state, &mover, 2, 100),
+            Route::Misplaced { expected: 5 }
+        );
+        // A backlog record on a partition its key never hashed to is misplaced under the
+        // old count.
+        assert_eq!(
+            route(&state, &mover, 0, 5),
+            Route::Misplaced { expected: 1 }
+        );
+        // 1 waits for nothing (it keeps its own) and takes all; 5 takes nothing yet.
+        let topics = vec!["invoices".to_owned()];
+        assert_eq!(
+            state.limits([1, 5], &topics, 8),
+            vec![("invoices".to_owned(), 5, 0)]
+        );
+        assert!(state.to_move_out(1, 8));
+        state.apply(GrowthEntry::MovedOut {
+            partition: 1,
+            to: 8,
+        });
+        for target in state.targets_of(1) {
+            state.apply(GrowthEntry::Arrived {
+                partition: target,
+                source: 1,
+                to: 8,
+                copies_from: 0,
+            });
+        }
+        assert_eq!(state.targets_of(1), vec![5]);
+        // Moved out: even the backlog goes on now, and the state is on 5.
+        assert_eq!(route(&state, &mover, 1, 99), Route::Forward { to: 5 });
+        assert_eq!(state.state_home(mover.as_bytes(), 8), 5);
+        assert_eq!(state.state_home(stayer.as_bytes(), 8), 1);
+        assert!(state.limits([1, 5], &topics, 8).is_empty());
+        assert!(!state.to_move_out(1, 8));
+        assert!(state.arrives_on(mover.as_bytes(), 5));
+        assert!(!state.arrives_on(stayer.as_bytes(), 1));
+        // Under another count than the growth's, only the home counts.
+        assert_eq!(
+            state.route("invoices", 1, 0, mover.as_bytes(), 4),
+            Route::Here
+        );
+    }
+
+    #[test]
+    fn an_old_partition_waiting_for_state_still_takes_its_backlog() {
+        // 8 -> 12: 3 draws from 7 (and 7 from 3). Each takes its backlog before the other's
+        // state arrives, or each would wait for the other forever.
+        let mut state = GrowthState::default();
+        state.apply(GrowthEntry::Grown { from: 8, to: 12 });
+        for partition in [3, 7] {
+            state.apply(GrowthEntry::End {
+                topic: "invoices".into(),
+                partition,
+                to: 12,
+                offset: 40,
+            });
+        }
+        let topics = vec!["invoices".to_owned()];
+        assert_eq!(
+            state.limits([3, 7, 11], &topics, 12),
+            vec![
+                ("invoices".to_owned(), 3, 40),
+                ("invoices".to_owned(), 7, 40),
+                ("invoices".to_owned(), 11, 0)
+            ]
+        );
+        assert_eq!(state.unfinished(), Some(Growth::new(8, 12).unwrap()));
+        for p in 0..8 {
+            state.apply(GrowthEntry::MovedOut {
+                partition: p,
+                to: 12,
+            });
+        }
+        assert_eq!(state.unfinished(), None);
+    }
+
+    #[test]
+    fn the_smallest_end_recorded_counts_and_ends_read_back_as_written() {
+        let mut state = grown_4_to_8();
+        state.apply(GrowthEntry::End {
+            topic: "invoices".into(),
+            partition: 1,
+            to: 8,
+            offset: 250,
+        });
+        assert_eq!(state.end_of("invoices", 1), Some(100));
+        assert!(state.ends_recorded(&["invoices".to_owned()]));
+        assert!(!state.ends_recorded(&["receipts".to_owned()]));
+        let entry = GrowthEntry::End {
+            topic: "p2p.invoices.v1".into(),
+            partition: 3,
+            to: 8,
+            offset: 1 << 40,
+        };
+        let (key, value) = entry.encode("match");
+        assert_eq!(
+            GrowthEntry::decode(&key, &value),
+            Ok(("match".to_owned(), entry))
+        );
+        assert!(matches!(
+            GrowthEntry::decode(&key, &8u32.to_be_bytes()),
+            Err(GrowthLogError::Value { .. })
+        ));
     }
 
     #[test]

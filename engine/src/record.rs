@@ -125,6 +125,9 @@ pub struct Aligner {
     next_offsets: HashMap<(String, i32), i64>,
     /// Since when each blocked partition group has been waiting.
     waiting_since: HashMap<i32, Instant>,
+    /// Offsets no record of a topic-partition is taken from (during a growth, a partition
+    /// waiting for its state takes nothing, or only its backlog): held, not dropped.
+    limits: HashMap<(String, i32), i64>,
 }
 
 impl Aligner {
@@ -148,11 +151,28 @@ impl Aligner {
             .map_or(0, VecDeque::len)
     }
 
+    /// The offset of the next record of a topic-partition to hand out, if one is buffered.
+    pub fn front_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.queues
+            .get(&(topic.to_owned(), partition))
+            .and_then(VecDeque::front)
+            .map(|r| r.offset)
+    }
+
     /// The offset after the last buffered record of a topic-partition, if any was buffered.
     pub fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.next_offsets
             .get(&(topic.to_owned(), partition))
             .copied()
+    }
+
+    /// Takes records of each listed topic-partition only below its offset from now on
+    /// (replacing the limits set before).
+    pub fn limit(&mut self, limits: impl IntoIterator<Item = (String, i32, i64)>) {
+        self.limits = limits
+            .into_iter()
+            .map(|(topic, partition, offset)| ((topic, partition), offset))
+            .collect();
     }
 
     /// Drops what was buffered from partitions this member no longer owns.
@@ -198,11 +218,17 @@ impl Aligner {
                 .map(|topic| self.queues.remove(&(topic.clone(), partition)))
                 .collect();
             let mut waits_for: Vec<Option<Option<Duration>>> = vec![None; topics.len()];
+            let limits: Vec<Option<i64>> = topics
+                .iter()
+                .map(|topic| self.limits.get(&(topic.clone(), partition)).copied())
+                .collect();
             while taken.len() < max {
                 let mut head: Option<(i64, usize)> = None;
                 let mut blocked: Option<Duration> = None;
                 for (i, topic) in topics.iter().enumerate() {
                     match buffers[i].as_ref().and_then(VecDeque::front) {
+                        // Held at its limit: nothing of it is taken, and it holds back nothing.
+                        Some(r) if limits[i].is_some_and(|limit| r.offset >= limit) => {}
                         Some(r) => {
                             let ts = r.timestamp.unwrap_or(i64::MIN);
                             if head.is_none_or(|(best, _)| ts < best) {

@@ -39,6 +39,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+#[path = "growing.rs"]
+mod growing;
+use growing::GrowthStep;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
@@ -83,9 +87,10 @@ pub enum RuntimeError {
     MissingInputTopics { topics: Vec<String> },
     #[error(
         "the input topics have {inputs} partitions, the state's changelog {changelog} has \
-         {changelog_partitions}: partitions were added since the state was built, and moving \
-         each key's state to its new partition is not supported yet; the runtime stops rather \
-         than decide on state it does not hold (nothing is lost: the records wait)"
+         {changelog_partitions}: partitions were added since the state was built, and this \
+         runtime keeps its state only in its local store (at least once), which cannot move \
+         to other instances; the runtime stops rather than decide on state it does not hold \
+         (nothing is lost: the records wait). Exactly once, the state moves (ADR 0025)"
     )]
     PartitionCountChanged {
         changelog: String,
@@ -96,6 +101,21 @@ pub enum RuntimeError {
         "the consumer group split partitions {partitions:?} of the input topics between members          for longer than {seconds} s: a key's records of one topic would be processed away from          its records of another. The runtime uses the `range` assignor, which never splits          co-partitioned topics; with `group.protocol = consumer` the broker assigns, so leave          `group.remote.assignor` unset (the runtime sets `range`) or set it to `range`"
     )]
     AssignmentSplit { partitions: Vec<i32>, seconds: u64 },
+    #[error("growth log: {0}")]
+    GrowthLog(#[from] crate::growth::GrowthLogIoError),
+    #[error(
+        "the input topics now have {now} partitions, but the growth from {from} to {to} has not \
+         finished (some old partition has not moved its state out): one growth at a time. \
+         Run the pipeline at {to} until `p2p admin grow-partitions --dry-run` shows nothing \
+         waiting, then grow again"
+    )]
+    GrowthUnderWay { from: u32, to: u32, now: i32 },
+    #[error(
+        "the input topics have {inputs} partitions, fewer than the {state} the state is \
+         partitioned by: partitions cannot be removed in Kafka, so another cluster's topics \
+         of the same names are being read?"
+    )]
+    FewerPartitions { inputs: i32, state: i32 },
 }
 
 /// How long a transaction step (init, offsets, commit, abort) may take.
@@ -123,6 +143,8 @@ const RESUME_BELOW: usize = 4_000;
 /// fetch on partitions with nothing new. librdkafka's 500 ms delays a resumed partition's
 /// records by as much (above); polling idle partitions 10 times a second costs little.
 const FETCH_WAIT_MAX_MS: &str = "100";
+/// librdkafka's `topic.metadata.refresh.interval.ms` unless `[kafka]` sets one.
+const METADATA_REFRESH_MS: &str = "10000";
 /// Producers lost in a row (no batch committed in between) before the runtime gives up: an
 /// instance fenced again and again shares its instance id with another.
 const MAX_PRODUCER_REBUILDS: u32 = 5;
@@ -203,6 +225,9 @@ struct Worker<T: Topology> {
     /// Each input topic's partition count (known once `run` has looked): a record must be on
     /// the partition its key hashes to, where the key's state is.
     input_partitions: HashMap<String, i32>,
+    /// What the application's growth log says of this topology (ADR 0025): empty until read,
+    /// and with no growth ever.
+    growth: std::sync::RwLock<crate::growth::GrowthState>,
 }
 
 impl<T: Topology> Runtime<T> {
@@ -325,6 +350,7 @@ impl<T: Topology> Worker<T> {
             changelog: None,
             observed: std::sync::Mutex::new(None),
             input_partitions: HashMap::new(),
+            growth: std::sync::RwLock::default(),
         })
     }
 
@@ -363,6 +389,10 @@ impl<T: Topology> Worker<T> {
         let mut full = false;
         // When a record last came (or the runtime last went back to the committed offsets).
         let mut last_record = Instant::now();
+        // During a growth: partitions wait for their backlog or for state to arrive, and the
+        // runtime looks at them (and the growth log) again shortly, records or not.
+        let mut growth_pending = false;
+        let mut last_log_look = Instant::now();
         loop {
             let waiting = aligner.is_waiting();
             let first = tokio::select! {
@@ -370,6 +400,7 @@ impl<T: Topology> Worker<T> {
                 received = self.consumer.recv() => Some(received),
                 _ = std::future::ready(()), if full => None,
                 _ = timer_tick.tick(), if has_timers => None,
+                _ = tokio::time::sleep(Duration::from_millis(200)), if growth_pending => None,
                 // A partition group waits for a lagging partition: look again shortly.
                 _ = tokio::time::sleep(Duration::from_millis(20)), if waiting => None,
             };
@@ -447,7 +478,18 @@ impl<T: Topology> Worker<T> {
             // A recv cut short by the linger deadline may have run a rebalance too.
             rebalanced |= self.forget_revoked(&mut aligner, &mut owned, &mut restored, &mut paused);
             if rebalanced {
-                blocking(|| self.check_partition_counts())?;
+                if let CountChange::Grown(grown) = blocking(|| self.check_partition_counts())? {
+                    self.take_growth_up(
+                        grown,
+                        &mut restored,
+                        &mut aligner,
+                        &mut owned,
+                        &mut paused,
+                    )
+                    .await?;
+                    full = true;
+                    continue;
+                }
             }
             blocking(|| owned.refresh(&self.consumer));
             aligner.retain(|topic, partition| owned.contains(topic, partition));
@@ -477,6 +519,30 @@ impl<T: Topology> Worker<T> {
                 full = true;
                 continue;
             }
+            growth_pending = false;
+            if self.growing() {
+                match self
+                    .growth_step(&topics, &aligner, &owned, &mut restored, &mut last_log_look)
+                    .await
+                {
+                    Ok(GrowthStep::Waiting) => growth_pending = true,
+                    Ok(GrowthStep::Settled) => {}
+                    Ok(GrowthStep::Arrived) => {
+                        // Restored again (what arrived) before any of their records is taken.
+                        full = true;
+                        continue;
+                    }
+                    Err(failure) => {
+                        growth_pending = true;
+                        if let Some(error) = self.recover(failure, &mut failures).await? {
+                            tracing::warn!(%error, "moving state out failed; trying again");
+                        }
+                        self.rewind(&mut aligner, &mut owned, &mut paused).await?;
+                        continue;
+                    }
+                }
+            }
+            aligner.limit(self.limits(&owned, &restored, &topics));
             if aligner.buffered() == 0
                 && last_record.elapsed() > FETCH_STALL
                 && blocking(|| owned.fetch_stalled(&self.consumer))
@@ -525,30 +591,44 @@ impl<T: Topology> Worker<T> {
                 // Timers wait for an assignment, and with it a restored store.
                 continue;
             }
+            // A record off its partition may be a producer's that learnt a grown count before
+            // this worker did: the growth is taken up (or, half done, waited for) before it is
+            // taken for misplaced.
+            if self.changelog.is_some()
+                && batch.iter().any(|r| {
+                    crate::dlq::meant_for(r, self.topology.name())
+                        && matches!(self.route(r), crate::growth::Route::Misplaced { .. })
+                })
+            {
+                match blocking(|| self.check_partition_counts())? {
+                    CountChange::Unchanged => {}
+                    CountChange::Grown(grown) => {
+                        self.take_growth_up(
+                            grown,
+                            &mut restored,
+                            &mut aligner,
+                            &mut owned,
+                            &mut paused,
+                        )
+                        .await?;
+                        full = true;
+                        continue;
+                    }
+                    CountChange::Growing => {
+                        self.rewind(&mut aligner, &mut owned, &mut paused).await?;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
             match self.handle_batch(&batch).await {
                 Ok(()) => failures = 0,
-                Err(Uncommitted::Aborted(reason)) => {
-                    failures += 1;
-                    tracing::warn!(%reason, records = batch.len(), "transaction aborted; consuming again from the committed offsets");
-                    tokio::time::sleep(backoff(failures)).await;
-                    self.rewind(&mut aligner, &mut owned, &mut paused).await?;
-                }
-                Err(Uncommitted::ProducerLost(error)) => {
-                    failures += 1;
-                    if failures > MAX_PRODUCER_REBUILDS {
-                        return Err(RuntimeError::Transaction(error));
+                Err(failure) => {
+                    if let Some(reason) = self.recover(failure, &mut failures).await? {
+                        tracing::warn!(%reason, records = batch.len(), "transaction aborted; consuming again from the committed offsets");
                     }
-                    tracing::warn!(%error, "producer fenced or failed; building a new one and consuming again from the committed offsets");
-                    tokio::time::sleep(backoff(failures)).await;
-                    // Building it waits for the broker (init_transactions), and dropping
-                    // the old one closes it: off the shared workers.
-                    blocking(|| -> Result<(), RuntimeError> {
-                        self.producer = producer(&self.config)?;
-                        Ok(())
-                    })?;
                     self.rewind(&mut aligner, &mut owned, &mut paused).await?;
                 }
-                Err(Uncommitted::Fatal(e)) => return Err(e),
             }
         }
         drop(announced);
@@ -560,9 +640,45 @@ impl<T: Topology> Worker<T> {
         Ok(self.stats.snapshot())
     }
 
+    /// After a transaction that did not commit: waits a backoff, and builds a new producer if
+    /// the old one is lost. The reason of an aborted one, to log; the caller then consumes
+    /// again from the committed offsets.
+    async fn recover(
+        &mut self,
+        failure: Uncommitted,
+        failures: &mut u32,
+    ) -> Result<Option<String>, RuntimeError> {
+        *failures += 1;
+        match failure {
+            Uncommitted::Aborted(reason) => {
+                tokio::time::sleep(backoff(*failures)).await;
+                Ok(Some(reason))
+            }
+            Uncommitted::ProducerLost(error) => {
+                if *failures > MAX_PRODUCER_REBUILDS {
+                    return Err(RuntimeError::Transaction(error));
+                }
+                tracing::warn!(%error, "producer fenced or failed; building a new one and consuming again from the committed offsets");
+                tokio::time::sleep(backoff(*failures)).await;
+                // Building it waits for the broker (init_transactions), and dropping the old
+                // one closes it: off the shared workers.
+                blocking(|| -> Result<(), RuntimeError> {
+                    self.producer = producer(&self.config)?;
+                    Ok(())
+                })?;
+                Ok(None)
+            }
+            Uncommitted::Fatal(e) => Err(e),
+        }
+    }
+
     /// The store's changelog topic, created (compacted, as many partitions as the inputs) if
-    /// it does not exist yet. An existing changelog must have as many partitions as the
-    /// inputs: its partition `p` holds the state of the keys on their partition `p`.
+    /// it does not exist yet, and the partition count the state is kept by: the inputs'. Its
+    /// partition `p` holds the state of the keys on their partition `p`. A changelog with
+    /// fewer partitions than the inputs means they grew (by another tool than `p2p admin
+    /// grow-partitions`, or while no runtime ran): the growth is taken up (ADR 0025). One with
+    /// more means a growth under way: the inputs grow last, and until they do the state is
+    /// kept by their count.
     async fn ensure_changelog(&self) -> Result<(String, i32), RuntimeError> {
         let topic = self.config.changelog_topic(self.topology.name());
         let inputs = co_partitioned(&self.input_partitions)?.max(1);
@@ -577,14 +693,12 @@ impl<T: Topology> Worker<T> {
             .shown_partition_counts(std::slice::from_ref(&topic), Duration::from_secs(10))
             .await?;
         let partitions = counts.get(&topic).copied().unwrap_or(0);
-        if partitions != inputs {
-            return Err(RuntimeError::PartitionCountChanged {
-                changelog: topic,
-                changelog_partitions: partitions,
-                inputs,
-            });
+        if partitions < inputs {
+            self.adopt_growth(&topic, partitions, inputs).await?;
+        } else {
+            blocking(|| self.load_growth())?;
         }
-        Ok((topic, partitions))
+        Ok((topic, inputs))
     }
 
     /// Each input topic's partition count, once every input topic exists. A topic just created
@@ -626,36 +740,63 @@ impl<T: Topology> Worker<T> {
         }
     }
 
-    /// After a rebalance (adding partitions to a topic causes one): the input topics' partition
-    /// counts must still be those the state is partitioned by.
-    fn check_partition_counts(&mut self) -> Result<(), RuntimeError> {
+    /// After a rebalance (adding partitions to a topic causes one), or when a batch holds a
+    /// record off its partition (a producer may have learnt a new count before this worker):
+    /// whether the input topics grew past the count the state is kept by (exactly once, the
+    /// growth is then taken up), or some have and the others not yet.
+    fn check_partition_counts(&mut self) -> Result<CountChange, RuntimeError> {
         let counts = match self.partition_counts(&self.topology.input_topics()) {
             Ok(counts) => counts,
             Err(error) => {
-                tracing::warn!(%error, "could not look at the input topics' partition counts after a rebalance; looking again after the next one");
-                return Ok(());
+                tracing::warn!(%error, "could not look at the input topics' partition counts; looking again later");
+                return Ok(CountChange::Unchanged);
             }
         };
-        // Without a changelog (at least once), what the state was built on.
-        let (changelog, partitions) = match &self.changelog {
-            Some((changelog, partitions)) => (changelog.clone(), *partitions),
-            None => ("(none)".to_owned(), co_partitioned(&self.input_partitions)?),
+        let partitions = self.served_partitions();
+        let Ok(grown) = co_partitioned(&counts) else {
+            tracing::info!(?counts, "the input topics' partition counts differ (a growth under way?): their new partitions wait until all have grown");
+            return Ok(CountChange::Growing);
         };
-        // Any input grown (before all are) stops it: what topic it was does not matter.
-        if let Some(grown) = counts
-            .values()
-            .copied()
-            .find(|c| *c > 0 && partitions > 0 && *c != partitions)
-        {
+        if grown <= 0 || partitions <= 0 || grown == partitions {
+            return Ok(CountChange::Unchanged);
+        }
+        if grown < partitions {
+            return Err(RuntimeError::FewerPartitions {
+                inputs: grown,
+                state: partitions,
+            });
+        }
+        let Some((changelog, _)) = &self.changelog else {
+            // At least once: the state is in this instance's store alone, and cannot move.
             return Err(RuntimeError::PartitionCountChanged {
-                changelog,
+                changelog: "(none)".to_owned(),
                 changelog_partitions: partitions,
                 inputs: grown,
             });
-        }
-        co_partitioned(&counts)?;
+        };
+        tracing::info!(changelog = %changelog, from = partitions, to = grown, "the input topics grew");
         self.input_partitions = counts;
-        Ok(())
+        Ok(CountChange::Grown(grown))
+    }
+
+    /// Takes up the inputs' growth to `grown` partitions: every partition is restored again
+    /// under the new count (the tails, from the checkpoints), and its records consumed again
+    /// from the committed offsets.
+    async fn take_growth_up(
+        &mut self,
+        grown: i32,
+        restored: &mut HashSet<i32>,
+        aligner: &mut Aligner,
+        owned: &mut Owned,
+        paused: &mut HashSet<(String, i32)>,
+    ) -> Result<(), RuntimeError> {
+        if let Some((changelog, from)) = self.changelog.clone() {
+            self.adopt_growth(&changelog, from, grown).await?;
+            self.changelog = Some((changelog, grown));
+        }
+        restored.clear();
+        self.serve_only(restored);
+        self.rewind(aligner, owned, paused).await
     }
 
     /// Each of `topics`' partition count (0 for one that does not exist yet).
@@ -683,24 +824,15 @@ impl<T: Topology> Worker<T> {
             .unwrap_or(0))
     }
 
-    /// Why `record` is not on the partition its key hashes to, if it is not. A
-    /// record without a key is left to the topology, which refuses it.
-    fn misplaced(&self, record: &InputRecord) -> Option<String> {
-        let key = record.key.as_deref()?;
-        let partitions = *self.input_partitions.get(&record.topic)?;
-        if partitions <= 0 {
-            return None;
-        }
-        let expected = partition_for(key, partitions as u32) as i32;
-        (expected != record.partition).then(|| {
-            format!(
-                "key {:?} belongs on partition {expected} of {} (murmur2, as the Java client \
-                 partitions), not on {}: its producer partitions differently",
-                String::from_utf8_lossy(key),
-                record.topic,
-                record.partition
-            )
-        })
+    /// Why `record`, whose key belongs on partition `expected`, is dead-lettered.
+    fn misplaced(record: &InputRecord, expected: u32) -> String {
+        format!(
+            "key {:?} belongs on partition {expected} of {} (murmur2, as the Java client \
+             partitions), not on {}: its producer partitions differently",
+            String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()),
+            record.topic,
+            record.partition
+        )
     }
 
     /// Restores the store for every partition number newly assigned (each input topic's
@@ -718,22 +850,35 @@ impl<T: Topology> Worker<T> {
             let numbers: HashSet<i32> = owned.partition_numbers().into_iter().collect();
             if numbers != *restored {
                 *restored = numbers;
-                self.serve_only(restored.clone(), self.served_partitions());
+                self.serve_only(restored);
             }
             return Ok(());
         };
-        let numbers = owned.partition_numbers();
+        // Partitions past the count the state is kept by (inputs grown before the rest, or
+        // before this worker took the growth up) wait: held, never restored or decided yet.
+        let numbers: BTreeSet<i32> = owned
+            .partition_numbers()
+            .into_iter()
+            .filter(|p| p < partitions)
+            .collect();
         let before = restored.len();
         restored.retain(|p| numbers.contains(p));
         if restored.len() < before {
             // Partitions given up: their timers are their new owner's to fire.
-            self.serve_only(restored.clone(), *partitions);
+            self.serve_only(restored);
         }
         let new: Vec<i32> = numbers
             .into_iter()
             .filter(|p| !restored.contains(p))
             .collect();
         if new.is_empty() {
+            return Ok(());
+        }
+        // What the growth log says now: another worker may have moved a partition out (or
+        // taken one's state in) since this one last looked, and the partitions it gets are
+        // restored and decided by that.
+        if let Err(error) = self.load_growth() {
+            tracing::warn!(%error, "reading the growth log failed; restoring once it reads");
             return Ok(());
         }
         let started = Instant::now();
@@ -762,14 +907,13 @@ impl<T: Topology> Worker<T> {
         let mut attempt = 0u32;
         loop {
             let left = RESTORE_TIMEOUT.saturating_sub(started.elapsed());
-            match changelog::restore(
-                &self.config.kafka,
-                &self.store,
-                topic,
-                &new,
-                left,
-                &mut progress,
-            ) {
+            // During a growth, what arrived from old partitions counts alone (ADR 0025).
+            for partition in &new {
+                if self.growth().awaiting(*partition as u32).is_empty() {
+                    self.take_arrivals(topic, *partition)?;
+                }
+            }
+            match self.restore_partitions(topic, &new, left, &mut progress) {
                 Ok(_) => break,
                 Err(changelog::ChangelogError::Interrupted) => {
                     // Nothing is marked restored: the next look restores what is still owned,
@@ -799,7 +943,7 @@ impl<T: Topology> Worker<T> {
             ..StatsSnapshot::default()
         });
         restored.extend(new);
-        self.serve_only(restored.clone(), *partitions);
+        self.serve_only(restored);
         Ok(())
     }
 
@@ -909,7 +1053,7 @@ impl<T: Topology> Worker<T> {
         for (_, partition) in &revoked {
             restored.remove(partition);
         }
-        self.serve_only(restored.clone(), self.served_partitions());
+        self.serve_only(restored);
         // Learn the new assignment, and where its partitions start, afresh.
         *owned = Owned::default();
         true
@@ -923,12 +1067,28 @@ impl<T: Topology> Worker<T> {
         }
     }
 
-    /// Lets this worker's handle on the store serve only the keys of `numbers`: the state of
-    /// other partitions the store holds is another worker's, or stale (another instance owns
-    /// them), and their timers must not fire here.
-    fn serve_only(&self, numbers: HashSet<i32>, partitions: i32) {
+    /// Lets this worker's handle on the store serve only the keys whose state is on the
+    /// `restored` partitions (during a growth, an owner's state is on its old partition until
+    /// that moves it out, and an owner arriving on a partition is served once every arrival
+    /// is in): the state of other partitions the store holds is another worker's, or stale
+    /// (another instance owns them), and their timers must not fire here.
+    fn serve_only(&self, restored: &HashSet<i32>) {
+        let partitions = self.served_partitions().max(1) as u32;
+        let ready = self.ready(restored);
+        let restored = restored.clone();
+        let growth = self.growing().then(|| self.growth().clone());
         self.store.serve_only(Arc::new(move |key: &[u8]| {
-            changelog::partition_of(key, partitions).is_ok_and(|p| numbers.contains(&p))
+            let Some(owner) = p2p_state::owner_of_raw_key(key) else {
+                return false;
+            };
+            match &growth {
+                None => restored.contains(&(partition_for(owner, partitions) as i32)),
+                Some(growth) => {
+                    let home = growth.state_home(owner, partitions);
+                    restored.contains(&(home as i32))
+                        && (ready.contains(&(home as i32)) || !growth.arrives_on(owner, home))
+                }
+            }
         }));
     }
 
@@ -1004,27 +1164,44 @@ impl<T: Topology> Worker<T> {
 
     async fn try_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
         let started = Instant::now();
-        // Records on the wrong partition go to the DLQ; the rest (all of the batch, unless a
-        // producer misbehaves: no copy then) are processed.
-        let misplaced: Vec<(usize, String)> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, record)| self.misplaced(record).map(|why| (i, why)))
-            .collect();
+        // Records on the wrong partition go to the DLQ, a growth's stragglers on to their
+        // owner's new partition (ADR 0025); the rest (all of the batch, unless a producer
+        // misbehaves or the partitions grew: no copy then) are processed.
         // A replayed dead letter that only other topologies refused was processed here the
-        // first time: passed over (its offset is committed with the batch).
+        // first time, and a straggler another topology forwarded is that one's: passed over
+        // (their offsets are committed with the batch), and never forwarded again.
         let name = self.topology.name();
         let passed_over = |record: &InputRecord| !crate::dlq::meant_for(record, name);
+        let mut misplaced: Vec<(usize, String)> = Vec::new();
+        let mut forwarded: Vec<(usize, i32)> = Vec::new();
+        for (i, record) in batch.iter().enumerate() {
+            if passed_over(record) {
+                continue;
+            }
+            match self.route(record) {
+                crate::growth::Route::Here => {}
+                crate::growth::Route::Forward { to } => forwarded.push((i, to as i32)),
+                crate::growth::Route::Misplaced { expected } => {
+                    misplaced.push((i, Self::misplaced(record, expected)))
+                }
+            }
+        }
         let placed: std::borrow::Cow<'_, [InputRecord]> =
-            if misplaced.is_empty() && !batch.iter().any(passed_over) {
+            if misplaced.is_empty() && forwarded.is_empty() && !batch.iter().any(passed_over) {
                 batch.into()
             } else {
+                let mut elsewhere = vec![false; batch.len()];
+                for i in misplaced
+                    .iter()
+                    .map(|(i, _)| i)
+                    .chain(forwarded.iter().map(|(i, _)| i))
+                {
+                    elsewhere[*i] = true;
+                }
                 batch
                     .iter()
                     .enumerate()
-                    .filter(|(i, record)| {
-                        !misplaced.iter().any(|(m, _)| m == i) && !passed_over(record)
-                    })
+                    .filter(|(i, record)| !elsewhere[*i] && !passed_over(record))
                     .map(|(_, record)| record.clone())
                     .collect()
             };
@@ -1061,8 +1238,17 @@ impl<T: Topology> Worker<T> {
         }
         let processed = Instant::now();
         if let Some((topic, partitions)) = &self.changelog {
+            let forwarded: Vec<(&InputRecord, i32)> =
+                forwarded.iter().map(|(i, to)| (&batch[*i], *to)).collect();
             return self
-                .commit_transaction(batch, output, topic, *partitions, started, processed)
+                .commit_transaction(
+                    batch,
+                    output,
+                    &forwarded,
+                    topic,
+                    *partitions,
+                    (started, processed),
+                )
                 .await;
         }
 
@@ -1105,26 +1291,38 @@ impl<T: Topology> Worker<T> {
         &self,
         batch: &[InputRecord],
         output: crate::topology::BatchOutput,
+        forwarded: &[(&InputRecord, i32)],
         changelog: &str,
         partitions: i32,
-        started: Instant,
-        processed: Instant,
+        (started, processed): (Instant, Instant),
     ) -> Result<(), BatchFailure> {
         let mut state = output.state;
         let offsets = next_offsets(batch);
         if output.records.is_empty() && state.changes().is_empty() && offsets.count() == 0 {
             return Ok(()); // a timer tick with nothing due: no transaction
         }
-        let committed_records = output.records.len() + state.changes().len();
+        let committed_records = output.records.len() + forwarded.len() + state.changes().len();
+        // Where each state change goes: its owner's state home (during a growth, the old
+        // partition until it has moved out).
+        let homes = state
+            .changes()
+            .iter()
+            .map(|(key, _)| self.state_partition(key, partitions))
+            .collect::<Result<Vec<i32>, _>>()
+            .map_err(|e| Uncommitted::Fatal(e.into()))?;
         let producer = &self.producer;
         producer.begin_transaction().map_err(transaction_failed)?;
         let sent = async {
-            let mut records = Vec::with_capacity(output.records.len() + state.changes().len());
+            let mut records = Vec::with_capacity(committed_records);
             records.extend(output.records.iter().map(|record| record.to_send()));
-            for (key, value) in state.changes() {
-                let partition =
-                    changelog::partition_of(key, partitions).map_err(TransactionStep::Changelog)?;
-                let mut record = FutureRecord::to(changelog).partition(partition).key(key);
+            let name = self.topology.name();
+            records.extend(
+                forwarded
+                    .iter()
+                    .map(|(record, to)| forward(record, *to, name)),
+            );
+            for ((key, value), partition) in state.changes().iter().zip(&homes) {
+                let mut record = FutureRecord::to(changelog).partition(*partition).key(key);
                 if let Some(value) = value {
                     record = record.payload(value);
                 }
@@ -1133,7 +1331,7 @@ impl<T: Topology> Worker<T> {
             let delivered = produce_in_order(producer, records).await?;
             // The changelog records come last: the offsets after theirs are the checkpoint.
             let mut written: BTreeMap<i32, i64> = BTreeMap::new();
-            for (partition, offset) in &delivered[output.records.len()..] {
+            for (partition, offset) in &delivered[output.records.len() + forwarded.len()..] {
                 let next = written.entry(*partition).or_default();
                 *next = (*next).max(offset + 1);
             }
@@ -1161,40 +1359,7 @@ impl<T: Topology> Worker<T> {
         .await;
         let written = match sent {
             Ok(written) => written,
-            Err(error) => {
-                let failure = match error {
-                    TransactionStep::Kafka(e) => transaction_failed(e),
-                    TransactionStep::Changelog(e) => Uncommitted::Fatal(e.into()),
-                    TransactionStep::NoGroupMetadata => {
-                        Uncommitted::Aborted("the consumer has no group metadata yet".into())
-                    }
-                    TransactionStep::Stuck(what) => {
-                        tracing::warn!(
-                            what,
-                            seconds = TRANSACTION_TIMEOUT.as_secs(),
-                            "librdkafka did not return from a transactional call in time; giving its producer up"
-                        );
-                        Uncommitted::ProducerLost(KafkaError::Canceled)
-                    }
-                };
-                // A lost producer is replaced, and its replacement aborts what it left open.
-                if matches!(failure, Uncommitted::Aborted(_)) {
-                    let aborted = bounded_transaction_call(producer, |producer| {
-                        producer.abort_transaction(TRANSACTION_TIMEOUT)
-                    })
-                    .await;
-                    match aborted {
-                        Ok(()) => {}
-                        Err(TransactionStep::Kafka(abort)) => {
-                            return Err(Uncommitted::ProducerLost(abort).into())
-                        }
-                        Err(_) => {
-                            return Err(Uncommitted::ProducerLost(KafkaError::Canceled).into())
-                        }
-                    }
-                }
-                return Err(failure.into());
-            }
+            Err(error) => return Err(self.settle_failed(error).await.into()),
         };
         for (partition, next) in written {
             state.checkpoint(changelog, partition, next);
@@ -1205,12 +1370,51 @@ impl<T: Topology> Worker<T> {
         let mut stats = output.stats;
         stats.records_in = batch.len() as u64;
         stats.batches = u64::from(!batch.is_empty());
-        stats.changelog_records = (committed_records - output.records.len()) as u64;
+        stats.changelog_records =
+            (committed_records - output.records.len() - forwarded.len()) as u64;
+        if !forwarded.is_empty() {
+            *stats
+                .counts
+                .entry("records forwarded to their owner's new partition")
+                .or_default() += forwarded.len() as u64;
+        }
         for record in &output.records {
             stats.count_out(&record.topic);
         }
         self.report(&stats, batch, committed_records, (started, processed));
         Ok(())
+    }
+
+    /// What a transaction that failed at `error` leaves: aborted (and the abort done), or
+    /// the producer lost (its replacement aborts what it left open).
+    async fn settle_failed(&self, error: TransactionStep) -> Uncommitted {
+        let failure = match error {
+            TransactionStep::Kafka(e) => transaction_failed(e),
+            TransactionStep::Changelog(e) => Uncommitted::Fatal(e.into()),
+            TransactionStep::NoGroupMetadata => {
+                Uncommitted::Aborted("the consumer has no group metadata yet".into())
+            }
+            TransactionStep::Stuck(what) => {
+                tracing::warn!(
+                    what,
+                    seconds = TRANSACTION_TIMEOUT.as_secs(),
+                    "librdkafka did not return from a transactional call in time; giving its producer up"
+                );
+                Uncommitted::ProducerLost(KafkaError::Canceled)
+            }
+        };
+        if matches!(failure, Uncommitted::Aborted(_)) {
+            let aborted = bounded_transaction_call(&self.producer, |producer| {
+                producer.abort_transaction(TRANSACTION_TIMEOUT)
+            })
+            .await;
+            match aborted {
+                Ok(()) => {}
+                Err(TransactionStep::Kafka(abort)) => return Uncommitted::ProducerLost(abort),
+                Err(_) => return Uncommitted::ProducerLost(KafkaError::Canceled),
+            }
+        }
+        failure
     }
 
     /// Counts a committed batch, and reports it to the metrics if there are any.
@@ -1453,6 +1657,15 @@ pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
     if !config.kafka.contains_key("fetch.wait.max.ms") {
         consumer_config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     }
+    // Grown inputs are seen (and their group rebalanced) at the next metadata refresh: every
+    // 10 s rather than librdkafka's 5 minutes, so a growth's new partitions wait that long at
+    // most before their owners take them up (ADR 0025). One small request per consumer.
+    if !config
+        .kafka
+        .contains_key("topic.metadata.refresh.interval.ms")
+    {
+        consumer_config.set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
+    }
     // librdkafka prefetches up to 64 MiB per consumer under a backlog. A runtime's workers
     // share that: with one consumer per worker, the whole would grow with the cores (the
     // 10-million-open-PO benchmark went from 609 to 1,090 MiB with two workers).
@@ -1515,8 +1728,13 @@ pub fn producer_settings(config: &RuntimeConfig) -> ClientConfig {
         .set("acks", "all")
         // The Java client's partitioner, so upstreams on any client agree with us on partitions.
         .set("partitioner", "murmur2_random");
-    // Tuning, not correctness: what `[kafka]` sets stands.
-    for (key, default) in [("linger.ms", "5"), ("compression.type", "lz4")] {
+    // Tuning, not correctness: what `[kafka]` sets stands. Outputs grown with the inputs are
+    // partitioned by their new count within seconds (ADR 0025).
+    for (key, default) in [
+        ("linger.ms", "5"),
+        ("compression.type", "lz4"),
+        ("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS),
+    ] {
         if !config.kafka.contains_key(key) {
             producer_config.set(key, default);
         }
@@ -1540,6 +1758,15 @@ fn producer(config: &RuntimeConfig) -> Result<FutureProducer, RuntimeError> {
             .map_err(RuntimeError::Transaction)?;
     }
     Ok(producer)
+}
+
+/// What the input topics' partition counts did.
+enum CountChange {
+    Unchanged,
+    /// Every input has grown to this count.
+    Grown(i32),
+    /// Some inputs have grown, the others not yet.
+    Growing,
 }
 
 /// A batch that failed.
@@ -1694,6 +1921,40 @@ fn blocking<R>(call: impl FnOnce() -> R) -> R {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
         _ => call(),
     }
+}
+
+/// A growth's straggler as it goes on to partition `to` of its topic: its key, value,
+/// headers and timestamp as they came, and a header naming the `processor` it is for (every
+/// processor reading the topic forwards its own copy: `dlq::meant_for`).
+fn forward<'a>(
+    record: &'a InputRecord,
+    to: i32,
+    processor: &'a str,
+) -> FutureRecord<'a, Vec<u8>, Vec<u8>> {
+    let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(record.headers.len() + 1);
+    for (key, value) in &record.headers {
+        headers = headers.insert(rdkafka::message::Header {
+            key,
+            value: Some(value),
+        });
+    }
+    headers = headers.insert(rdkafka::message::Header {
+        key: crate::dlq::HEADER_FORWARDED_FOR,
+        value: Some(processor),
+    });
+    let mut forwarded = FutureRecord::to(&record.topic)
+        .partition(to)
+        .headers(headers);
+    if let Some(key) = &record.key {
+        forwarded = forwarded.key(key);
+    }
+    if let Some(payload) = &record.payload {
+        forwarded = forwarded.payload(payload);
+    }
+    if let Some(timestamp) = record.timestamp {
+        forwarded = forwarded.timestamp(timestamp);
+    }
+    forwarded
 }
 
 /// The offsets to commit for a batch: per partition, one past the last record processed.

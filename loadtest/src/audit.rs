@@ -347,7 +347,14 @@ pub async fn read_procurement(
     for message in read_topic(kafka, &topics.po_status, timeout)? {
         let value = codec.decode(message.payload()).await?;
         let status = PoStatusRecord::from_value(&value).map_err(decode_error(&topics.po_status))?;
-        observed.status.insert(status.po.clone(), status);
+        // The newest version, as a table reader keeps it: after a growth a PO's newer
+        // statuses are on its new partition, its older ones on the old until compaction.
+        match observed.status.get(&status.po) {
+            Some(seen) if seen.version > status.version => {}
+            _ => {
+                observed.status.insert(status.po.clone(), status);
+            }
+        }
     }
     for message in read_topic(kafka, &topics.approval_requests, timeout)? {
         let value = codec.decode(message.payload()).await?;

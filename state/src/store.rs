@@ -108,6 +108,12 @@ fn checkpoint_key(changelog: &str, partition: i32) -> Vec<u8> {
     key
 }
 
+fn note_key(note: &str) -> Vec<u8> {
+    let mut key = vec![META_PREFIX];
+    key.extend_from_slice(format!("note/{note}").as_bytes());
+    key
+}
+
 impl StoreBatch {
     /// Adds a write of `value`; a value the format cannot hold is an error, not a panic.
     pub fn put<T: Serialize>(&mut self, key: &StateKey, value: &T) -> Result<()> {
@@ -151,6 +157,12 @@ impl StoreBatch {
             checkpoint_key(changelog, partition),
             next_offset.to_be_bytes().to_vec(),
         ));
+    }
+
+    /// Records `note` (a fact about the store, such as a growth step done) atomically with
+    /// the writes of this batch; [`Store::noted`] reads it back.
+    pub fn note(&mut self, note: &str) {
+        self.meta.push((note_key(note), Vec::new()));
     }
 
     pub fn len(&self) -> usize {
@@ -260,6 +272,39 @@ impl Store {
                 Ok(Some(i64::from_be_bytes(raw)))
             }
         }
+    }
+
+    /// Whether a batch written to this store recorded `note`.
+    pub fn noted(&self, note: &str) -> Result<bool> {
+        self.db
+            .get_pinned(note_key(note))
+            .map(|v| v.is_some())
+            .map_err(|source| StateError::Read {
+                store: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Every state and timer entry (raw key and value) whose owner `keep` accepts, in key
+    /// order, whatever this handle serves: what a partition hands over when it moves.
+    pub fn entries_of(&self, keep: &dyn Fn(&[u8]) -> bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut entries = Vec::new();
+        let ranges: [(&[u8], &[u8]); 2] = [
+            (&[0x00], &[0x04]),
+            (
+                &[crate::timers::TIMER_PREFIX],
+                &[crate::timers::TIMER_PREFIX + 1],
+            ),
+        ];
+        for (from, to) in ranges {
+            for entry in self.scan_raw(from, to) {
+                let (key, value) = entry?;
+                if crate::key::owner_of_raw_key(&key).is_some_and(keep) {
+                    entries.push((key.into_vec(), value.into_vec()));
+                }
+            }
+        }
+        Ok(entries)
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &StateKey) -> Result<Option<T>> {

@@ -289,3 +289,35 @@ pub fn pipeline_toml(
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
     path
 }
+
+/// The live state keys of `changelog` (the newest record per partition and key, not a
+/// tombstone) that are not on their owner's partition of `partitions`: state a growth left
+/// behind (issue 25). Each as "owner on p, home q".
+#[allow(dead_code)]
+pub fn state_left_behind(kafka: &KafkaProperties, changelog: &str, partitions: u32) -> Vec<String> {
+    use rdkafka::Message;
+    let mut live: std::collections::BTreeMap<(i32, Vec<u8>), bool> = Default::default();
+    for message in p2p_loadtest::audit::read_topic(kafka, changelog, Duration::from_secs(60))
+        .expect("the changelog reads")
+    {
+        if let Some(key) = message.key() {
+            live.insert(
+                (message.partition(), key.to_vec()),
+                message.payload().is_some(),
+            );
+        }
+    }
+    live.iter()
+        .filter(|(_, alive)| **alive)
+        .filter_map(|((partition, key), _)| {
+            let owner = p2p_state::owner_of_raw_key(key)?;
+            let home = p2p_state::murmur2::partition_for(owner, partitions) as i32;
+            (home != *partition).then(|| {
+                format!(
+                    "{} on {partition}, home {home}",
+                    String::from_utf8_lossy(owner)
+                )
+            })
+        })
+        .collect()
+}

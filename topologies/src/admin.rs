@@ -7,6 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
 
 /// Creates every topic of `topics` (inputs, outputs, DLQs) with `partitions` partitions,
 /// the tables (`org-config`, `po-status`) compacted.
@@ -79,11 +80,18 @@ pub enum GrowError {
     )]
     NotCoPartitioned(String),
     #[error(
-        "growing is planned only (--dry-run) for now: the runtimes do not yet move state to \
-         new partitions, and stop with PartitionCountChanged when an input grows (issue 25, \
-         ADR 0025)"
+        "the {topology} topology's growth from {from} to {to} has not finished ({state}): one \
+         growth at a time. Run the pipeline until `--dry-run` shows nothing waiting, then grow \
+         again"
     )]
-    NotYetCarriedOut,
+    UnderWay {
+        topology: String,
+        from: u32,
+        to: u32,
+        state: String,
+    },
+    #[error("changelog: {0}")]
+    Changelog(#[from] p2p_engine::changelog::ChangelogError),
 }
 
 /// What growing every P2P topic to `to` partitions would move: the growth (from the inputs'
@@ -97,11 +105,16 @@ pub struct GrowthReport {
     pub absent: Vec<String>,
 }
 
-/// A topology's stores as `grow-partitions` sees them: its name, changelog and growth log.
+/// A topology's stores as `grow-partitions` sees them: its name, changelog and growth log,
+/// and the input topics whose backlog its runtimes decide before moving state.
+#[derive(Debug, Clone)]
 pub struct TopologyStore {
     pub topology: String,
     pub changelog: String,
     pub growth_log: String,
+    pub inputs: Vec<String>,
+    /// The growth log's replication factor (-1: the broker's default).
+    pub replication: i32,
 }
 
 /// Plans the growth of `topics` to `to` partitions: reads the inputs' partition counts (they
@@ -154,6 +167,89 @@ pub fn plan_growth(
         plans,
         absent,
     })
+}
+
+/// Carries out the growth `report` planned (ADR 0025): for each topology whose changelog
+/// exists, the growth and its inputs' backlog ends go to its growth log and its changelog
+/// grows; then every other P2P topic grows, and the inputs last, so that a runtime that sees
+/// them grown finds everything else ready. Refused while a growth is under way. A crash
+/// midway is completed by running it again. The topics grown, in order.
+pub async fn carry_out_growth(
+    kafka: &KafkaProperties,
+    topics: &Topics,
+    stores: &[TopologyStore],
+    report: &GrowthReport,
+) -> Result<Vec<String>, GrowError> {
+    use p2p_engine::growth::{append_log, ensure_log, GrowthEntry};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    for (topology, log) in &report.logs {
+        if let Some(under_way) = log.unfinished() {
+            if under_way.to() != report.growth.to() {
+                return Err(GrowError::UnderWay {
+                    topology: topology.clone(),
+                    from: under_way.from(),
+                    to: under_way.to(),
+                    state: log.to_string(),
+                });
+            }
+        }
+    }
+    let (from, to) = (report.growth.from(), report.growth.to());
+    let reader: BaseConsumer = client_config(kafka).create()?;
+    let mut grown = Vec::new();
+    for store in stores {
+        if report.absent.contains(&store.changelog) {
+            // Never ran exactly once: no state to move; its runtimes create their changelog
+            // at the inputs' count.
+            continue;
+        }
+        ensure_log(kafka, &store.growth_log, store.replication).await?;
+        let mut entries = vec![GrowthEntry::Grown { from, to }];
+        for topic in &store.inputs {
+            for partition in 0..from {
+                let (_, end) =
+                    reader.fetch_watermarks(topic, partition as i32, Duration::from_secs(10))?;
+                entries.push(GrowthEntry::End {
+                    topic: topic.clone(),
+                    partition,
+                    to,
+                    offset: end,
+                });
+            }
+        }
+        append_log(kafka, &store.growth_log, &store.topology, &entries)?;
+        p2p_engine::changelog::grow_topic(kafka, &store.changelog, to as i32).await?;
+        grown.push(store.changelog.clone());
+    }
+    let inputs = topics.inputs();
+    let all = topics.all();
+    let (first, last): (Vec<&str>, Vec<&str>) = all
+        .iter()
+        .map(String::as_str)
+        .partition(|t| !inputs.contains(t));
+    let counts = partition_counts(kafka, &all.iter().map(String::as_str).collect::<Vec<_>>())?;
+    for topic in first.into_iter().chain(last) {
+        if counts.get(topic).is_some_and(|c| (*c as u32) < to) {
+            p2p_engine::changelog::grow_topic(kafka, topic, to as i32).await?;
+            grown.push(topic.to_owned());
+        }
+    }
+    // The command returns once the cluster's metadata shows every topic grown: a producer
+    // made after it partitions by the new count (the controller accepts a growth before the
+    // brokers' metadata shows it).
+    let names: Vec<&str> = grown.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let counts = partition_counts(kafka, &names)?;
+        if names
+            .iter()
+            .all(|t| counts.get(*t).is_some_and(|c| *c as u32 >= to))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(grown)
 }
 
 /// Those of `topics` the cluster does not have, from one metadata request.
