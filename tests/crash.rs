@@ -336,34 +336,60 @@ fn scenario(seed: u64) -> Scenario {
 }
 
 /// What every crash run starts with: topics of its own, a scenario seeded at random (the seed
-/// is in the report, to replay a failure), the application to run on them, and the random
-/// instants it is killed at, drawn from the same seed.
+/// is in the report, to replay a failure), and, returned with it, the application to run on
+/// them and the random instants it is killed at, drawn from the same seed.
 struct CrashRun {
+    kafka: KafkaProperties,
     topics: TestTopics,
     codec: Arc<Codec>,
     seed: u64,
     scenario: Scenario,
-    app: App,
-    rng: rand_chacha::ChaCha8Rng,
 }
 
 impl CrashRun {
-    async fn new(kafka: KafkaProperties, test: &str) -> CrashRun {
+    async fn new(kafka: KafkaProperties, test: &str) -> (CrashRun, App, rand_chacha::ChaCha8Rng) {
         let topics = TestTopics::create_on(kafka.clone(), test, PARTITIONS).await;
         keep_status_history(&kafka, &topics.po_status).await;
         let seed: u64 = std::env::var("P2P_CRASH_SEED")
             .ok()
             .and_then(|seed| seed.parse().ok())
             .unwrap_or_else(|| rand::rng().random());
-        let app = App::new(kafka, &topics);
-        CrashRun {
+        let app = App::new(kafka.clone(), &topics);
+        let run = CrashRun {
+            kafka,
             codec: registry_codec(),
             scenario: scenario(seed),
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
             topics,
             seed,
-            app,
-        }
+        };
+        (run, app, rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// Feeds the scenario as a steady stream (see [`feed`]).
+    fn feed(&self, gate: Option<Arc<tokio::sync::Mutex<()>>>) -> tokio::task::JoinHandle<()> {
+        feed(
+            &self.kafka,
+            &self.scenario,
+            &self.topics,
+            self.codec.clone(),
+            gate,
+        )
+    }
+
+    /// Waits until `running` agrees with the plan, stops them (SIGTERM, in their order), and
+    /// reports the run: the processes killed before (`ended`) and these.
+    async fn finish(&self, what: &str, mut ended: Vec<Ended>, mut running: Vec<Process>) {
+        let mut settling: Vec<&mut Process> = running.iter_mut().collect();
+        let outcome = settle(
+            &self.kafka,
+            &self.scenario,
+            &self.topics,
+            &self.codec,
+            &mut settling,
+        )
+        .await;
+        ended.extend(running.into_iter().map(Process::terminate));
+        report(&format!("{what} (seed {})", self.seed), &ended, &outcome);
     }
 }
 
@@ -704,36 +730,24 @@ fn report(what: &str, ended: &[Ended], outcome: &Outcome) {
 // had not waited for them (ADR 0009). Soak: `P2P_CRASH_KILLS=40`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_instants_the_pipeline_loses_nothing_and_does_nothing_twice() {
-    let CrashRun {
-        topics,
-        codec,
-        seed,
-        scenario,
-        app,
-        mut rng,
-    } = CrashRun::new(kafka(), "crash").await;
-    let feeding = feed(&kafka(), &scenario, &topics, codec.clone(), None);
+    let (run, app, mut rng) = CrashRun::new(kafka(), "crash").await;
+    let feeding = run.feed(None);
     let mut ended = Vec::new();
     let exactly_once = app.guarantee == "exactly_once";
-    for run in 0..kills() {
+    for start in 0..kills() {
         // Every third restart on an empty state directory (a new disk, a new pod): only the
         // changelog holds its state then. At least once keeps no changelog to restore from.
-        let wipe = exactly_once && run % 3 == 2;
-        let mut process = app.start("a", run, wipe);
+        let wipe = exactly_once && start % 3 == 2;
+        let mut process = app.start("a", start, wipe);
         let alive = Duration::from_millis(rng.random_range(2_000..6_000));
         tokio::time::sleep(alive).await;
         process.assert_running();
         ended.push(process.kill());
     }
     feeding.await.expect("fed");
-    let mut last = app.start("a", kills(), false);
-    let outcome = settle(&kafka(), &scenario, &topics, &codec, &mut [&mut last]).await;
-    ended.push(last.terminate());
-    report(
-        &format!("{} kills (seed {seed})", kills()),
-        &ended,
-        &outcome,
-    );
+    let last = app.start("a", kills(), false);
+    run.finish(&format!("{} kills", kills()), ended, vec![last])
+        .await;
 }
 
 // This test found a real violation: requisition events processed a second time against state
@@ -743,15 +757,8 @@ async fn killed_at_random_instants_the_pipeline_loses_nothing_and_does_nothing_t
 // restored stores) on every revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
-    let CrashRun {
-        topics,
-        codec,
-        seed,
-        scenario,
-        app,
-        mut rng,
-    } = CrashRun::new(kafka(), "rebalance").await;
-    let feeding = feed(&kafka(), &scenario, &topics, codec.clone(), None);
+    let (run, app, mut rng) = CrashRun::new(kafka(), "rebalance").await;
+    let feeding = run.feed(None);
     let mut pause = |from_ms, to_ms| Duration::from_millis(rng.random_range(from_ms..to_ms));
     let mut ended = Vec::new();
 
@@ -771,16 +778,10 @@ async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
     tokio::time::sleep(pause(2_000, 6_000)).await;
     // b comes back on an empty disk; both run to the end.
     a.assert_running();
-    let mut b = app.start("b", 1, true);
+    let b = app.start("b", 1, true);
     feeding.await.expect("fed");
-    let outcome = settle(&kafka(), &scenario, &topics, &codec, &mut [&mut a, &mut b]).await;
-    ended.push(b.terminate());
-    ended.push(a.terminate());
-    report(
-        &format!("two instances killed mid-rebalance (seed {seed})"),
-        &ended,
-        &outcome,
-    );
+    run.finish("two instances killed mid-rebalance", ended, vec![b, a])
+        .await;
 }
 
 // Issue 25: the partitions grow twice while ERPs publish, 4 -> 8 (a multiple) and then 8 -> 12
@@ -797,25 +798,12 @@ async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "on demand: one PO's events overtaken after a growth, under investigation (issue 25)"]
 async fn partitions_grown_twice_under_kill_9_lose_nothing_and_do_nothing_twice() {
-    let CrashRun {
-        topics,
-        codec,
-        seed,
-        scenario,
-        app,
-        mut rng,
-    } = CrashRun::new(kafka(), "grow").await;
+    let (run, app, mut rng) = CrashRun::new(kafka(), "grow").await;
     if app.guarantee != "exactly_once" {
         return; // at least once, a growth stops the runtimes (README)
     }
     let gate = Arc::new(tokio::sync::Mutex::new(()));
-    let feeding = feed(
-        &kafka(),
-        &scenario,
-        &topics,
-        codec.clone(),
-        Some(gate.clone()),
-    );
+    let feeding = run.feed(Some(gate.clone()));
     let instances = ["a", "b", "c"];
     let mut running: Vec<Process> = instances.iter().map(|i| app.start(i, 0, false)).collect();
     let mut starts = [1usize; 3];
@@ -837,16 +825,12 @@ async fn partitions_grown_twice_under_kill_9_lose_nothing_and_do_nothing_twice()
         }
     }
     feeding.await.expect("fed");
-    let mut settling: Vec<&mut Process> = running.iter_mut().collect();
-    let outcome = settle(&kafka(), &scenario, &topics, &codec, &mut settling).await;
-    for process in running {
-        ended.push(process.terminate());
-    }
-    report(
-        &format!("grown 4 -> 8 -> 12 under three instances, four killed (seed {seed})"),
-        &ended,
-        &outcome,
-    );
+    run.finish(
+        "grown 4 -> 8 -> 12 under three instances, four killed",
+        ended,
+        running,
+    )
+    .await;
     for changelog in app.changelogs() {
         let left = state_left_behind(&kafka(), &changelog, 12);
         assert!(left.is_empty(), "{changelog}: state left behind: {left:?}");
@@ -907,38 +891,26 @@ impl Drop for OwnBroker {
 async fn a_broker_restart_mid_run_loses_nothing_and_does_nothing_twice() {
     let broker = OwnBroker::start();
     let kafka = broker.kafka();
-    let CrashRun {
-        topics,
-        codec,
-        seed,
-        scenario,
-        app,
-        mut rng,
-    } = CrashRun::new(kafka.clone(), "broker").await;
+    let (run, app, mut rng) = CrashRun::new(kafka.clone(), "broker").await;
     // The first half while the broker is up; the rest once it is back.
-    let half = scenario.records.len() / 2;
-    let (first, rest) = scenario.records.split_at(half);
+    let half = run.scenario.records.len() / 2;
+    let (first, rest) = run.scenario.records.split_at(half);
     let producer = erp_producer(&kafka).expect("producer");
-    produce_records(&producer, &codec, &topics, first)
+    produce_records(&producer, &run.codec, &run.topics, first)
         .await
         .expect("produced");
-    let mut pipeline = app.start("a", 0, false);
+    let pipeline = app.start("a", 0, false);
     tokio::time::sleep(Duration::from_millis(rng.random_range(4_000..8_000))).await;
     // Stopped and started again under the running pipeline: its transactions fail, its
     // producer may be fenced, its consumers lose the coordinator.
     broker.script("stop");
     tokio::time::sleep(Duration::from_secs(3)).await;
     broker.script("start");
-    produce_records(&producer, &codec, &topics, rest)
+    produce_records(&producer, &run.codec, &run.topics, rest)
         .await
         .expect("produced");
-    let outcome = settle(&kafka, &scenario, &topics, &codec, &mut [&mut pipeline]).await;
-    let ended = vec![pipeline.terminate()];
-    report(
-        &format!("a broker restart mid-run (seed {seed})"),
-        &ended,
-        &outcome,
-    );
+    run.finish("a broker restart mid-run", Vec::new(), vec![pipeline])
+        .await;
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub fn meant_for(record: &InputRecord, processor: &str) -> bool {
             .iter()
             .rev()
             .find(|(k, _)| k == header)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .map(|(_, v)| String::from_utf8_lossy(v))
     };
     named(HEADER_REPLAYED_FOR).is_none_or(|v| v.split(',').any(|p| p.trim() == processor))
         && named(HEADER_FORWARDED_FOR).is_none_or(|v| v == processor)

@@ -121,9 +121,20 @@ impl<T: Topology> Worker<T> {
         }
     }
 
-    /// Where `record` is decided: here, forwarded to its org's new partition, or nowhere (its
-    /// producer partitions differently).
-    pub(super) fn route(&self, record: &InputRecord) -> Route {
+    /// Where each record of `batch` is decided: `None` for one another processor's (a
+    /// replayed dead letter only others refused, a straggler another forwarded), passed over;
+    /// else here, forwarded to its org's new partition, or nowhere (its producer partitions
+    /// differently). Once a batch, under one look at the growth.
+    pub(super) fn routes(&self, batch: &[InputRecord]) -> Vec<Option<Route>> {
+        let name = self.topology.name();
+        let growth = self.growth();
+        batch
+            .iter()
+            .map(|record| crate::dlq::meant_for(record, name).then(|| self.route(&growth, record)))
+            .collect()
+    }
+
+    fn route(&self, growth: &GrowthState, record: &InputRecord) -> Route {
         let (Some(key), Some(&partitions)) = (
             record.key.as_deref(),
             self.input_partitions.get(&record.topic),
@@ -134,7 +145,7 @@ impl<T: Topology> Worker<T> {
         if partitions <= 0 {
             return Route::Here;
         }
-        self.growth().route(
+        growth.route(
             &record.topic,
             record.partition as u32,
             record.offset,
@@ -381,21 +392,8 @@ impl<T: Topology> Worker<T> {
             // The partition's committed offsets, committed again with the group's metadata:
             // a member that lost the partition meanwhile (a zombie) is fenced, and its move
             // aborts, as a batch of its would.
-            let group = self
-                .consumer
-                .group_metadata()
-                .ok_or(TransactionStep::NoGroupMetadata)?;
             let offsets = blocking(|| self.committed_of(partition))?;
-            if offsets.count() > 0 {
-                bounded_transaction_call(producer, move |producer| {
-                    producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-                })
-                .await?;
-            }
-            bounded_transaction_call(producer, |producer| {
-                producer.commit_transaction(TRANSACTION_TIMEOUT)
-            })
-            .await?;
+            self.send_offsets_and_commit(producer, offsets).await?;
             Ok::<_, TransactionStep>(log_entries)
         }
         .await;

@@ -346,6 +346,13 @@ pub enum GrowthLogError {
     Value { key: String },
 }
 
+/// A growth log value with an offset: the partition count (4 bytes), then the offset (8).
+fn with_offset(to: u32, offset: i64) -> Vec<u8> {
+    let mut value = to.to_be_bytes().to_vec();
+    value.extend_from_slice(&offset.to_be_bytes());
+    value
+}
+
 impl GrowthEntry {
     /// The record's key (a compacted log keeps the newest per key) and value.
     pub fn encode(&self, topology: &str) -> (String, Vec<u8>) {
@@ -355,11 +362,10 @@ impl GrowthEntry {
                 partition,
                 to,
                 offset,
-            } => {
-                let mut value = to.to_be_bytes().to_vec();
-                value.extend_from_slice(&offset.to_be_bytes());
-                (format!("end/{topology}/{topic}/{partition}"), value)
-            }
+            } => (
+                format!("end/{topology}/{topic}/{partition}"),
+                with_offset(to, offset),
+            ),
             GrowthEntry::Grown { from, to } => (
                 format!("grown/{topology}/{from}"),
                 to.to_be_bytes().to_vec(),
@@ -373,11 +379,10 @@ impl GrowthEntry {
                 source,
                 to,
                 copies_from,
-            } => {
-                let mut value = to.to_be_bytes().to_vec();
-                value.extend_from_slice(&copies_from.to_be_bytes());
-                (format!("arrived/{topology}/{partition}/{source}"), value)
-            }
+            } => (
+                format!("arrived/{topology}/{partition}/{source}"),
+                with_offset(to, copies_from),
+            ),
         }
     }
 

@@ -477,19 +477,15 @@ impl<T: Topology> Worker<T> {
             }
             // A recv cut short by the linger deadline may have run a rebalance too.
             rebalanced |= self.forget_revoked(&mut aligner, &mut owned, &mut restored, &mut paused);
-            if rebalanced {
-                if let CountChange::Grown(grown) = blocking(|| self.check_partition_counts())? {
-                    self.take_growth_up(
-                        grown,
-                        &mut restored,
-                        &mut aligner,
-                        &mut owned,
-                        &mut paused,
-                    )
-                    .await?;
-                    full = true;
-                    continue;
-                }
+            if rebalanced
+                && matches!(
+                    self.take_growth_if_grown(&mut restored, &mut aligner, &mut owned, &mut paused)
+                        .await?,
+                    CountChange::Grown(_)
+                )
+            {
+                full = true;
+                continue;
             }
             blocking(|| owned.refresh(&self.consumer));
             aligner.retain(|topic, partition| owned.contains(topic, partition));
@@ -591,26 +587,21 @@ impl<T: Topology> Worker<T> {
                 // Timers wait for an assignment, and with it a restored store.
                 continue;
             }
+            let routes = self.routes(&batch);
             // A record off its partition may be a producer's that learnt a grown count before
             // this worker did: the growth is taken up (or, half done, waited for) before it is
             // taken for misplaced.
             if self.changelog.is_some()
-                && batch.iter().any(|r| {
-                    crate::dlq::meant_for(r, self.topology.name())
-                        && matches!(self.route(r), crate::growth::Route::Misplaced { .. })
-                })
+                && routes
+                    .iter()
+                    .any(|r| matches!(r, Some(crate::growth::Route::Misplaced { .. })))
             {
-                match blocking(|| self.check_partition_counts())? {
+                match self
+                    .take_growth_if_grown(&mut restored, &mut aligner, &mut owned, &mut paused)
+                    .await?
+                {
                     CountChange::Unchanged => {}
-                    CountChange::Grown(grown) => {
-                        self.take_growth_up(
-                            grown,
-                            &mut restored,
-                            &mut aligner,
-                            &mut owned,
-                            &mut paused,
-                        )
-                        .await?;
+                    CountChange::Grown(_) => {
                         full = true;
                         continue;
                     }
@@ -621,7 +612,7 @@ impl<T: Topology> Worker<T> {
                     }
                 }
             }
-            match self.handle_batch(&batch).await {
+            match self.handle_batch(&batch, &routes).await {
                 Ok(()) => failures = 0,
                 Err(failure) => {
                     if let Some(reason) = self.recover(failure, &mut failures).await? {
@@ -779,24 +770,27 @@ impl<T: Topology> Worker<T> {
         Ok(CountChange::Grown(grown))
     }
 
-    /// Takes up the inputs' growth to `grown` partitions: every partition is restored again
-    /// under the new count (the tails, from the checkpoints), and its records consumed again
-    /// from the committed offsets.
-    async fn take_growth_up(
+    /// Looks at the input topics' partition counts, and takes up a growth found: every
+    /// partition is restored again under the new count (the tails, from the checkpoints), and
+    /// its records consumed again from the committed offsets.
+    async fn take_growth_if_grown(
         &mut self,
-        grown: i32,
         restored: &mut HashSet<i32>,
         aligner: &mut Aligner,
         owned: &mut Owned,
         paused: &mut HashSet<(String, i32)>,
-    ) -> Result<(), RuntimeError> {
-        if let Some((changelog, from)) = self.changelog.clone() {
-            self.adopt_growth(&changelog, from, grown).await?;
-            self.changelog = Some((changelog, grown));
+    ) -> Result<CountChange, RuntimeError> {
+        let change = blocking(|| self.check_partition_counts())?;
+        if let CountChange::Grown(grown) = change {
+            if let Some((changelog, from)) = self.changelog.clone() {
+                self.adopt_growth(&changelog, from, grown).await?;
+                self.changelog = Some((changelog, grown));
+            }
+            restored.clear();
+            self.serve_only(restored);
+            self.rewind(aligner, owned, paused).await?;
         }
-        restored.clear();
-        self.serve_only(restored);
-        self.rewind(aligner, owned, paused).await
+        Ok(change)
     }
 
     /// Each of `topics`' partition count (0 for one that does not exist yet).
@@ -1095,10 +1089,14 @@ impl<T: Topology> Worker<T> {
     /// Processes one batch until it commits, or until a failed transaction sends the runtime
     /// back to the committed offsets. Faults before anything is sent (a registry out of
     /// reach, say) are retried in place with backoff, never skipped.
-    async fn handle_batch(&self, batch: &[InputRecord]) -> Result<(), Uncommitted> {
+    async fn handle_batch(
+        &self,
+        batch: &[InputRecord],
+        routes: &[Option<crate::growth::Route>],
+    ) -> Result<(), Uncommitted> {
         let mut attempt = 0u32;
         loop {
-            match self.try_batch(batch).await {
+            match self.try_batch(batch, routes).await {
                 Ok(()) => return Ok(()),
                 Err(BatchFailure::Retry(reason)) => {
                     attempt += 1;
@@ -1162,7 +1160,12 @@ impl<T: Topology> Worker<T> {
         Ok(())
     }
 
-    async fn try_batch(&self, batch: &[InputRecord]) -> Result<(), BatchFailure> {
+    async fn try_batch(
+        &self,
+        batch: &[InputRecord],
+        routes: &[Option<crate::growth::Route>],
+    ) -> Result<(), BatchFailure> {
+        use crate::growth::Route;
         let started = Instant::now();
         // Records on the wrong partition go to the DLQ, a growth's stragglers on to their
         // owner's new partition (ADR 0025); the rest (all of the batch, unless a producer
@@ -1170,41 +1173,28 @@ impl<T: Topology> Worker<T> {
         // A replayed dead letter that only other topologies refused was processed here the
         // first time, and a straggler another topology forwarded is that one's: passed over
         // (their offsets are committed with the batch), and never forwarded again.
-        let name = self.topology.name();
-        let passed_over = |record: &InputRecord| !crate::dlq::meant_for(record, name);
         let mut misplaced: Vec<(usize, String)> = Vec::new();
         let mut forwarded: Vec<(usize, i32)> = Vec::new();
-        for (i, record) in batch.iter().enumerate() {
-            if passed_over(record) {
-                continue;
-            }
-            match self.route(record) {
-                crate::growth::Route::Here => {}
-                crate::growth::Route::Forward { to } => forwarded.push((i, to as i32)),
-                crate::growth::Route::Misplaced { expected } => {
-                    misplaced.push((i, Self::misplaced(record, expected)))
+        for (i, (record, route)) in batch.iter().zip(routes).enumerate() {
+            match route {
+                None | Some(Route::Here) => {}
+                Some(Route::Forward { to }) => forwarded.push((i, *to as i32)),
+                Some(Route::Misplaced { expected }) => {
+                    misplaced.push((i, Self::misplaced(record, *expected)))
                 }
             }
         }
-        let placed: std::borrow::Cow<'_, [InputRecord]> =
-            if misplaced.is_empty() && forwarded.is_empty() && !batch.iter().any(passed_over) {
-                batch.into()
-            } else {
-                let mut elsewhere = vec![false; batch.len()];
-                for i in misplaced
-                    .iter()
-                    .map(|(i, _)| i)
-                    .chain(forwarded.iter().map(|(i, _)| i))
-                {
-                    elsewhere[*i] = true;
-                }
-                batch
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, record)| !elsewhere[*i] && !passed_over(record))
-                    .map(|(_, record)| record.clone())
-                    .collect()
-            };
+        let here = |route: &Option<Route>| *route == Some(Route::Here);
+        let placed: std::borrow::Cow<'_, [InputRecord]> = if routes.iter().all(here) {
+            batch.into()
+        } else {
+            batch
+                .iter()
+                .zip(routes)
+                .filter(|(_, route)| here(route))
+                .map(|(record, _)| record.clone())
+                .collect()
+        };
         let mut output = match process_isolating_panics(
             &*self.topology,
             &placed,
@@ -1339,21 +1329,8 @@ impl<T: Topology> Worker<T> {
             // their way, the benchmark's p99 latency went from 168 to 270 ms (librdkafka sends
             // one transaction request at a time: the likely cause). Nor are the deliveries
             // left to the commit's flush: that took 80 to 100 ms a transaction, this wait 7.
-            if offsets.count() > 0 {
-                let group = self
-                    .consumer
-                    .group_metadata()
-                    .ok_or(TransactionStep::NoGroupMetadata)?;
-                let offsets = offsets.clone();
-                bounded_transaction_call(producer, move |producer| {
-                    producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-                })
+            self.send_offsets_and_commit(producer, offsets.clone())
                 .await?;
-            }
-            bounded_transaction_call(producer, |producer| {
-                producer.commit_transaction(TRANSACTION_TIMEOUT)
-            })
-            .await?;
             Ok::<_, TransactionStep>(written)
         }
         .await;
@@ -1387,6 +1364,30 @@ impl<T: Topology> Worker<T> {
 
     /// What a transaction that failed at `error` leaves: aborted (and the abort done), or
     /// the producer lost (its replacement aborts what it left open).
+    /// Ends an open transaction: the input offsets go in with the group's metadata (so a
+    /// member that lost the partitions meanwhile, a zombie, is fenced and its transaction
+    /// aborts), then the commit.
+    async fn send_offsets_and_commit(
+        &self,
+        producer: &FutureProducer,
+        offsets: TopicPartitionList,
+    ) -> Result<(), TransactionStep> {
+        if offsets.count() > 0 {
+            let group = self
+                .consumer
+                .group_metadata()
+                .ok_or(TransactionStep::NoGroupMetadata)?;
+            bounded_transaction_call(producer, move |producer| {
+                producer.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
+            })
+            .await?;
+        }
+        bounded_transaction_call(producer, |producer| {
+            producer.commit_transaction(TRANSACTION_TIMEOUT)
+        })
+        .await
+    }
+
     async fn settle_failed(&self, error: TransactionStep) -> Uncommitted {
         let failure = match error {
             TransactionStep::Kafka(e) => transaction_failed(e),
