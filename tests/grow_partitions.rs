@@ -20,37 +20,27 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Test topics on 4 partitions, a pipeline configuration naming them (in a directory kept as
-/// long as the test runs), and a generated stream of orgs of equal size.
-struct Setup {
-    topics: TestTopics,
-    app: String,
-    _dir: tempfile::TempDir,
-    config_path: PathBuf,
-    scenario: Scenario,
-}
-
-impl Setup {
-    async fn on_four_partitions(prefix: &str, seed: u64, orgs: usize, pos_per_org: usize) -> Self {
-        let topics = TestTopics::create(prefix, 4).await;
-        let app = format!("p2p-grow-{}", uuid::Uuid::new_v4().simple());
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = pipeline_toml(dir.path(), &topics, Some(&app));
-        let scenario = Scenario::generate(&recent(&GeneratorConfig {
-            seed,
-            orgs,
-            pos_per_org,
-            org_size_skew: 0.0,
-            ..GeneratorConfig::default()
-        }));
-        Self {
-            topics,
-            app,
-            _dir: dir,
-            config_path,
-            scenario,
-        }
-    }
+/// Test topics on 4 partitions, the application's id, a pipeline configuration naming them
+/// (in a directory to keep as long as the test runs), and a generated stream of orgs of equal
+/// size.
+async fn setup(
+    prefix: &str,
+    seed: u64,
+    orgs: usize,
+    pos_per_org: usize,
+) -> (TestTopics, String, tempfile::TempDir, PathBuf, Scenario) {
+    let topics = TestTopics::create(prefix, 4).await;
+    let app = format!("p2p-grow-{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = pipeline_toml(dir.path(), &topics, Some(&app));
+    let scenario = Scenario::generate(&recent(&GeneratorConfig {
+        seed,
+        orgs,
+        pos_per_org,
+        org_size_skew: 0.0,
+        ..GeneratorConfig::default()
+    }));
+    (topics, app, dir, config_path, scenario)
 }
 
 fn grow(config: &Path, args: &[&str]) -> Output {
@@ -71,13 +61,7 @@ fn moving(orgs: &BTreeSet<String>, from: u32, to: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is_refused() {
-    let Setup {
-        topics,
-        app,
-        _dir,
-        config_path,
-        scenario,
-    } = Setup::on_four_partitions("grow", 25, 16, 4).await;
+    let (topics, app, _dir, config_path, scenario) = setup("grow", 25, 16, 4).await;
     let orgs: BTreeSet<String> = scenario
         .records
         .iter()
@@ -244,13 +228,7 @@ async fn growth_done(config: &Path, from: u32, to: u32) {
 /// changelog partition it no longer hashes to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with_it() {
-    let Setup {
-        topics,
-        app,
-        _dir,
-        config_path,
-        scenario,
-    } = Setup::on_four_partitions("grow-live", 2512, 30, 5).await;
+    let (topics, app, _dir, config_path, scenario) = setup("grow-live", 2512, 30, 5).await;
     let orgs: Vec<String> = scenario
         .records
         .iter()
