@@ -102,6 +102,10 @@ impl App {
         // An instance killed for good gives its partitions up this soon (the broker's
         // minimum); restarted sooner, it gets them back with no rebalance (static membership).
         kafka.insert("session.timeout.ms".into(), "6000".into());
+        if let Ok(debug) = std::env::var("P2P_CRASH_KAFKA_DEBUG") {
+            // librdkafka's debug contexts (e.g. `cgrp`), for a post-mortem.
+            kafka.insert("debug".into(), debug);
+        }
         let mut config = toml::Table::new();
         config.insert("application_id".into(), self.id.clone().into());
         config.insert(
@@ -139,7 +143,10 @@ impl App {
         let child = Command::new(env!("CARGO_BIN_EXE_p2p"))
             .args(["run", "--config"])
             .arg(self.config(instance))
-            .env("RUST_LOG", "info,rdkafka=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("P2P_CRASH_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -209,7 +216,12 @@ impl Drop for App {
                 .status();
             eprintln!("kept {} in {}", self.id, to.display());
         }
-        let (kafka, changelogs) = (self.kafka.clone(), self.changelogs());
+        if std::env::var_os("P2P_KEEP_TOPICS").is_some() {
+            return;
+        }
+        let mut changelogs = self.changelogs();
+        changelogs.extend(TOPOLOGIES.iter().map(|t| format!("{}-{t}-growth", self.id)));
+        let kafka = self.kafka.clone();
         let _ = std::thread::spawn(move || {
             futures::executor::block_on(delete_topic_names(&kafka, &changelogs))
         })
@@ -566,8 +578,11 @@ async fn versions_twice(kafka: &KafkaProperties, codec: &Codec, topics: &Topics)
     let mut out_of_order = Vec::new();
     for (status, at) in committed(kafka, codec, &topics.po_status, PoStatusRecord::from_value).await
     {
-        // A PO's statuses share its key, so one partition holds them in the order written.
-        let before = latest.insert(status.key(), status.version);
+        // A PO's statuses share its key, so one partition holds them in the order written;
+        // once the partitions grow, its later ones go to its new partition (readers take
+        // the highest version, README): the order holds per partition.
+        let partition = at.split('@').next().unwrap_or_default();
+        let before = latest.insert(format!("{}@{partition}", status.key()), status.version);
         if let Some(before) = before.filter(|v| *v >= status.version) {
             out_of_order.push(format!(
                 "{} status v{} written after v{before} (at po-status {at})",
@@ -792,21 +807,33 @@ async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
 // forwarded and may be decided after a later record of the org (ADR 0025), which could change
 // an outcome; tests/e2e_match.rs forwards one and checks it.
 //
-// On demand (`cargo test --test crash -- --ignored`), not yet in CI: with seed
-// 16217386791860359205 it ends with one PO's approvals refused before its submission reached
-// procurement (issue 25's note), a forwarded record overtaken, cause not found yet.
+// On demand (`cargo test --test crash -- --ignored`), not yet in CI: it found records forwarded
+// under an old count and group assignments made on old counts (both fixed, ADR 0025), and
+// then passed 10 runs in a row; once before those, with seed 3639513001144976308, an org's
+// payments scheduled on its 8-partition home were never paid (issue 25's note).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "on demand: one PO's events overtaken after a growth, under investigation (issue 25)"]
-async fn partitions_grown_twice_under_kill_9_lose_nothing_and_do_nothing_twice() {
-    let (run, app, mut rng) = CrashRun::new(kafka(), "grow").await;
+#[ignore = "on demand: one unexplained failure in 11 runs (issue 25)"]
+async fn partitions_grown_twice_under_three_instances_and_kill_9_lose_nothing() {
+    grown_twice_under_kill_9("grow", &["a", "b", "c"]).await;
+}
+
+// The same under one instance, killed twice during each growth: every move is made by the
+// instance that restarts, from its own store or from the changelog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "on demand, with the three-instance run (issue 25)"]
+async fn partitions_grown_twice_under_one_instance_and_kill_9_lose_nothing() {
+    grown_twice_under_kill_9("grow-one", &["a"]).await;
+}
+
+async fn grown_twice_under_kill_9(test: &str, instances: &[&str]) {
+    let (run, app, mut rng) = CrashRun::new(kafka(), test).await;
     if app.guarantee != "exactly_once" {
         return; // at least once, a growth stops the runtimes (README)
     }
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let feeding = run.feed(Some(gate.clone()));
-    let instances = ["a", "b", "c"];
     let mut running: Vec<Process> = instances.iter().map(|i| app.start(i, 0, false)).collect();
-    let mut starts = [1usize; 3];
+    let mut starts = vec![1usize; instances.len()];
     let mut ended = Vec::new();
     for to in [8, 12] {
         tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
@@ -826,7 +853,10 @@ async fn partitions_grown_twice_under_kill_9_lose_nothing_and_do_nothing_twice()
     }
     feeding.await.expect("fed");
     run.finish(
-        "grown 4 -> 8 -> 12 under three instances, four killed",
+        &format!(
+            "grown 4 -> 8 -> 12 under {} instance(s), four kills",
+            instances.len()
+        ),
         ended,
         running,
     )

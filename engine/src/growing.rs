@@ -259,6 +259,14 @@ impl<T: Topology> Worker<T> {
             }
             batch.note(&note);
             self.store.write(batch)?;
+            tracing::info!(
+                topology = self.topology.name(),
+                partition,
+                source,
+                stale_keys_dropped = kept.len(),
+                copies_from,
+                "taking the state that arrived from an old partition"
+            );
         }
         Ok(())
     }

@@ -456,6 +456,9 @@ pub struct GrowthState {
     /// Moves recorded for another growth than the newest (an earlier one's, or a later one's
     /// read before its growth record): kept apart until the growth they belong to is known.
     other: Vec<GrowthEntry>,
+    /// Every count a recorded growth started from: a producer still partitioning by one of
+    /// them sends stragglers of that growth.
+    counts_before: std::collections::BTreeSet<u32>,
 }
 
 impl GrowthState {
@@ -466,6 +469,7 @@ impl GrowthState {
                 let Ok(growth) = Growth::new(from, to) else {
                     return;
                 };
+                self.counts_before.insert(from);
                 if self.growth.is_some_and(|g| g.to >= to) {
                     return;
                 }
@@ -580,6 +584,19 @@ impl GrowthState {
         let home = partition_for(key, partitions);
         if let Some(growth) = self.current(partitions) {
             let old = partition_for(key, growth.from);
+            // Sent by a producer still partitioning by the count before an earlier growth (a
+            // long metadata refresh, two growths within it): that growth's straggler, whose
+            // state has long moved on. Straight to where the state is now, never decided
+            // here.
+            let earlier_straggler = old != partition
+                && home != partition
+                && self
+                    .counts_before
+                    .iter()
+                    .any(|&count| count != growth.from && partition_for(key, count) == partition);
+            if earlier_straggler {
+                return Route::Forward { to: home };
+            }
             let backlog = partition < growth.from
                 && !self.moved_out(partition)
                 && self
@@ -1017,6 +1034,46 @@ mod tests {
             });
         }
         state
+    }
+
+    #[test]
+    fn a_straggler_of_the_growth_before_the_last_goes_on_to_where_its_state_is_now() {
+        // An org on 1 under 4, on 5 under 8, elsewhere under 12 (not 1, not 5).
+        let org = (0..10_000)
+            .map(|i| format!("org-{i}"))
+            .find(|o| {
+                let o = o.as_bytes();
+                partition_for(o, 4) == 1
+                    && partition_for(o, 8) == 5
+                    && ![1, 5].contains(&partition_for(o, 12))
+            })
+            .expect("such an org exists");
+        let home = partition_for(org.as_bytes(), 12);
+        let mut state = grown_4_to_8();
+        state.apply(GrowthEntry::Grown { from: 8, to: 12 });
+        for partition in 0..8 {
+            state.apply(GrowthEntry::End {
+                topic: "invoices".into(),
+                partition,
+                to: 12,
+                offset: 200,
+            });
+        }
+        let route = |partition: u32, offset: i64| {
+            state.route("invoices", partition, offset, org.as_bytes(), 12)
+        };
+        // An ERP still partitioning by 4 sends it to 1, before and after the last growth's
+        // end there: forwarded to where the state is going (it waits there for it).
+        assert_eq!(route(1, 150), Route::Forward { to: home });
+        assert_eq!(route(1, 250), Route::Forward { to: home });
+        // By 8, to 5: the last growth's straggler or backlog, as before.
+        assert_eq!(route(5, 250), Route::Forward { to: home });
+        assert_eq!(route(5, 150), Route::Here);
+        // On a partition no count ever sent it to: misplaced.
+        let never = (0..12)
+            .find(|p| ![1, 5, home].contains(p))
+            .expect("another partition");
+        assert!(matches!(route(never, 250), Route::Misplaced { .. }));
     }
 
     #[test]

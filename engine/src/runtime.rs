@@ -154,6 +154,10 @@ const MAX_PRODUCER_REBUILDS: u32 = 5;
 /// for good (a request timed out, never sent again): the pipeline stood still, all its
 /// partitions behind, no error said.
 const FETCH_STALL: Duration = Duration::from_secs(20);
+
+/// How long an assignment may split co-partitioned inputs, all of one count, before the worker
+/// leaves and joins the group again for a new one: past a rebalance's usual length.
+const SPLIT_BEFORE_REJOIN: Duration = Duration::from_secs(5);
 /// How long restoring one changelog partition may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -370,6 +374,9 @@ impl<T: Topology> Worker<T> {
         let mut restored: HashSet<i32> = HashSet::new();
         // Since when the assignment has split co-partitioned partitions, if it does.
         let mut split_since: Option<Instant> = None;
+        let mut split_logged: Option<Instant> = None;
+        // Whether this worker left and joined the group again since the split began.
+        let mut rejoined_for_split = false;
         // Ready (for /readyz) once it has partitions and their stores are restored.
         // `None` until it has partitions; then its announcement (none without metrics),
         // withdrawn when dropped, however the worker ends.
@@ -500,11 +507,32 @@ impl<T: Topology> Worker<T> {
                         seconds: self.config.max_task_idle.as_secs(),
                     });
                 }
-                tracing::warn!(partitions = ?split, "the group's assignment splits co-partitioned partitions between members; waiting for it to settle");
+                if split_logged.is_none_or(|at: Instant| at.elapsed() > Duration::from_secs(5)) {
+                    split_logged = Some(Instant::now());
+                    tracing::warn!(partitions = ?split, assignment = %owned.describe(), "the group's assignment splits co-partitioned partitions between members; waiting for it to settle");
+                }
+                if !rejoined_for_split
+                    && since.elapsed() > SPLIT_BEFORE_REJOIN
+                    && blocking(|| self.partition_counts(&topics))
+                        .is_ok_and(|counts| co_partitioned(&counts).is_ok())
+                {
+                    // The inputs all have one count, yet the assignment splits them: made by
+                    // a leader that saw some grown and others not yet, and not made again
+                    // since (the growth test saw one last for good: a member's rejoin on new
+                    // metadata rebalances nothing unless it leads the group). Leaving and
+                    // joining again (a static member leaves on unsubscribe) makes the group
+                    // assign anew, on the metadata of now.
+                    tracing::warn!(partitions = ?split, "the split assignment was made on partition counts older than the topics'; leaving and joining the group again for a new one");
+                    rejoined_for_split = true;
+                    split_since = Some(Instant::now());
+                    self.rejoin_group(&mut restored, &mut aligner, &mut owned, &mut paused)?;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
             split_since = None;
+            split_logged = None;
+            rejoined_for_split = false;
             let mut keep_member = || {
                 self.poll_while_restoring(&mut aligner, &mut paused);
                 !self.consumer.context().pending()
@@ -588,13 +616,22 @@ impl<T: Topology> Worker<T> {
                 continue;
             }
             let routes = self.routes(&batch);
-            // A record off its partition may be a producer's that learnt a grown count before
-            // this worker did: the growth is taken up (or, half done, waited for) before it is
-            // taken for misplaced.
+            // A record off its partition, or one that looks like a growth's straggler, may be
+            // a producer's that learnt a newer count than this worker knows: the growth is
+            // taken up (or, half done, waited for) before the record is taken for misplaced or
+            // forwarded. Under 8 partitions a record an ERP sent to partition 1 under 12 looks
+            // like a straggler of an org now on 5, when it is on its org's partition (the
+            // kill -9 growth test forwarded such records, behind the org's later ones).
             if self.changelog.is_some()
-                && routes
-                    .iter()
-                    .any(|r| matches!(r, Some(crate::growth::Route::Misplaced { .. })))
+                && routes.iter().any(|r| {
+                    matches!(
+                        r,
+                        Some(
+                            crate::growth::Route::Misplaced { .. }
+                                | crate::growth::Route::Forward { .. }
+                        )
+                    )
+                })
             {
                 match self
                     .take_growth_if_grown(&mut restored, &mut aligner, &mut owned, &mut paused)
@@ -788,9 +825,43 @@ impl<T: Topology> Worker<T> {
             }
             restored.clear();
             self.serve_only(restored);
-            self.rewind(aligner, owned, paused).await?;
+            // The group's assignment may still be one made under the old count, and stay so:
+            // a member's rejoin on new metadata rebalances nothing unless it leads the group,
+            // and a static leader restarted since does not know it leads (librdkafka's
+            // JoinGroup predates KIP-814). The growth test found the new partitions assigned
+            // to nobody. Leaving and joining again makes the group assign on today's counts.
+            tracing::info!(
+                topology = self.topology.name(),
+                "leaving and joining the group again, for an assignment of the grown partitions"
+            );
+            self.rejoin_group(restored, aligner, owned, paused)?;
         }
         Ok(change)
+    }
+
+    /// Leaves the group and joins it again, so that the group assigns anew (a static member
+    /// leaves on unsubscribe; on termination it would not). What was buffered and restored is
+    /// forgotten, as on any rebalance. Under KIP-848 the broker assigns and watches the
+    /// topics' partition counts itself: nothing to do.
+    fn rejoin_group(
+        &self,
+        restored: &mut HashSet<i32>,
+        aligner: &mut Aligner,
+        owned: &mut Owned,
+        paused: &mut HashSet<(String, i32)>,
+    ) -> Result<(), RuntimeError> {
+        if is_kip848(&self.config.kafka) {
+            return Ok(());
+        }
+        blocking(|| -> Result<(), RuntimeError> {
+            self.consumer.unsubscribe();
+            subscribe(&self.consumer, &self.topology.input_topics())
+        })?;
+        *aligner = Aligner::default();
+        *owned = Owned::default();
+        paused.clear();
+        restored.clear();
+        Ok(())
     }
 
     /// Each of `topics`' partition count (0 for one that does not exist yet).
@@ -2066,6 +2137,19 @@ impl Owned {
     /// assignor that split co-partitioned topics between members.
     fn split(&self, topics: &[String]) -> std::collections::BTreeSet<i32> {
         split_partitions(&self.partitions, topics)
+    }
+
+    /// What is owned, topic by topic (`topic[0, 1] other[0]`), for a log line.
+    fn describe(&self) -> String {
+        let mut by_topic: BTreeMap<&str, std::collections::BTreeSet<i32>> = BTreeMap::new();
+        for (topic, partition) in &self.partitions {
+            by_topic.entry(topic).or_default().insert(*partition);
+        }
+        by_topic
+            .iter()
+            .map(|(topic, partitions)| format!("{topic}{partitions:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The partition numbers owned, whatever the topic (co-partitioned: the same keys).

@@ -100,6 +100,10 @@ impl std::ops::Deref for TestTopics {
 
 impl Drop for TestTopics {
     fn drop(&mut self) {
+        if std::env::var_os("P2P_KEEP_TOPICS").is_some() {
+            eprintln!("kept the test's topics: {:?}", self.0);
+            return;
+        }
         // Drop cannot await, and blocking inside the test's runtime is not allowed: delete
         // from a thread of its own. A failure only leaves topics behind, so it is logged.
         let (topics, kafka) = (self.0.clone(), self.1.clone());
