@@ -40,8 +40,10 @@ pub struct BenchArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// Phases to run (comma-separated): baseline, exactly-once, at-least-once, latency, and
-    /// open-pos (not by default: it loads `--open-pos` POs, and takes minutes) and scale (not by
-    /// default: instances 1 -> 3 -> 1 under a fixed-rate stream for about two minutes).
+    /// open-pos (not by default: it loads `--open-pos` POs, and takes minutes), scale (not by
+    /// default: instances 1 -> 3 -> 1 under a fixed-rate stream for about two minutes) and grow
+    /// (not by default: every topic grown to twice, then three times `--partitions` under the
+    /// same stream).
     #[arg(
         long,
         value_delimiter = ',',
@@ -75,6 +77,7 @@ enum Phase {
     Latency,
     OpenPos,
     Scale,
+    Grow,
 }
 
 fn kafka_property(arg: &str) -> Result<(String, String), String> {
@@ -128,6 +131,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             latency: args.phases.contains(&Phase::Latency),
             open_pos: args.phases.contains(&Phase::OpenPos),
             scale: args.phases.contains(&Phase::Scale),
+            grow: args.phases.contains(&Phase::Grow),
         },
         out_dir: args.out.clone(),
         limit: Duration::from_secs(args.limit_secs),

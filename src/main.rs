@@ -280,29 +280,9 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let config = config::PipelineConfig::load(&config)?;
             config.check_cluster(&[], &[]).await?;
-            let inputs_of = |topology: &str| -> Vec<String> {
-                let topics = &config.topics;
-                let inputs = match topology {
-                    "match" => topics.match_inputs(),
-                    "procurement" => topics.procurement_inputs(),
-                    _ => topics.payment_inputs(),
-                };
-                inputs.into_iter().map(str::to_owned).collect()
-            };
-            let stores: Vec<p2p_topologies::admin::TopologyStore> =
-                ["match", "procurement", "payment"]
-                    .iter()
-                    .map(|topology| {
-                        let runtime = config.runtime_config(topology);
-                        p2p_topologies::admin::TopologyStore {
-                            topology: (*topology).to_owned(),
-                            changelog: runtime.changelog_topic(topology),
-                            growth_log: runtime.growth_log_topic(),
-                            inputs: inputs_of(topology),
-                            replication: runtime.changelog_replication,
-                        }
-                    })
-                    .collect();
+            let stores = p2p_topologies::admin::topology_stores(&config.topics, |topology| {
+                config.runtime_config(topology)
+            });
             let kafka = config.kafka.clone();
             let topics = config.topics.clone();
             let report = {

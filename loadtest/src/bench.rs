@@ -72,6 +72,8 @@ pub struct Phases {
     pub open_pos: bool,
     /// Instances added and removed (1 -> 3 -> 1) under a fixed-rate stream: the pauses.
     pub scale: bool,
+    /// Partitions grown twice (4 -> 8 -> 12 by default) under a fixed-rate stream: the pauses.
+    pub grow: bool,
 }
 
 impl Phases {
@@ -82,6 +84,7 @@ impl Phases {
         latency: true,
         open_pos: true,
         scale: true,
+        grow: true,
     };
 }
 
@@ -89,6 +92,8 @@ impl Phases {
 pub enum BenchError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("growing the partitions: {0}")]
+    Grow(#[from] p2p_topologies::admin::GrowError),
     #[error("loading the stream: {0}")]
     Produce(#[from] ProduceError),
     #[error("the pipeline: {0}")]
@@ -203,6 +208,8 @@ pub struct BenchResults {
     pub latency: Option<LatencyRun>,
     pub open_pos: Option<StateRun>,
     pub scale: Option<crate::scale::ScaleRun>,
+    /// The growth phase: the same measures, per growth.
+    pub grow: Option<crate::scale::ScaleRun>,
     /// Phases whose outputs were audited and passed.
     pub audited: Vec<&'static str>,
 }
@@ -377,12 +384,16 @@ pub async fn run(config: BenchConfig) -> Result<BenchResults, BenchError> {
         latency: None,
         open_pos: None,
         scale: None,
+        grow: None,
         audited: Vec::new(),
     };
     let outcome = run_phases(&config, &scenario, &tag, &mut results).await;
     // Whatever happened, the run's topics go: a broker loads every partition it ever had.
-    if let Err(error) = delete_run_topics(&config.kafka, &tag).await {
-        tracing::warn!(%error, "could not delete the benchmark's topics");
+    // `P2P_BENCH_KEEP_FAILED` keeps a failed run's topics, for a post-mortem.
+    if outcome.is_ok() || std::env::var_os("P2P_BENCH_KEEP_FAILED").is_none() {
+        if let Err(error) = delete_run_topics(&config.kafka, &tag).await {
+            tracing::warn!(%error, "could not delete the benchmark's topics");
+        }
     }
     std::fs::create_dir_all(&config.out_dir)?;
     crate::report::write(&results, &config.out_dir)?;
@@ -399,7 +410,7 @@ async fn run_phases(
     let p = config.phases;
     let warm_up = config.warm_up && (p.baseline || p.exactly_once || p.at_least_once || p.latency);
     // The stream of the first orgs: the warm-up's, and the latency phase's.
-    let sample = (warm_up || p.latency || p.scale).then(|| {
+    let sample = (warm_up || p.latency || p.scale || p.grow).then(|| {
         Scenario::generate(&recent(&GeneratorConfig {
             orgs: config.generator.orgs.min(SAMPLE_ORGS),
             ..config.generator.clone()
@@ -478,6 +489,25 @@ async fn run_phases(
             run.changelog_records
         );
         results.scale = Some(run);
+    }
+    if let (true, Some(sample)) = (config.phases.grow, &sample) {
+        let run = grow(config, sample, tag).await?;
+        results.audited.push(GROW);
+        println!(
+            "grow (exactly once, {} records at {:.0}/s, {} then {}): longest pause {} ms \
+             (longest wait before any growth {} ms); restored {} then {} changelog records \
+             (the changelogs hold {})",
+            run.records,
+            run.rate,
+            run.moves[0].change,
+            run.moves[1].change,
+            run.longest_pause_ms(),
+            run.steady_gap_ms,
+            run.moves[0].restored,
+            run.moves[1].restored,
+            run.changelog_records
+        );
+        results.grow = Some(run);
     }
     if config.phases.open_pos {
         let run = open_pos(config, tag).await?;
@@ -1010,6 +1040,10 @@ async fn delete_run_topics(kafka: &KafkaProperties, tag: &str) -> Result<(), Kaf
 
 /// The scale phase's name.
 const SCALE: &str = "scale";
+/// The growth phase's name.
+const GROW: &str = "grow";
+/// The slices a moving phase's feed goes in (each by a producer of its own).
+const FEED_SLICES: usize = 40;
 /// How long the scale phase's feed lasts unless `--rate` says otherwise: long enough for a
 /// move's pauses to show after it.
 const SCALE_FEED: Duration = Duration::from_secs(120);
@@ -1038,6 +1072,15 @@ fn sum(parts: &[&Progress]) -> Progress {
     }
 }
 
+/// One change a moving phase makes while the feed flows.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// Instances started or stopped (gracefully) until this many run.
+    Instances(usize),
+    /// Every P2P topic grown to this many partitions, as `p2p admin grow-partitions` does.
+    Partitions(u32),
+}
+
 /// Instances added and removed, 1 -> 3 at a fifth of the feed and 3 -> 1 at half of it (the
 /// two leave gracefully), while `scenario` is fed at a fixed rate; then audited.
 async fn scale(
@@ -1045,9 +1088,83 @@ async fn scale(
     scenario: &Scenario,
     tag: &str,
 ) -> Result<crate::scale::ScaleRun, BenchError> {
+    moving(
+        config,
+        scenario,
+        tag,
+        SCALE,
+        [(0.2, Change::Instances(3)), (0.5, Change::Instances(1))],
+    )
+    .await
+}
+
+/// Every topic grown twice under one instance, to twice the partitions at a third of the
+/// feed and to three times at two thirds (4 -> 8 -> 12 by default: a multiple, then not one),
+/// while `scenario` is fed at a fixed rate; then audited (ADR 0025).
+async fn grow(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+) -> Result<crate::scale::ScaleRun, BenchError> {
+    let p = config.partitions.max(1) as u32;
+    moving(
+        config,
+        scenario,
+        tag,
+        GROW,
+        [
+            (1.0 / 3.0, Change::Partitions(2 * p)),
+            (2.0 / 3.0, Change::Partitions(3 * p)),
+        ],
+    )
+    .await
+}
+
+/// Grows every topic of the phase to `to` partitions, again while the growth before is still
+/// under way (one growth at a time), until `limit`.
+async fn grow_topics(
+    config: &BenchConfig,
+    topics: &Topics,
+    settings: &PipelineSettings,
+    to: u32,
+    limit: Duration,
+) -> Result<(), BenchError> {
+    use p2p_topologies::admin::{carry_out_growth, plan_growth, topology_stores, GrowError};
+    let stores = topology_stores(topics, |role| settings.runtime(role, &config.kafka));
+    let started = Instant::now();
+    loop {
+        let report = {
+            let (kafka, topics, stores) = (config.kafka.clone(), topics.clone(), stores.clone());
+            tokio::task::spawn_blocking(move || {
+                plan_growth(&kafka, &topics, &stores, to, Duration::from_secs(60))
+            })
+            .await
+            .map_err(|e| BenchError::Thread(e.to_string()))??
+        };
+        match carry_out_growth(&config.kafka, topics, &stores, &report).await {
+            Err(GrowError::UnderWay { .. }) if started.elapsed() < limit => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error.into()),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+/// A phase of changes under load: one instance, exactly once, fed `scenario` at a fixed rate;
+/// each of `changes` made once its share of the feed has gone; every output read back for its
+/// latency; then the audit. Per change: each partition's pause, the changelog records
+/// restored, the p99.
+async fn moving(
+    config: &BenchConfig,
+    scenario: &Scenario,
+    tag: &str,
+    phase: &'static str,
+    changes: [(f64, Change); 2],
+) -> Result<crate::scale::ScaleRun, BenchError> {
     use crate::pipeline::Instance;
     use crate::scale::{pauses, percentiles, ScaleMove, ScaleRun};
-    let topics = phase_topics(config, scenario, tag, SCALE, true).await?;
+    let topics = phase_topics(config, scenario, tag, phase, true).await?;
     let records = scenario.records.len() as u64;
     let rate = config
         .rate
@@ -1060,81 +1177,124 @@ async fn scale(
         tempfile::tempdir()?,
         tempfile::tempdir()?,
     ];
-    let instance = |i: usize| {
-        let settings = PipelineSettings {
-            instance_id: format!("{SCALE}-{i}"),
-            ..settings(config, tag, SCALE, Guarantee::ExactlyOnce, states[i].path())
-        };
-        Instance::start(&config.kafka, config.codec.clone(), &topics, &settings)
+    let settings_of = |i: usize| PipelineSettings {
+        instance_id: format!("{phase}-{i}"),
+        ..settings(config, tag, phase, Guarantee::ExactlyOnce, states[i].path())
     };
-    let first = instance(0)?;
+    let instance = |i: usize| {
+        Instance::start(
+            &config.kafka,
+            config.codec.clone(),
+            &topics,
+            &settings_of(i),
+        )
+    };
+    let mut running = vec![instance(0)?];
     let waited = Instant::now();
-    while !first.progress().ready {
-        if waited.elapsed() > Duration::from_secs(60) || first.ended() {
+    while !running[0].progress().ready {
+        if waited.elapsed() > Duration::from_secs(60) || running[0].ended() {
             return Err(BenchError::NotReady {
-                phase: SCALE,
+                phase,
                 limit: Duration::from_secs(60),
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // What the instances stopped during the phase did, to add to the running ones'.
+    let mut left: Vec<Progress> = Vec::new();
+    let restored_so_far = |running: &[Instance], left: &[Progress]| -> u64 {
+        running.iter().map(|i| restored(&i.progress())).sum::<u64>()
+            + left.iter().map(restored).sum::<u64>()
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let outputs: Vec<String> = topics.outputs().into_iter().map(str::to_owned).collect();
     let reader = spawn_reader(&config.kafka, outputs, stop.clone());
     let clock = Instant::now();
+    // The feed goes in slices, each sent holding `gate` by a producer made for it: a growth
+    // holds the gate, so the ERPs pause while the command runs and learn the new count before
+    // they go on, as the README asks of operators (an ERP that goes on partitioning by the old
+    // count has its records of an org decided out of order for as long).
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
     let feed = {
         let (kafka, codec, topics) = (config.kafka.clone(), config.codec.clone(), topics.clone());
         let records = scenario.records.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
-            let producer = erp_producer(&kafka)?;
-            produce_at_rate(&producer, &codec, &topics, &records, rate, |_| {}).await
+            let slice = records.len().div_ceil(FEED_SLICES).max(1);
+            for part in records.chunks(slice) {
+                let _held = gate.lock().await;
+                let producer = erp_producer(&kafka)?;
+                produce_at_rate(&producer, &codec, &topics, part, rate, |_| {}).await?;
+            }
+            Ok::<_, ProduceError>(())
         })
     };
-    let bar = bar(config, SCALE, 3);
-    tokio::time::sleep_until((clock + feeding / 5).into()).await;
-    let out_at = clock.elapsed();
-    let before_out = restored(&first.progress());
-    let (second, third) = (instance(1)?, instance(2)?);
-    bar.inc(1);
-    tokio::time::sleep_until((clock + feeding / 2).into()).await;
-    let in_at = clock.elapsed();
-    let restored_out = restored(&first.progress()) - before_out
-        + restored(&second.progress())
-        + restored(&third.progress());
-    let before_in = restored(&first.progress());
-    let left = [second.stop().await?, third.stop().await?];
-    bar.inc(1);
+    let bar = bar(config, phase, 3);
+    let limit = config.limit + feeding;
+    let mut partitions = config.partitions.max(1) as u32;
+    // Per change: its label, when it was made, and the records restored until then.
+    let mut made: Vec<(String, Duration, u64)> = Vec::new();
+    for (share, change) in changes {
+        tokio::time::sleep_until((clock + feeding.mul_f64(share)).into()).await;
+        let at = clock.elapsed();
+        let before = restored_so_far(&running, &left);
+        let label = match change {
+            Change::Instances(n) => {
+                let from = running.len();
+                while running.len() < n {
+                    running.push(instance(running.len())?);
+                }
+                while running.len() > n {
+                    if let Some(leaving) = running.pop() {
+                        left.push(leaving.stop().await?);
+                    }
+                }
+                format!("{from} -> {n} instances")
+            }
+            Change::Partitions(to) => {
+                let _paused = gate.lock().await;
+                grow_topics(config, &topics, &settings_of(0), to, limit).await?;
+                let label = format!("{partitions} -> {to} partitions");
+                partitions = to;
+                label
+            }
+        };
+        made.push((label, at, before));
+        bar.inc(1);
+    }
     feed.await
         .map_err(|e| BenchError::Thread(e.to_string()))??;
-    let limit = config.limit + feeding;
     let mut completed = false;
-    while clock.elapsed() < limit && !first.ended() {
-        let now = first.progress();
-        if expected.reached(&topics, &sum(&[&now, &left[0], &left[1]])) {
+    while clock.elapsed() < limit && !running.iter().any(Instance::ended) {
+        let now: Vec<Progress> = running.iter().map(Instance::progress).collect();
+        let all: Vec<&Progress> = now.iter().chain(&left).collect();
+        if expected.reached(&topics, &sum(&all)) {
             completed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let restored_in = restored(&first.progress()) - before_in;
-    let last = first.stop().await?;
+    let restored_at_end = restored_so_far(&running, &left);
+    for instance in running {
+        left.push(instance.stop().await?);
+    }
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     let latencies = tokio::task::spawn_blocking(move || reader.join())
         .await
         .map_err(|e| BenchError::Thread(e.to_string()))?
-        .map_err(|_| BenchError::Thread("the scale phase's reader panicked".into()))??;
+        .map_err(|_| BenchError::Thread(format!("the {phase} phase's reader panicked")))??;
     if !completed {
         return Err(BenchError::TooSlow {
-            phase: SCALE,
+            phase,
             limit,
-            shortfall: expected.shortfall(&sum(&[&last, &left[0], &left[1]])),
+            shortfall: expected.shortfall(&sum(&left.iter().collect::<Vec<_>>())),
         });
     }
-    audit(config, scenario, &topics, SCALE).await?;
+    audit(config, scenario, &topics, phase).await?;
     let mut changelog_records = 0;
     for role in ["match", "procurement", "payment"] {
-        let changelog = settings(config, tag, SCALE, Guarantee::ExactlyOnce, states[0].path())
+        let changelog = settings_of(0)
             .runtime(role, &config.kafka)
             .changelog_topic(role);
         let kafka = config.kafka.clone();
@@ -1147,34 +1307,36 @@ async fn scale(
     }
     let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     let end = millis(clock.elapsed());
-    let steady_gap_ms = pauses(&latencies, 0, millis(out_at))
+    let steady_gap_ms = pauses(&latencies, 0, millis(made[0].1))
         .into_values()
         .max()
         .unwrap_or(0);
-    let window = |from: Duration, to: u32, change: &str, restored: u64| {
-        let (p99_ms, max_ms) = percentiles(
-            &latencies,
-            from.as_secs() as usize,
-            (to / 1000 + 1) as usize,
-        );
-        ScaleMove {
-            change: change.to_owned(),
-            at: from,
-            pauses: pauses(&latencies, millis(from), to),
-            restored,
-            p99_ms,
-            max_ms,
-        }
-    };
+    let moves = made
+        .iter()
+        .enumerate()
+        .map(|(i, (change, at, before))| {
+            let (to, restored_after) = match made.get(i + 1) {
+                Some((_, next, next_before)) => (millis(*next), *next_before),
+                None => (end, restored_at_end),
+            };
+            let (p99_ms, max_ms) =
+                percentiles(&latencies, at.as_secs() as usize, (to / 1000 + 1) as usize);
+            ScaleMove {
+                change: change.clone(),
+                at: *at,
+                pauses: pauses(&latencies, millis(*at), to),
+                restored: restored_after - before,
+                p99_ms,
+                max_ms,
+            }
+        })
+        .collect();
     Ok(ScaleRun {
         records,
         rate,
         steady_gap_ms,
         changelog_records,
-        moves: vec![
-            window(out_at, millis(in_at), "1 -> 3", restored_out),
-            window(in_at, end, "3 -> 1", restored_in),
-        ],
+        moves,
     })
 }
 

@@ -117,6 +117,30 @@ pub struct TopologyStore {
     pub replication: i32,
 }
 
+/// The three topologies' stores, each under the runtime settings `runtime_of` gives it.
+pub fn topology_stores(
+    topics: &Topics,
+    runtime_of: impl Fn(&str) -> p2p_engine::RuntimeConfig,
+) -> Vec<TopologyStore> {
+    [
+        ("match", topics.match_inputs()),
+        ("procurement", topics.procurement_inputs()),
+        ("payment", topics.payment_inputs()),
+    ]
+    .into_iter()
+    .map(|(topology, inputs)| {
+        let runtime = runtime_of(topology);
+        TopologyStore {
+            topology: topology.to_owned(),
+            changelog: runtime.changelog_topic(topology),
+            growth_log: runtime.growth_log_topic(),
+            inputs: inputs.into_iter().map(str::to_owned).collect(),
+            replication: runtime.changelog_replication,
+        }
+    })
+    .collect()
+}
+
 /// Plans the growth of `topics` to `to` partitions: reads the inputs' partition counts (they
 /// must share one), then each topology's growth log and changelog's live state to its end.
 pub fn plan_growth(
