@@ -1,4 +1,5 @@
-//! The benchmark harness on the real broker, at a toy scale: every phase but scale runs, every pipeline
+//! The benchmark harness on the real broker, at a toy scale: every phase but scale runs (grow
+//! included), every pipeline
 //! run passes its audit, and the report says what it measured. Nothing here judges speed (the
 //! report does, as ratios, never a test).
 
@@ -52,6 +53,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
             "exactly-once",
             "at-least-once",
             "latency",
+            "grow",
             "open-pos"
         ]
     );
@@ -99,12 +101,25 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         "the pipeline ran once, exactly once, over the stream of its first 20 orgs",
         "## Memory with open POs in state",
         "| 3000 |",
-        "Passed: warm-up, exactly-once, at-least-once, latency, open-pos.",
+        "## Growing partitions under load (exactly once)",
+        "Passed: warm-up, exactly-once, at-least-once, latency, grow, open-pos.",
     ] {
         assert!(
             report.contains(expected),
             "report lacks {expected:?}:\n{report}"
         );
+    }
+    // Two growths (2 -> 4, then 4 -> 6), each with the pause of every partition it moved.
+    let grow = results.grow.as_ref().expect("the grow phase ran");
+    assert_eq!(
+        grow.moves
+            .iter()
+            .map(|m| m.change.as_str())
+            .collect::<Vec<_>>(),
+        ["2 -> 4 partitions", "4 -> 6 partitions"]
+    );
+    for change in &grow.moves {
+        assert!(!change.pauses.is_empty(), "pauses measured: {change:?}");
     }
     let open = results.open_pos.as_ref().expect("the open-POs phase ran");
     assert_eq!((open.pos, open.records), (3_000, 3_000 + 3 * 4));
@@ -112,8 +127,8 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
     let targets = results.targets();
     let met = targets.iter().filter(|t| t.met.is_some()).count();
     assert_eq!(
-        met, 3,
-        "three targets are judged at any scale, the 10M-PO one only at 10M"
+        met, 4,
+        "four targets are judged at any scale (grow's pause among them), the 10M-PO one only at 10M"
     );
     let rss = targets.iter().find(|t| t.name.starts_with("RSS")).unwrap();
     assert!(rss.measured.contains("with 3000 open POs"), "{rss:?}");
