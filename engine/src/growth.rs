@@ -1024,16 +1024,21 @@ mod tests {
 
     fn grown_4_to_8() -> GrowthState {
         let mut state = GrowthState::default();
-        state.apply(GrowthEntry::Grown { from: 4, to: 8 });
-        for partition in 0..4 {
+        grow(&mut state, 4, 8, 100);
+        state
+    }
+
+    /// Records a growth from `from` to `to` with every input's end at `end`.
+    fn grow(state: &mut GrowthState, from: u32, to: u32, end: i64) {
+        state.apply(GrowthEntry::Grown { from, to });
+        for partition in 0..from {
             state.apply(GrowthEntry::End {
                 topic: "invoices".into(),
                 partition,
-                to: 8,
-                offset: 100,
+                to,
+                offset: end,
             });
         }
-        state
     }
 
     #[test]
@@ -1050,15 +1055,7 @@ mod tests {
             .expect("such an org exists");
         let home = partition_for(org.as_bytes(), 12);
         let mut state = grown_4_to_8();
-        state.apply(GrowthEntry::Grown { from: 8, to: 12 });
-        for partition in 0..8 {
-            state.apply(GrowthEntry::End {
-                topic: "invoices".into(),
-                partition,
-                to: 12,
-                offset: 200,
-            });
-        }
+        grow(&mut state, 8, 12, 200);
         let route = |partition: u32, offset: i64| {
             state.route("invoices", partition, offset, org.as_bytes(), 12)
         };

@@ -476,37 +476,13 @@ async fn run_phases(
     if let (true, Some(sample)) = (config.phases.scale, &sample) {
         let run = scale(config, sample, tag).await?;
         results.audited.push(SCALE);
-        println!(
-            "scale (exactly once, {} records at {:.0}/s, instances 1 -> 3 -> 1): longest pause \
-             {} ms (longest wait before any move {} ms); restored {} then {} changelog records \
-             (the changelogs hold {})",
-            run.records,
-            run.rate,
-            run.longest_pause_ms(),
-            run.steady_gap_ms,
-            run.moves[0].restored,
-            run.moves[1].restored,
-            run.changelog_records
-        );
+        println!("{}", run.summary(SCALE));
         results.scale = Some(run);
     }
     if let (true, Some(sample)) = (config.phases.grow, &sample) {
         let run = grow(config, sample, tag).await?;
         results.audited.push(GROW);
-        println!(
-            "grow (exactly once, {} records at {:.0}/s, {} then {}): longest pause {} ms \
-             (longest wait before any growth {} ms); restored {} then {} changelog records \
-             (the changelogs hold {})",
-            run.records,
-            run.rate,
-            run.moves[0].change,
-            run.moves[1].change,
-            run.longest_pause_ms(),
-            run.steady_gap_ms,
-            run.moves[0].restored,
-            run.moves[1].restored,
-            run.changelog_records
-        );
+        println!("{}", run.summary(GROW));
         results.grow = Some(run);
     }
     if config.phases.open_pos {

@@ -73,32 +73,29 @@ impl BenchResults {
             },
             None => not_measured(rss_name),
         });
-        let pause_name = "every pause of a partition under 60 s as instances go 1 -> 3 -> 1";
-        targets.push(match &self.scale {
-            Some(run) => Target {
-                name: pause_name,
-                measured: format!(
-                    "longest {} ms ({} ms before any move)",
-                    run.longest_pause_ms(),
-                    run.steady_gap_ms
-                ),
-                met: Some(run.longest_pause_ms() < 60_000),
-            },
-            None => not_measured(pause_name),
-        });
-        let grow_name = "every pause of a partition under 60 s as partitions grow";
-        targets.push(match &self.grow {
-            Some(run) => Target {
-                name: grow_name,
-                measured: format!(
-                    "longest {} ms ({} ms before any growth)",
-                    run.longest_pause_ms(),
-                    run.steady_gap_ms
-                ),
-                met: Some(run.longest_pause_ms() < 60_000),
-            },
-            None => not_measured(grow_name),
-        });
+        for (name, run) in [
+            (
+                "every pause of a partition under 60 s as instances go 1 -> 3 -> 1",
+                &self.scale,
+            ),
+            (
+                "every pause of a partition under 60 s as partitions grow",
+                &self.grow,
+            ),
+        ] {
+            targets.push(match run {
+                Some(run) => Target {
+                    name,
+                    measured: format!(
+                        "longest {} ms ({} ms before any change)",
+                        run.longest_pause_ms(),
+                        run.steady_gap_ms
+                    ),
+                    met: Some(run.longest_pause_ms() < 60_000),
+                },
+                None => not_measured(name),
+            });
+        }
         targets
     }
 

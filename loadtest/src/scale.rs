@@ -42,6 +42,24 @@ pub struct ScaleRun {
 }
 
 impl ScaleRun {
+    /// One line for the console: the changes, the longest pause, what was restored.
+    pub fn summary(&self, phase: &str) -> String {
+        let changes: Vec<&str> = self.moves.iter().map(|m| m.change.as_str()).collect();
+        let restored: Vec<String> = self.moves.iter().map(|m| m.restored.to_string()).collect();
+        format!(
+            "{phase} (exactly once, {} records at {:.0}/s, {}): longest pause {} ms (longest \
+             wait before any change {} ms); restored {} changelog records (the changelogs hold \
+             {})",
+            self.records,
+            self.rate,
+            changes.join(" then "),
+            self.longest_pause_ms(),
+            self.steady_gap_ms,
+            restored.join(" then "),
+            self.changelog_records
+        )
+    }
+
     pub fn longest_pause_ms(&self) -> u64 {
         self.moves
             .iter()
