@@ -48,6 +48,12 @@ pub struct PipelineConfig {
     /// partitions until then.
     #[serde(default = "default_true")]
     pub static_membership: bool,
+    /// With static membership, whether a stop asked for (SIGTERM, SIGINT) leaves the group
+    /// first (default true), so the other instances take the partitions within seconds (a
+    /// scale-in). False keeps them for a quick restart until the session times out; a crash
+    /// keeps them either way (ADR 0026).
+    #[serde(default = "default_true")]
+    pub leave_group_on_stop: bool,
     /// Memory for all the process's local state, in MiB: RocksDB's block cache, index and
     /// filter blocks and memtables of every store, in one budget (ADR 0012). Default 256.
     #[serde(default = "default_state_memory_mib")]
@@ -168,6 +174,7 @@ impl PipelineConfig {
         config.clock = self.clock_offset;
         config.workers = self.workers.max(1);
         config.static_membership = self.static_membership;
+        config.leave_group_on_stop = self.leave_group_on_stop;
         config.state_memory = self
             .state_memory
             .get_or_init(|| StateMemory::new(self.state_memory_mib << 20))

@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{kafka, registry_codec, services, state_left_behind, TestTopics, PATIENCE};
+use common::{kafka, poll, registry_codec, services, state_left_behind, TestTopics, PATIENCE};
 use p2p_avro::convert::procurement::{AuditKind, AuditRecord, PoStatusRecord};
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{
@@ -63,6 +63,8 @@ struct App {
     topics: Topics,
     guarantee: String,
     dir: tempfile::TempDir,
+    /// `session.timeout.ms` of its consumers.
+    session_timeout_ms: u32,
 }
 
 /// One `p2p run` process.
@@ -89,6 +91,10 @@ impl App {
             topics: topics.clone(),
             guarantee: guarantee(),
             dir: tempfile::tempdir().expect("temp dir"),
+            // An instance killed for good gives its partitions up this soon (the broker's
+            // minimum); restarted sooner, it gets them back with no rebalance (static
+            // membership).
+            session_timeout_ms: 6_000,
         }
     }
 
@@ -99,9 +105,10 @@ impl App {
     /// The configuration file of one instance.
     fn config(&self, instance: &str) -> PathBuf {
         let mut kafka = self.kafka.clone();
-        // An instance killed for good gives its partitions up this soon (the broker's
-        // minimum); restarted sooner, it gets them back with no rebalance (static membership).
-        kafka.insert("session.timeout.ms".into(), "6000".into());
+        kafka.insert(
+            "session.timeout.ms".into(),
+            self.session_timeout_ms.to_string(),
+        );
         if let Ok(debug) = std::env::var("P2P_CRASH_KAFKA_DEBUG") {
             // librdkafka's debug contexts (e.g. `cgrp`), for a post-mortem.
             kafka.insert("debug".into(), debug);
@@ -797,6 +804,88 @@ async fn instances_killed_mid_rebalance_leave_nothing_lost_or_done_twice() {
     feeding.await.expect("fed");
     run.finish("two instances killed mid-rebalance", ended, vec![b, a])
         .await;
+}
+
+// Issue 28: a planned stop (SIGTERM, as a scale-in or `kubectl scale` stops a pod) hands the
+// instance's partitions over at once. A static member's close keeps its place until its
+// session times out (KIP-345; 43 s measured before this), so the runtime leaves its groups
+// first (ADR 0026). The moment `b` has exited no group lists it, and `a` goes on with every
+// partition: the audit checks that nothing of `b`'s share was lost or done twice. The pause
+// itself is measured by `p2p bench --phases scale` (docs/benchmarks.md), never timed here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_stopped_gracefully_leaves_its_groups_at_once_and_loses_nothing() {
+    let (run, mut app, _) = CrashRun::new(kafka(), "leave").await;
+    // librdkafka's default: were b not to leave, the groups would list it this long after.
+    app.session_timeout_ms = 45_000;
+    let feeding = run.feed(None);
+    let a = app.start("a", 0, false);
+    let mut b = app.start("b", 0, false);
+    let groups: Vec<String> = TOPOLOGIES
+        .iter()
+        .map(|t| format!("{}-{t}", app.id))
+        .collect();
+    let kafka = run.kafka.clone();
+    poll(
+        "both instances in every topology's group",
+        || async { members(&kafka, &groups) },
+        |members| {
+            members.values().all(|m| {
+                m.iter().any(|id| id.starts_with("a")) && m.iter().any(|id| id.starts_with("b"))
+            })
+        },
+    )
+    .await;
+    b.assert_running();
+    let stopped = b.terminate();
+    assert!(
+        stopped.exit.is_some_and(|status| status.success()),
+        "b stops cleanly: {}",
+        stopped.log_tail
+    );
+    let left = members(&run.kafka, &groups);
+    for (group, members) in &left {
+        assert!(
+            members.iter().all(|id| !id.starts_with("b")),
+            "b exited but {group} still lists it (its partitions would wait for the session \
+             timeout): {members:?}\n{}",
+            stopped.log_tail
+        );
+    }
+    assert!(
+        stopped.log_tail.contains("left the group"),
+        "b says it left: {}",
+        stopped.log_tail
+    );
+    feeding.await.expect("fed");
+    run.finish("b stopped gracefully mid-stream", vec![stopped], vec![a])
+        .await;
+}
+
+/// The member ids of each of `groups` (a static member's id starts with its instance id).
+fn members(kafka: &KafkaProperties, groups: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut config = rdkafka::ClientConfig::new();
+    for (key, value) in kafka {
+        config.set(key, value);
+    }
+    let client: rdkafka::consumer::BaseConsumer = config.create().expect("a consumer");
+    groups
+        .iter()
+        .map(|group| {
+            let listed = rdkafka::consumer::Consumer::fetch_group_list(
+                &client,
+                Some(group),
+                Duration::from_secs(10),
+            )
+            .map(|list| {
+                list.groups()
+                    .iter()
+                    .flat_map(|g| g.members().iter().map(|m| m.id().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_else(|e| vec![format!("(not listed: {e})")]);
+            (group.clone(), listed)
+        })
+        .collect()
 }
 
 // Issue 25: the partitions grow twice while ERPs publish, 4 -> 8 (a multiple) and then 8 -> 12

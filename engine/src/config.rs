@@ -46,6 +46,12 @@ pub struct RuntimeConfig {
     /// partitions back with no rebalance. The price: an instance that never comes back holds
     /// its partitions until its session times out.
     pub static_membership: bool,
+    /// On a planned stop (SIGTERM: a scale-in, `kubectl scale`, a rolling update) a static
+    /// member leaves its group before it closes, so the others take its partitions within
+    /// seconds instead of after `session.timeout.ms` (KIP-345 keeps a static member's place
+    /// through a close). A crash, or a stop after a failure, keeps the place as before (ADR
+    /// 0026).
+    pub leave_group_on_stop: bool,
     /// The memory the runtime's store may use (block cache, index and filter blocks,
     /// memtables), shared with every store opened within the same budget (ADR 0012).
     pub state_memory: StateMemory,
@@ -154,6 +160,7 @@ impl RuntimeConfig {
             changelog_replication: -1,
             instance_id: "0".into(),
             static_membership: true,
+            leave_group_on_stop: true,
             state_memory: StateMemory::process_default(),
             clock: Clock::WALL,
             workers: default_workers(),

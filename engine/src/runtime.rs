@@ -98,7 +98,11 @@ pub enum RuntimeError {
         inputs: i32,
     },
     #[error(
-        "the consumer group split partitions {partitions:?} of the input topics between members          for longer than {seconds} s: a key's records of one topic would be processed away from          its records of another. The runtime uses the `range` assignor, which never splits          co-partitioned topics; with `group.protocol = consumer` the broker assigns, so leave          `group.remote.assignor` unset (the runtime sets `range`) or set it to `range`"
+        "the consumer group split partitions {partitions:?} of the input topics between members \
+         for longer than {seconds} s: a key's records of one topic would be processed away from \
+         its records of another. The runtime uses the `range` assignor, which never splits \
+         co-partitioned topics; with `group.protocol = consumer` the broker assigns, so leave \
+         `group.remote.assignor` unset (the runtime sets `range`) or set it to `range`"
     )]
     AssignmentSplit { partitions: Vec<i32>, seconds: u64 },
     #[error("growth log: {0}")]
@@ -159,6 +163,8 @@ const FETCH_STALL: Duration = Duration::from_secs(20);
 /// leaves and joins the group again for a new one: past a rebalance's usual length.
 const SPLIT_BEFORE_REJOIN: Duration = Duration::from_secs(5);
 /// How long restoring one changelog partition may take.
+/// How long a stop asked for waits for the group to confirm the instance left it.
+const LEAVE_WAIT: Duration = Duration::from_secs(10);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Drives one topology against a Kafka cluster: `RuntimeConfig::workers` workers side by
@@ -288,14 +294,22 @@ impl<T: Topology> Runtime<T> {
     ) -> Result<StatsSnapshot, RuntimeError> {
         if self.workers.len() == 1 {
             let worker = self.workers.remove(0);
-            return worker.run(shutdown).await;
+            return worker
+                .run(async move {
+                    shutdown.await;
+                    Stop::Asked
+                })
+                .await;
         }
-        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (stop, stopped) = tokio::sync::watch::channel(None::<Stop>);
         let mut running = tokio::task::JoinSet::new();
         for worker in self.workers {
             let mut stopped = stopped.clone();
             running.spawn(worker.run(async move {
-                let _ = stopped.wait_for(|s| *s).await;
+                match stopped.wait_for(Option::is_some).await {
+                    Ok(why) => why.unwrap_or(Stop::AfterFailure),
+                    Err(_) => Stop::AfterFailure,
+                }
             }));
         }
         tokio::pin!(shutdown);
@@ -305,7 +319,7 @@ impl<T: Topology> Runtime<T> {
             tokio::select! {
                 _ = &mut shutdown, if !asked_to_stop => {
                     asked_to_stop = true;
-                    let _ = stop.send(true);
+                    stop.send_if_modified(|why| why.get_or_insert(Stop::Asked) == &Stop::Asked);
                 }
                 Some(ended) = running.join_next() => {
                     let result = match ended {
@@ -316,8 +330,11 @@ impl<T: Topology> Runtime<T> {
                     if let Err(error) = result {
                         failure.get_or_insert(error);
                     }
-                    // One ended, by shutdown or failure: the others stop too.
-                    let _ = stop.send(true);
+                    // One ended, by shutdown or failure: the others stop too (after a
+                    // failure, keeping their place in the group for the restart).
+                    stop.send_if_modified(|why| {
+                        why.is_none() && why.insert(Stop::AfterFailure) == &Stop::AfterFailure
+                    });
                 }
             }
         }
@@ -358,10 +375,11 @@ impl<T: Topology> Worker<T> {
         })
     }
 
-    /// Runs until `shutdown` completes, finishing the batch in hand first.
+    /// Runs until `shutdown` completes, finishing the batch in hand first; a stop asked for
+    /// leaves the group (see [`Worker::leave_group`]).
     async fn run(
         mut self,
-        shutdown: impl Future<Output = ()>,
+        shutdown: impl Future<Output = Stop>,
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
         self.input_partitions = self.await_input_topics().await?;
@@ -400,10 +418,10 @@ impl<T: Topology> Worker<T> {
         // runtime looks at them (and the growth log) again shortly, records or not.
         let mut growth_pending = false;
         let mut last_log_look = Instant::now();
-        loop {
+        let stop = loop {
             let waiting = aligner.is_waiting();
             let first = tokio::select! {
-                _ = &mut shutdown => break,
+                why = &mut shutdown => break why,
                 received = self.consumer.recv() => Some(received),
                 _ = std::future::ready(()), if full => None,
                 _ = timer_tick.tick(), if has_timers => None,
@@ -658,14 +676,82 @@ impl<T: Topology> Worker<T> {
                     self.rewind(&mut aligner, &mut owned, &mut paused).await?;
                 }
             }
-        }
+        };
         drop(announced);
+        if stop == Stop::Asked {
+            self.leave_group().await;
+        }
         tracing::info!(
             topology = self.topology.name(),
             worker = self.index,
             "runtime stopped"
         );
         Ok(self.stats.snapshot())
+    }
+
+    /// A stop asked for (SIGTERM: a scale-in, `kubectl scale`, a rolling update) hands the
+    /// partitions over now. A static member's close keeps its place, and its partitions
+    /// processed by nobody, until `session.timeout.ms` (KIP-345: 43 s measured); unsubscribing
+    /// first makes librdkafka send a LeaveGroup once the assignment is given up, which the
+    /// rebalance callback does inside a poll. So it polls until the group no longer lists
+    /// it, or [`LEAVE_WAIT`] has passed (a close before the leave went out would skip it).
+    /// One stopped in its first join finishes joining first.
+    /// Nothing is processed meanwhile: what is fetched is fetched again by the next owner.
+    /// A dynamic member leaves in its close anyway, and under KIP-848 librdkafka leaves a
+    /// static member only for its session (epoch -2): nothing to do for either (ADR 0026).
+    async fn leave_group(&self) {
+        if !self.config.leave_group_on_stop
+            || !self.config.static_membership
+            || is_kip848(&self.config.kafka)
+        {
+            return;
+        }
+        let Some(instance) = group_instance_id(&self.config) else {
+            return;
+        };
+        let group = self.config.application_id.clone();
+        let started = Instant::now();
+        // A consumer stopped in its first join (its JoinGroup waits for the others) is listed
+        // by the broker but has no member id yet: librdkafka would skip the leave. It joins
+        // first.
+        while !self.consumer.context().joined() && started.elapsed() < LEAVE_WAIT {
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+        }
+        blocking(|| self.consumer.unsubscribe());
+        loop {
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+            let listed = blocking(|| {
+                self.consumer
+                    .fetch_group_list(Some(&group), Duration::from_secs(2))
+            })
+            .map(|groups| {
+                groups
+                    .groups()
+                    .iter()
+                    .any(|g| g.members().iter().any(|m| is_member_of(m.id(), &instance)))
+            });
+            match listed {
+                Ok(false) => {
+                    tracing::info!(
+                        topology = self.topology.name(),
+                        worker = self.index,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "left the group: the other instances take its partitions now"
+                    );
+                    return;
+                }
+                Ok(true) | Err(_) if started.elapsed() < LEAVE_WAIT => {}
+                outcome => {
+                    tracing::warn!(
+                        topology = self.topology.name(),
+                        worker = self.index,
+                        error = outcome.err().map(|e| e.to_string()),
+                        "the group did not confirm the leave within {LEAVE_WAIT:?}; its partitions may wait for the session timeout"
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// After a transaction that did not commit: waits a backoff, and builds a new producer if
@@ -1599,6 +1685,9 @@ struct Revocations {
     revoked: std::sync::Mutex<Vec<(String, i32)>>,
     /// A rebalance ran (partitions given, taken or both) since the last look.
     rebalanced: std::sync::atomic::AtomicBool,
+    /// The group assigned to this consumer at least once: it has joined, and librdkafka knows
+    /// its member id (a member still in its first join has none, and could not leave).
+    joined: std::sync::atomic::AtomicBool,
     /// The group rebalances incrementally (KIP-848's consumer protocol): a rebalance names
     /// only the partitions given or taken, and the others stay as they were, paused or not.
     incremental: bool,
@@ -1609,8 +1698,14 @@ impl Revocations {
         Revocations {
             revoked: std::sync::Mutex::default(),
             rebalanced: std::sync::atomic::AtomicBool::new(false),
+            joined: std::sync::atomic::AtomicBool::new(false),
             incremental,
         }
+    }
+
+    /// Whether the group has assigned to the consumer yet.
+    fn joined(&self) -> bool {
+        self.joined.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether a rebalance ran since the last look, without taking it.
@@ -1648,6 +1743,8 @@ impl ConsumerContext for Revocations {
             .store(true, std::sync::atomic::Ordering::Release);
         let assigned = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.joined
+                    .store(true, std::sync::atomic::Ordering::Release);
                 // A partition paused under an earlier assignment would stay paused: the
                 // runtime forgets what it paused when it sees the rebalance.
                 if self.incremental {
@@ -1706,8 +1803,8 @@ fn split_partitions(
 /// static member of the group when so configured. (The benchmark's baseline uses them too.)
 pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
     let mut consumer_config = client_config(&config.kafka);
-    if config.static_membership && !config.kafka.contains_key("group.instance.id") {
-        consumer_config.set("group.instance.id", &config.instance_id);
+    if let Some(instance) = group_instance_id(config) {
+        consumer_config.set("group.instance.id", instance);
     }
     consumer_config
         .set("group.id", &config.application_id)
@@ -1746,6 +1843,38 @@ pub fn consumer_settings(config: &RuntimeConfig) -> ClientConfig {
         consumer_config.set("queued.max.messages.kbytes", share.to_string());
     }
     consumer_config
+}
+
+/// Why a worker stops: asked to (a signal), or because another worker of its runtime failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Asked,
+    AfterFailure,
+}
+
+/// The `group.instance.id` a worker's consumer joins as, if it is a static member.
+fn group_instance_id(config: &RuntimeConfig) -> Option<String> {
+    match config.kafka.get("group.instance.id") {
+        Some(id) => Some(id.clone()),
+        None if config.static_membership => Some(config.instance_id.clone()),
+        None => None,
+    }
+}
+
+/// Whether a group member's id is that of static member `instance`: the broker names a static
+/// member `<group.instance.id>-<uuid>`, the uuid in Java's form or Kafka's 22-character
+/// base64 (so instance `a` is neither `a-b` nor `a.worker-1`).
+fn is_member_of(member_id: &str, instance: &str) -> bool {
+    let base64 = |id: &str| {
+        id.len() == 22
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    member_id
+        .strip_prefix(instance)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok() || base64(id))
 }
 
 /// Whether the consumers join under KIP-848's consumer group protocol (`group.protocol =
@@ -2503,6 +2632,39 @@ mod tests {
         kafka.insert("group.remote.assignor".into(), "uniform".into());
         let chosen = consumer_settings(&RuntimeConfig::new("app", kafka, Default::default()));
         assert_eq!(chosen.get("group.remote.assignor"), Some("uniform"));
+    }
+
+    #[test]
+    fn a_leaving_instance_knows_its_own_members_and_no_other_instances() {
+        // The broker names a static member `<group.instance.id>-<uuid>`.
+        let java = "pod-1-3f1c2a9e-8a4b-4c1d-9e2f-0a1b2c3d4e5f";
+        assert!(is_member_of(java, "pod-1"));
+        assert!(is_member_of("pod-1-AbCdEfGhIjKlMnOpQr_-12", "pod-1"));
+        // Not a longer name that starts like it, not a worker of it, not a dynamic member.
+        assert!(!is_member_of(java, "pod"));
+        assert!(!is_member_of(
+            "pod-1.worker-1-3f1c2a9e-8a4b-4c1d-9e2f-0a1b2c3d4e5f",
+            "pod-1"
+        ));
+        assert!(!is_member_of(
+            "rdkafka-3f1c2a9e-8a4b-4c1d-9e2f-0a1b2c3d4e5f",
+            "pod-1"
+        ));
+
+        let mut config = RuntimeConfig::new("app", Default::default(), Default::default());
+        config.instance_id = "pod-1".into();
+        assert_eq!(group_instance_id(&config).as_deref(), Some("pod-1"));
+        assert_eq!(
+            group_instance_id(&config.for_worker(1)).as_deref(),
+            Some("pod-1.worker-1")
+        );
+        config.static_membership = false;
+        assert_eq!(group_instance_id(&config), None);
+        // An id set under [kafka] is the one the consumer joins as.
+        config
+            .kafka
+            .insert("group.instance.id".into(), "set-by-hand".into());
+        assert_eq!(group_instance_id(&config).as_deref(), Some("set-by-hand"));
     }
 
     #[test]
