@@ -25,6 +25,12 @@ pub struct PipelineConfig {
     pub schema_registry_url: Option<String>,
     /// librdkafka properties, passed through: `bootstrap.servers`, `security.protocol`, ...
     pub kafka: KafkaProperties,
+    /// librdkafka properties whose values are read from environment variables at start,
+    /// property = variable (`"sasl.password" = "P2P_KAFKA_PASSWORD"`): a credential from a
+    /// Kubernetes Secret stays out of the file, which a ConfigMap holds. A variable not set,
+    /// or a property set in `[kafka]` too, is refused by name.
+    #[serde(default)]
+    pub kafka_env: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub topics: Topics,
     #[serde(default, rename = "match")]
@@ -133,8 +139,30 @@ impl PipelineConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Self =
+        let mut config: Self =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for (property, variable) in &config.kafka_env {
+            if config.kafka.contains_key(property) {
+                bail!(
+                    "{}: \"{property}\" is under both [kafka] and [kafka_env]: keep one",
+                    path.display()
+                );
+            }
+            let Some(value) = std::env::var_os(variable) else {
+                bail!(
+                    "{}: [kafka_env] reads \"{property}\" from environment variable {variable}, \
+                     which is not set",
+                    path.display()
+                );
+            };
+            let Ok(value) = value.into_string() else {
+                bail!(
+                    "{}: environment variable {variable} (for \"{property}\") is not UTF-8",
+                    path.display()
+                );
+            };
+            config.kafka.insert(property.clone(), value);
+        }
         if !config.kafka.contains_key("bootstrap.servers") {
             bail!("{}: [kafka] needs \"bootstrap.servers\"", path.display());
         }
@@ -277,6 +305,41 @@ mod tests {
         assert_eq!(matching.bytes(), 64 << 20);
         assert!(matching.is_shared_with(&procurement));
         assert!(matching.is_shared_with(&payment));
+    }
+
+    #[test]
+    fn a_credential_comes_from_the_environment_variable_kafka_env_names() {
+        // Each test names a variable of its own: tests run side by side in one process.
+        std::env::set_var("P2P_TEST_KAFKA_PASSWORD_A", "s3cret");
+        let config = load(&format!(
+            "{MINIMAL}[kafka_env]\n\"sasl.password\" = \"P2P_TEST_KAFKA_PASSWORD_A\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.kafka["sasl.password"], "s3cret");
+        assert_eq!(config.kafka["bootstrap.servers"], "127.0.0.1:9092");
+
+        let unset = load(&format!(
+            "{MINIMAL}[kafka_env]\n\"sasl.password\" = \"P2P_TEST_KAFKA_PASSWORD_UNSET\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            unset
+                .to_string()
+                .contains("environment variable P2P_TEST_KAFKA_PASSWORD_UNSET, which is not set"),
+            "{unset}"
+        );
+
+        let both = load(
+            "state_dir = \"/tmp/p2p\"\n[kafka]\n\"bootstrap.servers\" = \"h:9092\"\n\
+             \"sasl.password\" = \"in-the-file\"\n\
+             [kafka_env]\n\"sasl.password\" = \"P2P_TEST_KAFKA_PASSWORD_A\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            both.to_string()
+                .contains("under both [kafka] and [kafka_env]"),
+            "{both}"
+        );
     }
 
     #[test]
