@@ -152,6 +152,13 @@ enum AdminCommand {
         #[arg(long, default_value_t = 1)]
         replication: i32,
     },
+    /// Read a configuration as `run` would, without a broker, and print what it sets: the
+    /// consumer groups, topics and state; a configuration `run` would refuse fails here with
+    /// the same message (a deployment's check before it rolls out).
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Grow every P2P topic and changelog to `--to` partitions. With `--dry-run`, reads the
     /// changelogs and prints which key groups and how many orgs would move where, and how
     /// much state; shrinking is refused.
@@ -268,6 +275,35 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("created {} topic(s): {}", created.len(), created.join(", "));
             }
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::CheckConfig { config },
+        } => {
+            let config = config::PipelineConfig::load(&config)?;
+            let matching = config.match_config()?;
+            let secret: Vec<&String> = config.kafka_env.keys().collect();
+            println!(
+                "configuration accepted: application {}, instance {}, {} guarantee",
+                config.application_id,
+                config.instance_id,
+                match matching.runtime.guarantee {
+                    p2p_topologies::Guarantee::ExactlyOnce => "exactly-once",
+                    p2p_topologies::Guarantee::AtLeastOnce => "at-least-once",
+                }
+            );
+            println!(
+                "  bootstrap servers {}; from the environment: {secret:?}",
+                config.kafka["bootstrap.servers"]
+            );
+            println!("  consumer groups {}", config.groups().join(", "));
+            println!(
+                "  {} topics (DLQs included); state in {}, {} MiB, {} workers per topology",
+                config.topics.all().len(),
+                config.state_dir.display(),
+                config.state_memory_mib,
+                config.workers
+            );
             Ok(())
         }
         Command::Admin {

@@ -227,3 +227,41 @@ fn a_principal_without_rights_on_an_input_topic_or_the_group_is_told_which() {
     );
     assert!(!printed.contains("do not exist"), "{printed}");
 }
+
+/// `p2p admin check-config` reads a configuration as `run` does, with no broker: a password
+/// from the environment (`[kafka_env]`, as a Kubernetes Secret gives it) is accepted when set,
+/// and refused by the variable's name when not, before anything connects.
+#[test]
+fn a_configuration_is_checked_offline_with_its_credentials_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        &[("bootstrap.servers", "kafka.p2p-test.invalid:9093")],
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[kafka_env]\n\"sasl.password\" = \"P2P_TEST_CHECK_CONFIG_PASSWORD\"\n");
+    std::fs::write(&config, text).unwrap();
+
+    let (status, printed) = p2p(&["admin", "check-config"], &config);
+    assert!(!status.success(), "{printed}");
+    assert!(
+        printed.contains("environment variable P2P_TEST_CHECK_CONFIG_PASSWORD, which is not set"),
+        "{printed}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(["admin", "check-config", "--config"])
+        .arg(&config)
+        .env("P2P_TEST_CHECK_CONFIG_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("configuration accepted"), "{printed}");
+    assert!(printed.contains("[\"sasl.password\"]"), "{printed}");
+    assert!(
+        !printed.contains("s3cret"),
+        "the password is never printed: {printed}"
+    );
+    assert!(printed.contains("p2p-match"), "{printed}");
+}

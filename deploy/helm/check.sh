@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Checks the Helm chart offline, with the real tools (issue 28): `helm lint --strict` and
+# `helm template` for every values file in examples/, then every rendered object:
+# - Kubernetes objects decoded strictly into the k8s.io/api types (check/main.go): an unknown
+#   field, a wrong type or an unknown kind fails;
+# - KEDA's and prometheus-operator's resources validated by kubeconform (-strict) against JSON
+#   schemas built from the CRDs those projects' Go modules ship (KEDA config/crd/bases,
+#   prometheus-operator example/prometheus-operator-crd), with kubeconform's
+#   openapi2jsonschema.py;
+# - Strimzi's KafkaTopic and KafkaUser: Strimzi publishes its CRDs in no registry reachable
+#   here (its Maven `api` jar holds the model classes, not the CRD YAML), so they are checked
+#   only by the chart's own assertions below (names, counts, ACLs).
+# And that each check can fail: a broken object of each kind must be refused.
+# Tools build from the Go module proxy into $P2P_CACHE_DIR/bin (warm after the first run).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="${P2P_CACHE_DIR:-$HOME/.cache/p2p-pipeline}"
+bin="$cache/bin"
+mkdir -p "$bin"
+
+HELM_VERSION=v4.3.2
+KUBECONFORM_VERSION=v0.8.0
+KEDA_VERSION=v2.18.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+
+if ! "$bin/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  echo "building helm $HELM_VERSION"
+  GOBIN="$bin" go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+fi
+if ! [ -x "$bin/kubeconform" ] || ! "$bin/kubeconform" -v 2>/dev/null | grep -q "${KUBECONFORM_VERSION#v}"; then
+  echo "building kubeconform $KUBECONFORM_VERSION"
+  GOBIN="$bin" go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+fi
+(cd "$here/check" && go build -o "$bin/p2p-chart-check" .)
+
+module_dir() { (cd "$cache" && go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'); }
+schemas="$cache/crd-schemas/keda-$KEDA_VERSION-prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+if ! [ -f "$schemas/done" ]; then
+  python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+  keda="$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")"
+  promop="$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")"
+  kubeconform_dir="$(module_dir "github.com/yannh/kubeconform@$KUBECONFORM_VERSION")"
+  rm -rf "$schemas" && mkdir -p "$schemas"
+  (cd "$schemas" && FILENAME_FORMAT='{kind}-{fullgroup}-{version}' python3 "$kubeconform_dir/scripts/openapi2jsonschema.py" \
+    "$keda/config/crd/bases/keda.sh_scaledobjects.yaml" \
+    "$keda/config/crd/bases/keda.sh_triggerauthentications.yaml" \
+    "$promop/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+    "$promop/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" >/dev/null)
+  touch "$schemas/done"
+fi
+kubeconform() {
+  "$bin/kubeconform" -strict -summary \
+    -schema-location "$schemas/{{ .ResourceKind }}-{{ .Group }}-{{ .ResourceAPIVersion }}.json" \
+    -skip ConfigMap,Secret,Service,StatefulSet,PodDisruptionBudget,KafkaTopic,KafkaUser "$@"
+}
+
+chart="$here/p2p-pipeline"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+for values in "$here"/examples/*.yaml; do
+  name="$(basename "$values" .yaml)"
+  echo "== $name"
+  "$bin/helm" lint --strict "$chart" -f "$values"
+  "$bin/helm" template p2p "$chart" -f "$values" > "$out/$name.yaml"
+  "$bin/p2p-chart-check" "$out/$name.yaml" | sed 's/^/  /'
+  kubeconform "$out/$name.yaml"
+done
+
+echo "== the chart's own assertions"
+fail() { echo "FAILED: $*" >&2; exit 1; }
+prod="$out/production.yaml"
+# Every topic of `p2p admin create-topics`: 17 topics and a DLQ for each of the 12 read.
+topics=$(grep -c '^kind: KafkaTopic' "$prod")
+[ "$topics" -eq 29 ] || fail "29 KafkaTopics expected, $topics rendered"
+grep -q 'topicName: invoice-events.dlq' "$prod" || fail "invoice-events.dlq has no KafkaTopic"
+# KEDA never asks for more instances than partitions (24 asked, 12 partitions).
+grep -q 'maxReplicaCount: 12' "$prod" || fail "maxReplicaCount is not capped at the partition count"
+# The password is never in the ConfigMap; the pod reads it from the Secret.
+grep -q '"sasl.password" = "P2P_KAFKA_SASL_PASSWORD"' "$prod" || fail "no [kafka_env] for the password"
+! grep -q 'sasl.password" = "[^P]' "$prod" || fail "a password is in the ConfigMap"
+# A static replica count is capped too.
+"$bin/helm" template p2p "$chart" -f "$here/examples/minimal.yaml" --set replicas=9 > "$out/capped.yaml"
+grep -q '^  replicas: 4$' "$out/capped.yaml" || fail "replicas 9 over 4 partitions were not capped at 4"
+# The rendered configuration is one the pipeline accepts (when the binary is built).
+p2p="${CARGO_TARGET_DIR:-$cache/target}/debug/p2p"
+if [ -x "$p2p" ]; then
+  python3 - "$prod" "$out/pipeline.toml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap":
+        open(sys.argv[2], "w").write(doc["data"]["pipeline.toml"])
+PY
+  P2P_KAFKA_SASL_PASSWORD=x "$p2p" admin check-config --config "$out/pipeline.toml" \
+    || fail "the rendered pipeline.toml is refused"
+fi
+
+echo "== each check can fail"
+if "$bin/p2p-chart-check" "$here/check/testdata/bad-statefulset.yaml" 2>/dev/null; then
+  fail "a StatefulSet with an unknown field passed the strict decoding"
+fi
+if kubeconform "$here/check/testdata/bad-scaledobject.yaml" >/dev/null 2>&1; then
+  fail "a ScaledObject with a wrong type and an unknown field passed kubeconform"
+fi
+echo "chart checked: $(ls "$here"/examples/*.yaml | wc -l) values files"
