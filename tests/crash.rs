@@ -271,6 +271,17 @@ impl Process {
         self.ended(Some(status))
     }
 
+    /// Its `/metrics` address, from the line its log starts with.
+    fn metrics_url(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let addr = log
+            .lines()
+            .find_map(|l| l.split("serving=").nth(1))
+            .map(|a| a.split_whitespace().next().unwrap_or(a).to_owned())
+            .unwrap_or_else(|| panic!("no metrics address in {}:\n{log}", self.log.display()));
+        format!("http://{addr}/metrics")
+    }
+
     /// Still running (a process that ended on its own failed).
     fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -857,6 +868,26 @@ async fn an_instance_stopped_gracefully_leaves_its_groups_at_once_and_loses_noth
         stopped.log_tail
     );
     feeding.await.expect("fed");
+    // Issue 28: every pipeline metric the deployment's alerts and dashboard name is one a
+    // running instance exports, once it has processed the stream (bad records included).
+    let named = common::metrics_named_by_deploy("p2p_");
+    let named: BTreeSet<String> = named
+        .into_iter()
+        .filter(|n| !n.starts_with("p2p_bank_"))
+        .collect();
+    let scrape = a.metrics_url();
+    poll(
+        "every metric the alerts and dashboard name, on a's /metrics",
+        || async {
+            let text = match reqwest::get(&scrape).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            common::missing_from(&text, &named)
+        },
+        Vec::is_empty,
+    )
+    .await;
     run.finish("b stopped gracefully mid-stream", vec![stopped], vec![a])
         .await;
 }

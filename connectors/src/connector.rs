@@ -255,6 +255,22 @@ impl ConnectorMetrics {
         })
     }
 
+    /// Each configured bank's series at 0 (its breaker closed) before it sends anything: an
+    /// alert or a panel on a bank's rejections needs the series to exist.
+    pub fn declare_banks<'a>(&self, banks: impl IntoIterator<Item = &'a str>) {
+        for bank in banks {
+            for counter in [
+                &self.files_sent,
+                &self.acknowledged,
+                &self.rejected,
+                &self.retries,
+            ] {
+                counter.with_label_values(&[bank]);
+            }
+            self.breaker.with_label_values(&[bank]);
+        }
+    }
+
     pub fn render(&self) -> String {
         prometheus::TextEncoder::new()
             .encode_to_string(&self.registry.gather())
@@ -314,6 +330,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = ConnectorMetrics::new()?;
+    metrics.declare_banks(config.banks.iter().map(|bank| bank.name.as_str()));
     let codec = config.codec()?;
     let producer = transactional_producer(&config)?;
     create_topics(&config).await?;

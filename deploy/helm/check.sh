@@ -10,6 +10,9 @@
 # - Strimzi's KafkaTopic and KafkaUser: Strimzi publishes its CRDs in no registry reachable
 #   here (its Maven `api` jar holds the model classes, not the CRD YAML), so they are checked
 #   only by the chart's own assertions below (names, counts, ACLs).
+# - the alert rules: `promtool check rules` and `promtool test rules` (each alert fires on its
+#   series and not on healthy ones), and every dashboard query parsed by promtool as a rule's
+#   expression.
 # And that each check can fail: a broken object of each kind must be refused.
 # Tools build from the Go module proxy into $P2P_CACHE_DIR/bin (warm after the first run).
 set -euo pipefail
@@ -22,15 +25,21 @@ HELM_VERSION=v4.3.2
 KUBECONFORM_VERSION=v0.8.0
 KEDA_VERSION=v2.18.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+PROMETHEUS_VERSION=v0.316.0
 
-if ! "$bin/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
-  echo "building helm $HELM_VERSION"
-  GOBIN="$bin" go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
-fi
-if ! [ -x "$bin/kubeconform" ] || ! "$bin/kubeconform" -v 2>/dev/null | grep -q "${KUBECONFORM_VERSION#v}"; then
-  echo "building kubeconform $KUBECONFORM_VERSION"
-  GOBIN="$bin" go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
-fi
+# Each tool built once per version (a stamp beside it: `go install` leaves the version out of
+# some tools' --version).
+tool() {
+  local name="$1" module="$2" version="$3"
+  if ! [ -x "$bin/$name" ] || ! [ -f "$bin/.$name-$version" ]; then
+    echo "building $name $version"
+    GOBIN="$bin" go install "$module@$version"
+    rm -f "$bin/.$name-"* && touch "$bin/.$name-$version"
+  fi
+}
+tool helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
+tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
+tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
 (cd "$here/check" && go build -o "$bin/p2p-chart-check" .)
 
 module_dir() { (cd "$cache" && go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'); }
@@ -57,6 +66,21 @@ kubeconform() {
 chart="$here/p2p-pipeline"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+
+echo "== alert rules and dashboard queries (promtool)"
+"$bin/promtool" check rules "$chart/files/alerts.yaml"
+(cd "$chart/files" && "$bin/promtool" test rules alerts_test.yaml)
+python3 - "$chart/files/dashboard.json" "$out/dashboard-rules.yaml" <<'PY'
+import json, sys, yaml
+dashboard = json.load(open(sys.argv[1]))
+rules = [
+    {"record": "p2p:dashboard:panel_%d_%s" % (panel["id"], target["refId"]), "expr": target["expr"]}
+    for panel in dashboard["panels"] for target in panel.get("targets", [])
+]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+print("dashboard: %d queries" % len(rules))
+PY
+"$bin/promtool" check rules "$out/dashboard-rules.yaml"
 for values in "$here"/examples/*.yaml; do
   name="$(basename "$values" .yaml)"
   echo "== $name"
@@ -75,6 +99,10 @@ topics=$(grep -c '^kind: KafkaTopic' "$prod")
 grep -q 'topicName: invoice-events.dlq' "$prod" || fail "invoice-events.dlq has no KafkaTopic"
 # KEDA never asks for more instances than partitions (24 asked, 12 partitions).
 grep -q 'maxReplicaCount: 12' "$prod" || fail "maxReplicaCount is not capped at the partition count"
+# The alerts and the dashboard are rendered, all of them.
+alerts=$(grep -c '^    - alert: P2P' "$prod")
+[ "$alerts" -eq "$(grep -c '^      - alert: P2P' "$chart/files/alerts.yaml")" ] || fail "$alerts alerts in the PrometheusRule"
+grep -q '"uid": "p2p-pipeline"' "$prod" || fail "the dashboard ConfigMap is not rendered"
 # The password is never in the ConfigMap; the pod reads it from the Secret.
 grep -q '"sasl.password" = "P2P_KAFKA_SASL_PASSWORD"' "$prod" || fail "no [kafka_env] for the password"
 ! grep -q 'sasl.password" = "[^P]' "$prod" || fail "a password is in the ConfigMap"
@@ -87,7 +115,7 @@ if [ -x "$p2p" ]; then
   python3 - "$prod" "$out/pipeline.toml" <<'PY'
 import sys, yaml
 for doc in yaml.safe_load_all(open(sys.argv[1])):
-    if doc and doc.get("kind") == "ConfigMap":
+    if doc and doc.get("kind") == "ConfigMap" and "pipeline.toml" in doc.get("data", {}):
         open(sys.argv[2], "w").write(doc["data"]["pipeline.toml"])
 PY
   P2P_KAFKA_SASL_PASSWORD=x "$p2p" admin check-config --config "$out/pipeline.toml" \

@@ -31,6 +31,12 @@ pub struct Metrics {
     restored: IntCounterVec,
     restore_remaining: IntGaugeVec,
     consumer_lag: IntGaugeVec,
+    partition_lag: IntGaugeVec,
+    partition_position: IntGaugeVec,
+    transactions_aborted: IntCounterVec,
+    /// The partitions each worker of a topology last reported, by topology and worker: one
+    /// it no longer owns is dropped from the per-partition gauges.
+    reported_partitions: std::sync::Mutex<ReportedPartitions>,
     state_bytes: IntGaugeVec,
     state_memory_bytes: IntGauge,
     /// Runtimes expected, and how many of them run: ready when all do.
@@ -55,6 +61,8 @@ pub struct CounterFamily {
 }
 
 /// By (gauge, topology, topic): each worker's part.
+/// The (topic, partition)s each worker of a topology last reported, by (topology, worker).
+type ReportedPartitions = BTreeMap<(String, usize), Vec<(String, i32)>>;
 type WorkerParts = BTreeMap<(&'static str, String, String), BTreeMap<usize, i64>>;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +127,22 @@ impl Metrics {
                 "Records on the broker this instance has not consumed yet, per input topic (over the partitions it owns)",
                 &["topology", "topic"],
             )?,
+            partition_lag: gauge(
+                "p2p_partition_lag_records",
+                "Records on the broker not consumed yet, per input partition this instance owns",
+                &["topology", "topic", "partition"],
+            )?,
+            partition_position: gauge(
+                "p2p_partition_position",
+                "The next offset this instance consumes, per input partition it owns (stands still when the partition makes no progress)",
+                &["topology", "topic", "partition"],
+            )?,
+            transactions_aborted: counter(
+                "p2p_transactions_aborted_total",
+                "Transactions aborted or lost with their producer: the batch is consumed again from the committed offsets",
+                &["topology"],
+            )?,
+            reported_partitions: std::sync::Mutex::new(BTreeMap::new()),
             state_bytes: gauge(
                 "p2p_state_bytes",
                 "Estimated size of the topology's local state (RocksDB live data)",
@@ -277,6 +301,54 @@ impl Metrics {
         self.consumer_lag
             .with_label_values(&[topology, topic])
             .set(total);
+    }
+
+    /// `topology`'s series that rules read before anything happened (aborted transactions at
+    /// 0): an alert on a rate needs the series to exist.
+    pub fn declare_topology(&self, topology: &str) {
+        self.transactions_aborted.with_label_values(&[topology]);
+    }
+
+    /// `topology` aborted a transaction (or lost its producer mid-transaction).
+    pub fn transaction_aborted(&self, topology: &str) {
+        self.transactions_aborted
+            .with_label_values(&[topology])
+            .inc();
+    }
+
+    /// Each input partition `worker` of `topology` owns now: its topic, number, position and
+    /// the records behind it. Partitions it reported before and no longer owns are dropped
+    /// (their new owner reports them).
+    pub fn partitions(&self, topology: &str, worker: usize, owned: &[(String, i32, i64, i64)]) {
+        let mut reported = self
+            .reported_partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = reported
+            .insert(
+                (topology.to_owned(), worker),
+                owned.iter().map(|(t, p, _, _)| (t.clone(), *p)).collect(),
+            )
+            .unwrap_or_default();
+        for (topic, partition) in before {
+            if !owned
+                .iter()
+                .any(|(t, p, _, _)| *t == topic && *p == partition)
+            {
+                let partition = partition.to_string();
+                let labels = [topology, topic.as_str(), partition.as_str()];
+                let _ = self.partition_lag.remove_label_values(&labels);
+                let _ = self.partition_position.remove_label_values(&labels);
+            }
+        }
+        for (topic, partition, position, behind) in owned {
+            let partition = partition.to_string();
+            let labels = [topology, topic.as_str(), partition.as_str()];
+            self.partition_lag.with_label_values(&labels).set(*behind);
+            self.partition_position
+                .with_label_values(&labels)
+                .set(*position);
+        }
     }
 
     /// The estimated size of `worker`'s store of `topology` (the gauge: all its workers').
@@ -439,5 +511,40 @@ mod tests {
             !text.contains("undeclared") && !text.contains("anything"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_partition_given_up_leaves_the_per_partition_gauges_and_aborts_start_at_zero() {
+        let metrics = Metrics::new(1).unwrap();
+        metrics.declare_topology("billing");
+        assert!(
+            metrics
+                .render()
+                .contains("p2p_transactions_aborted_total{topology=\"billing\"} 0"),
+            "a rate rule needs the series before the first abort"
+        );
+        metrics.transaction_aborted("billing");
+        let owned = |p: i32, position: i64, behind: i64| ("orders".to_owned(), p, position, behind);
+        metrics.partitions("billing", 0, &[owned(0, 40, 2), owned(1, 70, 0)]);
+        let text = metrics.render();
+        assert!(text.contains("p2p_transactions_aborted_total{topology=\"billing\"} 1"));
+        assert!(
+            text.contains(
+                "p2p_partition_lag_records{partition=\"0\",topic=\"orders\",topology=\"billing\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "p2p_partition_position{partition=\"1\",topic=\"orders\",topology=\"billing\"} 70"
+        ));
+
+        // A rebalance took partition 1 away: its series go, or a stuck-partition alert would
+        // see a partition that stands still here while its new owner moves it.
+        metrics.partitions("billing", 0, &[owned(0, 45, 0)]);
+        let text = metrics.render();
+        assert!(!text.contains("partition=\"1\""), "{text}");
+        assert!(text.contains(
+            "p2p_partition_position{partition=\"0\",topic=\"orders\",topology=\"billing\"} 45"
+        ));
     }
 }

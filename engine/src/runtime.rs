@@ -269,6 +269,7 @@ impl<T: Topology> Runtime<T> {
     /// Reports to `metrics` (shared by the runtimes of one process).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         if let Some(worker) = self.workers.first() {
+            metrics.declare_topology(worker.topology.name());
             for family in worker.topology.counters() {
                 if let Err(error) = metrics.declare(family) {
                     tracing::warn!(%error, metric = family.name, "a topology's counter is not exported");
@@ -763,6 +764,11 @@ impl<T: Topology> Worker<T> {
         failures: &mut u32,
     ) -> Result<Option<String>, RuntimeError> {
         *failures += 1;
+        if let (Some(metrics), Uncommitted::Aborted(_) | Uncommitted::ProducerLost(_)) =
+            (&self.metrics, &failure)
+        {
+            metrics.transaction_aborted(self.topology.name());
+        }
         match failure {
             Uncommitted::Aborted(reason) => {
                 tokio::time::sleep(backoff(*failures)).await;
@@ -1628,6 +1634,7 @@ impl<T: Topology> Worker<T> {
         let name = self.topology.name();
         if let Ok(positions) = self.consumer.position() {
             let mut lag: BTreeMap<String, i64> = BTreeMap::new();
+            let mut partitions = Vec::new();
             for e in positions.elements() {
                 let Offset::Offset(position) = e.offset() else {
                     continue;
@@ -1641,8 +1648,10 @@ impl<T: Topology> Worker<T> {
                             lag.insert(e.topic().to_owned(), behind);
                         }
                     }
+                    partitions.push((e.topic().to_owned(), e.partition(), position, behind));
                 }
             }
+            metrics.partitions(name, self.index, &partitions);
             // Every input topic, 0 where this worker has no partition of it now: the gauge
             // sums the workers' parts, and a part left from before a rebalance would stay.
             for topic in self.topology.input_topics() {
