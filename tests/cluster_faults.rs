@@ -13,10 +13,20 @@ const HUNG: Duration = Duration::from_secs(120);
 
 /// Runs `p2p <args>`; its exit status and everything it printed.
 fn p2p(args: &[&str], config: &Path) -> (std::process::ExitStatus, String) {
+    p2p_with_env(args, config, &[])
+}
+
+/// Runs `p2p <args>` with environment variables `env` set.
+fn p2p_with_env(
+    args: &[&str],
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_p2p"))
         .args(args)
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -249,14 +259,12 @@ fn a_configuration_is_checked_offline_with_its_credentials_from_the_environment(
         "{printed}"
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
-        .args(["admin", "check-config", "--config"])
-        .arg(&config)
-        .env("P2P_TEST_CHECK_CONFIG_PASSWORD", "s3cret")
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{printed}");
+    let (status, printed) = p2p_with_env(
+        &["admin", "check-config"],
+        &config,
+        &[("P2P_TEST_CHECK_CONFIG_PASSWORD", "s3cret")],
+    );
+    assert!(status.success(), "{printed}");
     assert!(printed.contains("configuration accepted"), "{printed}");
     assert!(printed.contains("[\"sasl.password\"]"), "{printed}");
     assert!(

@@ -307,12 +307,23 @@ impl<T: Topology> Runtime<T> {
         for worker in self.workers {
             let mut stopped = stopped.clone();
             running.spawn(worker.run(async move {
-                match stopped.wait_for(Option::is_some).await {
-                    Ok(why) => why.unwrap_or(Stop::AfterFailure),
-                    Err(_) => Stop::AfterFailure,
-                }
+                let why = stopped
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|w| *w);
+                why.unwrap_or(Stop::AfterFailure)
             }));
         }
+        // The first reason to stop is the one every worker stops for.
+        let stop_all = |why: Stop| {
+            stop.send_if_modified(|first| {
+                first.is_none() && {
+                    *first = Some(why);
+                    true
+                }
+            })
+        };
         tokio::pin!(shutdown);
         let mut failure = None;
         let mut asked_to_stop = false;
@@ -320,7 +331,7 @@ impl<T: Topology> Runtime<T> {
             tokio::select! {
                 _ = &mut shutdown, if !asked_to_stop => {
                     asked_to_stop = true;
-                    stop.send_if_modified(|why| why.get_or_insert(Stop::Asked) == &Stop::Asked);
+                    stop_all(Stop::Asked);
                 }
                 Some(ended) = running.join_next() => {
                     let result = match ended {
@@ -333,9 +344,7 @@ impl<T: Topology> Runtime<T> {
                     }
                     // One ended, by shutdown or failure: the others stop too (after a
                     // failure, keeping their place in the group for the restart).
-                    stop.send_if_modified(|why| {
-                        why.is_none() && why.insert(Stop::AfterFailure) == &Stop::AfterFailure
-                    });
+                    stop_all(Stop::AfterFailure);
                 }
             }
         }
@@ -701,12 +710,10 @@ impl<T: Topology> Worker<T> {
     /// A dynamic member leaves in its close anyway, and under KIP-848 librdkafka leaves a
     /// static member only for its session (epoch -2): nothing to do for either (ADR 0026).
     async fn leave_group(&self) {
-        if !self.config.leave_group_on_stop
-            || !self.config.static_membership
-            || is_kip848(&self.config.kafka)
-        {
+        if !self.config.leave_group_on_stop || is_kip848(&self.config.kafka) {
             return;
         }
+        // A dynamic member (no group instance id) leaves in its close.
         let Some(instance) = group_instance_id(&self.config) else {
             return;
         };
