@@ -37,6 +37,19 @@ public class KafkaAcls {
         }
         try (Admin admin = Admin.create(props)) {
             admin.createAcls(bindings).all().get(30, TimeUnit.SECONDS);
+            // The controller has committed the grant; the broker's authorizer applies it from
+            // the metadata log a moment later. Return only once the broker lists every binding,
+            // so that what runs next is judged by the new ACLs (a test once raced this).
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            for (AclBinding binding : bindings) {
+                while (admin.describeAcls(binding.toFilter()).values().get(30, TimeUnit.SECONDS).isEmpty()) {
+                    if (System.nanoTime() > deadline) {
+                        System.err.println("granted but not yet in force after 30 s: " + binding);
+                        System.exit(1);
+                    }
+                    Thread.sleep(50);
+                }
+            }
         }
         System.out.println("granted " + bindings.size() + " ACL(s)");
     }
