@@ -242,7 +242,7 @@ impl<T: Topology> Worker<T> {
             let Some(copies_from) = state.copies_from(q, source).filter(|_| source != q) else {
                 continue;
             };
-            let note = format!("arrived/{topic}/{}/{q}/{source}", growth.to());
+            let note = arrival_note(topic, growth.to(), q, source);
             if self.store.noted(&note)? {
                 continue;
             }
@@ -355,6 +355,26 @@ impl<T: Topology> Worker<T> {
         let targets = self.growth().targets_of(p);
         let log = self.config.growth_log_topic();
         self.learn_partitions(Some(&topic));
+        // Where each target's changelog ends before the move: a target no copy goes to has its
+        // arrival start there, so that a store taking the arrival reads again everything
+        // written to the target after the move (a target waits for its arrivals, so nothing
+        // is written to it meanwhile). Left open (`i64::MAX`), a store that dropped the
+        // arriving owners' keys kept its checkpoint and lost what was decided on them since.
+        let ends = blocking(|| {
+            targets
+                .iter()
+                .map(|&q| {
+                    self.consumer
+                        .fetch_watermarks(&topic, q as i32, Duration::from_secs(10))
+                        .map(|(_, high)| (q, high))
+                })
+                .collect::<Result<BTreeMap<u32, i64>, KafkaError>>()
+        })
+        .map_err(|error| {
+            Uncommitted::Aborted(format!(
+                "the end of the changelog partitions the move of {partition} goes to: {error}"
+            ))
+        })?;
         let producer = &self.producer;
         producer.begin_transaction().map_err(transaction_failed)?;
         let sent = async {
@@ -379,11 +399,16 @@ impl<T: Topology> Worker<T> {
                 *start = (*start).min(*offset);
             }
             let mut log_entries = vec![GrowthEntry::MovedOut { partition: p, to }];
-            log_entries.extend(targets.iter().map(|&q| GrowthEntry::Arrived {
-                partition: q,
-                source: p,
-                to,
-                copies_from: copies_from.get(&q).copied().unwrap_or(i64::MAX),
+            log_entries.extend(targets.iter().map(|&q| {
+                GrowthEntry::Arrived {
+                    partition: q,
+                    source: p,
+                    to,
+                    copies_from: copies_from
+                        .get(&q)
+                        .copied()
+                        .unwrap_or_else(|| ends.get(&q).copied().unwrap_or(0)),
+                }
             }));
             let encoded: Vec<(Vec<u8>, Vec<u8>)> = log_entries
                 .iter()
@@ -410,6 +435,17 @@ impl<T: Topology> Worker<T> {
             Err(error) => return Err(self.settle_failed(error).await),
         };
         self.apply_growth(&log_entries);
+        // This store holds what it sent, as it sent it: it has taken the arrivals itself. A
+        // restore of a target here must not drop the arriving owners' keys as stale (they may
+        // have been decided on since). Lost in a crash before the write, the note is only an
+        // economy: taking the arrival reads the copies and what followed them again.
+        let mut notes = p2p_state::StoreBatch::default();
+        for &q in &targets {
+            notes.note(&arrival_note(&topic, to, q, p));
+        }
+        if let Err(error) = blocking(|| self.store.write(notes)) {
+            tracing::warn!(%error, partition, "could not note the arrivals this move made in the store; a restore of their partitions reads them again");
+        }
         tracing::info!(
             topology = name,
             partition,
@@ -423,6 +459,12 @@ impl<T: Topology> Worker<T> {
         });
         Ok(entries.len() as u64)
     }
+}
+
+/// The store's note that it has taken what old partition `source` moved to `partition` of
+/// changelog `topic` for the growth to `to`.
+fn arrival_note(topic: &str, to: u32, partition: u32, source: u32) -> String {
+    format!("arrived/{topic}/{to}/{partition}/{source}")
 }
 
 impl<T: Topology> Worker<T> {

@@ -317,7 +317,8 @@ pub enum GrowthEntry {
     /// Old partition `partition` has moved out every key it no longer holds at `to`.
     MovedOut { partition: u32, to: u32 },
     /// New partition `partition` has what old partition `source` had for it at `to`: its
-    /// changelog holds the copies from offset `copies_from` on (`i64::MAX`: nothing came).
+    /// changelog holds the copies from offset `copies_from` on (with none, where it ended at
+    /// the move; `i64::MAX` in logs of earlier versions: nothing came).
     Arrived {
         partition: u32,
         source: u32,

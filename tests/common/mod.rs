@@ -155,16 +155,54 @@ impl Pipeline {
         Self::run(runtime, state)
     }
 
+    /// The match as application `app` with `workers` workers (each a consumer of the group),
+    /// on a state directory of its own.
+    pub fn start_with_workers(
+        app: &str,
+        topics: &Topics,
+        codec: Arc<Codec>,
+        workers: usize,
+    ) -> Pipeline {
+        let state = tempfile::tempdir().expect("temp dir");
+        Self::restart_as(app, topics, codec, state, workers)
+    }
+
+    /// The match as application `app` with `workers` workers again, on the state directory
+    /// an earlier run of it left ([`Pipeline::stop_keeping_state`]): a restart.
+    pub fn restart_as(
+        app: &str,
+        topics: &Topics,
+        codec: Arc<Codec>,
+        state: tempfile::TempDir,
+        workers: usize,
+    ) -> Pipeline {
+        let runtime = Self::match_runtime(app, topics, codec, &state, Some(workers));
+        Self::run(runtime, state)
+    }
+
     fn matching_as(
         app: &str,
         topics: &Topics,
         codec: Arc<Codec>,
     ) -> (Runtime<MatchProcessor>, tempfile::TempDir) {
         let state = tempfile::tempdir().expect("temp dir");
+        let runtime = Self::match_runtime(app, topics, codec, &state, None);
+        (runtime, state)
+    }
+
+    fn match_runtime(
+        app: &str,
+        topics: &Topics,
+        codec: Arc<Codec>,
+        state: &tempfile::TempDir,
+        workers: Option<usize>,
+    ) -> Runtime<MatchProcessor> {
         let mut config = MatchConfig::new(app, kafka(), state.path().to_path_buf());
         config.topics = topics.clone();
-        let runtime = MatchRuntime::for_match(config, codec).expect("runtime starts");
-        (runtime, state)
+        if let Some(workers) = workers {
+            config.runtime.workers = workers;
+        }
+        MatchRuntime::for_match(config, codec).expect("runtime starts")
     }
 
     /// The procurement topology on `topics`, looking for due timers every 100 ms.
@@ -217,11 +255,19 @@ impl Pipeline {
         }
     }
 
-    pub async fn stop(mut self) -> p2p_topologies::StatsSnapshot {
+    pub async fn stop(self) -> p2p_topologies::StatsSnapshot {
+        self.stop_keeping_state().await.0
+    }
+
+    /// Stops, finishing its batch, and hands its state directory back to start again on.
+    pub async fn stop_keeping_state(
+        mut self,
+    ) -> (p2p_topologies::StatsSnapshot, tempfile::TempDir) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.expect("runtime task")
+        let stats = (&mut self.task).await.expect("runtime task");
+        (stats, self._state)
     }
 }
 
