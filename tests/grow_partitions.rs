@@ -428,3 +428,43 @@ async fn an_org_decided_after_a_growth_keeps_its_state_when_the_instance_that_mo
     assert!(audit(&scenario.planted, &observed).passed());
     pipeline.stop().await;
 }
+
+/// An instance started while a growth is under way, its inputs' partition counts apart (the
+/// command grows them one after the other, after recording the growth), waits until they all
+/// have grown, then decides on the grown count. (The kill -9 growth test saw an instance
+/// started then exit, refusing its inputs as not co-partitioned.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_mid_growth_waits_until_every_input_has_grown() {
+    let (topics, app, _dir, _config_path, scenario) = setup("grow-start", 2712, 8, 3).await;
+    let group = format!("{app}-match");
+    let log = format!("{group}-growth");
+    ensure_log(&kafka(), &log, 1).await.unwrap();
+    append_log(
+        &kafka(),
+        &log,
+        "match",
+        &[GrowthEntry::Grown { from: 4, to: 8 }],
+    )
+    .unwrap();
+    let inputs = topics.match_inputs();
+    p2p_topologies::changelog::grow_topic(&kafka(), inputs[0], 8)
+        .await
+        .unwrap();
+
+    let codec = registry_codec();
+    let pipeline = Pipeline::start_as(&group, &topics, codec.clone());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for topic in &inputs[1..] {
+        p2p_topologies::changelog::grow_topic(&kafka(), topic, 8)
+            .await
+            .unwrap();
+    }
+    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &scenario)
+        .await
+        .expect("the stream is produced, by 8 partitions");
+    wait_for(&topics, &codec, "every invoice as planted", |o| {
+        audit(&scenario.planted, o).passed()
+    })
+    .await;
+    pipeline.stop().await;
+}

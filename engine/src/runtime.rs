@@ -393,7 +393,7 @@ impl<T: Topology> Worker<T> {
     ) -> Result<StatsSnapshot, RuntimeError> {
         tokio::pin!(shutdown);
         self.input_partitions = self.await_input_topics().await?;
-        co_partitioned(&self.input_partitions)?;
+        self.await_co_partitioned().await?;
         if self.config.guarantee == Guarantee::ExactlyOnce {
             self.changelog = Some(self.ensure_changelog().await?);
         }
@@ -853,6 +853,48 @@ impl<T: Topology> Worker<T> {
         }
         missing.sort();
         Err(RuntimeError::MissingInputTopics { topics: missing })
+    }
+
+    /// Waits, at start, while a growth recorded in the growth log is under way: `p2p admin
+    /// grow-partitions` grows the topics one after the other (outputs first, and one
+    /// topology's output is another's input), and an instance started meanwhile would find its
+    /// inputs' counts apart for a few seconds. Apart with no growth recorded to the larger
+    /// count, or still apart after [`GROWTH_START_PATIENCE`], they are refused as not
+    /// co-partitioned.
+    async fn await_co_partitioned(&mut self) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let mut logged: Option<Instant> = None;
+        loop {
+            let refused = match co_partitioned(&self.input_partitions) {
+                Ok(_) => return Ok(()),
+                Err(refused) => refused,
+            };
+            let largest = self.input_partitions.values().copied().max().unwrap_or(0);
+            let recorded = self.config.guarantee == Guarantee::ExactlyOnce
+                && blocking(|| {
+                    crate::growth::read_log(
+                        &self.config.kafka,
+                        &self.config.growth_log_topic(),
+                        self.topology.name(),
+                        Duration::from_secs(30),
+                    )
+                })
+                .is_ok_and(|log| log.growth().is_some_and(|g| g.to() as i32 == largest));
+            if !recorded || started.elapsed() > GROWTH_START_PATIENCE {
+                return Err(refused);
+            }
+            if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                logged = Some(Instant::now());
+                tracing::info!(
+                    topology = self.topology.name(),
+                    counts = ?self.input_partitions,
+                    to = largest,
+                    "a growth is under way: waiting until every input topic has grown"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.input_partitions = self.await_input_topics().await?;
+        }
     }
 
     /// Each of `topics`' partition count, looking again for up to `patience` while some do
@@ -2064,6 +2106,10 @@ fn transaction_failed(error: KafkaError) -> Uncommitted {
         Uncommitted::Aborted(format!("transaction: {error}"))
     }
 }
+
+/// How long an instance starting during a recorded growth waits for its inputs to have grown
+/// alike before it refuses them: the command takes seconds; a crashed one is run again.
+const GROWTH_START_PATIENCE: Duration = Duration::from_secs(300);
 
 /// The partition count the existing input topics share (0 when none exists yet).
 fn co_partitioned(counts: &HashMap<String, i32>) -> Result<i32, RuntimeError> {
