@@ -1,6 +1,5 @@
-//! The benchmark harness on the real broker, at a toy scale: every phase but scale runs (grow
-//! included), every pipeline
-//! run passes its audit, and the report says what it measured. Nothing here judges speed (the
+//! The benchmark harness on the real broker, at a toy scale: every phase runs (scale and grow
+//! included), every pipeline run passes its audit, and the report says what it measured. Nothing here judges speed (the
 //! report does, as ratios, never a test).
 
 mod common;
@@ -29,13 +28,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         workers: 2,
         rate: Some(200.0),
         open_pos: 3_000,
-        // Not the scale phase: its instances start and stop within a fraction of a second here,
-        // and a runtime stopped while its group assigns can hang in its consumer's close (a
-        // known defect, noted on issue 25); it runs on demand (`p2p bench --phases scale`).
-        phases: Phases {
-            scale: false,
-            ..Phases::ALL
-        },
+        phases: Phases::ALL,
         out_dir: out.path().to_path_buf(),
         limit: Duration::from_secs(120),
         warm_up: true,
@@ -53,6 +46,7 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
             "exactly-once",
             "at-least-once",
             "latency",
+            "scale",
             "grow",
             "open-pos"
         ]
@@ -101,13 +95,28 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
         "the pipeline ran once, exactly once, over the stream of its first 20 orgs",
         "## Memory with open POs in state",
         "| 3000 |",
+        "## Scaling instances under load (exactly once)",
         "## Growing partitions under load (exactly once)",
-        "Passed: warm-up, exactly-once, at-least-once, latency, grow, open-pos.",
+        "Passed: warm-up, exactly-once, at-least-once, latency, scale, grow, open-pos.",
     ] {
         assert!(
             report.contains(expected),
             "report lacks {expected:?}:\n{report}"
         );
+    }
+    // Instances 1 -> 3 -> 1 (the two leave gracefully), each change with the pause of every
+    // partition it moved.
+    let scale = results.scale.as_ref().expect("the scale phase ran");
+    assert_eq!(
+        scale
+            .moves
+            .iter()
+            .map(|m| m.change.as_str())
+            .collect::<Vec<_>>(),
+        ["1 -> 3 instances", "3 -> 1 instances"]
+    );
+    for change in &scale.moves {
+        assert!(!change.pauses.is_empty(), "pauses measured: {change:?}");
     }
     // Two growths (2 -> 4, then 4 -> 6), each with the pause of every partition it moved.
     let grow = results.grow.as_ref().expect("the grow phase ran");
@@ -127,8 +136,9 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
     let targets = results.targets();
     let met = targets.iter().filter(|t| t.met.is_some()).count();
     assert_eq!(
-        met, 4,
-        "four targets are judged at any scale (grow's pause among them), the 10M-PO one only at 10M"
+        met, 5,
+        "five targets are judged at any scale (the scale and grow pauses among them), the 10M-PO \
+         one only at 10M"
     );
     let rss = targets.iter().find(|t| t.name.starts_with("RSS")).unwrap();
     assert!(rss.measured.contains("with 3000 open POs"), "{rss:?}");
