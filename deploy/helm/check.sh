@@ -9,7 +9,8 @@
 #   openapi2jsonschema.py;
 # - Strimzi's KafkaTopic and KafkaUser: Strimzi publishes its CRDs in no registry reachable
 #   here (its Maven `api` jar holds the model classes, not the CRD YAML), so they are checked
-#   only by the chart's own assertions below (names, counts, ACLs).
+#   by the chart's own assertions below (names, counts), and the KafkaUser's ACLs by running
+#   the pipeline under exactly them on the project's SASL_SSL test broker (acl-check.sh).
 # - the alert rules: `promtool check rules` and `promtool test rules` (each alert fires on its
 #   series and not on healthy ones), and every dashboard query parsed by promtool as a rule's
 #   expression.
@@ -120,6 +121,8 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
 PY
   P2P_KAFKA_SASL_PASSWORD=x "$p2p" admin check-config --config "$out/pipeline.toml" \
     || fail "the rendered pipeline.toml is refused"
+  echo "== the KafkaUser's ACLs run the pipeline (SASL_SSL test broker, acl-check.sh)"
+  "$here/acl-check.sh" "$bin/helm" "$p2p"
 fi
 
 echo "== each check can fail"
@@ -128,5 +131,8 @@ if "$bin/p2p-chart-check" "$here/check/testdata/bad-statefulset.yaml" 2>/dev/nul
 fi
 if kubeconform "$here/check/testdata/bad-scaledobject.yaml" >/dev/null 2>&1; then
   fail "a ScaledObject with a wrong type and an unknown field passed kubeconform"
+fi
+if [ -x "$p2p" ] && P2P_ACL_CHECK_DROP=TRANSACTIONAL_ID "$here/acl-check.sh" "$bin/helm" "$p2p" >/dev/null 2>&1; then
+  fail "the pipeline ran without the KafkaUser's transactional-id ACLs"
 fi
 echo "chart checked: $(ls "$here"/examples/*.yaml | wc -l) values files"
