@@ -252,15 +252,30 @@ pub async fn produce_at_rate(
 /// The order to send `encoded` in: each key's records in their order, spread evenly over the
 /// whole (a record's place is its rank within its key, as a fraction of the key's records).
 fn interleaved_by_key(encoded: &[Encoded<'_>]) -> Vec<usize> {
+    interleaved(encoded.iter().map(|Encoded(_, key, ..)| *key))
+}
+
+/// `records` in the order [`produce_at_rate`] would send them all at once: each org's records
+/// in their order, spread evenly over the whole. A feed sent in slices (each its own call)
+/// keeps every org active from the first slice, as one call would.
+pub fn interleaved_by_org(records: &[ScenarioRecord]) -> Vec<ScenarioRecord> {
+    interleaved(records.iter().map(|r| r.key.as_bytes()))
+        .into_iter()
+        .map(|index| records[index].clone())
+        .collect()
+}
+
+/// The order of the items whose keys `keys` gives: each key's items in their order, spread
+/// evenly over the whole.
+fn interleaved<'a>(keys: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<usize> {
     let mut per_key: HashMap<&[u8], usize> = HashMap::new();
-    for Encoded(_, key, ..) in encoded {
+    for key in keys.clone() {
         *per_key.entry(key).or_default() += 1;
     }
     let mut seen: HashMap<&[u8], usize> = HashMap::new();
-    let mut places: Vec<(f64, usize)> = encoded
-        .iter()
+    let mut places: Vec<(f64, usize)> = keys
         .enumerate()
-        .map(|(index, Encoded(_, key, ..))| {
+        .map(|(index, key)| {
             let rank = seen.entry(key).or_default();
             let place = (*rank as f64 + 0.5) / per_key[key] as f64;
             *rank += 1;
