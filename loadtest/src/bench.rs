@@ -1193,16 +1193,10 @@ async fn moving(
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let feed = {
         let (kafka, codec, topics) = (config.kafka.clone(), config.codec.clone(), topics.clone());
-        // Scaling, every org is active from the first slice: sliced in the scenario's (time)
-        // order, the sample's orgs came one after the other, and the partitions that joiners
-        // took at a fifth of the feed had no state yet (their restores counted 0). Growing
-        // keeps the time order for now: fed so, the grow phase of the bench test once ended
-        // with 4 of 17 invoices unpaid after its limit (issue 25's note).
-        let records = if phase == SCALE {
-            crate::produce::interleaved_by_org(&scenario.records)
-        } else {
-            scenario.records.clone()
-        };
+        // Every org active from the first slice: sliced in the scenario's (time) order, the
+        // sample's orgs came one after the other, and the partitions that joiners took at a
+        // fifth of the feed had no state yet (their restores counted 0).
+        let records = crate::produce::interleaved_by_org(&scenario.records);
         let gate = gate.clone();
         tokio::spawn(async move {
             let slice = records.len().div_ceil(FEED_SLICES).max(1);
