@@ -104,31 +104,18 @@ async fn a_benchmark_run_measures_every_phase_audits_them_and_writes_its_report(
             "report lacks {expected:?}:\n{report}"
         );
     }
-    // Instances 1 -> 3 -> 1 (the two leave gracefully), each change with the pause of every
-    // partition it moved.
-    let scale = results.scale.as_ref().expect("the scale phase ran");
-    assert_eq!(
-        scale
-            .moves
-            .iter()
-            .map(|m| m.change.as_str())
-            .collect::<Vec<_>>(),
-        ["1 -> 3 instances", "3 -> 1 instances"]
-    );
-    for change in &scale.moves {
-        assert!(!change.pauses.is_empty(), "pauses measured: {change:?}");
-    }
-    // Two growths (2 -> 4, then 4 -> 6), each with the pause of every partition it moved.
-    let grow = results.grow.as_ref().expect("the grow phase ran");
-    assert_eq!(
-        grow.moves
-            .iter()
-            .map(|m| m.change.as_str())
-            .collect::<Vec<_>>(),
-        ["2 -> 4 partitions", "4 -> 6 partitions"]
-    );
-    for change in &grow.moves {
-        assert!(!change.pauses.is_empty(), "pauses measured: {change:?}");
+    // Instances 1 -> 3 -> 1 (the two leave gracefully), and two growths (2 -> 4, then 4 -> 6):
+    // each change with the pause of every partition it moved.
+    for (phase, changes) in [
+        (&results.scale, ["1 -> 3 instances", "3 -> 1 instances"]),
+        (&results.grow, ["2 -> 4 partitions", "4 -> 6 partitions"]),
+    ] {
+        let run = phase.as_ref().expect("the phase ran");
+        let made: Vec<&str> = run.moves.iter().map(|m| m.change.as_str()).collect();
+        assert_eq!(made, changes);
+        for change in &run.moves {
+            assert!(!change.pauses.is_empty(), "pauses measured: {change:?}");
+        }
     }
     let open = results.open_pos.as_ref().expect("the open-POs phase ran");
     assert_eq!((open.pos, open.records), (3_000, 3_000 + 3 * 4));
