@@ -99,14 +99,6 @@ pub struct Reading<'a> {
     pub checkpoints: bool,
 }
 
-impl Reading<'static> {
-    /// Every record, checkpointed: a restore with no growth under way.
-    pub const ALL: Reading<'static> = Reading {
-        applies: &|_, _| true,
-        checkpoints: true,
-    };
-}
-
 /// Grows `topic` to `partitions` partitions, unless it has as many already.
 pub async fn grow_topic(
     kafka: &KafkaProperties,

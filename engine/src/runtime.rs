@@ -862,6 +862,22 @@ impl<T: Topology> Worker<T> {
     /// count, or still apart after [`GROWTH_START_PATIENCE`], they are refused as not
     /// co-partitioned.
     async fn await_co_partitioned(&mut self) -> Result<(), RuntimeError> {
+        let largest = self.input_partitions.values().copied().max().unwrap_or(0);
+        if co_partitioned(&self.input_partitions).is_ok() {
+            return Ok(());
+        }
+        // The command records a growth before it grows any topic: one look at the log says
+        // whether counts apart are one under way.
+        let recorded = self.config.guarantee == Guarantee::ExactlyOnce
+            && blocking(|| {
+                crate::growth::read_log(
+                    &self.config.kafka,
+                    &self.config.growth_log_topic(),
+                    self.topology.name(),
+                    Duration::from_secs(30),
+                )
+            })
+            .is_ok_and(|log| log.growth().is_some_and(|g| g.to() as i32 == largest));
         let started = Instant::now();
         let mut logged: Option<Instant> = None;
         loop {
@@ -869,17 +885,6 @@ impl<T: Topology> Worker<T> {
                 Ok(_) => return Ok(()),
                 Err(refused) => refused,
             };
-            let largest = self.input_partitions.values().copied().max().unwrap_or(0);
-            let recorded = self.config.guarantee == Guarantee::ExactlyOnce
-                && blocking(|| {
-                    crate::growth::read_log(
-                        &self.config.kafka,
-                        &self.config.growth_log_topic(),
-                        self.topology.name(),
-                        Duration::from_secs(30),
-                    )
-                })
-                .is_ok_and(|log| log.growth().is_some_and(|g| g.to() as i32 == largest));
             if !recorded || started.elapsed() > GROWTH_START_PATIENCE {
                 return Err(refused);
             }
