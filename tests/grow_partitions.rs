@@ -468,3 +468,49 @@ async fn an_instance_started_mid_growth_waits_until_every_input_has_grown() {
     .await;
     pipeline.stop().await;
 }
+
+/// An instance that crashed before a growth and came back within the session timeout is
+/// handed back, as a static member, its share of the assignment the group made on the old
+/// count: the broker does not rebalance for that, and the grown partitions had no member for
+/// good (the kill -9 growth test: every worker busy with its share, the records of the new
+/// partitions never taken). The workers find partitions of their inputs given to nobody in the
+/// group's assignment, and join again for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_back_from_a_crash_on_its_share_from_before_a_growth_takes_the_new_partitions()
+{
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (topics, app, _dir, config_path, scenario) = setup("grow-stale", 2812, 16, 4).await;
+    let moves = |o: &str| partition_for(o.as_bytes(), 4) != partition_for(o.as_bytes(), 8);
+    let staying = records_of(&scenario, |o| !moves(o));
+    let moving = records_of(&scenario, moves);
+    assert!(
+        !staying.records.is_empty() && !moving.records.is_empty(),
+        "the seed gives orgs of both kinds"
+    );
+    let group = format!("{app}-match");
+    let codec = registry_codec();
+    let pipeline = Pipeline::start_with_workers(&group, &topics, codec.clone(), 1);
+    let producer = erp_producer(&kafka()).unwrap();
+    produce_scenario(&producer, &codec, &topics, &staying)
+        .await
+        .expect("the staying orgs' records are produced");
+    decided_so_far(&group, &topics.match_inputs()).await;
+    let state = pipeline.crash().await;
+
+    let grown = grow(&config_path, &["--to", "8"]);
+    assert!(grown.status.success(), "{grown:?}");
+    let pipeline = Pipeline::restart_as(&group, &topics, codec.clone(), state, 1);
+    // The moving orgs' records, by 8 partitions: on the new partitions 4 to 7.
+    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &moving)
+        .await
+        .expect("the moving orgs' records are produced");
+    let observed = wait_for(&topics, &codec, "every invoice as planted", |o| {
+        audit(&scenario.planted, o).passed()
+    })
+    .await;
+    assert!(audit(&scenario.planted, &observed).passed());
+    pipeline.stop().await;
+}

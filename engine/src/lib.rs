@@ -8,6 +8,7 @@
 //! outputs and a state write batch out) and never sees Kafka; which topics, documents and rules
 //! exist is the topologies' and the processors' business.
 
+mod assignment;
 pub mod changelog;
 pub mod cluster;
 pub mod config;

@@ -14,6 +14,7 @@
 //! transactional offsets): outputs, then state, then offsets; a crash replays the batch, and the
 //! state makes the replay harmless for consumers that key on document ids.
 
+use crate::assignment::{self, CoverageWatch, GroupAssignment, Verdict};
 use crate::changelog::{self, ChangelogError};
 use crate::config::{Clock, Guarantee, RuntimeConfig};
 use crate::dlq::DlqReason;
@@ -428,6 +429,8 @@ impl<T: Topology> Worker<T> {
         // runtime looks at them (and the growth log) again shortly, records or not.
         let mut growth_pending = false;
         let mut last_log_look = Instant::now();
+        // After each rebalance: does the group give every partition of the inputs a member?
+        let mut coverage = CoverageWatch::default();
         let stop = loop {
             let waiting = aligner.is_waiting();
             let first = tokio::select! {
@@ -438,6 +441,7 @@ impl<T: Topology> Worker<T> {
                 _ = tokio::time::sleep(Duration::from_millis(200)), if growth_pending => None,
                 // A partition group waits for a lagging partition: look again shortly.
                 _ = tokio::time::sleep(Duration::from_millis(20)), if waiting => None,
+                _ = sleep_until(coverage.due()), if coverage.due().is_some() => None,
             };
             let mut rebalanced =
                 self.forget_revoked(&mut aligner, &mut owned, &mut restored, &mut paused);
@@ -561,6 +565,26 @@ impl<T: Topology> Worker<T> {
             split_since = None;
             split_logged = None;
             rejoined_for_split = false;
+            if rebalanced {
+                coverage.rebalanced(Instant::now());
+            }
+            if coverage.is_due(Instant::now()) && !is_kip848(&self.config.kafka) {
+                let seen = blocking(|| self.group_assignment(&topics));
+                if let Verdict::Rejoin(unassigned) = coverage.observe(Instant::now(), seen) {
+                    // Made on partition counts older than the topics' and handed back to
+                    // static members restarted since, an assignment can leave a growth's
+                    // new partitions to nobody for good (the growth test saw it: every
+                    // worker busy with its share, the new partitions' records never taken).
+                    tracing::warn!(
+                        topology = self.topology.name(),
+                        partitions = unassigned.len(),
+                        first = ?unassigned.first(),
+                        "the group's assignment gives some partitions of the inputs to no member (made on partition counts older than the topics'); leaving and joining the group again for a new one"
+                    );
+                    self.rejoin_group(&mut restored, &mut aligner, &mut owned, &mut paused)?;
+                    continue;
+                }
+            }
             let mut keep_member = || {
                 self.poll_while_restoring(&mut aligner, &mut paused);
                 !self.consumer.context().pending()
@@ -859,8 +883,10 @@ impl<T: Topology> Worker<T> {
     /// grow-partitions` grows the topics one after the other (outputs first, and one
     /// topology's output is another's input), and an instance started meanwhile would find its
     /// inputs' counts apart for a few seconds. Apart with no growth recorded to the larger
-    /// count, or still apart after [`GROWTH_START_PATIENCE`], they are refused as not
-    /// co-partitioned.
+    /// count, they are looked at for [`UNRECORDED_GROWTH_PATIENCE`] (the command records
+    /// no growth for a topology that has no changelog yet: one never run, or starting for
+    /// the first time as the growth begins), then refused as not co-partitioned; so are
+    /// counts still apart after [`GROWTH_START_PATIENCE`].
     async fn await_co_partitioned(&mut self) -> Result<(), RuntimeError> {
         let largest = self.input_partitions.values().copied().max().unwrap_or(0);
         if co_partitioned(&self.input_partitions).is_ok() {
@@ -885,17 +911,31 @@ impl<T: Topology> Worker<T> {
                 Ok(_) => return Ok(()),
                 Err(refused) => refused,
             };
-            if !recorded || started.elapsed() > GROWTH_START_PATIENCE {
+            let patience = if recorded {
+                GROWTH_START_PATIENCE
+            } else {
+                UNRECORDED_GROWTH_PATIENCE
+            };
+            if started.elapsed() > patience {
                 return Err(refused);
             }
             if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
                 logged = Some(Instant::now());
-                tracing::info!(
-                    topology = self.topology.name(),
-                    counts = ?self.input_partitions,
-                    to = largest,
-                    "a growth is under way: waiting until every input topic has grown"
-                );
+                if recorded {
+                    tracing::info!(
+                        topology = self.topology.name(),
+                        counts = ?self.input_partitions,
+                        to = largest,
+                        "a growth is under way: waiting until every input topic has grown"
+                    );
+                } else {
+                    tracing::info!(
+                        topology = self.topology.name(),
+                        counts = ?self.input_partitions,
+                        seconds = UNRECORDED_GROWTH_PATIENCE.as_secs(),
+                        "the input topics' partition counts differ and no growth is recorded: looking again for a while before refusing them"
+                    );
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             self.input_partitions = self.await_input_topics().await?;
@@ -1014,6 +1054,21 @@ impl<T: Topology> Worker<T> {
         paused.clear();
         restored.clear();
         Ok(())
+    }
+
+    /// What the broker says of this worker's group's assignment, against the inputs'
+    /// partition counts as they are now (nothing to conclude while they differ: a growth is
+    /// under way).
+    fn group_assignment(&self, topics: &[String]) -> GroupAssignment {
+        match self.partition_counts(topics) {
+            Ok(counts) if co_partitioned(&counts).is_ok() => assignment::describe(
+                &self.consumer,
+                &self.config.application_id,
+                &counts,
+                Duration::from_secs(10),
+            ),
+            _ => GroupAssignment::Unknown,
+        }
     }
 
     /// Each of `topics`' partition count (0 for one that does not exist yet).
@@ -2115,6 +2170,10 @@ fn transaction_failed(error: KafkaError) -> Uncommitted {
 /// How long an instance starting during a recorded growth waits for its inputs to have grown
 /// alike before it refuses them: the command takes seconds; a crashed one is run again.
 const GROWTH_START_PATIENCE: Duration = Duration::from_secs(300);
+/// How long inputs apart with no growth recorded are looked at before they are refused: a
+/// growth of a pipeline without state (or by another tool) settles in seconds; topics made
+/// apart never do, and wait no longer than this for their error.
+const UNRECORDED_GROWTH_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The partition count the existing input topics share (0 when none exists yet).
 fn co_partitioned(counts: &HashMap<String, i32>) -> Result<i32, RuntimeError> {
@@ -2189,6 +2248,14 @@ where
 /// fetch, a restore) so that it holds up only its own runtime: on a multi-threaded tokio
 /// runtime the worker's other tasks move to another thread meanwhile. (A current-thread
 /// runtime, as in-process tests use, has no other thread to move them to.)
+/// Sleeps until `at` (for ever if none: a `select!` branch guarded on it being some).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn blocking<R>(call: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {

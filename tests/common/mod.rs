@@ -57,6 +57,10 @@ fn run_script(script: &Path) {
 pub fn kafka() -> KafkaProperties {
     let mut kafka = KafkaProperties::new();
     kafka.insert("bootstrap.servers".into(), services().bootstrap.clone());
+    // librdkafka's own debug contexts (`cgrp`, say), to see into a failing test's groups.
+    if let Ok(debug) = std::env::var("P2P_TEST_KAFKA_DEBUG") {
+        kafka.insert("debug".into(), debug);
+    }
     kafka
 }
 
@@ -257,6 +261,14 @@ impl Pipeline {
 
     pub async fn stop(self) -> p2p_topologies::StatsSnapshot {
         self.stop_keeping_state().await.0
+    }
+
+    /// Ends it as a crash would, mid-batch and without leaving the group (a static member
+    /// keeps its place until the session timeout), and hands its state directory back.
+    pub async fn crash(mut self) -> tempfile::TempDir {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        self._state
     }
 
     /// Stops, finishing its batch, and hands its state directory back to start again on.
