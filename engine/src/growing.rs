@@ -164,17 +164,27 @@ impl<T: Topology> Worker<T> {
         Ok(self.growth().state_home(owner, partitions.max(1) as u32) as i32)
     }
 
-    /// The partitions of `restored` that take every record: not waiting for state.
+    /// The partitions of `restored` that take every record: not waiting for state, and
+    /// restored with what arrived.
     pub(super) fn ready(&self, restored: &HashSet<i32>) -> HashSet<i32> {
         if !self.growing() {
             return restored.clone();
         }
         let growth = self.growth();
+        let to_take = self.arrivals_to_take();
         restored
             .iter()
             .copied()
-            .filter(|p| growth.awaiting(*p as u32).is_empty())
+            .filter(|p| growth.awaiting(*p as u32).is_empty() && !to_take.contains(p))
             .collect()
+    }
+
+    /// The partitions restored while they waited for state to arrive, not restored again
+    /// with it since.
+    pub(super) fn arrivals_to_take(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.arrivals_to_take
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the newest growth recorded is to the count the worker runs under.
@@ -286,6 +296,24 @@ impl<T: Topology> Worker<T> {
             .into_iter()
             .map(|(topic, partition, limit)| (topic, partition as i32, limit))
             .collect();
+        // Restored before its state arrived: held as if it still waited (an old partition
+        // deciding its backlog up to the backlog's end, any other at nothing).
+        let growth = self.growth();
+        for &partition in self.arrivals_to_take().iter() {
+            if !restored.contains(&partition) || limits.iter().any(|(_, p, _)| *p == partition) {
+                continue;
+            }
+            let draining = growth.to_move_out(partition as u32, partitions as u32);
+            for topic in topics {
+                let limit = if draining {
+                    growth.end_of(topic, partition as u32).unwrap_or(0)
+                } else {
+                    0
+                };
+                limits.push((topic.clone(), partition, limit));
+            }
+        }
+        drop(growth);
         for number in owned.partition_numbers() {
             if number >= partitions {
                 limits.extend(topics.iter().map(|t| (t.clone(), number, 0)));
@@ -523,11 +551,32 @@ impl<T: Topology> Worker<T> {
                 }
             }
         }
+        // Waiting: for state still to arrive, or to be restored again with what has (another
+        // read of the log, a restore's, may have found it in first).
         let waiting: Vec<i32> = restored
             .iter()
             .copied()
-            .filter(|p| !self.growth().awaiting(*p as u32).is_empty())
+            .filter(|p| {
+                !self.growth().awaiting(*p as u32).is_empty() || self.arrivals_to_take().contains(p)
+            })
             .collect();
+        let in_already: Vec<i32> = waiting
+            .iter()
+            .copied()
+            .filter(|p| self.growth().awaiting(*p as u32).is_empty())
+            .collect();
+        if !in_already.is_empty() {
+            tracing::info!(
+                topology = self.topology.name(),
+                partitions = ?in_already,
+                "the state these partitions waited for has arrived"
+            );
+            for partition in in_already {
+                restored.remove(&partition);
+            }
+            self.serve_only(restored);
+            return Ok(GrowthStep::Arrived);
+        }
         if !waiting.is_empty() && (moved || last_log_look.elapsed() >= GROWTH_LOG_LOOK) {
             *last_log_look = Instant::now();
             match blocking(|| self.load_growth()) {

@@ -239,6 +239,12 @@ struct Worker<T: Topology> {
     /// What the application's growth log says of this topology (ADR 0025): empty until read,
     /// and with no growth ever.
     growth: std::sync::RwLock<crate::growth::GrowthState>,
+    /// Partitions this worker restored while they waited for state to arrive from old
+    /// partitions: they take no record (and fire no timer) until restored again, with what
+    /// arrived, whoever read the growth log that says it has. (Taken for arrived on another
+    /// read of the log, by the restore of another partition, one was once decided on without
+    /// its arrivals: invoices decided twice, payments never instructed.)
+    arrivals_to_take: std::sync::Mutex<HashSet<i32>>,
 }
 
 impl<T: Topology> Runtime<T> {
@@ -383,6 +389,7 @@ impl<T: Topology> Worker<T> {
             observed: std::sync::Mutex::new(None),
             input_partitions: HashMap::new(),
             growth: std::sync::RwLock::default(),
+            arrivals_to_take: std::sync::Mutex::default(),
         })
     }
 
@@ -1180,9 +1187,13 @@ impl<T: Topology> Worker<T> {
         loop {
             let left = RESTORE_TIMEOUT.saturating_sub(started.elapsed());
             // During a growth, what arrived from old partitions counts alone (ADR 0025).
+            // A partition still waiting is restored without it, and again once it is in.
             for partition in &new {
                 if self.growth().awaiting(*partition as u32).is_empty() {
                     self.take_arrivals(topic, *partition)?;
+                    self.arrivals_to_take().remove(partition);
+                } else {
+                    self.arrivals_to_take().insert(*partition);
                 }
             }
             match self.restore_partitions(topic, &new, left, &mut progress) {
