@@ -82,6 +82,33 @@ impl Sender {
             .expect("the broker takes the record");
     }
 
+    /// A matched invoice, its record carrying W3C trace context `traceparent`, as an ERP's
+    /// (or the match topology's) traced record would.
+    async fn matched_traced(&self, m: &InvoiceMatched, traceparent: &str) {
+        let topic = &self.topics.invoice_matched;
+        let value = invoice_matched_value(m).unwrap();
+        let bytes = self
+            .codec
+            .encode(topic, &INVOICE_MATCHED, value)
+            .await
+            .unwrap();
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "traceparent",
+            value: Some(traceparent),
+        });
+        self.producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(m.org.as_str())
+                    .payload(&bytes)
+                    .headers(headers),
+                Timeout::After(Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("the broker takes the record");
+    }
+
     /// A record nobody can read, keyed by `org`, to `topic`.
     async fn not_avro(&self, topic: &str, org: &OrgId) {
         self.producer
@@ -1835,4 +1862,89 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
             .starts_with("CLERK2 marked it as not a duplicate (CHECKED): with the buyer at 20"),
         "{newest:#?}"
     );
+}
+
+/// The trace context on a record read back: its `traceparent`'s trace id and span id.
+fn trace_of(message: &rdkafka::message::OwnedMessage) -> Option<(String, String)> {
+    let headers = message.headers()?;
+    let value = headers
+        .iter()
+        .find(|h| h.key == p2p_topologies::trace::TRACEPARENT)?
+        .value?;
+    let parts: Vec<String> = std::str::from_utf8(value)
+        .ok()?
+        .split('-')
+        .map(str::to_owned)
+        .collect();
+    (parts.len() == 4 && parts[0] == "00").then(|| (parts[1].clone(), parts[2].clone()))
+}
+
+/// W3C trace context (ADR 0027): a matched invoice's trace goes on to the payment scheduled
+/// for it, under a span of its own; one that carries none, or a broken one, starts a trace; a
+/// payment run, released by a timer, starts a trace of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoices_trace_goes_on_to_its_payment_and_a_run_starts_its_own() {
+    let topics = TestTopics::create("payment-trace", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let payments = Pipeline::payment(&topics, codec.clone());
+
+    let erp_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced = matched(&org, &supplier.supplier, dec!(1000.00), eur());
+    let untraced = matched(&org, &supplier.supplier, dec!(200.00), eur());
+    let broken = matched(&org, &supplier.supplier, dec!(30.00), eur());
+    tx.matched_traced(&traced, &format!("00-{erp_trace}-00f067aa0ba902b7-01"))
+        .await;
+    tx.matched(&untraced).await;
+    tx.matched_traced(&broken, "00-not-a-trace-01").await;
+    wait_until(&topics, &codec, "the payment run", |s| {
+        s.instructions
+            .iter()
+            .map(|run| run.payments.len())
+            .sum::<usize>()
+            == 3
+    })
+    .await;
+    payments.stop().await;
+
+    let mut scheduled: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for message in read_topic(&kafka(), &topics.payment_schedule, Duration::from_secs(30)).unwrap()
+    {
+        let value = codec.decode(message.payload()).await.unwrap();
+        let record = PaymentScheduleRecord::from_value(&value).unwrap();
+        let trace = trace_of(&message).expect("every schedule record carries a trace");
+        if record.kind == ScheduleEventKind::Scheduled {
+            scheduled.insert(record.invoice.to_string(), trace);
+        }
+    }
+    let (trace, span) = &scheduled[traced.invoice.as_str()];
+    assert_eq!(trace, erp_trace, "the invoice's trace goes on");
+    assert_ne!(span, "00f067aa0ba902b7", "under a span of its own");
+    for other in [&untraced, &broken] {
+        let (trace, _) = &scheduled[other.invoice.as_str()];
+        assert_ne!(trace, erp_trace);
+        assert_ne!(trace, &"0".repeat(32), "a valid trace, started for it");
+    }
+    assert_ne!(
+        scheduled[untraced.invoice.as_str()].0,
+        scheduled[broken.invoice.as_str()].0,
+        "each record without one starts its own"
+    );
+    let runs = read_topic(
+        &kafka(),
+        &topics.payment_instructions,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(!runs.is_empty());
+    for run in &runs {
+        let (trace, _) = trace_of(run).expect("a run's instruction carries a trace");
+        assert!(
+            scheduled.values().all(|(t, _)| *t != trace),
+            "a run is a trace of its own"
+        );
+    }
 }

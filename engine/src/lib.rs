@@ -20,6 +20,7 @@ pub mod record;
 pub mod runtime;
 pub mod stats;
 pub mod topology;
+pub mod trace;
 
 pub use config::{Clock, Guarantee, KafkaProperties, RuntimeConfig};
 pub use metrics::{CounterFamily, Metrics};

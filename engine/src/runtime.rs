@@ -1515,6 +1515,8 @@ impl<T: Topology> Worker<T> {
                 self.topology.name(),
             );
         }
+        // What no input caused (a timer's output: a payment run released) starts a trace.
+        crate::trace::continue_on(&mut output.records, None);
         let processed = Instant::now();
         if let Some((topic, partitions)) = &self.changelog {
             let forwarded: Vec<(&InputRecord, i32)> =

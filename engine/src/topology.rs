@@ -48,12 +48,21 @@ impl BatchOutput {
         *self.stats.dlq_reasons.entry(reason.code()).or_default() += 1;
     }
 
-    /// Gives the records produced since the first `produced_before` the event time of `input`,
-    /// the record they came of (those that have one keep it).
+    /// Gives the records produced since the first `produced_before` the event time and the
+    /// trace of `input`, the record they came of (those that have their own keep it): each a
+    /// span of the input's trace, or of one started for the input if it carries none, so
+    /// that what one input caused is one trace (ADR 0027).
     pub fn stamp_since(&mut self, produced_before: usize, input: &InputRecord) {
-        for record in &mut self.records[produced_before..] {
+        let produced = &mut self.records[produced_before..];
+        if produced.is_empty() {
+            return;
+        }
+        for record in produced.iter_mut() {
             record.timestamp = record.timestamp.or(input.timestamp);
         }
+        let parent = crate::trace::context_of(&input.headers)
+            .unwrap_or_else(|| crate::trace::child_of(None));
+        crate::trace::continue_on(produced, Some(&parent));
     }
 }
 

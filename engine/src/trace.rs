@@ -1,0 +1,193 @@
+//! W3C Trace Context on records (ADR 0027): an output carries the trace of the input it came
+//! of, under a span of its own, so a document can be followed through the topics; an output
+//! of no input (a timer's) starts a trace. Parsing and formatting `traceparent` and
+//! `tracestate` is OpenTelemetry's propagator's; this module only carries them between
+//! Kafka headers and it.
+
+use crate::record::OutputRecord;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+
+/// The W3C header naming a record's trace and the span that produced it.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C header of vendors' trace state, carried along unchanged.
+pub const TRACESTATE: &str = "tracestate";
+
+/// A record's headers as the propagator reads them (the last of a repeated key counts, as a
+/// later header overrides an earlier one; a value not in UTF-8 is no value).
+struct HeaderReader<'a>(&'a [(String, Vec<u8>)]);
+
+impl Extractor for HeaderReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// Headers the propagator writes into, replacing any of the same name.
+struct HeaderWriter<'a>(&'a mut Vec<(String, Vec<u8>)>);
+
+impl Injector for HeaderWriter<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        self.0.push((key.to_owned(), value.into_bytes()));
+    }
+}
+
+/// The trace context a record's headers carry, if a valid one: a `traceparent` that does not
+/// parse is no context (the output then starts a trace), never an error.
+pub fn context_of(headers: &[(String, Vec<u8>)]) -> Option<SpanContext> {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
+    {
+        return None; // the common case without one: no propagator, no context
+    }
+    let context = TraceContextPropagator::new().extract(&HeaderReader(headers));
+    let span = context.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// The context of a span produced under `parent` (the same trace, its sampling and state,
+/// a new span id), or of a new trace's first span without one.
+pub fn child_of(parent: Option<&SpanContext>) -> SpanContext {
+    let ids = RandomIdGenerator::default();
+    match parent {
+        Some(parent) => SpanContext::new(
+            parent.trace_id(),
+            ids.new_span_id(),
+            parent.trace_flags(),
+            false,
+            parent.trace_state().clone(),
+        ),
+        None => SpanContext::new(
+            ids.new_trace_id(),
+            ids.new_span_id(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+    }
+}
+
+/// Writes `span` into `headers` as `traceparent` (and `tracestate` if it has one).
+pub fn write(span: &SpanContext, headers: &mut Vec<(String, Vec<u8>)>) {
+    let context = Context::new().with_remote_span_context(span.clone());
+    TraceContextPropagator::new().inject_context(&context, &mut HeaderWriter(headers));
+}
+
+/// Gives each of `records` that has no trace yet a span under `parent` (the input they came
+/// of), or, without a parent, a trace of its own each.
+pub fn continue_on(records: &mut [OutputRecord], parent: Option<&SpanContext>) {
+    for record in records {
+        if record
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
+        {
+            continue;
+        }
+        write(&child_of(parent), &mut record.headers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(headers: &[(String, Vec<u8>)], key: &str) -> Option<String> {
+        headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    }
+
+    fn output() -> OutputRecord {
+        OutputRecord {
+            topic: "invoice-status".into(),
+            key: b"ACME".to_vec(),
+            payload: None,
+            headers: vec![("p2p.schema".into(), b"x".to_vec())],
+            timestamp: None,
+        }
+    }
+
+    // The example of the W3C recommendation.
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn an_output_carries_its_inputs_trace_under_a_span_of_its_own() {
+        let input = vec![
+            ("traceparent".to_owned(), PARENT.as_bytes().to_vec()),
+            ("tracestate".to_owned(), b"erp=sap".to_vec()),
+        ];
+        let parent = context_of(&input).expect("a valid traceparent");
+        let mut records = vec![output(), output()];
+        continue_on(&mut records, Some(&parent));
+        let mut spans = Vec::new();
+        for record in &records {
+            let traceparent = header(&record.headers, TRACEPARENT).expect("a traceparent");
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            assert_eq!(parts[0], "00");
+            assert_eq!(
+                parts[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+                "the input's trace"
+            );
+            assert_ne!(parts[2], "00f067aa0ba902b7", "a span of its own");
+            assert_eq!(parts[3], "01", "sampled, as the input");
+            assert_eq!(
+                header(&record.headers, TRACESTATE).as_deref(),
+                Some("erp=sap")
+            );
+            assert_eq!(header(&record.headers, "p2p.schema").as_deref(), Some("x"));
+            spans.push(parts[2].to_owned());
+        }
+        assert_ne!(spans[0], spans[1], "each output is a span of its own");
+    }
+
+    #[test]
+    fn an_output_without_a_valid_input_trace_starts_one_and_one_that_has_a_trace_keeps_it() {
+        for broken in [
+            "",
+            "not a traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            let input = vec![("traceparent".to_owned(), broken.as_bytes().to_vec())];
+            assert_eq!(context_of(&input), None, "{broken:?}");
+        }
+        assert_eq!(
+            context_of(&[("traceparent".to_owned(), vec![0xff, 0xfe])]),
+            None
+        );
+        assert_eq!(context_of(&[]), None);
+
+        let mut records = vec![output(), output()];
+        records[1]
+            .headers
+            .push(("traceparent".to_owned(), PARENT.as_bytes().to_vec()));
+        continue_on(&mut records, None);
+        let started = context_of(&records[0].headers).expect("a trace started");
+        assert_ne!(
+            started.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(started.is_sampled());
+        assert_eq!(
+            header(&records[1].headers, TRACEPARENT).as_deref(),
+            Some(PARENT),
+            "a trace the topology set stays"
+        );
+    }
+}
