@@ -158,6 +158,10 @@ enum AdminCommand {
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+        /// Print only the topics it uses, one a line, DLQs included: the names a deployment's
+        /// topic manifests must have (the Helm chart's check compares its KafkaTopics).
+        #[arg(long)]
+        topics: bool,
     },
     /// Grow every P2P topic and changelog to `--to` partitions. With `--dry-run`, reads the
     /// changelogs and prints which key groups and how many orgs would move where, and how
@@ -278,10 +282,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin {
-            command: AdminCommand::CheckConfig { config },
+            command: AdminCommand::CheckConfig { config, topics },
         } => {
             let config = config::PipelineConfig::load(&config)?;
             let matching = config.match_config()?;
+            if topics {
+                for topic in config.topics.all() {
+                    println!("{topic}");
+                }
+                return Ok(());
+            }
             let secret: Vec<&String> = config.kafka_env.keys().collect();
             println!(
                 "configuration accepted: application {}, instance {}, {} guarantee",

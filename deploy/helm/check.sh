@@ -9,7 +9,9 @@
 #   openapi2jsonschema.py;
 # - Strimzi's KafkaTopic and KafkaUser: Strimzi publishes its CRDs in no registry reachable
 #   here (its Maven `api` jar holds the model classes, not the CRD YAML), so they are checked
-#   by the chart's own assertions below (names, counts), and the KafkaUser's ACLs by running
+#   by the chart's own assertions below (the KafkaTopics' names are exactly the topics the
+#   rendered configuration uses, as `p2p admin check-config --topics` lists them; counts),
+#   and the KafkaUser's ACLs by running
 #   the pipeline under exactly them on the project's SASL_SSL test broker (acl-check.sh).
 # - the alert rules: `promtool check rules` and `promtool test rules` (each alert fires on its
 #   series and not on healthy ones), and every dashboard query parsed by promtool as a rule's
@@ -121,6 +123,12 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
 PY
   P2P_KAFKA_SASL_PASSWORD=x "$p2p" admin check-config --config "$out/pipeline.toml" \
     || fail "the rendered pipeline.toml is refused"
+  # The KafkaTopics are the topics that configuration uses, by name, none more, none less.
+  P2P_KAFKA_SASL_PASSWORD=x "$p2p" admin check-config --config "$out/pipeline.toml" --topics \
+    | sort > "$out/topics.used"
+  grep '^  topicName: ' "$prod" | awk '{print $2}' | sort > "$out/topics.rendered"
+  diff "$out/topics.used" "$out/topics.rendered" \
+    || fail "the chart's KafkaTopics (right) are not the topics the pipeline uses (left)"
   echo "== the KafkaUser's ACLs run the pipeline (SASL_SSL test broker, acl-check.sh)"
   "$here/acl-check.sh" "$bin/helm" "$p2p"
 fi
