@@ -888,6 +888,14 @@ async fn an_instance_stopped_gracefully_leaves_its_groups_at_once_and_loses_noth
         Vec::is_empty,
     )
     .await;
+    // And every label they group, select or print by is one of those metrics' labels.
+    let text = reqwest::get(&scrape).await.unwrap().text().await.unwrap();
+    let queries = common::queries_of_deploy();
+    assert!(queries.len() >= 20, "{queries:#?}");
+    assert_eq!(
+        common::labels_missing_from(&text, &queries),
+        Vec::<String>::new()
+    );
     run.finish("b stopped gracefully mid-stream", vec![stopped], vec![a])
         .await;
 }
@@ -1086,4 +1094,29 @@ fn a_restore_counts_as_whole_only_when_every_topology_restored_every_partition()
     }
     assert!(restored_all(&log));
     assert_eq!(restored(&log), 18);
+}
+
+#[test]
+fn a_label_the_deployment_names_but_the_exporter_lacks_is_found() {
+    let queries = common::queries_of_deploy();
+    let panel = queries
+        .iter()
+        .find(|q| q.metrics.contains("p2p_records_in_total") && q.labels.contains("topology"))
+        .expect("a panel of records in by topology");
+    let alert = queries
+        .iter()
+        .find(|q| q.what == "alert P2PDeadLettersArriving")
+        .expect("the dead letters alert");
+    assert!(alert.labels.contains("reason") && alert.labels.contains("topology"));
+    assert!(!alert.labels.iter().any(|l| l.contains(' ')), "{alert:?}");
+    let scraped = |label: &str| {
+        format!(
+            "# TYPE p2p_records_in_total counter\np2p_records_in_total{{{label}=\"match\",topic=\"x\"}} 3\n"
+        )
+    };
+    assert!(!common::labels_missing_from(&scraped("topology"), &queries)
+        .iter()
+        .any(|m| m.starts_with(&panel.what)));
+    assert!(common::labels_missing_from(&scraped("topolgy"), &queries)
+        .contains(&format!("{}: topology", panel.what)));
 }

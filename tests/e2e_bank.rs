@@ -472,6 +472,10 @@ async fn a_bank_that_is_down_holds_up_no_other_and_gets_its_files_when_back() {
     let named = common::metrics_named_by_deploy("p2p_bank_");
     assert!(named.len() >= 6, "{named:?}");
     assert_eq!(common::missing_from(&metrics, &named), Vec::<String>::new());
+    assert_eq!(
+        common::labels_missing_from(&metrics, &common::queries_of_deploy()),
+        Vec::<String>::new()
+    );
     assert!(metrics.contains("p2p_bank_files_acknowledged_total{bank=\"simulated-bank\"} 2"));
 
     down.faults(serde_json::json!({ "down": false })).await;

@@ -53,6 +53,17 @@ pub fn context_of(headers: &[(String, Vec<u8>)]) -> Option<SpanContext> {
     {
         return None; // the common case without one: no propagator, no context
     }
+    // The W3C field widths, which the propagator does not hold a value to (it reads a
+    // 31-digit trace id as one with a leading zero): a header with others is no context.
+    let widths_hold = HeaderReader(headers).get(TRACEPARENT).is_some_and(|value| {
+        let fields: Vec<&str> = value.trim().split('-').collect();
+        fields.len() >= 4
+            && (fields[0] != "00" || fields.len() == 4)
+            && fields[..4].iter().map(|f| f.len()).eq([2, 32, 16, 2])
+    });
+    if !widths_hold {
+        return None;
+    }
     let context = TraceContextPropagator::new().extract(&HeaderReader(headers));
     let span = context.span().span_context().clone();
     span.is_valid().then_some(span)

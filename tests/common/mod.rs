@@ -433,3 +433,198 @@ pub fn missing_from(scraped: &str, names: &std::collections::BTreeSet<String>) -
         .cloned()
         .collect()
 }
+
+/// One alert rule or dashboard panel of the deployment: the metrics its expressions name,
+/// and the label names it groups, selects or prints by.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub struct DeployQuery {
+    pub what: String,
+    pub metrics: std::collections::BTreeSet<String>,
+    pub labels: std::collections::BTreeSet<String>,
+}
+
+/// Labels Prometheus gives every series at scrape time (the ServiceMonitor's target labels),
+/// and the histogram bucket's: never the exporter's to have.
+#[allow(dead_code)]
+const SCRAPE_LABELS: &[&str] = &["pod", "namespace", "instance", "job", "service", "le"];
+
+/// Every alert rule (`files/alerts.yaml`) and dashboard panel (`files/dashboard.json`) with
+/// the metrics and labels it names: a label misspelt in a `by (...)`, a selector or a
+/// summary would group, select or print nothing, silently (issue 28).
+#[allow(dead_code)]
+pub fn queries_of_deploy() -> Vec<DeployQuery> {
+    let files = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/helm/p2p-pipeline/files"
+    ));
+    let mut queries = Vec::new();
+    let alerts = std::fs::read_to_string(files.join("alerts.yaml")).unwrap();
+    for block in alerts.split("- alert: ").skip(1) {
+        let name = block.lines().next().unwrap_or_default().trim().to_owned();
+        // The expression and the summary; the runbook is prose.
+        let (rule, annotations) = block.split_once("annotations:").unwrap_or((block, ""));
+        let summary = annotations
+            .lines()
+            .find(|l| l.trim_start().starts_with("summary:"))
+            .unwrap_or_default();
+        queries.push(query_of(
+            &format!("alert {name}"),
+            &format!("{rule}\n{summary}"),
+        ));
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(files.join("dashboard.json")).unwrap())
+            .unwrap();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        let mut text = String::new();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            for field in ["expr", "legendFormat"] {
+                text.push_str(target[field].as_str().unwrap_or_default());
+                text.push('\n');
+            }
+        }
+        if !text.trim().is_empty() {
+            let title = panel["title"].as_str().unwrap_or_default();
+            queries.push(query_of(&format!("panel {title:?}"), &text));
+        }
+    }
+    queries
+}
+
+/// The metrics and labels `text` (PromQL with its summary or legend) names.
+fn query_of(what: &str, text: &str) -> DeployQuery {
+    let word = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut metrics = std::collections::BTreeSet::new();
+    let mut labels = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("p2p_") {
+        let name = word(&rest[at..]);
+        rest = &rest[at + name.len().max(1)..];
+        metrics.insert(name);
+    }
+    // by (a, b) / without (a) / on (a) / ignoring (a) / group_left (a)
+    for keyword in [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ] {
+        let mut rest = text;
+        while let Some(at) = rest.find(keyword) {
+            let before = rest[..at].chars().last();
+            let after = rest[at + keyword.len()..].trim_start();
+            rest = &rest[at + keyword.len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            if let Some(list) = after.strip_prefix('(') {
+                let list = &list[..list.find(')').unwrap_or(0)];
+                labels.extend(
+                    list.split(',')
+                        .map(|l| l.trim().to_owned())
+                        .filter(|l| !l.is_empty()),
+                );
+            }
+        }
+    }
+    // {label="v", other=~"w"} selectors
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let inner = &rest[open + 1..];
+        rest = inner;
+        if inner.starts_with('{') {
+            continue; // a template's {{ }}
+        }
+        let inner = &inner[..inner.find('}').unwrap_or(0)];
+        for matcher in inner.split(',') {
+            let name = word(matcher.trim());
+            if !name.is_empty()
+                && matcher.trim()[name.len()..]
+                    .trim_start()
+                    .starts_with(['=', '!'])
+            {
+                labels.insert(name);
+            }
+        }
+    }
+    // {{ $labels.x }} in summaries, {{x}} in legends
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let inner = rest[open + 2..].trim_start();
+        rest = &rest[open + 2..];
+        let inner = inner.strip_prefix("$labels.").unwrap_or(inner);
+        let name = word(inner);
+        if !name.is_empty() && !inner.starts_with("$value") {
+            labels.insert(name);
+        }
+    }
+    DeployQuery {
+        what: what.to_owned(),
+        metrics,
+        labels,
+    }
+}
+
+/// For each query naming a metric of `scraped` (a `/metrics` text), the labels it names that
+/// no scraped series of its metrics has: `query: label`. A query whose metrics have no series
+/// yet says nothing.
+#[allow(dead_code)]
+pub fn labels_missing_from(scraped: &str, queries: &[DeployQuery]) -> Vec<String> {
+    // Each scraped series' family (a histogram's parts are its family's) and label names.
+    let mut labels_of: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for line in scraped.lines().filter(|l| !l.starts_with('#')) {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let name = &line[..name_end];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        let entry = labels_of.entry(family.to_owned()).or_default();
+        entry.insert(name.to_owned());
+        if let Some(inner) = line[name_end..].strip_prefix('{') {
+            let inner = &inner[..inner.rfind('}').unwrap_or(0)];
+            for pair in inner.split("\",") {
+                if let Some((label, _)) = pair.split_once('=') {
+                    entry.insert(format!("label:{}", label.trim()));
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for query in queries {
+        let families: Vec<&std::collections::BTreeSet<String>> = query
+            .metrics
+            .iter()
+            .filter_map(|m| {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| m.strip_suffix(s))
+                    .unwrap_or(m);
+                labels_of.get(family)
+            })
+            .collect();
+        if families.is_empty() {
+            continue;
+        }
+        for label in &query.labels {
+            if SCRAPE_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            if !families
+                .iter()
+                .any(|f| f.contains(&format!("label:{label}")))
+            {
+                missing.push(format!("{}: {label}", query.what));
+            }
+        }
+    }
+    missing
+}
