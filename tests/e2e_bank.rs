@@ -15,7 +15,7 @@ use p2p_loadtest::audit::read_topic;
 use p2p_loadtest::produce::erp_producer;
 use p2p_processors::payment::BankStatus;
 use p2p_processors::*;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
 use rust_decimal_macros::dec;
 use std::collections::BTreeMap;
@@ -73,6 +73,30 @@ impl Instructions {
     }
 
     async fn send(&self, instruction: &PaymentInstructionRecord) {
+        self.send_with(instruction, rdkafka::message::OwnedHeaders::new())
+            .await;
+    }
+
+    /// The instruction as the payment topology writes it: in its run's trace, linked to its
+    /// payments' traces (ADR 0027).
+    async fn send_traced(&self, instruction: &PaymentInstructionRecord, trace: &str, links: &str) {
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: "traceparent",
+                value: Some(trace),
+            })
+            .insert(rdkafka::message::Header {
+                key: p2p_topologies::trace::LINKS,
+                value: Some(links),
+            });
+        self.send_with(instruction, headers).await;
+    }
+
+    async fn send_with(
+        &self,
+        instruction: &PaymentInstructionRecord,
+        headers: rdkafka::message::OwnedHeaders,
+    ) {
         let value = instruction.to_value().unwrap();
         let bytes = self
             .codec
@@ -83,7 +107,8 @@ impl Instructions {
             .send(
                 FutureRecord::to(&self.topic)
                     .key(instruction.org.as_str())
-                    .payload(&bytes),
+                    .payload(&bytes)
+                    .headers(headers),
                 Duration::from_secs(30),
             )
             .await
@@ -141,9 +166,13 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
 
     let instructions = Instructions::to(&topics.payment_instructions);
     let runs: Vec<PaymentInstructionRecord> = (1..=3).map(|s| run(s, 4)).collect();
-    for r in &runs {
+    // The last run in a trace of its own, linked to a PO's (ADR 0027).
+    let run_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let po_link = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    for r in &runs[..2] {
         instructions.send(r).await;
     }
+    instructions.send_traced(&runs[2], run_trace, po_link).await;
     // A re-delivered instruction (the same run id) and one for an account at no configured
     // bank.
     instructions.send(&runs[0]).await;
@@ -175,6 +204,41 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
         state.duplicates_answered >= 2,
         "the files whose acknowledgement was lost or cut off were sent again and answered as \
          duplicates: {state:#?}"
+    );
+    // The traced run's file went to the bank with its trace, and its ledger entry, beside
+    // the file, keeps the PO's trace among its links.
+    let deliveries = config(&topics, &id, listen, &bank.url).topics.deliveries;
+    let entry = read_topic(&kafka(), &deliveries, Duration::from_secs(30))
+        .unwrap()
+        .into_iter()
+        .find(|m| {
+            serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
+                .is_ok_and(|d| d["run_id"] == runs[2].run_id.as_str())
+        })
+        .expect("the traced run's ledger entry");
+    let delivery: serde_json::Value = serde_json::from_slice(entry.payload().unwrap()).unwrap();
+    assert_eq!(delivery["trace_links"], serde_json::json!([po_link]));
+    let headers: Vec<(String, Vec<u8>)> = entry
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        p2p_topologies::trace::links_of(&headers),
+        vec![po_link.to_owned()]
+    );
+    let msg_id = delivery["msg_id"].as_str().unwrap();
+    assert_eq!(
+        state.traces.get(msg_id).map(String::as_str),
+        Some(run_trace)
+    );
+    assert_eq!(
+        state.traces.len(),
+        1,
+        "the untraced runs' files came without one"
     );
     let seen_after = statuses(&topics.payment_status).await;
     assert_eq!(

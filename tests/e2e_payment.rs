@@ -84,7 +84,7 @@ impl Sender {
 
     /// A matched invoice, its record carrying W3C trace context `traceparent`, as an ERP's
     /// (or the match topology's) traced record would.
-    async fn matched_traced(&self, m: &InvoiceMatched, traceparent: &str) {
+    async fn matched_traced(&self, m: &InvoiceMatched, traceparent: &str, links: &str) {
         let topic = &self.topics.invoice_matched;
         let value = invoice_matched_value(m).unwrap();
         let bytes = self
@@ -92,10 +92,15 @@ impl Sender {
             .encode(topic, &INVOICE_MATCHED, value)
             .await
             .unwrap();
-        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-            key: "traceparent",
-            value: Some(traceparent),
-        });
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: "traceparent",
+                value: Some(traceparent),
+            })
+            .insert(rdkafka::message::Header {
+                key: p2p_topologies::trace::LINKS,
+                value: Some(links),
+            });
         self.producer
             .send(
                 FutureRecord::to(topic)
@@ -1881,7 +1886,8 @@ fn trace_of(message: &rdkafka::message::OwnedMessage) -> Option<(String, String)
 
 /// W3C trace context (ADR 0027): a matched invoice's trace goes on to the payment scheduled
 /// for it, under a span of its own; one that carries none, or a broken one, starts a trace; a
-/// payment run, released by a timer, starts a trace of its own.
+/// payment run, released by a timer, starts a trace of its own and links to its payments'
+/// traces and theirs (the PO's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invoices_trace_goes_on_to_its_payment_and_a_run_starts_its_own() {
     let topics = TestTopics::create("payment-trace", 2).await;
@@ -1896,10 +1902,12 @@ async fn an_invoices_trace_goes_on_to_its_payment_and_a_run_starts_its_own() {
     let traced = matched(&org, &supplier.supplier, dec!(1000.00), eur());
     let untraced = matched(&org, &supplier.supplier, dec!(200.00), eur());
     let broken = matched(&org, &supplier.supplier, dec!(30.00), eur());
-    tx.matched_traced(&traced, &format!("00-{erp_trace}-00f067aa0ba902b7-01"))
-        .await;
+    // As the match writes it: the invoice's trace, and a link to its PO's.
+    let po_link = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let own = format!("00-{erp_trace}-00f067aa0ba902b7-01");
+    tx.matched_traced(&traced, &own, po_link).await;
     tx.matched(&untraced).await;
-    tx.matched_traced(&broken, "00-not-a-trace-01").await;
+    tx.matched_traced(&broken, "00-not-a-trace-01", "").await;
     wait_until(&topics, &codec, "the payment run", |s| {
         s.instructions
             .iter()
@@ -1940,11 +1948,24 @@ async fn an_invoices_trace_goes_on_to_its_payment_and_a_run_starts_its_own() {
     )
     .unwrap();
     assert!(!runs.is_empty());
+    let mut links = Vec::new();
     for run in &runs {
         let (trace, _) = trace_of(run).expect("a run's instruction carries a trace");
         assert!(
             scheduled.values().all(|(t, _)| *t != trace),
             "a run is a trace of its own"
         );
+        let headers: Vec<(String, Vec<u8>)> = run
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        links.extend(p2p_topologies::trace::links_of(&headers));
     }
+    // The run links to its payments' traces: the invoice's outcome and the PO it links to.
+    assert!(links.contains(&own), "{links:?}");
+    assert!(links.contains(&po_link.to_owned()), "{links:?}");
 }

@@ -57,6 +57,9 @@ pub struct SimState {
     pub invalid_files: u32,
     pub refused_while_down: u32,
     pub reports_posted: u32,
+    /// `MsgId` -> the `traceparent` its file came with (W3C Trace Context), if one.
+    #[serde(default)]
+    pub traces: BTreeMap<String, String>,
 }
 
 struct Bank {
@@ -132,8 +135,16 @@ async fn set_faults(State(bank): State<Arc<Bank>>, body: String) -> (StatusCode,
     )
 }
 
-async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::response::Response {
+async fn take_file(
+    State(bank): State<Arc<Bank>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (delay, failing, lost_ack, dropped) = {
         let mut faults = bank.faults();
         let failing = if faults.down {
@@ -187,6 +198,9 @@ async fn take_file(State(bank): State<Arc<Bank>>, body: String) -> axum::respons
     let msg_id = file.grp_hdr.msg_id.clone();
     let (reference, new) = {
         let mut state = bank.state();
+        if let Some(traceparent) = traceparent {
+            state.traces.insert(msg_id.clone(), traceparent);
+        }
         if let Some(reference) = state.files.get(&msg_id).cloned() {
             state.duplicates_answered += 1;
             (reference, false)

@@ -283,6 +283,8 @@ struct Job {
     run_id: String,
     msg_id: String,
     file: String,
+    /// The run's `traceparent`, sent with the file.
+    trace: Option<String>,
 }
 
 /// What the ledger's owner is asked to do.
@@ -470,6 +472,7 @@ impl Ledger {
                 run_id: delivery.run_id.clone(),
                 msg_id: delivery.msg_id.clone(),
                 file: delivery.file.clone(),
+                trace: delivery.trace.clone(),
             });
         } else {
             tracing::error!(run = %delivery.run_id, bank = %delivery.bank, "the run's bank is no longer configured: its file waits until it is");
@@ -525,7 +528,7 @@ impl Ledger {
         match prepared {
             Ok((delivery, record)) => {
                 self.commit(vec![record], Some(offsets)).await?;
-                tracing::info!(run = %delivery.run_id, bank = %delivery.bank, msg_id = %delivery.msg_id, payments = delivery.payments.len(), "run recorded; sending its file");
+                tracing::info!(run = %delivery.run_id, bank = %delivery.bank, msg_id = %delivery.msg_id, payments = delivery.payments.len(), trace = delivery.trace.as_deref().unwrap_or("none"), links = ?delivery.trace_links, "run recorded; sending its file");
                 self.by_msg_id
                     .insert(delivery.msg_id.clone(), delivery.run_id.clone());
                 self.dispatch(&delivery);
@@ -620,6 +623,9 @@ impl Ledger {
             attempts: 0,
             reports: Vec::new(),
             updated_at: now.timestamp_millis(),
+            trace: p2p_topologies::trace::context_of(&input.headers)
+                .map(|span| p2p_topologies::trace::traceparent(&span)),
+            trace_links: p2p_topologies::trace::links_of(&input.headers),
         }))
     }
 
@@ -780,11 +786,23 @@ impl Ledger {
     }
 
     fn ledger_record(&self, delivery: &Delivery) -> anyhow::Result<OutputRecord> {
+        let mut headers = vec![("content-type".into(), b"application/json".to_vec())];
+        // The entry is in the run's trace, linked to what the run links to (ADR 0027).
+        if let Some(trace) = &delivery.trace {
+            headers.push((
+                p2p_topologies::trace::TRACEPARENT.into(),
+                trace.clone().into_bytes(),
+            ));
+        }
+        p2p_topologies::trace::add_links(
+            &mut headers,
+            delivery.trace_links.iter().map(String::as_str),
+        );
         Ok(OutputRecord {
             topic: self.config.topics.deliveries.clone(),
             key: delivery.run_id.as_bytes().to_vec(),
             payload: Some(serde_json::to_vec(delivery)?),
-            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            headers,
             timestamp: Some(delivery.updated_at),
         })
     }
@@ -969,7 +987,10 @@ async fn bank_sender(
             show(&breaker);
             attempts += 1;
             metrics.files_sent.with_label_values(&label).inc();
-            match client.send(&job.msg_id, &job.file).await {
+            match client
+                .send(&job.msg_id, &job.file, job.trace.as_deref())
+                .await
+            {
                 Outcome::Transient { reason } => {
                     breaker.failed(Instant::now());
                     show(&breaker);

@@ -354,14 +354,18 @@ impl BankClient {
         })
     }
 
-    /// POSTs `file` once, with `msg_id` as its idempotency key, and says what came of it.
-    pub async fn send(&self, msg_id: &str, file: &str) -> Outcome {
+    /// POSTs `file` once, with `msg_id` as its idempotency key and the run's `traceparent`
+    /// if it has one (W3C Trace Context over HTTP), and says what came of it.
+    pub async fn send(&self, msg_id: &str, file: &str, traceparent: Option<&str>) -> Outcome {
         let mut request = self
             .http
             .post(&self.endpoint)
             .header("Content-Type", "application/xml")
             .header("Idempotency-Key", msg_id)
             .body(file.to_owned());
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

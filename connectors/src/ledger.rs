@@ -68,6 +68,13 @@ pub struct Delivery {
     pub reports: Vec<String>,
     /// When this entry last changed, epoch milliseconds.
     pub updated_at: i64,
+    /// The run's W3C `traceparent` (ADR 0027), put on each request that sends its file.
+    #[serde(default)]
+    pub trace: Option<String>,
+    /// The traces the run links to: its payments' match outcomes' and their POs'. A PO's
+    /// trace id is found here, beside the file that paid it.
+    #[serde(default)]
+    pub trace_links: Vec<String>,
 }
 
 /// A status to publish on `payment-status` for one part of one invoice.
@@ -207,6 +214,8 @@ mod tests {
             attempts: 1,
             reports: Vec::new(),
             updated_at: 0,
+            trace: None,
+            trace_links: Vec::new(),
         }
     }
 

@@ -16,6 +16,12 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The W3C header of vendors' trace state, carried along unchanged.
 pub const TRACESTATE: &str = "tracestate";
 
+/// The traces a record draws on besides its own (W3C `traceparent` values, comma-separated):
+/// an invoice's outcome its PO's; a payment run its payments' (ADR 0027).
+pub const LINKS: &str = "p2p.trace.links";
+/// At most this many links on a record: a payment run holds at most 1,000 payments.
+pub const MAX_LINKS: usize = 1_000;
+
 /// A record's headers as the propagator reads them (the last of a repeated key counts, as a
 /// later header overrides an earlier one; a value not in UTF-8 is no value).
 struct HeaderReader<'a>(&'a [(String, Vec<u8>)]);
@@ -97,6 +103,65 @@ pub fn write(span: &SpanContext, headers: &mut Vec<(String, Vec<u8>)>) {
     TraceContextPropagator::new().inject_context(&context, &mut HeaderWriter(headers));
 }
 
+/// `span` as a `traceparent` value.
+pub fn traceparent(span: &SpanContext) -> String {
+    let mut headers = Vec::with_capacity(1);
+    write(span, &mut headers);
+    headers
+        .into_iter()
+        .find(|(k, _)| k == TRACEPARENT)
+        .and_then(|(_, v)| String::from_utf8(v).ok())
+        .unwrap_or_default()
+}
+
+/// The traces a record carries: its own `traceparent` (if valid) and then its links (each
+/// valid one), each once.
+pub fn carried(headers: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut traces: Vec<String> = context_of(headers).iter().map(traceparent).collect();
+    for link in links_of(headers) {
+        if !traces.contains(&link) {
+            traces.push(link);
+        }
+    }
+    traces
+}
+
+/// The valid `traceparent` values of a record's links.
+pub fn links_of(headers: &[(String, Vec<u8>)]) -> Vec<String> {
+    let reader = HeaderReader(headers);
+    let Some(value) = reader.get(LINKS) else {
+        return Vec::new();
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|link| context_of(&[(TRACEPARENT.to_owned(), link.as_bytes().to_vec())]).is_some())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Adds `links` to `headers`' links, each valid one once, at most [`MAX_LINKS`].
+pub fn add_links<'a>(
+    headers: &mut Vec<(String, Vec<u8>)>,
+    links: impl IntoIterator<Item = &'a str>,
+) {
+    let mut all = links_of(headers);
+    for link in links {
+        if all.len() >= MAX_LINKS {
+            break;
+        }
+        let valid = context_of(&[(TRACEPARENT.to_owned(), link.as_bytes().to_vec())]).is_some();
+        if valid && !all.iter().any(|l| l == link) {
+            all.push(link.to_owned());
+        }
+    }
+    if all.is_empty() {
+        return;
+    }
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(LINKS));
+    headers.push((LINKS.to_owned(), all.join(",").into_bytes()));
+}
+
 /// Gives each of `records` that has no trace yet a span under `parent` (the input they came
 /// of), or, without a parent, a trace of its own each.
 pub fn continue_on(records: &mut [OutputRecord], parent: Option<&SpanContext>) {
@@ -164,6 +229,25 @@ mod tests {
             spans.push(parts[2].to_owned());
         }
         assert_ne!(spans[0], spans[1], "each output is a span of its own");
+    }
+
+    #[test]
+    fn links_are_kept_once_each_valid_and_bounded() {
+        let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut headers = vec![("traceparent".to_owned(), PARENT.as_bytes().to_vec())];
+        add_links(&mut headers, [other, other, "00-bad-01"]);
+        assert_eq!(links_of(&headers), vec![other.to_owned()]);
+        assert_eq!(carried(&headers), vec![PARENT.to_owned(), other.to_owned()]);
+        let many: Vec<String> = (0..MAX_LINKS + 5)
+            .map(|i| format!("00-{:032x}-b7ad6b7169203331-01", i + 1))
+            .collect();
+        add_links(&mut headers, many.iter().map(String::as_str));
+        assert_eq!(links_of(&headers).len(), MAX_LINKS);
+        assert_eq!(
+            headers.iter().filter(|(k, _)| k == LINKS).count(),
+            1,
+            "one header, rewritten"
+        );
     }
 
     #[test]

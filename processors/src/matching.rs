@@ -254,6 +254,10 @@ pub struct PurchaseOrderMatch {
     /// invoices' holds (segregation of duties).
     #[serde(default)]
     requested_or_approved_by: BTreeSet<UserId>,
+    /// The trace its issue event carried (ADR 0027), opaque here: its invoices' outcomes
+    /// link to it, and through them their payments.
+    #[serde(default)]
+    trace: Option<String>,
 }
 
 impl PurchaseOrderMatch {
@@ -270,7 +274,18 @@ impl PurchaseOrderMatch {
             closed: false,
             early_decisions: Vec::new(),
             requested_or_approved_by: BTreeSet::new(),
+            trace: None,
         }
+    }
+
+    /// Keeps the trace the PO's issue event carried.
+    pub fn keep_trace(&mut self, trace: String) {
+        self.trace = Some(trace);
+    }
+
+    /// The trace the PO's issue event carried, if one.
+    pub fn trace(&self) -> Option<&str> {
+        self.trace.as_deref()
     }
 
     pub fn org(&self) -> &OrgId {

@@ -361,7 +361,14 @@ pub struct Payment {
     /// What the parts were planned from; `None` in payments stored before it was kept.
     #[serde(default)]
     basis: Option<Basis>,
+    /// The traces it came of (ADR 0027), opaque here: its invoice's match outcome's and
+    /// those that one links to (its PO's). Its payment run links to them.
+    #[serde(default)]
+    traces: Vec<String>,
 }
+
+/// The traces a payment keeps at most: its match outcomes' and their links, newest last.
+const MAX_PAYMENT_TRACES: usize = 16;
 
 /// What a payment's parts are planned from: a corrected invoice changing either is planned
 /// again.
@@ -447,6 +454,23 @@ impl Plan {
 }
 
 impl Payment {
+    /// Keeps `traces` (opaque W3C trace contexts of what it came of) with those it has, each
+    /// once, the oldest dropped past a bound.
+    pub fn keep_traces(&mut self, traces: &[String]) {
+        for trace in traces {
+            if !self.traces.contains(trace) {
+                self.traces.push(trace.clone());
+            }
+        }
+        let over = self.traces.len().saturating_sub(MAX_PAYMENT_TRACES);
+        self.traces.drain(..over);
+    }
+
+    /// The traces it came of.
+    pub fn traces(&self) -> &[String] {
+        &self.traces
+    }
+
     /// Schedules the payment of a matched invoice. `existing` is what the store holds for this
     /// invoice: if there is anything, a replayed or re-delivered match changes nothing.
     pub fn schedule(
@@ -477,6 +501,7 @@ impl Payment {
                 total: matched.total,
                 invoice_date,
             }),
+            traces: Vec::new(),
         };
         let mut events = vec![PaymentEvent::Scheduled {
             invoice: matched.invoice.clone(),

@@ -463,6 +463,12 @@ impl MatchProcessor {
         let key = StateKey::new(org, &decoded.input.po().state_entity());
         // Work on copies: if an output cannot be encoded, the state stays as it was.
         let mut state = working.load(&key, org, decoded.input.po())?;
+        // The PO keeps its issue event's trace: its invoices' outcomes link to it (ADR 0027).
+        if let MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(_)) = &decoded.input {
+            if let Some(span) = p2p_engine::trace::context_of(&record.headers) {
+                state.keep_trace(p2p_engine::trace::traceparent(&span));
+            }
+        }
         // The supplier whose tolerance keys narrow the org's: the invoice's, or for what
         // re-checks the PO's invoices (receipts, a change order) the PO's.
         let supplier = match &decoded.input {
@@ -506,7 +512,7 @@ impl MatchProcessor {
         let mut batch_stats = StatsSnapshot::default();
         for output in &outputs {
             match self
-                .encode(output, decoded.occurred_at, &mut batch_stats)
+                .encode(output, decoded.occurred_at, state.trace(), &mut batch_stats)
                 .await
             {
                 Ok(Some(r)) => encoded.push(r),
@@ -645,7 +651,7 @@ impl MatchProcessor {
             let mut encoded = Vec::with_capacity(outputs.len());
             for o in &outputs {
                 match self
-                    .encode(o, EventTime(timer.due), &mut output.stats)
+                    .encode(o, EventTime(timer.due), state.trace(), &mut output.stats)
                     .await
                 {
                     Ok(Some(r)) => encoded.push(r),
@@ -738,7 +744,7 @@ impl MatchProcessor {
         };
         for output in &outputs {
             if let Some(record) = self
-                .encode(output, at, stats)
+                .encode(output, at, state.trace(), stats)
                 .await
                 .map_err(ProcessError::transient)?
             {
@@ -808,12 +814,16 @@ impl MatchProcessor {
         self.po_audit(org, po, kind, "RECEIVE", None, detail, at)
     }
 
+    /// `output` as a record; one of an invoice links to its PO's trace, `po_trace`.
     async fn encode(
         &self,
         output: &MatchOutput,
         at: EventTime,
+        po_trace: Option<&str>,
         stats: &mut StatsSnapshot,
     ) -> Result<Option<OutputRecord>, CodecError> {
+        let mut headers = Vec::new();
+        p2p_engine::trace::add_links(&mut headers, po_trace);
         let (topic, contract, org, value) = match output {
             MatchOutput::Matched(m) => {
                 stats.count_labelled(INVOICE_OUTCOMES, "matched");
@@ -889,7 +899,7 @@ impl MatchProcessor {
                     key: convert::status::invoice_status_key(&status.org, &status.invoice)
                         .into_bytes(),
                     payload: Some(payload),
-                    headers: vec![],
+                    headers,
                     timestamp: None,
                 }));
             }
@@ -913,7 +923,7 @@ impl MatchProcessor {
             topic: topic.clone(),
             key: org.as_str().as_bytes().to_vec(),
             payload: Some(payload),
-            headers: vec![],
+            headers,
             timestamp: None,
         }))
     }

@@ -298,7 +298,7 @@ impl PaymentProcessor {
                 let waiting = std::mem::take(&mut payments.unscheduled);
                 changes.org_payments = Some((org.clone(), payments));
                 for matched in waiting {
-                    self.schedule(&matched, Some(&config), working, &mut changes, at)?;
+                    self.schedule(&matched, &[], Some(&config), working, &mut changes, at)?;
                 }
             }
             Input::Supplier(org, payee) => {
@@ -307,7 +307,17 @@ impl PaymentProcessor {
             }
             Input::Matched(matched) => {
                 let config = working.config(&matched.org)?;
-                self.schedule(&matched, config.as_ref(), working, &mut changes, at)?;
+                // The payment keeps the outcome's trace and its links (its PO's): its run
+                // links to them (ADR 0027).
+                let traces = p2p_engine::trace::carried(&record.headers);
+                self.schedule(
+                    &matched,
+                    &traces,
+                    config.as_ref(),
+                    working,
+                    &mut changes,
+                    at,
+                )?;
             }
             Input::Blocked(blocked) => self.on_blocked(&blocked, working, &mut changes, at)?,
             Input::Bank(report) => {
@@ -346,6 +356,7 @@ impl PaymentProcessor {
     fn schedule(
         &self,
         matched: &InvoiceMatched,
+        traces: &[String],
         config: Option<&OrgConfig>,
         working: &mut Working<'_>,
         changes: &mut Changes,
@@ -368,6 +379,7 @@ impl PaymentProcessor {
             match payment.on_matched_again(matched, invoice_date, &payee, &policy) {
                 Ok(events) if events.is_empty() => {}
                 Ok(events) => {
+                    payment.keep_traces(traces);
                     if let Some(due) = payment.next_due() {
                         changes.enqueue(org, &mut payments, due, &matched.invoice)?;
                     }
@@ -392,6 +404,7 @@ impl PaymentProcessor {
             // Not reached: there is no payment to find here (one per invoice, ever).
             Ok(None) => {}
             Ok(Some((mut payment, mut events))) => {
+                payment.keep_traces(traces);
                 let po_key = po_key(org, &matched.po);
                 let mut po: PoPayments = changes.get(&po_key, working)?.unwrap_or_default();
                 if let Some(state) = po.state {
@@ -632,6 +645,11 @@ impl PaymentProcessor {
                 }
                 changes.put(key, &payment)?;
             }
+            // Each run links to the traces of its payments (ADR 0027).
+            let traces: HashMap<InvoiceId, Vec<String>> = releases
+                .iter()
+                .map(|(r, p)| (r.invoice.clone(), p.traces().to_vec()))
+                .collect();
             let instructions = self.instructions(&org, releases, terms, working, at)?;
             let mut records = self
                 .encode_all(&changes.records)
@@ -641,16 +659,25 @@ impl PaymentProcessor {
                 let value = instruction
                     .to_value()
                     .map_err(|e| ProcessError::transient(CodecError::Avro(e.to_string())))?;
-                records.push(
-                    self.encode(
+                let mut record = self
+                    .encode(
                         &self.topics.payment_instructions,
                         &PAYMENT_INSTRUCTION,
                         org.to_string(),
                         value,
                     )
                     .await
-                    .map_err(ProcessError::transient)?,
+                    .map_err(ProcessError::transient)?;
+                p2p_engine::trace::add_links(
+                    &mut record.headers,
+                    instruction
+                        .payments
+                        .iter()
+                        .filter_map(|p| traces.get(&p.invoice))
+                        .flatten()
+                        .map(String::as_str),
                 );
+                records.push(record);
                 output.stats.count("payment runs");
             }
             count(&changes.records, true, output);

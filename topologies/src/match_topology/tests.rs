@@ -26,6 +26,10 @@ struct Harness {
     offset: i64,
     /// The keys the last batch wrote.
     written: Vec<Vec<u8>>,
+    /// The records the last batch produced.
+    produced: Vec<OutputRecord>,
+    /// Headers the next PO issued carries.
+    po_headers: Vec<(String, Vec<u8>)>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,15 +49,29 @@ impl Harness {
             supplier: SupplierId::random(),
             offset: 0,
             written: Vec::new(),
+            produced: Vec::new(),
+            po_headers: Vec::new(),
             _dir: dir,
         }
     }
 
     /// Processes one record as one batch and applies its state: what the batch did.
     fn feed(&mut self, topic: &str, contract: &Contract, value: Value) -> Fed {
+        self.feed_with(topic, contract, value, Vec::new())
+    }
+
+    /// The same, the record carrying `headers`.
+    fn feed_with(
+        &mut self,
+        topic: &str,
+        contract: &Contract,
+        value: Value,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Fed {
         self.offset += 1;
         let timestamp = T + self.offset;
-        let record = input_record(topic, contract, value, &self.org, self.offset, timestamp);
+        let mut record = input_record(topic, contract, value, &self.org, self.offset, timestamp);
+        record.headers = headers;
         let output = block_on(self.processor.process(&[record], T, &self.store)).unwrap();
         assert_eq!(output.stats.dead_lettered, 0, "nothing here is bad input");
         let fed = Fed {
@@ -66,6 +84,7 @@ impl Harness {
             .iter()
             .map(|(k, _)| k.clone())
             .collect();
+        self.produced = output.records.clone();
         self.store.write(output.state).unwrap();
         fed
     }
@@ -96,7 +115,8 @@ impl Harness {
         let value =
             purchase_order_event_value(&PurchaseOrderEvent::Issued(po.clone()), "po", at).unwrap();
         let topic = self.topics.po_events.clone();
-        self.feed(&topic, &PURCHASE_ORDER_EVENT, value);
+        let headers = std::mem::take(&mut self.po_headers);
+        self.feed_with(&topic, &PURCHASE_ORDER_EVENT, value, headers);
         let invoice = InvoiceReceived {
             payment_block: None,
             posted_by: None,
@@ -202,4 +222,41 @@ fn a_duplicate_of_an_invoice_in_a_register_stored_whole_before_adr_0011_is_found
     assert_eq!(fresh.duplicates, 0);
     let repeat = harness.po_and_invoice("si-0077", InvoiceId::random());
     assert_eq!(repeat.duplicates, 1);
+}
+
+/// ADR 0027: an invoice's outcome carries its own trace (the invoice's, started for it here)
+/// and links to the trace its PO was issued in, which the PO's state keeps.
+#[test]
+fn an_invoices_outcome_links_to_the_trace_its_po_was_issued_in() {
+    use p2p_engine::trace::{context_of, links_of};
+    let po_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut harness = Harness::new();
+    harness.po_headers = vec![("traceparent".to_owned(), po_trace.as_bytes().to_vec())];
+    harness.po_and_invoice("SI-1", InvoiceId::random());
+    let matched = harness
+        .produced
+        .iter()
+        .find(|r| r.topic == harness.topics.invoice_matched)
+        .expect("the invoice matched");
+    assert_eq!(links_of(&matched.headers), vec![po_trace.to_owned()]);
+    let own = context_of(&matched.headers).expect("a trace of its own");
+    assert_ne!(
+        own.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    let status = harness
+        .produced
+        .iter()
+        .find(|r| r.topic == harness.topics.invoice_status)
+        .expect("the invoice's status");
+    assert_eq!(links_of(&status.headers), vec![po_trace.to_owned()]);
+
+    // A PO issued without a trace: its invoices' outcomes link to nothing.
+    harness.po_and_invoice("SI-2", InvoiceId::random());
+    let matched = harness
+        .produced
+        .iter()
+        .find(|r| r.topic == harness.topics.invoice_matched)
+        .expect("the invoice matched");
+    assert!(links_of(&matched.headers).is_empty());
 }
