@@ -71,15 +71,54 @@ impl Sender {
     }
 
     async fn send(&self, topic: &str, key: &str, contract: &Contract, value: Value) {
+        self.send_with(
+            topic,
+            key,
+            contract,
+            value,
+            rdkafka::message::OwnedHeaders::new(),
+        )
+        .await;
+    }
+
+    async fn send_with(
+        &self,
+        topic: &str,
+        key: &str,
+        contract: &Contract,
+        value: Value,
+        headers: rdkafka::message::OwnedHeaders,
+    ) {
         let bytes = self.codec.encode(topic, contract, value).await.unwrap();
         self.producer
             .send(
-                FutureRecord::to(topic).key(key).payload(&bytes),
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(&bytes)
+                    .headers(headers),
                 Timeout::After(Duration::from_secs(30)),
             )
             .await
             .map_err(|(e, _)| e)
             .expect("the broker takes the record");
+    }
+
+    /// The PO issued by an ERP that traces: its event carries `traceparent`.
+    async fn issue_traced(&self, po: &PurchaseOrderIssued, traceparent: &str) {
+        let event = PurchaseOrderEvent::Issued(po.clone());
+        let value = purchase_order_event_value(&event, "e", now()).unwrap();
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "traceparent",
+            value: Some(traceparent),
+        });
+        self.send_with(
+            &self.topics.po_events,
+            po.org.as_str(),
+            &PURCHASE_ORDER_EVENT,
+            value,
+            headers,
+        )
+        .await;
     }
 
     /// A matched invoice, its record carrying W3C trace context `traceparent`, as an ERP's
@@ -1180,7 +1219,8 @@ async fn a_clock_set_a_week_ahead_shows_next_weeks_payment_run_today() {
 /// Issue 22, item 1: an SAP system's own ids, from the requisition to the bank's settlement,
 /// through all three topologies. Its PO and a requisition share a number (as SAP's separate
 /// number ranges allow), its invoice id has a `/`; an id no ERP would send (a control
-/// character in it) is dead-lettered naming its field, and the rest goes on.
+/// character in it) is dead-lettered naming its field, and the rest goes on. And (issue 28,
+/// ADR 0027) the trace its PO was issued in is linked from the run that pays its invoice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
     use p2p_avro::contracts::REQUISITION_EVENT;
@@ -1251,7 +1291,8 @@ async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
         garbled,
     )
     .await;
-    tx.issue(&po).await;
+    let po_trace = "00-5e1d9a0c8e2b4f7a9c3d6b1e0f2a4c8d-1a2b3c4d5e6f7a8b-01";
+    tx.issue_traced(&po, po_trace).await;
     tx.received_in_full_as(&po, GoodsReceiptId::parse("5000012345").unwrap())
         .await;
     let invoice = InvoiceReceived {
@@ -1270,6 +1311,24 @@ async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
     .await;
     let run = &seen.instructions[0];
     assert_eq!(run.org, org);
+    let instruction = &read_topic(
+        &kafka(),
+        &topics.payment_instructions,
+        Duration::from_secs(30),
+    )
+    .unwrap()[0];
+    let headers: Vec<(String, Vec<u8>)> = instruction
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        p2p_topologies::trace::links_of(&headers).contains(&po_trace.to_owned()),
+        "the run links to the PO's trace: {headers:?}"
+    );
     assert_eq!(run.payments.len(), 1);
     assert_eq!(run.payments[0].invoice, invoice.invoice);
     assert_eq!(run.payments[0].amount, Money::new(dec!(1000.00), eur()));
