@@ -15,7 +15,7 @@ use p2p_loadtest::audit::read_topic;
 use p2p_loadtest::produce::erp_producer;
 use p2p_processors::payment::BankStatus;
 use p2p_processors::*;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rust_decimal_macros::dec;
 use std::collections::BTreeMap;
@@ -218,14 +218,7 @@ async fn every_payment_reaches_the_bank_once_and_its_status_comes_back_through_f
         .expect("the traced run's ledger entry");
     let delivery: serde_json::Value = serde_json::from_slice(entry.payload().unwrap()).unwrap();
     assert_eq!(delivery["trace_links"], serde_json::json!([po_link]));
-    let headers: Vec<(String, Vec<u8>)> = entry
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = p2p_topologies::record::InputRecord::of(&entry).headers;
     assert_eq!(
         p2p_topologies::trace::links_of(&headers),
         vec![po_link.to_owned()]

@@ -124,13 +124,7 @@ impl Sender {
     /// A matched invoice, its record carrying W3C trace context `traceparent`, as an ERP's
     /// (or the match topology's) traced record would.
     async fn matched_traced(&self, m: &InvoiceMatched, traceparent: &str, links: &str) {
-        let topic = &self.topics.invoice_matched;
         let value = invoice_matched_value(m).unwrap();
-        let bytes = self
-            .codec
-            .encode(topic, &INVOICE_MATCHED, value)
-            .await
-            .unwrap();
         let headers = rdkafka::message::OwnedHeaders::new()
             .insert(rdkafka::message::Header {
                 key: "traceparent",
@@ -140,17 +134,9 @@ impl Sender {
                 key: p2p_topologies::trace::LINKS,
                 value: Some(links),
             });
-        self.producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(m.org.as_str())
-                    .payload(&bytes)
-                    .headers(headers),
-                Timeout::After(Duration::from_secs(30)),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("the broker takes the record");
+        let topic = self.topics.invoice_matched.clone();
+        self.send_with(&topic, m.org.as_str(), &INVOICE_MATCHED, value, headers)
+            .await;
     }
 
     /// A record nobody can read, keyed by `org`, to `topic`.
@@ -1317,14 +1303,7 @@ async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
         Duration::from_secs(30),
     )
     .unwrap()[0];
-    let headers: Vec<(String, Vec<u8>)> = instruction
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = p2p_topologies::record::InputRecord::of(instruction).headers;
     assert!(
         p2p_topologies::trace::links_of(&headers).contains(&po_trace.to_owned()),
         "the run links to the PO's trace: {headers:?}"
@@ -2014,14 +1993,7 @@ async fn an_invoices_trace_goes_on_to_its_payment_and_a_run_starts_its_own() {
             scheduled.values().all(|(t, _)| *t != trace),
             "a run is a trace of its own"
         );
-        let headers: Vec<(String, Vec<u8>)> = run
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = p2p_topologies::record::InputRecord::of(run).headers;
         links.extend(p2p_topologies::trace::links_of(&headers));
     }
     // The run links to its payments' traces: the invoice's outcome and the PO it links to.

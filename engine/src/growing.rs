@@ -560,49 +560,37 @@ impl<T: Topology> Worker<T> {
                 !self.growth().awaiting(*p as u32).is_empty() || self.arrivals_to_take().contains(p)
             })
             .collect();
-        let in_already: Vec<i32> = waiting
-            .iter()
-            .copied()
-            .filter(|p| self.growth().awaiting(*p as u32).is_empty())
-            .collect();
-        if !in_already.is_empty() {
-            tracing::info!(
-                topology = self.topology.name(),
-                partitions = ?in_already,
-                "the state these partitions waited for has arrived"
-            );
-            for partition in in_already {
-                restored.remove(&partition);
-            }
-            self.serve_only(restored);
-            return Ok(GrowthStep::Arrived);
-        }
-        if !waiting.is_empty() && (moved || last_log_look.elapsed() >= GROWTH_LOG_LOOK) {
+        let arrived_of = |waiting: &[i32]| -> Vec<i32> {
+            waiting
+                .iter()
+                .copied()
+                .filter(|p| self.growth().awaiting(*p as u32).is_empty())
+                .collect()
+        };
+        let mut arrived = arrived_of(&waiting);
+        if arrived.is_empty()
+            && !waiting.is_empty()
+            && (moved || last_log_look.elapsed() >= GROWTH_LOG_LOOK)
+        {
             *last_log_look = Instant::now();
             match blocking(|| self.load_growth()) {
-                Ok(()) => {
-                    let arrived: Vec<i32> = waiting
-                        .iter()
-                        .copied()
-                        .filter(|p| self.growth().awaiting(*p as u32).is_empty())
-                        .collect();
-                    if !arrived.is_empty() {
-                        tracing::info!(
-                            topology = self.topology.name(),
-                            partitions = ?arrived,
-                            "the state these partitions waited for has arrived"
-                        );
-                        for partition in arrived {
-                            restored.remove(&partition);
-                        }
-                        self.serve_only(restored);
-                        return Ok(GrowthStep::Arrived);
-                    }
-                }
+                Ok(()) => arrived = arrived_of(&waiting),
                 Err(error) => {
                     tracing::warn!(%error, "reading the growth log failed; looking again shortly")
                 }
             }
+        }
+        if !arrived.is_empty() {
+            tracing::info!(
+                topology = self.topology.name(),
+                partitions = ?arrived,
+                "the state these partitions waited for has arrived"
+            );
+            for partition in arrived {
+                restored.remove(&partition);
+            }
+            self.serve_only(restored);
+            return Ok(GrowthStep::Arrived);
         }
         if moved {
             self.serve_only(restored);
