@@ -73,14 +73,14 @@ async fn a_file_reaches_the_bank_over_mutual_tls_and_not_without_the_client_cert
     let client = BankClient::new(&trusted).unwrap();
     assert!(
         matches!(
-            client.send(&msg_id, &xml).await,
+            client.send(&msg_id, &xml, None).await,
             Outcome::Acknowledged { bank_reference: Some(ref r) } if r == "SIM-000001"
         ),
         "sent over mutual TLS"
     );
     assert!(
         matches!(
-            client.send(&msg_id, &xml).await,
+            client.send(&msg_id, &xml, None).await,
             Outcome::Acknowledged { bank_reference: Some(ref r) } if r == "SIM-000001"
         ),
         "the same file again: the bank has it, with its first reference"
@@ -90,7 +90,7 @@ async fn a_file_reaches_the_bank_over_mutual_tls_and_not_without_the_client_cert
     no_certificate.ca_certificate = Some(files.ca.clone());
     let outcome = BankClient::new(&no_certificate)
         .unwrap()
-        .send(&msg_id, &xml)
+        .send(&msg_id, &xml, None)
         .await;
     assert!(matches!(outcome, Outcome::Transient { .. }), "{outcome:?}");
 
@@ -99,7 +99,7 @@ async fn a_file_reaches_the_bank_over_mutual_tls_and_not_without_the_client_cert
     unknown_server.client_key = Some(files.client_key.clone());
     let outcome = BankClient::new(&unknown_server)
         .unwrap()
-        .send(&msg_id, &xml)
+        .send(&msg_id, &xml, None)
         .await;
     assert!(
         matches!(&outcome, Outcome::Transient { reason } if reason.contains("certificate") || reason.contains("connect")),
