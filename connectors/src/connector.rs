@@ -623,8 +623,7 @@ impl Ledger {
             attempts: 0,
             reports: Vec::new(),
             updated_at: now.timestamp_millis(),
-            trace: p2p_topologies::trace::context_of(&input.headers)
-                .map(|span| p2p_topologies::trace::traceparent(&span)),
+            trace: p2p_topologies::trace::traceparent_of(&input.headers),
             trace_links: p2p_topologies::trace::links_of(&input.headers),
         }))
     }

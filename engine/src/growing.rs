@@ -286,34 +286,19 @@ impl<T: Topology> Worker<T> {
         topics: &[String],
     ) -> Vec<(String, i32, i64)> {
         let partitions = self.served_partitions();
+        // Restored before its state arrived: held as if it still waited.
+        let held = self.arrivals_to_take().clone();
         let mut limits: Vec<(String, i32, i64)> = self
             .growth()
             .limits(
                 restored.iter().map(|p| *p as u32),
                 topics,
                 partitions as u32,
+                |p| held.contains(&(p as i32)),
             )
             .into_iter()
             .map(|(topic, partition, limit)| (topic, partition as i32, limit))
             .collect();
-        // Restored before its state arrived: held as if it still waited (an old partition
-        // deciding its backlog up to the backlog's end, any other at nothing).
-        let growth = self.growth();
-        for &partition in self.arrivals_to_take().iter() {
-            if !restored.contains(&partition) || limits.iter().any(|(_, p, _)| *p == partition) {
-                continue;
-            }
-            let draining = growth.to_move_out(partition as u32, partitions as u32);
-            for topic in topics {
-                let limit = if draining {
-                    growth.end_of(topic, partition as u32).unwrap_or(0)
-                } else {
-                    0
-                };
-                limits.push((topic.clone(), partition, limit));
-            }
-        }
-        drop(growth);
         for number in owned.partition_numbers() {
             if number >= partitions {
                 limits.extend(topics.iter().map(|t| (t.clone(), number, 0)));

@@ -626,18 +626,21 @@ impl GrowthState {
     /// of only below an offset, and which offset per input topic: those still waiting for
     /// state from another partition take nothing (offset 0), unless they are old partitions
     /// still deciding their backlog, which they take up to its end.
+    /// `held` names partitions that wait although nothing is awaited any more (restored before
+    /// their state arrived, not yet again with it).
     pub fn limits(
         &self,
         owned: impl IntoIterator<Item = u32>,
         topics: &[String],
         partitions: u32,
+        held: impl Fn(u32) -> bool,
     ) -> Vec<(String, u32, i64)> {
         let Some(growth) = self.current(partitions) else {
             return Vec::new();
         };
         let mut limits = Vec::new();
         for partition in owned {
-            if self.awaiting(partition).is_empty() {
+            if self.awaiting(partition).is_empty() && !held(partition) {
                 continue;
             }
             let draining = partition < growth.from && !self.moved_out(partition);
@@ -1102,7 +1105,7 @@ mod tests {
         // 1 waits for nothing (it keeps its own) and takes all; 5 takes nothing yet.
         let topics = vec!["invoices".to_owned()];
         assert_eq!(
-            state.limits([1, 5], &topics, 8),
+            state.limits([1, 5], &topics, 8, |_| false),
             vec![("invoices".to_owned(), 5, 0)]
         );
         assert!(state.to_move_out(1, 8));
@@ -1123,7 +1126,7 @@ mod tests {
         assert_eq!(route(&state, &mover, 1, 99), Route::Forward { to: 5 });
         assert_eq!(state.state_home(mover.as_bytes(), 8), 5);
         assert_eq!(state.state_home(stayer.as_bytes(), 8), 1);
-        assert!(state.limits([1, 5], &topics, 8).is_empty());
+        assert!(state.limits([1, 5], &topics, 8, |_| false).is_empty());
         assert!(!state.to_move_out(1, 8));
         assert!(state.arrives_on(mover.as_bytes(), 5));
         assert!(!state.arrives_on(stayer.as_bytes(), 1));
@@ -1150,7 +1153,7 @@ mod tests {
         }
         let topics = vec!["invoices".to_owned()];
         assert_eq!(
-            state.limits([3, 7, 11], &topics, 12),
+            state.limits([3, 7, 11], &topics, 12, |_| false),
             vec![
                 ("invoices".to_owned(), 3, 40),
                 ("invoices".to_owned(), 7, 40),

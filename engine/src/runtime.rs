@@ -2257,10 +2257,6 @@ where
     }
 }
 
-/// Runs a librdkafka or RocksDB call that blocks (a transaction step, a committed-offsets
-/// fetch, a restore) so that it holds up only its own runtime: on a multi-threaded tokio
-/// runtime the worker's other tasks move to another thread meanwhile. (A current-thread
-/// runtime, as in-process tests use, has no other thread to move them to.)
 /// Sleeps until `at` (for ever if none: a `select!` branch guarded on it being some).
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -2269,6 +2265,10 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Runs a librdkafka or RocksDB call that blocks (a transaction step, a committed-offsets
+/// fetch, a restore) so that it holds up only its own runtime: on a multi-threaded tokio
+/// runtime the worker's other tasks move to another thread meanwhile. (A current-thread
+/// runtime, as in-process tests use, has no other thread to move them to.)
 fn blocking<R>(call: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {

@@ -114,10 +114,15 @@ pub fn traceparent(span: &SpanContext) -> String {
         .unwrap_or_default()
 }
 
+/// A record's own `traceparent`, if valid.
+pub fn traceparent_of(headers: &[(String, Vec<u8>)]) -> Option<String> {
+    context_of(headers).map(|span| traceparent(&span))
+}
+
 /// The traces a record carries: its own `traceparent` (if valid) and then its links (each
 /// valid one), each once.
 pub fn carried(headers: &[(String, Vec<u8>)]) -> Vec<String> {
-    let mut traces: Vec<String> = context_of(headers).iter().map(traceparent).collect();
+    let mut traces: Vec<String> = traceparent_of(headers).into_iter().collect();
     for link in links_of(headers) {
         if !traces.contains(&link) {
             traces.push(link);

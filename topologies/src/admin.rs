@@ -194,7 +194,8 @@ pub fn plan_growth(
 }
 
 /// Carries out the growth `report` planned (ADR 0025): for each topology, the growth and its
-/// inputs' backlog ends go to its growth log, and its changelog grows if it exists; then every other P2P topic grows, and the inputs last, so that a runtime that sees
+/// inputs' backlog ends go to its growth log, and its changelog grows if it exists; then
+/// every other P2P topic grows, and the inputs last, so that a runtime that sees
 /// them grown finds everything else ready. Refused while a growth is under way. A crash
 /// midway is completed by running it again. The topics grown, in order.
 pub async fn carry_out_growth(

@@ -465,8 +465,8 @@ impl MatchProcessor {
         let mut state = working.load(&key, org, decoded.input.po())?;
         // The PO keeps its issue event's trace: its invoices' outcomes link to it (ADR 0027).
         if let MatchInput::PurchaseOrder(PurchaseOrderEvent::Issued(_)) = &decoded.input {
-            if let Some(span) = p2p_engine::trace::context_of(&record.headers) {
-                state.keep_trace(p2p_engine::trace::traceparent(&span));
+            if let Some(trace) = p2p_engine::trace::traceparent_of(&record.headers) {
+                state.keep_trace(trace);
             }
         }
         // The supplier whose tolerance keys narrow the org's: the invoice's, or for what
