@@ -63,7 +63,9 @@ pub async fn through_the_bank(
     ] {
         cluster.create_topic(topic, 1, 1)?;
     }
-    let webhook = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    // Bound now and handed to the connector, so the address the bank posts to stays ours.
+    let webhook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let webhook = webhook_listener.local_addr()?;
     let bank_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bank_url = format!("http://{}", bank_listener.local_addr()?);
     let bank = tokio::spawn(bank_sim::serve(
@@ -99,7 +101,7 @@ pub async fn through_the_bank(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    let connector = tokio::spawn(connector::run(config, until_stopped()));
+    let connector = tokio::spawn(connector::run_on(config, webhook_listener, until_stopped()));
     // The payment and procurement topologies again, from where they stopped, to take the
     // bank's statuses: payments remitted and settled, POs paid and closed.
     let payment = Runtime::new(

@@ -326,9 +326,23 @@ pub enum ReportRefused {
     Stopping,
 }
 
-/// Runs the connector until `stop` resolves.
+/// Runs the connector until `stop` resolves, serving its webhook on `config.listen`.
 pub async fn run(
     config: ConnectorConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    run_on(config, listener, stop).await
+}
+
+/// Runs the connector until `stop` resolves, serving its webhook on a listener bound by the
+/// caller: one that had to name the address before the connector started (to a bank, say)
+/// keeps it from being taken meanwhile. `config.listen` is not used.
+pub async fn run_on(
+    config: ConnectorConfig,
+    listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = ConnectorMetrics::new()?;
@@ -370,9 +384,6 @@ pub async fn run(
             metrics.clone(),
         )));
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     match &config.webhook_tls {
         None => {

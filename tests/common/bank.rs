@@ -66,11 +66,25 @@ pub fn connector_id(test: &str) -> String {
     format!("{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
+/// An address the connector under test can listen on once the test has named it to the
+/// simulated bank. It lies below the kernel's ephemeral range: a port picked by `bind(0)`
+/// and let go was once taken, between the pick and the connector's bind, by the source port
+/// of one of the many outbound connections the tests' Kafka clients open ("Address already
+/// in use"). Below that range only another explicit bind can take it.
 pub fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use rand::Rng;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(10_000..low.max(10_001));
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port between 10000 and {low}")
 }
 
 pub fn config(topics: &Topics, id: &str, listen: SocketAddr, bank_url: &str) -> ConnectorConfig {
