@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use p2p_avro::Codec;
 use p2p_processors::Tolerance;
 use p2p_state::StateMemory;
+use p2p_topologies::spans::SpanExport;
 use p2p_topologies::{Clock, Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -73,9 +74,15 @@ pub struct PipelineConfig {
     /// --clock-offset` sets it too. Event times are what records say, untouched.
     #[serde(default, deserialize_with = "clock_offset")]
     pub clock_offset: Clock,
+    /// Spans exported over OTLP (ADR 0027); records carry their trace context either way.
+    #[serde(default)]
+    pub tracing: p2p_topologies::spans::TracingSection,
     /// The budget itself, made once and shared by every topology's store.
     #[serde(skip)]
     state_memory: std::sync::OnceLock<StateMemory>,
+    /// The span exporter of `[tracing]`, made once at load and shared by every topology.
+    #[serde(skip)]
+    pub spans: Option<SpanExport>,
 }
 
 fn clock_offset<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Clock, D::Error> {
@@ -169,6 +176,10 @@ impl PipelineConfig {
         if config.workers == 0 {
             bail!("{}: workers is 0, at least 1 is needed", path.display());
         }
+        config.spans = config
+            .tracing
+            .export("p2p-pipeline", &config.instance_id)
+            .with_context(|| path.display().to_string())?;
         if config.state_memory_mib < MIN_STATE_MEMORY_MIB {
             bail!(
                 "{}: state_memory_mib is {}, at least {MIN_STATE_MEMORY_MIB} is needed",
@@ -201,6 +212,7 @@ impl PipelineConfig {
         config.instance_id = self.instance_id.clone();
         config.clock = self.clock_offset;
         config.workers = self.workers.max(1);
+        config.spans = self.spans.clone();
         config.static_membership = self.static_membership;
         config.leave_group_on_stop = self.leave_group_on_stop;
         config.state_memory = self
@@ -295,6 +307,34 @@ mod tests {
 
     const MINIMAL: &str =
         "state_dir = \"/tmp/p2p\"\n[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:9092\"\n";
+
+    #[test]
+    fn tracing_exports_spans_from_every_topology_only_to_an_http_collector() {
+        let none = load(MINIMAL).unwrap();
+        assert!(
+            none.runtime_config("match").spans.is_none(),
+            "no spans unasked"
+        );
+        let traced = load(&format!(
+            "{MINIMAL}[tracing]\notlp_endpoint = \"http://otel-collector:4318\"\n"
+        ))
+        .unwrap();
+        for topology in ["match", "procurement", "payment"] {
+            assert!(
+                traced.runtime_config(topology).spans.is_some(),
+                "{topology}"
+            );
+        }
+        let wrong = load(&format!(
+            "{MINIMAL}[tracing]\notlp_endpoint = \"otel-collector:4317\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{wrong:#}")
+                .contains("otlp_endpoint \"otel-collector:4317\" is not an http(s) URL"),
+            "{wrong:#}"
+        );
+    }
 
     #[test]
     fn every_topology_gets_the_one_state_memory_budget_the_file_sets() {

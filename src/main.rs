@@ -254,6 +254,10 @@ async fn main() -> anyhow::Result<()> {
                 joined(tokio::spawn(procurement.run(until_stopped()))),
                 joined(tokio::spawn(payment.run(until_stopped())))
             )?;
+            if let Some(spans) = config.spans.clone() {
+                // The spans of the last batches, before the process ends.
+                let _ = tokio::task::spawn_blocking(move || spans.flush()).await;
+            }
             tracing::info!(match_stats = ?matched, procurement_stats = ?procured, payment_stats = ?paid, "stopped");
             Ok(())
         }

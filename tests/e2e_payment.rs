@@ -2000,3 +2000,186 @@ async fn an_invoices_trace_goes_on_to_its_payment_and_a_run_starts_its_own() {
     assert!(links.contains(&own), "{links:?}");
     assert!(links.contains(&po_link.to_owned()), "{links:?}");
 }
+
+/// Issue 28, item 5: one PO followed from its ERP to the bank's file, both ways an operator
+/// would: by the trace context its records carry, and by the spans the three topologies and
+/// the bank connector export over OTLP (to a receiver decoding the protocol's own messages).
+/// The PO's trace is the ERP's; its invoice comes without one (most ERPs send none), so the
+/// match starts the invoice's trace and links it to the PO's; the payment continues the
+/// invoice's; the run that pays it starts its own, linked to both; the connector's send of
+/// the run's file is a span of the run's trace, and the bank is told so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_po_s_trace_is_followed_from_the_erp_through_three_topologies_to_the_bank_file() {
+    use common::bank;
+    use common::otlp::{Collector, ReceivedSpan};
+    use p2p_topologies::spans::{OtlpConfig, SpanExport};
+
+    let collector = Collector::start().await;
+    let spans = SpanExport::otlp(&OtlpConfig {
+        endpoint: collector.endpoint.clone(),
+        service: "p2p-pipeline".into(),
+        instance: "test".into(),
+    })
+    .expect("an OTLP exporter");
+    let topics = TestTopics::create("traced", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let listen = bank::free_port();
+    let the_bank = bank::Bank::start(format!("http://{listen}/pain002"), 0).await;
+    let mut connector_config = bank::config(
+        &topics,
+        &bank::connector_id("traced"),
+        listen,
+        &the_bank.url,
+    );
+    connector_config.tracing.otlp_endpoint = Some(collector.endpoint.clone());
+    let connector = bank::start(connector_config);
+    let procurement = Pipeline::procurement_traced(&topics, codec.clone(), Some(spans.clone()));
+    let matching = Pipeline::start_traced(&topics, codec.clone(), spans.clone());
+    let payments = Pipeline::payment_traced(
+        &topics,
+        codec.clone(),
+        p2p_topologies::Clock::WALL,
+        Some(spans.clone()),
+    );
+
+    let po = PurchaseOrderIssued {
+        org: org.clone(),
+        po: PurchaseOrderId::parse("4500077001").unwrap(),
+        supplier: supplier.supplier.clone(),
+        currency: eur(),
+        lines: vec![PurchaseOrderLine {
+            line: LineNumber::new(1).unwrap(),
+            description: "pallets".into(),
+            quantity: Quantity::new(dec!(10)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
+            receipt_required: true,
+            inspection_required: false,
+        }],
+        requisition: None,
+    };
+    let (po_trace_id, po_span_id) = ("7c1e5a3b9d2f4e6a8b0c1d2e3f4a5b6c", "0f1e2d3c4b5a6978");
+    let po_trace = format!("00-{po_trace_id}-{po_span_id}-01");
+    tx.issue_traced(&po, &po_trace).await;
+    tx.received_in_full_as(&po, GoodsReceiptId::parse("5000077001").unwrap())
+        .await;
+    let invoice = invoice_for(&po, dec!(10));
+    tx.invoice(&invoice).await;
+    wait_until(&topics, &codec, "the invoice's payment settled", |s| {
+        s.kinds(&invoice.invoice)
+            .last()
+            .is_some_and(|k| k.0 == ScheduleEventKind::Settled)
+    })
+    .await;
+    connector.stop().await;
+    payments.stop().await;
+    matching.stop().await;
+    procurement.stop().await;
+    let flushing = spans.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .unwrap();
+
+    // The headers: the run's instruction links to the PO's trace, and the bank was sent its
+    // file in the run's trace.
+    let instruction = &read_topic(
+        &kafka(),
+        &topics.payment_instructions,
+        Duration::from_secs(30),
+    )
+    .unwrap()[0];
+    let headers = p2p_topologies::record::InputRecord::of(instruction).headers;
+    assert!(
+        p2p_topologies::trace::links_of(&headers).contains(&po_trace),
+        "the run links to the PO's trace: {headers:?}"
+    );
+    let (run_trace_id, run_span_id) = trace_of(instruction).expect("the run's trace");
+    let at_the_bank = the_bank.state().await;
+    assert_eq!(at_the_bank.traces.len(), 1, "{at_the_bank:#?}");
+    let sent_in = at_the_bank.traces.values().next().unwrap();
+    assert_eq!(
+        sent_in.split('-').nth(1),
+        Some(run_trace_id.as_str()),
+        "the file went in the run's trace"
+    );
+
+    // The spans.
+    let received = poll(
+        "the connector's span",
+        || async { collector.spans() },
+        |spans| spans.iter().any(|s| s.service == "p2p-bank-connector"),
+    )
+    .await;
+    let find = |what: &str, holds: &dyn Fn(&ReceivedSpan) -> bool| -> ReceivedSpan {
+        received
+            .iter()
+            .find(|s| holds(s))
+            .cloned()
+            .unwrap_or_else(|| panic!("no span {what} among {received:#?}"))
+    };
+    // The procurement decides the PO (its status); the match only keeps it, so it has no
+    // decision of its own until the invoice comes.
+    let issued = find("of the procurement taking the PO", &|s| {
+        s.name == format!("procurement process {}", topics.po_events)
+    });
+    assert_eq!(issued.trace_id, po_trace_id, "in the ERP's trace");
+    assert_eq!(issued.parent_span_id, po_span_id, "under the ERP's span");
+    assert_eq!(
+        issued.attribute("messaging.kafka.message.key"),
+        Some(org.as_str())
+    );
+    let batch = find("of the procurement's batch", &|s| {
+        issued
+            .links
+            .contains(&(s.trace_id.clone(), s.span_id.clone()))
+    });
+    assert_eq!(batch.name, "procurement batch", "linked to its batch");
+    let matched = find("of the match deciding the invoice", &|s| {
+        s.attribute("p2p.topology") == Some("match")
+            && s.attribute("p2p.output.topics")
+                .is_some_and(|t| t.contains(&topics.invoice_matched))
+    });
+    assert!(
+        matched.links_to(&po_trace),
+        "linked to the PO's: {matched:#?}"
+    );
+    let scheduled = find("of the payment scheduling the invoice", &|s| {
+        s.name == format!("payment process {}", topics.invoice_matched)
+    });
+    assert_eq!(
+        (&scheduled.trace_id, &scheduled.parent_span_id),
+        (&matched.trace_id, &matched.span_id),
+        "the payment continues the match's decision"
+    );
+    let released = find("of the run released", &|s| {
+        s.name == "payment timer" && s.trace_id == run_trace_id
+    });
+    assert_eq!(
+        released.span_id, run_span_id,
+        "the instruction names the run's span"
+    );
+    assert!(released.links_to(&po_trace), "{released:#?}");
+    assert!(
+        released
+            .links
+            .iter()
+            .any(|(trace, _)| *trace == matched.trace_id),
+        "the run links to its invoice's trace: {released:#?}"
+    );
+    let sent = find("of the file sent", &|s| s.service == "p2p-bank-connector");
+    assert_eq!(sent.name, "send pain.001 to simulated-bank");
+    assert_eq!(
+        (&sent.trace_id, &sent.parent_span_id),
+        (&run_trace_id, &run_span_id),
+        "the send is a span of the run's"
+    );
+    assert_eq!(sent.attribute("p2p.answer"), Some("acknowledged"));
+    assert_eq!(
+        sent_in.split('-').nth(2),
+        Some(sent.span_id.as_str()),
+        "the bank is told the send's span"
+    );
+}

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{
-    kafka, pipeline_toml, registry_codec, state_left_behind, wait_for, Pipeline, TestTopics,
+    kafka, pipeline_toml, registry_codec, state_left_behind, wait_for_planted, Pipeline, TestTopics,
 };
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
@@ -74,10 +74,7 @@ async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is
         .expect("the stream is produced");
     // The match as the configuration's pipeline runs it: its changelog is the one planned.
     let pipeline = Pipeline::start_as(&format!("{app}-match"), &topics, codec.clone());
-    wait_for(&topics, &codec, "every invoice as planted", |o| {
-        audit(&scenario.planted, o).passed()
-    })
-    .await;
+    wait_for_planted(&topics, &codec, &scenario.planted).await;
     pipeline.stop().await;
 
     let changelog = format!("{app}-match-match-changelog");
@@ -294,10 +291,7 @@ async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with
     )
     .await
     .expect("the last orgs' records are produced");
-    let observed = wait_for(&topics, &codec, "every invoice as planted", |o| {
-        audit(&scenario.planted, o).passed()
-    })
-    .await;
+    let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
     // The generator's undecodable records are dead-lettered as planted; nothing for its
     // partition.
     let misplaced: Vec<_> = observed
@@ -421,10 +415,7 @@ async fn an_org_decided_after_a_growth_keeps_its_state_when_the_instance_that_mo
     produce_scenario(&fresh, &codec, &topics, &rest)
         .await
         .expect("the moving orgs' later records are produced");
-    let observed = wait_for(&topics, &codec, "every invoice as planted", |o| {
-        audit(&scenario.planted, o).passed()
-    })
-    .await;
+    let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
     assert!(audit(&scenario.planted, &observed).passed());
     pipeline.stop().await;
 }
@@ -462,10 +453,7 @@ async fn an_instance_started_mid_growth_waits_until_every_input_has_grown() {
     produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &scenario)
         .await
         .expect("the stream is produced, by 8 partitions");
-    wait_for(&topics, &codec, "every invoice as planted", |o| {
-        audit(&scenario.planted, o).passed()
-    })
-    .await;
+    wait_for_planted(&topics, &codec, &scenario.planted).await;
     pipeline.stop().await;
 }
 
@@ -507,10 +495,7 @@ async fn an_instance_back_from_a_crash_on_its_share_from_before_a_growth_takes_t
     produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &moving)
         .await
         .expect("the moving orgs' records are produced");
-    let observed = wait_for(&topics, &codec, "every invoice as planted", |o| {
-        audit(&scenario.planted, o).passed()
-    })
-    .await;
+    let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
     assert!(audit(&scenario.planted, &observed).passed());
     pipeline.stop().await;
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{kafka, poll, registry_codec, wait_for, Pipeline, TestTopics, PATIENCE};
+use common::{kafka, poll, registry_codec, wait_for_planted, Pipeline, TestTopics, PATIENCE};
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
 use p2p_loadtest::produce::{erp_producer, produce_scenario};
@@ -115,10 +115,7 @@ async fn a_restore_longer_than_the_poll_interval_keeps_the_group_and_decides_the
     produce_scenario(&erp_producer(&kafka).unwrap(), &codec, &topics, &scenario)
         .await
         .expect("produced");
-    let observed = wait_for(&topics, &codec, "every invoice as planted", |o| {
-        audit(&scenario.planted, o).passed()
-    })
-    .await;
+    let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
     assert!(audit(&scenario.planted, &observed).passed());
     // The member kept its partitions throughout: no rebalance took them (one that leaves
     // its group for not polling gives them up, and restores again when it rejoins).

@@ -24,6 +24,8 @@ use p2p_processors::{EventTime, InvoiceId, OrgId};
 use p2p_topologies::admin::{client_config, producer_config, read_topic};
 use p2p_topologies::dlq::{dead_letter, DlqReason};
 use p2p_topologies::record::{InputRecord, OutputRecord};
+use p2p_topologies::spans::{SpanExport, TracingSection};
+use p2p_topologies::trace;
 use p2p_topologies::KafkaProperties;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -64,6 +66,10 @@ pub struct ConnectorConfig {
     /// file is read, then moved to `done/` or, refused, to `refused/` with its reason beside.
     pub inbox_dir: Option<PathBuf>,
     pub banks: Vec<BankConfig>,
+    /// Spans of each send of a file to its bank, in its run's trace, exported over OTLP
+    /// (ADR 0027).
+    #[serde(default)]
+    pub tracing: TracingSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +137,7 @@ impl ConnectorConfig {
             webhook_tls: None,
             inbox_dir: None,
             banks,
+            tracing: TracingSection::default(),
         }
     }
 
@@ -283,7 +290,7 @@ struct Job {
     run_id: String,
     msg_id: String,
     file: String,
-    /// The run's `traceparent`, sent with the file.
+    /// The run's `traceparent`: each send of the file is a span under it, named to the bank.
     trace: Option<String>,
 }
 
@@ -345,6 +352,9 @@ pub async fn run_on(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let spans = config
+        .tracing
+        .export("p2p-bank-connector", &config.connector_id)?;
     let metrics = ConnectorMetrics::new()?;
     metrics.declare_banks(config.banks.iter().map(|bank| bank.name.as_str()));
     let codec = config.codec()?;
@@ -382,6 +392,7 @@ pub async fn run_on(
             jobs_in,
             commands.clone(),
             metrics.clone(),
+            spans.clone(),
         )));
     }
     let addr = listener.local_addr()?;
@@ -433,6 +444,10 @@ pub async fn run_on(
     drop(commands);
     let result = owner.run(commands_in, stop).await;
     drop(tasks);
+    if let Some(spans) = spans {
+        // The spans of the last sends, before the connector ends.
+        let _ = tokio::task::spawn_blocking(move || spans.flush()).await;
+    }
     result
 }
 
@@ -972,6 +987,7 @@ async fn bank_sender(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     ledger: mpsc::Sender<Command>,
     metrics: ConnectorMetrics,
+    spans: Option<SpanExport>,
 ) {
     let mut breaker = Breaker::new(bank.breaker.clone());
     let label = [bank.name.as_str()];
@@ -988,6 +1004,9 @@ async fn bank_sender(
     show(&breaker);
     while let Some(job) = jobs.recv().await {
         let started = Instant::now();
+        let run_span = job.trace.as_deref().and_then(|traceparent| {
+            trace::context_of(&[(trace::TRACEPARENT.to_owned(), traceparent.into())])
+        });
         let mut attempts = 0u32;
         let outcome = loop {
             if let Err(wait) = breaker.permit(Instant::now()) {
@@ -997,10 +1016,28 @@ async fn bank_sender(
             show(&breaker);
             attempts += 1;
             metrics.files_sent.with_label_values(&label).inc();
-            match client
-                .send(&job.msg_id, &job.file, job.trace.as_deref())
-                .await
-            {
+            // Each send is a span of the run's trace, and the request names it as its
+            // parent: what the bank traces hangs under it.
+            let attempt_span = trace::child_of(run_span.as_ref());
+            let sent_at = std::time::SystemTime::now();
+            let outcome = client
+                .send(
+                    &job.msg_id,
+                    &job.file,
+                    Some(&trace::traceparent(&attempt_span)),
+                )
+                .await;
+            if let Some(spans) = &spans {
+                spans.export(send_span(
+                    spans,
+                    (&bank.name, &job, attempts),
+                    &outcome,
+                    attempt_span,
+                    run_span.as_ref(),
+                    sent_at,
+                ));
+            }
+            match outcome {
                 Outcome::Transient { reason } => {
                     breaker.failed(Instant::now());
                     show(&breaker);
@@ -1033,6 +1070,40 @@ async fn bank_sender(
             return;
         }
     }
+}
+
+/// The span of one send of `job`'s file to `bank` (its `attempt`-th), with what came of it.
+fn send_span(
+    spans: &SpanExport,
+    (bank, job, attempt): (&str, &Job, u32),
+    outcome: &Outcome,
+    span: opentelemetry::trace::SpanContext,
+    run_span: Option<&opentelemetry::trace::SpanContext>,
+    sent_at: std::time::SystemTime,
+) -> opentelemetry_sdk::trace::SpanData {
+    use opentelemetry::trace::{SpanKind, Status};
+    use opentelemetry::KeyValue;
+    let mut data = spans.span(
+        format!("send pain.001 to {bank}"),
+        SpanKind::Client,
+        span,
+        run_span,
+        sent_at,
+    );
+    let (answer, status) = match outcome {
+        Outcome::Acknowledged { .. } => ("acknowledged", Status::Ok),
+        Outcome::Rejected { reason } => ("rejected", Status::error(reason.clone())),
+        Outcome::Transient { reason } => ("transient", Status::error(reason.clone())),
+    };
+    data.status = status;
+    data.attributes = vec![
+        KeyValue::new("p2p.bank", bank.to_owned()),
+        KeyValue::new("p2p.run_id", job.run_id.clone()),
+        KeyValue::new("p2p.pain001.msg_id", job.msg_id.clone()),
+        KeyValue::new("p2p.attempt", i64::from(attempt)),
+        KeyValue::new("p2p.answer", answer),
+    ];
+    data
 }
 
 async fn serve_webhook<L>(listener: L, ledger: mpsc::Sender<Command>, metrics: ConnectorMetrics)

@@ -60,6 +60,9 @@ pub struct RuntimeConfig {
     /// Workers side by side, each with a share of the partitions (ADR 0023). Default: 1.
     /// More workers than partitions leave some idle.
     pub workers: usize,
+    /// Where the spans of committed batches and their decisions go (ADR 0027); none: no
+    /// spans, though records carry their trace context either way.
+    pub spans: Option<crate::spans::SpanExport>,
 }
 
 /// The time the runtime hands its topologies: the wall clock plus an offset, so that a trial
@@ -164,6 +167,7 @@ impl RuntimeConfig {
             state_memory: StateMemory::process_default(),
             clock: Clock::WALL,
             workers: default_workers(),
+            spans: None,
         }
     }
 

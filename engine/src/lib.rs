@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod record;
 pub mod runtime;
+pub mod spans;
 pub mod stats;
 pub mod topology;
 pub mod trace;

@@ -1516,7 +1516,8 @@ impl<T: Topology> Worker<T> {
             );
         }
         // What no input caused (a timer's output: a payment run released) starts a trace.
-        crate::trace::continue_on(&mut output.records, None);
+        let started_traces = crate::trace::start_each(&mut output.records, 0);
+        output.decisions.extend(started_traces);
         let processed = Instant::now();
         if let Some((topic, partitions)) = &self.changelog {
             let forwarded: Vec<(&InputRecord, i32)> =
@@ -1549,6 +1550,7 @@ impl<T: Topology> Worker<T> {
         }
 
         let committed_records = output.records.len();
+        self.export_spans(batch, &output.records, output.decisions, started);
         if batch.is_empty() {
             self.report(&stats, batch, committed_records, (started, processed));
             return Ok(());
@@ -1649,8 +1651,29 @@ impl<T: Topology> Worker<T> {
         for record in &output.records {
             stats.count_out(&record.topic);
         }
+        self.export_spans(batch, &output.records, output.decisions, started);
         self.report(&stats, batch, committed_records, (started, processed));
         Ok(())
+    }
+
+    /// The spans of a batch that committed, if they are exported.
+    fn export_spans(
+        &self,
+        batch: &[InputRecord],
+        outputs: &[crate::record::OutputRecord],
+        decisions: Vec<crate::spans::Decision>,
+        started: Instant,
+    ) {
+        if let Some(spans) = &self.config.spans {
+            spans.committed_batch(
+                self.topology.name(),
+                &self.config.application_id,
+                batch,
+                outputs,
+                decisions,
+                started.elapsed(),
+            );
+        }
     }
 
     /// What a transaction that failed at `error` leaves: aborted (and the abort done), or

@@ -31,6 +31,8 @@ pub struct BatchOutput {
     pub records: Vec<OutputRecord>,
     pub state: StoreBatch,
     pub stats: StatsSnapshot,
+    /// The decisions behind `records`, for their spans (only when spans are exported).
+    pub decisions: Vec<crate::spans::Decision>,
 }
 
 impl BatchOutput {
@@ -49,9 +51,10 @@ impl BatchOutput {
     }
 
     /// Gives the records produced since the first `produced_before` the event time and the
-    /// trace of `input`, the record they came of (those that have their own keep it): each a
-    /// span of the input's trace, or of one started for the input if it carries none, so
-    /// that what one input caused is one trace (ADR 0027).
+    /// trace of `input`, the record they came of (those that have their own keep it): one
+    /// span of the input's trace, the decision's, or of a trace started for the input if it
+    /// carries none, so that what one input caused is one trace (ADR 0027). The decision is
+    /// noted for export if spans are wanted.
     pub fn stamp_since(&mut self, produced_before: usize, input: &InputRecord) {
         let produced = &mut self.records[produced_before..];
         if produced.is_empty() {
@@ -60,9 +63,17 @@ impl BatchOutput {
         for record in produced.iter_mut() {
             record.timestamp = record.timestamp.or(input.timestamp);
         }
-        let parent = crate::trace::context_of(&input.headers)
-            .unwrap_or_else(|| crate::trace::child_of(None));
-        crate::trace::continue_on(produced, Some(&parent));
+        let parent = crate::trace::context_of(&input.headers);
+        let span = crate::trace::child_of(parent.as_ref());
+        crate::trace::carry(produced, &span);
+        if crate::spans::wanted() {
+            self.decisions.push(crate::spans::Decision {
+                span,
+                parent,
+                input: Some(crate::spans::DecidedOn::of(input)),
+                outputs: produced_before..self.records.len(),
+            });
+        }
     }
 }
 

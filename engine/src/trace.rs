@@ -167,19 +167,44 @@ pub fn add_links<'a>(
     headers.push((LINKS.to_owned(), all.join(",").into_bytes()));
 }
 
-/// Gives each of `records` that has no trace yet a span under `parent` (the input they came
-/// of), or, without a parent, a trace of its own each.
-pub fn continue_on(records: &mut [OutputRecord], parent: Option<&SpanContext>) {
+/// Gives each of `records` that has no trace yet `span`: the decision that produced them.
+pub fn carry(records: &mut [OutputRecord], span: &SpanContext) {
     for record in records {
-        if record
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
-        {
+        if !has_trace(record) {
+            write(span, &mut record.headers);
+        }
+    }
+}
+
+/// Starts a trace for each of `records` that has none (a timer's output: no input caused
+/// it), and names the decisions so taken (`first` is the index of `records[0]` among the
+/// batch's outputs) if spans are wanted.
+pub fn start_each(records: &mut [OutputRecord], first: usize) -> Vec<crate::spans::Decision> {
+    let wanted = crate::spans::wanted();
+    let mut decisions = Vec::new();
+    for (i, record) in records.iter_mut().enumerate() {
+        if has_trace(record) {
             continue;
         }
-        write(&child_of(parent), &mut record.headers);
+        let span = child_of(None);
+        write(&span, &mut record.headers);
+        if wanted {
+            decisions.push(crate::spans::Decision {
+                span,
+                parent: None,
+                input: None,
+                outputs: first + i..first + i + 1,
+            });
+        }
     }
+    decisions
+}
+
+fn has_trace(record: &OutputRecord) -> bool {
+    record
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
 }
 
 #[cfg(test)]
@@ -207,14 +232,14 @@ mod tests {
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
-    fn an_output_carries_its_inputs_trace_under_a_span_of_its_own() {
+    fn the_outputs_of_an_input_carry_its_trace_under_one_span_of_their_own() {
         let input = vec![
             ("traceparent".to_owned(), PARENT.as_bytes().to_vec()),
             ("tracestate".to_owned(), b"erp=sap".to_vec()),
         ];
         let parent = context_of(&input).expect("a valid traceparent");
         let mut records = vec![output(), output()];
-        continue_on(&mut records, Some(&parent));
+        carry(&mut records, &child_of(Some(&parent)));
         let mut spans = Vec::new();
         for record in &records {
             let traceparent = header(&record.headers, TRACEPARENT).expect("a traceparent");
@@ -233,7 +258,7 @@ mod tests {
             assert_eq!(header(&record.headers, "p2p.schema").as_deref(), Some("x"));
             spans.push(parts[2].to_owned());
         }
-        assert_ne!(spans[0], spans[1], "each output is a span of its own");
+        assert_eq!(spans[0], spans[1], "one decision, one span");
     }
 
     #[test]
@@ -277,7 +302,12 @@ mod tests {
         records[1]
             .headers
             .push(("traceparent".to_owned(), PARENT.as_bytes().to_vec()));
-        continue_on(&mut records, None);
+        let decisions = start_each(&mut records, 3);
+        // Noted only if another test made spans wanted (the flag is the process's): then as
+        // the one started, the batch's output 3.
+        assert!(decisions
+            .iter()
+            .all(|d| d.outputs == (3..4) && d.parent.is_none()));
         let started = context_of(&records[0].headers).expect("a trace started");
         assert_ne!(
             started.trace_id().to_string(),

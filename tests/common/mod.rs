@@ -7,11 +7,13 @@
 use p2p_avro::Codec;
 use p2p_loadtest::audit::{read_outputs, Observed};
 use p2p_topologies::admin::{create_topics, delete_topics};
+use p2p_topologies::spans::SpanExport;
 use p2p_topologies::{
     KafkaProperties, MatchConfig, MatchProcessor, MatchRuntime, PaymentProcessor,
     ProcurementProcessor, Runtime, RuntimeConfig, Topics, Topology,
 };
 pub mod bank;
+pub mod otlp;
 
 use std::path::Path;
 use std::process::Command;
@@ -209,12 +211,33 @@ impl Pipeline {
         MatchRuntime::for_match(config, codec).expect("runtime starts")
     }
 
+    /// The match topology, exporting its spans to `spans`.
+    pub fn start_traced(topics: &Topics, codec: Arc<Codec>, spans: SpanExport) -> Pipeline {
+        let state = tempfile::tempdir().expect("temp dir");
+        let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
+        let mut config = MatchConfig::new(&app, kafka(), state.path().to_path_buf());
+        config.topics = topics.clone();
+        config.runtime.spans = Some(spans);
+        let runtime = MatchRuntime::for_match(config, codec).expect("runtime starts");
+        Self::run(runtime, state)
+    }
+
     /// The procurement topology on `topics`, looking for due timers every 100 ms.
     pub fn procurement(topics: &Topics, codec: Arc<Codec>) -> Pipeline {
+        Self::procurement_traced(topics, codec, None)
+    }
+
+    /// The procurement topology, exporting its spans to `spans` if given.
+    pub fn procurement_traced(
+        topics: &Topics,
+        codec: Arc<Codec>,
+        spans: Option<SpanExport>,
+    ) -> Pipeline {
         let state = tempfile::tempdir().expect("temp dir");
         let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
         let mut config = RuntimeConfig::new(&app, kafka(), state.path().to_path_buf());
         config.timer_interval = Duration::from_millis(100);
+        config.spans = spans;
         let processor = ProcurementProcessor::new(topics.clone(), codec);
         let runtime = Runtime::new(config, processor).expect("runtime starts");
         Self::run(runtime, state)
@@ -231,11 +254,22 @@ impl Pipeline {
         codec: Arc<Codec>,
         clock: p2p_topologies::Clock,
     ) -> Pipeline {
+        Self::payment_traced(topics, codec, clock, None)
+    }
+
+    /// The payment topology, its runs due by `clock`, exporting its spans to `spans` if given.
+    pub fn payment_traced(
+        topics: &Topics,
+        codec: Arc<Codec>,
+        clock: p2p_topologies::Clock,
+        spans: Option<SpanExport>,
+    ) -> Pipeline {
         let state = tempfile::tempdir().expect("temp dir");
         let app = format!("p2p-test-{}", uuid::Uuid::new_v4().simple());
         let mut config = RuntimeConfig::new(&app, kafka(), state.path().to_path_buf());
         config.timer_interval = Duration::from_millis(100);
         config.clock = clock;
+        config.spans = spans;
         let processor = PaymentProcessor::new(topics.clone(), codec);
         let runtime = Runtime::new(config, processor).expect("runtime starts");
         Self::run(runtime, state)
@@ -309,6 +343,46 @@ pub async fn poll<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
         Ok(reading) => reading,
         Err(_) => panic!("timed out waiting for {what}; last saw {last:#?}"),
     }
+}
+
+/// Reads the outputs until every invoice of `planted` is decided as planted (the audit
+/// passes), and returns them. A timeout names what the audit disagrees with, not the whole
+/// reading: that is what a failure is read for.
+pub async fn wait_for_planted(
+    topics: &Topics,
+    codec: &Codec,
+    planted: &[(p2p_processors::InvoiceId, p2p_loadtest::generator::Planted)],
+) -> Observed {
+    struct Audited(Result<Observed, String>, Vec<String>);
+    impl std::fmt::Debug for Audited {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match &self.0 {
+                Err(error) => write!(f, "no reading: {error}"),
+                Ok(observed) => write!(
+                    f,
+                    "{} disagreement(s) with the plan, {} dead letter(s): {:#?}",
+                    self.1.len(),
+                    observed.dead_letters.len(),
+                    self.1
+                ),
+            }
+        }
+    }
+    let read = || async {
+        let observed = read_outputs(&kafka(), codec, topics, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string());
+        let disagreements = observed.as_ref().map_or_else(
+            |_| Vec::new(),
+            |o| p2p_loadtest::audit::audit(planted, o).disagreements,
+        );
+        Audited(observed, disagreements)
+    };
+    let audited = poll("every invoice as planted", read, |a| {
+        a.0.is_ok() && a.1.is_empty()
+    })
+    .await;
+    audited.0.expect("done only holds for a reading")
 }
 
 /// Reads the outputs until `done` holds for them. Right after topic creation a busy broker may

@@ -15,7 +15,9 @@ mod test_support;
 pub mod topology;
 
 // The engine's modules, where the CLI, the load tests and the tests have always found them.
-pub use p2p_engine::{changelog, cluster, dlq, growth, metrics, record, runtime, stats, trace};
+pub use p2p_engine::{
+    changelog, cluster, dlq, growth, metrics, record, runtime, spans, stats, trace,
+};
 
 pub use config::{Clock, Guarantee, KafkaProperties, MatchConfig, RuntimeConfig, Topics};
 pub use match_topology::{MatchProcessor, MatchRuntime};

@@ -75,6 +75,10 @@ struct OrgPayments {
     whole_queue: WholeRunQueue,
     run_timer: Option<i64>,
     unscheduled: Vec<InvoiceMatched>,
+    /// The traces of the outcomes in `unscheduled` (their own and their links, ADR 0027),
+    /// by invoice, so that their payments keep them once scheduled.
+    #[serde(default)]
+    unscheduled_traces: BTreeMap<InvoiceId, Vec<String>>,
 }
 
 /// A run queue as the layout before ADR 0011 kept it, invoices and all.
@@ -296,9 +300,11 @@ impl PaymentProcessor {
                 // A debtor account may have arrived for invoices that were waiting for one.
                 let mut payments = changes.org_payments(&org, working)?;
                 let waiting = std::mem::take(&mut payments.unscheduled);
+                let mut traces = std::mem::take(&mut payments.unscheduled_traces);
                 changes.org_payments = Some((org.clone(), payments));
                 for matched in waiting {
-                    self.schedule(&matched, &[], Some(&config), working, &mut changes, at)?;
+                    let traces = traces.remove(&matched.invoice).unwrap_or_default();
+                    self.schedule(&matched, &traces, Some(&config), working, &mut changes, at)?;
                 }
             }
             Input::Supplier(org, payee) => {
@@ -421,14 +427,28 @@ impl PaymentProcessor {
             Err(e @ PaymentError::NoDebtorAccount(_)) => {
                 changes.refused(matched, &e.to_string(), at);
                 // Kept once per invoice: its newest match.
-                match payments
+                let newest = match payments
                     .unscheduled
                     .iter_mut()
                     .find(|m| m.invoice == matched.invoice)
                 {
-                    Some(kept) if kept.revision < matched.revision => *kept = matched.clone(),
-                    Some(_) => {}
-                    None => payments.unscheduled.push(matched.clone()),
+                    Some(kept) if kept.revision < matched.revision => {
+                        *kept = matched.clone();
+                        true
+                    }
+                    Some(_) => false,
+                    None => {
+                        payments.unscheduled.push(matched.clone());
+                        true
+                    }
+                };
+                // With its traces, so that its payment keeps them once scheduled.
+                if newest && traces.is_empty() {
+                    payments.unscheduled_traces.remove(&matched.invoice);
+                } else if newest {
+                    payments
+                        .unscheduled_traces
+                        .insert(matched.invoice.clone(), traces.to_vec());
                 }
             }
             Err(e) => changes.refused(matched, &e.to_string(), at),

@@ -460,3 +460,57 @@ fn payments_queued_whole_before_adr_0011_are_paid_by_their_run() {
     assert_eq!(h.runs_at(midnight(due)), 3);
     assert_eq!(h.runs_at(midnight(due) + 2 * DAY_MS), 0);
 }
+
+/// ADR 0027: an invoice matched before its org named a debtor account waits, and its trace
+/// and its links (its PO's) wait with it: the run that pays it once the account is named
+/// links to them, as it would had it been scheduled at once.
+#[test]
+fn an_invoice_that_waited_for_a_debtor_account_keeps_its_traces_until_its_run() {
+    const OUTCOME: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const PO: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut h = Harness::new();
+    let org = OrgId::from_u128(1);
+    h.supplier_with_account(&org);
+    let matched = matched_invoice(1);
+    let topic = h.topics.invoice_matched.clone();
+    let mut record = input_record(
+        &topic,
+        &INVOICE_MATCHED,
+        invoice_matched_value(&matched).unwrap(),
+        &org,
+        100,
+        NOW,
+    );
+    record.headers = vec![
+        ("traceparent".to_owned(), OUTCOME.as_bytes().to_vec()),
+        (crate::trace::LINKS.to_owned(), PO.as_bytes().to_vec()),
+    ];
+    let output = block_on(h.processor.process(&[record], NOW, &h.store)).unwrap();
+    h.store.write(output.state).unwrap();
+    assert!(
+        h.store
+            .get::<Payment>(&payment_key(&org, &matched.invoice))
+            .unwrap()
+            .is_none(),
+        "no debtor account: it waits"
+    );
+
+    h.paying_eur(&org);
+    let payment: Payment = h
+        .store
+        .get(&payment_key(&org, &matched.invoice))
+        .unwrap()
+        .expect("scheduled once the account is named");
+    let due = midnight(payment.next_due().unwrap());
+    let output = block_on(h.processor.process(&[], due, &h.store)).unwrap();
+    let instruction = output
+        .records
+        .iter()
+        .find(|r| r.topic == h.topics.payment_instructions)
+        .expect("the run's instruction");
+    let links = crate::trace::links_of(&instruction.headers);
+    assert!(
+        links.contains(&OUTCOME.to_owned()) && links.contains(&PO.to_owned()),
+        "the run links to the outcome's trace and the PO's: {links:?}"
+    );
+}
