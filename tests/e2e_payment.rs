@@ -696,6 +696,25 @@ async fn received_and_matched(
     (po, invoice)
 }
 
+/// PO `number` (an ERP's own id) for 10 pallets at 100.00 EUR, to be received.
+fn pallets_po(org: &OrgId, supplier: &SupplierId, number: &str) -> PurchaseOrderIssued {
+    PurchaseOrderIssued {
+        org: org.clone(),
+        po: PurchaseOrderId::parse(number).unwrap(),
+        supplier: supplier.clone(),
+        currency: eur(),
+        lines: vec![PurchaseOrderLine {
+            line: LineNumber::new(1).unwrap(),
+            description: "pallets".into(),
+            quantity: Quantity::new(dec!(10)).unwrap(),
+            unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
+            receipt_required: true,
+            inspection_required: false,
+        }],
+        requisition: None,
+    }
+}
+
 /// Waits for `po` to be paid and then closed (version 6 after issue, receipt, invoice).
 async fn until_closed(topics: &Topics, codec: &Codec, po: &PurchaseOrderId) {
     let state_of_po = || async { po_states(topics, codec).await.get(po.as_str()).copied() };
@@ -1248,21 +1267,7 @@ async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
     )
     .await;
 
-    let po = PurchaseOrderIssued {
-        org: org.clone(),
-        po: PurchaseOrderId::parse(number).unwrap(),
-        supplier: supplier.supplier.clone(),
-        currency: eur(),
-        lines: vec![PurchaseOrderLine {
-            line: LineNumber::new(1).unwrap(),
-            description: "pallets".into(),
-            quantity: Quantity::new(dec!(10)).unwrap(),
-            unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
-            receipt_required: true,
-            inspection_required: false,
-        }],
-        requisition: None,
-    };
+    let po = pallets_po(&org, &supplier.supplier, number);
     // First, the same PO under an id with a bell character in it: no ERP's.
     let mut garbled =
         purchase_order_event_value(&PurchaseOrderEvent::Issued(po.clone()), "x", now()).unwrap();
@@ -1297,17 +1302,7 @@ async fn an_sap_system_s_own_ids_go_from_requisition_to_settled_payment() {
     .await;
     let run = &seen.instructions[0];
     assert_eq!(run.org, org);
-    let instruction = &read_topic(
-        &kafka(),
-        &topics.payment_instructions,
-        Duration::from_secs(30),
-    )
-    .unwrap()[0];
-    let headers = p2p_topologies::record::InputRecord::of(instruction).headers;
-    assert!(
-        p2p_topologies::trace::links_of(&headers).contains(&po_trace.to_owned()),
-        "the run links to the PO's trace: {headers:?}"
-    );
+    first_run_linking(&topics, po_trace);
     assert_eq!(run.payments.len(), 1);
     assert_eq!(run.payments[0].invoice, invoice.invoice);
     assert_eq!(run.payments[0].amount, Money::new(dec!(1000.00), eur()));
@@ -1907,6 +1902,23 @@ async fn people_release_accept_and_reject_what_the_match_holds_each_checked_audi
     );
 }
 
+/// The first payment run's instruction, which must link to the trace `po_trace` (ADR 0027).
+fn first_run_linking(topics: &Topics, po_trace: &str) -> rdkafka::message::OwnedMessage {
+    let instruction = read_topic(
+        &kafka(),
+        &topics.payment_instructions,
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .swap_remove(0);
+    let headers = p2p_topologies::record::InputRecord::of(&instruction).headers;
+    assert!(
+        p2p_topologies::trace::links_of(&headers).contains(&po_trace.to_owned()),
+        "the run links to the PO's trace: {headers:?}"
+    );
+    instruction
+}
+
 /// The trace context on a record read back: its `traceparent`'s trace id and span id.
 fn trace_of(message: &rdkafka::message::OwnedMessage) -> Option<(String, String)> {
     let headers = message.headers()?;
@@ -2046,21 +2058,7 @@ async fn a_po_s_trace_is_followed_from_the_erp_through_three_topologies_to_the_b
         Some(spans.clone()),
     );
 
-    let po = PurchaseOrderIssued {
-        org: org.clone(),
-        po: PurchaseOrderId::parse("4500077001").unwrap(),
-        supplier: supplier.supplier.clone(),
-        currency: eur(),
-        lines: vec![PurchaseOrderLine {
-            line: LineNumber::new(1).unwrap(),
-            description: "pallets".into(),
-            quantity: Quantity::new(dec!(10)).unwrap(),
-            unit_price: UnitPrice::new(Money::new(dec!(100.00), eur())).unwrap(),
-            receipt_required: true,
-            inspection_required: false,
-        }],
-        requisition: None,
-    };
+    let po = pallets_po(&org, &supplier.supplier, "4500077001");
     let (po_trace_id, po_span_id) = ("7c1e5a3b9d2f4e6a8b0c1d2e3f4a5b6c", "0f1e2d3c4b5a6978");
     let po_trace = format!("00-{po_trace_id}-{po_span_id}-01");
     tx.issue_traced(&po, &po_trace).await;
@@ -2085,17 +2083,7 @@ async fn a_po_s_trace_is_followed_from_the_erp_through_three_topologies_to_the_b
 
     // The headers: the run's instruction links to the PO's trace, and the bank was sent its
     // file in the run's trace.
-    let instruction = &read_topic(
-        &kafka(),
-        &topics.payment_instructions,
-        Duration::from_secs(30),
-    )
-    .unwrap()[0];
-    let headers = p2p_topologies::record::InputRecord::of(instruction).headers;
-    assert!(
-        p2p_topologies::trace::links_of(&headers).contains(&po_trace),
-        "the run links to the PO's trace: {headers:?}"
-    );
+    let instruction = &first_run_linking(&topics, &po_trace);
     let (run_trace_id, run_span_id) = trace_of(instruction).expect("the run's trace");
     let at_the_bank = the_bank.state().await;
     assert_eq!(at_the_bank.traces.len(), 1, "{at_the_bank:#?}");

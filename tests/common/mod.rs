@@ -277,6 +277,7 @@ impl Pipeline {
 
     /// Runs `runtime` on its state directory `state` (kept as long as the pipeline runs).
     pub fn run<T: Topology>(runtime: Runtime<T>, state: tempfile::TempDir) -> Pipeline {
+        log_to_file();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             runtime
@@ -315,6 +316,29 @@ impl Pipeline {
         let stats = (&mut self.task).await.expect("runtime task");
         (stats, self._state)
     }
+}
+
+/// With `P2P_TEST_LOG=<file>`, the in-process runtimes' logs (`RUST_LOG` filters them, `info`
+/// by default) go to that file: what a failure that does not repeat is read by.
+fn log_to_file() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let Some(path) = std::env::var_os("P2P_TEST_LOG") else {
+            return;
+        };
+        let Ok(file) = std::fs::File::create(&path) else {
+            eprintln!("could not create the log file {path:?}");
+            return;
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+            )
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+    });
 }
 
 /// How long a test waits for an outcome before it fails: the broker is real and the machine
