@@ -2171,3 +2171,123 @@ async fn a_po_s_trace_is_followed_from_the_erp_through_three_topologies_to_the_b
         "the bank is told the send's span"
     );
 }
+
+/// Issue 28, item 5, with a real collector: `p2p run`, configured with `[tracing]
+/// otlp_endpoint`, sends its spans to Jaeger (`common::otlp::Jaeger`), and Jaeger's query API
+/// finds the ERP's trace of a PO with the procurement's decision under the ERP's span, and the
+/// match's decision on the PO's invoice linked to that trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_run_sends_its_spans_to_a_real_jaeger_which_finds_a_pos_trace() {
+    let Some(jaeger) = common::otlp::Jaeger::start().await else {
+        return;
+    };
+    let topics = TestTopics::create("jaeger", 2).await;
+    let codec = registry_codec();
+    let tx = Sender::new(&topics, codec.clone());
+    let org = org_paying_eur(&tx).await;
+    let supplier = payee("Acme Bolts GmbH", "NET 0");
+    tx.supplier(&org, &supplier).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = format!("p2p-jaeger-{}", uuid::Uuid::new_v4().simple());
+    let path = pipeline_toml(dir.path(), &topics, Some(&app));
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "metrics_addr = \"127.0.0.1:0\"\n{config}\n[tracing]\notlp_endpoint = \"{}\"\n",
+            jaeger.endpoint
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("p2p.log")).unwrap();
+    let mut pipeline = std::process::Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("p2p run starts");
+
+    let po = pallets_po(&org, &supplier.supplier, "4500088001");
+    let (po_trace_id, po_span_id) = ("3d5f7a9b1c2e4f6a8b0c2d4e6f8a0b1c", "1122334455667788");
+    tx.issue_traced(&po, &format!("00-{po_trace_id}-{po_span_id}-01"))
+        .await;
+    tx.received_in_full_as(&po, GoodsReceiptId::parse("5000088001").unwrap())
+        .await;
+    let invoice = invoice_for(&po, dec!(10));
+    tx.invoice(&invoice).await;
+
+    // The PO's trace, as Jaeger keeps it: the procurement's decision under the ERP's span.
+    let trace = poll(
+        "Jaeger to hold the procurement's span of the PO",
+        || async { jaeger.query(&format!("/api/traces/{po_trace_id}")).await },
+        |trace| {
+            spans_of(trace)
+                .any(|s| s["operationName"] == format!("procurement process {}", topics.po_events))
+        },
+    )
+    .await;
+    let issued = spans_of(&trace)
+        .find(|s| s["operationName"] == format!("procurement process {}", topics.po_events))
+        .unwrap();
+    assert!(
+        references(issued).any(|(kind, trace, span)| kind == "CHILD_OF"
+            && trace == po_trace_id
+            && span == po_span_id),
+        "under the ERP's span: {issued:#}"
+    );
+    // The match's decision on the invoice: a trace of its own, linked to the PO's.
+    let operation = format!("match process {}", topics.invoice_events);
+    let found = poll(
+        "Jaeger to hold the match's decision on the invoice, linked to the PO's trace",
+        || async {
+            jaeger
+                .query(&format!(
+                    "/api/traces?service=p2p-pipeline&operation={}&limit=100",
+                    operation.replace(' ', "%20")
+                ))
+                .await
+        },
+        |traces| {
+            traces["data"].as_array().is_some_and(|traces| {
+                traces
+                    .iter()
+                    .flat_map(spans_of)
+                    .any(|s| references(s).any(|(_, trace, _)| trace == po_trace_id))
+            })
+        },
+    )
+    .await;
+    assert!(found["data"].as_array().is_some_and(|t| !t.is_empty()));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pipeline.id().to_string()])
+        .status();
+    let stopped = pipeline.wait().unwrap();
+    assert!(stopped.success(), "p2p run stops cleanly: {stopped}");
+}
+
+/// The spans of a trace Jaeger's query API answered with.
+fn spans_of(trace: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    let traces = match trace.get("data") {
+        Some(serde_json::Value::Array(traces)) => traces.iter().collect::<Vec<_>>(),
+        _ => vec![trace],
+    };
+    traces
+        .into_iter()
+        .flat_map(|t| t["spans"].as_array().into_iter().flatten())
+}
+
+/// A Jaeger span's references: (kind, trace id, span id).
+fn references(span: &serde_json::Value) -> impl Iterator<Item = (&str, &str, &str)> {
+    span["references"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["refType"].as_str().unwrap_or_default(),
+                r["traceID"].as_str().unwrap_or_default(),
+                r["spanID"].as_str().unwrap_or_default(),
+            )
+        })
+}

@@ -123,3 +123,89 @@ fn attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Jaeger v2, a real OpenTelemetry collector with trace storage and a query API, built from
+/// the Go module proxy by `deploy/local/jaeger.sh` (`P2P_JAEGER` names the binary), on ports
+/// of its own, its traces in memory. Stopped when dropped.
+pub struct Jaeger {
+    /// Its OTLP/HTTP receiver, as `[tracing] otlp_endpoint`.
+    pub endpoint: String,
+    query: String,
+    process: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Jaeger {
+    /// Jaeger started, or none where `P2P_JAEGER` is not set (outside CI: the test says it
+    /// did not run; in CI, which builds it, that is a failure).
+    pub async fn start() -> Option<Jaeger> {
+        let Some(binary) = std::env::var_os("P2P_JAEGER") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI builds Jaeger: export P2P_JAEGER=\"$(deploy/local/jaeger.sh)\""
+            );
+            eprintln!(
+                "not run: no Jaeger (export P2P_JAEGER=\"$(deploy/local/jaeger.sh)\" to run it)"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let [otlp, query, grpc] = [(); 3].map(|_| super::bank::free_port());
+        let config = format!(
+            "service:\n  extensions: [jaeger_storage, jaeger_query]\n  pipelines:\n    traces:\n      \
+             receivers: [otlp]\n      processors: []\n      exporters: [jaeger_storage_exporter]\n  \
+             telemetry:\n    metrics:\n      level: none\n\
+             extensions:\n  jaeger_query:\n    storage:\n      traces: memstore\n    http:\n      \
+             endpoint: {query}\n    grpc:\n      endpoint: {grpc}\n  jaeger_storage:\n    backends:\n      \
+             memstore:\n        memory:\n          max_traces: 100000\n\
+             receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: {otlp}\n\
+             exporters:\n  jaeger_storage_exporter:\n    trace_storage: memstore\n"
+        );
+        let config_path = dir.path().join("jaeger.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("jaeger.log")).unwrap();
+        let process = std::process::Command::new(&binary)
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting Jaeger {binary:?}: {e}"));
+        let jaeger = Jaeger {
+            endpoint: format!("http://{otlp}"),
+            query: format!("http://{query}"),
+            process,
+            _dir: dir,
+        };
+        let answered = super::poll(
+            "Jaeger to answer",
+            || async {
+                reqwest::get(format!("{}/api/services", jaeger.query))
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string())
+            },
+            |status| *status == Ok(200),
+        )
+        .await;
+        assert_eq!(answered, Ok(200));
+        Some(jaeger)
+    }
+
+    /// What Jaeger's query API answers for `path` (`/api/traces/<id>`, ...), as JSON; null if
+    /// not found.
+    pub async fn query(&self, path: &str) -> serde_json::Value {
+        let response = reqwest::get(format!("{}{path}", self.query)).await.unwrap();
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return serde_json::Value::Null;
+        }
+        response.json().await.unwrap()
+    }
+}
+
+impl Drop for Jaeger {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
