@@ -12,7 +12,7 @@ use common::{
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
 use p2p_loadtest::generator::Payload;
-use p2p_loadtest::produce::{erp_producer, produce_scenario};
+use p2p_loadtest::produce::{erp_producer, produce_records};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_state::murmur2::partition_for;
 use p2p_topologies::growth::{append_log, ensure_log, GrowthEntry};
@@ -69,9 +69,14 @@ async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is
         .map(|r| r.key.clone())
         .collect();
     let codec = registry_codec();
-    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &scenario)
-        .await
-        .expect("the stream is produced");
+    produce_records(
+        &erp_producer(&kafka()).unwrap(),
+        &codec,
+        &topics,
+        &scenario.records,
+    )
+    .await
+    .expect("the stream is produced");
     // The match as the configuration's pipeline runs it: its changelog is the one planned.
     let pipeline = Pipeline::start_as(&format!("{app}-match"), &topics, codec.clone());
     wait_for_planted(&topics, &codec, &scenario.planted).await;
@@ -248,9 +253,14 @@ async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with
     };
     let codec = registry_codec();
     let pipeline = Pipeline::start_as(&format!("{app}-match"), &topics, codec.clone());
-    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &before)
-        .await
-        .expect("the first records are produced");
+    produce_records(
+        &erp_producer(&kafka()).unwrap(),
+        &codec,
+        &topics,
+        &before.records,
+    )
+    .await
+    .expect("the first records are produced");
 
     let grown = grow(&config_path, &["--to", "8"]);
     assert!(
@@ -260,11 +270,11 @@ async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with
         String::from_utf8_lossy(&grown.stderr)
     );
     // A producer made now partitions by 8.
-    produce_scenario(
+    produce_records(
         &erp_producer(&kafka()).unwrap(),
         &codec,
         &topics,
-        &records_of(&scenario, |o| between.iter().any(|b| b == o)),
+        &records_of(&scenario, |o| between.iter().any(|b| b == o)).records,
     )
     .await
     .expect("the records between the growths are produced");
@@ -278,16 +288,17 @@ async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with
         String::from_utf8_lossy(&grown.stderr)
     );
     let fresh = erp_producer(&kafka()).unwrap();
-    produce_scenario(&fresh, &codec, &topics, &after_first)
+    produce_records(&fresh, &codec, &topics, &after_first.records)
         .await
         .expect("the first orgs' later records are produced");
-    produce_scenario(
+    produce_records(
         &fresh,
         &codec,
         &topics,
         &records_of(&scenario, |o| {
             !first.iter().any(|f| f == o) && !between.iter().any(|b| b == o)
-        }),
+        })
+        .records,
     )
     .await
     .expect("the last orgs' records are produced");
@@ -388,9 +399,14 @@ async fn an_org_decided_after_a_growth_keeps_its_state_when_the_instance_that_mo
     let codec = registry_codec();
     // One worker: the one that moves the old partitions' state decides on the new ones too.
     let pipeline = Pipeline::start_with_workers(&group, &topics, codec.clone(), 1);
-    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &staying)
-        .await
-        .expect("the staying orgs' records are produced");
+    produce_records(
+        &erp_producer(&kafka()).unwrap(),
+        &codec,
+        &topics,
+        &staying.records,
+    )
+    .await
+    .expect("the staying orgs' records are produced");
     let grown = grow(&config_path, &["--to", "8"]);
     assert!(grown.status.success(), "{grown:?}");
     growth_done(&config_path, 4, 8).await;
@@ -401,7 +417,7 @@ async fn an_org_decided_after_a_growth_keeps_its_state_when_the_instance_that_mo
         records: late_first.to_vec(),
         ..Scenario::default()
     };
-    produce_scenario(&fresh, &codec, &topics, &first)
+    produce_records(&fresh, &codec, &topics, &first.records)
         .await
         .expect("the moving orgs' first records are produced");
     decided_so_far(&group, &topics.match_inputs()).await;
@@ -412,7 +428,7 @@ async fn an_org_decided_after_a_growth_keeps_its_state_when_the_instance_that_mo
         records: late_rest.to_vec(),
         ..Scenario::default()
     };
-    produce_scenario(&fresh, &codec, &topics, &rest)
+    produce_records(&fresh, &codec, &topics, &rest.records)
         .await
         .expect("the moving orgs' later records are produced");
     let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
@@ -450,9 +466,14 @@ async fn an_instance_started_mid_growth_waits_until_every_input_has_grown() {
             .await
             .unwrap();
     }
-    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &scenario)
-        .await
-        .expect("the stream is produced, by 8 partitions");
+    produce_records(
+        &erp_producer(&kafka()).unwrap(),
+        &codec,
+        &topics,
+        &scenario.records,
+    )
+    .await
+    .expect("the stream is produced, by 8 partitions");
     wait_for_planted(&topics, &codec, &scenario.planted).await;
     pipeline.stop().await;
 }
@@ -482,7 +503,7 @@ async fn an_instance_back_from_a_crash_on_its_share_from_before_a_growth_takes_t
     let codec = registry_codec();
     let pipeline = Pipeline::start_with_workers(&group, &topics, codec.clone(), 1);
     let producer = erp_producer(&kafka()).unwrap();
-    produce_scenario(&producer, &codec, &topics, &staying)
+    produce_records(&producer, &codec, &topics, &staying.records)
         .await
         .expect("the staying orgs' records are produced");
     decided_so_far(&group, &topics.match_inputs()).await;
@@ -492,9 +513,14 @@ async fn an_instance_back_from_a_crash_on_its_share_from_before_a_growth_takes_t
     assert!(grown.status.success(), "{grown:?}");
     let pipeline = Pipeline::restart_as(&group, &topics, codec.clone(), state, 1);
     // The moving orgs' records, by 8 partitions: on the new partitions 4 to 7.
-    produce_scenario(&erp_producer(&kafka()).unwrap(), &codec, &topics, &moving)
-        .await
-        .expect("the moving orgs' records are produced");
+    produce_records(
+        &erp_producer(&kafka()).unwrap(),
+        &codec,
+        &topics,
+        &moving.records,
+    )
+    .await
+    .expect("the moving orgs' records are produced");
     let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
     assert!(audit(&scenario.planted, &observed).passed());
     pipeline.stop().await;

@@ -7,7 +7,7 @@ mod common;
 use common::{kafka, poll, registry_codec, wait_for_planted, Pipeline, TestTopics, PATIENCE};
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
-use p2p_loadtest::produce::{erp_producer, produce_scenario};
+use p2p_loadtest::produce::{erp_producer, produce_records};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_processors::OrgId;
 use p2p_state::StateKey;
@@ -112,9 +112,14 @@ async fn a_restore_longer_than_the_poll_interval_keeps_the_group_and_decides_the
         pos_per_org: 5,
         ..GeneratorConfig::default()
     }));
-    produce_scenario(&erp_producer(&kafka).unwrap(), &codec, &topics, &scenario)
-        .await
-        .expect("produced");
+    produce_records(
+        &erp_producer(&kafka).unwrap(),
+        &codec,
+        &topics,
+        &scenario.records,
+    )
+    .await
+    .expect("produced");
     let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
     assert!(audit(&scenario.planted, &observed).passed());
     // The member kept its partitions throughout: no rebalance took them (one that leaves
