@@ -9,6 +9,7 @@ mod common;
 use common::{
     kafka, pipeline_toml, registry_codec, state_left_behind, wait_for_planted, Pipeline, TestTopics,
 };
+use p2p_avro::Codec;
 use p2p_loadtest::audit::audit;
 use p2p_loadtest::bench::recent;
 use p2p_loadtest::generator::Payload;
@@ -16,6 +17,7 @@ use p2p_loadtest::produce::{erp_producer, produce_records};
 use p2p_loadtest::{GeneratorConfig, Scenario};
 use p2p_state::murmur2::partition_for;
 use p2p_topologies::growth::{append_log, ensure_log, GrowthEntry};
+use p2p_topologies::Topics;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -41,6 +43,19 @@ async fn setup(
         ..GeneratorConfig::default()
     }));
     (topics, app, dir, config_path, scenario)
+}
+
+/// Publishes `scenario`'s records as ERPs do, from a producer made now (it partitions by the
+/// topics' count of this moment).
+async fn publish(topics: &Topics, codec: &Codec, scenario: &Scenario, what: &str) {
+    produce_records(
+        &erp_producer(&kafka()).unwrap(),
+        codec,
+        topics,
+        &scenario.records,
+    )
+    .await
+    .expect(what);
 }
 
 fn grow(config: &Path, args: &[&str]) -> Output {
@@ -69,14 +84,7 @@ async fn a_dry_run_plans_the_orgs_that_move_and_shrinking_or_growing_for_real_is
         .map(|r| r.key.clone())
         .collect();
     let codec = registry_codec();
-    produce_records(
-        &erp_producer(&kafka()).unwrap(),
-        &codec,
-        &topics,
-        &scenario.records,
-    )
-    .await
-    .expect("the stream is produced");
+    publish(&topics, &codec, &scenario, "the stream is produced").await;
     // The match as the configuration's pipeline runs it: its changelog is the one planned.
     let pipeline = Pipeline::start_as(&format!("{app}-match"), &topics, codec.clone());
     wait_for_planted(&topics, &codec, &scenario.planted).await;
@@ -253,14 +261,7 @@ async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with
     };
     let codec = registry_codec();
     let pipeline = Pipeline::start_as(&format!("{app}-match"), &topics, codec.clone());
-    produce_records(
-        &erp_producer(&kafka()).unwrap(),
-        &codec,
-        &topics,
-        &before.records,
-    )
-    .await
-    .expect("the first records are produced");
+    publish(&topics, &codec, &before, "the first records are produced").await;
 
     let grown = grow(&config_path, &["--to", "8"]);
     assert!(
@@ -270,14 +271,13 @@ async fn partitions_grow_4_to_8_to_12_mid_stream_and_every_orgs_state_moves_with
         String::from_utf8_lossy(&grown.stderr)
     );
     // A producer made now partitions by 8.
-    produce_records(
-        &erp_producer(&kafka()).unwrap(),
-        &codec,
+    publish(
         &topics,
-        &records_of(&scenario, |o| between.iter().any(|b| b == o)).records,
+        &codec,
+        &records_of(&scenario, |o| between.iter().any(|b| b == o)),
+        "the records between the growths are produced",
     )
-    .await
-    .expect("the records between the growths are produced");
+    .await;
     growth_done(&config_path, 4, 8).await;
 
     let grown = grow(&config_path, &["--to", "12"]);
@@ -399,14 +399,13 @@ async fn an_org_decided_after_a_growth_keeps_its_state_when_the_instance_that_mo
     let codec = registry_codec();
     // One worker: the one that moves the old partitions' state decides on the new ones too.
     let pipeline = Pipeline::start_with_workers(&group, &topics, codec.clone(), 1);
-    produce_records(
-        &erp_producer(&kafka()).unwrap(),
-        &codec,
+    publish(
         &topics,
-        &staying.records,
+        &codec,
+        &staying,
+        "the staying orgs' records are produced",
     )
-    .await
-    .expect("the staying orgs' records are produced");
+    .await;
     let grown = grow(&config_path, &["--to", "8"]);
     assert!(grown.status.success(), "{grown:?}");
     growth_done(&config_path, 4, 8).await;
@@ -466,14 +465,13 @@ async fn an_instance_started_mid_growth_waits_until_every_input_has_grown() {
             .await
             .unwrap();
     }
-    produce_records(
-        &erp_producer(&kafka()).unwrap(),
-        &codec,
+    publish(
         &topics,
-        &scenario.records,
+        &codec,
+        &scenario,
+        "the stream is produced, by 8 partitions",
     )
-    .await
-    .expect("the stream is produced, by 8 partitions");
+    .await;
     wait_for_planted(&topics, &codec, &scenario.planted).await;
     pipeline.stop().await;
 }
@@ -513,14 +511,13 @@ async fn an_instance_back_from_a_crash_on_its_share_from_before_a_growth_takes_t
     assert!(grown.status.success(), "{grown:?}");
     let pipeline = Pipeline::restart_as(&group, &topics, codec.clone(), state, 1);
     // The moving orgs' records, by 8 partitions: on the new partitions 4 to 7.
-    produce_records(
-        &erp_producer(&kafka()).unwrap(),
-        &codec,
+    publish(
         &topics,
-        &moving.records,
+        &codec,
+        &moving,
+        "the moving orgs' records are produced",
     )
-    .await
-    .expect("the moving orgs' records are produced");
+    .await;
     let observed = wait_for_planted(&topics, &codec, &scenario.planted).await;
     assert!(audit(&scenario.planted, &observed).passed());
     pipeline.stop().await;

@@ -1004,9 +1004,7 @@ async fn bank_sender(
     show(&breaker);
     while let Some(job) = jobs.recv().await {
         let started = Instant::now();
-        let run_span = job.trace.as_deref().and_then(|traceparent| {
-            trace::context_of(&[(trace::TRACEPARENT.to_owned(), traceparent.into())])
-        });
+        let run_span = job.trace.as_deref().and_then(trace::parse);
         let mut attempts = 0u32;
         let outcome = loop {
             if let Err(wait) = breaker.permit(Instant::now()) {

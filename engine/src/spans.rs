@@ -344,20 +344,11 @@ impl Decision {
 
     fn links(&self, batch: &SpanContext, outputs: &[OutputRecord]) -> Vec<Link> {
         let mut links = vec![Link::with_context(batch.clone())];
-        let mut seen: Vec<String> = Vec::new();
         for record in outputs.get(self.outputs.clone()).unwrap_or_default() {
-            for link in crate::trace::links_of(&record.headers) {
-                if links.len() > 64 || seen.contains(&link) {
-                    continue;
-                }
-                let header = [(
-                    crate::trace::TRACEPARENT.to_owned(),
-                    link.clone().into_bytes(),
-                )];
-                if let Some(context) = crate::trace::context_of(&header) {
+            for context in crate::trace::linked(&record.headers) {
+                if links.len() <= 64 && !links.iter().any(|l| l.span_context == context) {
                     links.push(Link::with_context(context));
                 }
-                seen.push(link);
             }
         }
         links

@@ -26,13 +26,18 @@ pub const MAX_LINKS: usize = 1_000;
 /// later header overrides an earlier one; a value not in UTF-8 is no value).
 struct HeaderReader<'a>(&'a [(String, Vec<u8>)]);
 
+/// The value of header `key`, as [`HeaderReader`] reads it.
+fn header<'a>(headers: &'a [(String, Vec<u8>)], key: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
 impl Extractor for HeaderReader<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        header(self.0, key)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -61,7 +66,7 @@ pub fn context_of(headers: &[(String, Vec<u8>)]) -> Option<SpanContext> {
     }
     // The W3C field widths, which the propagator does not hold a value to (it reads a
     // 31-digit trace id as one with a leading zero): a header with others is no context.
-    let widths_hold = HeaderReader(headers).get(TRACEPARENT).is_some_and(|value| {
+    let widths_hold = header(headers, TRACEPARENT).is_some_and(|value| {
         let fields: Vec<&str> = value.trim().split('-').collect();
         fields.len() >= 4
             && (fields[0] != "00" || fields.len() == 4)
@@ -131,17 +136,36 @@ pub fn carried(headers: &[(String, Vec<u8>)]) -> Vec<String> {
     traces
 }
 
-/// The valid `traceparent` values of a record's links.
-pub fn links_of(headers: &[(String, Vec<u8>)]) -> Vec<String> {
-    let reader = HeaderReader(headers);
-    let Some(value) = reader.get(LINKS) else {
+/// The context a `traceparent` value names, if valid (as [`context_of`] reads a header).
+pub fn parse(traceparent: &str) -> Option<SpanContext> {
+    context_of(&[(TRACEPARENT.to_owned(), traceparent.as_bytes().to_vec())])
+}
+
+/// The valid links of a record, as given and as read.
+fn links_read(headers: &[(String, Vec<u8>)]) -> Vec<(&str, SpanContext)> {
+    let Some(value) = header(headers, LINKS) else {
         return Vec::new();
     };
     value
         .split(',')
         .map(str::trim)
-        .filter(|link| context_of(&[(TRACEPARENT.to_owned(), link.as_bytes().to_vec())]).is_some())
-        .map(str::to_owned)
+        .filter_map(|link| Some((link, parse(link)?)))
+        .collect()
+}
+
+/// The valid `traceparent` values of a record's links.
+pub fn links_of(headers: &[(String, Vec<u8>)]) -> Vec<String> {
+    links_read(headers)
+        .into_iter()
+        .map(|(link, _)| link.to_owned())
+        .collect()
+}
+
+/// The contexts of a record's valid links.
+pub fn linked(headers: &[(String, Vec<u8>)]) -> Vec<SpanContext> {
+    links_read(headers)
+        .into_iter()
+        .map(|(_, context)| context)
         .collect()
 }
 
@@ -155,8 +179,7 @@ pub fn add_links<'a>(
         if all.len() >= MAX_LINKS {
             break;
         }
-        let valid = context_of(&[(TRACEPARENT.to_owned(), link.as_bytes().to_vec())]).is_some();
-        if valid && !all.iter().any(|l| l == link) {
+        if parse(link).is_some() && !all.iter().any(|l| l == link) {
             all.push(link.to_owned());
         }
     }
